@@ -1,0 +1,309 @@
+//! Base images: an OCI layout on disk, pinned by digest. Every blob is
+//! verified (manifest, config, each layer's compressed digest and its
+//! uncompressed diff_id) before anything of it is used.
+
+use std::io::{self, Read};
+use std::path::Path;
+
+use kiln_oci::{Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest, Store, media};
+use sha1::Digest as _;
+
+use crate::BuildError;
+use crate::tarw::EntryType;
+use crate::tree::{self, Content, Node, Origin, Tree};
+
+/// A verified base image and its merged filesystem.
+pub struct BaseImage {
+    pub spec: String,
+    pub store: Store,
+    pub manifest_digest: Digest,
+    pub manifest: ImageManifest,
+    pub config: ImageConfig,
+    pub tree: Tree,
+    /// `/var/lib/dpkg/status` of the base, if it has one.
+    pub dpkg_status: Option<Vec<u8>>,
+    pub warnings: Vec<String>,
+}
+
+fn base_err(spec: &str, message: impl Into<String>) -> BuildError {
+    BuildError::Base {
+        base: spec.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Load and verify the base at `path` pinned to `digest` (a manifest, or an
+/// index from which the `linux/<arch>` manifest is chosen).
+pub fn load(spec: &str, path: &Path, digest: &Digest, arch: &str) -> Result<BaseImage, BuildError> {
+    let store = Store::open(path).map_err(|e| base_err(spec, e.to_string()))?;
+    let bytes = store
+        .read_blob(digest)
+        .map_err(|e| base_err(spec, e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| base_err(spec, format!("{digest} is not JSON: {e}")))?;
+    let mt = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
+    let (manifest_digest, mbytes) = if media::is_index(mt) || v.get("manifests").is_some() {
+        let idx: ImageIndex = serde_json::from_slice(&bytes)
+            .map_err(|e| base_err(spec, format!("index {digest}: {e}")))?;
+        let d = idx
+            .manifests
+            .iter()
+            .find(|d| {
+                d.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+            })
+            .ok_or_else(|| {
+                base_err(spec, format!("index {digest} has no linux/{arch} manifest"))
+            })?;
+        let b = store
+            .read_descriptor(d)
+            .map_err(|e| base_err(spec, e.to_string()))?;
+        (d.digest, b)
+    } else {
+        (*digest, bytes)
+    };
+    let manifest = ImageManifest::from_bytes(&mbytes, &manifest_digest.to_string())
+        .map_err(|e| base_err(spec, e.to_string()))?;
+    let cbytes = store
+        .read_descriptor(&manifest.config)
+        .map_err(|e| base_err(spec, format!("config: {e}")))?;
+    let config = ImageConfig::from_bytes(&cbytes, "base config")
+        .map_err(|e| base_err(spec, e.to_string()))?;
+    if config.architecture != arch {
+        return Err(base_err(
+            spec,
+            format!(
+                "the base is {}, the spec builds {arch}",
+                config.architecture
+            ),
+        ));
+    }
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(base_err(
+            spec,
+            format!(
+                "the config lists {} diff_ids for {} layers",
+                config.rootfs.diff_ids.len(),
+                manifest.layers.len()
+            ),
+        ));
+    }
+    let mut tree = Tree::new();
+    let mut dpkg_status = None;
+    let mut warnings = Vec::new();
+    for (i, (layer, diff_id)) in manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .enumerate()
+    {
+        store
+            .verify_blob(layer)
+            .map_err(|e| base_err(spec, format!("layer {i}: {e}")))?;
+        read_layer(
+            &store,
+            layer,
+            diff_id,
+            &mut tree,
+            &mut dpkg_status,
+            &mut warnings,
+        )
+        .map_err(|m| base_err(spec, format!("layer {i} ({}): {m}", layer.digest)))?;
+    }
+    Ok(BaseImage {
+        spec: spec.to_string(),
+        store,
+        manifest_digest,
+        manifest,
+        config,
+        tree,
+        dpkg_status,
+        warnings,
+    })
+}
+
+struct HashingReader<R> {
+    inner: R,
+    h: sha2::Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.h.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn decompressor<'a>(mt: &str, f: std::fs::File) -> Result<Box<dyn Read + 'a>, String> {
+    let f = io::BufReader::with_capacity(1 << 20, f);
+    Ok(match mt {
+        media::LAYER_GZIP | media::DOCKER_LAYER_GZIP => {
+            Box::new(flate2::read::MultiGzDecoder::new(f))
+        }
+        media::LAYER_ZSTD => Box::new(zstd::Decoder::with_buffer(f).map_err(|e| e.to_string())?),
+        media::LAYER_TAR => Box::new(f),
+        other => return Err(format!("unsupported layer media type {other}")),
+    })
+}
+
+/// Normalise a tar path to an absolute image path; refuse escapes.
+pub(crate) fn normalize_tar_path(raw: &str) -> Result<Option<String>, String> {
+    let mut parts = Vec::new();
+    for c in raw.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err(format!("path {raw:?} escapes the root")),
+            c => parts.push(c),
+        }
+    }
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!("/{}", parts.join("/"))))
+}
+
+fn read_layer(
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    tree: &mut Tree,
+    dpkg_status: &mut Option<Vec<u8>>,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    let f = std::fs::File::open(store.blob_path(&layer.digest)).map_err(|e| e.to_string())?;
+    let mut r = HashingReader {
+        inner: decompressor(&layer.media_type, f)?,
+        h: sha2::Sha256::new(),
+    };
+    let mut upper = Tree::new();
+    let mut whiteouts: Vec<(String, bool)> = Vec::new();
+    {
+        let mut ar = tar::Archive::new(&mut r);
+        let entries = ar.entries().map_err(|e| e.to_string())?;
+        for e in entries {
+            let mut e = e.map_err(|e| format!("corrupt tar: {e}"))?;
+            let raw = e.path_bytes();
+            let raw = std::str::from_utf8(&raw)
+                .map_err(|_| format!("non-UTF-8 path {:?}", String::from_utf8_lossy(&raw)))?
+                .to_string();
+            let Some(path) = normalize_tar_path(&raw)? else {
+                continue;
+            };
+            let name = path.rsplit('/').next().unwrap_or("");
+            if name == ".wh..wh..opq" {
+                whiteouts.push((tree::parent(&path).unwrap_or("").to_string(), true));
+                continue;
+            }
+            if let Some(victim) = name.strip_prefix(".wh.") {
+                let dir = tree::parent(&path).unwrap_or("");
+                whiteouts.push((format!("{dir}/{victim}"), false));
+                continue;
+            }
+            let h = e.header();
+            let mode = h.mode().map_err(|e| format!("{path}: {e}"))? & 0o7777;
+            let uid = h.uid().map_err(|e| format!("{path}: {e}"))? as u32;
+            let gid = h.gid().map_err(|e| format!("{path}: {e}"))? as u32;
+            let et = h.entry_type();
+            let node = if et.is_dir() {
+                Node::dir(mode, uid, gid, Origin::Base)
+            } else if et.is_file() {
+                let mut a = sha2::Sha256::new();
+                let mut b = sha1::Sha1::new();
+                let mut data = Vec::new();
+                let keep = path == "/var/lib/dpkg/status";
+                let mut buf = [0u8; 64 * 1024];
+                let mut size = 0u64;
+                loop {
+                    let k = e.read(&mut buf).map_err(|e| format!("{path}: {e}"))?;
+                    if k == 0 {
+                        break;
+                    }
+                    a.update(&buf[..k]);
+                    b.update(&buf[..k]);
+                    if keep {
+                        data.extend_from_slice(&buf[..k]);
+                    }
+                    size += k as u64;
+                }
+                if keep {
+                    *dpkg_status = Some(data);
+                }
+                Node {
+                    kind: EntryType::File,
+                    mode,
+                    uid,
+                    gid,
+                    size,
+                    sha256: Some(a.finalize().into()),
+                    sha1: Some(b.finalize().into()),
+                    link: None,
+                    origin: Origin::Base,
+                    content: Content::None,
+                }
+            } else if et.is_symlink() || et.is_hard_link() {
+                let target = e
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).to_string())
+                    .ok_or_else(|| format!("{path}: link without a target"))?;
+                let (kind, link, (sha, sha1), size) = if et.is_hard_link() {
+                    let t = normalize_tar_path(&target)?
+                        .ok_or_else(|| format!("{path}: hard link to the root"))?;
+                    let tn = upper
+                        .get(&t)
+                        .or_else(|| tree.get(&t))
+                        .ok_or_else(|| format!("{path}: hard link to {t}, which does not exist"))?;
+                    (EntryType::Hardlink, t, (tn.sha256, tn.sha1), tn.size)
+                } else {
+                    (EntryType::Symlink, target, (None, None), 0)
+                };
+                Node {
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    size,
+                    sha256: sha,
+                    sha1,
+                    link: Some(link),
+                    origin: Origin::Base,
+                    content: Content::None,
+                }
+            } else {
+                warnings.push(format!(
+                    "base: {path} ({et:?}) is not a file, directory or link; not tracked"
+                ));
+                continue;
+            };
+            if node.kind != EntryType::Dir {
+                tree::remove_subtree(&mut upper, &path);
+            }
+            upper.insert(path, node);
+        }
+    }
+    io::copy(&mut r, &mut io::sink()).map_err(|e| e.to_string())?;
+    let actual = Digest::from_bytes(r.h.finalize().into());
+    if actual != *diff_id {
+        return Err(format!(
+            "uncompressed content hashes to {actual}, the config's diff_id is {diff_id}"
+        ));
+    }
+    for (p, opaque) in whiteouts {
+        if opaque {
+            let prefix = format!("{p}/");
+            let doomed: Vec<String> = tree
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .cloned()
+                .collect();
+            for k in doomed {
+                tree.remove(&k);
+            }
+        } else {
+            tree::remove_subtree(tree, &p);
+        }
+    }
+    tree::overlay(tree, &upper);
+    Ok(())
+}

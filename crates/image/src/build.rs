@@ -1,0 +1,580 @@
+//! `kiln build`: spec → layers → config → manifest → referrers → store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kiln_oci::{
+    Descriptor, Digest, History, ImageConfig, ImageManifest, RootFs, Staging, Store, annotations,
+    media,
+};
+use kiln_sbom::{FileKind, FileOrigin, FileRecord, ImageSubject, Inventory, ToolInfo};
+use serde::Serialize;
+use sha2::Digest as _;
+
+use crate::compress::Compression;
+use crate::spec::{Base, Spec};
+use crate::tarw::EntryType;
+use crate::tree::{self, Origin, Tree};
+use crate::{BuildError, base, debs, layer, source, time};
+
+/// Config label that carries the spec's `[baseline]` (compact JSON).
+pub const BASELINE_LABEL: &str = "dev.kiln.baseline";
+/// The kiln version that builds (recorded in SBOMs, not in the image).
+pub const KILN_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Receives progress; the CLI draws bars on a terminal, tests ignore it.
+pub trait Progress: Send + Sync {
+    /// A new phase; `total` in bytes when known.
+    fn phase(&self, _name: &str, _total: Option<u64>) {}
+    /// Bytes done in the current phase.
+    fn advance(&self, _bytes: u64) {}
+    /// The current phase finished.
+    fn finish_phase(&self) {}
+}
+
+/// A `Progress` that shows nothing.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// How to build.
+pub struct BuildOptions {
+    pub state_dir: PathBuf,
+    pub compression: Compression,
+    /// Override the spec's `name:tag`.
+    pub tag: Option<(String, String)>,
+    /// Also export an OCI layout here.
+    pub out: Option<PathBuf>,
+    /// Worker threads (hashing, compression).
+    pub threads: usize,
+    /// The `SOURCE_DATE_EPOCH` value, if set.
+    pub source_date_epoch: Option<String>,
+    pub progress: Arc<dyn Progress>,
+}
+
+/// What a build produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct BuildReport {
+    pub name: String,
+    pub tag: String,
+    pub digest: Digest,
+    pub manifest_size: u64,
+    pub config_digest: Digest,
+    pub epoch: u64,
+    pub epoch_source: String,
+    pub created: String,
+    pub compression: String,
+    pub base: Option<String>,
+    pub layers: Vec<LayerReport>,
+    pub referrers: Vec<ReferrerReport>,
+    pub packages: usize,
+    pub files: usize,
+    pub spec_sha256: String,
+    pub out: Option<PathBuf>,
+    pub warnings: Vec<String>,
+    pub maintainer_scripts_not_run: BTreeMap<String, Vec<String>>,
+    pub elapsed_ms: u128,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerReport {
+    pub role: String,
+    pub digest: Digest,
+    pub diff_id: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub entries: usize,
+    pub cached: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReferrerReport {
+    pub artifact_type: String,
+    pub digest: Digest,
+}
+
+/// The epoch: `SOURCE_DATE_EPOCH`, else the commit time of the spec's git
+/// checkout, else 0.
+pub fn resolve_epoch(sde: Option<&str>, spec_dir: &Path) -> Result<(u64, String), BuildError> {
+    if let Some(v) = sde {
+        let t = v.trim();
+        if t.is_empty() || !t.bytes().all(|c| c.is_ascii_digit()) {
+            return Err(BuildError::BadEpoch(v.to_string()));
+        }
+        let n: u64 = t.parse().map_err(|_| BuildError::BadEpoch(v.to_string()))?;
+        return Ok((n, "SOURCE_DATE_EPOCH".into()));
+    }
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(spec_dir)
+        .args(["log", "-1", "--format=%ct", "--", "."])
+        .stderr(std::process::Stdio::null())
+        .output();
+    if let Ok(o) = out
+        && o.status.success()
+        && let Ok(n) = String::from_utf8_lossy(&o.stdout).trim().parse::<u64>()
+    {
+        return Ok((n, "git commit time".into()));
+    }
+    Ok((0, "default (0)".into()))
+}
+
+/// Build `spec` into the store under `opts.state_dir`.
+pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
+    let started = Instant::now();
+    let (epoch, epoch_source) = resolve_epoch(opts.source_date_epoch.as_deref(), &spec.dir)?;
+    let created = time::rfc3339(epoch);
+    let (name, tag) = opts
+        .tag
+        .clone()
+        .unwrap_or_else(|| (spec.name.clone(), spec.tag.clone()));
+    let store = Store::open_or_init(opts.state_dir.join("store"))?;
+    let cache_dir = opts.state_dir.join("cache");
+    let mut staging = store.staging()?;
+    let p = &opts.progress;
+
+    // 1. Base.
+    let base = match &spec.base {
+        Base::Scratch => None,
+        Base::Layout {
+            path,
+            digest,
+            spec: s,
+        } => {
+            p.phase("verifying base", None);
+            let b = base::load(s, path, digest, &spec.arch)?;
+            p.finish_phase();
+            Some(b)
+        }
+    };
+    let mut merged: Tree = base.as_ref().map(|b| b.tree.clone()).unwrap_or_default();
+
+    // 2. Packages layer.
+    let pkgs = debs::build(
+        spec,
+        &merged,
+        base.as_ref().and_then(|b| b.dpkg_status.as_deref()),
+    )?;
+    // 3. Files layer (over base + packages).
+    let mut files_lower = merged.clone();
+    if let Some(pl) = &pkgs {
+        tree::overlay(&mut files_lower, &pl.tree);
+    }
+    let mut files_tree = source::collect(spec, &files_lower)?;
+    let hash_cache = source::HashCache::load(cache_dir.join("hashes").join(format!(
+        "{}.json",
+        &hex::encode(sha2::Sha256::digest(spec.path.to_string_lossy().as_bytes()))[..32]
+    )));
+    let total: u64 = files_tree
+        .values()
+        .filter(|n| n.kind == EntryType::File)
+        .map(|n| n.size)
+        .sum();
+    p.phase("hashing files", Some(total));
+    {
+        let p2 = Arc::clone(p);
+        source::hash_files(&mut files_tree, &hash_cache, opts.threads, &move |n| {
+            p2.advance(n)
+        })?;
+    }
+    p.finish_phase();
+
+    // 4. Layers.
+    let mut layer_reports = Vec::new();
+    let mut new_layers = Vec::new();
+    let layer_cache = cache_dir.join("layers");
+    let mut roles: Vec<(&str, &Tree)> = Vec::new();
+    if let Some(pl) = &pkgs {
+        roles.push(("packages", &pl.tree));
+    }
+    if !files_tree.is_empty() {
+        roles.push(("files", &files_tree));
+    }
+    for (role, t) in roles {
+        let total: u64 = t
+            .values()
+            .filter(|n| n.kind == EntryType::File)
+            .map(|n| n.size + 512)
+            .sum();
+        p.phase(&format!("writing {role} layer"), Some(total));
+        let p2 = Arc::clone(p);
+        let out = layer::build_layer(
+            t,
+            epoch,
+            opts.compression,
+            opts.threads,
+            &store,
+            &mut staging,
+            &layer_cache,
+            Arc::new(move |n| p2.advance(n)),
+        )?;
+        p.finish_phase();
+        layer_reports.push(LayerReport {
+            role: role.to_string(),
+            digest: out.descriptor.digest,
+            diff_id: out.diff_id,
+            size: out.descriptor.size,
+            media_type: out.descriptor.media_type.clone(),
+            entries: t.len(),
+            cached: out.cached,
+        });
+        new_layers.push(out);
+    }
+    if let Some(pl) = &pkgs {
+        tree::overlay(&mut merged, &pl.tree);
+    }
+    tree::overlay(&mut merged, &files_tree);
+    check_entrypoint(spec, &merged)?;
+
+    // 5. Config and manifest.
+    let mut layers: Vec<Descriptor> = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut history = Vec::new();
+    let mut cfg = match &base {
+        Some(b) => {
+            for l in &b.manifest.layers {
+                let mut d = Descriptor::new(
+                    if l.media_type == media::DOCKER_LAYER_GZIP {
+                        media::LAYER_GZIP
+                    } else {
+                        &l.media_type
+                    },
+                    l.digest,
+                    l.size,
+                );
+                d.annotations = l.annotations.clone();
+                import_blob(&b.store, &mut staging, &l.digest)?;
+                layers.push(d);
+            }
+            diff_ids.extend(b.config.rootfs.diff_ids.iter().copied());
+            history.extend(b.config.history.iter().cloned());
+            b.config.clone()
+        }
+        None => ImageConfig {
+            architecture: spec.arch.clone(),
+            os: "linux".into(),
+            ..Default::default()
+        },
+    };
+    for (l, r) in new_layers.iter().zip(&layer_reports) {
+        layers.push(l.descriptor.clone());
+        diff_ids.push(l.diff_id);
+        history.push(History {
+            created: Some(created.clone()),
+            created_by: Some(format!("kiln build: {} layer", r.role)),
+            comment: Some(match r.role.as_str() {
+                "packages" => format!(
+                    "{} Debian package(s); maintainer scripts not run",
+                    pkgs.as_ref().map(|p| p.installed.len()).unwrap_or(0)
+                ),
+                _ => format!("{} path(s) from [[files]]", r.entries),
+            }),
+            empty_layer: None,
+        });
+    }
+    apply_runtime_config(spec, &mut cfg, &created)?;
+    cfg.rootfs = RootFs {
+        kind: "layers".into(),
+        diff_ids,
+    };
+    cfg.history = history;
+    let cfg_bytes = cfg.to_bytes();
+    let cfg_desc = staging.put(media::CONFIG, &cfg_bytes)?;
+    let mut ann = BTreeMap::from([(annotations::CREATED.to_string(), created.clone())]);
+    if let Some(b) = &base {
+        ann.insert(
+            annotations::BASE_DIGEST.into(),
+            b.manifest_digest.to_string(),
+        );
+        ann.insert(annotations::BASE_NAME.into(), b.spec.clone());
+    }
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(media::MANIFEST.into()),
+        artifact_type: None,
+        config: cfg_desc.clone(),
+        layers,
+        subject: None,
+        annotations: ann,
+    };
+    let mbytes = manifest.to_bytes();
+    let mdesc = staging.put(media::MANIFEST, &mbytes)?;
+
+    // 6. Inventory: SBOMs and the file manifest, as referrers.
+    let mut packages = pkgs
+        .as_ref()
+        .map(|p| p.installed.clone())
+        .unwrap_or_default();
+    if let Some(st) = base.as_ref().and_then(|b| b.dpkg_status.as_deref()) {
+        let replaced: BTreeSet<String> = packages.iter().map(|p| p.name.clone()).collect();
+        packages.extend(debs::base_packages(st, &replaced));
+    }
+    packages.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
+    let scripts: BTreeMap<String, Vec<String>> = packages
+        .iter()
+        .filter(|p| !p.maintainer_scripts_not_run.is_empty())
+        .map(|p| (p.name.clone(), p.maintainer_scripts_not_run.clone()))
+        .collect();
+    let inv = Inventory {
+        image: ImageSubject {
+            name: name.clone(),
+            tag: tag.clone(),
+            digest: mdesc.digest.to_string(),
+            created: created.clone(),
+            architecture: cfg.architecture.clone(),
+            os: cfg.os.clone(),
+        },
+        tool: ToolInfo {
+            name: "kiln".into(),
+            version: KILN_VERSION.into(),
+        },
+        packages,
+        files: merged.iter().map(|(p, n)| record(p, n)).collect(),
+    };
+    let n_packages = inv.packages.len();
+    let n_files = inv.files.len();
+    let referrers = attach_inventory(&store, &mut staging, &mdesc, &inv, &created)?;
+
+    // 7. Commit: blobs first, then the index (the only visible step).
+    staging.commit()?;
+    let ref_descs: Vec<Descriptor> = referrers.iter().map(|(d, _)| d.clone()).collect();
+    store.add_untagged(&ref_descs)?;
+    store.tag(&name, &tag, &mdesc)?;
+    // A failed cache write only costs speed next time.
+    let _ = hash_cache.save();
+
+    let out = match &opts.out {
+        Some(dir) => {
+            crate::export::export(&store, &name, &tag, &mdesc, &ref_descs, dir)?;
+            Some(dir.clone())
+        }
+        None => None,
+    };
+    let mut warnings = base
+        .as_ref()
+        .map(|b| b.warnings.clone())
+        .unwrap_or_default();
+    if !scripts.is_empty() {
+        warnings.push(format!(
+            "maintainer scripts were not run: {}",
+            scripts
+                .iter()
+                .map(|(k, v)| format!("{k} ({})", v.join(", ")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    Ok(BuildReport {
+        name,
+        tag,
+        digest: mdesc.digest,
+        manifest_size: mdesc.size,
+        config_digest: cfg_desc.digest,
+        epoch,
+        epoch_source,
+        created,
+        compression: opts.compression.describe(),
+        base: base
+            .as_ref()
+            .map(|b| format!("{} ({})", b.spec, b.manifest_digest)),
+        layers: layer_reports,
+        referrers: referrers
+            .into_iter()
+            .map(|(d, at)| ReferrerReport {
+                artifact_type: at,
+                digest: d.digest,
+            })
+            .collect(),
+        packages: n_packages,
+        files: n_files,
+        spec_sha256: spec.sha256.clone(),
+        out,
+        warnings,
+        maintainer_scripts_not_run: scripts,
+        elapsed_ms: started.elapsed().as_millis(),
+    })
+}
+
+fn import_blob(from: &Store, staging: &mut Staging, d: &Digest) -> Result<(), BuildError> {
+    if staging.has(d) {
+        return Ok(());
+    }
+    let (f, tmp) = staging.temp_file()?;
+    drop(f);
+    std::fs::copy(from.blob_path(d), &tmp).map_err(|e| BuildError::io(from.blob_path(d), e))?;
+    staging.adopt(tmp, *d)?;
+    Ok(())
+}
+
+fn record(path: &str, n: &tree::Node) -> FileRecord {
+    FileRecord {
+        path: path.to_string(),
+        kind: match n.kind {
+            EntryType::File => FileKind::File,
+            EntryType::Dir => FileKind::Dir,
+            EntryType::Symlink => FileKind::Symlink,
+            EntryType::Hardlink => FileKind::Hardlink,
+        },
+        mode: n.mode,
+        uid: n.uid,
+        gid: n.gid,
+        size: if matches!(n.kind, EntryType::File | EntryType::Hardlink) {
+            n.size
+        } else {
+            0
+        },
+        sha256: n.sha256.map(hex::encode),
+        sha1: n.sha1.map(hex::encode),
+        link: n.link.clone(),
+        origin: match &n.origin {
+            Origin::Base => FileOrigin::Base,
+            Origin::Package(p) => FileOrigin::Package(p.clone()),
+            Origin::Spec => FileOrigin::Spec,
+        },
+    }
+}
+
+/// Stage the SPDX, CycloneDX and file-manifest artifacts for `image`.
+fn attach_inventory(
+    store: &Store,
+    staging: &mut Staging,
+    image: &Descriptor,
+    inv: &Inventory,
+    created: &str,
+) -> Result<Vec<(Descriptor, String)>, BuildError> {
+    inv.validate()
+        .map_err(|e| BuildError::Internal(format!("inventory: {e}")))?;
+    let _ = store;
+    staging.put(media::EMPTY, media::EMPTY_CONTENT)?;
+    let mut subject = Descriptor::new(media::MANIFEST, image.digest, image.size);
+    subject.annotations.clear();
+    let mut out = Vec::new();
+    for (mt, title, bytes) in [
+        (
+            kiln_sbom::MEDIA_TYPE_SPDX,
+            "sbom.spdx.json",
+            kiln_sbom::spdx_json(inv),
+        ),
+        (
+            kiln_sbom::MEDIA_TYPE_CYCLONEDX,
+            "sbom.cdx.json",
+            kiln_sbom::cyclonedx_json(inv),
+        ),
+        (
+            kiln_sbom::MEDIA_TYPE_FILE_MANIFEST,
+            "files.json",
+            kiln_sbom::file_manifest_json(inv),
+        ),
+    ] {
+        let mut blob = staging.put(mt, &bytes)?;
+        blob.annotations
+            .insert(annotations::TITLE.into(), title.into());
+        let m = ImageManifest {
+            schema_version: 2,
+            media_type: Some(media::MANIFEST.into()),
+            artifact_type: Some(mt.into()),
+            config: Descriptor::empty(),
+            layers: vec![blob],
+            subject: Some(subject.clone()),
+            annotations: BTreeMap::from([(annotations::CREATED.to_string(), created.to_string())]),
+        };
+        let mut d = staging.put(media::MANIFEST, &m.to_bytes())?;
+        d.artifact_type = Some(mt.into());
+        out.push((d, mt.to_string()));
+    }
+    Ok(out)
+}
+
+fn apply_runtime_config(
+    spec: &Spec,
+    cfg: &mut ImageConfig,
+    created: &str,
+) -> Result<(), BuildError> {
+    cfg.created = Some(created.to_string());
+    cfg.author = None;
+    cfg.architecture = spec.arch.clone();
+    cfg.os = "linux".into();
+    let rc = &mut cfg.config;
+    if let Some(u) = &spec.user {
+        rc.user = Some(u.clone());
+    }
+    let mut env: BTreeMap<String, String> = rc
+        .env
+        .iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    env.extend(spec.env.clone());
+    env.entry("PATH".into())
+        .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    rc.env = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if let Some(ep) = &spec.entrypoint {
+        rc.entrypoint = Some(ep.clone());
+        // As in Dockerfiles: a new entrypoint drops the base's cmd.
+        rc.cmd = None;
+    }
+    if let Some(c) = &spec.cmd {
+        rc.cmd = Some(c.clone());
+    }
+    if let Some(w) = &spec.workdir {
+        rc.working_dir = Some(w.clone());
+    }
+    for port in &spec.ports {
+        rc.exposed_ports
+            .insert(format!("{port}/tcp"), serde_json::Map::new());
+    }
+    rc.labels.extend(spec.labels.clone());
+    let baseline =
+        serde_json::to_string(&spec.baseline).map_err(|e| BuildError::Internal(e.to_string()))?;
+    rc.labels.insert(BASELINE_LABEL.into(), baseline);
+    if let Some(s) = &spec.stop_signal {
+        rc.stop_signal = Some(s.clone());
+    }
+    Ok(())
+}
+
+/// An absolute entrypoint must exist in the image and be executable.
+fn check_entrypoint(spec: &Spec, fs: &Tree) -> Result<(), BuildError> {
+    let Some(prog) = spec.entrypoint.as_ref().and_then(|e| e.first()) else {
+        return Ok(());
+    };
+    if !prog.starts_with('/') {
+        return Ok(());
+    }
+    let mut path = prog.clone();
+    for _ in 0..40 {
+        let resolved = tree::resolve_parents(fs, &path).unwrap_or(path.clone());
+        match fs.get(&resolved) {
+            Some(n) if n.kind == EntryType::Symlink => {
+                let t = n.link.clone().unwrap_or_default();
+                path = if t.starts_with('/') {
+                    tree::lexical_join("/", &t)
+                } else {
+                    tree::lexical_join(tree::parent(&resolved).unwrap_or("/"), &t)
+                };
+            }
+            Some(n)
+                if matches!(n.kind, EntryType::File | EntryType::Hardlink)
+                    && n.mode & 0o111 != 0 =>
+            {
+                return Ok(());
+            }
+            Some(_) => {
+                return Err(BuildError::Spec(spec.error_at(
+                    &spec.entrypoint_loc,
+                    format!(
+                        "image.entrypoint: {prog} is in the image but is not an executable file"
+                    ),
+                )));
+            }
+            None => break,
+        }
+    }
+    Err(BuildError::Spec(spec.error_at(
+        &spec.entrypoint_loc,
+        format!("image.entrypoint: {prog} is not in the image"),
+    )))
+}

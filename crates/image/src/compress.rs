@@ -1,0 +1,441 @@
+//! Layer compression: deterministic and parallel.
+//!
+//! * gzip: the tar stream is cut into fixed 1 MiB blocks; each is deflated
+//!   on its own core (zlib-rs, level [`GZIP_LEVEL`]) primed with the previous
+//!   block's last 32 KiB as dictionary, ended with a sync flush, and the
+//!   pieces are concatenated into one gzip member (header with no name and
+//!   mtime 0). This is pigz's scheme: the bytes depend only on the input and
+//!   the pinned library, never on the number of threads.
+//! * zstd: libzstd's multi-threaded mode at level [`ZSTD_LEVEL`]; its output
+//!   does not depend on the number of workers (≥ 1).
+//!
+//! The sink also computes the layer's `diff_id` (SHA-256 of the uncompressed
+//! tar) and the blob digest (SHA-256 of the compressed bytes).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use flate2::{Compress, Compression as Level, FlushCompress, Status};
+use kiln_oci::{Digest, Sha256Writer, media};
+use sha2::{Digest as _, Sha256};
+
+/// Pinned gzip level.
+pub const GZIP_LEVEL: u32 = 6;
+/// Pinned zstd level.
+pub const ZSTD_LEVEL: i32 = 3;
+/// Independent gzip block size (part of the output format: never change
+/// it without changing kiln's major version).
+pub const GZIP_BLOCK: usize = 1 << 20;
+const DICT: usize = 32 * 1024;
+
+/// How layers are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => media::LAYER_GZIP,
+            Compression::Zstd => media::LAYER_ZSTD,
+            Compression::None => media::LAYER_TAR,
+        }
+    }
+
+    /// Everything that determines the compressed bytes: part of the layer
+    /// cache key and of the build record.
+    pub fn describe(self) -> String {
+        match self {
+            Compression::Gzip => format!(
+                "gzip level {GZIP_LEVEL}, {} KiB blocks, flate2 {} / zlib-rs {}",
+                GZIP_BLOCK / 1024,
+                env!("KILN_FLATE2_VERSION"),
+                env!("KILN_ZLIB_RS_VERSION")
+            ),
+            Compression::Zstd => format!(
+                "zstd level {ZSTD_LEVEL}, multi-threaded, libzstd {} (zstd-sys {})",
+                zstd::zstd_safe::version_string(),
+                env!("KILN_ZSTD_SYS_VERSION")
+            ),
+            Compression::None => "uncompressed tar".to_string(),
+        }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            "none" => Ok(Compression::None),
+            _ => Err(format!("unknown compression {s:?} (gzip, zstd or none)")),
+        }
+    }
+}
+
+/// What a finished layer blob is.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerDigests {
+    pub diff_id: Digest,
+    pub digest: Digest,
+    pub size: u64,
+    pub uncompressed_size: u64,
+}
+
+enum Inner {
+    Gzip(GzipPar),
+    Zstd(zstd::stream::write::Encoder<'static, Sha256Writer<BufWriter<File>>>),
+    None(Sha256Writer<BufWriter<File>>),
+}
+
+/// A `Write` for the uncompressed tar stream of one layer.
+pub struct LayerSink {
+    diff: Sha256,
+    raw_len: u64,
+    inner: Inner,
+    progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl LayerSink {
+    /// `threads`: compression workers (≥ 1).
+    pub fn new(c: Compression, out: File, threads: usize) -> io::Result<LayerSink> {
+        let out = Sha256Writer::new(BufWriter::with_capacity(1 << 20, out));
+        let inner = match c {
+            Compression::Gzip => Inner::Gzip(GzipPar::new(out, threads.max(1))),
+            Compression::Zstd => {
+                let mut e = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+                e.multithread(threads.max(1) as u32)?;
+                e.include_checksum(false)?;
+                Inner::Zstd(e)
+            }
+            Compression::None => Inner::None(out),
+        };
+        Ok(LayerSink {
+            diff: Sha256::new(),
+            raw_len: 0,
+            inner,
+            progress: None,
+        })
+    }
+
+    /// Report uncompressed bytes as they are consumed.
+    pub fn on_progress(&mut self, f: Arc<dyn Fn(u64) + Send + Sync>) {
+        self.progress = Some(f);
+    }
+
+    /// Flush everything, fsync nothing (the store does), return digests.
+    pub fn finish(self) -> io::Result<LayerDigests> {
+        let diff_id = Digest::from_bytes(self.diff.finalize().into());
+        let w = match self.inner {
+            Inner::Gzip(g) => g.finish()?,
+            Inner::Zstd(e) => e.finish()?,
+            Inner::None(w) => w,
+        };
+        let (digest, size, mut buf) = w.finish();
+        buf.flush()?;
+        Ok(LayerDigests {
+            diff_id,
+            digest,
+            size,
+            uncompressed_size: self.raw_len,
+        })
+    }
+}
+
+impl Write for LayerSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            Inner::Gzip(g) => g.write_all(buf)?,
+            Inner::Zstd(e) => e.write_all(buf)?,
+            Inner::None(w) => w.write_all(buf)?,
+        }
+        self.diff.update(buf);
+        self.raw_len += buf.len() as u64;
+        if let Some(p) = &self.progress {
+            p(buf.len() as u64);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Job {
+    seq: u64,
+    data: Vec<u8>,
+    dict: Vec<u8>,
+    last: bool,
+}
+
+struct Done {
+    seq: u64,
+    len: u64,
+    out: io::Result<Vec<u8>>,
+    crc: crc32fast::Hasher,
+}
+
+/// pigz-style parallel gzip.
+struct GzipPar {
+    cur: Vec<u8>,
+    prev_tail: Vec<u8>,
+    seq: u64,
+    jobs: Option<SyncSender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    writer: Option<JoinHandle<io::Result<Sha256Writer<BufWriter<File>>>>>,
+}
+
+impl GzipPar {
+    fn new(out: Sha256Writer<BufWriter<File>>, threads: usize) -> GzipPar {
+        let (jtx, jrx) = sync_channel::<Job>(threads * 2);
+        let jrx = Arc::new(Mutex::new(jrx));
+        let (dtx, drx) = sync_channel::<Done>(threads * 2);
+        let workers = (0..threads)
+            .map(|_| {
+                let jrx = Arc::clone(&jrx);
+                let dtx = dtx.clone();
+                std::thread::spawn(move || worker(jrx, dtx))
+            })
+            .collect();
+        drop(dtx);
+        let writer = std::thread::spawn(move || gzip_writer(out, drx));
+        GzipPar {
+            cur: Vec::with_capacity(GZIP_BLOCK),
+            prev_tail: Vec::new(),
+            seq: 0,
+            jobs: Some(jtx),
+            workers,
+            writer: Some(writer),
+        }
+    }
+
+    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let take = (GZIP_BLOCK - self.cur.len()).min(buf.len());
+            self.cur.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            if self.cur.len() == GZIP_BLOCK {
+                self.send(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, last: bool) -> io::Result<()> {
+        let data = std::mem::replace(&mut self.cur, Vec::with_capacity(GZIP_BLOCK));
+        let dict = std::mem::take(&mut self.prev_tail);
+        self.prev_tail = data[data.len().saturating_sub(DICT)..].to_vec();
+        let job = Job {
+            seq: self.seq,
+            data,
+            dict,
+            last,
+        };
+        self.seq += 1;
+        match &self.jobs {
+            Some(tx) => tx.send(job).map_err(|_| broken()),
+            None => Err(broken()),
+        }
+    }
+
+    fn finish(mut self) -> io::Result<Sha256Writer<BufWriter<File>>> {
+        self.send(true)?;
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            w.join().map_err(|_| broken())?;
+        }
+        match self.writer.take() {
+            Some(w) => w.join().map_err(|_| broken())?,
+            None => Err(broken()),
+        }
+    }
+}
+
+impl Drop for GzipPar {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn broken() -> io::Error {
+    io::Error::other("a compression thread failed")
+}
+
+fn worker(jobs: Arc<Mutex<Receiver<Job>>>, done: SyncSender<Done>) {
+    loop {
+        let job = {
+            let Ok(rx) = jobs.lock() else { return };
+            match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            }
+        };
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&job.data);
+        let out = deflate_block(&job.data, &job.dict, job.last);
+        let len = job.data.len() as u64;
+        if done
+            .send(Done {
+                seq: job.seq,
+                len,
+                out,
+                crc,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Raw deflate of one block, primed with `dict`, ending in a sync flush
+/// (byte-aligned, not final) or, for the last block, the final block.
+fn deflate_block(data: &[u8], dict: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    let mut c = Compress::new(Level::new(GZIP_LEVEL), false);
+    if !dict.is_empty() {
+        c.set_dictionary(dict).map_err(io::Error::other)?;
+    }
+    let mut out = Vec::with_capacity(data.len() + data.len() / 1000 + 1024);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    let mut consumed = 0usize;
+    loop {
+        if out.capacity() - out.len() < 1024 {
+            out.reserve(64 * 1024);
+        }
+        let before = c.total_in();
+        let st = c
+            .compress_vec(&data[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
+        consumed += (c.total_in() - before) as usize;
+        match st {
+            Status::StreamEnd => break,
+            _ if !last && consumed == data.len() && out.capacity() > out.len() => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn gzip_writer(
+    mut out: Sha256Writer<BufWriter<File>>,
+    done: Receiver<Done>,
+) -> io::Result<Sha256Writer<BufWriter<File>>> {
+    // RFC 1952 header: deflate, no flags, mtime 0, no extra flags, OS unknown.
+    out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])?;
+    let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut crc = crc32fast::Hasher::new();
+    let mut len: u64 = 0;
+    let mut saw_last = false;
+    for d in done {
+        pending.insert(d.seq, d);
+        while let Some(d) = pending.remove(&next) {
+            let bytes = d.out?;
+            out.write_all(&bytes)?;
+            len += d.len;
+            crc.combine(&d.crc);
+            next += 1;
+            saw_last = true;
+        }
+    }
+    if !pending.is_empty() || !saw_last {
+        return Err(broken());
+    }
+    out.write_all(&crc.finalize().to_le_bytes())?;
+    out.write_all(&(len as u32).to_le_bytes())?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn compress(c: Compression, data: &[u8], threads: usize) -> (Vec<u8>, LayerDigests) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("blob");
+        let mut s = LayerSink::new(c, File::create(&p).unwrap(), threads).unwrap();
+        for chunk in data.chunks(7777) {
+            s.write_all(chunk).unwrap();
+        }
+        let d = s.finish().unwrap();
+        (std::fs::read(&p).unwrap(), d)
+    }
+
+    fn sample(n: usize) -> Vec<u8> {
+        let mut x: u32 = 1;
+        (0..n)
+            .map(|i| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                if i % 3 == 0 {
+                    (x >> 24) as u8
+                } else {
+                    b"kiln "[i % 5]
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gzip_is_valid_and_thread_independent() {
+        let data = sample(3 * GZIP_BLOCK + 12345);
+        let (a, da) = compress(Compression::Gzip, &data, 1);
+        let (b, _) = compress(Compression::Gzip, &data, 4);
+        assert_eq!(a, b, "output depends on thread count");
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&a[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        assert_eq!(da.diff_id, Digest::of(&data));
+        assert_eq!(da.digest, Digest::of(&a));
+        assert_eq!(da.size, a.len() as u64);
+        // GNU gzip is the reference decoder.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.gz");
+        std::fs::write(&p, &a).unwrap();
+        let o = std::process::Command::new("gzip")
+            .arg("-t")
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    #[test]
+    fn gzip_of_tiny_input() {
+        let (a, _) = compress(Compression::Gzip, b"x", 2);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&a[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, b"x");
+    }
+
+    #[test]
+    fn zstd_is_valid_and_thread_independent() {
+        let data = sample(9 * GZIP_BLOCK);
+        let (a, _) = compress(Compression::Zstd, &data, 1);
+        let (b, _) = compress(Compression::Zstd, &data, 3);
+        assert_eq!(a, b, "zstd output depends on worker count");
+        assert_eq!(zstd::decode_all(&a[..]).unwrap(), data);
+    }
+}

@@ -1,0 +1,67 @@
+//! kiln's image builder: from a `kiln.toml` spec to a bit-identical OCI
+//! image in the content store, with SBOMs and a file manifest attached as
+//! OCI 1.1 referrers.
+//!
+//! The pipeline, one module per step:
+//! [`spec`] parse → [`base`] verify the base → [`debs`] packages layer →
+//! [`source`] files layer → [`layer`] tar + compress (cached) →
+//! [`build`] config, manifest, referrers, commit → [`export`] `--out`.
+
+pub mod base;
+pub mod build;
+pub mod compress;
+pub mod debs;
+pub mod export;
+pub mod layer;
+pub mod source;
+pub mod spec;
+pub mod tarw;
+pub mod time;
+pub mod tree;
+
+use std::path::{Path, PathBuf};
+
+pub use build::{BuildOptions, BuildReport, LayerReport, Progress, build};
+pub use compress::Compression;
+pub use spec::{Spec, SpecError};
+
+/// Everything that can make a build fail. Each message names the input at
+/// fault (spec location, file path, blob digest).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Source { path: PathBuf, message: String },
+    #[error("{spec_loc}: {path}: {message}")]
+    Deb {
+        spec_loc: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("base {base}: {message}")]
+    Base { base: String, message: String },
+    #[error("SOURCE_DATE_EPOCH={0:?} is not a non-negative integer number of seconds")]
+    BadEpoch(String),
+    #[error(transparent)]
+    Oci(#[from] kiln_oci::OciError),
+    #[error("{0}")]
+    Output(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl BuildError {
+    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> BuildError {
+        BuildError::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! `[[files]]` sources: walking the build context, normalising metadata,
+//! and hashing in parallel with a stat-keyed cache (like git's index), so
+//! an unchanged tree is recognised without reading a byte.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::{Deserialize, Serialize};
+use sha1::Digest as _;
+
+use crate::BuildError;
+use crate::spec::{FileSpec, Spec};
+use crate::tarw::EntryType;
+use crate::tree::{self, Content, Node, Origin, Tree};
+
+/// The stat fields that, unchanged, mean the content is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatKey {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl StatKey {
+    pub fn of(m: &fs::Metadata) -> StatKey {
+        StatKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Cached {
+    key: StatKey,
+    sha256: String,
+    sha1: String,
+}
+
+/// Content hashes of host files keyed by path and stat.
+pub struct HashCache {
+    path: PathBuf,
+    old: HashMap<String, Cached>,
+    new: Mutex<HashMap<String, Cached>>,
+}
+
+impl HashCache {
+    /// Load the cache file (a missing or unreadable cache is simply empty).
+    pub fn load(path: PathBuf) -> HashCache {
+        let old = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        HashCache {
+            path,
+            old,
+            new: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Persist the entries used by this build (atomically).
+    pub fn save(&self) -> Result<(), BuildError> {
+        let map = match self.new.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
+        }
+        let bytes = serde_json::to_vec(&*map).map_err(|e| BuildError::Internal(e.to_string()))?;
+        kiln_oci::layout::write_atomic(&self.path, &bytes)?;
+        Ok(())
+    }
+
+    fn lookup(&self, p: &str, key: &StatKey) -> Option<([u8; 32], [u8; 20])> {
+        let c = self.old.get(p)?;
+        if c.key != *key {
+            return None;
+        }
+        let mut a = [0u8; 32];
+        let mut b = [0u8; 20];
+        hex::decode_to_slice(&c.sha256, &mut a).ok()?;
+        hex::decode_to_slice(&c.sha1, &mut b).ok()?;
+        Some((a, b))
+    }
+
+    fn remember(&self, p: &str, key: StatKey, h: &([u8; 32], [u8; 20])) {
+        // Racy-git rule: a file modified in the last two seconds may change
+        // again within the same timestamp; do not trust its stat next time.
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        if now_ns - key.mtime_ns.max(key.ctime_ns) < 2_000_000_000 {
+            return;
+        }
+        let c = Cached {
+            key,
+            sha256: hex::encode(h.0),
+            sha1: hex::encode(h.1),
+        };
+        match self.new.lock() {
+            Ok(mut m) => m.insert(p.to_string(), c),
+            Err(p2) => p2.into_inner().insert(p.to_string(), c),
+        };
+    }
+}
+
+/// Collect the files layer from the spec's `[[files]]` (metadata only; see
+/// [`hash_files`]). `lower` is the filesystem beneath (for symlinked parents).
+pub fn collect(spec: &Spec, lower: &Tree) -> Result<Tree, BuildError> {
+    let mut layer = Tree::new();
+    let mut links: HashMap<(u64, u64), Vec<String>> = HashMap::new();
+    for f in &spec.files {
+        let meta = fs::symlink_metadata(&f.src).map_err(|e| {
+            BuildError::Spec(spec.error_at(
+                &f.src_loc,
+                format!("files[{}].src: {}: {e}", f.index, f.src.display()),
+            ))
+        })?;
+        let dst = if f.dst.ends_with('/') {
+            let base = f
+                .src
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            format!("{}{base}", f.dst)
+        } else {
+            f.dst.clone()
+        };
+        if dst == "/" && !meta.is_dir() {
+            return Err(BuildError::Spec(spec.error_at(
+                &f.dst_loc,
+                format!(
+                    "files[{}].dst: only a directory can be copied to /",
+                    f.index
+                ),
+            )));
+        }
+        let dst = tree::resolve_parents(lower, &dst).map_err(|m| {
+            BuildError::Spec(spec.error_at(&f.dst_loc, format!("files[{}].dst: {m}", f.index)))
+        })?;
+        add_entry(spec, f, &f.src, &dst, &meta, &mut layer, &mut links)?;
+        if meta.is_dir() {
+            walk(spec, f, &f.src, &dst, &mut layer, &mut links, 0)?;
+        }
+    }
+    // Hard links among copied files stay hard links: the first path (in
+    // layer order) carries the content, the others point at it.
+    for paths in links.values_mut() {
+        if paths.len() < 2 {
+            continue;
+        }
+        paths.sort();
+        let first = paths[0].clone();
+        for p in &paths[1..] {
+            if let Some(n) = layer.get_mut(p) {
+                n.kind = EntryType::Hardlink;
+                n.link = Some(first.clone());
+                n.content = Content::None;
+            }
+        }
+    }
+    layer.remove("/");
+    tree::add_parents(&mut layer, lower);
+    Ok(layer)
+}
+
+const MAX_DEPTH: usize = 256;
+
+fn walk(
+    spec: &Spec,
+    f: &FileSpec,
+    dir: &Path,
+    dst: &str,
+    layer: &mut Tree,
+    links: &mut HashMap<(u64, u64), Vec<String>>,
+    depth: usize,
+) -> Result<(), BuildError> {
+    if depth > MAX_DEPTH {
+        return Err(BuildError::Source {
+            path: dir.to_path_buf(),
+            message: format!("directory nesting deeper than {MAX_DEPTH} levels"),
+        });
+    }
+    let rd = fs::read_dir(dir).map_err(|e| BuildError::io(dir, e))?;
+    let mut names = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| BuildError::io(dir, e))?;
+        names.push(e.file_name());
+    }
+    names.sort();
+    for name in names {
+        let host = dir.join(&name);
+        let Some(n) = name.to_str() else {
+            return Err(BuildError::Source {
+                path: host,
+                message: "the file name is not UTF-8; image paths must be UTF-8".into(),
+            });
+        };
+        let child = if dst == "/" {
+            format!("/{n}")
+        } else {
+            format!("{dst}/{n}")
+        };
+        let meta = fs::symlink_metadata(&host).map_err(|e| BuildError::io(&host, e))?;
+        add_entry(spec, f, &host, &child, &meta, layer, links)?;
+        if meta.is_dir() {
+            walk(spec, f, &host, &child, layer, links, depth + 1)?;
+        }
+    }
+    Ok(())
+}
+
+fn add_entry(
+    spec: &Spec,
+    f: &FileSpec,
+    host: &Path,
+    dst: &str,
+    meta: &fs::Metadata,
+    layer: &mut Tree,
+    links: &mut HashMap<(u64, u64), Vec<String>>,
+) -> Result<(), BuildError> {
+    let ft = meta.file_type();
+    let (uid, gid) = f.owner.unwrap_or((0, 0));
+    let node = if ft.is_dir() {
+        Node::dir(f.dir_mode.unwrap_or(0o755), uid, gid, Origin::Spec)
+    } else if ft.is_symlink() {
+        let target = fs::read_link(host).map_err(|e| BuildError::io(host, e))?;
+        let target = target.to_str().ok_or_else(|| BuildError::Source {
+            path: host.to_path_buf(),
+            message: "the symlink target is not UTF-8".into(),
+        })?;
+        Node {
+            kind: EntryType::Symlink,
+            mode: 0o777,
+            uid,
+            gid,
+            size: 0,
+            sha256: None,
+            sha1: None,
+            link: Some(target.to_string()),
+            origin: Origin::Spec,
+            content: Content::None,
+        }
+    } else if ft.is_file() {
+        // Normalise: the spec's mode, else 0755 if the source is executable
+        // by anyone, else 0644 — so the umask cannot change the digest.
+        let mode = f.mode.unwrap_or(if meta.mode() & 0o111 != 0 {
+            0o755
+        } else {
+            0o644
+        });
+        if meta.nlink() > 1 {
+            links
+                .entry((meta.dev(), meta.ino()))
+                .or_default()
+                .push(dst.to_string());
+        }
+        Node {
+            kind: EntryType::File,
+            mode,
+            uid,
+            gid,
+            size: meta.size(),
+            sha256: None,
+            sha1: None,
+            link: None,
+            origin: Origin::Spec,
+            content: Content::Host(host.to_path_buf(), StatKey::of(meta)),
+        }
+    } else {
+        let what = if ft.is_fifo() {
+            "a fifo"
+        } else if ft.is_socket() {
+            "a socket"
+        } else if ft.is_block_device() || ft.is_char_device() {
+            "a device node"
+        } else {
+            "of an unknown type"
+        };
+        return Err(BuildError::Spec(spec.error_at(
+            &f.src_loc,
+            format!(
+                "files[{}].src: {} is {what}; only regular files, directories and symlinks can be copied",
+                f.index,
+                host.display()
+            ),
+        )));
+    };
+    if let Some(old) = layer.get(dst)
+        && !(old.kind == EntryType::Dir && node.kind == EntryType::Dir)
+    {
+        return Err(BuildError::Spec(spec.error_at(
+            &f.dst_loc,
+            format!(
+                "files[{}].dst: {dst} is written twice by [[files]]",
+                f.index
+            ),
+        )));
+    }
+    layer.insert(dst.to_string(), node);
+    Ok(())
+}
+
+/// Hash every host file of `layer` (SHA-256 and SHA-1) on `threads` cores,
+/// reusing cached hashes whose stat is unchanged.
+pub fn hash_files(
+    layer: &mut Tree,
+    cache: &HashCache,
+    threads: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), BuildError> {
+    let work: Vec<(String, PathBuf, StatKey)> = layer
+        .iter()
+        .filter_map(|(p, n)| match (&n.kind, &n.content) {
+            (EntryType::File, Content::Host(h, k)) => Some((p.clone(), h.clone(), *k)),
+            _ => None,
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, [u8; 32], [u8; 20])>> =
+        Mutex::new(Vec::with_capacity(work.len()));
+    let first_err: Mutex<Option<BuildError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((_, host, key)) = work.get(i) else {
+                        break;
+                    };
+                    let key_str = host.to_string_lossy();
+                    let h = match cache.lookup(&key_str, key) {
+                        Some(h) => Ok(h),
+                        None => hash_host(host, key, &mut buf),
+                    };
+                    match h {
+                        Ok(h) => {
+                            cache.remember(&key_str, *key, &h);
+                            progress(key.size);
+                            if let Ok(mut r) = results.lock() {
+                                r.push((i, h.0, h.1));
+                            }
+                        }
+                        Err(e) => {
+                            if let Ok(mut fe) = first_err.lock() {
+                                fe.get_or_insert(e);
+                            }
+                            next.store(usize::MAX / 2, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_err.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let results = results.into_inner().unwrap_or_default();
+    for (i, a, b) in results {
+        if let Some(n) = layer.get_mut(&work[i].0) {
+            n.sha256 = Some(a);
+            n.sha1 = Some(b);
+        }
+    }
+    // Hard links carry their target's hashes (for the manifest and SBOM).
+    let hl: Vec<(String, String)> = layer
+        .iter()
+        .filter(|(_, n)| n.kind == EntryType::Hardlink && n.content.is_none())
+        .filter_map(|(p, n)| n.link.clone().map(|l| (p.clone(), l)))
+        .collect();
+    for (p, target) in hl {
+        let (a, b, size) = match layer.get(&target) {
+            Some(t) => (t.sha256, t.sha1, t.size),
+            None => continue,
+        };
+        if let Some(n) = layer.get_mut(&p) {
+            n.sha256 = a;
+            n.sha1 = b;
+            n.size = size;
+        }
+    }
+    Ok(())
+}
+
+fn hash_host(
+    host: &Path,
+    key: &StatKey,
+    buf: &mut [u8],
+) -> Result<([u8; 32], [u8; 20]), BuildError> {
+    let mut f = File::open(host).map_err(|e| BuildError::io(host, e))?;
+    let mut a = sha2::Sha256::new();
+    let mut b = sha1::Sha1::new();
+    let mut n = 0u64;
+    loop {
+        let k = f.read(buf).map_err(|e| BuildError::io(host, e))?;
+        if k == 0 {
+            break;
+        }
+        a.update(&buf[..k]);
+        b.update(&buf[..k]);
+        n += k as u64;
+    }
+    let after = f.metadata().map_err(|e| BuildError::io(host, e))?;
+    if n != key.size || StatKey::of(&after) != *key {
+        return Err(BuildError::Source {
+            path: host.to_path_buf(),
+            message: "the file changed while it was being read; build again".into(),
+        });
+    }
+    Ok((a.finalize().into(), b.finalize().into()))
+}
+
+impl Content {
+    fn is_none(&self) -> bool {
+        matches!(self, Content::None)
+    }
+}

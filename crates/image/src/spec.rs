@@ -1,0 +1,661 @@
+//! `kiln.toml`: the image spec. Unknown keys are errors; every semantic
+//! error names the file, line and column of the offending value.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// A spec error located in its file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct SpecError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    image: RawImage,
+    #[serde(default)]
+    files: Vec<RawFile>,
+    #[serde(default)]
+    debs: Vec<RawDeb>,
+    #[serde(default)]
+    baseline: Option<Baseline>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImage {
+    name: Spanned<String>,
+    tag: Spanned<String>,
+    #[serde(default)]
+    entrypoint: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    user: Option<Spanned<String>>,
+    #[serde(default)]
+    workdir: Option<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    ports: Vec<Spanned<u32>>,
+    #[serde(default)]
+    base: Option<Spanned<String>>,
+    #[serde(default)]
+    arch: Option<Spanned<String>>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    stop_signal: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    src: Spanned<String>,
+    dst: Spanned<String>,
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
+    dir_mode: Option<Spanned<String>>,
+    #[serde(default)]
+    owner: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeb {
+    path: Spanned<String>,
+    sha256: Spanned<String>,
+}
+
+/// Security/privacy settings carried in the image config (label
+/// `dev.kiln.baseline`), compared between releases by the deploy stage.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<LogLevel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_min_version: Option<TlsVersion>,
+    #[serde(default)]
+    pub ingress: Vec<u16>,
+    #[serde(default)]
+    pub egress: Vec<Egress>,
+    /// Whether data at rest written by the service is encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption_at_rest: Option<bool>,
+    /// Whether the service processes personal data (GDPR scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.0")]
+    V1_0,
+    #[serde(rename = "1.1")]
+    V1_1,
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+/// An allowed outbound destination: `"host:port"`, or a table with a reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Egress {
+    Plain(String),
+    Rule {
+        to: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// The base of an image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Base {
+    Scratch,
+    /// An OCI layout on disk, pinned by manifest (or index) digest.
+    Layout {
+        path: PathBuf,
+        digest: kiln_oci::Digest,
+        spec: String,
+    },
+}
+
+/// One `[[files]]` entry, validated.
+#[derive(Clone, Debug)]
+pub struct FileSpec {
+    pub index: usize,
+    /// Absolute host path of the source (inside the spec directory).
+    pub src: PathBuf,
+    /// Normalised absolute image path, e.g. `/bin/busybox`.
+    pub dst: String,
+    /// For a file: its mode. For a directory: the mode of the regular files under it.
+    pub mode: Option<u32>,
+    /// For a directory: the mode of directories under it (default 0755).
+    pub dir_mode: Option<u32>,
+    pub owner: Option<(u32, u32)>,
+    /// Where `dst` is in the spec, for errors found later.
+    pub(crate) dst_loc: Loc,
+    pub(crate) src_loc: Loc,
+}
+
+/// One `[[debs]]` entry, validated.
+#[derive(Clone, Debug)]
+pub struct DebSpec {
+    pub index: usize,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub(crate) loc: Loc,
+}
+
+/// A position in the spec file, for error messages raised after parsing.
+#[derive(Clone, Debug, Default)]
+pub struct Loc {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A parsed and validated spec.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub path: PathBuf,
+    pub dir: PathBuf,
+    pub name: String,
+    pub tag: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub ports: Vec<u16>,
+    pub base: Base,
+    pub arch: String,
+    pub labels: BTreeMap<String, String>,
+    pub stop_signal: Option<String>,
+    pub files: Vec<FileSpec>,
+    pub debs: Vec<DebSpec>,
+    pub baseline: Baseline,
+    /// SHA-256 of the spec file's bytes.
+    pub sha256: String,
+    pub(crate) entrypoint_loc: Loc,
+}
+
+impl Spec {
+    /// Read and validate the spec at `path`.
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read(path).map_err(|e| SpecError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the spec: {e}"),
+        })?;
+        let text = String::from_utf8(text).map_err(|e| SpecError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!(
+                "the spec is not UTF-8 (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+        })?;
+        Spec::parse(path, &text)
+    }
+
+    /// Parse and validate spec text; `path` locates it (relative sources resolve against its directory).
+    pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecError> {
+        let cx = Cx { file: path, text };
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| cx.line_col(s.start)).unwrap_or((0, 0));
+            SpecError {
+                file: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = std::fs::canonicalize(&dir)
+            .map_err(|e| cx.err(0..0, format!("cannot resolve the spec directory: {e}")))?;
+
+        let img = raw.image;
+        kiln_oci::layout::validate_name(img.name.get_ref())
+            .map_err(|m| cx.err(img.name.span(), format!("image.name: {m}")))?;
+        kiln_oci::layout::validate_tag(img.tag.get_ref())
+            .map_err(|m| cx.err(img.tag.span(), format!("image.tag: {m}")))?;
+        if let Some(ep) = &img.entrypoint
+            && ep.get_ref().is_empty()
+        {
+            return Err(cx.err(ep.span(), "image.entrypoint must not be empty".into()));
+        }
+        if let Some(u) = &img.user {
+            validate_user(u.get_ref()).map_err(|m| cx.err(u.span(), format!("image.user: {m}")))?;
+        }
+        if let Some(w) = &img.workdir
+            && !w.get_ref().starts_with('/')
+        {
+            return Err(cx.err(w.span(), "image.workdir must be an absolute path".into()));
+        }
+        for (k, v) in &img.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.get_ref().contains('\0') {
+                return Err(cx.err(v.span(), format!("image.env: invalid variable {k:?}")));
+            }
+        }
+        let mut ports = Vec::new();
+        for p in &img.ports {
+            match u16::try_from(*p.get_ref()) {
+                Ok(v) if v > 0 => ports.push(v),
+                _ => {
+                    return Err(cx.err(
+                        p.span(),
+                        format!("image.ports: {} is not a port (1-65535)", p.get_ref()),
+                    ));
+                }
+            }
+        }
+        let base = match &img.base {
+            None => Base::Scratch,
+            Some(b) => parse_base(b.get_ref(), &dir)
+                .map_err(|m| cx.err(b.span(), format!("image.base: {m}")))?,
+        };
+        let arch = match &img.arch {
+            None => "amd64".to_string(),
+            Some(a) => {
+                const ARCHES: &[&str] = &[
+                    "amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64",
+                ];
+                if !ARCHES.contains(&a.get_ref().as_str()) {
+                    return Err(cx.err(
+                        a.span(),
+                        format!(
+                            "image.arch: {:?} is not one of {}",
+                            a.get_ref(),
+                            ARCHES.join(", ")
+                        ),
+                    ));
+                }
+                a.get_ref().clone()
+            }
+        };
+
+        let mut files = Vec::new();
+        for (i, f) in raw.files.into_iter().enumerate() {
+            let src = resolve_src(&dir, f.src.get_ref())
+                .map_err(|m| cx.err(f.src.span(), format!("files[{i}].src: {m}")))?;
+            let dst = normalize_dst(f.dst.get_ref())
+                .map_err(|m| cx.err(f.dst.span(), format!("files[{i}].dst: {m}")))?;
+            let mode = f
+                .mode
+                .as_ref()
+                .map(|m| {
+                    parse_mode(m.get_ref())
+                        .map_err(|e| cx.err(m.span(), format!("files[{i}].mode: {e}")))
+                })
+                .transpose()?;
+            let dir_mode = f
+                .dir_mode
+                .as_ref()
+                .map(|m| {
+                    parse_mode(m.get_ref())
+                        .map_err(|e| cx.err(m.span(), format!("files[{i}].dir_mode: {e}")))
+                })
+                .transpose()?;
+            let owner = f
+                .owner
+                .as_ref()
+                .map(|o| {
+                    parse_owner(o.get_ref())
+                        .map_err(|e| cx.err(o.span(), format!("files[{i}].owner: {e}")))
+                })
+                .transpose()?;
+            files.push(FileSpec {
+                index: i,
+                src,
+                dst,
+                mode,
+                dir_mode,
+                owner,
+                dst_loc: cx.loc(f.dst.span()),
+                src_loc: cx.loc(f.src.span()),
+            });
+        }
+        let mut debs = Vec::new();
+        for (i, d) in raw.debs.into_iter().enumerate() {
+            let path = resolve_src(&dir, d.path.get_ref())
+                .map_err(|m| cx.err(d.path.span(), format!("debs[{i}].path: {m}")))?;
+            let sha = d.sha256.get_ref();
+            if sha.len() != 64 || !sha.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(cx.err(
+                    d.sha256.span(),
+                    format!("debs[{i}].sha256: expected 64 lowercase hex characters"),
+                ));
+            }
+            debs.push(DebSpec {
+                index: i,
+                path,
+                sha256: sha.clone(),
+                loc: cx.loc(d.path.span()),
+            });
+        }
+        let baseline = raw.baseline.unwrap_or_default();
+        Ok(Spec {
+            path: dir.join(path.file_name().unwrap_or_default()),
+            dir,
+            name: img.name.into_inner(),
+            tag: img.tag.into_inner(),
+            entrypoint_loc: img
+                .entrypoint
+                .as_ref()
+                .map(|e| cx.loc(e.span()))
+                .unwrap_or_default(),
+            entrypoint: img.entrypoint.map(Spanned::into_inner),
+            cmd: img.cmd,
+            user: img.user.map(Spanned::into_inner),
+            workdir: img.workdir.map(Spanned::into_inner),
+            env: img
+                .env
+                .into_iter()
+                .map(|(k, v)| (k, v.into_inner()))
+                .collect(),
+            ports,
+            base,
+            arch,
+            labels: img.labels,
+            stop_signal: img.stop_signal,
+            files,
+            debs,
+            baseline,
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
+        })
+    }
+
+    /// An error at a location remembered from parsing.
+    pub(crate) fn error_at(&self, loc: &Loc, message: String) -> SpecError {
+        SpecError {
+            file: self.path.clone(),
+            line: loc.line,
+            column: loc.column,
+            message,
+        }
+    }
+}
+
+struct Cx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Cx<'_> {
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
+        (line, col)
+    }
+    fn loc(&self, span: Range<usize>) -> Loc {
+        let (line, column) = self.line_col(span.start);
+        Loc { line, column }
+    }
+    fn err(&self, span: Range<usize>, message: String) -> SpecError {
+        let (line, column) = self.line_col(span.start);
+        SpecError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+/// Parse an octal mode string such as `"0755"` or `"4755"`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
+        return Err(format!("{s:?} is not an octal mode like \"0644\""));
+    }
+    let v = u32::from_str_radix(s, 8).map_err(|e| e.to_string())?;
+    if v > 0o7777 {
+        return Err(format!("{s:?} has bits beyond 07777"));
+    }
+    Ok(v)
+}
+
+fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+    let (u, g) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} must be numeric \"uid:gid\""))?;
+    let u = u
+        .parse()
+        .map_err(|_| format!("uid {u:?} is not a number"))?;
+    let g = g
+        .parse()
+        .map_err(|_| format!("gid {g:?} is not a number"))?;
+    Ok((u, g))
+}
+
+fn validate_user(s: &str) -> Result<(), String> {
+    let ok_part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 32
+            && p.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+    };
+    let ok = match s.split_once(':') {
+        Some((u, g)) => ok_part(u) && ok_part(g),
+        None => ok_part(s),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{s:?} must be user, uid, user:group or uid:gid"))
+    }
+}
+
+/// Normalise an image path: absolute, no `.`/`..`/empty components after
+/// resolution, and never above `/`. A trailing `/` is kept as a marker for
+/// "into this directory".
+pub fn normalize_dst(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!("{s:?} must be an absolute path in the image"));
+    }
+    if s.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for c in s.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                return Err(format!(
+                    "{s:?} contains '..', which could escape the image root"
+                ));
+            }
+            c => parts.push(c),
+        }
+    }
+    let mut out = format!("/{}", parts.join("/"));
+    if s.ends_with('/') && out != "/" {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// Resolve a source path relative to the spec directory; it must stay inside
+/// it (also after following symlinks in its parents).
+fn resolve_src(dir: &Path, s: &str) -> Result<PathBuf, String> {
+    if s.is_empty() {
+        return Err("empty path".into());
+    }
+    let p = Path::new(s);
+    if p.is_absolute() {
+        return Err(format!("{s:?} must be relative to the spec's directory"));
+    }
+    let mut depth = 0i32;
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => depth -= 1,
+            std::path::Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(format!("{s:?} leaves the spec's directory"));
+        }
+    }
+    let joined = dir.join(p);
+    // The parent must resolve inside the spec dir; the final component is
+    // examined later (lstat), so a top-level symlink is copied as a symlink.
+    let parent = joined.parent().unwrap_or(dir);
+    match std::fs::canonicalize(parent) {
+        Ok(real) if !real.starts_with(dir) => Err(format!(
+            "{s:?} resolves outside the spec's directory through a symlink"
+        )),
+        _ => Ok(joined),
+    }
+}
+
+fn parse_base(s: &str, dir: &Path) -> Result<Base, String> {
+    if s == "scratch" {
+        return Ok(Base::Scratch);
+    }
+    let rest = s.strip_prefix("oci:").ok_or_else(|| {
+        format!("{s:?} must be \"scratch\" or \"oci:<layout path>@sha256:<hex>\"")
+    })?;
+    let (p, d) = rest.rsplit_once('@').ok_or_else(|| {
+        format!("{s:?} must be pinned by digest: \"oci:<layout path>@sha256:<hex>\"")
+    })?;
+    let digest: kiln_oci::Digest = d.parse().map_err(|e: kiln_oci::OciError| e.to_string())?;
+    if p.is_empty() {
+        return Err("the layout path is empty".into());
+    }
+    let path = if Path::new(p).is_absolute() {
+        PathBuf::from(p)
+    } else {
+        dir.join(p)
+    };
+    Ok(Base::Layout {
+        path,
+        digest,
+        spec: s.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(text: &str) -> Result<Spec, SpecError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("kiln.toml");
+        Spec::parse(&p, text)
+    }
+
+    const MIN: &str = "[image]\nname = \"hello\"\ntag = \"1.0.0\"\n";
+
+    #[test]
+    fn minimal() {
+        let s = parse(MIN).unwrap();
+        assert_eq!((s.name.as_str(), s.tag.as_str()), ("hello", "1.0.0"));
+        assert_eq!(s.base, Base::Scratch);
+    }
+
+    #[test]
+    fn unknown_key_has_location() {
+        let e = parse(&format!("{MIN}colour = \"red\"\n")).unwrap_err();
+        assert_eq!((e.line, e.column), (4, 1), "{e}");
+        assert!(e.message.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_point_at_value() {
+        let cases = [
+            (
+                "[[files]]\nsrc = \"a\"\ndst = \"/../etc/x\"\n",
+                "escape",
+                6,
+                7,
+            ),
+            ("[[files]]\nsrc = \"../a\"\ndst = \"/x\"\n", "leaves", 5, 7),
+            (
+                "[[files]]\nsrc = \"a\"\ndst = \"/x\"\nmode = \"0999\"\n",
+                "octal",
+                7,
+                8,
+            ),
+            (
+                "[[debs]]\npath = \"a.deb\"\nsha256 = \"xyz\"\n",
+                "hex",
+                6,
+                10,
+            ),
+            (
+                "[baseline]\ntls_min_version = \"0.9\"\n",
+                "tls_min_version",
+                5,
+                19,
+            ),
+        ];
+        for (extra, want, line, col) in cases {
+            let e = parse(&format!("{MIN}{extra}")).unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+            assert_eq!((e.line, e.column), (line, col), "{e}");
+        }
+    }
+
+    #[test]
+    fn dst_normalisation() {
+        assert_eq!(normalize_dst("/a//b/./c").unwrap(), "/a/b/c");
+        assert_eq!(normalize_dst("/www/").unwrap(), "/www/");
+        assert!(normalize_dst("a").is_err());
+        assert!(normalize_dst("/a/../../b").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn spec_parser_never_panics(s in "\\PC{0,200}") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn normalized_dst_never_escapes(s in "(/|\\.\\.|\\.|[a-z]{1,3}){0,12}") {
+            if let Ok(n) = normalize_dst(&s) {
+                prop_assert!(n.starts_with('/'));
+                prop_assert!(!n.split('/').any(|c| c == ".." || c == "."));
+            }
+        }
+
+        #[test]
+        fn mode_roundtrip(m in 0u32..=0o7777) {
+            prop_assert_eq!(parse_mode(&format!("{m:04o}")).unwrap(), m);
+        }
+    }
+}

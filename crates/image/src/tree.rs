@@ -1,0 +1,257 @@
+//! The in-memory model of a layer and of the merged root filesystem.
+//!
+//! Keys are absolute image paths (`/bin/busybox`, never `/`). A `BTreeMap`
+//! gives lexicographic order, in which a parent always precedes its
+//! children, which is the order entries are written to layer tars.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::tarw::EntryType;
+
+/// Where an entry of the final filesystem came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Base,
+    Package(String),
+    Spec,
+}
+
+/// Where a file's bytes are read from when the layer is written.
+#[derive(Clone, Debug)]
+pub enum Content {
+    None,
+    Bytes(Arc<Vec<u8>>),
+    /// A host file, with the stat it was hashed under (checked again when read).
+    Host(PathBuf, crate::source::StatKey),
+}
+
+/// One filesystem entry.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub kind: EntryType,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub sha256: Option<[u8; 32]>,
+    pub sha1: Option<[u8; 20]>,
+    /// Symlink target (verbatim) or hard-link target (absolute image path).
+    pub link: Option<String>,
+    pub origin: Origin,
+    pub content: Content,
+}
+
+impl Node {
+    pub fn dir(mode: u32, uid: u32, gid: u32, origin: Origin) -> Node {
+        Node {
+            kind: EntryType::Dir,
+            mode,
+            uid,
+            gid,
+            size: 0,
+            sha256: None,
+            sha1: None,
+            link: None,
+            origin,
+            content: Content::None,
+        }
+    }
+
+    /// A regular file held in memory, hashed here.
+    pub fn bytes(data: Vec<u8>, mode: u32, uid: u32, gid: u32, origin: Origin) -> Node {
+        use sha1::Digest as _;
+        Node {
+            kind: EntryType::File,
+            mode,
+            uid,
+            gid,
+            size: data.len() as u64,
+            sha256: Some(sha2::Sha256::digest(&data).into()),
+            sha1: Some(sha1::Sha1::digest(&data).into()),
+            link: None,
+            origin,
+            content: Content::Bytes(Arc::new(data)),
+        }
+    }
+}
+
+pub type Tree = BTreeMap<String, Node>;
+
+/// The parent of an absolute image path (`None` for top-level entries).
+pub fn parent(path: &str) -> Option<&str> {
+    match path.rfind('/') {
+        Some(0) | None => None,
+        Some(i) => Some(&path[..i]),
+    }
+}
+
+/// Resolve symlinks among the *ancestors* of `path` using `lower`, so that
+/// writing `/bin/x` over a base whose `/bin` is a symlink to `usr/bin`
+/// lands in `/usr/bin/x` (as dpkg and BuildKit do) instead of replacing the
+/// symlink with a directory. Resolution never leaves the root.
+pub fn resolve_parents(lower: &Tree, path: &str) -> Result<String, String> {
+    let mut hops = 0;
+    let mut cur = path.to_string();
+    'again: loop {
+        let comps: Vec<&str> = cur.split('/').filter(|c| !c.is_empty()).collect();
+        let mut prefix = String::new();
+        for (i, c) in comps.iter().enumerate() {
+            prefix.push('/');
+            prefix.push_str(c);
+            if i + 1 == comps.len() {
+                break;
+            }
+            if let Some(n) = lower.get(&prefix)
+                && n.kind == EntryType::Symlink
+            {
+                hops += 1;
+                if hops > 40 {
+                    return Err(format!(
+                        "too many levels of symbolic links resolving {path}"
+                    ));
+                }
+                let target = n.link.clone().unwrap_or_default();
+                let base = if target.starts_with('/') {
+                    String::new()
+                } else {
+                    parent(&prefix).unwrap_or("").to_string()
+                };
+                let rest = comps[i + 1..].join("/");
+                cur = lexical_join(&format!("{base}/{target}"), &rest);
+                continue 'again;
+            }
+        }
+        return Ok(cur);
+    }
+}
+
+/// Join and normalise lexically, clamping `..` at the root.
+pub(crate) fn lexical_join(a: &str, b: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in a.split('/').chain(b.split('/')) {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// Apply `upper` over `lower` as an OCI layer would: a non-directory
+/// replacing a directory removes the directory's subtree.
+pub fn overlay(lower: &mut Tree, upper: &Tree) {
+    for (p, n) in upper {
+        if n.kind != EntryType::Dir
+            && let Some(old) = lower.get(p)
+            && old.kind == EntryType::Dir
+        {
+            remove_subtree(lower, p);
+        }
+        lower.insert(p.clone(), n.clone());
+    }
+}
+
+/// Remove `path` and everything under it.
+pub fn remove_subtree(t: &mut Tree, path: &str) {
+    let prefix = format!("{path}/");
+    let doomed: Vec<String> = t
+        .range(path.to_string()..)
+        .take_while(|(k, _)| *k == path || k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in doomed {
+        t.remove(&k);
+    }
+}
+
+/// Add every missing ancestor directory of the entries in `layer`, copying
+/// its metadata from `lower` when a directory exists there (so `/tmp` keeps
+/// 1777), else 0755 root:root.
+pub fn add_parents(layer: &mut Tree, lower: &Tree) {
+    let mut missing: BTreeMap<String, Origin> = BTreeMap::new();
+    for (p, n) in layer.iter() {
+        let mut cur = parent(p);
+        while let Some(d) = cur {
+            if layer.contains_key(d) || missing.contains_key(d) {
+                break;
+            }
+            missing.insert(d.to_string(), n.origin.clone());
+            cur = parent(d);
+        }
+    }
+    for (d, origin) in missing {
+        let node = match lower.get(&d) {
+            Some(l) if l.kind == EntryType::Dir => Node::dir(l.mode, l.uid, l.gid, origin),
+            _ => Node::dir(0o755, 0, 0, origin),
+        };
+        layer.insert(d, node);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(t: &str) -> Node {
+        Node {
+            kind: EntryType::Symlink,
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            sha256: None,
+            sha1: None,
+            link: Some(t.into()),
+            origin: Origin::Base,
+            content: Content::None,
+        }
+    }
+
+    #[test]
+    fn resolves_usrmerge_and_clamps() {
+        let mut t = Tree::new();
+        t.insert("/bin".into(), link("usr/bin"));
+        t.insert("/evil".into(), link("../../../../etc"));
+        t.insert("/loop".into(), link("/loop"));
+        assert_eq!(
+            resolve_parents(&t, "/bin/busybox").unwrap(),
+            "/usr/bin/busybox"
+        );
+        assert_eq!(resolve_parents(&t, "/evil/passwd").unwrap(), "/etc/passwd");
+        assert_eq!(resolve_parents(&t, "/bin").unwrap(), "/bin");
+        assert!(resolve_parents(&t, "/loop/x").is_err());
+    }
+
+    #[test]
+    fn parents_copy_lower_metadata() {
+        let mut lower = Tree::new();
+        lower.insert("/tmp".into(), Node::dir(0o1777, 0, 0, Origin::Base));
+        let mut layer = Tree::new();
+        layer.insert(
+            "/tmp/a/b".into(),
+            Node::bytes(vec![1], 0o644, 0, 0, Origin::Spec),
+        );
+        add_parents(&mut layer, &lower);
+        assert_eq!(layer["/tmp"].mode, 0o1777);
+        assert_eq!(layer["/tmp/a"].mode, 0o755);
+    }
+
+    #[test]
+    fn file_over_dir_removes_subtree() {
+        let mut lower = Tree::new();
+        lower.insert("/a".into(), Node::dir(0o755, 0, 0, Origin::Base));
+        lower.insert("/a/x".into(), Node::dir(0o755, 0, 0, Origin::Base));
+        lower.insert("/a-b".into(), Node::dir(0o755, 0, 0, Origin::Base));
+        let mut up = Tree::new();
+        up.insert("/a".into(), Node::bytes(vec![], 0o644, 0, 0, Origin::Spec));
+        overlay(&mut lower, &up);
+        assert!(!lower.contains_key("/a/x"));
+        assert!(lower.contains_key("/a-b"));
+        assert_eq!(lower["/a"].kind, EntryType::File);
+    }
+}

@@ -1,0 +1,77 @@
+//! `kiln`: the command-line front end. Thin by design: every capability
+//! lives in a library crate named after its pipeline stage.
+
+mod cmd;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Immutable infrastructure: reproducible images, verified deploys, drift
+/// detection and audit evidence.
+#[derive(Parser)]
+#[command(name = "kiln", version, about, long_about = None)]
+struct Cli {
+    /// State directory (store, caches). Default: /var/lib/kiln as root,
+    /// else $XDG_DATA_HOME/kiln.
+    #[arg(long, global = true, env = "KILN_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a reproducible OCI image from a spec; prints the digest last.
+    Build(cmd::build::Args),
+    /// List the images in the store.
+    Images,
+    /// Show an image's config, layers, SBOM summary and annotations.
+    Inspect(cmd::inspect::Args),
+    /// Print an image's SBOM (SPDX 2.3 or CycloneDX 1.5) or file manifest.
+    Sbom(cmd::sbom::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let state_dir = cli.state_dir.clone().unwrap_or_else(default_state_dir);
+    let ctx = cmd::Ctx {
+        state_dir,
+        json: cli.json,
+    };
+    let res = match cli.command {
+        Command::Build(a) => cmd::build::run(&ctx, a),
+        Command::Images => cmd::images::run(&ctx),
+        Command::Inspect(a) => cmd::inspect::run(&ctx, a),
+        Command::Sbom(a) => cmd::sbom::run(&ctx, a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/kiln");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("kiln");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/kiln"),
+        None => PathBuf::from(".kiln"),
+    }
+}

@@ -1,0 +1,633 @@
+//! The content store: an OCI image layout with atomic, concurrent-safe writes.
+//!
+//! * Blobs are written into a private staging directory inside the layout,
+//!   fsynced, and renamed into `blobs/sha256/` only when the whole operation
+//!   succeeded ([`Staging::commit`]). A failed build leaves no blob behind.
+//! * `index.json` is rewritten under an exclusive lock (read, modify, write a
+//!   temp file, fsync, rename, fsync the directory), so two builds at once
+//!   both land and neither corrupts the index.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::{Descriptor, Digest, ImageIndex, ImageManifest, OciError, annotations, media};
+
+const LAYOUT_FILE: &str = "oci-layout";
+const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+/// kiln's private area inside a layout: staging dirs and the index lock.
+const PRIVATE: &str = ".kiln";
+
+/// An OCI image layout on disk.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// A parsed image reference: `name:tag`, `name@sha256:<hex>`, or `sha256:<hex>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageRef {
+    Tag {
+        name: String,
+        tag: String,
+    },
+    Digest {
+        name: Option<String>,
+        digest: Digest,
+    },
+}
+
+/// A tagged image listed in `index.json`.
+#[derive(Clone, Debug)]
+pub struct TaggedImage {
+    pub name: String,
+    pub tag: String,
+    pub descriptor: Descriptor,
+}
+
+impl ImageRef {
+    /// Parse a reference. The name follows the distribution-spec grammar
+    /// (lowercase path components, optional `host[:port]/` prefix); a missing
+    /// tag is refused rather than silently meaning `latest`.
+    pub fn parse(s: &str) -> Result<ImageRef, OciError> {
+        let bad = |reason: &str| OciError::InvalidRef {
+            value: s.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(hex) = s.strip_prefix("sha256:") {
+            return Ok(ImageRef::Digest {
+                name: None,
+                digest: Digest::from_hex(hex)?,
+            });
+        }
+        if let Some((name, digest)) = s.split_once('@') {
+            validate_name(name).map_err(|r| bad(&r))?;
+            return Ok(ImageRef::Digest {
+                name: Some(name.to_string()),
+                digest: digest.parse()?,
+            });
+        }
+        let (name, tag) = match s.rfind(':') {
+            Some(i) if !s[i + 1..].contains('/') => (&s[..i], &s[i + 1..]),
+            _ => return Err(bad("expected name:tag, name@sha256:<hex> or sha256:<hex>")),
+        };
+        validate_name(name).map_err(|r| bad(&r))?;
+        validate_tag(tag).map_err(|r| bad(&r))?;
+        Ok(ImageRef::Tag {
+            name: name.to_string(),
+            tag: tag.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageRef::Tag { name, tag } => write!(f, "{name}:{tag}"),
+            ImageRef::Digest {
+                name: Some(n),
+                digest,
+            } => write!(f, "{n}@{digest}"),
+            ImageRef::Digest { name: None, digest } => write!(f, "{digest}"),
+        }
+    }
+}
+
+/// distribution-spec repository name: components of `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
+/// joined by `/`, optionally behind a registry host (`localhost:5000/`).
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 255 {
+        return Err("the name must be 1 to 255 characters".into());
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > 1
+        && (parts[0].contains(':') || parts[0].contains('.') || parts[0] == "localhost")
+    {
+        let host = parts.remove(0);
+        let ok = host
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':'));
+        if !ok || host.starts_with(['.', '-', ':']) {
+            return Err(format!("registry host {host:?} is not valid"));
+        }
+    }
+    for p in parts {
+        let ok = !p.is_empty()
+            && p.bytes()
+                .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+            && p.as_bytes()[0].is_ascii_alphanumeric()
+            && p.as_bytes()[p.len() - 1].is_ascii_alphanumeric()
+            && !p.contains("..")
+            && !p.contains("___");
+        if !ok {
+            return Err(format!(
+                "name component {p:?} must be lowercase letters and digits, separated by '.', '_', '__' or '-'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// distribution-spec tag: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
+pub fn validate_tag(tag: &str) -> Result<(), String> {
+    let b = tag.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "tag {tag:?} must match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}"
+        ))
+    }
+}
+
+impl Store {
+    /// Open the layout at `root`, creating an empty one if the directory is
+    /// missing or empty.
+    pub fn open_or_init(root: impl Into<PathBuf>) -> Result<Store, OciError> {
+        let root = root.into();
+        fs::create_dir_all(root.join("blobs/sha256")).map_err(|e| OciError::io(&root, e))?;
+        let store = Store { root };
+        if !store.root.join(LAYOUT_FILE).exists() {
+            store.write_atomic(&store.root.join(LAYOUT_FILE), LAYOUT_CONTENT)?;
+        }
+        if !store.root.join("index.json").exists() {
+            store.update_index(|_| Ok(()))?;
+        }
+        store.check_layout()?;
+        Ok(store)
+    }
+
+    /// Open an existing layout read-only (a base image, an export).
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store, OciError> {
+        let store = Store { root: root.into() };
+        store.check_layout()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn check_layout(&self) -> Result<(), OciError> {
+        let not = |reason: String| OciError::NotALayout {
+            path: self.root.clone(),
+            reason,
+        };
+        let bytes = fs::read(self.root.join(LAYOUT_FILE))
+            .map_err(|e| not(format!("cannot read {LAYOUT_FILE}: {e}")))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| not(format!("{LAYOUT_FILE} is not JSON: {e}")))?;
+        match v.get("imageLayoutVersion").and_then(|v| v.as_str()) {
+            Some("1.0.0") => Ok(()),
+            other => Err(not(format!("unsupported imageLayoutVersion {other:?}"))),
+        }
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Read a whole blob, checking that it hashes to its digest.
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>, OciError> {
+        let path = self.blob_path(d);
+        let bytes = fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => OciError::MissingBlob(d.to_string()),
+            _ => OciError::io(&path, e),
+        })?;
+        let actual = Digest::of(&bytes);
+        if actual != *d {
+            return Err(OciError::DigestMismatch {
+                digest: d.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Read a blob named by a descriptor, checking size and digest.
+    pub fn read_descriptor(&self, desc: &Descriptor) -> Result<Vec<u8>, OciError> {
+        let bytes = self.read_blob(&desc.digest)?;
+        if bytes.len() as u64 != desc.size {
+            return Err(OciError::SizeMismatch {
+                digest: desc.digest.to_string(),
+                expected: desc.size,
+                actual: bytes.len() as u64,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Stream a blob through a hasher and check it against its descriptor.
+    pub fn verify_blob(&self, desc: &Descriptor) -> Result<(), OciError> {
+        let path = self.blob_path(&desc.digest);
+        let mut f = File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => OciError::MissingBlob(desc.digest.to_string()),
+            _ => OciError::io(&path, e),
+        })?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            let k = f.read(&mut buf).map_err(|e| OciError::io(&path, e))?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k as u64;
+        }
+        let actual = Digest::from_bytes(h.finalize().into());
+        if actual != desc.digest {
+            return Err(OciError::DigestMismatch {
+                digest: desc.digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        if n != desc.size {
+            return Err(OciError::SizeMismatch {
+                digest: desc.digest.to_string(),
+                expected: desc.size,
+                actual: n,
+            });
+        }
+        Ok(())
+    }
+
+    /// A private staging area for the blobs of one operation.
+    pub fn staging(&self) -> Result<Staging, OciError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let base = self.root.join(PRIVATE).join("tmp");
+        fs::create_dir_all(&base).map_err(|e| OciError::io(&base, e))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!(
+            "stage-{}-{}-{nanos}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir(&dir).map_err(|e| OciError::io(&dir, e))?;
+        Ok(Staging {
+            store: self.clone(),
+            dir,
+            staged: BTreeMap::new(),
+            seq: 0,
+            committed: false,
+        })
+    }
+
+    /// The layout's `index.json`.
+    pub fn index(&self) -> Result<ImageIndex, OciError> {
+        let path = self.root.join("index.json");
+        let bytes = fs::read(&path).map_err(|e| OciError::io(&path, e))?;
+        crate::types::from_json(&bytes, &path.display().to_string())
+    }
+
+    /// Read-modify-write `index.json` under an exclusive lock.
+    pub fn update_index(
+        &self,
+        f: impl FnOnce(&mut ImageIndex) -> Result<(), OciError>,
+    ) -> Result<(), OciError> {
+        let private = self.root.join(PRIVATE);
+        fs::create_dir_all(&private).map_err(|e| OciError::io(&private, e))?;
+        let lock_path = private.join("index.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| OciError::io(&lock_path, e))?;
+        lock.lock().map_err(|e| OciError::io(&lock_path, e))?;
+        let path = self.root.join("index.json");
+        let mut index = if path.exists() {
+            self.index()?
+        } else {
+            ImageIndex::new()
+        };
+        f(&mut index)?;
+        self.write_atomic(&path, &index.to_bytes())?;
+        drop(lock);
+        Ok(())
+    }
+
+    /// Point `name:tag` at `manifest` (replacing an older image of that tag).
+    pub fn tag(&self, name: &str, tag: &str, manifest: &Descriptor) -> Result<(), OciError> {
+        let refname = format!("{name}:{tag}");
+        self.update_index(|idx| {
+            idx.manifests
+                .retain(|d| d.annotations.get(annotations::REF_NAME) != Some(&refname));
+            let mut d = manifest.clone();
+            d.annotations
+                .insert(annotations::REF_NAME.to_string(), refname.clone());
+            idx.manifests.push(d);
+            sort_index(idx);
+            Ok(())
+        })
+    }
+
+    /// Record untagged manifests (referrer artifacts) in `index.json`, as
+    /// oras and the image-layout spec's discovery by `subject` expect.
+    pub fn add_untagged(&self, manifests: &[Descriptor]) -> Result<(), OciError> {
+        self.update_index(|idx| {
+            for m in manifests {
+                let present = idx.manifests.iter().any(|d| {
+                    d.digest == m.digest && !d.annotations.contains_key(annotations::REF_NAME)
+                });
+                if !present {
+                    idx.manifests.push(m.clone());
+                }
+            }
+            sort_index(idx);
+            Ok(())
+        })
+    }
+
+    /// Every tagged image, sorted by name and tag.
+    pub fn images(&self) -> Result<Vec<TaggedImage>, OciError> {
+        let mut out = Vec::new();
+        for d in self.index()?.manifests {
+            let Some(r) = d.annotations.get(annotations::REF_NAME) else {
+                continue;
+            };
+            let (name, tag) = match r.rfind(':') {
+                Some(i) if !r[i + 1..].contains('/') => {
+                    (r[..i].to_string(), r[i + 1..].to_string())
+                }
+                _ => (String::new(), r.clone()),
+            };
+            out.push(TaggedImage {
+                name,
+                tag,
+                descriptor: d,
+            });
+        }
+        out.sort_by(|a, b| (&a.name, &a.tag).cmp(&(&b.name, &b.tag)));
+        Ok(out)
+    }
+
+    /// Find the manifest descriptor an image reference names.
+    pub fn resolve(&self, r: &ImageRef) -> Result<Descriptor, OciError> {
+        let index = self.index()?;
+        let found = match r {
+            ImageRef::Tag { name, tag } => {
+                let want = format!("{name}:{tag}");
+                index
+                    .manifests
+                    .into_iter()
+                    .find(|d| d.annotations.get(annotations::REF_NAME) == Some(&want))
+            }
+            ImageRef::Digest { digest, .. } => {
+                index.manifests.into_iter().find(|d| d.digest == *digest)
+            }
+        };
+        let mut d = found.ok_or_else(|| OciError::UnknownImage(r.to_string()))?;
+        d.annotations.remove(annotations::REF_NAME);
+        Ok(d)
+    }
+
+    /// Manifests in `index.json` whose `subject` is `subject` (OCI 1.1 referrers).
+    pub fn referrers(
+        &self,
+        subject: &Digest,
+    ) -> Result<Vec<(Descriptor, ImageManifest)>, OciError> {
+        let mut out = Vec::new();
+        for d in self.index()?.manifests {
+            if !media::is_manifest(&d.media_type)
+                || d.annotations.contains_key(annotations::REF_NAME)
+            {
+                continue;
+            }
+            let bytes = self.read_descriptor(&d)?;
+            let m = ImageManifest::from_bytes(&bytes, &d.digest.to_string())?;
+            if m.subject.as_ref().map(|s| &s.digest) == Some(subject) {
+                out.push((d, m));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync dir.
+    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), OciError> {
+        write_atomic(path, bytes)
+    }
+}
+
+fn sort_index(idx: &mut ImageIndex) {
+    idx.manifests.sort_by(|a, b| {
+        let ka = a.annotations.get(annotations::REF_NAME);
+        let kb = b.annotations.get(annotations::REF_NAME);
+        (ka.is_none(), ka, a.digest).cmp(&(kb.is_none(), kb, b.digest))
+    });
+}
+
+/// Write `bytes` to `path` atomically: temp file in the same directory,
+/// fsync, rename over `path`, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let res = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res.map_err(|e| OciError::io(path, e))
+}
+
+/// fsync a directory so a rename inside it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Blobs written for one operation, invisible until [`Staging::commit`].
+/// Dropping an uncommitted staging area deletes everything in it.
+pub struct Staging {
+    store: Store,
+    dir: PathBuf,
+    staged: BTreeMap<Digest, PathBuf>,
+    seq: u64,
+    committed: bool,
+}
+
+impl Staging {
+    /// A fresh file in the staging area, for streaming a large blob.
+    pub fn temp_file(&mut self) -> Result<(File, PathBuf), OciError> {
+        self.seq += 1;
+        let p = self.dir.join(format!("blob-{}", self.seq));
+        let f = File::create(&p).map_err(|e| OciError::io(&p, e))?;
+        Ok((f, p))
+    }
+
+    /// Adopt a finished temp file as the blob `digest`. The caller computed
+    /// the digest while writing; the file is fsynced here.
+    pub fn adopt(&mut self, path: PathBuf, digest: Digest) -> Result<(), OciError> {
+        File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| OciError::io(&path, e))?;
+        if self.store.has_blob(&digest) || self.staged.contains_key(&digest) {
+            let _ = fs::remove_file(&path);
+        } else {
+            self.staged.insert(digest, path);
+        }
+        Ok(())
+    }
+
+    /// Stage a small blob held in memory; returns its descriptor.
+    pub fn put(&mut self, media_type: &str, bytes: &[u8]) -> Result<Descriptor, OciError> {
+        let digest = Digest::of(bytes);
+        if !self.store.has_blob(&digest) && !self.staged.contains_key(&digest) {
+            let (mut f, p) = self.temp_file()?;
+            f.write_all(bytes).map_err(|e| OciError::io(&p, e))?;
+            drop(f);
+            self.adopt(p, digest)?;
+        }
+        Ok(Descriptor::new(media_type, digest, bytes.len() as u64))
+    }
+
+    /// Whether a blob is already present in the store or staged.
+    pub fn has(&self, d: &Digest) -> bool {
+        self.staged.contains_key(d) || self.store.has_blob(d)
+    }
+
+    /// Move every staged blob into `blobs/sha256/` and make it durable.
+    pub fn commit(mut self) -> Result<(), OciError> {
+        let blobs = self.store.root.join("blobs/sha256");
+        for (d, p) in std::mem::take(&mut self.staged) {
+            let dst = self.store.blob_path(&d);
+            fs::rename(&p, &dst).map_err(|e| OciError::io(&dst, e))?;
+        }
+        sync_dir(&blobs).map_err(|e| OciError::io(&blobs, e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn refs() {
+        assert_eq!(
+            ImageRef::parse("hello:1.0.0").unwrap(),
+            ImageRef::Tag {
+                name: "hello".into(),
+                tag: "1.0.0".into()
+            }
+        );
+        assert_eq!(
+            ImageRef::parse("localhost:5000/team/hello:1").unwrap(),
+            ImageRef::Tag {
+                name: "localhost:5000/team/hello".into(),
+                tag: "1".into()
+            }
+        );
+        assert!(ImageRef::parse("hello").is_err());
+        assert!(ImageRef::parse("Hello:1").is_err());
+        assert!(ImageRef::parse("hello:").is_err());
+        assert!(ImageRef::parse("hello:-x").is_err());
+        assert!(ImageRef::parse("../x:1").is_err());
+        let d = Digest::of(b"x");
+        assert_eq!(
+            ImageRef::parse(&format!("hello@{d}")).unwrap(),
+            ImageRef::Digest {
+                name: Some("hello".into()),
+                digest: d
+            }
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn ref_parser_never_panics(s in ".{0,100}") {
+            let _ = ImageRef::parse(&s);
+        }
+
+        #[test]
+        fn valid_refs_roundtrip(name in "[a-z0-9]{1,10}(/[a-z0-9]{1,8}){0,2}", tag in "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,20}") {
+            let s = format!("{name}:{tag}");
+            let r = ImageRef::parse(&s).unwrap();
+            prop_assert_eq!(r.to_string(), s);
+        }
+    }
+
+    #[test]
+    fn staging_commit_and_abort() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_init(dir.path().join("s")).unwrap();
+        let mut st = store.staging().unwrap();
+        let d = st.put(media::CONFIG, b"abc").unwrap();
+        assert!(!store.has_blob(&d.digest));
+        drop(st);
+        assert!(!store.has_blob(&d.digest), "aborted staging leaked a blob");
+        let mut st = store.staging().unwrap();
+        let d = st.put(media::CONFIG, b"abc").unwrap();
+        st.commit().unwrap();
+        assert_eq!(store.read_descriptor(&d).unwrap(), b"abc");
+        store
+            .tag("a", "1", &Descriptor::new(media::MANIFEST, d.digest, 3))
+            .unwrap();
+        let imgs = store.images().unwrap();
+        assert_eq!((imgs[0].name.as_str(), imgs[0].tag.as_str()), ("a", "1"));
+    }
+
+    #[test]
+    fn corrupt_blob_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_init(dir.path()).unwrap();
+        let mut st = store.staging().unwrap();
+        let d = st.put(media::CONFIG, b"abc").unwrap();
+        st.commit().unwrap();
+        fs::write(store.blob_path(&d.digest), b"abd").unwrap();
+        let e = store.read_blob(&d.digest).unwrap_err().to_string();
+        assert!(e.contains("corrupt"), "{e}");
+        assert!(store.verify_blob(&d).is_err());
+    }
+
+    #[test]
+    fn concurrent_index_updates_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_init(dir.path()).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let s = store.clone();
+                std::thread::spawn(move || {
+                    let d = Descriptor::new(media::MANIFEST, Digest::of(&[i]), 1);
+                    s.tag("img", &format!("t{i}"), &d).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(store.images().unwrap().len(), 8);
+    }
+}

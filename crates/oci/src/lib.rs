@@ -1,0 +1,29 @@
+//! OCI image-spec 1.1: digests, descriptors, manifests, configs, and the
+//! content-addressed store kiln keeps under its state directory.
+//!
+//! The store *is* an OCI image layout (`oci-layout`, `index.json`,
+//! `blobs/sha256/<hex>`), so `skopeo inspect oci:<store>:name:tag` and
+//! `umoci unpack --image <store>:name:tag` work on it directly.
+
+mod digest;
+mod error;
+pub mod layout;
+pub mod media;
+mod types;
+
+pub use digest::{Digest, Sha256Writer};
+pub use error::OciError;
+pub use layout::{ImageRef, Staging, Store, TaggedImage};
+pub use types::{
+    Descriptor, History, ImageConfig, ImageIndex, ImageManifest, Platform, RootFs, RuntimeConfig,
+};
+
+/// Annotation keys from the image-spec (annotations.md).
+pub mod annotations {
+    pub const CREATED: &str = "org.opencontainers.image.created";
+    pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+    pub const VERSION: &str = "org.opencontainers.image.version";
+    pub const TITLE: &str = "org.opencontainers.image.title";
+    pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
+    pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
+}
