@@ -75,6 +75,29 @@ pub struct BuildReport {
     pub warnings: Vec<String>,
     pub maintainer_scripts_not_run: BTreeMap<String, Vec<String>>,
     pub elapsed_ms: u128,
+    /// Wall-clock milliseconds per phase, in order.
+    pub phases_ms: Vec<(String, u128)>,
+}
+
+/// Records how long each phase took.
+struct Phases {
+    last: Instant,
+    done: Vec<(String, u128)>,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases {
+            last: Instant::now(),
+            done: Vec::new(),
+        }
+    }
+    fn mark(&mut self, name: &str) {
+        let now = Instant::now();
+        self.done
+            .push((name.to_string(), (now - self.last).as_millis()));
+        self.last = now;
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -123,6 +146,7 @@ pub fn resolve_epoch(sde: Option<&str>, spec_dir: &Path) -> Result<(u64, String)
 /// Build `spec` into the store under `opts.state_dir`.
 pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
+    let mut ph = Phases::new();
     let (epoch, epoch_source) = resolve_epoch(opts.source_date_epoch.as_deref(), &spec.dir)?;
     let created = time::rfc3339(epoch);
     let (name, tag) = opts
@@ -148,6 +172,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
             Some(b)
         }
     };
+    ph.mark("base");
     let mut merged: Tree = base.as_ref().map(|b| b.tree.clone()).unwrap_or_default();
 
     // 2. Packages layer.
@@ -161,7 +186,9 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
     if let Some(pl) = &pkgs {
         tree::overlay(&mut files_lower, &pl.tree);
     }
+    ph.mark("packages");
     let mut files_tree = source::collect(spec, &files_lower)?;
+    ph.mark("walk");
     let hash_cache = source::HashCache::load(cache_dir.join("hashes").join(format!(
         "{}.json",
         &hex::encode(sha2::Sha256::digest(spec.path.to_string_lossy().as_bytes()))[..32]
@@ -179,6 +206,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
         })?;
     }
     p.finish_phase();
+    ph.mark("hash");
 
     // 4. Layers.
     let mut layer_reports = Vec::new();
@@ -210,6 +238,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
             Arc::new(move |n| p2.advance(n)),
         )?;
         p.finish_phase();
+        ph.mark(&format!("layer {role}"));
         layer_reports.push(LayerReport {
             role: role.to_string(),
             digest: out.descriptor.digest,
@@ -334,7 +363,9 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
     };
     let n_packages = inv.packages.len();
     let n_files = inv.files.len();
+    ph.mark("config");
     let referrers = attach_inventory(&store, &mut staging, &mdesc, &inv, &created)?;
+    ph.mark("sbom");
 
     // 7. Commit: blobs first, then the index (the only visible step).
     staging.commit()?;
@@ -343,6 +374,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
     store.tag(&name, &tag, &mdesc)?;
     // A failed cache write only costs speed next time.
     let _ = hash_cache.save();
+    ph.mark("commit");
 
     let out = match &opts.out {
         Some(dir) => {
@@ -351,6 +383,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
         }
         None => None,
     };
+    ph.mark("export");
     let mut warnings = base
         .as_ref()
         .map(|b| b.warnings.clone())
@@ -393,6 +426,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
         warnings,
         maintainer_scripts_not_run: scripts,
         elapsed_ms: started.elapsed().as_millis(),
+        phases_ms: ph.done,
     })
 }
 

@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 "digest": d.digest,
                 "artifactType": m.artifact_type,
                 "summary": s.as_ref().map(|s| json!({
-                    "format": format!("{:?}", s.format),
+                    "format": s.format.to_string(),
                     "version": s.version,
                     "packages": s.packages,
                     "files": s.files,
@@ -91,7 +91,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     for (d, m, s) in &refs {
         let what = match s {
             Some(s) => format!(
-                "{:?} {}: {} packages, {} files",
+                "{} {}: {} packages, {} files",
                 s.format, s.version, s.packages, s.files
             ),
             None => String::new(),

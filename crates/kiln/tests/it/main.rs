@@ -1,0 +1,11 @@
+//! kiln's integration suite: one test binary, driving the real `kiln`
+//! executable and, for interop, the real tools (skopeo, umoci, runc,
+//! pyspdxtools, cyclonedx-python-lib). `.ci/run` installs those tools and
+//! sets KILN_REQUIRE_INTEROP=1 so that a missing tool fails instead of
+//! skipping.
+
+mod build;
+mod cli;
+mod hostile;
+mod interop;
+mod support;

@@ -1,0 +1,174 @@
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A scratch workspace: a copy of examples/hello and a private state dir.
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        copy_dir(&repo().join("examples/hello"), &tmp.path().join("hello"));
+        let bb = tmp.path().join("hello/bin/busybox");
+        fs::create_dir_all(bb.parent().unwrap()).unwrap();
+        if !bb.exists() {
+            if Path::new("/bin/busybox").exists() {
+                fs::copy("/bin/busybox", &bb).unwrap();
+            } else {
+                fs::write(&bb, b"#!/bin/sh\necho not-really-busybox\n").unwrap();
+            }
+        }
+        set_mode(&bb, 0o755);
+        Env { tmp }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn spec_dir(&self) -> PathBuf {
+        self.path().join("hello")
+    }
+
+    pub fn spec(&self) -> PathBuf {
+        self.spec_dir().join("kiln.toml")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.state().join("store")
+    }
+
+    /// `kiln` with this env's state dir and no SOURCE_DATE_EPOCH.
+    pub fn kiln(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.env("KILN_STATE_DIR", self.state())
+            .env_remove("SOURCE_DATE_EPOCH");
+        c
+    }
+
+    /// Build the spec; panics on failure; returns the printed digest.
+    pub fn build(&self, extra: &[&str]) -> String {
+        let mut c = self.kiln();
+        c.arg("build").arg("-f").arg(self.spec()).args(extra);
+        let o = run(&mut c);
+        assert!(
+            o.status.success(),
+            "build failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        last_line(&o)
+    }
+
+    /// Replace the spec text.
+    pub fn write_spec(&self, text: &str) {
+        fs::write(self.spec(), text).unwrap();
+    }
+
+    pub fn spec_text(&self) -> String {
+        fs::read_to_string(self.spec()).unwrap()
+    }
+
+    /// Every blob file and the index, to prove a failed command changed nothing.
+    pub fn store_snapshot(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let blobs = self.store().join("blobs/sha256");
+        if let Ok(rd) = fs::read_dir(&blobs) {
+            for e in rd {
+                v.push(e.unwrap().file_name().to_string_lossy().to_string());
+            }
+        }
+        v.sort();
+        if let Ok(idx) = fs::read_to_string(self.store().join("index.json")) {
+            v.push(idx);
+        }
+        let tmp = self.store().join(".kiln/tmp");
+        if let Ok(rd) = fs::read_dir(&tmp) {
+            for e in rd {
+                v.push(format!("leftover staging: {:?}", e.unwrap().file_name()));
+            }
+        }
+        v
+    }
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn run(c: &mut Command) -> Output {
+    c.output()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
+}
+
+pub fn last_line(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+pub fn copy_dir(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap();
+    for e in fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let t = e.file_type().unwrap();
+        let to = dst.join(e.file_name());
+        if t.is_dir() {
+            copy_dir(&e.path(), &to);
+        } else if t.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(e.path()).unwrap(), &to).unwrap();
+        } else {
+            fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+pub fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Is `tool` on PATH? Without it the test is skipped — unless
+/// KILN_REQUIRE_INTEROP=1 (as in CI), where its absence is a failure.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("KILN_REQUIRE_INTEROP").as_deref() == Ok("1") {
+            panic!("{tool} is required (KILN_REQUIRE_INTEROP=1) but not installed");
+        }
+        eprintln!("skipped: {tool} not installed");
+    }
+    found
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+/// Read a blob of a layout.
+pub fn blob(layout: &Path, digest: &str) -> Vec<u8> {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    fs::read(layout.join("blobs/sha256").join(hex)).unwrap()
+}
+
+/// The manifest JSON of `digest` in `layout`.
+pub fn manifest(layout: &Path, digest: &str) -> serde_json::Value {
+    serde_json::from_slice(&blob(layout, digest)).unwrap()
+}
