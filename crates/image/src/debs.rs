@@ -126,19 +126,13 @@ pub fn build(
             }
             layer.insert(path, node);
         }
-        // The dpkg database entries of this package.
-        let info = deb.info_name();
-        let origin = Origin::Package(name.clone());
-        let mut add_info = |suffix: &str, content: String| {
+        // The dpkg database entries of this package (what dpkg writes under
+        // /var/lib/dpkg/info: .list, .md5sums, .conffiles, scripts, ...).
+        for (file, content, mode) in deb.info_files() {
             layer.insert(
-                format!("/var/lib/dpkg/info/{info}.{suffix}"),
-                Node::bytes(content.into_bytes(), 0o644, 0, 0, origin.clone()),
+                format!("/var/lib/dpkg/info/{file}"),
+                Node::bytes(content, mode, 0, 0, Origin::Package(name.clone())),
             );
-        };
-        add_info("list", deb.list_file());
-        add_info("md5sums", deb.md5sums_file());
-        if let Some(c) = deb.control_files.get("conffiles") {
-            add_info("conffiles", String::from_utf8_lossy(c).to_string());
         }
         stanzas.push(deb.status_stanza());
         let (source_name, source_version) = deb.source();

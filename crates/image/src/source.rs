@@ -18,6 +18,9 @@ use crate::spec::{FileSpec, Spec};
 use crate::tarw::EntryType;
 use crate::tree::{self, Content, Node, Origin, Tree};
 
+/// SHA-256 and SHA-1 of a file's content.
+type Hashes = ([u8; 32], [u8; 20]);
+
 /// The stat fields that, unchanged, mean the content is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatKey {
@@ -82,7 +85,7 @@ impl HashCache {
         Ok(())
     }
 
-    fn lookup(&self, p: &str, key: &StatKey) -> Option<([u8; 32], [u8; 20])> {
+    fn lookup(&self, p: &str, key: &StatKey) -> Option<Hashes> {
         let c = self.old.get(p)?;
         if c.key != *key {
             return None;
@@ -94,7 +97,7 @@ impl HashCache {
         Some((a, b))
     }
 
-    fn remember(&self, p: &str, key: StatKey, h: &([u8; 32], [u8; 20])) {
+    fn remember(&self, p: &str, key: StatKey, h: &Hashes) {
         // Racy-git rule: a file modified in the last two seconds may change
         // again within the same timestamp; do not trust its stat next time.
         let now_ns = std::time::SystemTime::now()
@@ -329,8 +332,7 @@ pub fn hash_files(
         })
         .collect();
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, [u8; 32], [u8; 20])>> =
-        Mutex::new(Vec::with_capacity(work.len()));
+    let results: Mutex<Vec<(usize, Hashes)>> = Mutex::new(Vec::with_capacity(work.len()));
     let first_err: Mutex<Option<BuildError>> = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
@@ -351,7 +353,7 @@ pub fn hash_files(
                             cache.remember(&key_str, *key, &h);
                             progress(key.size);
                             if let Ok(mut r) = results.lock() {
-                                r.push((i, h.0, h.1));
+                                r.push((i, h));
                             }
                         }
                         Err(e) => {
@@ -370,7 +372,7 @@ pub fn hash_files(
         return Err(e);
     }
     let results = results.into_inner().unwrap_or_default();
-    for (i, a, b) in results {
+    for (i, (a, b)) in results {
         if let Some(n) = layer.get_mut(&work[i].0) {
             n.sha256 = Some(a);
             n.sha1 = Some(b);
@@ -396,11 +398,7 @@ pub fn hash_files(
     Ok(())
 }
 
-fn hash_host(
-    host: &Path,
-    key: &StatKey,
-    buf: &mut [u8],
-) -> Result<([u8; 32], [u8; 20]), BuildError> {
+fn hash_host(host: &Path, key: &StatKey, buf: &mut [u8]) -> Result<Hashes, BuildError> {
     let mut f = File::open(host).map_err(|e| BuildError::io(host, e))?;
     let mut a = sha2::Sha256::new();
     let mut b = sha1::Sha1::new();

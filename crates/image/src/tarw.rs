@@ -32,6 +32,8 @@ pub struct Header<'a> {
 }
 
 const BLOCK: usize = 512;
+/// The largest value an 11-digit octal header field holds.
+const MAX_OCT11: u64 = 0o77_777_777_777;
 
 /// Streams tar entries into `W`.
 pub struct TarWriter<W: Write> {
@@ -60,7 +62,7 @@ impl<W: Write> TarWriter<W> {
         {
             pax.push(("linkpath", l.as_bytes().to_vec()));
         }
-        if h.size > 0o7777_7777_777 {
+        if h.size > MAX_OCT11 {
             pax.push(("size", h.size.to_string().into_bytes()));
         }
         if h.uid > 0o7_777_777 {
@@ -212,8 +214,8 @@ fn fill_header(
     octal(&mut b[100..108], u64::from(mode & 0o7777));
     octal(&mut b[108..116], u64::from(uid.min(0o7_777_777)));
     octal(&mut b[116..124], u64::from(gid.min(0o7_777_777)));
-    octal(&mut b[124..136], size.min(0o7777_7777_777));
-    octal(&mut b[136..148], mtime.min(0o7777_7777_777));
+    octal(&mut b[124..136], size.min(MAX_OCT11));
+    octal(&mut b[136..148], mtime.min(MAX_OCT11));
     b[148..156].fill(b' ');
     b[156] = typeflag;
     b[157..157 + link.len()].copy_from_slice(link);

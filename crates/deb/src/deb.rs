@@ -1,0 +1,1121 @@
+//! The `.deb` package model and what dpkg would record for it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+
+use md5::{Digest, Md5};
+
+use crate::compress::{Compression, decompress};
+use crate::stanza::{Stanza, parse_stanzas};
+use crate::{DebError, ar};
+
+/// Names of the maintainer scripts dpkg knows, in the order they run.
+const MAINTAINER_SCRIPTS: [&str; 5] = ["preinst", "postinst", "prerm", "postrm", "config"];
+
+/// Bounds on the work done while reading one `.deb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most bytes one member (`control.tar*` or `data.tar*`) may decompress to.
+    pub max_unpacked_bytes: u64,
+}
+
+impl Limits {
+    /// Ratio of decompressed to input size allowed by [`Limits::for_input`].
+    pub const RATIO: u64 = 1024;
+    /// Decompressed size always allowed by [`Limits::for_input`], whatever the input size.
+    pub const FLOOR: u64 = 64 << 20;
+
+    /// The default limits for an input of `len` bytes: each member may decompress
+    /// to `len × RATIO` bytes, and at least `FLOOR` bytes.
+    pub fn for_input(len: usize) -> Limits {
+        Limits {
+            max_unpacked_bytes: (len as u64).saturating_mul(Self::RATIO).max(Self::FLOOR),
+        }
+    }
+}
+
+/// A parsed Debian binary package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deb {
+    /// The `control` stanza, fields in their original order.
+    pub control: Stanza,
+    /// Every other regular file of control.tar, by name: `md5sums`, `conffiles`,
+    /// `preinst`, `postinst`, `prerm`, `postrm`, `config`, `triggers`, `shlibs`, ...
+    pub control_files: BTreeMap<String, Vec<u8>>,
+    /// The data.tar entries in archive order (the root `./` entry is left out).
+    pub data: Vec<DataEntry>,
+    /// Compression of the data.tar member: `"xz"`, `"gzip"`, `"zstd"` or `"none"`.
+    pub data_compression: &'static str,
+}
+
+/// One entry of data.tar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataEntry {
+    /// Normalized absolute path, e.g. `/usr/bin/x` for `./usr/bin/x`; no trailing `/`.
+    pub path: String,
+    /// What the entry is, with its contents.
+    pub kind: EntryKind,
+    /// Permission bits including setuid, setgid and sticky (`mode & 0o7777`).
+    pub mode: u32,
+    /// Owner user id.
+    pub uid: u32,
+    /// Owner group id.
+    pub gid: u32,
+}
+
+/// The kind of a [`DataEntry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory.
+    Dir,
+    /// A regular file and its contents.
+    File(Vec<u8>),
+    /// A symbolic link and its target, verbatim.
+    Symlink(String),
+    /// A hard link to the normalized absolute path of an earlier regular-file entry
+    /// (a link to another hard link is resolved to that link's file).
+    Hardlink(String),
+}
+
+impl EntryKind {
+    fn describe(&self) -> &'static str {
+        match self {
+            EntryKind::Dir => "directory",
+            EntryKind::File(_) => "regular file",
+            EntryKind::Symlink(_) => "symlink",
+            EntryKind::Hardlink(_) => "hard link",
+        }
+    }
+}
+
+impl Deb {
+    /// Parses a `.deb` with the default [`Limits`] for its size.
+    pub fn parse(bytes: &[u8]) -> Result<Deb, DebError> {
+        Deb::parse_with_limits(bytes, Limits::for_input(bytes.len()))
+    }
+
+    /// Parses a `.deb`, decompressing each member to at most
+    /// `limits.max_unpacked_bytes` bytes.
+    ///
+    /// The `ar` archive must hold `debian-binary` (format `2.x`), then
+    /// `control.tar[.gz|.xz|.zst]`, then `data.tar[.gz|.xz|.zst]`; members whose
+    /// name starts with `_` (such as signatures) are skipped, as dpkg does.
+    pub fn parse_with_limits(bytes: &[u8], limits: Limits) -> Result<Deb, DebError> {
+        let members = ar::parse(bytes)?;
+        let mut members = members.into_iter();
+        let first = members.next().ok_or(DebError::MissingMember {
+            member: "debian-binary",
+        })?;
+        if first.name != "debian-binary" {
+            return Err(DebError::UnexpectedMember {
+                member: first.name,
+                reason: "the first member of a .deb must be debian-binary",
+            });
+        }
+        check_debian_binary(first.data)?;
+
+        let mut control = None;
+        let mut data = None;
+        for member in members {
+            if member.name.starts_with('_') {
+                continue;
+            }
+            if let Some(compression) = Compression::from_member(&member.name, "control.tar")? {
+                if control.is_some() {
+                    return Err(DebError::UnexpectedMember {
+                        member: member.name,
+                        reason: "a second control.tar member",
+                    });
+                }
+                if data.is_some() {
+                    return Err(DebError::UnexpectedMember {
+                        member: member.name,
+                        reason: "control.tar must come before data.tar",
+                    });
+                }
+                control = Some((member.name, compression, member.data));
+            } else if let Some(compression) = Compression::from_member(&member.name, "data.tar")? {
+                if data.is_some() {
+                    return Err(DebError::UnexpectedMember {
+                        member: member.name,
+                        reason: "a second data.tar member",
+                    });
+                }
+                if control.is_none() {
+                    return Err(DebError::UnexpectedMember {
+                        member: member.name,
+                        reason: "data.tar must come after control.tar",
+                    });
+                }
+                data = Some((member.name, compression, member.data));
+            } else {
+                return Err(DebError::UnexpectedMember {
+                    member: member.name,
+                    reason: "not debian-binary, control.tar[.gz|.xz|.zst] or data.tar[.gz|.xz|.zst]",
+                });
+            }
+        }
+        let (control_name, control_compression, control_bytes) =
+            control.ok_or(DebError::MissingMember {
+                member: "control.tar",
+            })?;
+        let (data_name, data_compression, data_bytes) =
+            data.ok_or(DebError::MissingMember { member: "data.tar" })?;
+
+        let tar = decompress(
+            &control_name,
+            control_compression,
+            control_bytes,
+            limits.max_unpacked_bytes,
+        )?;
+        let mut control_files = read_control_tar(&control_name, &tar)?;
+        drop(tar);
+        let control_text =
+            control_files
+                .remove("control")
+                .ok_or_else(|| DebError::MissingControlFile {
+                    member: control_name.clone(),
+                })?;
+        let control = parse_control(&control_name, &control_text)?;
+        if let Some(conffiles) = control_files.get("conffiles") {
+            let text = std::str::from_utf8(conffiles).map_err(|_| DebError::NotUtf8 {
+                member: control_name.clone(),
+                file: "conffiles",
+            })?;
+            parse_conffiles(text)?;
+        }
+
+        let tar = decompress(
+            &data_name,
+            data_compression,
+            data_bytes,
+            limits.max_unpacked_bytes,
+        )?;
+        let data = read_data_tar(&data_name, &tar)?;
+
+        Ok(Deb {
+            control,
+            control_files,
+            data,
+            data_compression: data_compression.name(),
+        })
+    }
+
+    /// The `Package` field.
+    pub fn name(&self) -> &str {
+        self.control.get("Package").unwrap_or_default()
+    }
+
+    /// The `Version` field.
+    pub fn version(&self) -> &str {
+        self.control.get("Version").unwrap_or_default()
+    }
+
+    /// The `Architecture` field.
+    pub fn architecture(&self) -> &str {
+        self.control.get("Architecture").unwrap_or_default()
+    }
+
+    /// The `Multi-Arch` field, if present.
+    pub fn multi_arch(&self) -> Option<&str> {
+        self.control.get("Multi-Arch")
+    }
+
+    /// The source package name and version: from `Source: name` or
+    /// `Source: name (version)`, defaulting to the binary package's name and
+    /// `Version`.
+    pub fn source(&self) -> (String, String) {
+        let source = self.control.get("Source").map(str::trim).unwrap_or("");
+        let (name, version) = match source.split_once(char::is_whitespace) {
+            Some((name, rest)) => {
+                let version = rest
+                    .trim()
+                    .strip_prefix('(')
+                    .and_then(|v| v.strip_suffix(')'))
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty());
+                (name, version)
+            }
+            None => (source, None),
+        };
+        let name = if name.is_empty() { self.name() } else { name };
+        (
+            name.to_string(),
+            version.unwrap_or(self.version()).to_string(),
+        )
+    }
+
+    /// The maintainer scripts present in control.tar (`preinst`, `postinst`,
+    /// `prerm`, `postrm`, `config`), in that order. They are never run by this
+    /// crate; callers record that they were skipped.
+    pub fn maintainer_scripts(&self) -> Vec<&str> {
+        MAINTAINER_SCRIPTS
+            .into_iter()
+            .filter(|s| self.control_files.contains_key(*s))
+            .collect()
+    }
+
+    /// The conffiles this package ships, from control.tar `conffiles` (entries
+    /// flagged `remove-on-upgrade` are left out).
+    pub fn conffiles(&self) -> Vec<&str> {
+        self.conffile_lines()
+            .into_iter()
+            .filter(|c| !c.remove_on_upgrade)
+            .map(|c| c.path)
+            .collect()
+    }
+
+    /// The name dpkg gives this package's files in `/var/lib/dpkg/info`:
+    /// `pkg`, or `pkg:arch` when `Multi-Arch: same`.
+    pub fn info_name(&self) -> String {
+        match self.multi_arch() {
+            Some(ma) if ma.trim().eq_ignore_ascii_case("same") => {
+                format!("{}:{}", self.name(), self.architecture())
+            }
+            _ => self.name().to_string(),
+        }
+    }
+
+    /// The stanza dpkg writes to `/var/lib/dpkg/status` once the package is
+    /// installed and configured.
+    ///
+    /// Known fields come first in dpkg's order (`Package`, `Essential`,
+    /// `Protected`, `Status`, `Priority`, `Section`, `Installed-Size`, `Origin`,
+    /// `Maintainer`, `Bugs`, `Architecture`, `Multi-Arch`, `Source`, `Version`,
+    /// the relationship fields, `Conffiles`, `Description`), then all other
+    /// fields in their control order. As dpkg does, `Status` is
+    /// `install ok installed`; `Essential`/`Protected` are kept only when `yes`
+    /// and `Multi-Arch` only when not `no`; a zero epoch is dropped from
+    /// versions; relationship fields are rewritten in canonical form
+    /// (`a (>= 1), b | c`); `Conffiles` lists each conffile with the MD5 of its
+    /// contents in data.tar (following links inside the package), or
+    /// `newconffile` when they cannot be found there.
+    pub fn status_stanza(&self) -> Stanza {
+        let mut out = Stanza::new();
+        for &field in STATUS_ORDER {
+            let value = match field {
+                "Status" => Some("install ok installed".to_string()),
+                "Conffiles" => self.conffiles_value(),
+                "Config-Version" | "Triggers-Pending" | "Triggers-Awaited" => None,
+                "Essential" | "Protected" => self
+                    .control
+                    .get(field)
+                    .filter(|v| v.eq_ignore_ascii_case("yes"))
+                    .map(|_| "yes".to_string()),
+                "Multi-Arch" => self
+                    .control
+                    .get(field)
+                    .map(str::to_ascii_lowercase)
+                    .filter(|v| v != "no"),
+                "Version" => self.control.get(field).map(normalize_version),
+                _ if RELATION_FIELDS.contains(&field) => {
+                    self.control.get(field).map(normalize_relations)
+                }
+                _ => self.control.get(field).map(str::to_string),
+            };
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                out.push_unchecked(field, &value);
+            }
+        }
+        for (name, value) in self.control.fields() {
+            let known = STATUS_ORDER
+                .iter()
+                .chain(DROPPED_FIELDS)
+                .any(|k| k.eq_ignore_ascii_case(name));
+            if !known {
+                out.push_unchecked(name, value);
+            }
+        }
+        out
+    }
+
+    /// The contents of `/var/lib/dpkg/info/<info_name>.list`: `/.` and then every
+    /// data.tar path in archive order, one per line.
+    pub fn list_file(&self) -> String {
+        let mut out = String::from("/.\n");
+        for entry in &self.data {
+            out.push_str(&entry.path);
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The contents of `/var/lib/dpkg/info/<info_name>.md5sums`: control.tar's
+    /// `md5sums` when present (decoded lossily), otherwise what dpkg generates:
+    /// `<md5>  <path>` for every regular file and hard link, paths relative to
+    /// the root, in archive order.
+    pub fn md5sums_file(&self) -> String {
+        if let Some(md5sums) = self.control_files.get("md5sums") {
+            return String::from_utf8_lossy(md5sums).into_owned();
+        }
+        let index = self.index();
+        let mut out = String::new();
+        for entry in &self.data {
+            let contents = match &entry.kind {
+                EntryKind::File(contents) => Some(contents.as_slice()),
+                EntryKind::Hardlink(target) => resolve_contents(&index, target),
+                EntryKind::Dir | EntryKind::Symlink(_) => None,
+            };
+            if let Some(contents) = contents {
+                out.push_str(&md5_hex(contents));
+                out.push_str("  ");
+                out.push_str(entry.path.trim_start_matches('/'));
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Every file dpkg would create in `/var/lib/dpkg/info` for this package, as
+    /// `(file name, contents, mode)`, sorted by name: each control.tar member
+    /// except `control` as `<info_name>.<member>` (maintainer scripts with mode
+    /// 0755, others 0644), plus the `.list` and `.md5sums` files.
+    pub fn info_files(&self) -> Vec<(String, Vec<u8>, u32)> {
+        let info_name = self.info_name();
+        let mut files: BTreeMap<String, (Vec<u8>, u32)> = BTreeMap::new();
+        for (member, contents) in &self.control_files {
+            let mode = if MAINTAINER_SCRIPTS.contains(&member.as_str()) {
+                0o755
+            } else {
+                0o644
+            };
+            files.insert(format!("{info_name}.{member}"), (contents.clone(), mode));
+        }
+        files.insert(
+            format!("{info_name}.list"),
+            (self.list_file().into_bytes(), 0o644),
+        );
+        files.insert(
+            format!("{info_name}.md5sums"),
+            (self.md5sums_file().into_bytes(), 0o644),
+        );
+        files
+            .into_iter()
+            .map(|(name, (contents, mode))| (name, contents, mode))
+            .collect()
+    }
+
+    fn index(&self) -> HashMap<&str, &DataEntry> {
+        self.data.iter().map(|e| (e.path.as_str(), e)).collect()
+    }
+
+    fn conffile_lines(&self) -> Vec<Conffile<'_>> {
+        self.control_files
+            .get("conffiles")
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .map(|text| {
+                text.lines()
+                    .filter_map(|line| parse_conffile_line(line).ok().flatten())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn conffiles_value(&self) -> Option<String> {
+        let lines = self.conffile_lines();
+        if lines.is_empty() {
+            return None;
+        }
+        let index = self.index();
+        let mut value = String::new();
+        for conffile in lines {
+            let hash = if conffile.remove_on_upgrade {
+                None
+            } else {
+                resolve_contents(&index, conffile.path).map(md5_hex)
+            };
+            value.push_str("\n ");
+            value.push_str(conffile.path);
+            value.push(' ');
+            value.push_str(hash.as_deref().unwrap_or("newconffile"));
+            if conffile.remove_on_upgrade {
+                value.push_str(" remove-on-upgrade");
+            }
+        }
+        Some(value)
+    }
+}
+
+/// dpkg's order of known fields in the status file.
+const STATUS_ORDER: &[&str] = &[
+    "Package",
+    "Essential",
+    "Protected",
+    "Status",
+    "Priority",
+    "Section",
+    "Installed-Size",
+    "Origin",
+    "Maintainer",
+    "Bugs",
+    "Architecture",
+    "Multi-Arch",
+    "Source",
+    "Version",
+    "Config-Version",
+    "Replaces",
+    "Provides",
+    "Depends",
+    "Pre-Depends",
+    "Recommends",
+    "Suggests",
+    "Breaks",
+    "Conflicts",
+    "Enhances",
+    "Conffiles",
+    "Description",
+    "Triggers-Pending",
+    "Triggers-Awaited",
+];
+
+/// Fields dpkg knows but does not write for an installed package.
+const DROPPED_FIELDS: &[&str] = &["Revision", "Filename", "Size", "MD5sum", "MSDOS-Filename"];
+
+const RELATION_FIELDS: &[&str] = &[
+    "Replaces",
+    "Provides",
+    "Depends",
+    "Pre-Depends",
+    "Recommends",
+    "Suggests",
+    "Breaks",
+    "Conflicts",
+    "Enhances",
+];
+
+fn md5_hex(bytes: &[u8]) -> String {
+    hex::encode(Md5::digest(bytes))
+}
+
+/// Follows hard links and symlinks inside the package to a regular file's contents.
+fn resolve_contents<'a>(index: &HashMap<&str, &'a DataEntry>, path: &str) -> Option<&'a [u8]> {
+    let mut path = path.to_string();
+    for _ in 0..40 {
+        match &index.get(path.as_str())?.kind {
+            EntryKind::File(contents) => return Some(contents),
+            EntryKind::Hardlink(target) => path = target.clone(),
+            EntryKind::Symlink(target) => path = resolve_symlink(&path, target),
+            EntryKind::Dir => return None,
+        }
+    }
+    None
+}
+
+/// The absolute path a symlink at `link` pointing to `target` names, resolved
+/// lexically (`..` at the root stays at the root).
+fn resolve_symlink(link: &str, target: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    if !target.starts_with('/') {
+        parts.extend(link.split('/').filter(|c| !c.is_empty()));
+        parts.pop();
+    }
+    for component in target.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Drops a zero epoch the way dpkg displays versions (`0:1.0` → `1.0`).
+fn normalize_version(version: &str) -> String {
+    let version = version.trim();
+    if let Some((epoch, rest)) = version.split_once(':')
+        && !epoch.is_empty()
+        && epoch.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(n) = epoch.parse::<u32>()
+    {
+        if n == 0 && !rest.contains(':') {
+            return rest.to_string();
+        }
+        return format!("{n}:{rest}");
+    }
+    version.to_string()
+}
+
+/// Rewrites a relationship field as dpkg writes it: `a (>= 1), b | c:any`.
+/// Values it cannot parse are kept verbatim.
+fn normalize_relations(value: &str) -> String {
+    let normalized: Option<Vec<String>> = value
+        .split(',')
+        .map(|group| {
+            let alternatives: Option<Vec<String>> =
+                group.split('|').map(normalize_relation).collect();
+            alternatives.map(|a| a.join(" | "))
+        })
+        .collect();
+    normalized.map_or_else(|| value.to_string(), |groups| groups.join(", "))
+}
+
+fn normalize_relation(relation: &str) -> Option<String> {
+    let relation = relation.trim();
+    let end = relation
+        .find(|c: char| c.is_whitespace() || c == '(')
+        .unwrap_or(relation.len());
+    let (name, rest) = relation.split_at(end);
+    if name.is_empty() {
+        return None;
+    }
+    let rest = rest.trim_start();
+    if rest.is_empty() {
+        return Some(name.to_string());
+    }
+    let inner = rest.strip_prefix('(')?.strip_suffix(')')?.trim();
+    let (op, version) = [
+        ("<<", "<<"),
+        ("<=", "<="),
+        (">=", ">="),
+        (">>", ">>"),
+        ("=", "="),
+        ("<", "<="),
+        (">", ">="),
+    ]
+    .into_iter()
+    .find_map(|(prefix, op)| inner.strip_prefix(prefix).map(|v| (op, v.trim())))?;
+    if version.is_empty() || version.contains(|c: char| c.is_whitespace() || c == '(' || c == ')') {
+        return None;
+    }
+    Some(format!("{name} ({op} {})", normalize_version(version)))
+}
+
+fn check_debian_binary(data: &[u8]) -> Result<(), DebError> {
+    let bad = || DebError::BadDebianBinary {
+        found: String::from_utf8_lossy(&data[..data.len().min(40)]).into_owned(),
+    };
+    let newline = data.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
+    let minor = data[..newline].strip_prefix(b"2.").ok_or_else(bad)?;
+    if minor.is_empty() || !minor.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn parse_control(member: &str, bytes: &[u8]) -> Result<Stanza, DebError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| DebError::NotUtf8 {
+        member: member.to_string(),
+        file: "control",
+    })?;
+    let mut stanzas = parse_stanzas(text).map_err(|e| DebError::BadControl {
+        member: member.to_string(),
+        source: Box::new(e),
+    })?;
+    if stanzas.len() != 1 {
+        return Err(DebError::ControlParagraphs {
+            member: member.to_string(),
+            count: stanzas.len(),
+        });
+    }
+    let control = stanzas.remove(0);
+    let required = |field: &'static str| {
+        control
+            .get(field)
+            .filter(|v| !v.is_empty())
+            .ok_or(DebError::MissingField { field })
+    };
+    let bad = |field: &'static str, value: &str, reason: &'static str| DebError::BadFieldValue {
+        field,
+        value: value.to_string(),
+        reason,
+    };
+    let package = required("Package")?;
+    check_package_name(package).map_err(|r| bad("Package", package, r))?;
+    let version = required("Version")?;
+    check_version(version).map_err(|r| bad("Version", version, r))?;
+    let arch = required("Architecture")?;
+    check_architecture(arch).map_err(|r| bad("Architecture", arch, r))?;
+    if let Some(ma) = control.get("Multi-Arch")
+        && !["no", "same", "foreign", "allowed"]
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case(ma))
+    {
+        return Err(bad(
+            "Multi-Arch",
+            ma,
+            "expected one of no, same, foreign, allowed",
+        ));
+    }
+    Ok(control)
+}
+
+/// dpkg's rule: an alphanumeric first character, then alphanumerics and `-+._`.
+fn check_package_name(name: &str) -> Result<(), &'static str> {
+    let mut chars = name.chars();
+    if !chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+        return Err("must start with an alphanumeric character");
+    }
+    if !chars.all(|c| c.is_ascii_alphanumeric() || "-+._".contains(c)) {
+        return Err("only alphanumerics and '-+._' are allowed");
+    }
+    Ok(())
+}
+
+/// dpkg's rule: an alphanumeric first character, then alphanumerics and `-`.
+fn check_architecture(arch: &str) -> Result<(), &'static str> {
+    let mut chars = arch.chars();
+    if !chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+        return Err("must start with an alphanumeric character");
+    }
+    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return Err("only alphanumerics and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// dpkg's version syntax: `[epoch:]upstream[-revision]`.
+fn check_version(version: &str) -> Result<(), &'static str> {
+    let rest = match version.split_once(':') {
+        Some((epoch, rest)) => {
+            if epoch.is_empty() || epoch.parse::<u32>().is_err() {
+                return Err("the epoch is not a number");
+            }
+            if rest.is_empty() {
+                return Err("nothing after the epoch");
+            }
+            rest
+        }
+        None => version,
+    };
+    let (upstream, revision) = match rest.rsplit_once('-') {
+        Some((upstream, revision)) => (upstream, Some(revision)),
+        None => (rest, None),
+    };
+    if upstream.is_empty() {
+        return Err("the upstream version is empty");
+    }
+    if !upstream
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || ".-+~:".contains(c))
+    {
+        return Err("invalid character in the upstream version");
+    }
+    if let Some(revision) = revision {
+        if revision.is_empty() {
+            return Err("the revision is empty");
+        }
+        if !revision
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+~".contains(c))
+        {
+            return Err("invalid character in the revision");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Conffile<'a> {
+    path: &'a str,
+    remove_on_upgrade: bool,
+}
+
+/// Parses control.tar `conffiles`, checking every line.
+fn parse_conffiles(text: &str) -> Result<Vec<Conffile<'_>>, DebError> {
+    let mut out = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        match parse_conffile_line(line) {
+            Ok(Some(conffile)) => out.push(conffile),
+            Ok(None) => {}
+            Err(reason) => {
+                return Err(DebError::BadConffiles {
+                    line: index + 1,
+                    text: line.to_string(),
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One `conffiles` line: `/path` or `remove-on-upgrade /path`; blank lines give `None`.
+fn parse_conffile_line(line: &str) -> Result<Option<Conffile<'_>>, &'static str> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let (remove_on_upgrade, path) = if line.starts_with('/') {
+        (false, line)
+    } else {
+        match line.split_once(char::is_whitespace) {
+            Some(("remove-on-upgrade", path)) => (true, path.trim_start()),
+            _ => {
+                return Err(
+                    "expected an absolute path, optionally after the flag remove-on-upgrade",
+                );
+            }
+        }
+    };
+    if !path.starts_with('/') {
+        return Err("conffile path is not absolute");
+    }
+    Ok(Some(Conffile {
+        path,
+        remove_on_upgrade,
+    }))
+}
+
+/// Normalizes a tar path to an absolute one; `Ok(None)` is the root itself.
+fn normalize_path(path: &str) -> Result<Option<String>, &'static str> {
+    if path.contains('\n') {
+        return Err("it contains a newline");
+    }
+    let mut out = String::new();
+    for component in path.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => return Err("it has a '..' component"),
+            c => {
+                out.push('/');
+                out.push_str(c);
+            }
+        }
+    }
+    Ok(if out.is_empty() { None } else { Some(out) })
+}
+
+fn tar_error(member: &str) -> impl Fn(std::io::Error) -> DebError + '_ {
+    move |source| DebError::Tar {
+        member: member.to_string(),
+        source,
+    }
+}
+
+fn entry_path(member: &str, bytes: &[u8]) -> Result<String, DebError> {
+    match std::str::from_utf8(bytes) {
+        Ok(path) => Ok(path.to_string()),
+        Err(_) => Err(DebError::NonUtf8Path {
+            member: member.to_string(),
+            path: String::from_utf8_lossy(bytes).into_owned(),
+        }),
+    }
+}
+
+fn unsupported_kind(entry_type: tar::EntryType) -> Option<String> {
+    use tar::EntryType as T;
+    match entry_type {
+        T::Regular | T::Continuous | T::Directory | T::Symlink | T::Link => None,
+        T::Char => Some("character device node".into()),
+        T::Block => Some("block device node".into()),
+        T::Fifo => Some("fifo".into()),
+        T::GNUSparse => Some("sparse file".into()),
+        other => Some(format!(
+            "tar entry of type {:?}",
+            char::from(other.as_byte())
+        )),
+    }
+}
+
+/// Reads an entry's data, which must be as long as its header says.
+fn read_contents<R: Read>(
+    member: &str,
+    path: &str,
+    entry: &mut tar::Entry<'_, R>,
+) -> Result<Vec<u8>, DebError> {
+    let expected = entry.size();
+    let mut contents = Vec::new();
+    entry
+        .read_to_end(&mut contents)
+        .map_err(tar_error(member))?;
+    if contents.len() as u64 != expected {
+        return Err(DebError::Tar {
+            member: member.to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{path} is cut short: {} of {expected} bytes",
+                    contents.len()
+                ),
+            ),
+        });
+    }
+    Ok(contents)
+}
+
+fn read_control_tar(member: &str, tar: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, DebError> {
+    let mut files = BTreeMap::new();
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().map_err(tar_error(member))? {
+        let mut entry = entry.map_err(tar_error(member))?;
+        let entry_type = entry.header().entry_type();
+        if entry_type.is_pax_global_extensions() {
+            continue;
+        }
+        let raw = entry_path(member, &entry.path_bytes())?;
+        let unsafe_path = |reason| DebError::UnsafePath {
+            member: member.to_string(),
+            path: raw.clone(),
+            reason,
+        };
+        let path = normalize_path(&raw).map_err(unsafe_path)?;
+        if entry_type.is_dir() {
+            continue;
+        }
+        let kind = match entry_type {
+            tar::EntryType::Regular | tar::EntryType::Continuous => None,
+            tar::EntryType::Symlink => Some("symlink".to_string()),
+            tar::EntryType::Link => Some("hard link".to_string()),
+            other => unsupported_kind(other),
+        };
+        if let Some(kind) = kind {
+            return Err(DebError::BadControlMember {
+                member: member.to_string(),
+                path: raw,
+                kind,
+            });
+        }
+        let Some(path) = path else {
+            return Err(unsafe_path("a regular file entry for the archive root"));
+        };
+        let name = &path[1..];
+        if name.contains('/') {
+            return Err(unsafe_path("control.tar must not have subdirectories"));
+        }
+        if files.contains_key(name) {
+            return Err(DebError::DuplicatePath {
+                member: member.to_string(),
+                path: name.to_string(),
+                first: "regular file",
+                second: "regular file",
+            });
+        }
+        let contents = read_contents(member, &raw, &mut entry)?;
+        files.insert(name.to_string(), contents);
+    }
+    Ok(files)
+}
+
+fn read_data_tar(member: &str, tar: &[u8]) -> Result<Vec<DataEntry>, DebError> {
+    let mut entries: Vec<DataEntry> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().map_err(tar_error(member))? {
+        let mut entry = entry.map_err(tar_error(member))?;
+        let entry_type = entry.header().entry_type();
+        if entry_type.is_pax_global_extensions() {
+            continue;
+        }
+        let raw = entry_path(member, &entry.path_bytes())?;
+        let unsafe_path = |reason| DebError::UnsafePath {
+            member: member.to_string(),
+            path: raw.clone(),
+            reason,
+        };
+        let normalized = normalize_path(&raw).map_err(unsafe_path)?;
+        let Some(path) = normalized else {
+            if entry_type.is_dir() {
+                continue;
+            }
+            return Err(unsafe_path("a non-directory entry for the archive root"));
+        };
+        if let Some(kind) = unsupported_kind(entry_type) {
+            return Err(DebError::UnsupportedEntry {
+                member: member.to_string(),
+                path,
+                kind,
+            });
+        }
+        if !entry_type.is_dir() && raw.ends_with('/') {
+            return Err(unsafe_path("a trailing '/' on a non-directory entry"));
+        }
+        let header = entry.header();
+        let mode = header.mode().map_err(tar_error(member))? & 0o7777;
+        let id = |field: &'static str, value: std::io::Result<u64>| {
+            let value = value.map_err(tar_error(member))?;
+            u32::try_from(value).map_err(|_| DebError::BadNumber {
+                member: member.to_string(),
+                path: path.clone(),
+                field,
+                value,
+            })
+        };
+        let uid = id("uid", header.uid())?;
+        let gid = id("gid", header.gid())?;
+        let link_target = entry
+            .link_name_bytes()
+            .map(|bytes| entry_path(member, &bytes))
+            .transpose()?;
+
+        let kind = match entry_type {
+            tar::EntryType::Directory => EntryKind::Dir,
+            tar::EntryType::Symlink => match link_target {
+                Some(target) if !target.is_empty() => EntryKind::Symlink(target),
+                _ => {
+                    return Err(DebError::BadSymlink {
+                        member: member.to_string(),
+                        path,
+                        reason: "empty link target",
+                    });
+                }
+            },
+            tar::EntryType::Link => {
+                let target = link_target.unwrap_or_default();
+                let bad = |target: String| DebError::BadHardlink {
+                    member: member.to_string(),
+                    path: path.clone(),
+                    target,
+                };
+                let normalized = match normalize_path(&target) {
+                    Ok(Some(normalized)) => normalized,
+                    _ => return Err(bad(target)),
+                };
+                let earlier = index.get(&normalized).map(|&i| &entries[i].kind);
+                match earlier {
+                    Some(EntryKind::File(_)) => EntryKind::Hardlink(normalized),
+                    Some(EntryKind::Hardlink(file)) => EntryKind::Hardlink(file.clone()),
+                    _ => return Err(bad(normalized)),
+                }
+            }
+            _ => EntryKind::File(read_contents(member, &raw, &mut entry)?),
+        };
+
+        for (slash, _) in path.match_indices('/').skip(1) {
+            let parent = &path[..slash];
+            if let Some(&i) = index.get(parent)
+                && entries[i].kind != EntryKind::Dir
+            {
+                let parent = parent.to_string();
+                return Err(DebError::BeneathNonDirectory {
+                    member: member.to_string(),
+                    path,
+                    parent,
+                    parent_kind: entries[i].kind.describe(),
+                });
+            }
+        }
+        if let Some(&i) = index.get(&path) {
+            let first = &mut entries[i];
+            if first.kind == EntryKind::Dir && kind == EntryKind::Dir {
+                // A directory listed twice: like tar extraction, the last metadata wins.
+                first.mode = mode;
+                first.uid = uid;
+                first.gid = gid;
+                continue;
+            }
+            return Err(DebError::DuplicatePath {
+                member: member.to_string(),
+                path,
+                first: first.kind.describe(),
+                second: kind.describe(),
+            });
+        }
+        index.insert(path.clone(), entries.len());
+        entries.push(DataEntry {
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+        });
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(normalize_version("0:1.0-1"), "1.0-1");
+        assert_eq!(normalize_version("00:1.0"), "1.0");
+        assert_eq!(normalize_version("0:1:2"), "0:1:2");
+        assert_eq!(normalize_version("02:1.0"), "2:1.0");
+        assert_eq!(normalize_version("1.0"), "1.0");
+        assert!(check_version("1:2.3-4+b1").is_ok());
+        assert!(check_version("2.3~rc1-0ubuntu1").is_ok());
+        assert!(check_version("1.0-2-3").is_ok());
+        assert!(check_version("").is_err());
+        assert!(check_version("a:1").is_err());
+        assert!(check_version("1:").is_err());
+        assert!(check_version("1.0-").is_err());
+        assert!(check_version("1 0").is_err());
+        assert!(check_version("1.0-a:b").is_err());
+    }
+
+    #[test]
+    fn relations() {
+        assert_eq!(
+            normalize_relations("a(>=1),b |c (<<2) , d:any,\n e (= 3)"),
+            "a (>= 1), b | c (<< 2), d:any, e (= 3)"
+        );
+        assert_eq!(
+            normalize_relations("f (< 2), g (> 3), h ( >= 0:1.2 )"),
+            "f (<= 2), g (>= 3), h (>= 1.2)"
+        );
+        // Unparsable values are kept verbatim.
+        for v in ["a [amd64]", "a, , b", "a (>= 1 2)", "(>= 1)", "a (~ 1)"] {
+            assert_eq!(normalize_relations(v), v);
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_package_name("libc6").is_ok());
+        assert!(check_package_name("g++-12").is_ok());
+        assert!(check_package_name("-x").is_err());
+        assert!(check_package_name("../../etc/passwd").is_err());
+        assert!(check_architecture("amd64").is_ok());
+        assert!(check_architecture("linux-any").is_ok());
+        assert!(check_architecture("amd64/../x").is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(normalize_path("./usr/").unwrap().as_deref(), Some("/usr"));
+        assert_eq!(
+            normalize_path("/usr//bin/.").unwrap().as_deref(),
+            Some("/usr/bin")
+        );
+        assert_eq!(normalize_path("./").unwrap(), None);
+        assert_eq!(normalize_path("").unwrap(), None);
+        assert!(normalize_path("../x").is_err());
+        assert!(normalize_path("usr/../x").is_err());
+        assert!(normalize_path("a\nb").is_err());
+    }
+
+    #[test]
+    fn symlink_resolution() {
+        assert_eq!(resolve_symlink("/etc/a/link", "b"), "/etc/a/b");
+        assert_eq!(resolve_symlink("/etc/a/link", "../b"), "/etc/b");
+        assert_eq!(resolve_symlink("/etc/a/link", "/usr/x"), "/usr/x");
+        assert_eq!(resolve_symlink("/link", "../../x"), "/x");
+    }
+
+    #[test]
+    fn conffile_lines() {
+        let c = parse_conffiles("/etc/a\n\nremove-on-upgrade /etc/b\n").unwrap();
+        assert_eq!(
+            c,
+            vec![
+                Conffile {
+                    path: "/etc/a",
+                    remove_on_upgrade: false
+                },
+                Conffile {
+                    path: "/etc/b",
+                    remove_on_upgrade: true
+                }
+            ]
+        );
+        let e = parse_conffiles("/etc/a\netc/b\n").unwrap_err().to_string();
+        assert!(e.contains("conffiles line 2") && e.contains("etc/b"), "{e}");
+        let e = parse_conffiles("bogus-flag /etc/b")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("remove-on-upgrade"), "{e}");
+    }
+
+    #[test]
+    fn debian_binary() {
+        assert!(check_debian_binary(b"2.0\n").is_ok());
+        assert!(check_debian_binary(b"2.1\n").is_ok());
+        for bad in [&b"2.0"[..], b"3.0\n", b"2.\n", b"2.x\n", b"", b"20\n"] {
+            let e = check_debian_binary(bad).unwrap_err().to_string();
+            assert!(e.contains("unsupported debian-binary"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install what kiln's demo and tests need on Debian 12: the real tools kiln
+# interoperates with (runc, skopeo, umoci, busybox-static) and the Python
+# SBOM validators. Idempotent: installs only what is missing.
+set -euo pipefail
+
+need_apt=()
+for pair in runc:runc skopeo:skopeo umoci:umoci jq:jq nsenter:util-linux dpkg-deb:dpkg gzip:gzip zstd:zstd; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  echo "install-deps: apt-get install ${need_apt[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import spdx_tools, cyclonedx.validation.json, packageurl' >/dev/null 2>&1; then
+  echo "install-deps: pip install spdx-tools cyclonedx-python-lib[json-validation]" >&2
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    'spdx-tools>=0.8,<0.9' 'cyclonedx-python-lib[json-validation]>=8,<12' packageurl-python
+fi
