@@ -10,12 +10,29 @@ use toml::Spanned;
 
 /// A spec error located in its file.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
+#[error("{file}:{line}:{column}: {message}{snippet}")]
 pub struct SpecError {
     pub file: PathBuf,
     pub line: usize,
     pub column: usize,
     pub message: String,
+    /// The offending line with a caret under the column (empty if unknown).
+    pub snippet: String,
+}
+
+/// `"\n   | <line>\n   |    ^"` for line/column in `text`.
+fn snippet(text: &str, line: usize, column: usize) -> String {
+    match text.lines().nth(line.wrapping_sub(1)) {
+        Some(l) if line > 0 => {
+            let pad: String = l
+                .chars()
+                .take(column.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            format!("\n    | {l}\n    | {pad}^")
+        }
+        _ => String::new(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +218,8 @@ pub struct Spec {
     /// SHA-256 of the spec file's bytes.
     pub sha256: String,
     pub(crate) entrypoint_loc: Loc,
+    /// The spec's text, for error snippets.
+    text: String,
 }
 
 impl Spec {
@@ -211,6 +230,7 @@ impl Spec {
             line: 0,
             column: 0,
             message: format!("cannot read the spec: {e}"),
+            snippet: String::new(),
         })?;
         let text = String::from_utf8(text).map_err(|e| SpecError {
             file: path.to_path_buf(),
@@ -220,6 +240,7 @@ impl Spec {
                 "the spec is not UTF-8 (byte {})",
                 e.utf8_error().valid_up_to()
             ),
+            snippet: String::new(),
         })?;
         Spec::parse(path, &text)
     }
@@ -234,6 +255,7 @@ impl Spec {
                 line,
                 column,
                 message: e.message().trim().to_string(),
+                snippet: snippet(text, line, column),
             }
         })?;
         let dir = match path.parent() {
@@ -391,6 +413,7 @@ impl Spec {
             debs,
             baseline,
             sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
+            text: text.to_string(),
         })
     }
 
@@ -401,6 +424,7 @@ impl Spec {
             line: loc.line,
             column: loc.column,
             message,
+            snippet: snippet(&self.text, loc.line, loc.column),
         }
     }
 }
@@ -433,6 +457,7 @@ impl Cx<'_> {
             line,
             column,
             message,
+            snippet: snippet(self.text, line, column),
         }
     }
 }

@@ -287,8 +287,8 @@ mod tests {
         assert_eq!(r, b"9 path=a\n");
         let long = vec![b'x'; 95];
         let r = pax_record("path", &long);
-        assert_eq!(String::from_utf8_lossy(&r[..4]), "104 ");
-        assert_eq!(r.len(), 104);
+        assert_eq!(String::from_utf8_lossy(&r[..4]), "105 ");
+        assert_eq!(r.len(), 105);
     }
 
     #[test]

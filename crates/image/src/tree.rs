@@ -158,10 +158,13 @@ pub fn overlay(lower: &mut Tree, upper: &Tree) {
 
 /// Remove `path` and everything under it.
 pub fn remove_subtree(t: &mut Tree, path: &str) {
+    t.remove(path);
+    // Children sort after "<path>/" but not necessarily right after `path`
+    // ("/a-b" sorts between "/a" and "/a/x"), so scan from the prefix.
     let prefix = format!("{path}/");
     let doomed: Vec<String> = t
-        .range(path.to_string()..)
-        .take_while(|(k, _)| *k == path || k.starts_with(&prefix))
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
         .map(|(k, _)| k.clone())
         .collect();
     for k in doomed {
