@@ -16,7 +16,7 @@ use sha2::Digest as _;
 use crate::compress::Compression;
 use crate::spec::{Base, Spec};
 use crate::tarw::EntryType;
-use crate::tree::{self, Origin, Tree};
+use crate::tree::{self, Lookup, Origin, Stack, Tree};
 use crate::{BuildError, base, debs, layer, source, time};
 
 /// Config label that carries the spec's `[baseline]` (compact JSON).
@@ -173,26 +173,32 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
         }
     };
     ph.mark("base");
-    let mut merged: Tree = base.as_ref().map(|b| b.tree.clone()).unwrap_or_default();
+    let empty = Tree::new();
+    let base_tree = base.as_ref().map(|b| &b.tree).unwrap_or(&empty);
 
     // 2. Packages layer.
     let pkgs = debs::build(
         spec,
-        &merged,
+        base_tree,
         base.as_ref().and_then(|b| b.dpkg_status.as_deref()),
     )?;
+    let pkgs_tree = pkgs.as_ref().map(|p| &p.tree).unwrap_or(&empty);
     // 3. Files layer (over base + packages).
-    let mut files_lower = merged.clone();
-    if let Some(pl) = &pkgs {
-        tree::overlay(&mut files_lower, &pl.tree);
-    }
     ph.mark("packages");
-    let mut files_tree = source::collect(spec, &files_lower)?;
-    ph.mark("walk");
-    let hash_cache = source::HashCache::load(cache_dir.join("hashes").join(format!(
+    let hash_cache_path = cache_dir.join("hashes").join(format!(
         "{}.json",
         &hex::encode(sha2::Sha256::digest(spec.path.to_string_lossy().as_bytes()))[..32]
-    )));
+    ));
+    // Load the hash cache while walking: they are independent.
+    let (walked, hash_cache) = std::thread::scope(|s| {
+        let loader = s.spawn(|| source::HashCache::load(hash_cache_path));
+        let walked = source::collect(spec, &Stack(vec![pkgs_tree, base_tree]), opts.threads);
+        (walked, loader.join())
+    });
+    let mut files_tree = walked?;
+    let hash_cache =
+        hash_cache.map_err(|_| BuildError::Internal("hash cache loader panicked".into()))?;
+    ph.mark("walk");
     let total: u64 = files_tree
         .values()
         .filter(|n| n.kind == EntryType::File)
@@ -250,11 +256,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
         });
         new_layers.push(out);
     }
-    if let Some(pl) = &pkgs {
-        tree::overlay(&mut merged, &pl.tree);
-    }
-    tree::overlay(&mut merged, &files_tree);
-    check_entrypoint(spec, &merged)?;
+    check_entrypoint(spec, &Stack(vec![&files_tree, pkgs_tree, base_tree]))?;
 
     // 5. Config and manifest.
     let mut layers: Vec<Descriptor> = Vec::new();
@@ -330,41 +332,56 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
     let mbytes = manifest.to_bytes();
     let mdesc = staging.put(media::MANIFEST, &mbytes)?;
 
-    // 6. Inventory: SBOMs and the file manifest, as referrers.
-    let mut packages = pkgs
-        .as_ref()
-        .map(|p| p.installed.clone())
-        .unwrap_or_default();
-    if let Some(st) = base.as_ref().and_then(|b| b.dpkg_status.as_deref()) {
-        let replaced: BTreeSet<String> = packages.iter().map(|p| p.name.clone()).collect();
-        packages.extend(debs::base_packages(st, &replaced));
-    }
-    packages.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
-    let scripts: BTreeMap<String, Vec<String>> = packages
-        .iter()
-        .filter(|p| !p.maintainer_scripts_not_run.is_empty())
-        .map(|p| (p.name.clone(), p.maintainer_scripts_not_run.clone()))
-        .collect();
-    let inv = Inventory {
-        image: ImageSubject {
-            name: name.clone(),
-            tag: tag.clone(),
-            digest: mdesc.digest.to_string(),
-            created: created.clone(),
-            architecture: cfg.architecture.clone(),
-            os: cfg.os.clone(),
-        },
-        tool: ToolInfo {
-            name: "kiln".into(),
-            version: KILN_VERSION.into(),
-        },
-        packages,
-        files: merged.iter().map(|(p, n)| record(p, n)).collect(),
-    };
-    let n_packages = inv.packages.len();
-    let n_files = inv.files.len();
+    // 6. Inventory: SBOMs and the file manifest, as referrers. They are a
+    // function of the image digest, its name and tag, and kiln's version,
+    // so an unchanged rebuild reuses them instead of regenerating.
     ph.mark("config");
-    let referrers = attach_inventory(&store, &mut staging, &mdesc, &inv, &created)?;
+    let inv_key = hex::encode(sha2::Sha256::digest(format!(
+        "kiln-inventory-v1\n{KILN_VERSION}\n{}\n{name}\n{tag}\n",
+        mdesc.digest
+    )));
+    let ref_cache = cache_dir.join("referrers").join(format!("{inv_key}.json"));
+    let cached_refs = cached_referrers(&store, &ref_cache);
+    let (referrers, n_packages, n_files, scripts, ref_cached) = match cached_refs {
+        Some(c) => (c.referrers, c.packages, c.files, c.scripts, true),
+        None => {
+            let mut merged = base_tree.clone();
+            tree::overlay(&mut merged, pkgs_tree);
+            tree::overlay(&mut merged, &files_tree);
+            let mut packages = pkgs
+                .as_ref()
+                .map(|p| p.installed.clone())
+                .unwrap_or_default();
+            if let Some(st) = base.as_ref().and_then(|b| b.dpkg_status.as_deref()) {
+                let replaced: BTreeSet<String> = packages.iter().map(|p| p.name.clone()).collect();
+                packages.extend(debs::base_packages(st, &replaced));
+            }
+            packages.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
+            let scripts: BTreeMap<String, Vec<String>> = packages
+                .iter()
+                .filter(|p| !p.maintainer_scripts_not_run.is_empty())
+                .map(|p| (p.name.clone(), p.maintainer_scripts_not_run.clone()))
+                .collect();
+            let inv = Inventory {
+                image: ImageSubject {
+                    name: name.clone(),
+                    tag: tag.clone(),
+                    digest: mdesc.digest.to_string(),
+                    created: created.clone(),
+                    architecture: cfg.architecture.clone(),
+                    os: cfg.os.clone(),
+                },
+                tool: ToolInfo {
+                    name: "kiln".into(),
+                    version: KILN_VERSION.into(),
+                },
+                packages,
+                files: merged.iter().map(|(p, n)| record(p, n)).collect(),
+            };
+            let refs = attach_inventory(&mut staging, &mdesc, &inv, &created)?;
+            (refs, inv.packages.len(), inv.files.len(), scripts, false)
+        }
+    };
     ph.mark("sbom");
 
     // 7. Commit: blobs first, then the index (the only visible step).
@@ -372,8 +389,22 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
     let ref_descs: Vec<Descriptor> = referrers.iter().map(|(d, _)| d.clone()).collect();
     store.add_untagged(&ref_descs)?;
     store.tag(&name, &tag, &mdesc)?;
-    // A failed cache write only costs speed next time.
+    // Failed cache writes only cost speed next time.
     let _ = hash_cache.save();
+    if !ref_cached {
+        let entry = CachedReferrers {
+            referrers: referrers.clone(),
+            packages: n_packages,
+            files: n_files,
+            scripts: scripts.clone(),
+        };
+        if let Ok(bytes) = serde_json::to_vec(&entry)
+            && let Some(dir) = ref_cache.parent()
+            && std::fs::create_dir_all(dir).is_ok()
+        {
+            let _ = kiln_oci::layout::write_atomic(&ref_cache, &bytes);
+        }
+    }
     ph.mark("commit");
 
     let out = match &opts.out {
@@ -430,6 +461,32 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
     })
 }
 
+/// A cached set of inventory referrers for one image digest, name and tag.
+#[derive(Serialize, serde::Deserialize)]
+struct CachedReferrers {
+    referrers: Vec<(Descriptor, String)>,
+    packages: usize,
+    files: usize,
+    scripts: BTreeMap<String, Vec<String>>,
+}
+
+/// The cached referrers, if every blob they need is still in the store.
+fn cached_referrers(store: &Store, path: &Path) -> Option<CachedReferrers> {
+    let c: CachedReferrers = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    for (d, _) in &c.referrers {
+        let m = ImageManifest::from_bytes(&store.read_descriptor(d).ok()?, "referrer").ok()?;
+        if !m
+            .layers
+            .iter()
+            .chain(std::iter::once(&m.config))
+            .all(|b| store.has_blob(&b.digest))
+        {
+            return None;
+        }
+    }
+    Some(c)
+}
+
 fn import_blob(from: &Store, staging: &mut Staging, d: &Digest) -> Result<(), BuildError> {
     if staging.has(d) {
         return Ok(());
@@ -471,7 +528,6 @@ fn record(path: &str, n: &tree::Node) -> FileRecord {
 
 /// Stage the SPDX, CycloneDX and file-manifest artifacts for `image`.
 fn attach_inventory(
-    store: &Store,
     staging: &mut Staging,
     image: &Descriptor,
     inv: &Inventory,
@@ -479,7 +535,6 @@ fn attach_inventory(
 ) -> Result<Vec<(Descriptor, String)>, BuildError> {
     inv.validate()
         .map_err(|e| BuildError::Internal(format!("inventory: {e}")))?;
-    let _ = store;
     staging.put(media::EMPTY, media::EMPTY_CONTENT)?;
     let mut subject = Descriptor::new(media::MANIFEST, image.digest, image.size);
     subject.annotations.clear();
@@ -571,7 +626,7 @@ fn apply_runtime_config(
 }
 
 /// An absolute entrypoint must exist in the image and be executable.
-fn check_entrypoint(spec: &Spec, fs: &Tree) -> Result<(), BuildError> {
+fn check_entrypoint(spec: &Spec, fs: &dyn Lookup) -> Result<(), BuildError> {
     let Some(prog) = spec.entrypoint.as_ref().and_then(|e| e.first()) else {
         return Ok(());
     };
@@ -581,7 +636,7 @@ fn check_entrypoint(spec: &Spec, fs: &Tree) -> Result<(), BuildError> {
     let mut path = prog.clone();
     for _ in 0..40 {
         let resolved = tree::resolve_parents(fs, &path).unwrap_or(path.clone());
-        match fs.get(&resolved) {
+        match fs.node(&resolved) {
             Some(n) if n.kind == EntryType::Symlink => {
                 let t = n.link.clone().unwrap_or_default();
                 path = if t.starts_with('/') {

@@ -90,38 +90,74 @@ pub struct LayerDigests {
     pub uncompressed_size: u64,
 }
 
-enum Inner {
+type Out = Sha256Writer<BufWriter<File>>;
+type Chunk = Arc<Vec<u8>>;
+
+/// Where uncompressed chunks go.
+enum Backend {
+    /// pigz-style parallel deflate.
     Gzip(GzipPar),
-    Zstd(zstd::stream::write::Encoder<'static, Sha256Writer<BufWriter<File>>>),
-    None(Sha256Writer<BufWriter<File>>),
+    /// One thread drives a streaming encoder (libzstd's own workers do the
+    /// compressing) or writes the tar as is.
+    Stream {
+        tx: Option<SyncSender<Chunk>>,
+        thread: Option<JoinHandle<io::Result<Out>>>,
+    },
 }
 
 /// A `Write` for the uncompressed tar stream of one layer.
+///
+/// The stream is cut into [`GZIP_BLOCK`] chunks shared (not copied) by a
+/// thread computing the `diff_id` and the compressor, so hashing,
+/// compressing and writing proceed in parallel with producing the tar.
 pub struct LayerSink {
-    diff: Sha256,
+    cur: Vec<u8>,
     raw_len: u64,
-    inner: Inner,
+    diff_tx: Option<SyncSender<Chunk>>,
+    diff_thread: Option<JoinHandle<Digest>>,
+    backend: Backend,
     progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
 }
 
 impl LayerSink {
     /// `threads`: compression workers (≥ 1).
     pub fn new(c: Compression, out: File, threads: usize) -> io::Result<LayerSink> {
-        let out = Sha256Writer::new(BufWriter::with_capacity(1 << 20, out));
-        let inner = match c {
-            Compression::Gzip => Inner::Gzip(GzipPar::new(out, threads.max(1))),
+        let out: Out = Sha256Writer::new(BufWriter::with_capacity(1 << 20, out));
+        let backend = match c {
+            Compression::Gzip => Backend::Gzip(GzipPar::new(out, threads.max(1))),
             Compression::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
                 e.multithread(threads.max(1) as u32)?;
                 e.include_checksum(false)?;
-                Inner::Zstd(e)
+                stream_backend(move |rx: Receiver<Chunk>| {
+                    for chunk in rx {
+                        e.write_all(&chunk)?;
+                    }
+                    e.finish()
+                })
             }
-            Compression::None => Inner::None(out),
+            Compression::None => stream_backend(move |rx: Receiver<Chunk>| {
+                let mut out = out;
+                for chunk in rx {
+                    out.write_all(&chunk)?;
+                }
+                Ok(out)
+            }),
         };
+        let (diff_tx, diff_rx) = sync_channel::<Chunk>(8);
+        let diff_thread = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            for chunk in diff_rx {
+                h.update(&chunk[..]);
+            }
+            Digest::from_bytes(h.finalize().into())
+        });
         Ok(LayerSink {
-            diff: Sha256::new(),
+            cur: Vec::with_capacity(GZIP_BLOCK),
             raw_len: 0,
-            inner,
+            diff_tx: Some(diff_tx),
+            diff_thread: Some(diff_thread),
+            backend,
             progress: None,
         })
     }
@@ -131,13 +167,38 @@ impl LayerSink {
         self.progress = Some(f);
     }
 
+    fn ship(&mut self, last: bool) -> io::Result<()> {
+        let chunk: Chunk = Arc::new(std::mem::replace(
+            &mut self.cur,
+            Vec::with_capacity(GZIP_BLOCK),
+        ));
+        if let Some(tx) = &self.diff_tx {
+            tx.send(Arc::clone(&chunk)).map_err(|_| broken())?;
+        }
+        match &mut self.backend {
+            Backend::Gzip(g) => g.send(chunk, last),
+            Backend::Stream { tx: Some(tx), .. } => tx.send(chunk).map_err(|_| broken()),
+            Backend::Stream { tx: None, .. } => Err(broken()),
+        }
+    }
+
     /// Flush everything, fsync nothing (the store does), return digests.
-    pub fn finish(self) -> io::Result<LayerDigests> {
-        let diff_id = Digest::from_bytes(self.diff.finalize().into());
-        let w = match self.inner {
-            Inner::Gzip(g) => g.finish()?,
-            Inner::Zstd(e) => e.finish()?,
-            Inner::None(w) => w,
+    pub fn finish(mut self) -> io::Result<LayerDigests> {
+        self.ship(true)?;
+        self.diff_tx = None;
+        let diff_id = match self.diff_thread.take() {
+            Some(t) => t.join().map_err(|_| broken())?,
+            None => return Err(broken()),
+        };
+        let w = match &mut self.backend {
+            Backend::Gzip(g) => g.finish()?,
+            Backend::Stream { tx, thread } => {
+                *tx = None;
+                match thread.take() {
+                    Some(t) => t.join().map_err(|_| broken())??,
+                    None => return Err(broken()),
+                }
+            }
         };
         let (digest, size, mut buf) = w.finish();
         buf.flush()?;
@@ -150,19 +211,46 @@ impl LayerSink {
     }
 }
 
+fn stream_backend(f: impl FnOnce(Receiver<Chunk>) -> io::Result<Out> + Send + 'static) -> Backend {
+    let (tx, rx) = sync_channel::<Chunk>(4);
+    Backend::Stream {
+        tx: Some(tx),
+        thread: Some(std::thread::spawn(move || f(rx))),
+    }
+}
+
+impl Drop for LayerSink {
+    fn drop(&mut self) {
+        // On an error path: close the channels so the threads end.
+        self.diff_tx = None;
+        if let Backend::Stream { tx, thread } = &mut self.backend {
+            *tx = None;
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
+        }
+        if let Some(t) = self.diff_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Write for LayerSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.inner {
-            Inner::Gzip(g) => g.write_all(buf)?,
-            Inner::Zstd(e) => e.write_all(buf)?,
-            Inner::None(w) => w.write_all(buf)?,
+    fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len();
+        while !buf.is_empty() {
+            let take = (GZIP_BLOCK - self.cur.len()).min(buf.len());
+            self.cur.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            if self.cur.len() == GZIP_BLOCK {
+                self.ship(false)?;
+            }
         }
-        self.diff.update(buf);
-        self.raw_len += buf.len() as u64;
+        self.raw_len += n as u64;
         if let Some(p) = &self.progress {
-            p(buf.len() as u64);
+            p(n as u64);
         }
-        Ok(buf.len())
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -171,8 +259,8 @@ impl Write for LayerSink {
 
 struct Job {
     seq: u64,
-    data: Vec<u8>,
-    dict: Vec<u8>,
+    data: Chunk,
+    dict: Chunk,
     last: bool,
 }
 
@@ -183,18 +271,17 @@ struct Done {
     crc: crc32fast::Hasher,
 }
 
-/// pigz-style parallel gzip.
+/// pigz-style parallel gzip over fixed-size chunks.
 struct GzipPar {
-    cur: Vec<u8>,
-    prev_tail: Vec<u8>,
+    prev: Option<Chunk>,
     seq: u64,
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
-    writer: Option<JoinHandle<io::Result<Sha256Writer<BufWriter<File>>>>>,
+    writer: Option<JoinHandle<io::Result<Out>>>,
 }
 
 impl GzipPar {
-    fn new(out: Sha256Writer<BufWriter<File>>, threads: usize) -> GzipPar {
+    fn new(out: Out, threads: usize) -> GzipPar {
         let (jtx, jrx) = sync_channel::<Job>(threads * 2);
         let jrx = Arc::new(Mutex::new(jrx));
         let (dtx, drx) = sync_channel::<Done>(threads * 2);
@@ -208,8 +295,7 @@ impl GzipPar {
         drop(dtx);
         let writer = std::thread::spawn(move || gzip_writer(out, drx));
         GzipPar {
-            cur: Vec::with_capacity(GZIP_BLOCK),
-            prev_tail: Vec::new(),
+            prev: None,
             seq: 0,
             jobs: Some(jtx),
             workers,
@@ -217,22 +303,9 @@ impl GzipPar {
         }
     }
 
-    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            let take = (GZIP_BLOCK - self.cur.len()).min(buf.len());
-            self.cur.extend_from_slice(&buf[..take]);
-            buf = &buf[take..];
-            if self.cur.len() == GZIP_BLOCK {
-                self.send(false)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn send(&mut self, last: bool) -> io::Result<()> {
-        let data = std::mem::replace(&mut self.cur, Vec::with_capacity(GZIP_BLOCK));
-        let dict = std::mem::take(&mut self.prev_tail);
-        self.prev_tail = data[data.len().saturating_sub(DICT)..].to_vec();
+    /// Queue one chunk; the previous chunk primes its dictionary.
+    fn send(&mut self, data: Chunk, last: bool) -> io::Result<()> {
+        let dict = self.prev.replace(Arc::clone(&data)).unwrap_or_default();
         let job = Job {
             seq: self.seq,
             data,
@@ -246,8 +319,7 @@ impl GzipPar {
         }
     }
 
-    fn finish(mut self) -> io::Result<Sha256Writer<BufWriter<File>>> {
-        self.send(true)?;
+    fn finish(&mut self) -> io::Result<Out> {
         self.jobs = None;
         for w in self.workers.drain(..) {
             w.join().map_err(|_| broken())?;
@@ -286,7 +358,8 @@ fn worker(jobs: Arc<Mutex<Receiver<Job>>>, done: SyncSender<Done>) {
         };
         let mut crc = crc32fast::Hasher::new();
         crc.update(&job.data);
-        let out = deflate_block(&job.data, &job.dict, job.last);
+        let dict = &job.dict[job.dict.len().saturating_sub(DICT)..];
+        let out = deflate_block(&job.data, dict, job.last);
         let len = job.data.len() as u64;
         if done
             .send(Done {
@@ -334,10 +407,7 @@ fn deflate_block(data: &[u8], dict: &[u8], last: bool) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn gzip_writer(
-    mut out: Sha256Writer<BufWriter<File>>,
-    done: Receiver<Done>,
-) -> io::Result<Sha256Writer<BufWriter<File>>> {
+fn gzip_writer(mut out: Out, done: Receiver<Done>) -> io::Result<Out> {
     // RFC 1952 header: deflate, no flags, mtime 0, no extra flags, OS unknown.
     out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])?;
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
@@ -428,6 +498,32 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, b"x");
+    }
+
+    #[test]
+    fn output_does_not_depend_on_write_sizes() {
+        let data = sample(2 * GZIP_BLOCK + 999);
+        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let (a, _) = compress(c, &data, 2);
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("blob");
+            let mut s = LayerSink::new(c, File::create(&p).unwrap(), 2).unwrap();
+            s.write_all(&data).unwrap();
+            s.finish().unwrap();
+            assert_eq!(a, std::fs::read(&p).unwrap(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn exact_multiple_of_the_block_size() {
+        let data = sample(2 * GZIP_BLOCK);
+        let (a, d) = compress(Compression::Gzip, &data, 2);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&a[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data);
+        assert_eq!(d.uncompressed_size, data.len() as u64);
     }
 
     #[test]

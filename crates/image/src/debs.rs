@@ -33,7 +33,7 @@ fn deb_err(spec: &Spec, d: &DebSpec, message: impl Into<String>) -> BuildError {
 /// `base_status`). Returns `None` when the spec has no debs.
 pub fn build(
     spec: &Spec,
-    lower: &Tree,
+    lower: &dyn tree::Lookup,
     base_status: Option<&[u8]>,
 ) -> Result<Option<PackagesLayer>, BuildError> {
     if spec.debs.is_empty() {

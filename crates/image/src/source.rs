@@ -71,12 +71,22 @@ impl HashCache {
         }
     }
 
-    /// Persist the entries used by this build (atomically).
+    /// Persist the entries used by this build (atomically); a no-op when
+    /// they are exactly what was loaded.
     pub fn save(&self) -> Result<(), BuildError> {
         let map = match self.new.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
+        let unchanged = map.len() == self.old.len()
+            && map.iter().all(|(k, v)| {
+                self.old
+                    .get(k)
+                    .is_some_and(|o| o.key == v.key && o.sha256 == v.sha256)
+            });
+        if unchanged {
+            return Ok(());
+        }
         if let Some(dir) = self.path.parent() {
             fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
         }
@@ -121,9 +131,9 @@ impl HashCache {
 
 /// Collect the files layer from the spec's `[[files]]` (metadata only; see
 /// [`hash_files`]). `lower` is the filesystem beneath (for symlinked parents).
-pub fn collect(spec: &Spec, lower: &Tree) -> Result<Tree, BuildError> {
+pub fn collect(spec: &Spec, lower: &dyn tree::Lookup, threads: usize) -> Result<Tree, BuildError> {
     let mut layer = Tree::new();
-    let mut links: HashMap<(u64, u64), Vec<String>> = HashMap::new();
+    let mut links = Links::new();
     for f in &spec.files {
         let meta = fs::symlink_metadata(&f.src).map_err(|e| {
             BuildError::Spec(spec.error_at(
@@ -155,7 +165,7 @@ pub fn collect(spec: &Spec, lower: &Tree) -> Result<Tree, BuildError> {
         })?;
         add_entry(spec, f, &f.src, &dst, &meta, &mut layer, &mut links)?;
         if meta.is_dir() {
-            walk(spec, f, &f.src, &dst, &mut layer, &mut links, 0)?;
+            walk_parallel(spec, f, &dst, &mut layer, &mut links, threads)?;
         }
     }
     // Hard links among copied files stay hard links: the first path (in
@@ -181,15 +191,96 @@ pub fn collect(spec: &Spec, lower: &Tree) -> Result<Tree, BuildError> {
 
 const MAX_DEPTH: usize = 256;
 
+type Links = HashMap<(u64, u64), Vec<String>>;
+
+/// Walk the directory source of `f`: its top level here, its
+/// subdirectories on `threads` cores, merged into `layer` (conflicts with
+/// other `[[files]]` entries are detected at the merge).
+fn walk_parallel(
+    spec: &Spec,
+    f: &FileSpec,
+    dst: &str,
+    layer: &mut Tree,
+    links: &mut Links,
+    threads: usize,
+) -> Result<(), BuildError> {
+    let mut top = Tree::new();
+    let mut top_links = Links::new();
+    let subdirs = walk_level(spec, f, &f.src, dst, &mut top, &mut top_links, 0)?;
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Result<(Tree, Links), BuildError>>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, subdirs.len().max(1)) {
+            s.spawn(|| {
+                let mut t = Tree::new();
+                let mut l = Links::new();
+                let r = loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((host, child)) = subdirs.get(i) else {
+                        break Ok(());
+                    };
+                    if let Err(e) = walk(spec, f, host, child, &mut t, &mut l, 1) {
+                        next.store(usize::MAX / 2, Ordering::Relaxed);
+                        break Err(e);
+                    }
+                };
+                if let Ok(mut v) = results.lock() {
+                    v.push(r.map(|()| (t, l)));
+                }
+            });
+        }
+    });
+    let mut parts = vec![(top, top_links)];
+    for r in results.into_inner().unwrap_or_default() {
+        parts.push(r?);
+    }
+    for (t, l) in parts {
+        for (path, node) in t {
+            if let Some(old) = layer.get(&path)
+                && !(old.kind == EntryType::Dir && node.kind == EntryType::Dir)
+            {
+                return Err(BuildError::Spec(spec.error_at(
+                    &f.dst_loc,
+                    format!(
+                        "files[{}].dst: {path} is written twice by [[files]]",
+                        f.index
+                    ),
+                )));
+            }
+            layer.insert(path, node);
+        }
+        for (k, v) in l {
+            links.entry(k).or_default().extend(v);
+        }
+    }
+    Ok(())
+}
+
 fn walk(
     spec: &Spec,
     f: &FileSpec,
     dir: &Path,
     dst: &str,
     layer: &mut Tree,
-    links: &mut HashMap<(u64, u64), Vec<String>>,
+    links: &mut Links,
     depth: usize,
 ) -> Result<(), BuildError> {
+    for (host, child) in walk_level(spec, f, dir, dst, layer, links, depth)? {
+        walk(spec, f, &host, &child, layer, links, depth + 1)?;
+    }
+    Ok(())
+}
+
+/// Add the entries of one directory; return its subdirectories.
+fn walk_level(
+    spec: &Spec,
+    f: &FileSpec,
+    dir: &Path,
+    dst: &str,
+    layer: &mut Tree,
+    links: &mut Links,
+    depth: usize,
+) -> Result<Vec<(PathBuf, String)>, BuildError> {
     if depth > MAX_DEPTH {
         return Err(BuildError::Source {
             path: dir.to_path_buf(),
@@ -197,13 +288,14 @@ fn walk(
         });
     }
     let rd = fs::read_dir(dir).map_err(|e| BuildError::io(dir, e))?;
-    let mut names = Vec::new();
+    let mut entries = Vec::new();
     for e in rd {
-        let e = e.map_err(|e| BuildError::io(dir, e))?;
-        names.push(e.file_name());
+        entries.push(e.map_err(|e| BuildError::io(dir, e))?);
     }
-    names.sort();
-    for name in names {
+    entries.sort_by_key(|e| e.file_name());
+    let mut subdirs = Vec::new();
+    for entry in entries {
+        let name = entry.file_name();
         let host = dir.join(&name);
         let Some(n) = name.to_str() else {
             return Err(BuildError::Source {
@@ -216,13 +308,14 @@ fn walk(
         } else {
             format!("{dst}/{n}")
         };
-        let meta = fs::symlink_metadata(&host).map_err(|e| BuildError::io(&host, e))?;
+        // fstatat relative to the open directory: no full path walk per file.
+        let meta = entry.metadata().map_err(|e| BuildError::io(&host, e))?;
         add_entry(spec, f, &host, &child, &meta, layer, links)?;
         if meta.is_dir() {
-            walk(spec, f, &host, &child, layer, links, depth + 1)?;
+            subdirs.push((host, child));
         }
     }
-    Ok(())
+    Ok(subdirs)
 }
 
 fn add_entry(
@@ -232,7 +325,7 @@ fn add_entry(
     dst: &str,
     meta: &fs::Metadata,
     layer: &mut Tree,
-    links: &mut HashMap<(u64, u64), Vec<String>>,
+    links: &mut Links,
 ) -> Result<(), BuildError> {
     let ft = meta.file_type();
     let (uid, gid) = f.owner.unwrap_or((0, 0));

@@ -79,6 +79,41 @@ impl Node {
 
 pub type Tree = BTreeMap<String, Node>;
 
+/// Read access to a filesystem: one tree, or layers seen from the top.
+pub trait Lookup {
+    fn node(&self, path: &str) -> Option<&Node>;
+}
+
+impl Lookup for Tree {
+    fn node(&self, path: &str) -> Option<&Node> {
+        self.get(path)
+    }
+}
+
+/// Layers from the top down, looked up as the applied filesystem would
+/// answer, without materialising it: the topmost layer holding `path`
+/// wins, and a non-directory in a higher layer hides everything beneath
+/// it in the layers below.
+pub struct Stack<'a>(pub Vec<&'a Tree>);
+
+impl Lookup for Stack<'_> {
+    fn node(&self, path: &str) -> Option<&Node> {
+        for layer in &self.0 {
+            if let Some(n) = layer.get(path) {
+                return Some(n);
+            }
+            let mut cur = parent(path);
+            while let Some(a) = cur {
+                if layer.get(a).is_some_and(|n| n.kind != EntryType::Dir) {
+                    return None;
+                }
+                cur = parent(a);
+            }
+        }
+        None
+    }
+}
+
 /// The parent of an absolute image path (`None` for top-level entries).
 pub fn parent(path: &str) -> Option<&str> {
     match path.rfind('/') {
@@ -91,7 +126,7 @@ pub fn parent(path: &str) -> Option<&str> {
 /// writing `/bin/x` over a base whose `/bin` is a symlink to `usr/bin`
 /// lands in `/usr/bin/x` (as dpkg and BuildKit do) instead of replacing the
 /// symlink with a directory. Resolution never leaves the root.
-pub fn resolve_parents(lower: &Tree, path: &str) -> Result<String, String> {
+pub fn resolve_parents(lower: &dyn Lookup, path: &str) -> Result<String, String> {
     let mut hops = 0;
     let mut cur = path.to_string();
     'again: loop {
@@ -103,7 +138,7 @@ pub fn resolve_parents(lower: &Tree, path: &str) -> Result<String, String> {
             if i + 1 == comps.len() {
                 break;
             }
-            if let Some(n) = lower.get(&prefix)
+            if let Some(n) = lower.node(&prefix)
                 && n.kind == EntryType::Symlink
             {
                 hops += 1;
@@ -175,7 +210,7 @@ pub fn remove_subtree(t: &mut Tree, path: &str) {
 /// Add every missing ancestor directory of the entries in `layer`, copying
 /// its metadata from `lower` when a directory exists there (so `/tmp` keeps
 /// 1777), else 0755 root:root.
-pub fn add_parents(layer: &mut Tree, lower: &Tree) {
+pub fn add_parents(layer: &mut Tree, lower: &dyn Lookup) {
     let mut missing: BTreeMap<String, Origin> = BTreeMap::new();
     for (p, n) in layer.iter() {
         let mut cur = parent(p);
@@ -188,7 +223,7 @@ pub fn add_parents(layer: &mut Tree, lower: &Tree) {
         }
     }
     for (d, origin) in missing {
-        let node = match lower.get(&d) {
+        let node = match lower.node(&d) {
             Some(l) if l.kind == EntryType::Dir => Node::dir(l.mode, l.uid, l.gid, origin),
             _ => Node::dir(0o755, 0, 0, origin),
         };
@@ -228,6 +263,20 @@ mod tests {
         assert_eq!(resolve_parents(&t, "/evil/passwd").unwrap(), "/etc/passwd");
         assert_eq!(resolve_parents(&t, "/bin").unwrap(), "/bin");
         assert!(resolve_parents(&t, "/loop/x").is_err());
+    }
+
+    #[test]
+    fn stack_hides_what_an_upper_file_replaced() {
+        let mut lower = Tree::new();
+        lower.insert("/a".into(), Node::dir(0o755, 0, 0, Origin::Base));
+        lower.insert("/a/x".into(), Node::dir(0o755, 0, 0, Origin::Base));
+        lower.insert("/b".into(), Node::dir(0o700, 0, 0, Origin::Base));
+        let mut up = Tree::new();
+        up.insert("/a".into(), Node::bytes(vec![], 0o644, 0, 0, Origin::Spec));
+        let s = Stack(vec![&up, &lower]);
+        assert!(s.node("/a/x").is_none());
+        assert_eq!(s.node("/a").unwrap().kind, EntryType::File);
+        assert_eq!(s.node("/b").unwrap().mode, 0o700);
     }
 
     #[test]
