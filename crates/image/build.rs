@@ -10,6 +10,7 @@ fn main() {
         ("flate2", "KILN_FLATE2_VERSION"),
         ("zlib-rs", "KILN_ZLIB_RS_VERSION"),
         ("zstd-sys", "KILN_ZSTD_SYS_VERSION"),
+        ("libdeflate-sys", "KILN_LIBDEFLATE_VERSION"),
     ] {
         let needle = format!("name = \"{krate}\"\nversion = \"");
         let v = text

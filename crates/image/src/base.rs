@@ -177,10 +177,30 @@ fn read_layer(
         inner: decompressor(&layer.media_type, f)?,
         h: sha2::Sha256::new(),
     };
+    apply_tar(&mut r, tree, dpkg_status, warnings)?;
+    io::copy(&mut r, &mut io::sink()).map_err(|e| e.to_string())?;
+    let actual = Digest::from_bytes(r.h.finalize().into());
+    if actual != *diff_id {
+        return Err(format!(
+            "uncompressed content hashes to {actual}, the config's diff_id is {diff_id}"
+        ));
+    }
+    Ok(())
+}
+
+/// Apply one uncompressed layer tar to `tree` (whiteouts included),
+/// refusing paths that escape the root and links to nothing. Untrusted
+/// input: this is a fuzz target.
+pub fn apply_tar(
+    r: &mut dyn Read,
+    tree: &mut Tree,
+    dpkg_status: &mut Option<Vec<u8>>,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
     let mut upper = Tree::new();
     let mut whiteouts: Vec<(String, bool)> = Vec::new();
     {
-        let mut ar = tar::Archive::new(&mut r);
+        let mut ar = tar::Archive::new(r);
         let entries = ar.entries().map_err(|e| e.to_string())?;
         for e in entries {
             let mut e = e.map_err(|e| format!("corrupt tar: {e}"))?;
@@ -282,13 +302,6 @@ fn read_layer(
             upper.insert(path, node);
         }
     }
-    io::copy(&mut r, &mut io::sink()).map_err(|e| e.to_string())?;
-    let actual = Digest::from_bytes(r.h.finalize().into());
-    if actual != *diff_id {
-        return Err(format!(
-            "uncompressed content hashes to {actual}, the config's diff_id is {diff_id}"
-        ));
-    }
     for (p, opaque) in whiteouts {
         if opaque {
             let prefix = format!("{p}/");
@@ -306,4 +319,109 @@ fn read_layer(
     }
     tree::overlay(tree, &upper);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tarw::{EntryType as T, Header, TarWriter};
+    use proptest::prelude::*;
+
+    /// A raw tar with exactly the names given (our writer, so no sanitising).
+    fn tar_of(entries: &[(&str, T, Option<&str>, &[u8])]) -> Vec<u8> {
+        let mut w = TarWriter::new(Vec::new());
+        for (p, k, link, data) in entries {
+            w.header(&Header {
+                path: p,
+                kind: *k,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                size: data.len() as u64,
+                mtime: 0,
+                link: *link,
+                xattrs: &[],
+            })
+            .unwrap();
+            if *k == T::File {
+                w.content(data).unwrap();
+                w.pad(data.len() as u64).unwrap();
+            }
+        }
+        w.finish().unwrap()
+    }
+
+    fn apply(tree: &mut Tree, bytes: &[u8]) -> Result<(), String> {
+        apply_tar(&mut &bytes[..], tree, &mut None, &mut Vec::new())
+    }
+
+    #[test]
+    fn traversal_and_dangling_links_are_refused() {
+        let mut t = Tree::new();
+        let e = apply(
+            &mut t,
+            &tar_of(&[("a/../../etc/passwd", T::File, None, b"x")]),
+        )
+        .unwrap_err();
+        assert!(e.contains("escapes the root"), "{e}");
+        let e = apply(&mut t, &tar_of(&[("x", T::Hardlink, Some("nowhere"), b"")])).unwrap_err();
+        assert!(e.contains("does not exist"), "{e}");
+        let e = apply(
+            &mut t,
+            &tar_of(&[("x", T::Hardlink, Some("../../etc/shadow"), b"")]),
+        )
+        .unwrap_err();
+        assert!(e.contains("escapes the root"), "{e}");
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_directories() {
+        let mut t = Tree::new();
+        apply(
+            &mut t,
+            &tar_of(&[
+                ("etc", T::Dir, None, b""),
+                ("etc/a", T::File, None, b"1"),
+                ("etc/b", T::File, None, b"2"),
+                ("opt", T::Dir, None, b""),
+                ("opt/x", T::File, None, b"3"),
+            ]),
+        )
+        .unwrap();
+        apply(
+            &mut t,
+            &tar_of(&[
+                ("etc/.wh.a", T::File, None, b""),
+                ("opt/.wh..wh..opq", T::File, None, b""),
+                ("opt/y", T::File, None, b"4"),
+            ]),
+        )
+        .unwrap();
+        assert!(!t.contains_key("/etc/a"));
+        assert!(t.contains_key("/etc/b"));
+        assert!(!t.contains_key("/opt/x"), "opaque dir kept a lower entry");
+        assert!(
+            t.contains_key("/opt/y"),
+            "opaque dir hid its own layer's entry"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn apply_tar_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let mut t = Tree::new();
+            let _ = apply(&mut t, &bytes);
+        }
+
+        #[test]
+        fn no_accepted_path_escapes(parts in proptest::collection::vec("(\\.\\.|\\.|[a-c]{1,2})", 1..6)) {
+            let p = parts.join("/");
+            let mut t = Tree::new();
+            if apply(&mut t, &tar_of(&[(p.as_str(), T::File, None, b"z")])).is_ok() {
+                for k in t.keys() {
+                    prop_assert!(k.starts_with('/') && !k.split('/').any(|c| c == ".." || c == "."), "{k}");
+                }
+            }
+        }
+    }
 }

@@ -1,11 +1,13 @@
 //! Layer compression: deterministic and parallel.
 //!
-//! * gzip: the tar stream is cut into fixed 1 MiB blocks; each is deflated
-//!   on its own core (zlib-rs, level [`GZIP_LEVEL`]) primed with the previous
-//!   block's last 32 KiB as dictionary, ended with a sync flush, and the
-//!   pieces are concatenated into one gzip member (header with no name and
-//!   mtime 0). This is pigz's scheme: the bytes depend only on the input and
-//!   the pinned library, never on the number of threads.
+//! * gzip: the tar stream is cut into fixed 1 MiB blocks; each becomes one
+//!   complete gzip member (RFC 1952 §2.2: a gzip file is a series of
+//!   members), compressed on its own core by libdeflate at level
+//!   [`GZIP_LEVEL`], with no name and mtime 0. eStargz layers use the same
+//!   multi-member form; every conforming decoder (Go's compress/gzip in
+//!   containerd, skopeo and umoci, GNU gzip, pigz, Python) reads it as one
+//!   stream. The bytes depend only on the input and the pinned library,
+//!   never on the number of threads.
 //! * zstd: libzstd's multi-threaded mode at level [`ZSTD_LEVEL`]; its output
 //!   does not depend on the number of workers (≥ 1).
 //!
@@ -19,7 +21,6 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use flate2::{Compress, Compression as Level, FlushCompress, Status};
 use kiln_oci::{Digest, Sha256Writer, media};
 use sha2::{Digest as _, Sha256};
 
@@ -30,7 +31,6 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// Independent gzip block size (part of the output format: never change
 /// it without changing kiln's major version).
 pub const GZIP_BLOCK: usize = 1 << 20;
-const DICT: usize = 32 * 1024;
 
 /// How layers are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,10 +54,9 @@ impl Compression {
     pub fn describe(self) -> String {
         match self {
             Compression::Gzip => format!(
-                "gzip level {GZIP_LEVEL}, {} KiB blocks, flate2 {} / zlib-rs {}",
+                "gzip level {GZIP_LEVEL}, one member per {} KiB block, libdeflate {}",
                 GZIP_BLOCK / 1024,
-                env!("KILN_FLATE2_VERSION"),
-                env!("KILN_ZLIB_RS_VERSION")
+                env!("KILN_LIBDEFLATE_VERSION")
             ),
             Compression::Zstd => format!(
                 "zstd level {ZSTD_LEVEL}, multi-threaded, libzstd {} (zstd-sys {})",
@@ -260,20 +259,15 @@ impl Write for LayerSink {
 struct Job {
     seq: u64,
     data: Chunk,
-    dict: Chunk,
-    last: bool,
 }
 
 struct Done {
     seq: u64,
-    len: u64,
     out: io::Result<Vec<u8>>,
-    crc: crc32fast::Hasher,
 }
 
-/// pigz-style parallel gzip over fixed-size chunks.
+/// Parallel multi-member gzip over fixed-size chunks.
 struct GzipPar {
-    prev: Option<Chunk>,
     seq: u64,
     jobs: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
@@ -295,7 +289,6 @@ impl GzipPar {
         drop(dtx);
         let writer = std::thread::spawn(move || gzip_writer(out, drx));
         GzipPar {
-            prev: None,
             seq: 0,
             jobs: Some(jtx),
             workers,
@@ -303,14 +296,15 @@ impl GzipPar {
         }
     }
 
-    /// Queue one chunk; the previous chunk primes its dictionary.
+    /// Queue one chunk. An empty last chunk (the stream ended on a block
+    /// boundary) adds no member.
     fn send(&mut self, data: Chunk, last: bool) -> io::Result<()> {
-        let dict = self.prev.replace(Arc::clone(&data)).unwrap_or_default();
+        if last && data.is_empty() && self.seq > 0 {
+            return Ok(());
+        }
         let job = Job {
             seq: self.seq,
             data,
-            dict,
-            last,
         };
         self.seq += 1;
         match &self.jobs {
@@ -348,6 +342,8 @@ fn broken() -> io::Error {
 }
 
 fn worker(jobs: Arc<Mutex<Receiver<Job>>>, done: SyncSender<Done>) {
+    let level = libdeflater::CompressionLvl::new(GZIP_LEVEL as i32).unwrap_or_default();
+    let mut c = libdeflater::Compressor::new(level);
     loop {
         let job = {
             let Ok(rx) = jobs.lock() else { return };
@@ -356,17 +352,18 @@ fn worker(jobs: Arc<Mutex<Receiver<Job>>>, done: SyncSender<Done>) {
                 Err(_) => return,
             }
         };
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&job.data);
-        let dict = &job.dict[job.dict.len().saturating_sub(DICT)..];
-        let out = deflate_block(&job.data, dict, job.last);
-        let len = job.data.len() as u64;
+        let mut out = vec![0u8; c.gzip_compress_bound(job.data.len())];
+        let res = c
+            .gzip_compress(&job.data, &mut out)
+            .map(|n| {
+                out.truncate(n);
+                out
+            })
+            .map_err(|e| io::Error::other(format!("libdeflate: {e:?}")));
         if done
             .send(Done {
                 seq: job.seq,
-                len,
-                out,
-                crc,
+                out: res,
             })
             .is_err()
         {
@@ -375,62 +372,20 @@ fn worker(jobs: Arc<Mutex<Receiver<Job>>>, done: SyncSender<Done>) {
     }
 }
 
-/// Raw deflate of one block, primed with `dict`, ending in a sync flush
-/// (byte-aligned, not final) or, for the last block, the final block.
-fn deflate_block(data: &[u8], dict: &[u8], last: bool) -> io::Result<Vec<u8>> {
-    let mut c = Compress::new(Level::new(GZIP_LEVEL), false);
-    if !dict.is_empty() {
-        c.set_dictionary(dict).map_err(io::Error::other)?;
-    }
-    let mut out = Vec::with_capacity(data.len() + data.len() / 1000 + 1024);
-    let flush = if last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
-    let mut consumed = 0usize;
-    loop {
-        if out.capacity() - out.len() < 1024 {
-            out.reserve(64 * 1024);
-        }
-        let before = c.total_in();
-        let st = c
-            .compress_vec(&data[consumed..], &mut out, flush)
-            .map_err(io::Error::other)?;
-        consumed += (c.total_in() - before) as usize;
-        match st {
-            Status::StreamEnd => break,
-            _ if !last && consumed == data.len() && out.capacity() > out.len() => break,
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
+/// Write members in order as they complete.
 fn gzip_writer(mut out: Out, done: Receiver<Done>) -> io::Result<Out> {
-    // RFC 1952 header: deflate, no flags, mtime 0, no extra flags, OS unknown.
-    out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])?;
     let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
     let mut next = 0u64;
-    let mut crc = crc32fast::Hasher::new();
-    let mut len: u64 = 0;
-    let mut saw_last = false;
     for d in done {
         pending.insert(d.seq, d);
         while let Some(d) = pending.remove(&next) {
-            let bytes = d.out?;
-            out.write_all(&bytes)?;
-            len += d.len;
-            crc.combine(&d.crc);
+            out.write_all(&d.out?)?;
             next += 1;
-            saw_last = true;
         }
     }
-    if !pending.is_empty() || !saw_last {
+    if !pending.is_empty() || next == 0 {
         return Err(broken());
     }
-    out.write_all(&crc.finalize().to_le_bytes())?;
-    out.write_all(&(len as u32).to_le_bytes())?;
     Ok(out)
 }
 
@@ -471,7 +426,7 @@ mod tests {
         let (b, _) = compress(Compression::Gzip, &data, 4);
         assert_eq!(a, b, "output depends on thread count");
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&a[..])
+        flate2::read::MultiGzDecoder::new(&a[..])
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, data);
@@ -494,7 +449,7 @@ mod tests {
     fn gzip_of_tiny_input() {
         let (a, _) = compress(Compression::Gzip, b"x", 2);
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&a[..])
+        flate2::read::MultiGzDecoder::new(&a[..])
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, b"x");
@@ -519,7 +474,7 @@ mod tests {
         let data = sample(2 * GZIP_BLOCK);
         let (a, d) = compress(Compression::Gzip, &data, 2);
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&a[..])
+        flate2::read::MultiGzDecoder::new(&a[..])
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, data);

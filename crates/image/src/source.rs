@@ -19,7 +19,7 @@ use crate::tarw::EntryType;
 use crate::tree::{self, Content, Node, Origin, Tree};
 
 /// SHA-256 and SHA-1 of a file's content.
-type Hashes = ([u8; 32], [u8; 20]);
+pub type Hashes = ([u8; 32], [u8; 20]);
 
 /// The stat fields that, unchanged, mean the content is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +107,7 @@ impl HashCache {
         Some((a, b))
     }
 
-    fn remember(&self, p: &str, key: StatKey, h: &Hashes) {
+    pub(crate) fn remember(&self, p: &str, key: StatKey, h: &Hashes) {
         // Racy-git rule: a file modified in the last two seconds may change
         // again within the same timestamp; do not trust its stat next time.
         let now_ns = std::time::SystemTime::now()
@@ -409,21 +409,41 @@ fn add_entry(
     Ok(())
 }
 
-/// Hash every host file of `layer` (SHA-256 and SHA-1) on `threads` cores,
-/// reusing cached hashes whose stat is unchanged.
+/// Above this many bytes of uncached content, hashing is folded into the
+/// layer write (one read of each file, hashed on its own thread) instead of
+/// a separate pass before it.
+pub const INLINE_HASH_BYTES: u64 = 64 << 20;
+
+/// Fill in SHA-256 and SHA-1 of every host file of `layer`: from the
+/// stat-keyed cache, else by reading them on `threads` cores. When more
+/// than `inline_above` bytes are uncached, the rest is left for the layer
+/// write and `false` is returned.
 pub fn hash_files(
     layer: &mut Tree,
     cache: &HashCache,
     threads: usize,
+    inline_above: u64,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<(), BuildError> {
-    let work: Vec<(String, PathBuf, StatKey)> = layer
-        .iter()
-        .filter_map(|(p, n)| match (&n.kind, &n.content) {
-            (EntryType::File, Content::Host(h, k)) => Some((p.clone(), h.clone(), *k)),
-            _ => None,
-        })
-        .collect();
+) -> Result<bool, BuildError> {
+    let mut work: Vec<(String, PathBuf, StatKey)> = Vec::new();
+    for (p, n) in layer.iter_mut() {
+        if let (EntryType::File, Content::Host(h, k)) = (&n.kind, &n.content) {
+            let key_str = h.to_string_lossy();
+            match cache.lookup(&key_str, k) {
+                Some((a, b)) => {
+                    cache.remember(&key_str, *k, &(a, b));
+                    n.sha256 = Some(a);
+                    n.sha1 = Some(b);
+                    progress(k.size);
+                }
+                None => work.push((p.clone(), h.clone(), *k)),
+            }
+        }
+    }
+    let missing: u64 = work.iter().map(|w| w.2.size).sum();
+    if missing > inline_above {
+        return Ok(false);
+    }
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Hashes)>> = Mutex::new(Vec::with_capacity(work.len()));
     let first_err: Mutex<Option<BuildError>> = Mutex::new(None);
@@ -436,14 +456,9 @@ pub fn hash_files(
                     let Some((_, host, key)) = work.get(i) else {
                         break;
                     };
-                    let key_str = host.to_string_lossy();
-                    let h = match cache.lookup(&key_str, key) {
-                        Some(h) => Ok(h),
-                        None => hash_host(host, key, &mut buf),
-                    };
-                    match h {
+                    match hash_host(host, key, &mut buf) {
                         Ok(h) => {
-                            cache.remember(&key_str, *key, &h);
+                            cache.remember(&host.to_string_lossy(), *key, &h);
                             progress(key.size);
                             if let Ok(mut r) = results.lock() {
                                 r.push((i, h));
@@ -464,14 +479,18 @@ pub fn hash_files(
     if let Some(e) = first_err.into_inner().ok().flatten() {
         return Err(e);
     }
-    let results = results.into_inner().unwrap_or_default();
-    for (i, (a, b)) in results {
+    for (i, (a, b)) in results.into_inner().unwrap_or_default() {
         if let Some(n) = layer.get_mut(&work[i].0) {
             n.sha256 = Some(a);
             n.sha1 = Some(b);
         }
     }
-    // Hard links carry their target's hashes (for the manifest and SBOM).
+    propagate_hardlinks(layer);
+    Ok(true)
+}
+
+/// Hard links carry their target's hashes and size (for the manifest and SBOM).
+pub fn propagate_hardlinks(layer: &mut Tree) {
     let hl: Vec<(String, String)> = layer
         .iter()
         .filter(|(_, n)| n.kind == EntryType::Hardlink && n.content.is_none())
@@ -488,7 +507,6 @@ pub fn hash_files(
             n.size = size;
         }
     }
-    Ok(())
 }
 
 fn hash_host(host: &Path, key: &StatKey, buf: &mut [u8]) -> Result<Hashes, BuildError> {
