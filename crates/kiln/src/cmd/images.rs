@@ -14,9 +14,17 @@ struct Row {
 }
 
 pub fn run(ctx: &Ctx) -> Result<()> {
-    let store = ctx.store()?;
     let mut rows = Vec::new();
-    for img in store.images()? {
+    // No store yet simply means no images.
+    let images = match ctx.store() {
+        Ok(store) => store
+            .images()?
+            .into_iter()
+            .map(|i| (store.clone(), i))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    for (store, img) in images {
         let m = ImageManifest::from_bytes(
             &store.read_descriptor(&img.descriptor)?,
             &img.descriptor.digest.to_string(),

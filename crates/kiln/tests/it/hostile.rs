@@ -93,8 +93,22 @@ fn fifo_socket_and_device_sources_are_refused() {
     fails(&e, &["files[1].src", "www/pipe is a fifo"]);
     fs::remove_file(&fifo).unwrap();
     let sock = e.spec_dir().join("www/sock");
-    let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     fails(&e, &["www/sock is a socket"]);
+    drop(l);
+    fs::remove_file(&sock).unwrap();
+    // A character device (needs CAP_MKNOD; the suite runs as root in CI).
+    let dev = e.spec_dir().join("www/null");
+    if Command::new("mknod")
+        .arg(&dev)
+        .args(["c", "1", "3"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        fails(&e, &["www/null is a device node"]);
+    } else {
+        eprintln!("skipped device-node case: mknod not permitted");
+    }
 }
 
 #[test]
