@@ -1,111 +1,161 @@
 //! CycloneDX 1.5 JSON.
 
-use std::collections::BTreeSet;
-
-use serde::Serialize;
-
+use crate::json::JsonWriter;
 use crate::owners::Model;
-use crate::util::{created_utc, is_lower_hex, is_plain_web_url, sha256_bytes, to_json_bytes};
-use crate::{FileKind, FileOrigin, Inventory, PackageOrigin, purl};
+use crate::util::{
+    UniqueNames, created_utc, is_lower_hex, is_plain_web_url, sha256_bytes, touch_ahead,
+};
+use crate::{FileKind, FileOrigin, FileRecord, Inventory, PackageOrigin, purl};
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Bom {
-    #[serde(rename = "$schema")]
-    schema: &'static str,
-    bom_format: &'static str,
-    spec_version: &'static str,
-    serial_number: String,
-    version: u32,
-    metadata: Metadata,
-    components: Vec<Component>,
-    dependencies: Vec<Dependency>,
-}
-
-#[derive(Serialize)]
-struct Metadata {
-    timestamp: String,
-    tools: Tools,
-    component: Component,
-}
-
-#[derive(Serialize)]
-struct Tools {
-    components: Vec<Component>,
-}
-
-#[derive(Serialize)]
-struct Component {
-    #[serde(rename = "type")]
+/// A non-file component, written with the keys in this order; `None` and
+/// empty fields are left out.
+struct Component<'a> {
     kind: &'static str,
-    #[serde(rename = "bom-ref", skip_serializing_if = "Option::is_none")]
-    bom_ref: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    publisher: Option<String>,
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    hashes: Vec<Hash>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    purl: Option<String>,
-    #[serde(rename = "externalReferences", skip_serializing_if = "Vec::is_empty")]
-    external_references: Vec<ExternalReference>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    properties: Vec<Property>,
+    bom_ref: Option<&'a str>,
+    publisher: Option<&'a str>,
+    name: &'a str,
+    version: Option<&'a str>,
+    description: Option<&'a str>,
+    /// SHA-256 hash (the only one non-file components carry).
+    sha256: Option<&'a str>,
+    purl: Option<&'a str>,
+    website: Option<&'a str>,
+    properties: &'a [(&'static str, &'a str)],
 }
 
-impl Component {
-    fn new(kind: &'static str, name: &str) -> Component {
+impl<'a> Component<'a> {
+    fn new(kind: &'static str, name: &'a str) -> Component<'a> {
         Component {
             kind,
             bom_ref: None,
             publisher: None,
-            name: name.to_string(),
+            name,
             version: None,
             description: None,
-            hashes: Vec::new(),
+            sha256: None,
             purl: None,
-            external_references: Vec::new(),
-            properties: Vec::new(),
+            website: None,
+            properties: &[],
         }
     }
-}
 
-#[derive(Serialize)]
-struct Hash {
-    alg: &'static str,
-    content: String,
-}
-
-#[derive(Serialize)]
-struct ExternalReference {
-    url: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-}
-
-#[derive(Serialize)]
-struct Property {
-    name: &'static str,
-    value: String,
-}
-
-fn prop(name: &'static str, value: impl Into<String>) -> Property {
-    Property {
-        name,
-        value: value.into(),
+    /// Writes the component as the value of the key or element just started.
+    fn write(&self, w: &mut JsonWriter) {
+        w.begin_object();
+        w.field_str("type", self.kind);
+        w.field_opt_str("bom-ref", self.bom_ref);
+        w.field_opt_str("publisher", self.publisher);
+        w.field_str("name", self.name);
+        w.field_opt_str("version", self.version);
+        w.field_opt_str("description", self.description);
+        if let Some(h) = self.sha256 {
+            w.key("hashes");
+            w.begin_array();
+            write_hash(w, "SHA-256", h);
+            w.end_array();
+        }
+        w.field_opt_str("purl", self.purl);
+        if let Some(url) = self.website {
+            w.key("externalReferences");
+            w.begin_array();
+            w.element();
+            w.begin_object();
+            w.field_str("url", url);
+            w.field_str("type", "website");
+            w.end_object();
+            w.end_array();
+        }
+        if !self.properties.is_empty() {
+            w.key("properties");
+            w.begin_array();
+            for (name, value) in self.properties {
+                write_property(w, name, value);
+            }
+            w.end_array();
+        }
+        w.end_object();
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Dependency {
-    #[serde(rename = "ref")]
-    reference: String,
-    depends_on: Vec<String>,
+fn write_hash(w: &mut JsonWriter, alg: &'static str, content: &str) {
+    w.element();
+    w.begin_object();
+    w.field_str("alg", alg);
+    w.field_str("content", content);
+    w.end_object();
+}
+
+fn write_property(w: &mut JsonWriter, name: &'static str, value: &str) {
+    w.element();
+    w.begin_object();
+    w.field_str("name", name);
+    w.field_str("value", value);
+    w.end_object();
+}
+
+/// One file component, an element of the top-level `components` array,
+/// laid out as serde_json's pretty printer does at that depth (element at 4
+/// spaces, fields at 6, hashes and properties at 8 and 10); written as whole
+/// chunks because there are ~10^5.
+fn write_file<'p>(
+    w: &mut JsonWriter,
+    r: &FileRecord,
+    ref_suffix: Option<u64>,
+    packages: impl Iterator<Item = &'p str>,
+) {
+    debug_assert_eq!(w.depth(), 2);
+    w.element();
+    w.raw(b"{\n      \"type\": \"file\",\n      \"bom-ref\": \"file:");
+    w.string_part(&r.path);
+    if let Some(n) = ref_suffix
+        && n > 0
+    {
+        w.raw(b"#");
+        w.uint(n);
+    }
+    w.raw(b"\",\n      \"name\": \"");
+    w.string_part(&r.path);
+    w.raw(b"\"");
+    if r.sha1.is_some() || r.sha256.is_some() {
+        let mut open: &[u8] = b",\n      \"hashes\": [\n        {\n          \"alg\": \"";
+        for (alg, value) in [(&b"SHA-1"[..], &r.sha1), (&b"SHA-256"[..], &r.sha256)] {
+            if let Some(h) = value {
+                w.raw(open);
+                w.raw(alg);
+                w.raw(b"\",\n          \"content\": \"");
+                w.string_part(h);
+                w.raw(b"\"\n        }");
+                open = b",\n        {\n          \"alg\": \"";
+            }
+        }
+        w.raw(b"\n      ]");
+    }
+    w.raw(b",\n      \"properties\": [\n        {\n          \"name\": \"kiln:file:origin\",\n          \"value\": \"");
+    w.raw(match &r.origin {
+        FileOrigin::Base => b"base-image",
+        FileOrigin::Package(_) => b"package",
+        FileOrigin::Spec => b"spec",
+    });
+    w.raw(b"\"\n        }");
+    for name in packages {
+        w.raw(b",\n        {\n          \"name\": \"kiln:file:package\",\n          \"value\": \"");
+        w.string_part(name);
+        w.raw(b"\"\n        }");
+    }
+    if let (FileKind::Hardlink, Some(target)) = (r.kind, &r.link) {
+        w.raw(b",\n        {\n          \"name\": \"kiln:file:hardlink-target\",\n          \"value\": \"");
+        w.string_part(target);
+        w.raw(b"\"\n        }");
+    }
+    w.raw(b"\n      ]\n    }");
+}
+
+fn bom_ref(wanted: &str, n: u64) -> String {
+    if n == 0 {
+        wanted.to_string()
+    } else {
+        format!("{wanted}#{n}")
+    }
 }
 
 /// `urn:uuid:` + a UUID made from the first 16 bytes of SHA-256(image
@@ -130,27 +180,6 @@ pub(crate) fn serial_number(image_digest: &str) -> String {
     )
 }
 
-/// Makes bom-refs unique: the first use of a value keeps it, later ones get
-/// `#2`, `#3`, ... (only a malformed inventory with duplicate packages needs
-/// this; bom-refs must be unique within a BOM).
-#[derive(Default)]
-struct Refs {
-    taken: BTreeSet<String>,
-}
-
-impl Refs {
-    fn unique(&mut self, wanted: String) -> String {
-        let mut candidate = wanted.clone();
-        let mut n = 2u64;
-        while self.taken.contains(&candidate) {
-            candidate = format!("{wanted}#{n}");
-            n += 1;
-        }
-        self.taken.insert(candidate.clone());
-        candidate
-    }
-}
-
 /// The inventory as a CycloneDX 1.5 JSON BOM.
 ///
 /// `metadata.component` is the image (type `container`); `components` holds
@@ -159,138 +188,165 @@ impl Refs {
 /// (the same files the SPDX document describes), with SHA-1 and SHA-256.
 /// `dependencies` records that the image depends on every package; the
 /// packages' own dependencies are not known, so they are not listed.
+///
+/// bom-refs are unique within the BOM: the first use of a value keeps it,
+/// later ones get `#2`, `#3`, ... (only a malformed inventory with duplicate
+/// packages or paths needs this). Image, package and file refs start with
+/// `pkg:oci/`, `pkg:deb/` and `file:`, so they can only collide among
+/// themselves.
 pub fn cyclonedx_json(inv: &Inventory) -> Vec<u8> {
     let model = Model::new(inv);
     let image = &inv.image;
-    let mut refs = Refs::default();
 
     let image_purl = purl::oci(&image.name, &image.digest);
-    let image_ref = refs.unique(image_purl.clone());
-    let mut image_component = Component::new("container", &image.name);
-    image_component.bom_ref = Some(image_ref.clone());
-    image_component.version = (!image.tag.is_empty()).then(|| image.tag.clone());
-    image_component.purl = Some(image_purl);
-    image_component.properties = vec![
-        prop("kiln:image:digest", image.digest.clone()),
-        prop("kiln:image:os", image.os.clone()),
-        prop("kiln:image:architecture", image.architecture.clone()),
-    ];
+    let package_purls: Vec<String> = model
+        .packages
+        .iter()
+        .map(|p| purl::deb(&p.name, &p.version, &p.architecture, p.distro.as_deref()))
+        .collect();
+    let mut names = UniqueNames::with_capacity(package_purls.len(), b'#');
+    let package_refs: Vec<String> = package_purls
+        .iter()
+        .map(|purl| bom_ref(purl, names.allocate(purl.as_bytes())))
+        .collect();
 
-    let mut tool = Component::new("application", &inv.tool.name);
-    tool.version = (!inv.tool.version.is_empty()).then(|| inv.tool.version.clone());
+    // File refs are `file:<path>`: unique unless a path repeats.
+    let file_suffixes: Vec<u64> = if model.paths_unique {
+        Vec::new()
+    } else {
+        let mut names = UniqueNames::with_capacity(model.files.len(), b'#');
+        model
+            .files
+            .iter()
+            .map(|f| names.allocate(f.record.path.as_bytes()))
+            .collect()
+    };
 
-    let mut components = Vec::with_capacity(model.packages.len() + model.files.len());
-    let mut package_refs = Vec::with_capacity(model.packages.len());
-    for p in &model.packages {
-        let package_purl = purl::deb(&p.name, &p.version, &p.architecture, p.distro.as_deref());
-        let bom_ref = refs.unique(package_purl.clone());
-        let mut c = Component::new("library", &p.name);
-        c.bom_ref = Some(bom_ref.clone());
-        c.publisher = p
-            .maintainer
-            .as_deref()
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(str::to_string);
-        c.version = (!p.version.is_empty()).then(|| p.version.clone());
-        c.description = p
-            .summary
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
+    let path_bytes: usize = model.files.iter().map(|f| f.record.path.len()).sum();
+    // Roughly 500 bytes of JSON per file plus its path twice.
+    let mut w = JsonWriter::with_capacity(8192 + model.files.len() * 560 + path_bytes * 2);
+    w.begin_object();
+    w.field_str("$schema", "http://cyclonedx.org/schema/bom-1.5.schema.json");
+    w.field_str("bomFormat", "CycloneDX");
+    w.field_str("specVersion", "1.5");
+    w.field_str("serialNumber", &serial_number(&image.digest));
+    w.key("version");
+    w.uint(1);
+
+    w.key("metadata");
+    w.begin_object();
+    w.field_str("timestamp", &created_utc(&image.created));
+    w.key("tools");
+    w.begin_object();
+    w.key("components");
+    w.begin_array();
+    w.element();
+    Component {
+        version: (!inv.tool.version.is_empty()).then_some(inv.tool.version.as_str()),
+        ..Component::new("application", &inv.tool.name)
+    }
+    .write(&mut w);
+    w.end_array();
+    w.end_object();
+    w.key("component");
+    Component {
+        bom_ref: Some(&image_purl),
+        version: (!image.tag.is_empty()).then_some(image.tag.as_str()),
+        purl: Some(&image_purl),
+        properties: &[
+            ("kiln:image:digest", &image.digest),
+            ("kiln:image:os", &image.os),
+            ("kiln:image:architecture", &image.architecture),
+        ],
+        ..Component::new("container", &image.name)
+    }
+    .write(&mut w);
+    w.end_object();
+
+    w.key("components");
+    w.begin_array();
+    for ((p, package_purl), package_ref) in
+        model.packages.iter().zip(&package_purls).zip(&package_refs)
+    {
         let origin = match &p.origin {
-            PackageOrigin::Deb { sha256 } => {
-                if is_lower_hex(sha256, 64) {
-                    c.hashes.push(Hash {
-                        alg: "SHA-256",
-                        content: sha256.clone(),
-                    });
-                }
-                "deb"
-            }
+            PackageOrigin::Deb { .. } => "deb",
             PackageOrigin::Base => "base-image",
         };
-        c.purl = Some(package_purl);
-        if let Some(h) = p.homepage.as_deref().map(str::trim)
-            && is_plain_web_url(h)
-        {
-            c.external_references.push(ExternalReference {
-                url: h.to_string(),
-                kind: "website",
-            });
-        }
+        let sha256 = match &p.origin {
+            PackageOrigin::Deb { sha256 } if is_lower_hex(sha256, 64) => Some(sha256.as_str()),
+            _ => None,
+        };
         let (source_name, source_version) = p.source();
         let scripts = if p.maintainer_scripts_not_run.is_empty() {
             "none".to_string()
         } else {
             p.maintainer_scripts_not_run.join(",")
         };
-        c.properties = vec![
-            prop("kiln:package:origin", origin),
-            prop("kiln:package:source-name", source_name),
-            prop("kiln:package:source-version", source_version),
-            prop("kiln:package:maintainer-scripts-not-run", scripts),
-        ];
-        components.push(c);
-        package_refs.push(bom_ref);
+        w.element();
+        Component {
+            bom_ref: Some(package_ref),
+            publisher: p
+                .maintainer
+                .as_deref()
+                .map(str::trim)
+                .filter(|m| !m.is_empty()),
+            version: (!p.version.is_empty()).then_some(p.version.as_str()),
+            description: p
+                .summary
+                .as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty()),
+            sha256,
+            purl: Some(package_purl),
+            website: p
+                .homepage
+                .as_deref()
+                .map(str::trim)
+                .filter(|h| is_plain_web_url(h)),
+            properties: &[
+                ("kiln:package:origin", origin),
+                ("kiln:package:source-name", source_name),
+                ("kiln:package:source-version", source_version),
+                ("kiln:package:maintainer-scripts-not-run", &scripts),
+            ],
+            ..Component::new("library", &p.name)
+        }
+        .write(&mut w);
     }
 
-    for f in &model.files {
-        let r = f.record;
-        let mut c = Component::new("file", &r.path);
-        c.bom_ref = Some(refs.unique(format!("file:{}", r.path)));
-        if let Some(h) = &r.sha1 {
-            c.hashes.push(Hash {
-                alg: "SHA-1",
-                content: h.clone(),
-            });
-        }
-        if let Some(h) = &r.sha256 {
-            c.hashes.push(Hash {
-                alg: "SHA-256",
-                content: h.clone(),
-            });
-        }
-        let origin = match &r.origin {
-            FileOrigin::Base => "base-image",
-            FileOrigin::Package(_) => "package",
-            FileOrigin::Spec => "spec",
-        };
-        c.properties.push(prop("kiln:file:origin", origin));
-        for &o in &f.owners {
-            if let Some(p) = model.packages.get(o) {
-                c.properties
-                    .push(prop("kiln:file:package", p.name.as_str()));
-            }
-        }
-        if let (FileKind::Hardlink, Some(target)) = (r.kind, &r.link) {
-            c.properties
-                .push(prop("kiln:file:hardlink-target", target.as_str()));
-        }
-        components.push(c);
+    for (i, f) in model.files.iter().enumerate() {
+        touch_ahead(&model.files, i, |f| {
+            [
+                Some(f.record.path.as_str()),
+                f.record.sha1.as_deref(),
+                f.record.sha256.as_deref(),
+            ]
+        });
+        let packages = model
+            .owners(f)
+            .iter()
+            .filter_map(|&o| model.packages.get(o as usize))
+            .map(|p| p.name.as_str());
+        write_file(&mut w, f.record, file_suffixes.get(i).copied(), packages);
     }
+    w.end_array();
 
-    let bom = Bom {
-        schema: "http://cyclonedx.org/schema/bom-1.5.schema.json",
-        bom_format: "CycloneDX",
-        spec_version: "1.5",
-        serial_number: serial_number(&image.digest),
-        version: 1,
-        metadata: Metadata {
-            timestamp: created_utc(&image.created),
-            tools: Tools {
-                components: vec![tool],
-            },
-            component: image_component,
-        },
-        components,
-        dependencies: vec![Dependency {
-            reference: image_ref,
-            depends_on: package_refs,
-        }],
-    };
-    to_json_bytes(&bom)
+    w.key("dependencies");
+    w.begin_array();
+    w.element();
+    w.begin_object();
+    w.field_str("ref", &image_purl);
+    w.key("dependsOn");
+    w.begin_array();
+    for r in &package_refs {
+        w.element();
+        w.string(r);
+    }
+    w.end_array();
+    w.end_object();
+    w.end_array();
+    w.end_object();
+    w.finish()
 }
 
 #[cfg(test)]

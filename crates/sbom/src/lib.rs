@@ -25,6 +25,7 @@
 
 mod cyclonedx;
 mod error;
+mod json;
 mod manifest;
 mod owners;
 pub mod purl;
@@ -272,36 +273,56 @@ impl Inventory {
                 }
             }
         }
-        let entries: Vec<ManifestEntry> = self.files.iter().map(ManifestEntry::from).collect();
-        manifest::check_entries(&entries).map_err(|p| SbomError::InventoryFile {
-            index: p.index,
-            path: p.path,
-            reason: p.reason,
-        })?;
         let package_names: std::collections::BTreeSet<&str> =
             self.packages.iter().map(|p| p.name.as_str()).collect();
-        for (index, f) in self.files.iter().enumerate() {
+        // The origin package most recently found (files of a package are
+        // usually adjacent).
+        let mut known_package: Option<&str> = None;
+        // The first record breaking the SHA-1 and origin rules below. These
+        // are checked in the same pass as the entry rules, but an entry-rule
+        // error anywhere takes precedence, as if they were checked after.
+        let mut first_bad: Option<SbomError> = None;
+        let result = manifest::check_entries_and(&self.files, |index, f| {
             let problem = |reason: &str| SbomError::InventoryFile {
                 index,
                 path: Some(f.path.clone()),
                 reason: reason.to_string(),
             };
-            match (&f.sha1, f.kind.has_content()) {
-                (Some(h), true) if util::is_lower_hex(h, 40) => {}
-                (Some(_), true) => return Err(problem("sha1 must be 40 lowercase hex digits")),
-                (None, true) => return Err(problem("regular files and hard links need a sha1")),
-                (Some(_), false) => {
-                    return Err(problem("only regular files and hard links have a sha1"));
+            let error = match (&f.sha1, f.kind.has_content()) {
+                (Some(h), true) if util::is_lower_hex(h, 40) => None,
+                (Some(_), true) => Some(problem("sha1 must be 40 lowercase hex digits")),
+                (None, true) => Some(problem("regular files and hard links need a sha1")),
+                (Some(_), false) => Some(problem("only regular files and hard links have a sha1")),
+                (None, false) => None,
+            };
+            let error = error.or_else(|| match &f.origin {
+                FileOrigin::Package(name) if known_package != Some(name.as_str()) => {
+                    if package_names.contains(name.as_str()) {
+                        known_package = Some(name.as_str());
+                        None
+                    } else {
+                        Some(problem(&format!(
+                            "origin package {name:?} is not in the inventory"
+                        )))
+                    }
                 }
-                (None, false) => {}
+                _ => None,
+            });
+            match error {
+                Some(e) => {
+                    first_bad = Some(e);
+                    false
+                }
+                None => true,
             }
-            if let FileOrigin::Package(name) = &f.origin
-                && !package_names.contains(name.as_str())
-            {
-                return Err(problem(&format!(
-                    "origin package {name:?} is not in the inventory"
-                )));
-            }
+        });
+        result.map_err(|p| SbomError::InventoryFile {
+            index: p.index,
+            path: p.path,
+            reason: p.reason,
+        })?;
+        if let Some(e) = first_bad {
+            return Err(e);
         }
         Ok(())
     }

@@ -27,12 +27,15 @@
 //! `origin` one of `base`, `spec`, `package:<name>`. Unknown and `null`
 //! fields are rejected.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Ordering;
+use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
-use crate::util::{check_abs_path, is_lower_hex, is_sha256_digest, parent, to_json_bytes};
+use crate::json::JsonWriter;
+use crate::owners::sorted_by_path;
+use crate::util::{FastHash, check_abs_path, is_lower_hex, is_sha256_digest, parent, touch_ahead};
 use crate::{FileKind, FileOrigin, FileRecord, Inventory, SbomError};
 
 /// The `schema` value of a version 1 file manifest.
@@ -97,58 +100,153 @@ impl From<&FileRecord> for ManifestEntry {
     }
 }
 
-#[derive(Serialize)]
-struct WireManifest<'a> {
-    schema: &'a str,
-    subject: WireSubject<'a>,
-    entries: Vec<WireEntry<'a>>,
+/// Read access to the fields of a manifest entry, shared by
+/// [`ManifestEntry`] and [`FileRecord`] so that validating and writing an
+/// inventory need not copy its records.
+pub(crate) trait EntryView {
+    fn path(&self) -> &str;
+    fn kind(&self) -> FileKind;
+    fn mode(&self) -> u32;
+    fn uid(&self) -> u32;
+    fn gid(&self) -> u32;
+    fn size(&self) -> u64;
+    fn sha256(&self) -> Option<&str>;
+    /// Only inventory records have one (manifests carry no SHA-1).
+    fn sha1(&self) -> Option<&str>;
+    fn link(&self) -> Option<&str>;
+    fn origin(&self) -> &FileOrigin;
 }
 
-#[derive(Serialize)]
-struct WireSubject<'a> {
-    name: &'a str,
-    digest: &'a str,
+macro_rules! entry_view {
+    ($t:ty, |$this:ident| $sha1:expr) => {
+        impl EntryView for $t {
+            #[inline]
+            fn path(&self) -> &str {
+                &self.path
+            }
+            #[inline]
+            fn kind(&self) -> FileKind {
+                self.kind
+            }
+            #[inline]
+            fn mode(&self) -> u32 {
+                self.mode
+            }
+            #[inline]
+            fn uid(&self) -> u32 {
+                self.uid
+            }
+            #[inline]
+            fn gid(&self) -> u32 {
+                self.gid
+            }
+            #[inline]
+            fn size(&self) -> u64 {
+                self.size
+            }
+            #[inline]
+            fn sha256(&self) -> Option<&str> {
+                self.sha256.as_deref()
+            }
+            #[inline]
+            fn sha1(&self) -> Option<&str> {
+                let $this = self;
+                $sha1
+            }
+            #[inline]
+            fn link(&self) -> Option<&str> {
+                self.link.as_deref()
+            }
+            #[inline]
+            fn origin(&self) -> &FileOrigin {
+                &self.origin
+            }
+        }
+    };
 }
 
-#[derive(Serialize)]
-struct WireEntry<'a> {
-    path: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    mode: String,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sha256: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    link: Option<&'a str>,
-    origin: String,
+entry_view!(ManifestEntry, |_entry| None);
+entry_view!(FileRecord, |record| record.sha1.as_deref());
+
+/// Pretty JSON of a manifest with these entries, in the given order.
+fn write_manifest<'e, E: EntryView + 'e>(
+    name: &str,
+    digest: &str,
+    entries: &[&'e E],
+    schema: &str,
+) -> Vec<u8> {
+    let path_bytes: usize = entries.iter().map(|e| e.path().len()).sum();
+    // Roughly 250 bytes of JSON per entry plus its path.
+    let mut w = JsonWriter::with_capacity(1024 + entries.len() * 256 + path_bytes);
+    w.begin_object();
+    w.field_str("schema", schema);
+    w.key("subject");
+    w.begin_object();
+    w.field_str("name", name);
+    w.field_str("digest", digest);
+    w.end_object();
+    w.key("entries");
+    w.begin_array();
+    for (i, e) in entries.iter().enumerate() {
+        touch_ahead(entries, i, |e| [Some(e.path()), e.sha256(), e.link()]);
+        write_entry(&mut w, *e);
+    }
+    w.end_array();
+    w.end_object();
+    w.finish()
 }
 
-impl<'a> From<&'a ManifestEntry> for WireEntry<'a> {
-    fn from(e: &'a ManifestEntry) -> WireEntry<'a> {
-        WireEntry {
-            path: &e.path,
-            kind: e.kind.as_str(),
-            // Only permission bits are recorded; the type is in `type`.
-            mode: format!("{:04o}", e.mode & 0o7777),
-            uid: e.uid,
-            gid: e.gid,
-            size: e.size,
-            sha256: e.sha256.as_deref(),
-            link: e.link.as_deref(),
-            origin: origin_name(&e.origin),
+/// One element of the top-level `entries` array, laid out as serde_json's
+/// pretty printer does at that depth (element at 4 spaces, fields at 6);
+/// written as whole chunks because there are ~10^5.
+fn write_entry<E: EntryView>(w: &mut JsonWriter, e: &E) {
+    debug_assert_eq!(w.depth(), 2);
+    w.element();
+    w.raw(b"{\n      \"path\": \"");
+    w.string_part(e.path());
+    w.raw(b"\",\n      \"type\": \"");
+    w.raw(e.kind().as_str().as_bytes());
+    // Only permission bits are recorded (four octal digits); the type is
+    // in `type`.
+    let mode = e.mode() & 0o7777;
+    w.raw(b"\",\n      \"mode\": \"");
+    w.raw(&[
+        octal_digit(mode >> 9),
+        octal_digit(mode >> 6),
+        octal_digit(mode >> 3),
+        octal_digit(mode),
+    ]);
+    w.raw(b"\",\n      \"uid\": ");
+    w.uint(u64::from(e.uid()));
+    w.raw(b",\n      \"gid\": ");
+    w.uint(u64::from(e.gid()));
+    w.raw(b",\n      \"size\": ");
+    w.uint(e.size());
+    if let Some(h) = e.sha256() {
+        w.raw(b",\n      \"sha256\": \"");
+        w.string_part(h);
+        w.raw(b"\"");
+    }
+    if let Some(l) = e.link() {
+        w.raw(b",\n      \"link\": \"");
+        w.string_part(l);
+        w.raw(b"\"");
+    }
+    w.raw(b",\n      \"origin\": \"");
+    match e.origin() {
+        FileOrigin::Base => w.raw(b"base"),
+        FileOrigin::Spec => w.raw(b"spec"),
+        FileOrigin::Package(name) => {
+            w.raw(b"package:");
+            w.string_part(name);
         }
     }
+    w.raw(b"\"\n    }");
 }
 
-fn origin_name(origin: &FileOrigin) -> String {
-    match origin {
-        FileOrigin::Base => "base".to_string(),
-        FileOrigin::Spec => "spec".to_string(),
-        FileOrigin::Package(name) => format!("package:{name}"),
-    }
+fn octal_digit(bits: u32) -> u8 {
+    // `bits & 7` is below 8, so the cast cannot truncate.
+    b'0' + (bits & 7) as u8
 }
 
 #[derive(Deserialize)]
@@ -247,7 +345,15 @@ struct RawEntry {
 
 /// The file manifest of an inventory's image, as JSON.
 pub fn file_manifest_json(inv: &Inventory) -> Vec<u8> {
-    FileManifest::from_inventory(inv).to_json()
+    // The same bytes as `FileManifest::from_inventory(inv).to_json()`,
+    // without copying the records.
+    let entries = sorted_by_path(inv.files.iter().collect(), |f: &FileRecord| f.path.as_str());
+    write_manifest(
+        &inv.image.name,
+        &inv.image.digest,
+        &entries,
+        FILE_MANIFEST_SCHEMA,
+    )
 }
 
 impl FileManifest {
@@ -268,14 +374,13 @@ impl FileManifest {
 
     /// Pretty JSON with a trailing newline, keys in a fixed order.
     pub fn to_json(&self) -> Vec<u8> {
-        to_json_bytes(&WireManifest {
-            schema: &self.schema,
-            subject: WireSubject {
-                name: &self.subject.name,
-                digest: &self.subject.digest,
-            },
-            entries: self.entries.iter().map(WireEntry::from).collect(),
-        })
+        let entries: Vec<&ManifestEntry> = self.entries.iter().collect();
+        write_manifest(
+            &self.subject.name,
+            &self.subject.digest,
+            &entries,
+            &self.schema,
+        )
     }
 
     /// Reads a file manifest, rejecting anything that breaks the rules in
@@ -410,57 +515,79 @@ pub(crate) struct EntryProblem {
 
 /// The entry-level rules shared by [`FileManifest::parse`] and
 /// `Inventory::validate`.
-pub(crate) fn check_entries(entries: &[ManifestEntry]) -> Result<(), EntryProblem> {
-    let mut dirs: BTreeSet<&str> = BTreeSet::new();
-    let mut regular: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+pub(crate) fn check_entries<E: EntryView>(entries: &[E]) -> Result<(), EntryProblem> {
+    check_entries_and(entries, |_, _| true)
+}
+
+/// [`check_entries`], also calling `also(index, entry)` on every entry in
+/// order during the same pass (so a caller with further per-entry rules
+/// reads each entry once); `also` returning false stops those calls.
+pub(crate) fn check_entries_and<'e, E: EntryView>(
+    entries: &'e [E],
+    mut also: impl FnMut(usize, &'e E) -> bool,
+) -> Result<(), EntryProblem> {
+    let mut also_active = true;
+    let mut dirs: HashSet<&str, FastHash> = HashSet::with_hasher(FastHash::new());
+    // The parent directory most recently found in `dirs` (siblings are
+    // usually adjacent, so most entries need no lookup).
+    let mut known_parent: Option<&str> = None;
     let mut previous: Option<&str> = None;
     for (index, e) in entries.iter().enumerate() {
+        touch_ahead(entries, index, |e| {
+            [Some(e.path()), e.sha256(), e.sha1(), e.link()]
+        });
+        let path = e.path();
+        let kind = e.kind();
         let problem = |reason: String| EntryProblem {
             index,
-            path: Some(e.path.clone()),
+            path: Some(path.to_string()),
             reason,
         };
-        check_abs_path(&e.path).map_err(|why| problem(why.to_string()))?;
+        check_abs_path(path).map_err(|why| problem(why.to_string()))?;
         if let Some(prev) = previous {
-            if e.path.as_str() == prev {
-                return Err(problem("duplicate path".into()));
+            match path.cmp(prev) {
+                Ordering::Greater => {}
+                Ordering::Equal => return Err(problem("duplicate path".into())),
+                Ordering::Less => {
+                    return Err(problem(format!(
+                        "entries must be sorted by path: this comes before the previous entry {prev:?}"
+                    )));
+                }
             }
-            if e.path.as_str() < prev {
+        }
+        previous = Some(path);
+        if let Some(dir) = parent(path)
+            && dir != "/"
+            && known_parent != Some(dir)
+        {
+            if !dirs.contains(dir) {
                 return Err(problem(format!(
-                    "entries must be sorted by path: this comes before the previous entry {prev:?}"
+                    "parent directory {dir:?} is not listed before it as a dir"
                 )));
             }
+            known_parent = Some(dir);
         }
-        previous = Some(&e.path);
-        if let Some(dir) = parent(&e.path)
-            && dir != "/"
-            && !dirs.contains(dir)
-        {
-            return Err(problem(format!(
-                "parent directory {dir:?} is not listed before it as a dir"
-            )));
-        }
-        if e.path == "/" && e.kind != FileKind::Dir {
+        if path == "/" && kind != FileKind::Dir {
             return Err(problem("/ must be a dir".into()));
         }
-        if e.mode > 0o7777 {
+        if e.mode() > 0o7777 {
             return Err(problem(format!(
                 "mode {:o} has bits outside 0o7777",
-                e.mode
+                e.mode()
             )));
         }
-        match (&e.sha256, e.kind.has_content()) {
+        match (e.sha256(), kind.has_content()) {
             (Some(h), true) if is_lower_hex(h, 64) => {}
             (Some(_), true) => {
                 return Err(problem("sha256 must be 64 lowercase hex digits".into()));
             }
-            (None, true) => return Err(problem(format!("a {} needs a sha256", e.kind.as_str()))),
+            (None, true) => return Err(problem(format!("a {} needs a sha256", kind.as_str()))),
             (Some(_), false) => {
-                return Err(problem(format!("a {} has no sha256", e.kind.as_str())));
+                return Err(problem(format!("a {} has no sha256", kind.as_str())));
             }
             (None, false) => {}
         }
-        match (e.kind, &e.link) {
+        match (kind, e.link()) {
             (FileKind::Symlink, Some(target)) => {
                 if target.is_empty() {
                     return Err(problem("symlink target is empty".into()));
@@ -472,47 +599,51 @@ pub(crate) fn check_entries(entries: &[ManifestEntry]) -> Result<(), EntryProble
             (FileKind::Hardlink, Some(target)) => {
                 check_abs_path(target)
                     .map_err(|why| problem(format!("hard link target: {why}")))?;
-                if target == &e.path {
+                if target == path {
                     return Err(problem("hard link points to itself".into()));
                 }
             }
             (FileKind::Symlink | FileKind::Hardlink, None) => {
-                return Err(problem(format!("a {} needs a link", e.kind.as_str())));
+                return Err(problem(format!("a {} needs a link", kind.as_str())));
             }
             (FileKind::File | FileKind::Dir, Some(_)) => {
-                return Err(problem(format!("a {} has no link", e.kind.as_str())));
+                return Err(problem(format!("a {} has no link", kind.as_str())));
             }
             (FileKind::File | FileKind::Dir, None) => {}
         }
-        if let FileOrigin::Package(name) = &e.origin
+        if let FileOrigin::Package(name) = e.origin()
             && name.is_empty()
         {
             return Err(problem("origin package name is empty".into()));
         }
-        match e.kind {
-            FileKind::Dir => {
-                dirs.insert(&e.path);
-            }
-            FileKind::File => {
-                regular.insert(&e.path, e.sha256.as_deref());
-            }
-            FileKind::Symlink | FileKind::Hardlink => {}
+        if kind == FileKind::Dir {
+            dirs.insert(path);
+        }
+        if also_active {
+            also_active = also(index, e);
         }
     }
+    // The entries are now known to be strictly sorted by path, so a hard
+    // link's target is found by binary search.
     for (index, e) in entries.iter().enumerate() {
-        if let (FileKind::Hardlink, Some(target)) = (e.kind, &e.link) {
+        if let (FileKind::Hardlink, Some(target)) = (e.kind(), e.link()) {
             let problem = |reason: String| EntryProblem {
                 index,
-                path: Some(e.path.clone()),
+                path: Some(e.path().to_string()),
                 reason,
             };
-            match regular.get(target.as_str()) {
+            let regular = entries
+                .binary_search_by(|x| x.path().cmp(target))
+                .ok()
+                .and_then(|i| entries.get(i))
+                .filter(|x| x.kind() == FileKind::File);
+            match regular {
                 None => {
                     return Err(problem(format!(
                         "hard link target {target:?} is not a listed regular file"
                     )));
                 }
-                Some(hash) if *hash != e.sha256.as_deref() => {
+                Some(t) if t.sha256() != e.sha256() => {
                     return Err(problem(format!(
                         "hard link sha256 differs from its target {target:?}"
                     )));

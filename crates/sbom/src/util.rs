@@ -1,23 +1,51 @@
 //! Small helpers shared by the writers and the parser.
 
-use serde::Serialize;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::ops::Range;
+
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256};
 
-/// Pretty JSON (2-space indent, struct field order) plus a trailing newline.
-pub(crate) fn to_json_bytes<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4096);
-    // Serialising derive(Serialize) structs made of strings, integers, bools,
-    // options and vectors into a Vec cannot fail: there are no maps with
-    // non-string keys and no fallible writer. This is not input-dependent.
-    serde_json::to_writer_pretty(&mut out, value)
-        .expect("serialising plain structs into memory is infallible");
-    out.push(b'\n');
-    out
+pub(crate) fn is_lower_hex(s: &str, len: usize) -> bool {
+    // No early exit: the check vectorises, which matters for 10^5 hashes.
+    s.len() == len
+        && s.bytes().fold(true, |ok, b| {
+            ok & ((b.wrapping_sub(b'0') < 10) | (b.wrapping_sub(b'a') < 6))
+        })
 }
 
-pub(crate) fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+/// Strings per batch for [`touch_ahead`].
+pub(crate) const TOUCH_BATCH: usize = 16;
+
+/// Memory-level parallelism for loops over many small heap strings: at
+/// every `TOUCH_BATCH`-th index `i`, reads the first and last byte of each
+/// string of the items in the batch after the next, so the cache misses of
+/// a whole batch overlap instead of stalling the loop one after the other.
+/// Only reads; the result is ignored.
+#[inline]
+pub(crate) fn touch_ahead<'a, T: 'a, const N: usize>(
+    items: &'a [T],
+    i: usize,
+    strings: impl Fn(&'a T) -> [Option<&'a str>; N],
+) {
+    if !i.is_multiple_of(TOUCH_BATCH) {
+        return;
+    }
+    let batch = items
+        .get(i + TOUCH_BATCH..)
+        .unwrap_or_default()
+        .iter()
+        .take(TOUCH_BATCH);
+    let mut acc = 0u8;
+    for item in batch {
+        for s in strings(item).into_iter().flatten() {
+            let b = s.as_bytes();
+            acc ^= b.first().copied().unwrap_or(0) ^ b.last().copied().unwrap_or(0);
+        }
+    }
+    std::hint::black_box(acc);
 }
 
 /// `sha256:<64 lowercase hex>`.
@@ -37,6 +65,25 @@ pub(crate) fn sha1_hex(data: &[u8]) -> String {
 /// An absolute, normalised path: `/`, or `/` followed by non-empty components
 /// separated by single slashes, none of them `.` or `..`, no NUL bytes.
 pub(crate) fn check_abs_path(p: &str) -> Result<(), &'static str> {
+    let b = p.as_bytes();
+    if let ([b'/', rest @ ..], Some(&last)) = (b, b.last())
+        && (rest.is_empty() || last != b'/')
+        && last != 0
+    {
+        // One branch-free pass: without a NUL, `//` or `/.` a path that
+        // starts and does not end with `/` is fine; otherwise look closer.
+        let suspicious = b.iter().zip(rest).fold(false, |acc, (&x, &y)| {
+            acc | (x == 0) | ((x == b'/') & ((y == b'/') | (y == b'.')))
+        });
+        if !suspicious {
+            return Ok(());
+        }
+    }
+    check_abs_path_in_detail(p)
+}
+
+/// [`check_abs_path`], component by component, naming the first problem.
+fn check_abs_path_in_detail(p: &str) -> Result<(), &'static str> {
     if p.is_empty() {
         return Err("path is empty");
     }
@@ -52,14 +99,21 @@ pub(crate) fn check_abs_path(p: &str) -> Result<(), &'static str> {
     if p.ends_with('/') {
         return Err("path must not end with /");
     }
-    for component in p[1..].split('/') {
+    // The components after the leading `/`, in order.
+    let mut rest = p.as_bytes().get(1..).unwrap_or_default();
+    loop {
+        let end = rest.iter().position(|&b| b == b'/');
+        let component = rest.get(..end.unwrap_or(rest.len())).unwrap_or_default();
         match component {
-            "" => return Err("path contains an empty component (//)"),
-            "." | ".." => return Err("path contains a . or .. component"),
+            [] => return Err("path contains an empty component (//)"),
+            [b'.'] | [b'.', b'.'] => return Err("path contains a . or .. component"),
             _ => {}
         }
+        match end {
+            Some(i) => rest = rest.get(i + 1..).unwrap_or_default(),
+            None => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 /// The parent directory of a normalised absolute path other than `/`.
@@ -273,26 +327,213 @@ pub(crate) fn is_plain_web_url(url: &str) -> bool {
 /// Characters SPDX allows in an SPDXID after `SPDXRef-`: `[A-Za-z0-9.-]`.
 /// Everything else becomes `-`; runs of `-` collapse.
 pub(crate) fn spdx_id_fragment(s: &str, max_len: usize) -> String {
-    let mut out = String::with_capacity(s.len().min(max_len));
-    for c in s.chars() {
-        let c = if c.is_ascii_alphanumeric() || c == '.' {
-            c
-        } else {
-            '-'
-        };
-        if c == '-' && out.ends_with('-') {
-            continue;
+    let mut out = Vec::with_capacity(s.len().min(max_len));
+    let range = push_spdx_id_fragment(&mut out, s, max_len);
+    out.get(range)
+        .map(|b| b.iter().copied().map(char::from).collect())
+        .unwrap_or_else(|| "x".to_string())
+}
+
+/// Appends the SPDXID fragment of `s` (see [`spdx_id_fragment`]), ASCII,
+/// to `out` and returns where it is. (A leading `-` may be left in `out`
+/// before the returned range.)
+pub(crate) fn push_spdx_id_fragment(out: &mut Vec<u8>, s: &str, max_len: usize) -> Range<usize> {
+    const DASH: u8 = b'-';
+    /// Each byte as it appears in a fragment.
+    static MAP: [u8; 256] = {
+        let mut map = [DASH; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            if c.is_ascii_alphanumeric() || c == b'.' {
+                map[b] = c;
+            }
+            b += 1;
         }
-        out.push(c);
-        if out.len() >= max_len {
-            break;
+        map
+    };
+    /// Fragments up to this long are built in a stack buffer.
+    const FAST_MAX: usize = 128;
+    let start = out.len();
+    // Byte-wise: every byte of a non-ASCII character maps to `-`, and the
+    // run collapses to one `-`, exactly as mapping the character would.
+    if max_len <= FAST_MAX {
+        // Branch-free: every mapped byte is stored, but the position only
+        // advances when it does not extend a run of `-`.
+        let mut buf = [0u8; FAST_MAX];
+        let mut len = 0;
+        let mut last_dash = false;
+        for &b in s.as_bytes() {
+            let c = MAP[usize::from(b)];
+            let dash = c == DASH;
+            buf[len % FAST_MAX] = c;
+            len += usize::from(!(dash & last_dash));
+            last_dash = dash;
+            if len >= max_len {
+                break;
+            }
+        }
+        out.extend_from_slice(buf.get(..len).unwrap_or_default());
+    } else {
+        let mut len = 0;
+        let mut last = 0u8;
+        for &b in s.as_bytes() {
+            let c = MAP[usize::from(b)];
+            if c == DASH && last == DASH {
+                continue;
+            }
+            out.push(c);
+            last = c;
+            len += 1;
+            if len >= max_len {
+                break;
+            }
         }
     }
-    let trimmed = out.trim_matches('-');
-    if trimmed.is_empty() {
-        "x".to_string()
-    } else {
-        trimmed.to_string()
+    let mut from = start;
+    let mut to = out.len();
+    // Runs are collapsed, so at most one `-` to trim at either end.
+    if out.get(from) == Some(&DASH) {
+        from += 1;
+    }
+    if to > from && out.get(to - 1) == Some(&DASH) {
+        to -= 1;
+        out.truncate(to);
+    }
+    if to <= from {
+        out.truncate(start);
+        out.push(b'x');
+        return start..start + 1;
+    }
+    from..to
+}
+
+/// A fast hasher for byte-string keys (eight bytes per 64x64->128-bit
+/// multiply, folded), randomly seeded per map like the standard one. The
+/// sets it backs are only queried, never iterated, so the seed cannot affect
+/// any output.
+#[derive(Clone)]
+pub(crate) struct FastHash {
+    seed: u64,
+}
+
+impl FastHash {
+    pub fn new() -> FastHash {
+        FastHash {
+            seed: RandomState::new().hash_one(0x6b69_6c6e_u64),
+        }
+    }
+}
+
+impl BuildHasher for FastHash {
+    type Hasher = FastHasher;
+
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher { state: self.seed }
+    }
+}
+
+pub(crate) struct FastHasher {
+    state: u64,
+}
+
+const MUL_A: u64 = 0x9e37_79b9_7f4a_7c15;
+const MUL_B: u64 = 0xa076_1d64_78bd_642f;
+
+#[inline]
+fn fold_mul(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    // Low and high halves of the product, folded together.
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut state = self.state;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            state = fold_mul(state ^ u64::from_le_bytes(word), MUL_A);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            // Fixed-size (overlapping) reads of the tail; the length is
+            // hashed separately, so this stays a function of the bytes.
+            let word = if let Some(last) = bytes.last_chunk::<8>() {
+                u64::from_le_bytes(*last)
+            } else if let (Some(first), Some(last)) =
+                (rest.first_chunk::<4>(), rest.last_chunk::<4>())
+            {
+                u64::from(u32::from_le_bytes(*first)) | (u64::from(u32::from_le_bytes(*last)) << 32)
+            } else {
+                let byte = |i: usize| u64::from(rest.get(i).copied().unwrap_or(0));
+                byte(0) | (byte(rest.len() / 2) << 8) | (byte(rest.len() - 1) << 16)
+            };
+            state = fold_mul(state ^ word, MUL_B);
+        }
+        self.state = state;
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.state = fold_mul(self.state ^ n, MUL_A);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        fold_mul(self.state, MUL_B)
+    }
+}
+
+/// Hands out unique names in order: a wanted name itself while it is free,
+/// otherwise the first free `<name><sep>2`, `<name><sep>3`, ... Returns the
+/// suffix number, 0 for none.
+///
+/// Equivalent to checking each candidate against the set of names handed
+/// out so far, but linear: the next suffix to try is remembered per name
+/// (every smaller one was taken when it was last handed out, and names are
+/// never released).
+pub(crate) struct UniqueNames<'a> {
+    taken: HashSet<Cow<'a, [u8]>, FastHash>,
+    next: HashMap<&'a [u8], u64, FastHash>,
+    sep: u8,
+}
+
+impl<'a> UniqueNames<'a> {
+    pub fn with_capacity(capacity: usize, sep: u8) -> UniqueNames<'a> {
+        UniqueNames {
+            taken: HashSet::with_capacity_and_hasher(capacity, FastHash::new()),
+            next: HashMap::with_hasher(FastHash::new()),
+            sep,
+        }
+    }
+
+    pub fn allocate(&mut self, wanted: &'a [u8]) -> u64 {
+        if self.taken.insert(Cow::Borrowed(wanted)) {
+            return 0;
+        }
+        let mut n = self.next.get(wanted).copied().unwrap_or(2);
+        let mut candidate = Vec::with_capacity(wanted.len() + 4);
+        loop {
+            candidate.clear();
+            candidate.extend_from_slice(wanted);
+            candidate.push(self.sep);
+            crate::json::write_uint(&mut candidate, n);
+            if !self.taken.contains(candidate.as_slice()) {
+                break;
+            }
+            n += 1;
+        }
+        self.taken.insert(Cow::Owned(candidate));
+        self.next.insert(wanted, n + 1);
+        n
     }
 }
 
@@ -346,6 +587,46 @@ mod tests {
         for bad in ["", "a", "/a/", "//a", "/a//b", "/./a", "/a/..", "/a\0b"] {
             assert!(check_abs_path(bad).is_err(), "{bad:?}");
         }
+        // Same verdicts (and messages) as splitting into components.
+        let reference = |p: &str| -> Result<(), &'static str> {
+            if p.is_empty() {
+                return Err("path is empty");
+            }
+            if !p.starts_with('/') {
+                return Err("path must be absolute (start with /)");
+            }
+            if p.contains('\0') {
+                return Err("path contains a NUL byte");
+            }
+            if p == "/" {
+                return Ok(());
+            }
+            if p.ends_with('/') {
+                return Err("path must not end with /");
+            }
+            for component in p[1..].split('/') {
+                match component {
+                    "" => return Err("path contains an empty component (//)"),
+                    "." | ".." => return Err("path contains a . or .. component"),
+                    _ => {}
+                }
+            }
+            Ok(())
+        };
+        let pieces = ["/", ".", "..", "a", ".a", "a.", "...", "\0", "é"];
+        let mut inputs = vec![String::new()];
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for s in &inputs {
+                for p in pieces {
+                    next.push(format!("{s}{p}"));
+                }
+            }
+            inputs.extend(next);
+        }
+        for p in &inputs {
+            assert_eq!(check_abs_path(p), reference(p), "{p:?}");
+        }
         assert_eq!(parent("/a"), Some("/"));
         assert_eq!(parent("/a/b"), Some("/a"));
         assert_eq!(parent("/"), None);
@@ -375,6 +656,110 @@ mod tests {
         ] {
             assert!(!is_plain_web_url(bad), "{bad}");
         }
+    }
+
+    /// The original, char-based definition.
+    fn reference_fragment(s: &str, max_len: usize) -> String {
+        let mut out = String::new();
+        for c in s.chars() {
+            let c = if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            };
+            if c == '-' && out.ends_with('-') {
+                continue;
+            }
+            out.push(c);
+            if out.len() >= max_len {
+                break;
+            }
+        }
+        let trimmed = out.trim_matches('-');
+        if trimmed.is_empty() {
+            "x".to_string()
+        } else {
+            trimmed.to_string()
+        }
+    }
+
+    #[test]
+    fn id_fragments_match_reference() {
+        let pieces = ["a", "/", "é", "-", ".", "🚀", " ", "Z9", "--", "\u{1}", "ä"];
+        let mut inputs = vec![String::new()];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for s in &inputs {
+                for p in pieces {
+                    next.push(format!("{s}{p}"));
+                }
+            }
+            inputs.extend(next);
+            inputs.dedup();
+        }
+        inputs.push(format!("/srv/{}", "ä".repeat(120)));
+        inputs.push(format!("/{}/b", "a".repeat(95)));
+        inputs.push(format!("/{}-", "a".repeat(94)));
+        for s in &inputs {
+            for max in [1, 2, 3, 5, 96, 128, 129, 200] {
+                assert_eq!(
+                    spdx_id_fragment(s, max),
+                    reference_fragment(s, max),
+                    "{s:?} {max}"
+                );
+                // Appending after other content gives the same fragment.
+                let mut arena = b"prefix-".to_vec();
+                let range = push_spdx_id_fragment(&mut arena, s, max);
+                assert_eq!(
+                    arena
+                        .get(range)
+                        .map(|b| String::from_utf8_lossy(b).into_owned()),
+                    Some(reference_fragment(s, max))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unique_names_match_reference() {
+        let wanted: Vec<&[u8]> = [
+            "a", "a", "a-2", "a", "b", "a-3", "a-2", "a", "b", "b-2", "b",
+        ]
+        .iter()
+        .map(|s| s.as_bytes())
+        .collect();
+        let mut names = UniqueNames::with_capacity(0, b'-');
+        let mut taken = std::collections::BTreeSet::new();
+        for w in wanted {
+            let n = names.allocate(w);
+            // The original: try the name, then name-2, name-3, ...
+            let w = String::from_utf8_lossy(w).into_owned();
+            let mut id = w.clone();
+            let mut k = 2;
+            while taken.contains(&id) {
+                id = format!("{w}-{k}");
+                k += 1;
+            }
+            taken.insert(id.clone());
+            let got = if n == 0 {
+                w.clone()
+            } else {
+                format!("{w}-{n}")
+            };
+            assert_eq!(got, id);
+        }
+    }
+
+    #[test]
+    fn lower_hex() {
+        assert!(is_lower_hex("0123456789abcdef", 16));
+        assert!(!is_lower_hex("0123456789abcdeF", 16));
+        assert!(!is_lower_hex("0123456789abcdeg", 16));
+        assert!(!is_lower_hex("0123456789abcde/", 16));
+        assert!(!is_lower_hex("0123456789abcde:", 16));
+        assert!(!is_lower_hex("0123456789abcde`", 16));
+        assert!(!is_lower_hex("0123456789abcde", 16));
+        assert!(!is_lower_hex("0123456789abcdé", 16));
     }
 
     #[test]

@@ -96,6 +96,42 @@ fn outputs_are_pretty_with_trailing_newline() {
     }
 }
 
+/// Every output is byte for byte what serde_json's pretty printer makes of
+/// it (2-space indent, its string escaping) plus one newline, including for
+/// records the templates special-case (missing hashes, hard links, escapes).
+#[test]
+fn outputs_are_canonical_pretty_json() {
+    let mut odd = common::realistic();
+    for f in &mut odd.files {
+        match f.path.as_str() {
+            "/bin/busybox" => f.sha1 = None,
+            "/etc/hello.conf" => f.sha256 = None,
+            "/usr/bin/hello" => (f.sha1, f.sha256) = (None, None),
+            _ => {}
+        }
+    }
+    for inv in [
+        common::small(),
+        common::realistic(),
+        common::empty(),
+        common::hostile(),
+        odd,
+    ] {
+        for bytes in [
+            spdx_json(&inv),
+            cyclonedx_json(&inv),
+            file_manifest_json(&inv),
+        ] {
+            let mut canonical = serde_json::to_vec_pretty(&json(&bytes)).expect("serialise");
+            canonical.push(b'\n');
+            assert_eq!(
+                String::from_utf8_lossy(&bytes),
+                String::from_utf8_lossy(&canonical)
+            );
+        }
+    }
+}
+
 #[test]
 fn different_images_get_different_identifiers() {
     let a = common::small();
