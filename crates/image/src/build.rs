@@ -251,7 +251,6 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
             &store,
             &mut staging,
             &layer_cache,
-            &hash_cache,
             Arc::new(move |n| p2.advance(n)),
         )?;
         p.finish_phase();
@@ -401,7 +400,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
     store.add_untagged(&ref_descs)?;
     store.tag(&name, &tag, &mdesc)?;
     // Failed cache writes only cost speed next time.
-    let _ = hash_cache.save();
+    let _ = hash_cache.save(&files_tree);
     if !ref_cached {
         let entry = CachedReferrers {
             referrers: referrers.clone(),

@@ -21,7 +21,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use kiln_oci::{Digest, Sha256Writer, media};
+use kiln_oci::{Digest, Sha256Writer, WritebackFile, media};
 use sha2::{Digest as _, Sha256};
 
 /// Pinned gzip level.
@@ -89,7 +89,7 @@ pub struct LayerDigests {
     pub uncompressed_size: u64,
 }
 
-type Out = Sha256Writer<BufWriter<File>>;
+type Out = Sha256Writer<BufWriter<WritebackFile>>;
 type Chunk = Arc<Vec<u8>>;
 
 /// Where uncompressed chunks go.
@@ -121,7 +121,10 @@ pub struct LayerSink {
 impl LayerSink {
     /// `threads`: compression workers (≥ 1).
     pub fn new(c: Compression, out: File, threads: usize) -> io::Result<LayerSink> {
-        let out: Out = Sha256Writer::new(BufWriter::with_capacity(1 << 20, out));
+        let out: Out = Sha256Writer::new(BufWriter::with_capacity(
+            1 << 20,
+            WritebackFile::new(out, 16 << 20),
+        ));
         let backend = match c {
             Compression::Gzip => Backend::Gzip(GzipPar::new(out, threads.max(1))),
             Compression::Zstd => {

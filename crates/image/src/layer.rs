@@ -12,13 +12,13 @@ use sha2::Digest as _;
 
 use crate::BuildError;
 use crate::compress::{Compression, LayerSink};
-use crate::source::{HashCache, Hashes, StatKey};
+use crate::source::{Hashes, StatKey};
 use crate::tarw::{EntryType, Header, TarWriter};
 use crate::tree::{Content, Tree};
 use std::sync::mpsc::SyncSender;
 
 /// Bump when the tar encoding changes: it invalidates every cached layer.
-const LAYER_FORMAT: &str = "kiln-layer-v1";
+const LAYER_FORMAT: &str = "kiln-layer-v2";
 
 /// A built (or cached) layer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -36,23 +36,25 @@ pub fn layer_key(tree: &Tree, epoch: u64, c: Compression) -> String {
     let mut h = sha2::Sha256::new();
     h.update(format!("{LAYER_FORMAT}\n{epoch}\n{}\n", c.describe()));
     for (p, n) in tree {
-        h.update(format!(
-            "{p}\0{:?}\0{:o}\0{}\0{}\0{}\0{}\0{}\n",
-            n.kind,
-            n.mode,
-            n.uid,
-            n.gid,
-            n.size,
-            n.sha256.map(hex::encode).unwrap_or_default(),
-            n.link.as_deref().unwrap_or("")
-        ));
+        // Length-prefixed fields: unambiguous without escaping.
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+        h.update([n.kind as u8]);
+        h.update(n.mode.to_le_bytes());
+        h.update(n.uid.to_le_bytes());
+        h.update(n.gid.to_le_bytes());
+        h.update(n.size.to_le_bytes());
+        h.update(n.sha256.unwrap_or([0; 32]));
+        let link = n.link.as_deref().unwrap_or("");
+        h.update((link.len() as u64).to_le_bytes());
+        h.update(link.as_bytes());
     }
     hex::encode(h.finalize())
 }
 
 /// Build the layer for `tree`, or reuse the cached blob. Host files whose
-/// hashes are not known yet are hashed while they are written (and
-/// remembered in `hashes`); the cache key is computed once all are known.
+/// hashes are not known yet are hashed while they are written; the cache
+/// key is computed once all are known.
 #[allow(clippy::too_many_arguments)]
 pub fn build_layer(
     tree: &mut Tree,
@@ -62,7 +64,6 @@ pub fn build_layer(
     store: &Store,
     staging: &mut Staging,
     cache_dir: &Path,
-    hashes: &HashCache,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<LayerOut, BuildError> {
     let complete = tree
@@ -114,9 +115,6 @@ pub fn build_layer(
     }
     for (p, h) in pending.iter().zip(hashed) {
         if let Some(n) = tree.get_mut(p) {
-            if let Content::Host(host, key) = &n.content {
-                hashes.remember(&host.to_string_lossy(), *key, &h);
-            }
             n.sha256 = Some(h.0);
             n.sha1 = Some(h.1);
         }

@@ -54,7 +54,8 @@ struct Cached {
 pub struct HashCache {
     path: PathBuf,
     old: HashMap<String, Cached>,
-    new: Mutex<HashMap<String, Cached>>,
+    /// Some lookup missed: the cache needs rewriting.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 impl HashCache {
@@ -67,65 +68,58 @@ impl HashCache {
         HashCache {
             path,
             old,
-            new: Mutex::new(HashMap::new()),
+            dirty: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// Persist the entries used by this build (atomically); a no-op when
-    /// they are exactly what was loaded.
-    pub fn save(&self) -> Result<(), BuildError> {
-        let map = match self.new.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        let unchanged = map.len() == self.old.len()
-            && map.iter().all(|(k, v)| {
-                self.old
-                    .get(k)
-                    .is_some_and(|o| o.key == v.key && o.sha256 == v.sha256)
-            });
-        if unchanged {
+    /// Rewrite the cache (atomically) from the hashed files layer, unless
+    /// every lookup hit and nothing was added or removed.
+    pub fn save(&self, layer: &Tree) -> Result<(), BuildError> {
+        let files = layer
+            .values()
+            .filter(|n| matches!(n.content, Content::Host(..)) && n.kind == EntryType::File);
+        if !self.dirty.load(Ordering::Relaxed) && files.clone().count() == self.old.len() {
             return Ok(());
         }
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
-        }
-        let bytes = serde_json::to_vec(&*map).map_err(|e| BuildError::Internal(e.to_string()))?;
-        kiln_oci::layout::write_atomic(&self.path, &bytes)?;
-        Ok(())
-    }
-
-    fn lookup(&self, p: &str, key: &StatKey) -> Option<Hashes> {
-        let c = self.old.get(p)?;
-        if c.key != *key {
-            return None;
-        }
-        let mut a = [0u8; 32];
-        let mut b = [0u8; 20];
-        hex::decode_to_slice(&c.sha256, &mut a).ok()?;
-        hex::decode_to_slice(&c.sha1, &mut b).ok()?;
-        Some((a, b))
-    }
-
-    pub(crate) fn remember(&self, p: &str, key: StatKey, h: &Hashes) {
         // Racy-git rule: a file modified in the last two seconds may change
         // again within the same timestamp; do not trust its stat next time.
         let now_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0);
-        if now_ns - key.mtime_ns.max(key.ctime_ns) < 2_000_000_000 {
-            return;
+        let mut map = HashMap::new();
+        for n in files {
+            if let (Content::Host(h, key), Some(a), Some(b)) = (&n.content, n.sha256, n.sha1)
+                && now_ns - key.mtime_ns.max(key.ctime_ns) >= 2_000_000_000
+            {
+                let c = Cached {
+                    key: *key,
+                    sha256: hex::encode(a),
+                    sha1: hex::encode(b),
+                };
+                map.insert(h.to_string_lossy().to_string(), c);
+            }
         }
-        let c = Cached {
-            key,
-            sha256: hex::encode(h.0),
-            sha1: hex::encode(h.1),
-        };
-        match self.new.lock() {
-            Ok(mut m) => m.insert(p.to_string(), c),
-            Err(p2) => p2.into_inner().insert(p.to_string(), c),
-        };
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
+        }
+        let bytes = serde_json::to_vec(&map).map_err(|e| BuildError::Internal(e.to_string()))?;
+        kiln_oci::layout::write_atomic(&self.path, &bytes)?;
+        Ok(())
+    }
+
+    fn lookup(&self, p: &str, key: &StatKey) -> Option<Hashes> {
+        let hit = self.old.get(p).filter(|c| c.key == *key).and_then(|c| {
+            let mut a = [0u8; 32];
+            let mut b = [0u8; 20];
+            hex::decode_to_slice(&c.sha256, &mut a).ok()?;
+            hex::decode_to_slice(&c.sha1, &mut b).ok()?;
+            Some((a, b))
+        });
+        if hit.is_none() {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+        hit
     }
 }
 
@@ -207,20 +201,49 @@ fn walk_parallel(
     let mut top = Tree::new();
     let mut top_links = Links::new();
     let subdirs = walk_level(spec, f, &f.src, dst, &mut top, &mut top_links, 0)?;
-    let next = AtomicUsize::new(0);
+    // A shared queue of directories: each worker lists one, queues its
+    // subdirectories, and keeps its entries in its own tree (merged below),
+    // so one huge subtree (usr/share/doc) is spread over every core.
+    let queue: Mutex<Vec<(PathBuf, String, usize)>> =
+        Mutex::new(subdirs.into_iter().map(|(h, c)| (h, c, 1)).collect());
+    let busy = AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
     let results: Mutex<Vec<Result<(Tree, Links), BuildError>>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..threads.clamp(1, subdirs.len().max(1)) {
+        for _ in 0..threads.max(1) {
             s.spawn(|| {
                 let mut t = Tree::new();
                 let mut l = Links::new();
                 let r = loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((host, child)) = subdirs.get(i) else {
+                    if failed.load(Ordering::Relaxed) {
                         break Ok(());
+                    }
+                    let item = match queue.lock() {
+                        Ok(mut q) => {
+                            let it = q.pop();
+                            if it.is_some() {
+                                busy.fetch_add(1, Ordering::SeqCst);
+                            }
+                            it
+                        }
+                        Err(_) => break Ok(()),
                     };
-                    if let Err(e) = walk(spec, f, host, child, &mut t, &mut l, 1) {
-                        next.store(usize::MAX / 2, Ordering::Relaxed);
+                    let Some((host, child, depth)) = item else {
+                        if busy.load(Ordering::SeqCst) == 0 {
+                            break Ok(());
+                        }
+                        std::thread::yield_now();
+                        continue;
+                    };
+                    let res = walk_level(spec, f, &host, &child, &mut t, &mut l, depth);
+                    let res = res.map(|subs| {
+                        if let Ok(mut q) = queue.lock() {
+                            q.extend(subs.into_iter().map(|(h, c)| (h, c, depth + 1)));
+                        }
+                    });
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    if let Err(e) = res {
+                        failed.store(true, Ordering::Relaxed);
                         break Err(e);
                     }
                 };
@@ -234,39 +257,34 @@ fn walk_parallel(
     for r in results.into_inner().unwrap_or_default() {
         parts.push(r?);
     }
-    for (t, l) in parts {
-        for (path, node) in t {
-            if let Some(old) = layer.get(&path)
-                && !(old.kind == EntryType::Dir && node.kind == EntryType::Dir)
-            {
-                return Err(BuildError::Spec(spec.error_at(
-                    &f.dst_loc,
-                    format!(
-                        "files[{}].dst: {path} is written twice by [[files]]",
-                        f.index
-                    ),
-                )));
+    // Nothing else under `dst` yet (the usual case): a linear merge.
+    let prefix = format!("{}/", dst.trim_end_matches('/'));
+    let clear = layer
+        .range(prefix.clone()..)
+        .next()
+        .is_none_or(|(k, _)| !k.starts_with(&prefix));
+    for (mut t, l) in parts {
+        if clear {
+            layer.append(&mut t);
+        } else {
+            for (path, node) in t {
+                if let Some(old) = layer.get(&path)
+                    && !(old.kind == EntryType::Dir && node.kind == EntryType::Dir)
+                {
+                    return Err(BuildError::Spec(spec.error_at(
+                        &f.dst_loc,
+                        format!(
+                            "files[{}].dst: {path} is written twice by [[files]]",
+                            f.index
+                        ),
+                    )));
+                }
+                layer.insert(path, node);
             }
-            layer.insert(path, node);
         }
         for (k, v) in l {
             links.entry(k).or_default().extend(v);
         }
-    }
-    Ok(())
-}
-
-fn walk(
-    spec: &Spec,
-    f: &FileSpec,
-    dir: &Path,
-    dst: &str,
-    layer: &mut Tree,
-    links: &mut Links,
-    depth: usize,
-) -> Result<(), BuildError> {
-    for (host, child) in walk_level(spec, f, dir, dst, layer, links, depth)? {
-        walk(spec, f, &host, &child, layer, links, depth + 1)?;
     }
     Ok(())
 }
@@ -394,18 +412,24 @@ fn add_entry(
             ),
         )));
     };
-    if let Some(old) = layer.get(dst)
-        && !(old.kind == EntryType::Dir && node.kind == EntryType::Dir)
-    {
-        return Err(BuildError::Spec(spec.error_at(
-            &f.dst_loc,
-            format!(
-                "files[{}].dst: {dst} is written twice by [[files]]",
-                f.index
-            ),
-        )));
+    // One traversal: insert, or find what is already there.
+    match layer.entry(dst.to_string()) {
+        std::collections::btree_map::Entry::Vacant(v) => {
+            v.insert(node);
+        }
+        std::collections::btree_map::Entry::Occupied(mut o) => {
+            if !(o.get().kind == EntryType::Dir && node.kind == EntryType::Dir) {
+                return Err(BuildError::Spec(spec.error_at(
+                    &f.dst_loc,
+                    format!(
+                        "files[{}].dst: {dst} is written twice by [[files]]",
+                        f.index
+                    ),
+                )));
+            }
+            o.insert(node);
+        }
     }
-    layer.insert(dst.to_string(), node);
     Ok(())
 }
 
@@ -431,7 +455,6 @@ pub fn hash_files(
             let key_str = h.to_string_lossy();
             match cache.lookup(&key_str, k) {
                 Some((a, b)) => {
-                    cache.remember(&key_str, *k, &(a, b));
                     n.sha256 = Some(a);
                     n.sha1 = Some(b);
                     progress(k.size);
@@ -458,7 +481,6 @@ pub fn hash_files(
                     };
                     match hash_host(host, key, &mut buf) {
                         Ok(h) => {
-                            cache.remember(&host.to_string_lossy(), *key, &h);
                             progress(key.size);
                             if let Ok(mut r) = results.lock() {
                                 r.push((i, h));

@@ -13,7 +13,7 @@ mod types;
 
 pub use digest::{Digest, Sha256Writer};
 pub use error::OciError;
-pub use layout::{ImageRef, Staging, Store, TaggedImage};
+pub use layout::{ImageRef, Staging, Store, TaggedImage, WritebackFile};
 pub use types::{
     Descriptor, History, ImageConfig, ImageIndex, ImageManifest, Platform, RootFs, RuntimeConfig,
 };

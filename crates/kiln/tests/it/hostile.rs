@@ -238,3 +238,23 @@ fn out_refuses_to_replace_a_non_layout_directory() {
     assert!(stderr(&o).contains("refusing to replace"), "{}", stderr(&o));
     assert_eq!(fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
 }
+
+#[test]
+fn two_files_entries_writing_the_same_path() {
+    // A directory copy and a single file both produce /www/index.html.
+    let e = with_spec_edit(|t| {
+        t.replace(
+            "[[debs]]",
+            "[[files]]\nsrc = \"www/index.html\"\ndst = \"/www/index.html\"\n\n[[debs]]",
+        )
+    });
+    fails(&e, &["/www/index.html is written twice"]);
+    // And the other order: the file first, then the directory over it.
+    let e = with_spec_edit(|t| {
+        t.replace(
+            "[[files]]\nsrc = \"www/\"",
+            "[[files]]\nsrc = \"www/index.html\"\ndst = \"/www/index.html\"\n\n[[files]]\nsrc = \"www/\"",
+        )
+    });
+    fails(&e, &["/www/index.html is written twice"]);
+}
