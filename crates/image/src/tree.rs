@@ -177,6 +177,61 @@ pub(crate) fn lexical_join(a: &str, b: &str) -> String {
     format!("/{}", out.join("/"))
 }
 
+/// Visit the applied filesystem of `layers` (top first) in path order,
+/// without building it: the topmost entry of each path wins, and entries
+/// beneath a non-directory of a higher layer are hidden.
+pub fn for_each_merged<'a>(layers: &[&'a Tree], mut f: impl FnMut(&'a str, &'a Node)) {
+    let mut iters: Vec<_> = layers.iter().map(|t| t.iter().peekable()).collect();
+    // Non-directories seen so far, with their layer's rank. Descendants are
+    // not contiguous in byte order ("/a-b" sorts between "/a" and "/a/x"),
+    // so each path checks its ancestors.
+    let mut hiders: std::collections::HashMap<&'a str, usize> = std::collections::HashMap::new();
+    loop {
+        let mut best: Option<(&'a str, usize)> = None;
+        for (rank, it) in iters.iter_mut().enumerate() {
+            if let Some((k, _)) = it.peek()
+                && best.is_none_or(|(b, _)| k.as_str() < b)
+            {
+                best = Some((k.as_str(), rank));
+            }
+        }
+        let Some((path, _)) = best else { break };
+        let mut winner = None;
+        // The highest layer holding a non-directory here: it replaced
+        // whatever the layers below had under this path, even if a higher
+        // layer puts a directory back.
+        let mut replaced_at: Option<usize> = None;
+        for (rank, it) in iters.iter_mut().enumerate() {
+            if it.peek().is_some_and(|(k, _)| k.as_str() == path)
+                && let Some((_, n)) = it.next()
+            {
+                winner.get_or_insert((rank, n));
+                if n.kind != EntryType::Dir {
+                    replaced_at.get_or_insert(rank);
+                }
+            }
+        }
+        let Some((rank, node)) = winner else { continue };
+        // Hidden by a higher layer's non-directory at an ancestor?
+        let mut anc = parent(path);
+        let mut hidden = false;
+        while let Some(a) = anc {
+            if hiders.get(a).is_some_and(|r| *r < rank) {
+                hidden = true;
+                break;
+            }
+            anc = parent(a);
+        }
+        if hidden {
+            continue;
+        }
+        if let Some(r) = replaced_at {
+            hiders.insert(path, r);
+        }
+        f(path, node);
+    }
+}
+
 /// Apply `upper` over `lower` as an OCI layer would: a non-directory
 /// replacing a directory removes the directory's subtree.
 pub fn overlay(lower: &mut Tree, upper: &Tree) {
@@ -263,6 +318,100 @@ mod tests {
         assert_eq!(resolve_parents(&t, "/evil/passwd").unwrap(), "/etc/passwd");
         assert_eq!(resolve_parents(&t, "/bin").unwrap(), "/bin");
         assert!(resolve_parents(&t, "/loop/x").is_err());
+    }
+
+    fn arb_tree() -> impl proptest::strategy::Strategy<Value = Tree> {
+        use proptest::prelude::*;
+        proptest::collection::btree_map(
+            "(/[ab-]{1,2}){1,3}",
+            prop_oneof![Just(EntryType::Dir), Just(EntryType::File)],
+            0..12,
+        )
+        .prop_map(|m| {
+            // Well-formed, as every real layer is: parents listed, nothing
+            // under a file.
+            let mut t: Tree = m
+                .into_iter()
+                .map(|(p, k)| {
+                    let n = match k {
+                        EntryType::Dir => Node::dir(0o755, 0, 0, Origin::Base),
+                        _ => Node::bytes(vec![], 0o644, 0, 0, Origin::Spec),
+                    };
+                    (p, n)
+                })
+                .collect();
+            let files: Vec<String> = t
+                .iter()
+                .filter(|(_, n)| n.kind == EntryType::File)
+                .map(|(p, _)| p.clone())
+                .collect();
+            for f in files {
+                let prefix = format!("{f}/");
+                t.retain(|k, _| !k.starts_with(&prefix));
+            }
+            let mut layer = t.clone();
+            add_parents(&mut layer, &t);
+            let bad: Vec<String> = layer
+                .keys()
+                .filter(|k| {
+                    let mut a = parent(k);
+                    while let Some(x) = a {
+                        if t.get(x).is_some_and(|n| n.kind == EntryType::File) {
+                            return true;
+                        }
+                        a = parent(x);
+                    }
+                    false
+                })
+                .cloned()
+                .collect();
+            for b in bad {
+                layer.remove(&b);
+            }
+            layer
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn merged_view_matches_overlay_on_any_trees(a in arb_tree(), b in arb_tree(), c in arb_tree()) {
+            let mut want = c.clone();
+            overlay(&mut want, &b);
+            overlay(&mut want, &a);
+            let mut got = Vec::new();
+            for_each_merged(&[&a, &b, &c], |p, n| got.push((p.to_string(), n.kind)));
+            let want: Vec<_> = want.iter().map(|(p, n)| (p.clone(), n.kind)).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn merged_view_equals_overlay() {
+        let mut lower = Tree::new();
+        for p in ["/a", "/a/x", "/a-b", "/c", "/c/d", "/e"] {
+            lower.insert(p.into(), Node::dir(0o755, 0, 0, Origin::Base));
+        }
+        let mut mid = Tree::new();
+        mid.insert("/c".into(), Node::bytes(vec![1], 0o644, 0, 0, Origin::Spec));
+        mid.insert(
+            "/e/f".into(),
+            Node::bytes(vec![2], 0o644, 0, 0, Origin::Spec),
+        );
+        let mut up = Tree::new();
+        up.insert("/a".into(), Node::bytes(vec![3], 0o600, 0, 0, Origin::Spec));
+        up.insert("/c/new".into(), Node::dir(0o700, 0, 0, Origin::Spec));
+        let mut want = lower.clone();
+        overlay(&mut want, &mid);
+        overlay(&mut want, &up);
+        let mut got = Vec::new();
+        for_each_merged(&[&up, &mid, &lower], |p, n| {
+            got.push((p.to_string(), n.mode, n.kind))
+        });
+        let want: Vec<_> = want
+            .iter()
+            .map(|(p, n)| (p.clone(), n.mode, n.kind))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -547,7 +547,17 @@ impl Staging {
 
     /// Stage a small blob held in memory; returns its descriptor.
     pub fn put(&mut self, media_type: &str, bytes: &[u8]) -> Result<Descriptor, OciError> {
-        let digest = Digest::of(bytes);
+        self.put_hashed(media_type, bytes, Digest::of(bytes))
+    }
+
+    /// [`Staging::put`] for bytes whose digest the caller already computed
+    /// (e.g. on another thread). `digest` must be the SHA-256 of `bytes`.
+    pub fn put_hashed(
+        &mut self,
+        media_type: &str,
+        bytes: &[u8],
+        digest: Digest,
+    ) -> Result<Descriptor, OciError> {
         if !self.store.has_blob(&digest) && !self.staged.contains_key(&digest) {
             let (mut f, p) = self.temp_file()?;
             f.write_all(bytes).map_err(|e| OciError::io(&p, e))?;
