@@ -50,9 +50,6 @@ pub struct BuildOptions {
     pub threads: usize,
     /// The `SOURCE_DATE_EPOCH` value, if set.
     pub source_date_epoch: Option<String>,
-    /// Uncached file bytes above which hashing is folded into the layer
-    /// write (normally [`source::INLINE_HASH_BYTES`]).
-    pub inline_hash_above: u64,
     pub progress: Arc<dyn Progress>,
 }
 
@@ -210,13 +207,9 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
     p.phase("hashing files", Some(total));
     {
         let p2 = Arc::clone(p);
-        source::hash_files(
-            &mut files_tree,
-            &hash_cache,
-            opts.threads,
-            opts.inline_hash_above,
-            &move |n| p2.advance(n),
-        )?;
+        source::hash_files(&mut files_tree, &hash_cache, opts.threads, &move |n| {
+            p2.advance(n)
+        })?;
     }
     p.finish_phase();
     ph.mark("hash");
@@ -225,15 +218,12 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
     let mut layer_reports = Vec::new();
     let mut new_layers = Vec::new();
     let layer_cache = cache_dir.join("layers");
-    // The packages layer is fully hashed already (its bytes are in memory);
-    // the files layer may still hash large uncached files while writing.
-    let mut pkgs_layer = pkgs_tree.clone();
-    let mut roles: Vec<(&str, &mut Tree)> = Vec::new();
+    let mut roles: Vec<(&str, &Tree)> = Vec::new();
     if pkgs.is_some() {
-        roles.push(("packages", &mut pkgs_layer));
+        roles.push(("packages", pkgs_tree));
     }
     if !files_tree.is_empty() {
-        roles.push(("files", &mut files_tree));
+        roles.push(("files", &files_tree));
     }
     for (role, t) in roles {
         let total: u64 = t
@@ -696,71 +686,4 @@ fn check_entrypoint(spec: &Spec, fs: &dyn Lookup) -> Result<(), BuildError> {
         &spec.entrypoint_loc,
         format!("image.entrypoint: {prog} is not in the image"),
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn example() -> (tempfile::TempDir, Spec) {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("www/sub")).unwrap();
-        std::fs::write(root.join("www/index.html"), "hello\n").unwrap();
-        std::fs::write(root.join("www/sub/big.bin"), vec![7u8; 300_000]).unwrap();
-        std::fs::write(root.join("www/empty"), "").unwrap();
-        std::fs::hard_link(root.join("www/index.html"), root.join("www/again.html")).unwrap();
-        std::os::unix::fs::symlink("index.html", root.join("www/link")).unwrap();
-        let text =
-            "[image]\nname = \"t\"\ntag = \"1\"\n[[files]]\nsrc = \"www/\"\ndst = \"/www\"\n";
-        std::fs::write(root.join("kiln.toml"), text).unwrap();
-        let spec = Spec::load(&root.join("kiln.toml")).unwrap();
-        (dir, spec)
-    }
-
-    fn opts(state: &Path, inline_hash_above: u64) -> BuildOptions {
-        BuildOptions {
-            state_dir: state.to_path_buf(),
-            compression: Compression::Gzip,
-            tag: None,
-            out: None,
-            threads: 2,
-            source_date_epoch: Some("0".into()),
-            inline_hash_above,
-            progress: Arc::new(Quiet),
-        }
-    }
-
-    fn file_manifest(state: &Path, digest: &Digest) -> Vec<u8> {
-        let store = Store::open(state.join("store")).unwrap();
-        let (_, m) = store
-            .referrers(digest)
-            .unwrap()
-            .into_iter()
-            .find(|(_, m)| m.artifact_type.as_deref() == Some(kiln_sbom::MEDIA_TYPE_FILE_MANIFEST))
-            .unwrap();
-        store.read_descriptor(&m.layers[0]).unwrap()
-    }
-
-    #[test]
-    fn hashing_while_writing_gives_the_same_image_and_manifest() {
-        let (dir, spec) = example();
-        let s1 = dir.path().join("s1");
-        let s2 = dir.path().join("s2");
-        let pre = build(&spec, &opts(&s1, u64::MAX)).unwrap();
-        let inline = build(&spec, &opts(&s2, 0)).unwrap();
-        assert_eq!(pre.digest, inline.digest);
-        assert_eq!(
-            file_manifest(&s1, &pre.digest),
-            file_manifest(&s2, &inline.digest)
-        );
-        // Files changed in the last 2 s are not trusted by stat (the racy-git
-        // rule); once older, an inline build records their hashes and its
-        // layer under the content key, so the next rebuild reuses both.
-        std::thread::sleep(std::time::Duration::from_millis(2100));
-        build(&spec, &opts(&s2, 0)).unwrap();
-        let again = build(&spec, &opts(&s2, 0)).unwrap();
-        assert_eq!(again.digest, inline.digest);
-        assert!(again.layers.iter().all(|l| l.cached), "{:?}", again.layers);
-    }
 }

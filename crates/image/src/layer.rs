@@ -12,10 +12,9 @@ use sha2::Digest as _;
 
 use crate::BuildError;
 use crate::compress::{Compression, LayerSink};
-use crate::source::{Hashes, StatKey};
+use crate::source::StatKey;
 use crate::tarw::{EntryType, Header, TarWriter};
 use crate::tree::{Content, Tree};
-use std::sync::mpsc::SyncSender;
 
 /// Bump when the tar encoding changes: it invalidates every cached layer.
 const LAYER_FORMAT: &str = "kiln-layer-v2";
@@ -52,12 +51,10 @@ pub fn layer_key(tree: &Tree, epoch: u64, c: Compression) -> String {
     hex::encode(h.finalize())
 }
 
-/// Build the layer for `tree`, or reuse the cached blob. Host files whose
-/// hashes are not known yet are hashed while they are written; the cache
-/// key is computed once all are known.
+/// Build the layer for `tree`, or reuse the cached blob.
 #[allow(clippy::too_many_arguments)]
 pub fn build_layer(
-    tree: &mut Tree,
+    tree: &Tree,
     epoch: u64,
     c: Compression,
     threads: usize,
@@ -66,62 +63,29 @@ pub fn build_layer(
     cache_dir: &Path,
     progress: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> Result<LayerOut, BuildError> {
-    let complete = tree
-        .values()
-        .all(|n| n.kind != EntryType::File || n.sha256.is_some());
-    if complete {
-        let key = layer_key(tree, epoch, c);
-        if let Some(hit) = fs::read(cache_dir.join(format!("{key}.json")))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<LayerOut>(&b).ok())
-            && store
-                .blob_path(&hit.descriptor.digest)
-                .metadata()
-                .is_ok_and(|m| m.len() == hit.descriptor.size)
-        {
-            return Ok(LayerOut {
-                cached: true,
-                ..hit
-            });
-        }
+    let key = layer_key(tree, epoch, c);
+    let cache_file = cache_dir.join(format!("{key}.json"));
+    if let Some(hit) = fs::read(&cache_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<LayerOut>(&b).ok())
+        && store
+            .blob_path(&hit.descriptor.digest)
+            .metadata()
+            .is_ok_and(|m| m.len() == hit.descriptor.size)
+    {
+        return Ok(LayerOut {
+            cached: true,
+            ..hit
+        });
     }
     let (file, tmp) = staging.temp_file()?;
     let mut sink = LayerSink::new(c, file, threads).map_err(|e| BuildError::io(&tmp, e))?;
     sink.on_progress(progress);
     let mut tw = TarWriter::new(sink);
-    // Files still to hash go, piece by piece, to a hashing thread.
-    let pending: Vec<String> = tree
-        .iter()
-        .filter(|(_, n)| n.kind == EntryType::File && n.sha256.is_none())
-        .map(|(p, _)| p.clone())
-        .collect();
-    let (htx, hrx) = std::sync::mpsc::sync_channel::<Piece>(16);
-    let hasher = std::thread::spawn(move || hash_pieces(hrx));
-    let written = write_entries(&mut tw, tree, epoch, &htx).map_err(|e| match e {
+    write_entries(&mut tw, tree, epoch).map_err(|e| match e {
         WriteErr::Io(e) => BuildError::io(&tmp, e),
         WriteErr::Build(b) => b,
-    });
-    drop(htx);
-    let hashed = hasher
-        .join()
-        .map_err(|_| BuildError::Internal("the hashing thread panicked".into()))?;
-    written?;
-    if hashed.len() != pending.len() {
-        return Err(BuildError::Internal(format!(
-            "hashed {} of {} files",
-            hashed.len(),
-            pending.len()
-        )));
-    }
-    for (p, h) in pending.iter().zip(hashed) {
-        if let Some(n) = tree.get_mut(p) {
-            n.sha256 = Some(h.0);
-            n.sha1 = Some(h.1);
-        }
-    }
-    crate::source::propagate_hardlinks(tree);
-    let key = layer_key(tree, epoch, c);
-    let cache_file = cache_dir.join(format!("{key}.json"));
+    })?;
     let sink = tw.finish().map_err(|e| BuildError::io(&tmp, e))?;
     let d = sink.finish().map_err(|e| BuildError::io(&tmp, e))?;
     staging.adopt(tmp, d.digest)?;
@@ -152,34 +116,7 @@ impl From<io::Error> for WriteErr {
     }
 }
 
-/// A piece of a file's content for the hashing thread; `last` ends the file.
-struct Piece {
-    data: Arc<Vec<u8>>,
-    last: bool,
-}
-
-/// SHA-256 and SHA-1 of each file sent piece by piece, in order.
-fn hash_pieces(rx: std::sync::mpsc::Receiver<Piece>) -> Vec<Hashes> {
-    use sha1::Digest as _;
-    let mut out = Vec::new();
-    let mut a = sha2::Sha256::new();
-    let mut b = sha1::Sha1::new();
-    for p in rx {
-        a.update(&p.data[..]);
-        b.update(&p.data[..]);
-        if p.last {
-            out.push((a.finalize_reset().into(), b.finalize_reset().into()));
-        }
-    }
-    out
-}
-
-fn write_entries<W: Write>(
-    tw: &mut TarWriter<W>,
-    tree: &Tree,
-    epoch: u64,
-    hasher: &SyncSender<Piece>,
-) -> Result<(), WriteErr> {
+fn write_entries<W: Write>(tw: &mut TarWriter<W>, tree: &Tree, epoch: u64) -> Result<(), WriteErr> {
     let mut buf = vec![0u8; 1 << 20];
     for (p, n) in tree {
         let rel = &p[1..];
@@ -212,10 +149,7 @@ fn write_entries<W: Write>(
             Content::Bytes(b) => {
                 tw.content(b)?;
             }
-            Content::Host(host, key) => {
-                let hash = n.sha256.is_none().then_some(hasher);
-                copy_host(tw, host, key, n.size, &mut buf, hash)?
-            }
+            Content::Host(host, key) => copy_host(tw, host, key, n.size, &mut buf)?,
             Content::None => {
                 return Err(WriteErr::Build(BuildError::Internal(format!(
                     "{p} has no content"
@@ -233,7 +167,6 @@ fn copy_host<W: Write>(
     key: &StatKey,
     size: u64,
     buf: &mut [u8],
-    hasher: Option<&SyncSender<Piece>>,
 ) -> Result<(), WriteErr> {
     let changed = || {
         WriteErr::Build(BuildError::Source {
@@ -249,7 +182,6 @@ fn copy_host<W: Write>(
         return Err(changed());
     }
     let mut left = size;
-    let gone = || WriteErr::Build(BuildError::Internal("the hashing thread stopped".into()));
     while left > 0 {
         let want = buf.len().min(left as usize);
         let k = f
@@ -260,23 +192,6 @@ fn copy_host<W: Write>(
         }
         tw.content(&buf[..k])?;
         left -= k as u64;
-        if let Some(h) = hasher {
-            let data = Arc::new(buf[..k].to_vec());
-            h.send(Piece {
-                data,
-                last: left == 0,
-            })
-            .map_err(|_| gone())?;
-        }
-    }
-    if size == 0
-        && let Some(h) = hasher
-    {
-        h.send(Piece {
-            data: Arc::new(Vec::new()),
-            last: true,
-        })
-        .map_err(|_| gone())?;
     }
     let after = f
         .metadata()

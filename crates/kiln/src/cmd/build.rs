@@ -48,7 +48,6 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         out: a.out.clone(),
         threads,
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
-        inline_hash_above: kiln_image::source::INLINE_HASH_BYTES,
         progress: crate::progress::for_terminal(ctx.json),
     };
     let r = kiln_image::build(&spec, &opts)
