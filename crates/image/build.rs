@@ -7,8 +7,6 @@ fn main() {
     println!("cargo:rerun-if-changed={}", lock.display());
     let text = std::fs::read_to_string(&lock).unwrap_or_default();
     for (krate, var) in [
-        ("flate2", "KILN_FLATE2_VERSION"),
-        ("zlib-rs", "KILN_ZLIB_RS_VERSION"),
         ("zstd-sys", "KILN_ZSTD_SYS_VERSION"),
         ("libdeflate-sys", "KILN_LIBDEFLATE_VERSION"),
     ] {
