@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what kiln's demo and tests need on Debian 12: the real tools kiln
-# interoperates with (runc, skopeo, umoci, busybox-static) and the Python
-# SBOM validators. Idempotent: installs only what is missing.
+# interoperates with (runc, skopeo, umoci, busybox-static, Debian's
+# docker-registry, htpasswd) and the Python SBOM validators. Idempotent: installs only what is missing.
 set -euo pipefail
 
 need_apt=()
@@ -9,7 +9,9 @@ for pair in runc:runc skopeo:skopeo umoci:umoci jq:jq nsenter:util-linux dpkg-de
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
-dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+for pkg in busybox-static docker-registry apache2-utils; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -18,8 +20,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import spdx_tools, cyclonedx.validation.json, packageurl' >/dev/null 2>&1; then
-  echo "install-deps: pip install spdx-tools cyclonedx-python-lib[json-validation]" >&2
+if ! python3 -c 'import spdx_tools, cyclonedx.validation.json, packageurl, securesystemslib.signer, nacl.secret, cryptography' >/dev/null 2>&1; then
+  echo "install-deps: pip install SBOM validators, securesystemslib, pynacl, cryptography" >&2
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
-    'spdx-tools>=0.8,<0.9' 'cyclonedx-python-lib[json-validation]>=8,<12' packageurl-python
+    'spdx-tools>=0.8,<0.9' 'cyclonedx-python-lib[json-validation]>=8,<12' packageurl-python \
+    'securesystemslib[crypto]>=1.0,<2' 'pynacl>=1.5,<2' 'cryptography>=42'
 fi
