@@ -48,4 +48,20 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 echo "$page" | grep -o '<h1>.*</h1>'
+
+step "7. keys and distribution: a cosign-format key; push to a real registry on loopback; pull back verified"
+KILN_KEY_PASSWORD=demo "$KILN" key generate "$demo/ci"
+ls -l "$demo/ci.key" "$demo/ci.pub"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$demo/registry"
+printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
+  "$demo/registry/data" "$port" > "$demo/registry/config.yml"
+/usr/bin/docker-registry serve "$demo/registry/config.yml" >"$demo/registry/log" 2>&1 &
+regpid=$!
+trap 'kill $regpid 2>/dev/null; runc kill "$id" KILL 2>/dev/null; sleep 0.2; runc delete -f "$id" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+"$KILN" push hello:1.0.0 "127.0.0.1:$port/hello:1.0.0" --insecure
+skopeo inspect --tls-verify=false "docker://127.0.0.1:$port/hello:1.0.0" | jq -r '"skopeo (registry): " + .Digest'
+KILN_STATE_DIR="$demo/state-pulled" "$KILN" pull "127.0.0.1:$port/hello:1.0.0" --insecure
+KILN_STATE_DIR="$demo/state-pulled" "$KILN" inspect "127.0.0.1:$port/hello:1.0.0" | sed -n '/Referrers/,$p'
 echo; echo "demo complete: $digest"

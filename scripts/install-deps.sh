@@ -5,7 +5,7 @@
 set -euo pipefail
 
 need_apt=()
-for pair in runc:runc skopeo:skopeo umoci:umoci jq:jq nsenter:util-linux dpkg-deb:dpkg gzip:gzip zstd:zstd; do
+for pair in runc:runc skopeo:skopeo umoci:umoci jq:jq nsenter:util-linux dpkg-deb:dpkg gzip:gzip zstd:zstd curl:curl openssl:openssl; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

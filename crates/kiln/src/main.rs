@@ -35,6 +35,13 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Print an image's SBOM (SPDX 2.3 or CycloneDX 1.5) or file manifest.
     Sbom(cmd::sbom::Args),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Key(cmd::key::KeyCmd),
+    /// Push an image and the artifacts attached to it to a registry.
+    Push(cmd::push::Args),
+    /// Pull an image and its attached artifacts, verifying every digest.
+    Pull(cmd::pull::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +56,9 @@ fn main() -> ExitCode {
         Command::Images => cmd::images::run(&ctx),
         Command::Inspect(a) => cmd::inspect::run(&ctx, a),
         Command::Sbom(a) => cmd::sbom::run(&ctx, a),
+        Command::Key(k) => cmd::key::run(&ctx, k),
+        Command::Push(a) => cmd::push::run(&ctx, a),
+        Command::Pull(a) => cmd::pull::run(&ctx, a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,9 @@
 pub mod build;
 pub mod images;
 pub mod inspect;
+pub mod key;
+pub mod pull;
+pub mod push;
 pub mod sbom;
 
 use std::path::PathBuf;

@@ -6,6 +6,7 @@
 
 mod build;
 mod cli;
+mod distribute;
 mod hostile;
 mod interop;
 mod support;

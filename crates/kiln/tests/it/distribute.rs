@@ -1,0 +1,220 @@
+//! Keys and registry distribution: `kiln key generate`, `kiln push`,
+//! `kiln pull` against Debian's real docker-registry, checked with skopeo.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+#[test]
+fn key_generate_writes_a_cosign_format_key_and_a_pem_public_key() {
+    let e = Env::new();
+    let base = e.path().join("ci");
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", "s3cret")
+        .args(["--json", "key", "generate"])
+        .arg(&base));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["algorithm"], "ecdsa-sha2-nistp256");
+    assert_eq!(r["key_id"].as_str().unwrap().len(), 64);
+    let key = fs::read_to_string(base.with_extension("key")).unwrap();
+    assert!(
+        key.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----"),
+        "{key}"
+    );
+    assert!(!key.contains("s3cret"));
+    let mode = fs::metadata(base.with_extension("key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    if have("openssl") {
+        let o = run(Command::new("openssl")
+            .args(["pkey", "-pubin", "-noout", "-in"])
+            .arg(base.with_extension("pub")));
+        assert!(
+            o.status.success(),
+            "openssl rejects the public key: {}",
+            stderr(&o)
+        );
+    }
+    // No password and no --unencrypted: refused, nothing written.
+    let other = e.path().join("other");
+    let o = run(e
+        .kiln()
+        .env_remove("KILN_KEY_PASSWORD")
+        .args(["key", "generate"])
+        .arg(&other));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("KILN_KEY_PASSWORD"), "{}", stderr(&o));
+    assert!(!other.with_extension("key").exists());
+    // An existing key is never overwritten silently.
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", "x")
+        .args(["key", "generate"])
+        .arg(&base));
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(fs::read_to_string(base.with_extension("key")).unwrap(), key);
+    // Ed25519, unencrypted.
+    let ed = e.path().join("ed");
+    let o = run(e
+        .kiln()
+        .args(["key", "generate", "--algorithm", "ed25519", "--unencrypted"])
+        .arg(&ed));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        fs::read_to_string(ed.with_extension("key"))
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+}
+
+/// Debian's docker-registry on 127.0.0.1, stopped on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Option<Registry> {
+        if !std::path::Path::new("/usr/bin/docker-registry").exists() {
+            if std::env::var("KILN_REQUIRE_INTEROP").as_deref() == Ok("1") {
+                panic!("docker-registry is required (KILN_REQUIRE_INTEROP=1)");
+            }
+            eprintln!("skipped: docker-registry not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("storage").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let reg = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: x\r\n\r\n");
+                let mut line = String::new();
+                if BufReader::new(&mut s).read_line(&mut line).is_ok() && line.starts_with("HTTP/")
+                {
+                    return Some(reg);
+                }
+            }
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn push_then_pull_round_trips_the_image_and_its_sboms() {
+    let Some(reg) = Registry::start() else { return };
+    let e = Env::new();
+    let d = e.build(&[]);
+    let target = format!("127.0.0.1:{}/hello:1.0.0", reg.port);
+    let o = run(e
+        .kiln()
+        .args(["--json", "push", "hello:1.0.0", &target, "--insecure"]));
+    assert!(o.status.success(), "push: {}", stderr(&o));
+    let r = json(&o);
+    assert_eq!(r["digest"], d.as_str());
+    assert_eq!(r["referrers"].as_array().unwrap().len(), 3);
+    if have("skopeo") {
+        let o = run(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{target}"),
+        ]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(json(&o)["Digest"], d.as_str());
+    }
+    // Pull into a fresh state dir: same digest, SBOMs attached again.
+    let other = e.path().join("state-b");
+    let o =
+        run(e
+            .kiln()
+            .env("KILN_STATE_DIR", &other)
+            .args(["--json", "pull", &target, "--insecure"]));
+    assert!(o.status.success(), "pull: {}", stderr(&o));
+    assert_eq!(json(&o)["digest"], d.as_str());
+    assert_eq!(json(&o)["referrers"].as_array().unwrap().len(), 3);
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &other)
+        .args(["sbom", &target, "--format", "spdx"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["spdxVersion"], "SPDX-2.3");
+    // By digest too.
+    let by_digest = format!("127.0.0.1:{}/hello@{d}", reg.port);
+    let third = e.path().join("state-c");
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &third)
+        .args(["pull", &by_digest, "--insecure"]));
+    assert!(o.status.success(), "pull by digest: {}", stderr(&o));
+    assert_eq!(last_line(&o), d);
+}
+
+#[test]
+fn insecure_is_only_for_loopback_and_unknown_images_fail_cleanly() {
+    let e = Env::new();
+    e.build(&[]);
+    let o = run(e.kiln().args([
+        "push",
+        "hello:1.0.0",
+        "registry.example.com/hello:1",
+        "--insecure",
+    ]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).to_lowercase().contains("loopback"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(e
+        .kiln()
+        .args(["push", "hello:9.9.9", "127.0.0.1:1/hello:1", "--insecure"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("no image hello:9.9.9"),
+        "{}",
+        stderr(&o)
+    );
+}
