@@ -42,6 +42,10 @@ enum Command {
     Push(cmd::push::Args),
     /// Pull an image and its attached artifacts, verifying every digest.
     Pull(cmd::pull::Args),
+    /// Sign an image in the store (cosign .sig manifest and Sigstore bundle referrer).
+    Sign(cmd::sign::Args),
+    /// Verify an image against a trust policy; exit 0 only if every rule holds.
+    Verify(cmd::verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,8 @@ fn main() -> ExitCode {
         Command::Key(k) => cmd::key::run(&ctx, k),
         Command::Push(a) => cmd::push::run(&ctx, a),
         Command::Pull(a) => cmd::pull::run(&ctx, a),
+        Command::Sign(a) => cmd::sign::run(&ctx, a),
+        Command::Verify(a) => cmd::verify::run(&ctx, a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -436,7 +436,11 @@ fn sort_index(idx: &mut ImageIndex) {
 /// Write `bytes` to `path` atomically: temp file in the same directory,
 /// fsync, rename over `path`, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    // A bare file name has an empty parent: that is the current directory.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -666,6 +670,17 @@ mod tests {
             .unwrap();
         let imgs = store.images().unwrap();
         assert_eq!((imgs[0].name.as_str(), imgs[0].tag.as_str()), ("a", "1"));
+    }
+
+    #[test]
+    fn write_atomic_with_a_bare_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::env::current_dir().unwrap();
+        std::env::set_current_dir(dir.path()).unwrap();
+        let r = write_atomic(Path::new("plain.txt"), b"x");
+        std::env::set_current_dir(old).unwrap();
+        r.unwrap();
+        assert_eq!(fs::read(dir.path().join("plain.txt")).unwrap(), b"x");
     }
 
     #[test]

@@ -4,14 +4,20 @@
 //!   PKCS#8 and cosign's encrypted (`scrypt` + `nacl/secretbox`) private keys.
 //! - [`dsse`]: DSSE envelopes, PAE, and threshold verification over distinct keys.
 //! - [`statement`]: in-toto Statement v1.
+//! - [`cosign`]: cosign simple-signing signatures and Sigstore bundles.
+//! - [`policy`]: `trust.toml` (keys, roles with thresholds, required rules).
 
+pub mod cosign;
 pub mod dsse;
 mod error;
 pub mod keys;
+pub mod policy;
 mod secretbox;
 pub mod statement;
 
+pub use cosign::{Bundle, CosignError, SimpleSigning};
 pub use dsse::{Envelope, Signature, Verified, pae};
 pub use error::TrustError;
 pub use keys::{KeyAlgorithm, PrivateKey, PublicKey, ScryptParams, write_private_key};
+pub use policy::{Claim, Outcome, Policy, PolicyError, Role, Rule, Tally};
 pub use statement::{PAYLOAD_TYPE_INTOTO, STATEMENT_TYPE_V1, Statement, Subject};

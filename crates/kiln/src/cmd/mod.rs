@@ -7,6 +7,8 @@ pub mod key;
 pub mod pull;
 pub mod push;
 pub mod sbom;
+pub mod sign;
+pub mod verify;
 
 use std::path::PathBuf;
 

@@ -9,4 +9,5 @@ mod cli;
 mod distribute;
 mod hostile;
 mod interop;
+mod sign;
 mod support;

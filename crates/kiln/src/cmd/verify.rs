@@ -1,0 +1,251 @@
+//! `kiln verify IMAGE --policy trust.toml`: check an image in the store against a trust
+//! policy. Every blob is re-hashed first; then each rule gets a verdict. Exit 0 only if all
+//! hold.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use kiln_oci::{Digest, ImageManifest, Store};
+use kiln_trust::cosign::{self, Bundle, SimpleSigning};
+use kiln_trust::{Claim, Outcome, Policy, Rule};
+use serde::Serialize;
+
+use super::sign::verify_image_blobs;
+use super::{Ctx, print_json, resolve};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// NAME:TAG, NAME@sha256:<hex> or sha256:<hex>.
+    image: String,
+    /// The trust policy (trust.toml).
+    #[arg(long)]
+    policy: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Verdict {
+    rule: String,
+    pass: bool,
+    reason: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    details: Vec<String>,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    let store = ctx.store()?;
+    let img = resolve(&store, &a.image)?;
+    let digest = img.descriptor.digest;
+    let policy = Policy::load(&a.policy)?;
+    let mut verdicts = Vec::new();
+    verdicts.push(match verify_image_blobs(&store, &img) {
+        Ok(n) => Verdict {
+            rule: "integrity".into(),
+            pass: true,
+            reason: format!("all {n} blobs (manifest, config, layers) match their digests"),
+            details: Vec::new(),
+        },
+        Err(e) => Verdict {
+            rule: "integrity".into(),
+            pass: false,
+            reason: format!("{e:#}"),
+            details: Vec::new(),
+        },
+    });
+    for rule in &policy.rules {
+        verdicts.push(match rule {
+            Rule::Signature { role } => signature_rule(&store, &policy, role, &digest)?,
+        });
+    }
+    let failed = verdicts.iter().filter(|v| !v.pass).count();
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "image": img.reference,
+            "digest": digest,
+            "policy": a.policy,
+            "pass": failed == 0,
+            "verdicts": verdicts,
+        }))?;
+    } else {
+        for v in &verdicts {
+            println!(
+                "{}  {}: {}",
+                if v.pass { "PASS" } else { "FAIL" },
+                v.rule,
+                v.reason
+            );
+            for d in &v.details {
+                println!("        - {d}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!(
+            "{} does not satisfy {}: {failed} of {} rule(s) failed",
+            img.reference,
+            a.policy.display(),
+            verdicts.len()
+        );
+    }
+    if !ctx.json {
+        println!("verified {digest}");
+    }
+    Ok(())
+}
+
+/// Signatures of `digest` found in the store, as claims; problems with malformed ones go to
+/// `notes`. Returns (legacy claims, bundle claims).
+fn collect_claims(
+    store: &Store,
+    digest: &Digest,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Claim>, Vec<Claim>)> {
+    let sig_tag = cosign::signature_tag(digest);
+    let mut legacy = Vec::new();
+    for t in store.images()?.into_iter().filter(|t| t.tag == sig_tag) {
+        let src = format!("{}:{}", t.name, t.tag);
+        let manifest = match store
+            .read_descriptor(&t.descriptor)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(ImageManifest::from_bytes(&b, &src)?))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                notes.push(format!("{src}: unreadable signature manifest: {e:#}"));
+                continue;
+            }
+        };
+        for (i, l) in manifest.layers.iter().enumerate() {
+            let source = format!("{src} layer {i}");
+            let sl = match cosign::read_signature_layer(i, l) {
+                Ok(s) => s,
+                Err(e) => {
+                    notes.push(format!("{src}: {e}"));
+                    continue;
+                }
+            };
+            let payload = match store.read_descriptor(&sl.descriptor) {
+                Ok(p) => p,
+                Err(e) => {
+                    notes.push(format!("{source}: payload: {e}"));
+                    continue;
+                }
+            };
+            let parsed = match SimpleSigning::parse(&payload) {
+                Ok(p) => p,
+                Err(e) => {
+                    notes.push(format!("{source}: {e}"));
+                    continue;
+                }
+            };
+            legacy.push(Claim {
+                source,
+                message: payload,
+                signature: sl.signature,
+                digests: vec![parsed.manifest_digest],
+            });
+        }
+    }
+    let mut bundles = Vec::new();
+    for (d, m) in store.referrers(digest)? {
+        if m.artifact_type.as_deref() != Some(cosign::BUNDLE_MEDIA_TYPE) {
+            continue;
+        }
+        let src = format!("bundle {}", d.digest);
+        let Some(layer) = m.layers.first() else {
+            notes.push(format!("{src}: no layer"));
+            continue;
+        };
+        let bundle = match store
+            .read_descriptor(layer)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(Bundle::from_json(&b)?))
+        {
+            Ok(b) => b,
+            Err(e) => {
+                notes.push(format!("{src}: {e:#}"));
+                continue;
+            }
+        };
+        let digests = match bundle.signed_digests() {
+            Ok(d) => d,
+            Err(e) => {
+                notes.push(format!("{src}: {e}"));
+                continue;
+            }
+        };
+        let pae = bundle.dsse_envelope.pae();
+        for (j, s) in bundle.dsse_envelope.signatures.iter().enumerate() {
+            bundles.push(Claim {
+                source: format!("{src} signature {j}"),
+                message: pae.clone(),
+                signature: s.sig.clone(),
+                digests: digests.clone(),
+            });
+        }
+    }
+    Ok((legacy, bundles))
+}
+
+fn signature_rule(store: &Store, policy: &Policy, role: &str, digest: &Digest) -> Result<Verdict> {
+    let mut notes = Vec::new();
+    let (legacy, bundles) = collect_claims(store, digest, &mut notes)?;
+    let n_legacy = legacy.len();
+    let claims: Vec<Claim> = legacy.into_iter().chain(bundles).collect();
+    let tally = policy.tally(role, digest, &claims);
+    let counted = |range: std::ops::Range<usize>| {
+        let mut keys: Vec<&str> = Vec::new();
+        for r in &tally.results[range] {
+            if let Outcome::Counted { key } | Outcome::AlreadyCounted { key, .. } = &r.outcome
+                && !keys.contains(&key.as_str())
+            {
+                keys.push(key);
+            }
+        }
+        if keys.is_empty() {
+            "none".to_owned()
+        } else {
+            keys.join(", ")
+        }
+    };
+    let via = format!(
+        ".sig: {}; bundle: {}",
+        counted(0..n_legacy),
+        counted(n_legacy..tally.results.len())
+    );
+    let signers = if tally.signers.is_empty() {
+        "none".to_owned()
+    } else {
+        tally.signers.join(", ")
+    };
+    let mut reason = format!(
+        "role {role}: {} of {} required distinct key(s) signed {digest} (keys: {signers}; via {via})",
+        tally.signers.len(),
+        tally.threshold
+    );
+    let problems: Vec<String> = tally
+        .results
+        .iter()
+        .filter(|r| !matches!(r.outcome, Outcome::Counted { .. }))
+        .map(|r| r.to_string())
+        .chain(notes)
+        .collect();
+    if claims.is_empty() && problems.is_empty() {
+        reason.push_str("; no signatures found");
+    }
+    if !tally.passed() && !problems.is_empty() {
+        reason.push_str("; ");
+        reason.push_str(&problems.join("; "));
+    }
+    Ok(Verdict {
+        rule: format!("signature ({role})"),
+        pass: tally.passed(),
+        reason,
+        details: tally
+            .results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Counted { .. }))
+            .map(|r| r.to_string())
+            .chain(problems)
+            .collect(),
+    })
+}
