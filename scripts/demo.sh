@@ -49,9 +49,22 @@ for _ in $(seq 50); do
 done
 echo "$page" | grep -o '<h1>.*</h1>'
 
-step "7. keys and distribution: a cosign-format key; push to a real registry on loopback; pull back verified"
+step "7. keys, signatures and a trust policy: sign, verify, and a tampered image is refused"
 KILN_KEY_PASSWORD=demo "$KILN" key generate "$demo/ci"
 ls -l "$demo/ci.key" "$demo/ci.pub"
+printf '[keys]\nci = "ci.pub"\n\n[roles.builder]\nkeys = ["ci"]\nthreshold = 1\n\n[require]\nsignature = "builder"\n' > "$demo/trust.toml"
+KILN_KEY_PASSWORD=demo "$KILN" sign hello:1.0.0 --key "$demo/ci.key"
+"$KILN" verify hello:1.0.0 --policy "$demo/trust.toml"
+cp -a "$KILN_STATE_DIR" "$demo/state-tampered"
+layer=$(jq -r '.layers[-1].digest' "$demo/state-tampered/store/blobs/sha256/${digest#sha256:}")
+printf 'X' | dd of="$demo/state-tampered/store/blobs/sha256/${layer#sha256:}" bs=1 seek=100 conv=notrunc status=none
+if KILN_STATE_DIR="$demo/state-tampered" "$KILN" verify hello:1.0.0 --policy "$demo/trust.toml"; then
+  echo "TAMPERED IMAGE VERIFIED" >&2; exit 1
+else
+  echo "(expected) one changed byte: verification failed"
+fi
+
+step "8. distribution: push image, signatures and SBOMs to a real registry on loopback; pull back verified"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$demo/registry"
 printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \

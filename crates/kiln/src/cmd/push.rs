@@ -53,14 +53,41 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let referrers = client
         .push_referrers(&store, &img.descriptor.digest, &target)
         .with_context(|| format!("pushing the artifacts attached to {}", a.image))?;
+    // cosign's legacy signature tag, if the image was signed.
+    let sig_tag = format!("sha256-{}.sig", img.descriptor.digest.hex());
+    let local_name = match kiln_oci::ImageRef::parse(&a.image)? {
+        kiln_oci::ImageRef::Tag { name, .. }
+        | kiln_oci::ImageRef::Digest {
+            name: Some(name), ..
+        } => Some(name),
+        kiln_oci::ImageRef::Digest { name: None, .. } => None,
+    };
+    let sig = match local_name {
+        Some(n) => store
+            .resolve(&kiln_oci::ImageRef::Tag {
+                name: n,
+                tag: sig_tag.clone(),
+            })
+            .ok(),
+        None => None,
+    };
+    if let Some(sig) = &sig {
+        client
+            .push_image(&store, sig, &target.with_tag(&sig_tag))
+            .with_context(|| format!("pushing the signatures of {}", a.image))?;
+    }
     if ctx.json {
         return print_json(&json!({
             "target": target.to_string(),
             "digest": pushed.digest,
             "referrers": referrers.iter().map(|d| json!({"digest": d.digest, "artifactType": d.artifact_type})).collect::<Vec<_>>(),
+            "signatures": sig.as_ref().map(|d| json!({"tag": sig_tag, "digest": d.digest})),
         }));
     }
     println!("pushed {} -> {target}", a.image);
+    if sig.is_some() {
+        println!("  signatures {sig_tag}");
+    }
     for r in &referrers {
         println!(
             "  referrer  {}  {}",

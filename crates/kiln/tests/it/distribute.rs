@@ -218,3 +218,68 @@ fn insecure_is_only_for_loopback_and_unknown_images_fail_cleanly() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_signed_image_still_verifies_after_push_and_pull() {
+    let Some(reg) = Registry::start() else { return };
+    let e = Env::new();
+    let d = e.build(&[]);
+    let key = e.path().join("ci");
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", "pw")
+        .args(["key", "generate"])
+        .arg(&key));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", "pw")
+        .args(["sign", "hello:1.0.0", "--key"])
+        .arg(key.with_extension("key")));
+    assert!(o.status.success(), "sign: {}", stderr(&o));
+    let policy = e.path().join("trust.toml");
+    fs::write(
+        &policy,
+        "[keys]\nci = \"ci.pub\"\n\n[roles.builder]\nkeys = [\"ci\"]\nthreshold = 1\n\n[require]\nsignature = \"builder\"\n",
+    )
+    .unwrap();
+    let target = format!("127.0.0.1:{}/hello:1.0.0", reg.port);
+    let o = run(e
+        .kiln()
+        .args(["--json", "push", "hello:1.0.0", &target, "--insecure"]));
+    assert!(o.status.success(), "push: {}", stderr(&o));
+    let sig_tag = format!("sha256-{}.sig", &d[7..]);
+    assert_eq!(json(&o)["signatures"]["tag"], sig_tag.as_str());
+    if have("skopeo") {
+        let o = run(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://127.0.0.1:{}/hello:{sig_tag}", reg.port),
+        ]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout)
+                .contains("application/vnd.dev.cosign.simplesigning.v1+json")
+        );
+    }
+    // Pulled elsewhere, the image verifies against the same policy (via
+    // the Sigstore bundle that travelled as a referrer).
+    let other = e.path().join("state-b");
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &other)
+        .args(["pull", &target, "--insecure"]));
+    assert!(o.status.success(), "pull: {}", stderr(&o));
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &other)
+        .args(["verify", &target, "--policy"])
+        .arg(&policy));
+    assert!(
+        o.status.success(),
+        "verify after pull: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+}
