@@ -71,6 +71,9 @@ pub struct BuildReport {
     pub packages: usize,
     pub files: usize,
     pub spec_sha256: String,
+    /// Every input of the build with its sha256: the spec, each `[[files]]` source, each
+    /// `.deb`, the base image and the compressor (for provenance).
+    pub inputs: Vec<BuildInput>,
     pub out: Option<PathBuf>,
     pub warnings: Vec<String>,
     pub maintainer_scripts_not_run: BTreeMap<String, Vec<String>>,
@@ -109,6 +112,111 @@ pub struct LayerReport {
     pub media_type: String,
     pub entries: usize,
     pub cached: bool,
+}
+
+/// One input of a build: `kind` (spec, file, directory, deb, base, compressor), a URI and
+/// the sha256 (hex) of its content. A directory's digest is over its sorted entry list
+/// (`path NUL kind NUL sha256-or-link-target LF` per entry, paths relative to it).
+#[derive(Clone, Debug, Serialize)]
+pub struct BuildInput {
+    pub kind: String,
+    pub uri: String,
+    pub sha256: String,
+    /// Extra facts about the input (e.g. the compressor's parameters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A spec-relative path for URIs (falls back to the path as given).
+fn relative(spec: &Spec, p: &Path) -> String {
+    p.strip_prefix(&spec.dir)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The inputs of a build, from the spec, the hashed files layer tree and the base.
+fn build_inputs(
+    spec: &Spec,
+    files_tree: &Tree,
+    base: Option<(&str, &Digest)>,
+    compression: Compression,
+) -> Vec<BuildInput> {
+    let mut out = vec![BuildInput {
+        kind: "spec".into(),
+        uri: format!(
+            "file:{}",
+            spec.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| relative(spec, &spec.path))
+        ),
+        sha256: spec.sha256.clone(),
+        description: None,
+    }];
+    if let Some((name, d)) = base {
+        out.push(BuildInput {
+            kind: "base".into(),
+            uri: format!("oci:{name}"),
+            sha256: d.hex(),
+            description: None,
+        });
+    }
+    for f in &spec.files {
+        let uri = format!("file:{}", relative(spec, &f.src));
+        let single = files_tree
+            .get(&f.dst)
+            .filter(|n| n.kind == EntryType::File)
+            .and_then(|n| n.sha256);
+        if let Some(h) = single {
+            out.push(BuildInput {
+                kind: "file".into(),
+                uri,
+                sha256: hex::encode(h),
+                description: None,
+            });
+            continue;
+        }
+        let prefix = if f.dst.ends_with('/') {
+            f.dst.clone()
+        } else {
+            format!("{}/", f.dst)
+        };
+        let mut h = sha2::Sha256::new();
+        for (path, n) in files_tree.range(prefix.clone()..) {
+            let Some(rel) = path.strip_prefix(&prefix) else {
+                break;
+            };
+            let content = match (&n.sha256, &n.link) {
+                (Some(s), _) => hex::encode(s),
+                (None, Some(l)) => l.clone(),
+                (None, None) => String::new(),
+            };
+            h.update(format!("{rel}\0{:?}\0{content}\n", n.kind).as_bytes());
+        }
+        out.push(BuildInput {
+            kind: "directory".into(),
+            uri,
+            sha256: hex::encode(h.finalize()),
+            description: None,
+        });
+    }
+    for d in &spec.debs {
+        out.push(BuildInput {
+            kind: "deb".into(),
+            uri: format!("file:{}", relative(spec, &d.path)),
+            sha256: d.sha256.clone(),
+            description: None,
+        });
+    }
+    let describe = compression.describe();
+    out.push(BuildInput {
+        kind: "compressor".into(),
+        uri: format!("kiln:compressor/{}", compression.media_type()),
+        sha256: hex::encode(sha2::Sha256::digest(describe.as_bytes())),
+        description: Some(describe),
+    });
+    out
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -435,6 +543,12 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
                 .join("; ")
         ));
     }
+    let inputs = build_inputs(
+        spec,
+        &files_tree,
+        base.as_ref().map(|b| (b.spec.as_str(), &b.manifest_digest)),
+        opts.compression,
+    );
     Ok(BuildReport {
         name,
         tag,
@@ -459,6 +573,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
         packages: n_packages,
         files: n_files,
         spec_sha256: spec.sha256.clone(),
+        inputs,
         out,
         warnings,
         maintainer_scripts_not_run: scripts,

@@ -18,6 +18,29 @@ pub fn export(
     referrers: &[Descriptor],
     dir: &Path,
 ) -> Result<(), BuildError> {
+    export_with(store, name, tag, image, referrers, &[], dir)
+}
+
+/// A manifest exported under its own tag (e.g. cosign's `sha256-<hex>.sig`).
+#[derive(Clone, Debug)]
+pub struct Tagged {
+    pub name: String,
+    pub tag: String,
+    pub descriptor: Descriptor,
+}
+
+/// [`export`], plus `tagged`: further manifests (cosign's legacy `.sig` /
+/// `.att` tags) copied with their own tags. Every blob is re-hashed before it
+/// is copied.
+pub fn export_with(
+    store: &Store,
+    name: &str,
+    tag: &str,
+    image: &Descriptor,
+    referrers: &[Descriptor],
+    tagged: &[Tagged],
+    dir: &Path,
+) -> Result<(), BuildError> {
     if dir.exists() {
         let is_layout = dir.join("oci-layout").is_file();
         let empty = fs::read_dir(dir)
@@ -55,7 +78,8 @@ pub fn export(
         st.adopt(p, d.digest)?;
         Ok(())
     };
-    for m in std::iter::once(image).chain(referrers) {
+    let extra = tagged.iter().map(|t| &t.descriptor);
+    for m in std::iter::once(image).chain(referrers).chain(extra) {
         copy(m)?;
         let bytes = store.read_descriptor(m)?;
         let man = ImageManifest::from_bytes(&bytes, &m.digest.to_string())?;
@@ -67,6 +91,9 @@ pub fn export(
     st.commit()?;
     out.add_untagged(referrers)?;
     out.tag(name, tag, image)?;
+    for t in tagged {
+        out.tag(&t.name, &t.tag, &t.descriptor)?;
+    }
     fs::remove_dir_all(tmp.join(".kiln")).map_err(|e| BuildError::io(&tmp, e))?;
     // Swap into place.
     let old = parent.join(format!(".{base}.kiln-old-{}", std::process::id()));

@@ -21,7 +21,7 @@ pub mod tree;
 
 use std::path::{Path, PathBuf};
 
-pub use build::{BuildOptions, BuildReport, LayerReport, Progress, build};
+pub use build::{BuildInput, BuildOptions, BuildReport, LayerReport, Progress, build};
 pub use compress::Compression;
 pub use spec::{Spec, SpecError};
 

@@ -46,6 +46,12 @@ enum Command {
     Sign(cmd::sign::Args),
     /// Verify an image against a trust policy; exit 0 only if every rule holds.
     Verify(cmd::verify::Args),
+    /// Approve an image digest: a signed in-toto approval with a reason, attached as a referrer.
+    Approve(cmd::approve::Args),
+    /// Export an image and everything attached to it (referrers, signatures) as an OCI layout.
+    Export(cmd::export::Args),
+    /// Import an OCI layout (e.g. from `kiln export`) into the store, verifying every blob.
+    Import(cmd::import::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,9 @@ fn main() -> ExitCode {
         Command::Pull(a) => cmd::pull::run(&ctx, a),
         Command::Sign(a) => cmd::sign::run(&ctx, a),
         Command::Verify(a) => cmd::verify::run(&ctx, a),
+        Command::Approve(a) => cmd::approve::run(&ctx, a),
+        Command::Export(a) => cmd::export::run(&ctx, a),
+        Command::Import(a) => cmd::import::run(&ctx, a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

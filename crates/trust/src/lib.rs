@@ -7,6 +7,7 @@
 //! - [`cosign`]: cosign simple-signing signatures and Sigstore bundles.
 //! - [`policy`]: `trust.toml` (keys, roles with thresholds, required rules).
 
+pub mod attest;
 pub mod cosign;
 pub mod dsse;
 mod error;
@@ -15,6 +16,7 @@ pub mod policy;
 mod secretbox;
 pub mod statement;
 
+pub use attest::{AttestError, Attestation};
 pub use cosign::{Bundle, CosignError, SimpleSigning};
 pub use dsse::{Envelope, Signature, Verified, pae};
 pub use error::TrustError;

@@ -11,10 +11,12 @@
 //!
 //! [require]
 //! signature = "builder"    # the image must be signed by the role
+//! provenance = "builder"   # SLSA provenance for this digest, signed by the role
+//! approvals = "reviewers"  # approvals of this digest by `threshold` distinct role keys
 //! ```
 //!
-//! Unknown keys are errors, and every error names `file:line:column`. New rules (approvals,
-//! provenance) are new optional fields of `[require]` and new [`Rule`] variants.
+//! Unknown keys are errors, and every error names `file:line:column`. Each rule is an optional
+//! field of `[require]` and a [`Rule`] variant.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -57,6 +59,8 @@ struct RawRole {
 #[serde(deny_unknown_fields)]
 struct RawRequire {
     signature: Option<Spanned<String>>,
+    provenance: Option<Spanned<String>>,
+    approvals: Option<Spanned<String>>,
 }
 
 /// A role: named policy keys of which `threshold` distinct ones must sign.
@@ -72,12 +76,27 @@ pub struct Role {
 pub enum Rule {
     /// `threshold` distinct keys of `role` signed the image's exact digest.
     Signature { role: String },
+    /// A SLSA provenance attestation for the image's exact digest, signed by `threshold`
+    /// distinct keys of `role`.
+    Provenance { role: String },
+    /// Approval attestations for the image's exact digest by `threshold` distinct keys of
+    /// `role`.
+    Approvals { role: String },
 }
 
 impl Rule {
     pub fn name(&self) -> &'static str {
         match self {
             Rule::Signature { .. } => "signature",
+            Rule::Provenance { .. } => "provenance",
+            Rule::Approvals { .. } => "approvals",
+        }
+    }
+
+    /// The role the rule names.
+    pub fn role(&self) -> &str {
+        match self {
+            Rule::Signature { role } | Rule::Provenance { role } | Rule::Approvals { role } => role,
         }
     }
 }
@@ -220,19 +239,27 @@ impl Policy {
             ));
         };
         let mut rules = Vec::new();
-        if let Some(role) = &require.get_ref().signature {
+        let req = require.get_ref();
+        type MakeRule = fn(String) -> Rule;
+        let named: [(&str, &Option<Spanned<String>>, MakeRule); 3] = [
+            ("signature", &req.signature, |role| Rule::Signature { role }),
+            ("provenance", &req.provenance, |role| Rule::Provenance {
+                role,
+            }),
+            ("approvals", &req.approvals, |role| Rule::Approvals { role }),
+        ];
+        for (field, value, make) in named {
+            let Some(role) = value else { continue };
             if !roles.contains_key(role.get_ref()) {
                 return Err(cx.err(
                     role.span(),
                     format!(
-                        "require.signature: unknown role {:?} (not in [roles])",
+                        "require.{field}: unknown role {:?} (not in [roles])",
                         role.get_ref()
                     ),
                 ));
             }
-            rules.push(Rule::Signature {
-                role: role.get_ref().clone(),
-            });
+            rules.push(make(role.get_ref().clone()));
         }
         if rules.is_empty() {
             return Err(cx.err(
@@ -425,6 +452,37 @@ mod tests {
         assert!(matches!(t.results[2].outcome, Outcome::WrongDigest { .. }));
         let t = p.tally("builder", &img, &[claim(other)]);
         assert!(!t.passed());
+    }
+
+    #[test]
+    fn parses_provenance_and_approvals_rules() {
+        let text = GOOD.replace(
+            "signature = \"builder\"\n",
+            "provenance = \"builder\"\napprovals = \"builder\"\n",
+        );
+        let (_d, p, _) = setup(&text);
+        let p = p.unwrap();
+        assert_eq!(
+            p.rules,
+            vec![
+                Rule::Provenance {
+                    role: "builder".into()
+                },
+                Rule::Approvals {
+                    role: "builder".into()
+                }
+            ]
+        );
+        assert_eq!(p.rules[1].name(), "approvals");
+        assert_eq!(p.rules[1].role(), "builder");
+        let bad = GOOD.replace("signature = \"builder\"", "approvals = \"nobody\"");
+        let (_d, p, _) = setup(&bad);
+        let e = p.unwrap_err();
+        assert!(
+            e.to_string().contains("require.approvals: unknown role"),
+            "{e}"
+        );
+        assert_eq!(e.line, 10);
     }
 
     #[test]

@@ -22,9 +22,19 @@ pub struct Args {
     /// Worker threads for hashing and compression (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Sign SLSA provenance for the image with this key (password from KILN_KEY_PASSWORD)
+    /// and attach it (OCI referrer and cosign `.att`). The image digest does not change.
+    #[arg(long, value_name = "KEY")]
+    sign_key: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    let started_on = super::approve::now_rfc3339();
+    // Load the key first: a wrong password should fail before a long build.
+    let key = match &a.sign_key {
+        Some(p) => Some(super::sign::load_key(p)?),
+        None => None,
+    };
     let spec = Spec::load(&a.file)?;
     let tag = match &a.tag {
         None => None,
@@ -52,8 +62,29 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     };
     let r = kiln_image::build(&spec, &opts)
         .with_context(|| format!("building {}", a.file.display()))?;
+    let provenance = match &key {
+        Some(k) => Some(super::provenance::attach_for_build(
+            ctx,
+            &a.file,
+            &r,
+            k,
+            &started_on,
+        )?),
+        None => None,
+    };
     if ctx.json {
-        return print_json(&r);
+        let mut v = serde_json::to_value(&r)?;
+        if let (Some(p), Some(obj)) = (&provenance, v.as_object_mut()) {
+            obj.insert(
+                "provenance".into(),
+                serde_json::json!({
+                    "referrer": p.referrer.digest,
+                    "envelope": p.envelope.digest,
+                    "attestation_tag": p.att_tag,
+                }),
+            );
+        }
+        return print_json(&v);
     }
     for w in &r.warnings {
         eprintln!("kiln: warning: {w}");
@@ -77,6 +108,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         println!("  referrer  {}  {}", rf.digest, rf.artifact_type);
     }
     println!("  contents  {} packages, {} paths", r.packages, r.files);
+    if let Some(p) = &provenance {
+        println!(
+            "  provenance {}  (SLSA v1, also {})",
+            p.referrer.digest, p.att_tag
+        );
+    }
     if let Some(o) = &r.out {
         println!("  exported  {}", o.display());
     }

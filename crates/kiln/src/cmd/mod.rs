@@ -1,9 +1,13 @@
 //! One module per subcommand.
 
+pub mod approve;
 pub mod build;
+pub mod export;
 pub mod images;
+pub mod import;
 pub mod inspect;
 pub mod key;
+pub mod provenance;
 pub mod pull;
 pub mod push;
 pub mod sbom;

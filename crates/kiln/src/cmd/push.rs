@@ -62,15 +62,24 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         } => Some(name),
         kiln_oci::ImageRef::Digest { name: None, .. } => None,
     };
-    let sig = match local_name {
+    let att_tag = format!("sha256-{}.att", img.descriptor.digest.hex());
+    let local_tag = |tag: &str| match &local_name {
         Some(n) => store
             .resolve(&kiln_oci::ImageRef::Tag {
-                name: n,
-                tag: sig_tag.clone(),
+                name: n.clone(),
+                tag: tag.to_owned(),
             })
             .ok(),
         None => None,
     };
+    let sig = local_tag(&sig_tag);
+    // cosign's legacy attestation tag (provenance, approvals), if any.
+    let att = local_tag(&att_tag);
+    if let Some(att) = &att {
+        client
+            .push_image(&store, att, &target.with_tag(&att_tag))
+            .with_context(|| format!("pushing the attestations of {}", a.image))?;
+    }
     if let Some(sig) = &sig {
         client
             .push_image(&store, sig, &target.with_tag(&sig_tag))
@@ -82,11 +91,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             "digest": pushed.digest,
             "referrers": referrers.iter().map(|d| json!({"digest": d.digest, "artifactType": d.artifact_type})).collect::<Vec<_>>(),
             "signatures": sig.as_ref().map(|d| json!({"tag": sig_tag, "digest": d.digest})),
+            "attestations": att.as_ref().map(|d| json!({"tag": att_tag, "digest": d.digest})),
         }));
     }
     println!("pushed {} -> {target}", a.image);
     if sig.is_some() {
         println!("  signatures {sig_tag}");
+    }
+    if att.is_some() {
+        println!("  attestations {att_tag}");
     }
     for r in &referrers {
         println!(

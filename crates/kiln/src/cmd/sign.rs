@@ -31,7 +31,11 @@ pub fn image_name(store: &Store, img: &Resolved) -> Result<String> {
             let mut names: Vec<String> = store
                 .images()?
                 .into_iter()
-                .filter(|t| t.descriptor.digest == digest && !t.tag.ends_with(".sig"))
+                .filter(|t| {
+                    t.descriptor.digest == digest
+                        && !t.tag.ends_with(".sig")
+                        && !t.tag.ends_with(".att")
+                })
                 .map(|t| t.name)
                 .collect();
             names.dedup();
@@ -62,7 +66,7 @@ pub fn verify_image_blobs(store: &Store, img: &Resolved) -> Result<usize> {
     Ok(n)
 }
 
-fn load_key(path: &PathBuf) -> Result<PrivateKey> {
+pub fn load_key(path: &std::path::Path) -> Result<PrivateKey> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the private key {}", path.display()))?;
     let password = std::env::var("KILN_KEY_PASSWORD")

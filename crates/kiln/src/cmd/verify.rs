@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use kiln_oci::{Digest, ImageManifest, Store};
+use kiln_oci::{Descriptor, Digest, ImageManifest, Store};
+use kiln_trust::attest::{self, Attestation};
 use kiln_trust::cosign::{self, Bundle, SimpleSigning};
 use kiln_trust::{Claim, Outcome, Policy, Rule};
 use serde::Serialize;
@@ -54,6 +55,22 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     for rule in &policy.rules {
         verdicts.push(match rule {
             Rule::Signature { role } => signature_rule(&store, &policy, role, &digest)?,
+            Rule::Provenance { role } => attestation_rule(
+                &store,
+                &policy,
+                "provenance",
+                role,
+                &digest,
+                attest::PROVENANCE_PREDICATE_TYPE,
+            )?,
+            Rule::Approvals { role } => attestation_rule(
+                &store,
+                &policy,
+                "approvals",
+                role,
+                &digest,
+                attest::APPROVAL_PREDICATE_TYPE,
+            )?,
         });
     }
     let failed = verdicts.iter().filter(|v| !v.pass).count();
@@ -238,6 +255,146 @@ fn signature_rule(store: &Store, policy: &Policy, role: &str, digest: &Digest) -
     }
     Ok(Verdict {
         rule: format!("signature ({role})"),
+        pass: tally.passed(),
+        reason,
+        details: tally
+            .results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Counted { .. }))
+            .map(|r| r.to_string())
+            .chain(problems)
+            .collect(),
+    })
+}
+
+/// DSSE envelopes with predicate type `predicate_type` attached to `digest` (referrers and
+/// the cosign `.att` manifest), one claim per signature; each envelope blob is read once.
+fn collect_attestations(
+    store: &Store,
+    digest: &Digest,
+    predicate_type: &str,
+    notes: &mut Vec<String>,
+) -> Result<(usize, Vec<Claim>)> {
+    let mut layers: Vec<(String, Descriptor)> = Vec::new();
+    for (d, m) in store.referrers(digest)? {
+        if m.artifact_type.as_deref() != Some(attest::DSSE_MEDIA_TYPE) {
+            continue;
+        }
+        if m.layers.is_empty() {
+            notes.push(format!("referrer {}: no layer", d.digest));
+        }
+        for (i, l) in m.layers.iter().enumerate() {
+            layers.push((format!("referrer {} layer {i}", d.digest), l.clone()));
+        }
+    }
+    let att_tag = attest::attestation_tag(digest);
+    for t in store.images()?.into_iter().filter(|t| t.tag == att_tag) {
+        let src = format!("{}:{}", t.name, t.tag);
+        let manifest = match store
+            .read_descriptor(&t.descriptor)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(ImageManifest::from_bytes(&b, &src)?))
+        {
+            Ok(m) => m,
+            Err(e) => {
+                notes.push(format!("{src}: unreadable attestation manifest: {e:#}"));
+                continue;
+            }
+        };
+        for (i, l) in manifest.layers.iter().enumerate() {
+            if l.media_type == attest::DSSE_MEDIA_TYPE {
+                layers.push((format!("{src} layer {i}"), l.clone()));
+            }
+        }
+    }
+    let mut seen: Vec<Digest> = Vec::new();
+    let mut envelopes = 0;
+    let mut claims = Vec::new();
+    for (src, l) in layers {
+        if seen.contains(&l.digest) {
+            continue;
+        }
+        seen.push(l.digest);
+        let bytes = match store.read_descriptor(&l) {
+            Ok(b) => b,
+            Err(e) => {
+                notes.push(format!("{src}: envelope: {e}"));
+                continue;
+            }
+        };
+        let a = match Attestation::parse(&src, &bytes) {
+            Ok(a) => a,
+            Err(e) => {
+                notes.push(e.to_string());
+                continue;
+            }
+        };
+        if a.statement.predicate_type != predicate_type {
+            continue;
+        }
+        envelopes += 1;
+        let pae = a.envelope.pae();
+        for (j, sig) in a.envelope.signatures.iter().enumerate() {
+            let keyid = if sig.keyid.is_empty() {
+                "<empty keyid>".to_owned()
+            } else {
+                sig.keyid.chars().take(16).collect()
+            };
+            claims.push(Claim {
+                source: format!("{src} signature {j} (keyid {keyid})"),
+                message: pae.clone(),
+                signature: sig.sig.clone(),
+                digests: a.digests.clone(),
+            });
+        }
+    }
+    Ok((envelopes, claims))
+}
+
+fn attestation_rule(
+    store: &Store,
+    policy: &Policy,
+    kind: &str,
+    role: &str,
+    digest: &Digest,
+    predicate_type: &str,
+) -> Result<Verdict> {
+    let mut notes = Vec::new();
+    let (envelopes, claims) = collect_attestations(store, digest, predicate_type, &mut notes)?;
+    let tally = policy.tally(role, digest, &claims);
+    let signers = if tally.signers.is_empty() {
+        "none".to_owned()
+    } else {
+        tally.signers.join(", ")
+    };
+    let mut reason = format!(
+        "role {role}: {} of {} required distinct key(s) signed {kind} for {digest} (keys: {signers}; {envelopes} {predicate_type} envelope(s))",
+        tally.signers.len(),
+        tally.threshold
+    );
+    let problems: Vec<String> = tally
+        .results
+        .iter()
+        .filter(|r| !matches!(r.outcome, Outcome::Counted { .. }))
+        .map(|r| match r.outcome {
+            Outcome::NoRoleKey => format!(
+                "{}: unknown key: the signature does not verify with any key of role {role}",
+                r.source
+            ),
+            Outcome::AlreadyCounted { .. } => format!("{r} (counted twice: ignored)"),
+            _ => r.to_string(),
+        })
+        .chain(notes)
+        .collect();
+    if claims.is_empty() {
+        reason.push_str(&format!("; missing: no valid {kind} attestation found"));
+    }
+    if !tally.passed() && !problems.is_empty() {
+        reason.push_str("; ");
+        reason.push_str(&problems.join("; "));
+    }
+    Ok(Verdict {
+        rule: format!("{kind} ({role})"),
         pass: tally.passed(),
         reason,
         details: tally

@@ -4,9 +4,11 @@
 //! sets KILN_REQUIRE_INTEROP=1 so that a missing tool fails instead of
 //! skipping.
 
+mod attest;
 mod build;
 mod cli;
 mod distribute;
+mod export;
 mod hostile;
 mod interop;
 mod sign;

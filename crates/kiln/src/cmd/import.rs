@@ -1,0 +1,160 @@
+//! `kiln import DIR`: copy an OCI layout (a `kiln export`, a `skopeo copy` target) into
+//! the store: every manifest in its `index.json` with its config, layers and — for
+//! indexes — child manifests, tags included, untagged referrers recorded. Every blob is
+//! hashed as it is copied; nothing becomes visible unless all of them match.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use kiln_oci::{
+    Descriptor, Digest, ImageIndex, ImageManifest, ImageRef, OciError, Sha256Writer, Store,
+    annotations, media,
+};
+use serde_json::json;
+
+use super::{Ctx, print_json};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The OCI layout to import.
+    dir: PathBuf,
+}
+
+/// Every blob reachable from the manifest or index `d` (manifests are read and
+/// checked on the way).
+fn walk(src: &Store, d: &Descriptor, blobs: &mut BTreeMap<Digest, Descriptor>) -> Result<()> {
+    if blobs.contains_key(&d.digest) {
+        return Ok(());
+    }
+    if media::is_manifest(&d.media_type) {
+        let bytes = src.read_descriptor(d)?;
+        let m = ImageManifest::from_bytes(&bytes, &d.digest.to_string())?;
+        blobs.insert(d.digest, d.clone());
+        for b in std::iter::once(&m.config).chain(&m.layers) {
+            blobs.entry(b.digest).or_insert_with(|| b.clone());
+        }
+    } else if media::is_index(&d.media_type) {
+        let bytes = src.read_descriptor(d)?;
+        let idx: ImageIndex = serde_json::from_slice(&bytes)
+            .with_context(|| format!("image index {} is not valid JSON", d.digest))?;
+        blobs.insert(d.digest, d.clone());
+        for m in &idx.manifests {
+            walk(src, m, blobs)?;
+        }
+    } else {
+        bail!(
+            "{} has media type {:?}, neither a manifest nor an index",
+            d.digest,
+            d.media_type
+        );
+    }
+    Ok(())
+}
+
+/// Copy one blob into staging, hashing it as it goes.
+fn copy_blob(src: &Store, d: &Descriptor, st: &mut kiln_oci::Staging) -> Result<u64> {
+    let path = src.blob_path(&d.digest);
+    let mut f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(OciError::MissingBlob(d.digest.to_string()).into());
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let (out, tmp) = st.temp_file()?;
+    let mut w = Sha256Writer::new(out);
+    io::copy(&mut f, &mut w).with_context(|| format!("copying {}", path.display()))?;
+    let (actual, n, _) = w.finish();
+    if actual != d.digest {
+        return Err(OciError::DigestMismatch {
+            digest: d.digest.to_string(),
+            actual: actual.to_string(),
+        }
+        .into());
+    }
+    if n != d.size {
+        return Err(OciError::SizeMismatch {
+            digest: d.digest.to_string(),
+            expected: d.size,
+            actual: n,
+        }
+        .into());
+    }
+    st.adopt(tmp, d.digest)?;
+    Ok(n)
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    let what = format!("importing {}", a.dir.display());
+    let src = Store::open(&a.dir).context(what.clone())?;
+    let index = src.index().context(what.clone())?;
+    let mut tags = Vec::new();
+    let mut untagged = Vec::new();
+    let mut blobs = BTreeMap::new();
+    for d in &index.manifests {
+        let mut d = d.clone();
+        match d.annotations.remove(annotations::REF_NAME) {
+            Some(r) => match ImageRef::parse(&r) {
+                Ok(ImageRef::Tag { name, tag }) => tags.push((name, tag, d.clone())),
+                _ => bail!(
+                    "{what}: {} is tagged {r:?}, which is not NAME:TAG",
+                    d.digest
+                ),
+            },
+            None => untagged.push(d.clone()),
+        }
+        walk(&src, &d, &mut blobs).with_context(|| format!("{what}: manifest {}", d.digest))?;
+    }
+    let store_root = ctx.state_dir.join("store");
+    let fresh = !store_root.join("oci-layout").exists();
+    let res = (|| -> Result<(u64, Store)> {
+        let store = Store::open_or_init(&store_root)?;
+        let mut st = store.staging()?;
+        let mut bytes = 0;
+        for d in blobs.values() {
+            bytes += copy_blob(&src, d, &mut st)
+                .with_context(|| format!("{what}: blob {}", d.digest))?;
+        }
+        st.commit()?;
+        Ok((bytes, store))
+    })();
+    let (bytes, store) = match res {
+        Ok(v) => v,
+        Err(e) => {
+            if fresh {
+                let _ = fs::remove_dir_all(&store_root);
+            }
+            return Err(e.context("nothing was imported"));
+        }
+    };
+    store.add_untagged(&untagged)?;
+    for (name, tag, d) in &tags {
+        store.tag(name, tag, d)?;
+    }
+    if ctx.json {
+        return print_json(&json!({
+            "source": a.dir,
+            "blobs": blobs.len(),
+            "bytes": bytes,
+            "tags": tags.iter().map(|(n, t, d)| json!({
+                "ref": format!("{n}:{t}"),
+                "digest": d.digest,
+            })).collect::<Vec<_>>(),
+            "untagged": untagged.iter().map(|d| d.digest).collect::<Vec<_>>(),
+        }));
+    }
+    println!(
+        "imported     {} blobs ({}) from {}",
+        blobs.len(),
+        super::human(bytes),
+        a.dir.display()
+    );
+    for (n, t, d) in &tags {
+        println!("tag          {n}:{t} -> {}", d.digest);
+    }
+    println!("untagged     {} manifest(s)", untagged.len());
+    Ok(())
+}
