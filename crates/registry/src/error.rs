@@ -45,6 +45,9 @@ pub enum RegistryError {
     },
     #[error("{what}: {reason}")]
     Protocol { what: String, reason: String },
+    /// The registry has no manifest under this reference (HTTP 404).
+    #[error("{0}: manifest unknown (HTTP 404)")]
+    NotFound(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

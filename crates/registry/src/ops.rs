@@ -519,9 +519,7 @@ impl Client {
         let manifest_ref = reference.manifest_ref();
         let (desc, bytes) = self
             .fetch_manifest(&repo, &manifest_ref, reference.digest.as_ref())?
-            .ok_or_else(|| {
-                RegistryError::protocol(reference.to_string(), "manifest unknown (HTTP 404)")
-            })?;
+            .ok_or_else(|| RegistryError::NotFound(reference.to_string()))?;
         staging.put(&desc.media_type, &bytes)?;
         self.pull_tree(&repo, &desc, &bytes, &mut staging)?;
 

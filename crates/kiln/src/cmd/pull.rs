@@ -22,15 +22,29 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let d = client
         .pull(&reference, &store)
         .with_context(|| format!("pulling {reference}"))?;
+    // cosign's legacy tags, when the registry has them (404 = none).
+    let mut legacy = Vec::new();
+    for suffix in ["sig", "att"] {
+        let tag = format!("sha256-{}.{suffix}", d.digest.hex());
+        match client.pull(&reference.with_tag(&tag), &store) {
+            Ok(_) => legacy.push(tag),
+            Err(kiln_registry::RegistryError::NotFound(_)) => {}
+            Err(e) => return Err(e).with_context(|| format!("pulling {tag} of {reference}")),
+        }
+    }
     let referrers = store.referrers(&d.digest)?;
     if ctx.json {
         return print_json(&json!({
             "reference": reference.to_string(),
             "digest": d.digest,
             "referrers": referrers.iter().map(|(d, m)| json!({"digest": d.digest, "artifactType": m.artifact_type})).collect::<Vec<_>>(),
+            "legacy_tags": legacy,
         }));
     }
     println!("pulled {reference} ({} referrers)", referrers.len());
+    for t in &legacy {
+        println!("  with {t}");
+    }
     println!("{}", d.digest);
     Ok(())
 }
