@@ -49,12 +49,39 @@ for _ in $(seq 50); do
 done
 echo "$page" | grep -o '<h1>.*</h1>'
 
-step "7. keys, signatures and a trust policy: sign, verify, and a tampered image is refused"
-KILN_KEY_PASSWORD=demo "$KILN" key generate "$demo/ci"
+step "7. keys, provenance, signatures, 2-of-3 approvals and a trust policy; a tampered image is refused"
+export KILN_KEY_PASSWORD=demo
+for k in ci alice bob carol; do "$KILN" key generate "$demo/$k" >/dev/null; done
 ls -l "$demo/ci.key" "$demo/ci.pub"
-printf '[keys]\nci = "ci.pub"\n\n[roles.builder]\nkeys = ["ci"]\nthreshold = 1\n\n[require]\nsignature = "builder"\n' > "$demo/trust.toml"
-KILN_KEY_PASSWORD=demo "$KILN" sign hello:1.0.0 --key "$demo/ci.key"
+cat > "$demo/trust.toml" <<'TOML'
+[keys]
+ci = "ci.pub"
+alice = "alice.pub"
+bob = "bob.pub"
+carol = "carol.pub"
+
+[roles.builder]
+keys = ["ci"]
+threshold = 1
+
+[roles.reviewers]
+keys = ["alice", "bob", "carol"]
+threshold = 2
+
+[require]
+signature = "builder"
+provenance = "builder"
+approvals = "reviewers"
+TOML
+"$KILN" build -f examples/hello/kiln.toml --sign-key "$demo/ci.key" | tail -1
+"$KILN" sign hello:1.0.0 --key "$demo/ci.key"
+"$KILN" approve hello:1.0.0 --key "$demo/alice.key" --reason "CHG-1234 reviewed"
+echo "-- one approval of the two required:"
+"$KILN" verify hello:1.0.0 --policy "$demo/trust.toml" || echo "(expected) refused: 1 of 2 approvals"
+"$KILN" approve hello:1.0.0 --key "$demo/bob.key" --reason "CHG-1234 reviewed"
+echo "-- two approvals:"
 "$KILN" verify hello:1.0.0 --policy "$demo/trust.toml"
+unset KILN_KEY_PASSWORD
 cp -a "$KILN_STATE_DIR" "$demo/state-tampered"
 layer=$(jq -r '.layers[-1].digest' "$demo/state-tampered/store/blobs/sha256/${digest#sha256:}")
 printf 'X' | dd of="$demo/state-tampered/store/blobs/sha256/${layer#sha256:}" bs=1 seek=100 conv=notrunc status=none
@@ -64,7 +91,12 @@ else
   echo "(expected) one changed byte: verification failed"
 fi
 
-step "8. distribution: push image, signatures and SBOMs to a real registry on loopback; pull back verified"
+step "8. air-gapped: export everything attached, import elsewhere (every blob re-verified), verify there"
+"$KILN" export hello:1.0.0 --out "$demo/airgap"
+KILN_STATE_DIR="$demo/state-airgap" "$KILN" import "$demo/airgap"
+KILN_STATE_DIR="$demo/state-airgap" "$KILN" verify hello:1.0.0 --policy "$demo/trust.toml" | tail -1
+
+step "9. distribution: push image, signatures, attestations and SBOMs to a real registry on loopback; pull back verified"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$demo/registry"
 printf 'version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' \
@@ -77,4 +109,5 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 &&
 skopeo inspect --tls-verify=false "docker://127.0.0.1:$port/hello:1.0.0" | jq -r '"skopeo (registry): " + .Digest'
 KILN_STATE_DIR="$demo/state-pulled" "$KILN" pull "127.0.0.1:$port/hello:1.0.0" --insecure
 KILN_STATE_DIR="$demo/state-pulled" "$KILN" inspect "127.0.0.1:$port/hello:1.0.0" | sed -n '/Referrers/,$p'
+KILN_STATE_DIR="$demo/state-pulled" "$KILN" verify "127.0.0.1:$port/hello:1.0.0" --policy "$demo/trust.toml" | tail -1
 echo; echo "demo complete: $digest"
