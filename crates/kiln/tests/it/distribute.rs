@@ -283,3 +283,83 @@ fn a_signed_image_still_verifies_after_push_and_pull() {
         stderr(&o)
     );
 }
+
+#[test]
+fn skopeo_copy_back_to_a_layout_still_verifies() {
+    let Some(reg) = Registry::start() else { return };
+    if !have("skopeo") {
+        return;
+    }
+    let e = Env::new();
+    let key = e.path().join("ci");
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", "pw")
+        .args(["key", "generate"])
+        .arg(&key));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", "pw")
+        .arg("build")
+        .arg("-f")
+        .arg(e.spec())
+        .arg("--sign-key")
+        .arg(key.with_extension("key")));
+    assert!(o.status.success(), "build: {}", stderr(&o));
+    let d = last_line(&o);
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", "pw")
+        .args(["sign", "hello:1.0.0", "--key"])
+        .arg(key.with_extension("key")));
+    assert!(o.status.success(), "sign: {}", stderr(&o));
+    let policy = e.path().join("trust.toml");
+    fs::write(
+        &policy,
+        "[keys]\nci = \"ci.pub\"\n\n[roles.builder]\nkeys = [\"ci\"]\nthreshold = 1\n\n[require]\nsignature = \"builder\"\nprovenance = \"builder\"\n",
+    )
+    .unwrap();
+    let repo = format!("127.0.0.1:{}/hello", reg.port);
+    let o = run(e.kiln().args([
+        "push",
+        "hello:1.0.0",
+        &format!("{repo}:1.0.0"),
+        "--insecure",
+    ]));
+    assert!(o.status.success(), "push: {}", stderr(&o));
+    // skopeo copies the image and cosign's .sig/.att tags into a plain
+    // OCI layout; kiln imports that layout and the policy still holds.
+    let layout = e.path().join("copied");
+    for tag in [
+        "1.0.0".to_string(),
+        format!("sha256-{}.sig", &d[7..]),
+        format!("sha256-{}.att", &d[7..]),
+    ] {
+        let o = run(Command::new("skopeo").args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{repo}:{tag}"),
+            &format!("oci:{}:hello:{tag}", layout.display()),
+        ]));
+        assert!(o.status.success(), "skopeo copy {tag}: {}", stderr(&o));
+    }
+    let other = e.path().join("state-copied");
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &other)
+        .arg("import")
+        .arg(&layout));
+    assert!(o.status.success(), "import: {}", stderr(&o));
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &other)
+        .args(["verify", "hello:1.0.0", "--policy"])
+        .arg(&policy));
+    assert!(
+        o.status.success(),
+        "verify after skopeo copy: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+}
