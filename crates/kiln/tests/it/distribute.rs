@@ -86,6 +86,11 @@ struct Registry {
 
 impl Registry {
     fn start() -> Option<Registry> {
+        Registry::start_with("")
+    }
+
+    /// `http_extra` is appended under `http:` (e.g. a `tls:` section).
+    fn start_with(http_extra: &str) -> Option<Registry> {
         if !std::path::Path::new("/usr/bin/docker-registry").exists() {
             if std::env::var("KILN_REQUIRE_INTEROP").as_deref() == Ok("1") {
                 panic!("docker-registry is required (KILN_REQUIRE_INTEROP=1)");
@@ -103,7 +108,7 @@ impl Registry {
         fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}",
                 dir.path().join("storage").display()
             ),
         )
@@ -362,4 +367,78 @@ fn skopeo_copy_back_to_a_layout_still_verifies() {
         String::from_utf8_lossy(&o.stdout),
         stderr(&o)
     );
+}
+
+#[test]
+fn tls_registry_with_a_ca_file() {
+    if !have("openssl") {
+        return;
+    }
+    let e = Env::new();
+    let pki = e.path().join("pki");
+    fs::create_dir_all(&pki).unwrap();
+    let sh = |cmd: &str| {
+        let o = run(Command::new("sh").arg("-c").arg(cmd).current_dir(&pki));
+        assert!(o.status.success(), "{cmd}: {}", stderr(&o));
+    };
+    // A private CA and a server certificate for 127.0.0.1.
+    sh(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=kiln-test-ca",
+    );
+    sh(
+        "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1",
+    );
+    fs::write(
+        pki.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    sh(
+        "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext.cnf",
+    );
+    let tls = format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        pki.join("srv.pem").display(),
+        pki.join("srv.key").display()
+    );
+    let Some(reg) = Registry::start_with(&tls) else {
+        return;
+    };
+    let d = e.build(&[]);
+    let target = format!("127.0.0.1:{}/hello:1.0.0", reg.port);
+    // Without the CA the certificate is not trusted: a clear failure.
+    let o = run(e.kiln().args(["push", "hello:1.0.0", &target]));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "pushed to an untrusted certificate"
+    );
+    assert!(
+        stderr(&o).to_lowercase().contains("certificate"),
+        "not a certificate error: {}",
+        stderr(&o)
+    );
+    // With it, push and pull over TLS.
+    let mut pushed = false;
+    for _ in 0..50 {
+        let o = run(e
+            .kiln()
+            .args(["push", "hello:1.0.0", &target, "--ca-file"])
+            .arg(pki.join("ca.pem")));
+        if o.status.success() {
+            assert_eq!(last_line(&o), d);
+            pushed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(pushed, "push over TLS with --ca-file failed");
+    let other = e.path().join("state-tls");
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &other)
+        .args(["pull", &target, "--ca-file"])
+        .arg(pki.join("ca.pem")));
+    assert!(o.status.success(), "pull over TLS: {}", stderr(&o));
+    assert_eq!(last_line(&o), d);
 }
