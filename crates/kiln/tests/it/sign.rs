@@ -478,3 +478,43 @@ fn a_malformed_trust_toml_is_located_by_file_line_and_column() {
     assert!(err.contains(&format!("{}:5:15:", p.display())), "{err}");
     assert!(err.contains("unknown key \"ops\""), "{err}");
 }
+
+#[test]
+fn a_config_swapped_for_another_images_is_caught() {
+    let e = Env::new();
+    let key = keygen(&e, "ci");
+    let a = e.build(&[]);
+    sign_ok(&e, "hello:1.0.0", &key);
+    // A second, different image in the same store.
+    fs::write(e.spec_dir().join("www/index.html"), "<h1>other</h1>\n").unwrap();
+    let b = e.build(&["--tag", "hello:2.0.0"]);
+    let p = policy(&e, &["ci"], 1);
+    assert!(verify(&e, "hello:1.0.0", &p, false).status.success());
+    // The attacker writes a manifest for hello:1.0.0 that keeps its layers
+    // but uses the other image's config (other env, labels, diff_ids), adds
+    // it to the store as a valid blob, and re-points the tag at it.
+    let s = store(&e);
+    let a_ref = ImageRef::parse(&format!("hello@{a}")).unwrap();
+    let b_ref = ImageRef::parse(&format!("hello@{b}")).unwrap();
+    let ma = ImageManifest::from_bytes(
+        &s.read_descriptor(&s.resolve(&a_ref).unwrap()).unwrap(),
+        "a",
+    )
+    .unwrap();
+    let mb = ImageManifest::from_bytes(
+        &s.read_descriptor(&s.resolve(&b_ref).unwrap()).unwrap(),
+        "b",
+    )
+    .unwrap();
+    let mut forged = ma.clone();
+    forged.config = mb.config.clone();
+    let mut st = s.staging().unwrap();
+    let fd = st
+        .put(kiln_oci::media::MANIFEST, &forged.to_bytes())
+        .unwrap();
+    st.commit().unwrap();
+    s.tag("hello", "1.0.0", &fd).unwrap();
+    let o = verify(&e, "hello:1.0.0", &p, false);
+    // Every blob is intact, but no signature is for this manifest digest.
+    assert_rejected(&o, &["signature", "0 of 1"]);
+}
