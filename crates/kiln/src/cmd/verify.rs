@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use kiln_oci::{Descriptor, Digest, ImageManifest, Store};
 use kiln_trust::attest::{self, Attestation};
 use kiln_trust::cosign::{self, Bundle, SimpleSigning};
-use kiln_trust::{Claim, Outcome, Policy, Rule};
+use kiln_trust::{Claim, Outcome, Policy, Rule, Tally};
 use serde::Serialize;
 
 use super::sign::verify_image_blobs;
@@ -249,22 +249,12 @@ fn signature_rule(store: &Store, policy: &Policy, role: &str, digest: &Digest) -
     if claims.is_empty() && problems.is_empty() {
         reason.push_str("; no signatures found");
     }
-    if !tally.passed() && !problems.is_empty() {
-        reason.push_str("; ");
-        reason.push_str(&problems.join("; "));
-    }
-    Ok(Verdict {
-        rule: format!("signature ({role})"),
-        pass: tally.passed(),
+    Ok(verdict(
+        format!("signature ({role})"),
+        &tally,
         reason,
-        details: tally
-            .results
-            .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Counted { .. }))
-            .map(|r| r.to_string())
-            .chain(problems)
-            .collect(),
-    })
+        problems,
+    ))
 }
 
 /// DSSE envelopes with predicate type `predicate_type` attached to `digest` (referrers and
@@ -389,12 +379,23 @@ fn attestation_rule(
     if claims.is_empty() {
         reason.push_str(&format!("; missing: no valid {kind} attestation found"));
     }
+    Ok(verdict(
+        format!("{kind} ({role})"),
+        &tally,
+        reason,
+        problems,
+    ))
+}
+
+/// A rule's verdict from its tally: on failure the reason also lists the
+/// problems; the details list what counted, then the problems.
+fn verdict(rule: String, tally: &Tally, mut reason: String, problems: Vec<String>) -> Verdict {
     if !tally.passed() && !problems.is_empty() {
         reason.push_str("; ");
         reason.push_str(&problems.join("; "));
     }
-    Ok(Verdict {
-        rule: format!("{kind} ({role})"),
+    Verdict {
+        rule,
         pass: tally.passed(),
         reason,
         details: tally
@@ -404,5 +405,5 @@ fn attestation_rule(
             .map(|r| r.to_string())
             .chain(problems)
             .collect(),
-    })
+    }
 }

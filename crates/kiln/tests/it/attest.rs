@@ -9,21 +9,9 @@ use kiln_oci::{Descriptor, Digest, Store};
 
 use crate::support::*;
 
-const PASSWORD: &str = "s3cret";
 const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
 const PROVENANCE: &str = "https://slsa.dev/provenance/v1";
 const APPROVAL: &str = "https://kiln.dev/approval/v1";
-
-fn keygen(e: &Env, name: &str) -> PathBuf {
-    let base = e.path().join(name);
-    let o = run(e
-        .kiln()
-        .env("KILN_KEY_PASSWORD", PASSWORD)
-        .args(["key", "generate"])
-        .arg(&base));
-    assert!(o.status.success(), "{}", stderr(&o));
-    base.with_extension("key")
-}
 
 fn build_signed(e: &Env, key: &Path) -> serde_json::Value {
     let o = run(e

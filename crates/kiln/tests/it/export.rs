@@ -8,19 +8,7 @@ use std::process::{Command, Output};
 
 use crate::support::*;
 
-const PASSWORD: &str = "s3cret";
 const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
-
-fn keygen(e: &Env, name: &str) -> PathBuf {
-    let base = e.path().join(name);
-    let o = run(e
-        .kiln()
-        .env("KILN_KEY_PASSWORD", PASSWORD)
-        .args(["key", "generate"])
-        .arg(&base));
-    assert!(o.status.success(), "{}", stderr(&o));
-    base.with_extension("key")
-}
 
 fn policy(e: &Env, key: &str) -> PathBuf {
     let t = format!(

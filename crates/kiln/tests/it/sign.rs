@@ -9,20 +9,8 @@ use kiln_oci::{ImageManifest, ImageRef, Store};
 
 use crate::support::*;
 
-const PASSWORD: &str = "s3cret";
 const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
-
-fn keygen(e: &Env, name: &str) -> PathBuf {
-    let base = e.path().join(name);
-    let o = run(e
-        .kiln()
-        .env("KILN_KEY_PASSWORD", PASSWORD)
-        .args(["key", "generate"])
-        .arg(&base));
-    assert!(o.status.success(), "{}", stderr(&o));
-    base.with_extension("key")
-}
 
 fn sign(e: &Env, image: &str, key: &Path) -> Output {
     run(e

@@ -172,3 +172,18 @@ pub fn blob(layout: &Path, digest: &str) -> Vec<u8> {
 pub fn manifest(layout: &Path, digest: &str) -> serde_json::Value {
     serde_json::from_slice(&blob(layout, digest)).unwrap()
 }
+
+/// The password of keys made by [`keygen`] (as `KILN_KEY_PASSWORD`).
+pub const PASSWORD: &str = "s3cret";
+
+/// `kiln key generate` NAME in the env's directory; returns NAME.key.
+pub fn keygen(e: &Env, name: &str) -> PathBuf {
+    let base = e.path().join(name);
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["key", "generate"])
+        .arg(&base));
+    assert!(o.status.success(), "{}", stderr(&o));
+    base.with_extension("key")
+}
