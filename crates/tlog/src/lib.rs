@@ -15,5 +15,8 @@ pub use checkpoint::{Checkpoint, CheckpointError};
 pub use hash::{EMPTY_ROOT, Hash, leaf_hash, node_hash, root};
 pub use note::{Note, NoteError, Signature, Signer, Verifier, open_note, sign_note};
 pub use proof::{
-    ProofError, consistency_proof, inclusion_proof, verify_consistency, verify_inclusion,
+    ProofError, consistency_proof, consistency_proof_with, inclusion_path_with, inclusion_proof,
+    verify_consistency, verify_inclusion,
 };
+pub mod store;
+pub use store::{Log, LogError, MAX_ENTRY, VerifyError, VerifyReport, load_or_create_key};

@@ -1,6 +1,6 @@
 //! Inclusion and consistency proofs, RFC 9162 §2.1.3 and §2.1.4.
 
-use crate::hash::{EMPTY_ROOT, Hash, node_hash, root, split_point};
+use crate::hash::{EMPTY_ROOT, Hash, node_hash, root};
 
 /// Why a proof could not be generated or did not verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -35,24 +35,45 @@ pub fn inclusion_proof(leaves: &[Hash], index: u64, size: u64) -> Result<Vec<Has
     if index >= size {
         return Err(ProofError::IndexOutOfRange { index, size });
     }
-    let mut out = Vec::new();
-    path(index as usize, &leaves[..n], &mut out);
+    inclusion_path_with(index, n as u64, |a, b| {
+        Ok::<_, ProofError>(root(&leaves[a as usize..b as usize]))
+    })
+}
+
+/// `PATH(index, D[0:size])` computed from any source of subtree hashes:
+/// `mth(a, b)` must return the Merkle Tree Hash of leaves `a..b`. Every range
+/// asked for is an RFC 6962 subtree, so a store that keeps the hashes of
+/// complete subtrees answers each in O(log n). Requires `index < size`.
+pub fn inclusion_path_with<E>(
+    index: u64,
+    size: u64,
+    mut mth: impl FnMut(u64, u64) -> Result<Hash, E>,
+) -> Result<Vec<Hash>, E> {
+    // Iterative PATH(m, D[lo:hi]); siblings are found top-down and emitted
+    // bottom-up.
+    let (mut lo, mut hi) = (0u64, size);
+    let mut rev = Vec::new();
+    while hi - lo > 1 {
+        let k = split_point64(hi - lo);
+        if index - lo < k {
+            rev.push((lo + k, hi));
+            hi = lo + k;
+        } else {
+            rev.push((lo, lo + k));
+            lo += k;
+        }
+    }
+    let mut out = Vec::with_capacity(rev.len());
+    for &(a, b) in rev.iter().rev() {
+        out.push(mth(a, b)?);
+    }
     Ok(out)
 }
 
-fn path(m: usize, d: &[Hash], out: &mut Vec<Hash>) {
-    let n = d.len();
-    if n <= 1 {
-        return;
-    }
-    let k = split_point(n);
-    if m < k {
-        path(m, &d[..k], out);
-        out.push(root(&d[k..]));
-    } else {
-        path(m - k, &d[k..], out);
-        out.push(root(&d[..k]));
-    }
+/// The largest power of two strictly smaller than `n` (`n >= 2`).
+pub(crate) fn split_point64(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1 << (63 - (n - 1).leading_zeros())
 }
 
 /// Verify an inclusion proof exactly as in RFC 9162 §2.1.3.2.
@@ -120,29 +141,53 @@ pub fn consistency_proof(leaves: &[Hash], old: u64, new: u64) -> Result<Vec<Hash
     if old > new {
         return Err(ProofError::InvalidSizes { old, new });
     }
-    let mut out = Vec::new();
-    if old > 0 {
-        subproof(old as usize, &leaves[..n], true, &mut out);
-    }
-    Ok(out)
+    consistency_proof_with(old, n as u64, |a, b| {
+        Ok::<_, ProofError>(root(&leaves[a as usize..b as usize]))
+    })
 }
 
-fn subproof(m: usize, d: &[Hash], b: bool, out: &mut Vec<Hash>) {
-    let n = d.len();
-    if m == n {
-        if !b {
-            out.push(root(d));
+/// `PROOF(old, D[0:new])` from any source of subtree hashes (see
+/// [`inclusion_path_with`]). Empty for `old == 0` or `old >= new`.
+pub fn consistency_proof_with<E>(
+    old: u64,
+    new: u64,
+    mut mth: impl FnMut(u64, u64) -> Result<Hash, E>,
+) -> Result<Vec<Hash>, E> {
+    if old == 0 || old >= new {
+        return Ok(Vec::new());
+    }
+    // Iterative SUBPROOF(m, D[lo:hi], b); siblings found top-down, emitted
+    // bottom-up after the optional head.
+    let (mut lo, mut hi, mut m, mut b) = (0u64, new, old, true);
+    let mut rev = Vec::new();
+    let mut head = None;
+    loop {
+        let n = hi - lo;
+        if m == n {
+            if !b {
+                head = Some((lo, hi));
+            }
+            break;
         }
-        return;
+        let k = split_point64(n);
+        if m <= k {
+            rev.push((lo + k, hi));
+            hi = lo + k;
+        } else {
+            rev.push((lo, lo + k));
+            lo += k;
+            m -= k;
+            b = false;
+        }
     }
-    let k = split_point(n);
-    if m <= k {
-        subproof(m, &d[..k], b, out);
-        out.push(root(&d[k..]));
-    } else {
-        subproof(m - k, &d[k..], false, out);
-        out.push(root(&d[..k]));
+    let mut out = Vec::with_capacity(rev.len() + 1);
+    if let Some((a, z)) = head {
+        out.push(mth(a, z)?);
     }
+    for &(a, z) in rev.iter().rev() {
+        out.push(mth(a, z)?);
+    }
+    Ok(out)
 }
 
 /// Verify a consistency proof exactly as in RFC 9162 §2.1.4.2.
