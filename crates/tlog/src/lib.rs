@@ -20,3 +20,5 @@ pub use proof::{
 };
 pub mod store;
 pub use store::{Log, LogError, MAX_ENTRY, VerifyError, VerifyReport, load_or_create_key};
+pub mod tiles;
+pub use tiles::{ExportReport, TilesError};

@@ -426,3 +426,25 @@ fn kill_9_loses_no_acknowledged_event() {
         assert_eq!(cp.size, log.size());
     }
 }
+
+#[test]
+fn damage_under_a_checkpoint_is_kept_as_evidence_not_trimmed() {
+    let d = tempfile::tempdir().unwrap();
+    fill(&open(d.path()), 6);
+    let path = d.path().join("entries");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let pos = bytes.windows(9).position(|w| w == b"\"event\":5").unwrap();
+    bytes[pos + 8] = b'9';
+    std::fs::write(&path, &bytes).unwrap();
+    let log = open(d.path());
+    assert!(log.poisoned().is_some());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "recovery destroyed the evidence"
+    );
+    let (i, msg) = err_of(&log, None);
+    assert_eq!(i, Some(5), "{msg}");
+    assert!(msg.contains("modified"), "{msg}");
+    assert!(log.append(b"x").is_err());
+}
