@@ -16,7 +16,7 @@ pub mod layer;
 pub mod source;
 pub mod spec;
 pub mod tarw;
-pub mod time;
+pub use kiln_oci::time;
 pub mod tree;
 
 use std::path::{Path, PathBuf};

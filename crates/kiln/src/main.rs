@@ -21,6 +21,10 @@ struct Cli {
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Why this change is made (a change ticket, a sentence). Recorded in the
+    /// audit log; required by `kiln approve`.
+    #[arg(long, global = true, env = "KILN_REASON")]
+    reason: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,15 +56,58 @@ enum Command {
     Export(cmd::export::Args),
     /// Import an OCI layout (e.g. from `kiln export`) into the store, verifying every blob.
     Import(cmd::import::Args),
+    /// The tamper-evident audit log: show, verify, checkpoints, proofs, export.
+    #[command(subcommand)]
+    Log(cmd::log::LogCmd),
+    /// Assemble (or verify) an auditor's evidence bundle from the audit log.
+    Evidence(cmd::evidence::Args),
+}
+
+impl Command {
+    /// The subcommand as audit events name it, and the action a failure of
+    /// it is recorded as (`None`: read-only, failures are not audit events).
+    fn audit_names(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Command::Build(_) => ("kiln build", Some("image.build")),
+            Command::Images => ("kiln images", None),
+            Command::Inspect(_) => ("kiln inspect", None),
+            Command::Sbom(_) => ("kiln sbom", None),
+            Command::Key(_) => ("kiln key generate", Some("key.generate")),
+            Command::Push(_) => ("kiln push", Some("image.push")),
+            Command::Pull(_) => ("kiln pull", Some("image.pull")),
+            Command::Sign(_) => ("kiln sign", Some("image.sign")),
+            Command::Verify(_) => ("kiln verify", Some("image.verify")),
+            Command::Approve(_) => ("kiln approve", Some("image.approve")),
+            Command::Export(_) => ("kiln export", Some("image.export")),
+            Command::Import(_) => ("kiln import", Some("image.import")),
+            Command::Log(c) => (c.command_name(), c.failure_action()),
+            Command::Evidence(a) => (
+                cmd::evidence::command_name(a),
+                cmd::evidence::failure_action(a),
+            ),
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let state_dir = cli.state_dir.clone().unwrap_or_else(default_state_dir);
-    let ctx = cmd::Ctx {
-        state_dir,
-        json: cli.json,
-    };
+    let (command, failure_action) = cli.command.audit_names();
+    let ctx = cmd::Ctx::new(state_dir, cli.json, cli.reason.clone(), command.to_string());
+    // A change that cannot be recorded must not happen: check the audit log
+    // accepts appends before any state-changing command starts.
+    if failure_action.is_some() && !matches!(cli.command, Command::Log(_)) {
+        let ready = ctx.audit_log().and_then(|l| match l.log().poisoned() {
+            Some(why) => Err(anyhow::anyhow!(
+                "the audit log contradicts its latest checkpoint ({why}); refusing to make changes that cannot be recorded — run `kiln log verify`"
+            )),
+            None => Ok(()),
+        });
+        if let Err(e) = ready {
+            eprintln!("kiln: error: {e:#}");
+            return ExitCode::from(1);
+        }
+    }
     let res = match cli.command {
         Command::Build(a) => cmd::build::run(&ctx, a),
         Command::Images => cmd::images::run(&ctx),
@@ -74,6 +121,8 @@ fn main() -> ExitCode {
         Command::Approve(a) => cmd::approve::run(&ctx, a),
         Command::Export(a) => cmd::export::run(&ctx, a),
         Command::Import(a) => cmd::import::run(&ctx, a),
+        Command::Log(c) => cmd::log::run(&ctx, c),
+        Command::Evidence(a) => cmd::evidence::run(&ctx, a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,6 +130,20 @@ fn main() -> ExitCode {
             eprintln!("kiln: error: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
+            }
+            // A failed change is an audit event too (PCI DSS 10.2.1.x):
+            // recorded with the error chain, best effort.
+            if let Some(action) = failure_action.filter(|_| !ctx.failure_recorded()) {
+                let why = e
+                    .chain()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                if let Err(le) = ctx.record_failure(action, &why) {
+                    eprintln!(
+                        "kiln: warning: could not record the failure in the audit log: {le:#}"
+                    );
+                }
             }
             ExitCode::from(1)
         }

@@ -21,9 +21,6 @@ pub struct Args {
     /// The approver's private key (password from KILN_KEY_PASSWORD).
     #[arg(long)]
     key: PathBuf,
-    /// Why the image is approved (e.g. a change ticket); required.
-    #[arg(long)]
-    reason: String,
 }
 
 /// Where an attestation was stored.
@@ -96,12 +93,13 @@ pub fn now_rfc3339() -> String {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
-    let reason = a.reason.trim();
+    let reason = ctx.reason.as_deref().unwrap_or("").trim();
     if reason.is_empty() {
         bail!("--reason must not be empty: say why the image is approved");
     }
     let store = ctx.store()?;
     let img = resolve(&store, &a.image)?;
+    ctx.touch(super::image_resource(&img));
     let name = image_name(&store, &img)?;
     verify_image_blobs(&store, &img)?;
     let key = load_key(&a.key)?;
@@ -120,6 +118,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         &img.descriptor,
         &env,
         APPROVAL_PREDICATE_TYPE,
+    )?;
+    ctx.record(
+        ctx.event("image.approve")
+            .resource(super::image_resource(&img))
+            .key(key_id.clone())
+            .detail("referrer", at.referrer.digest.to_string())
+            .detail("envelope", at.envelope.digest.to_string()),
     )?;
     if ctx.json {
         return print_json(&json!({

@@ -3,6 +3,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use kiln_image::{BuildOptions, Compression, Spec};
 
+use kiln_audit::Resource;
+
 use super::{Ctx, human, print_json};
 
 #[derive(clap::Args)]
@@ -29,6 +31,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    ctx.touch(Resource::new("spec", a.file.display().to_string()));
     let started_on = super::approve::now_rfc3339();
     // Load the key first: a wrong password should fail before a long build.
     let key = match &a.sign_key {
@@ -72,6 +75,39 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         )?),
         None => None,
     };
+    let image = Resource::named(
+        "image",
+        r.digest.to_string(),
+        format!("{}:{}", r.name, r.tag),
+    );
+    let mut ev = ctx
+        .event("image.build")
+        .resource(image)
+        .detail("spec_sha256", r.spec_sha256.clone())
+        .detail("config", r.config_digest.to_string())
+        .detail(
+            "layers",
+            r.layers
+                .iter()
+                .map(|l| l.digest.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .detail(
+            "referrers",
+            r.referrers
+                .iter()
+                .map(|x| serde_json::json!({"artifact_type": x.artifact_type, "digest": x.digest}))
+                .collect::<Vec<_>>(),
+        )
+        .detail("epoch", r.epoch)
+        .detail(
+            "provenance",
+            provenance.as_ref().map(|p| p.referrer.digest.to_string()),
+        );
+    if let Some(k) = &key {
+        ev = ev.key(k.public_key().key_id());
+    }
+    ctx.record(ev)?;
     if ctx.json {
         let mut v = serde_json::to_value(&r)?;
         if let (Some(p), Some(obj)) = (&provenance, v.as_object_mut()) {

@@ -70,6 +70,7 @@ pub fn attached(store: &Store, root: &Digest) -> Result<(Vec<Descriptor>, Vec<Ta
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
     let img = resolve(&store, &a.image)?;
+    ctx.touch(super::image_resource(&img));
     let digest = img.descriptor.digest;
     let (name, tag) = match ImageRef::parse(&a.image)? {
         ImageRef::Tag { name, tag } => (name, tag),
@@ -97,6 +98,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         &a.out,
     )
     .with_context(|| format!("exporting {} to {}", a.image, a.out.display()))?;
+    ctx.record(
+        ctx.event("image.export")
+            .resource(super::image_resource(&img))
+            .resource(kiln_audit::Resource::new(
+                "layout",
+                a.out.display().to_string(),
+            ))
+            .detail(
+                "referrers",
+                referrers
+                    .iter()
+                    .map(|d| d.digest.to_string())
+                    .collect::<Vec<_>>(),
+            ),
+    )?;
     if ctx.json {
         return print_json(&json!({
             "image": format!("{name}:{tag}"),

@@ -89,6 +89,10 @@ fn copy_blob(src: &Store, d: &Descriptor, st: &mut kiln_oci::Staging) -> Result<
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let what = format!("importing {}", a.dir.display());
+    ctx.touch(kiln_audit::Resource::new(
+        "layout",
+        a.dir.display().to_string(),
+    ));
     let src = Store::open(&a.dir).context(what.clone())?;
     let index = src.index().context(what.clone())?;
     let mut tags = Vec::new();
@@ -134,6 +138,28 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     for (name, tag, d) in &tags {
         store.tag(name, tag, d)?;
     }
+    let mut ev = ctx
+        .event("image.import")
+        .resource(kiln_audit::Resource::new(
+            "layout",
+            a.dir.display().to_string(),
+        ))
+        .detail("blobs_verified", blobs.len())
+        .detail(
+            "untagged",
+            untagged
+                .iter()
+                .map(|d| d.digest.to_string())
+                .collect::<Vec<_>>(),
+        );
+    for (n, t, d) in &tags {
+        ev = ev.resource(kiln_audit::Resource::named(
+            "image",
+            d.digest.to_string(),
+            format!("{n}:{t}"),
+        ));
+    }
+    ctx.record(ev)?;
     if ctx.json {
         return print_json(&json!({
             "source": a.dir,

@@ -71,6 +71,16 @@ fn generate(ctx: &Ctx, a: GenerateArgs) -> Result<()> {
     let public = key.public_key();
     kiln_oci::layout::write_atomic(&pub_path, public.to_pem().as_bytes())
         .with_context(|| format!("writing {}", pub_path.display()))?;
+    ctx.record(
+        ctx.event("key.generate")
+            .resource(kiln_audit::Resource::named(
+                "key",
+                public.key_id(),
+                pub_path.display().to_string(),
+            ))
+            .detail("algorithm", alg.scheme())
+            .detail("encrypted", !a.unencrypted),
+    )?;
     if ctx.json {
         return print_json(&json!({
             "private_key": key_path,

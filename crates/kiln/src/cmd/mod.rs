@@ -2,11 +2,13 @@
 
 pub mod approve;
 pub mod build;
+pub mod evidence;
 pub mod export;
 pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod key;
+pub mod log;
 pub mod provenance;
 pub mod pull;
 pub mod push;
@@ -16,16 +18,87 @@ pub mod verify;
 
 use std::path::PathBuf;
 
+use std::cell::{OnceCell, RefCell};
+
 use anyhow::{Context, Result};
+use kiln_audit::{AuditLog, Event, Resource};
 use kiln_oci::{Descriptor, ImageConfig, ImageManifest, ImageRef, Store};
 
 /// What every command gets.
 pub struct Ctx {
     pub state_dir: PathBuf,
     pub json: bool,
+    /// `--reason`: why this change is made (a ticket, a sentence); recorded
+    /// in the audit event.
+    pub reason: Option<String>,
+    /// The subcommand as recorded in audit events, e.g. `kiln sign`.
+    pub command: String,
+    audit: OnceCell<AuditLog>,
+    touched: RefCell<Vec<Resource>>,
+    failure_recorded: std::cell::Cell<bool>,
 }
 
 impl Ctx {
+    pub fn new(state_dir: PathBuf, json: bool, reason: Option<String>, command: String) -> Ctx {
+        Ctx {
+            state_dir,
+            json,
+            reason,
+            command,
+            audit: OnceCell::new(),
+            touched: RefCell::new(Vec::new()),
+            failure_recorded: std::cell::Cell::new(false),
+        }
+    }
+
+    /// The state directory's audit log, opened once.
+    pub fn audit_log(&self) -> Result<&AuditLog> {
+        if let Some(l) = self.audit.get() {
+            return Ok(l);
+        }
+        let l = AuditLog::open(&self.state_dir).context("opening the audit log")?;
+        Ok(self.audit.get_or_init(|| l))
+    }
+
+    /// A new event for `action` by this command, carrying `--reason`.
+    pub fn event(&self, action: &str) -> Event {
+        Event::new(action, &self.command).reason(self.reason.as_deref())
+    }
+
+    /// Record an event durably; call before reporting success.
+    pub fn record(&self, event: Event) -> Result<u64> {
+        if event.outcome == kiln_audit::Outcome::Failure {
+            self.failure_recorded.set(true);
+        }
+        Ok(self.audit_log()?.record(&event)?)
+    }
+
+    /// Whether this command already recorded its own failure event.
+    pub fn failure_recorded(&self) -> bool {
+        self.failure_recorded.get()
+    }
+
+    /// Note a resource this command is acting on, so that a failure event
+    /// can name it.
+    pub fn touch(&self, r: Resource) {
+        let mut t = self.touched.borrow_mut();
+        if !t.contains(&r) {
+            t.push(r);
+        }
+    }
+
+    /// Record the failure of `action` with the resources touched so far.
+    /// Nothing is recorded (and nothing created) when the state directory
+    /// does not exist: there is no state a failure could have changed.
+    pub fn record_failure(&self, action: &str, error: &str) -> Result<u64> {
+        if !self.state_dir.is_dir() {
+            anyhow::bail!("no state directory at {}", self.state_dir.display());
+        }
+        let mut e = self.event(action).failed(error);
+        e.resources = self.touched.borrow().clone();
+        self.record(e)
+    }
+
     /// The store, which must already exist for read-only commands.
     pub fn store(&self) -> Result<Store> {
         let root = self.state_dir.join("store");
@@ -62,6 +135,15 @@ pub fn resolve(store: &Store, reference: &str) -> Result<Resolved> {
         manifest,
         config,
     })
+}
+
+/// The audit resource for a resolved image: digest, and the reference used.
+pub fn image_resource(img: &Resolved) -> Resource {
+    Resource::named(
+        "image",
+        img.descriptor.digest.to_string(),
+        img.reference.clone(),
+    )
 }
 
 /// Human-readable byte size.

@@ -16,6 +16,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let reference: Reference = a.reference.parse()?;
+    ctx.touch(kiln_audit::Resource::new("registry", reference.to_string()));
     let store = Store::open_or_init(ctx.state_dir.join("store"))?;
     let client = a.registry.client()?;
     // Every blob is verified against its digest before it enters the store.
@@ -33,6 +34,23 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         }
     }
     let referrers = store.referrers(&d.digest)?;
+    ctx.record(
+        ctx.event("image.pull")
+            .resource(kiln_audit::Resource::named(
+                "image",
+                d.digest.to_string(),
+                reference.to_string(),
+            ))
+            .resource(kiln_audit::Resource::new("registry", reference.to_string()))
+            .detail(
+                "referrers",
+                referrers
+                    .iter()
+                    .map(|(d, _)| d.digest.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .detail("legacy_tags", legacy.clone()),
+    )?;
     if ctx.json {
         return print_json(&json!({
             "reference": reference.to_string(),

@@ -45,7 +45,9 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
     let img = resolve(&store, &a.image)?;
+    ctx.touch(super::image_resource(&img));
     let target: Reference = a.target.parse()?;
+    ctx.touch(kiln_audit::Resource::new("registry", target.to_string()));
     let client = a.registry.client()?;
     let pushed = client
         .push_image(&store, &img.descriptor, &target)
@@ -85,6 +87,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             .push_image(&store, sig, &target.with_tag(&sig_tag))
             .with_context(|| format!("pushing the signatures of {}", a.image))?;
     }
+    ctx.record(
+        ctx.event("image.push")
+            .resource(super::image_resource(&img))
+            .resource(kiln_audit::Resource::new("registry", target.to_string()))
+            .detail("pushed_manifest", pushed.digest.to_string())
+            .detail(
+                "referrers",
+                referrers
+                    .iter()
+                    .map(|d| d.digest.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .detail("signatures", sig.as_ref().map(|d| d.digest.to_string()))
+            .detail("attestations", att.as_ref().map(|d| d.digest.to_string())),
+    )?;
     if ctx.json {
         return print_json(&json!({
             "target": target.to_string(),

@@ -79,6 +79,7 @@ pub fn load_key(path: &std::path::Path) -> Result<PrivateKey> {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
     let img = resolve(&store, &a.image)?;
+    ctx.touch(super::image_resource(&img));
     let name = image_name(&store, &img)?;
     let blobs = verify_image_blobs(&store, &img)?;
     let key = load_key(&a.key)?;
@@ -122,6 +123,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     store.add_untagged(std::slice::from_ref(&bm_desc))?;
 
     let public = key.public_key();
+    ctx.record(
+        ctx.event("image.sign")
+            .resource(super::image_resource(&img))
+            .key(public.key_id())
+            .detail("signature_manifest", sig_desc.digest.to_string())
+            .detail("bundle_referrer", bm_desc.digest.to_string())
+            .detail("blobs_verified", blobs),
+    )?;
     if ctx.json {
         return print_json(&json!({
             "image": img.reference,

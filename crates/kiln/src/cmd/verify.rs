@@ -35,6 +35,7 @@ struct Verdict {
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let store = ctx.store()?;
     let img = resolve(&store, &a.image)?;
+    ctx.touch(super::image_resource(&img));
     let digest = img.descriptor.digest;
     let policy = Policy::load(&a.policy)?;
     let mut verdicts = Vec::new();
@@ -74,6 +75,28 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         });
     }
     let failed = verdicts.iter().filter(|v| !v.pass).count();
+    let policy_digest = std::fs::read(&a.policy)
+        .map(|b| kiln_oci::Digest::of(&b).to_string())
+        .unwrap_or_default();
+    let mut ev = ctx
+        .event("image.verify")
+        .resource(super::image_resource(&img))
+        .resource(kiln_audit::Resource::named(
+            "policy",
+            policy_digest,
+            a.policy.display().to_string(),
+        ))
+        .detail(
+            "rules",
+            verdicts
+                .iter()
+                .map(|v| serde_json::json!({"rule": v.rule, "ok": v.pass, "detail": v.reason}))
+                .collect::<Vec<_>>(),
+        );
+    if failed > 0 {
+        ev = ev.failed(&format!("{failed} of {} rule(s) failed", verdicts.len()));
+    }
+    ctx.record(ev)?;
     if ctx.json {
         print_json(&serde_json::json!({
             "image": img.reference,

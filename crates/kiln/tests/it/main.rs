@@ -5,9 +5,11 @@
 //! skipping.
 
 mod attest;
+mod audit;
 mod build;
 mod cli;
 mod distribute;
+mod evidence;
 mod export;
 mod hostile;
 mod interop;

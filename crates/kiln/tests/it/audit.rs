@@ -1,0 +1,302 @@
+//! The audit log as users meet it: every state-changing command leaves an
+//! event with the PCI DSS 10.2.2 fields, `kiln log` proves and verifies, and
+//! tampering with the state directory's log is caught and named.
+
+use std::fs;
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn events(e: &Env) -> Vec<Value> {
+    let o = run(e.kiln().args(["--json", "log", "show"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    json(&o).as_array().unwrap().clone()
+}
+
+fn actions(evs: &[Value]) -> Vec<(String, String)> {
+    evs.iter()
+        .map(|v| {
+            (
+                v["event"]["action"].as_str().unwrap().to_string(),
+                v["event"]["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn log_cmd(e: &Env, args: &[&str]) -> Output {
+    run(e.kiln().arg("log").args(args))
+}
+
+/// Signature policy trusting `ci`.
+fn policy(e: &Env) -> std::path::PathBuf {
+    let p = e.path().join("trust.toml");
+    fs::write(
+        &p,
+        "[keys]\nci = \"ci.pub\"\n\n[roles.builder]\nkeys = [\"ci\"]\nthreshold = 1\n\n[require]\nsignature = \"builder\"\n",
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn every_change_is_an_event_with_the_required_fields() {
+    let e = Env::new();
+    let key = keygen(&e, "ci");
+    let digest = e.build(&["--reason", "CHG-7 first build"]);
+    let pol = policy(&e);
+    // Unsigned: verify fails, and that failure is an event.
+    let o = run(e
+        .kiln()
+        .args(["verify", "hello:1.0.0", "--policy"])
+        .arg(&pol));
+    assert_eq!(o.status.code(), Some(1));
+    // A wrong password: the failed sign is an event; the password is not.
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", "not-the-password-xyzzy")
+        .args(["sign", "hello:1.0.0", "--key"])
+        .arg(&key));
+    assert_eq!(o.status.code(), Some(1));
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["sign", "hello:1.0.0", "--key"])
+        .arg(&key));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args([
+            "approve",
+            "hello:1.0.0",
+            "--reason",
+            "CHG-7 reviewed",
+            "--key",
+        ])
+        .arg(&key));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(e
+        .kiln()
+        .args(["verify", "hello:1.0.0", "--policy"])
+        .arg(&pol));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = e.path().join("layout");
+    let o = run(e.kiln().args(["export", "hello:1.0.0", "--out"]).arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let evs = events(&e);
+    let want = [
+        ("key.generate", "success"),
+        ("image.build", "success"),
+        ("image.verify", "failure"),
+        ("image.sign", "failure"),
+        ("image.sign", "success"),
+        ("image.approve", "success"),
+        ("image.verify", "success"),
+        ("image.export", "success"),
+    ];
+    let got = actions(&evs);
+    assert_eq!(
+        got,
+        want.iter()
+            .map(|(a, o)| (a.to_string(), o.to_string()))
+            .collect::<Vec<_>>()
+    );
+    for (i, v) in evs.iter().enumerate() {
+        assert_eq!(v["index"], i as u64);
+        let ev = &v["event"];
+        // who, what, when, outcome, origin, resources (PCI DSS 10.2.2).
+        assert!(
+            ev["actor"]["user"].as_str().is_some_and(|s| !s.is_empty()),
+            "{ev}"
+        );
+        assert!(ev["time"].as_str().unwrap().ends_with('Z'), "{ev}");
+        assert!(
+            ev["origin"]["host"].as_str().is_some_and(|s| !s.is_empty()),
+            "{ev}"
+        );
+        assert!(
+            ev["origin"]["command"]
+                .as_str()
+                .unwrap()
+                .starts_with("kiln "),
+            "{ev}"
+        );
+        assert!(!ev["resources"].as_array().unwrap().is_empty(), "{ev}");
+    }
+    let build = &evs[1]["event"];
+    assert_eq!(build["resources"][0]["id"], digest.as_str());
+    assert_eq!(build["reason"], "CHG-7 first build");
+    assert!(
+        evs[3]["event"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("password")
+    );
+    assert_eq!(evs[5]["event"]["reason"], "CHG-7 reviewed");
+    assert!(
+        evs[5]["event"]["actor"]["key"]
+            .as_str()
+            .is_some_and(|k| k.len() >= 16)
+    );
+    let rules = evs[2]["event"]["details"]["rules"].as_array().unwrap();
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["rule"].as_str().unwrap().starts_with("signature") && r["ok"] == false)
+    );
+    // Never secrets.
+    let raw = fs::read(e.state().join("log/entries")).unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(!raw.contains("not-the-password-xyzzy") && !raw.contains(PASSWORD));
+    assert!(!raw.contains("PRIVATE KEY"));
+
+    // Filters.
+    let o = run(e.kiln().args([
+        "--json",
+        "log",
+        "show",
+        "--action",
+        "image.sign",
+        "--failures",
+    ]));
+    assert_eq!(json(&o).as_array().unwrap().len(), 1);
+    let o = run(e
+        .kiln()
+        .args(["--json", "log", "show", "--since", "2999-01-01"]));
+    assert!(json(&o).as_array().unwrap().is_empty());
+    let o = run(e.kiln().args(["log", "show", "--since", "yesterday"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--since"), "{}", stderr(&o));
+    let o = log_cmd(&e, &["show"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("image.approve"));
+}
+
+#[test]
+fn proofs_checkpoints_and_verify() {
+    let e = Env::new();
+    keygen(&e, "a");
+    keygen(&e, "b");
+    e.build(&[]);
+    let o = log_cmd(&e, &["verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("3 events"));
+    let cp = log_cmd(&e, &["checkpoint"]);
+    let cp_text = String::from_utf8(cp.stdout).unwrap();
+    let mut lines = cp_text.lines();
+    let origin = lines.next().unwrap();
+    assert!(origin.ends_with("/kiln/audit"), "{cp_text}");
+    assert_eq!(lines.next(), Some("3"));
+    assert!(cp_text.contains("\n\n\u{2014} "), "{cp_text}");
+    let saved = e.path().join("saved-checkpoint.txt");
+    fs::write(&saved, &cp_text).unwrap();
+    let key = String::from_utf8(log_cmd(&e, &["key"]).stdout).unwrap();
+    assert!(key.trim().starts_with(origin), "{key}");
+
+    // More events, then prove the log only grew.
+    keygen(&e, "c");
+    let o = run(e
+        .kiln()
+        .args(["log", "verify", "--key", key.trim(), "--checkpoint"])
+        .arg(&saved));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("only grew"));
+    let o = run(e.kiln().args([
+        "log",
+        "verify",
+        "--key",
+        "someone+01020304+AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyAh",
+    ]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+
+    let p = json(&log_cmd(&e, &["prove", "1"]));
+    assert_eq!(p["index"], 1);
+    // 3 + key c + the failed `log verify --key` (a control failure is an event).
+    assert_eq!(p["tree_size"], 5);
+    assert!(p["entry"].as_str().unwrap().contains("\"key.generate\""));
+    assert_eq!(p["hashes"].as_array().unwrap().len(), 3);
+    assert!(p["checkpoint"].as_str().unwrap().contains("\n5\n"));
+    let c = json(&log_cmd(&e, &["consistency", "3", "5"]));
+    assert_eq!(c["old_size"], 3);
+    assert!(!c["hashes"].as_array().unwrap().is_empty());
+    let o = log_cmd(&e, &["prove", "9"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("event 9"), "{}", stderr(&o));
+
+    // tlog-tiles export, checked by an independent implementation.
+    let tiles = e.path().join("tiles");
+    let o = log_cmd(&e, &["export"]).status;
+    assert!(!o.success());
+    let o = run(e.kiln().args(["log", "export"]).arg(&tiles));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(tiles.join("checkpoint").is_file() && tiles.join("tile/entries/000.p/5").is_file());
+    if have("python3") {
+        let o = run(std::process::Command::new("python3")
+            .arg(repo().join("scripts/check-tlog-tiles.py"))
+            .arg(&tiles)
+            .arg(key.trim()));
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn tampering_with_the_log_is_named_and_blocks_changes() {
+    let e = Env::new();
+    keygen(&e, "a");
+    keygen(&e, "b");
+    keygen(&e, "c");
+    let entries = e.state().join("log/entries");
+    let mut bytes = fs::read(&entries).unwrap();
+    // Change who generated the second key: one byte of event 1.
+    let second = bytes
+        .windows(b"\"b.pub\"".len())
+        .position(|w| w == b"b.pub\"")
+        .or_else(|| bytes.windows(5).position(|w| w == b"b.pub"))
+        .unwrap();
+    bytes[second] = b'x';
+    fs::write(&entries, &bytes).unwrap();
+    let o = log_cmd(&e, &["verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("event 1") && stderr(&o).contains("modified"),
+        "{}",
+        stderr(&o)
+    );
+    // Put the byte back: the log verifies again (the failed verification
+    // itself is now event 3).
+    let mut bytes = fs::read(&entries).unwrap();
+    bytes[second] = b'b';
+    fs::write(&entries, &bytes).unwrap();
+    let o = log_cmd(&e, &["verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(events(&e)[3]["event"]["action"], "log.verify");
+    // Removing the last event: the signed checkpoint still counts it.
+    let f = fs::OpenOptions::new().write(true).open(&entries).unwrap();
+    let idx = fs::read(e.state().join("log/index")).unwrap();
+    let last = u64::from_be_bytes(idx[24..32].try_into().unwrap());
+    f.set_len(last).unwrap();
+    drop(f);
+    let o = log_cmd(&e, &["verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("event 3") && stderr(&o).contains("removed"),
+        "{}",
+        stderr(&o)
+    );
+    // A change that could not be recorded is refused before it happens.
+    let o = run(e.kiln().args(["build", "-f"]).arg(e.spec()));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("audit log"), "{}", stderr(&o));
+    assert!(
+        !e.store().exists(),
+        "the build ran although it could not be recorded"
+    );
+}
