@@ -110,4 +110,27 @@ skopeo inspect --tls-verify=false "docker://127.0.0.1:$port/hello:1.0.0" | jq -r
 KILN_STATE_DIR="$demo/state-pulled" "$KILN" pull "127.0.0.1:$port/hello:1.0.0" --insecure
 KILN_STATE_DIR="$demo/state-pulled" "$KILN" inspect "127.0.0.1:$port/hello:1.0.0" | sed -n '/Referrers/,$p'
 KILN_STATE_DIR="$demo/state-pulled" "$KILN" verify "127.0.0.1:$port/hello:1.0.0" --policy "$demo/trust.toml" | tail -1
+step "10. the audit log: every change above is an event in a Merkle log with signed checkpoints"
+"$KILN" log show | tail -n 8
+"$KILN" log checkpoint | tee "$demo/saved-checkpoint.txt"
+"$KILN" log prove 0 | jq -c '{index, tree_size, leaf_hash, hashes: (.hashes | length)}'
+"$KILN" log verify --key "$("$KILN" log key)"
+KILN_KEY_PASSWORD=demo "$KILN" key generate "$demo/dave" >/dev/null   # one more change
+"$KILN" log verify --checkpoint "$demo/saved-checkpoint.txt"
+"$KILN" log export "$demo/tiles"
+python3 scripts/check-tlog-tiles.py "$demo/tiles" "$("$KILN" log key)"
+echo "-- an edited event in a copy of the state: named by index"
+cp -a "$KILN_STATE_DIR" "$demo/state-edited"
+python3 - "$demo/state-edited/log/entries" <<'PY'
+import sys; p = sys.argv[1]; b = bytearray(open(p, "rb").read())
+i = b.index(b'"image.approve"'); b[i + 1:i + 6] = b"IMAGE"; open(p, "wb").write(b)
+PY
+if KILN_STATE_DIR="$demo/state-edited" "$KILN" log verify; then echo "EDITED LOG VERIFIED" >&2; exit 1; fi
+echo "(expected) the edit is detected"
+
+step "11. the assessor's evidence bundle (PCI DSS 4.0), verified offline without the state directory"
+"$KILN" evidence --framework pci-dss-4.0 --out "$demo/evidence"
+KILN_STATE_DIR="$demo/empty" "$KILN" evidence verify "$demo/evidence" --key "$("$KILN" log key)"
+ls "$demo/evidence"
+
 echo; echo "demo complete: $digest"

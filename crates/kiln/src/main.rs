@@ -90,6 +90,10 @@ impl Command {
 }
 
 fn main() -> ExitCode {
+    // Behave like other Unix tools when stdout is a closed pipe
+    // (`kiln log show | head`): end quietly instead of panicking.
+    // SAFETY: setting a signal disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let state_dir = cli.state_dir.clone().unwrap_or_else(default_state_dir);
     let (command, failure_action) = cli.command.audit_names();

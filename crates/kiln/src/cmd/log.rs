@@ -33,7 +33,7 @@ pub struct ShowArgs {
     /// Only events at or after this UTC date or time (2026-11-01, 2026-11-01T12:00:00Z).
     #[arg(long)]
     since: Option<String>,
-    /// Only events before this UTC date or time.
+    /// Only events before this UTC time, or up to the end of this UTC date.
     #[arg(long)]
     until: Option<String>,
     /// Only actions starting with this (e.g. `image.` or `image.sign`).
@@ -93,6 +93,7 @@ impl LogCmd {
     pub fn failure_action(&self) -> Option<&'static str> {
         match self {
             LogCmd::Verify(_) => Some("log.verify"),
+            LogCmd::Export(_) => Some("log.export"),
             _ => None,
         }
     }
@@ -178,7 +179,10 @@ fn show(ctx: &Ctx, log: &AuditLog, a: ShowArgs) -> Result<()> {
             })
             .transpose()
     };
-    let (since, until) = (bound(&a.since, "since")?, bound(&a.until, "until")?);
+    let since = bound(&a.since, "since")?;
+    // A bare date as --until includes that whole day (as in `kiln evidence`).
+    let until = bound(&a.until, "until")?
+        .map(|u| if a.until.as_deref().is_some_and(|s| s.len() == 10) { u + 86_400 } else { u });
     let mut rows: Vec<LoggedEvent> = Vec::new();
     log.events(0, |le| {
         let t = le.event.unix_time();
@@ -336,6 +340,18 @@ fn export(ctx: &Ctx, log: &AuditLog, a: ExportArgs) -> Result<()> {
     // Re-read what was written, as a mirror or witness would.
     let cp = kiln_tlog::tiles::verify_dir(&a.dir, log.log().verifier())
         .with_context(|| format!("re-verifying the export in {}", a.dir.display()))?;
+    // An external copy of the log (PCI DSS 10.3.3) is itself an event; it
+    // lands after the exported checkpoint, in the next one.
+    ctx.record(
+        ctx.event("log.export")
+            .resource(kiln_audit::Resource::named(
+                "log",
+                hex::encode(cp.root),
+                a.dir.display().to_string(),
+            ))
+            .detail("tree_size", r.tree_size)
+            .detail("format", "c2sp-tlog-tiles"),
+    )?;
     if ctx.json {
         return print_json(&json!({
             "dir": a.dir,
