@@ -181,8 +181,13 @@ fn show(ctx: &Ctx, log: &AuditLog, a: ShowArgs) -> Result<()> {
     };
     let since = bound(&a.since, "since")?;
     // A bare date as --until includes that whole day (as in `kiln evidence`).
-    let until = bound(&a.until, "until")?
-        .map(|u| if a.until.as_deref().is_some_and(|s| s.len() == 10) { u + 86_400 } else { u });
+    let until = bound(&a.until, "until")?.map(|u| {
+        if a.until.as_deref().is_some_and(|s| s.len() == 10) {
+            u + 86_400
+        } else {
+            u
+        }
+    });
     let mut rows: Vec<LoggedEvent> = Vec::new();
     log.events(0, |le| {
         let t = le.event.unix_time();
