@@ -178,6 +178,16 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 impl Actor {
+    /// The user with `uid` (e.g. a daemon's API caller, from SO_PEERCRED).
+    pub fn for_uid(uid: u32) -> Actor {
+        Actor {
+            user: user_name(uid).unwrap_or_else(|| format!("uid:{uid}")),
+            uid,
+            sudo_user: None,
+            key: None,
+        }
+    }
+
     /// The effective user of this process.
     pub fn current() -> Actor {
         // SAFETY: geteuid cannot fail.

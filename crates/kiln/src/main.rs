@@ -61,6 +61,22 @@ enum Command {
     Log(cmd::log::LogCmd),
     /// Assemble (or verify) an auditor's evidence bundle from the audit log.
     Evidence(cmd::evidence::Args),
+    /// Run the fleet daemon: reconciler, supervisor of runc instances, front proxies, API.
+    Serve(cmd::fleet::ServeArgs),
+    /// Apply a deploy.toml: print the plan, then converge (only verified images run).
+    Apply(cmd::fleet::ApplyArgs),
+    /// Services, releases and instances of the running fleet.
+    Status,
+    /// Roll a service back to its previous release (same verification and rollout rules).
+    Rollback(cmd::fleet::ServiceArgs),
+    /// Output of a service's instances, streamed from kiln.
+    Logs(cmd::fleet::LogsArgs),
+    /// An isolated debug instance of the service's image with a shell, out of rotation.
+    Debug(cmd::fleet::DebugArgs),
+    /// Kill random instances of a service while measuring availability through its proxy.
+    Chaos(cmd::fleet::ChaosArgs),
+    /// Drain and destroy a service.
+    Destroy(cmd::fleet::ServiceArgs),
 }
 
 impl Command {
@@ -85,6 +101,14 @@ impl Command {
                 cmd::evidence::command_name(a),
                 cmd::evidence::failure_action(a),
             ),
+            Command::Serve(_) => ("kiln serve", None),
+            Command::Apply(_) => ("kiln apply", Some("fleet.apply")),
+            Command::Status => ("kiln status", None),
+            Command::Rollback(_) => ("kiln rollback", Some("release.rollback")),
+            Command::Logs(_) => ("kiln logs", None),
+            Command::Debug(_) => ("kiln debug", Some("debug.start")),
+            Command::Chaos(_) => ("kiln chaos", Some("chaos.start")),
+            Command::Destroy(_) => ("kiln destroy", Some("fleet.destroy")),
         }
     }
 }
@@ -127,6 +151,14 @@ fn main() -> ExitCode {
         Command::Import(a) => cmd::import::run(&ctx, a),
         Command::Log(c) => cmd::log::run(&ctx, c),
         Command::Evidence(a) => cmd::evidence::run(&ctx, a),
+        Command::Serve(a) => cmd::fleet::serve(&ctx, a),
+        Command::Apply(a) => cmd::fleet::apply(&ctx, a),
+        Command::Status => cmd::fleet::status(&ctx),
+        Command::Rollback(a) => cmd::fleet::rollback(&ctx, a),
+        Command::Logs(a) => cmd::fleet::logs(&ctx, a),
+        Command::Debug(a) => cmd::fleet::debug(&ctx, a),
+        Command::Chaos(a) => cmd::fleet::chaos(&ctx, a),
+        Command::Destroy(a) => cmd::fleet::destroy(&ctx, a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

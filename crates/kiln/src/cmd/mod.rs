@@ -4,6 +4,7 @@ pub mod approve;
 pub mod build;
 pub mod evidence;
 pub mod export;
+pub mod fleet;
 pub mod images;
 pub mod import;
 pub mod inspect;

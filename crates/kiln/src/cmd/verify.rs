@@ -24,12 +24,12 @@ pub struct Args {
 }
 
 #[derive(Serialize)]
-struct Verdict {
-    rule: String,
-    pass: bool,
-    reason: String,
+pub struct Verdict {
+    pub rule: String,
+    pub pass: bool,
+    pub reason: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    details: Vec<String>,
+    pub details: Vec<String>,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
@@ -37,66 +37,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let img = resolve(&store, &a.image)?;
     ctx.touch(super::image_resource(&img));
     let digest = img.descriptor.digest;
-    let policy = Policy::load(&a.policy)?;
-    let mut verdicts = Vec::new();
-    verdicts.push(match verify_image_blobs(&store, &img) {
-        Ok(n) => Verdict {
-            rule: "integrity".into(),
-            pass: true,
-            reason: format!("all {n} blobs (manifest, config, layers) match their digests"),
-            details: Vec::new(),
-        },
-        Err(e) => Verdict {
-            rule: "integrity".into(),
-            pass: false,
-            reason: format!("{e:#}"),
-            details: Vec::new(),
-        },
-    });
-    for rule in &policy.rules {
-        verdicts.push(match rule {
-            Rule::Signature { role } => signature_rule(&store, &policy, role, &digest)?,
-            Rule::Provenance { role } => attestation_rule(
-                &store,
-                &policy,
-                "provenance",
-                role,
-                &digest,
-                attest::PROVENANCE_PREDICATE_TYPE,
-            )?,
-            Rule::Approvals { role } => attestation_rule(
-                &store,
-                &policy,
-                "approvals",
-                role,
-                &digest,
-                attest::APPROVAL_PREDICATE_TYPE,
-            )?,
-        });
-    }
+    let verdicts = evaluate(&store, &img, &a.policy)?;
+    record_verdicts(ctx, &img, &a.policy, &verdicts)?;
     let failed = verdicts.iter().filter(|v| !v.pass).count();
-    let policy_digest = std::fs::read(&a.policy)
-        .map(|b| kiln_oci::Digest::of(&b).to_string())
-        .unwrap_or_default();
-    let mut ev = ctx
-        .event("image.verify")
-        .resource(super::image_resource(&img))
-        .resource(kiln_audit::Resource::named(
-            "policy",
-            policy_digest,
-            a.policy.display().to_string(),
-        ))
-        .detail(
-            "rules",
-            verdicts
-                .iter()
-                .map(|v| serde_json::json!({"rule": v.rule, "ok": v.pass, "detail": v.reason}))
-                .collect::<Vec<_>>(),
-        );
-    if failed > 0 {
-        ev = ev.failed(&format!("{failed} of {} rule(s) failed", verdicts.len()));
-    }
-    ctx.record(ev)?;
     if ctx.json {
         print_json(&serde_json::json!({
             "image": img.reference,
@@ -129,6 +72,87 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     if !ctx.json {
         println!("verified {digest}");
     }
+    Ok(())
+}
+
+/// Every verdict for `img` under the policy at `policy_path`: blob integrity first, then
+/// each rule of the policy.
+pub fn evaluate(
+    store: &Store,
+    img: &super::Resolved,
+    policy_path: &std::path::Path,
+) -> Result<Vec<Verdict>> {
+    let digest = img.descriptor.digest;
+    let policy = Policy::load(policy_path)?;
+    let mut verdicts = Vec::new();
+    verdicts.push(match verify_image_blobs(store, img) {
+        Ok(n) => Verdict {
+            rule: "integrity".into(),
+            pass: true,
+            reason: format!("all {n} blobs (manifest, config, layers) match their digests"),
+            details: Vec::new(),
+        },
+        Err(e) => Verdict {
+            rule: "integrity".into(),
+            pass: false,
+            reason: format!("{e:#}"),
+            details: Vec::new(),
+        },
+    });
+    for rule in &policy.rules {
+        verdicts.push(match rule {
+            Rule::Signature { role } => signature_rule(store, &policy, role, &digest)?,
+            Rule::Provenance { role } => attestation_rule(
+                store,
+                &policy,
+                "provenance",
+                role,
+                &digest,
+                attest::PROVENANCE_PREDICATE_TYPE,
+            )?,
+            Rule::Approvals { role } => attestation_rule(
+                store,
+                &policy,
+                "approvals",
+                role,
+                &digest,
+                attest::APPROVAL_PREDICATE_TYPE,
+            )?,
+        });
+    }
+    Ok(verdicts)
+}
+
+/// The audit event of a verification: each rule's verdict, failure if any failed.
+pub fn record_verdicts(
+    ctx: &Ctx,
+    img: &super::Resolved,
+    policy: &std::path::Path,
+    verdicts: &[Verdict],
+) -> Result<()> {
+    let failed = verdicts.iter().filter(|v| !v.pass).count();
+    let policy_digest = std::fs::read(policy)
+        .map(|b| kiln_oci::Digest::of(&b).to_string())
+        .unwrap_or_default();
+    let mut ev = ctx
+        .event("image.verify")
+        .resource(super::image_resource(img))
+        .resource(kiln_audit::Resource::named(
+            "policy",
+            policy_digest,
+            policy.display().to_string(),
+        ))
+        .detail(
+            "rules",
+            verdicts
+                .iter()
+                .map(|v| serde_json::json!({"rule": v.rule, "ok": v.pass, "detail": v.reason}))
+                .collect::<Vec<_>>(),
+        );
+    if failed > 0 {
+        ev = ev.failed(&format!("{failed} of {} rule(s) failed", verdicts.len()));
+    }
+    ctx.record(ev)?;
     Ok(())
 }
 

@@ -1,0 +1,1227 @@
+//! `deploy.toml`: the desired state of `kiln serve`.
+//!
+//! ```toml
+//! [service.web]
+//! image = "hello@sha256:<64 hex>"   # or "sha256:<64 hex>"; tags are refused
+//! replicas = 3                      # 1..=64, default 1
+//! listen = "127.0.0.1:18080"        # the front proxy's address
+//! port = 8080                       # the instance's port
+//! strategy = "canary"               # or "blue-green" (default)
+//! canary = [10, 50, 100]            # required iff strategy = "canary"
+//! step_pause = "5s"                 # default 5s
+//! max_lifetime = "24h"              # optional
+//! health = { http_get = "/", interval = "1s", timeout = "500ms", healthy_after = 1, unhealthy_after = 3 }
+//! policy = "trust.toml"             # relative to this file's directory
+//! tmpfs_mb = 64                     # optional
+//! env = { MODE = "prod" }           # optional
+//! reason = "CHG-42"                 # optional
+//! ```
+//!
+//! Parsing is strict: unknown keys, wrong types and invalid values are errors that name
+//! `file:line:col`, quote the offending line and put a caret under the column.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// Most replicas a service may ask for.
+pub const MAX_REPLICAS: u32 = 64;
+/// Largest `/tmp` + `/run` tmpfs cap, in MiB.
+pub const MAX_TMPFS_MB: u32 = 16 * 1024;
+
+/// A deploy-file error, located in its file when the location is known (line 0 otherwise).
+#[derive(Debug, thiserror::Error)]
+#[error("{}:{line}:{column}: {message}{snippet}", file.display())]
+pub struct DeployError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    /// The offending line with a caret under the column (empty if unknown).
+    pub snippet: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed model
+// ---------------------------------------------------------------------------------------------
+
+/// A parsed, validated `deploy.toml`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Deployment {
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Where each value came from, for errors raised after parsing (not stored).
+    #[serde(skip)]
+    origin: Option<Arc<Origin>>,
+}
+
+impl PartialEq for Deployment {
+    fn eq(&self, other: &Self) -> bool {
+        self.services == other.services
+    }
+}
+impl Eq for Deployment {}
+
+#[derive(Debug)]
+struct Origin {
+    file: PathBuf,
+    text: String,
+    /// Byte offset of each service's `listen` value.
+    listen_at: BTreeMap<String, usize>,
+}
+
+/// One `[service.<name>]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub image: ImageRef,
+    pub replicas: u32,
+    /// The front proxy's address.
+    pub listen: SocketAddr,
+    /// The port the instance listens on inside its network namespace.
+    pub port: u16,
+    pub strategy: Strategy,
+    #[serde(with = "serde_duration")]
+    pub step_pause: Duration,
+    #[serde(with = "serde_opt_duration", default)]
+    pub max_lifetime: Option<Duration>,
+    pub health: Health,
+    /// Absolute path of the trust policy every image must pass.
+    pub policy: PathBuf,
+    #[serde(default)]
+    pub tmpfs_mb: Option<u32>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Free text for the audit log; not part of the plan comparison.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// An image pinned by digest: `name@sha256:<hex>` or `sha256:<hex>`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ImageRef {
+    pub name: Option<String>,
+    /// `sha256:<64 lowercase hex>`.
+    pub digest: String,
+}
+
+impl ImageRef {
+    /// The 64 hex characters of the digest.
+    pub fn hex(&self) -> &str {
+        self.digest.strip_prefix("sha256:").unwrap_or(&self.digest)
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{n}@{}", self.digest),
+            None => f.write_str(&self.digest),
+        }
+    }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl FromStr for ImageRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ImageRef, String> {
+        let pin_hint = "pin the image by digest, e.g. the `name@sha256:<hex>` that `kiln build` prints as its last line";
+        let (name, digest) = match s.rsplit_once('@') {
+            Some((n, d)) => (Some(n), d),
+            None if s.starts_with("sha256:") => (None, s),
+            None => {
+                return Err(format!(
+                    "image {s:?} is a tag, not a digest: tags can move, so they are refused; {pin_hint}"
+                ));
+            }
+        };
+        let Some(hex) = digest.strip_prefix("sha256:") else {
+            return Err(format!(
+                "image {s:?}: the digest must be sha256:<64 hex characters>; {pin_hint}"
+            ));
+        };
+        if !is_sha256_hex(hex) {
+            return Err(format!(
+                "image {s:?}: the digest must be sha256: followed by 64 lowercase hex characters"
+            ));
+        }
+        let name = match name {
+            Some(n) => {
+                if let Some((_, tag)) = n.rsplit_once(':')
+                    && !tag.contains('/')
+                {
+                    return Err(format!(
+                        "image {s:?} names both a tag and a digest; drop the tag (\":{tag}\") and keep the digest"
+                    ));
+                }
+                kiln_oci::layout::validate_name(n).map_err(|m| format!("image {s:?}: {m}"))?;
+                Some(n.to_string())
+            }
+            None => None,
+        };
+        Ok(ImageRef {
+            name,
+            digest: digest.to_string(),
+        })
+    }
+}
+
+impl Serialize for ImageRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ImageRef, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a new release replaces the running one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Strategy {
+    /// Start the full new set, health-check it, switch every new connection at once.
+    BlueGreen,
+    /// Shift connection weight in steps (percent of new connections; strictly increasing,
+    /// ending at 100), with a health gate at each step.
+    Canary { steps: Vec<u8> },
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Strategy::BlueGreen => f.write_str("blue-green"),
+            Strategy::Canary { steps } => {
+                let s: Vec<String> = steps.iter().map(|p| format!("{p}%")).collect();
+                write!(f, "canary [{}]", s.join(", "))
+            }
+        }
+    }
+}
+
+/// The health check of each instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub check: HealthCheck,
+    #[serde(with = "serde_duration")]
+    pub interval: Duration,
+    #[serde(with = "serde_duration")]
+    pub timeout: Duration,
+    /// Consecutive successes before an instance is healthy.
+    pub healthy_after: u32,
+    /// Consecutive failures before an instance is unhealthy.
+    pub unhealthy_after: u32,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health {
+            check: HealthCheck::Tcp,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            healthy_after: 1,
+            unhealthy_after: 3,
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.check {
+            HealthCheck::HttpGet { path } => write!(f, "http_get {path}")?,
+            HealthCheck::Tcp => f.write_str("tcp")?,
+        }
+        write!(
+            f,
+            " every {} (timeout {}, healthy after {}, unhealthy after {})",
+            format_duration(self.interval),
+            format_duration(self.timeout),
+            self.healthy_after,
+            self.unhealthy_after
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheck {
+    /// `GET <path>` over HTTP/1.0 must answer 2xx or 3xx.
+    HttpGet { path: String },
+    /// A TCP connect must succeed.
+    Tcp,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durations
+// ---------------------------------------------------------------------------------------------
+
+const UNITS: [(&str, u64); 5] = [
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
+
+/// Parses `"<digits><unit>"` with unit `ms`, `s`, `m`, `h` or `d` (e.g. `"500ms"`, `"7d"`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not a duration (expected digits and a unit: \"500ms\", \"5s\", \"15m\", \"24h\", \"7d\")"
+        )
+    };
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = s.split_at(split);
+    if digits.is_empty() || digits.len() > 20 {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let per = UNITS
+        .iter()
+        .find(|(u, _)| *u == unit)
+        .map(|(_, ms)| *ms)
+        .ok_or_else(bad)?;
+    let ms = n
+        .checked_mul(per)
+        .ok_or_else(|| format!("{s:?} is too long a duration"))?;
+    Ok(Duration::from_millis(ms))
+}
+
+/// Formats a duration in the largest unit that is exact; sub-millisecond parts are dropped.
+/// `parse_duration(&format_duration(d)) == d` for every whole number of milliseconds.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    for (unit, per) in UNITS {
+        let per = u128::from(per);
+        if ms.is_multiple_of(per) {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
+}
+
+mod serde_duration {
+    use super::{format_duration, parse_duration};
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod serde_opt_duration {
+    use super::{format_duration, parse_duration};
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw file
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    service: Option<Spanned<BTreeMap<Spanned<String>, Spanned<RawService>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    image: Spanned<String>,
+    #[serde(default)]
+    replicas: Option<Spanned<i64>>,
+    listen: Spanned<String>,
+    port: Spanned<i64>,
+    #[serde(default)]
+    strategy: Option<Spanned<String>>,
+    #[serde(default)]
+    canary: Option<Spanned<Vec<Spanned<i64>>>>,
+    #[serde(default)]
+    step_pause: Option<Spanned<String>>,
+    #[serde(default)]
+    max_lifetime: Option<Spanned<String>>,
+    #[serde(default)]
+    health: Option<Spanned<RawHealth>>,
+    policy: Spanned<String>,
+    #[serde(default)]
+    tmpfs_mb: Option<Spanned<i64>>,
+    #[serde(default)]
+    env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    #[serde(default)]
+    reason: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    #[serde(default)]
+    http_get: Option<Spanned<String>>,
+    #[serde(default)]
+    tcp: Option<Spanned<bool>>,
+    #[serde(default)]
+    interval: Option<Spanned<String>>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    healthy_after: Option<Spanned<i64>>,
+    #[serde(default)]
+    unhealthy_after: Option<Spanned<i64>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Locations
+// ---------------------------------------------------------------------------------------------
+
+/// `(line, column)`, both 1-based, of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// `"\n    | <line>\n    |    ^"` for `line`/`column` in `text`.
+fn snippet(text: &str, line: usize, column: usize) -> String {
+    match text.lines().nth(line.wrapping_sub(1)) {
+        Some(l) if line > 0 => {
+            let pad: String = l
+                .chars()
+                .take(column.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            format!("\n    | {l}\n    | {pad}^")
+        }
+        _ => String::new(),
+    }
+}
+
+fn error_at(file: &Path, text: &str, offset: usize, message: String) -> DeployError {
+    let (line, column) = line_col(text, offset);
+    DeployError {
+        file: file.to_path_buf(),
+        line,
+        column,
+        message,
+        snippet: snippet(text, line, column),
+    }
+}
+
+fn error_unlocated(file: &Path, message: String) -> DeployError {
+    DeployError {
+        file: file.to_path_buf(),
+        line: 0,
+        column: 0,
+        message,
+        snippet: String::new(),
+    }
+}
+
+struct Cx<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Cx<'_> {
+    fn err(&self, span: Range<usize>, message: String) -> DeployError {
+        error_at(self.file, self.text, span.start, message)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------------------------
+
+fn valid_service_name(n: &str) -> bool {
+    (1..=63).contains(&n.len())
+        && n.bytes()
+            .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+}
+
+/// Whether two listen addresses would fight over the same port.
+fn listen_clash(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+impl Deployment {
+    /// Reads and validates the deploy file at `path`.
+    pub fn load(path: &Path) -> Result<Deployment, DeployError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| error_unlocated(path, format!("cannot read the deploy file: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            error_unlocated(
+                path,
+                format!(
+                    "the deploy file is not UTF-8 (byte {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            )
+        })?;
+        Deployment::parse(path, &text)
+    }
+
+    /// Parses deploy-file text; `policy` paths resolve against `path`'s directory, which must
+    /// exist. Does not check that the `listen` ports are free (see [`check_listen_free`]).
+    pub fn parse(path: &Path, text: &str) -> Result<Deployment, DeployError> {
+        let cx = Cx { file: path, text };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            cx.err(span, e.message().trim().to_string())
+        })?;
+        let Some(services) = raw.service else {
+            return Err(cx.err(
+                0..0,
+                "the deploy file declares no services (expected [service.<name>] tables)".into(),
+            ));
+        };
+        let services_span = services.span();
+        let services = services.into_inner();
+        if services.is_empty() {
+            return Err(cx.err(
+                services_span,
+                "the deploy file declares no services (expected [service.<name>] tables)".into(),
+            ));
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let dir = std::fs::canonicalize(&dir).map_err(|e| {
+            error_unlocated(
+                path,
+                format!(
+                    "cannot resolve the deploy file's directory {}: {e}",
+                    dir.display()
+                ),
+            )
+        })?;
+
+        let mut out = BTreeMap::new();
+        let mut listen_at = BTreeMap::new();
+        let mut listens: Vec<(String, SocketAddr)> = Vec::new();
+        for (name, svc) in services {
+            let name_span = name.span();
+            let name = name.into_inner();
+            if !valid_service_name(&name) {
+                return Err(cx.err(
+                    name_span,
+                    format!("service name {name:?} must be 1 to 63 characters of a-z, 0-9 and '-'"),
+                ));
+            }
+            let svc = svc.into_inner();
+            let listen_span = svc.listen.span();
+            let spec = parse_service(&cx, &dir, &name, svc)?;
+            if let Some((other, addr)) = listens.iter().find(|(_, a)| listen_clash(a, &spec.listen))
+            {
+                let (line, _) = listen_at.get(other).map_or((0, 0), |&o| line_col(text, o));
+                return Err(cx.err(
+                    listen_span,
+                    format!(
+                        "service.{name}.listen: {} clashes with service.{other}.listen = {addr:?} (line {line}); each service needs its own port",
+                        spec.listen
+                    ),
+                ));
+            }
+            listens.push((name.clone(), spec.listen));
+            listen_at.insert(name.clone(), listen_span.start);
+            out.insert(name, spec);
+        }
+        Ok(Deployment {
+            services: out,
+            origin: Some(Arc::new(Origin {
+                file: path.to_path_buf(),
+                text: text.to_string(),
+                listen_at,
+            })),
+        })
+    }
+}
+
+fn duration_field(
+    cx: &Cx<'_>,
+    key: &str,
+    v: &Spanned<String>,
+    min: Duration,
+) -> Result<Duration, DeployError> {
+    let d = parse_duration(v.get_ref()).map_err(|m| cx.err(v.span(), format!("{key}: {m}")))?;
+    if d < min {
+        return Err(cx.err(
+            v.span(),
+            format!("{key}: must be at least {}", format_duration(min)),
+        ));
+    }
+    Ok(d)
+}
+
+fn int_field(
+    cx: &Cx<'_>,
+    key: &str,
+    v: &Spanned<i64>,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<u32, DeployError> {
+    let n = *v.get_ref();
+    if !range.contains(&n) {
+        return Err(cx.err(
+            v.span(),
+            format!(
+                "{key}: {n} is out of range ({}..={})",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    u32::try_from(n).map_err(|_| cx.err(v.span(), format!("{key}: {n} is out of range")))
+}
+
+fn parse_service(
+    cx: &Cx<'_>,
+    dir: &Path,
+    name: &str,
+    raw: RawService,
+) -> Result<ServiceSpec, DeployError> {
+    let k = |f: &str| format!("service.{name}.{f}");
+
+    let image = raw
+        .image
+        .get_ref()
+        .parse::<ImageRef>()
+        .map_err(|m| cx.err(raw.image.span(), format!("{}: {m}", k("image"))))?;
+
+    let replicas = match &raw.replicas {
+        Some(r) => int_field(cx, &k("replicas"), r, 1..=i64::from(MAX_REPLICAS))?,
+        None => 1,
+    };
+
+    let listen: SocketAddr = raw.listen.get_ref().parse().map_err(|_| {
+        cx.err(
+            raw.listen.span(),
+            format!(
+                "{}: {:?} is not an IP:port address (e.g. \"127.0.0.1:18080\" or \"[::1]:18080\")",
+                k("listen"),
+                raw.listen.get_ref()
+            ),
+        )
+    })?;
+    if listen.port() == 0 {
+        return Err(cx.err(
+            raw.listen.span(),
+            format!("{}: port 0 is not allowed", k("listen")),
+        ));
+    }
+
+    let port = int_field(cx, &k("port"), &raw.port, 1..=65535)?;
+    let port = u16::try_from(port)
+        .map_err(|_| cx.err(raw.port.span(), format!("{}: out of range", k("port"))))?;
+
+    let strategy_is_canary = match &raw.strategy {
+        None => false,
+        Some(s) => match s.get_ref().as_str() {
+            "blue-green" => false,
+            "canary" => true,
+            other => {
+                return Err(cx.err(
+                    s.span(),
+                    format!(
+                        "{}: {other:?} is not a strategy (expected \"blue-green\" or \"canary\")",
+                        k("strategy")
+                    ),
+                ));
+            }
+        },
+    };
+    let strategy = match (&raw.canary, strategy_is_canary) {
+        (None, false) => Strategy::BlueGreen,
+        (Some(c), false) => {
+            return Err(cx.err(
+                c.span(),
+                format!(
+                    "{}: canary steps need strategy = \"canary\" (the strategy is blue-green)",
+                    k("canary")
+                ),
+            ));
+        }
+        (None, true) => {
+            let at = raw.strategy.as_ref().map_or(0..0, Spanned::span);
+            return Err(cx.err(
+                at,
+                format!(
+                    "{}: strategy = \"canary\" needs canary = [..] steps, e.g. canary = [10, 50, 100]",
+                    k("strategy")
+                ),
+            ));
+        }
+        (Some(c), true) => {
+            let mut steps: Vec<u8> = Vec::new();
+            for p in c.get_ref() {
+                let v = *p.get_ref();
+                let pct = u8::try_from(v)
+                    .ok()
+                    .filter(|v| (1..=100).contains(v))
+                    .ok_or_else(|| {
+                        cx.err(
+                            p.span(),
+                            format!("{}: {v} is not a percent (1..=100)", k("canary")),
+                        )
+                    })?;
+                if let Some(&prev) = steps.last()
+                    && pct <= prev
+                {
+                    return Err(cx.err(
+                        p.span(),
+                        format!(
+                            "{}: steps must increase ({pct} follows {prev})",
+                            k("canary")
+                        ),
+                    ));
+                }
+                steps.push(pct);
+            }
+            if steps.last() != Some(&100) {
+                return Err(cx.err(
+                    c.span(),
+                    format!("{}: the last step must be 100", k("canary")),
+                ));
+            }
+            Strategy::Canary { steps }
+        }
+    };
+
+    let step_pause = match &raw.step_pause {
+        Some(v) => duration_field(cx, &k("step_pause"), v, Duration::ZERO)?,
+        None => Duration::from_secs(5),
+    };
+    let max_lifetime = raw
+        .max_lifetime
+        .as_ref()
+        .map(|v| duration_field(cx, &k("max_lifetime"), v, Duration::from_secs(1)))
+        .transpose()?;
+
+    let health = match raw.health {
+        None => Health::default(),
+        Some(h) => parse_health(cx, &k("health"), h)?,
+    };
+
+    let policy_rel = raw.policy.get_ref();
+    if policy_rel.is_empty() || policy_rel.contains('\0') {
+        return Err(cx.err(
+            raw.policy.span(),
+            format!("{}: expected the path of a trust.toml", k("policy")),
+        ));
+    }
+    let policy = dir.join(policy_rel);
+    if !policy.is_file() {
+        return Err(cx.err(
+            raw.policy.span(),
+            format!(
+                "{}: the trust policy {} does not exist (paths are relative to the deploy file)",
+                k("policy"),
+                policy.display()
+            ),
+        ));
+    }
+
+    let tmpfs_mb = raw
+        .tmpfs_mb
+        .as_ref()
+        .map(|v| int_field(cx, &k("tmpfs_mb"), v, 1..=i64::from(MAX_TMPFS_MB)))
+        .transpose()?;
+
+    let mut env = BTreeMap::new();
+    for (key, value) in raw.env.unwrap_or_default() {
+        let valid_key = !key.get_ref().is_empty()
+            && key
+                .get_ref()
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_')
+            && !key.get_ref().as_bytes()[0].is_ascii_digit();
+        if !valid_key {
+            return Err(cx.err(
+                key.span(),
+                format!(
+                    "{}: {:?} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)",
+                    k("env"),
+                    key.get_ref()
+                ),
+            ));
+        }
+        if value.get_ref().contains('\0') {
+            return Err(cx.err(
+                value.span(),
+                format!("{}.{}: must not contain NUL", k("env"), key.get_ref()),
+            ));
+        }
+        env.insert(key.into_inner(), value.into_inner());
+    }
+
+    Ok(ServiceSpec {
+        image,
+        replicas,
+        listen,
+        port,
+        strategy,
+        step_pause,
+        max_lifetime,
+        health,
+        policy,
+        tmpfs_mb,
+        env,
+        reason: raw.reason.map(Spanned::into_inner),
+    })
+}
+
+fn parse_health(cx: &Cx<'_>, key: &str, h: Spanned<RawHealth>) -> Result<Health, DeployError> {
+    let span = h.span();
+    let h = h.into_inner();
+    let check = match (&h.http_get, &h.tcp) {
+        (Some(p), None) => {
+            let path = p.get_ref();
+            if !path.starts_with('/') || path.bytes().any(|c| c <= b' ' || c == 0x7f) {
+                return Err(cx.err(
+                    p.span(),
+                    format!(
+                        "{key}.http_get: {path:?} must be an absolute request path without spaces, e.g. \"/healthz\""
+                    ),
+                ));
+            }
+            HealthCheck::HttpGet { path: path.clone() }
+        }
+        (None, Some(t)) if *t.get_ref() => HealthCheck::Tcp,
+        (None, Some(t)) => {
+            return Err(cx.err(
+                t.span(),
+                format!("{key}.tcp: must be true (or use http_get = \"/path\")"),
+            ));
+        }
+        (Some(_), Some(t)) => {
+            return Err(cx.err(
+                t.span(),
+                format!("{key}: give either http_get or tcp, not both"),
+            ));
+        }
+        (None, None) => {
+            return Err(cx.err(
+                span,
+                format!("{key}: needs http_get = \"/path\" or tcp = true"),
+            ));
+        }
+    };
+    let d = Health::default();
+    let interval = match &h.interval {
+        Some(v) => duration_field(cx, &format!("{key}.interval"), v, Duration::from_millis(10))?,
+        None => d.interval,
+    };
+    let timeout = match &h.timeout {
+        Some(v) => {
+            let t = duration_field(cx, &format!("{key}.timeout"), v, Duration::from_millis(1))?;
+            if t > interval {
+                return Err(cx.err(
+                    v.span(),
+                    format!(
+                        "{key}.timeout: {} is longer than the interval ({})",
+                        format_duration(t),
+                        format_duration(interval)
+                    ),
+                ));
+            }
+            t
+        }
+        None => d.timeout.min(interval),
+    };
+    let healthy_after = match &h.healthy_after {
+        Some(v) => int_field(cx, &format!("{key}.healthy_after"), v, 1..=100)?,
+        None => d.healthy_after,
+    };
+    let unhealthy_after = match &h.unhealthy_after {
+        Some(v) => int_field(cx, &format!("{key}.unhealthy_after"), v, 1..=100)?,
+        None => d.unhealthy_after,
+    };
+    Ok(Health {
+        check,
+        interval,
+        timeout,
+        healthy_after,
+        unhealthy_after,
+    })
+}
+
+/// A `listen` address that can't be bound on this host.
+#[derive(Debug, thiserror::Error)]
+#[error("service.{service}.listen: cannot listen on {addr}: {why} ({source})")]
+pub struct ListenError {
+    pub service: String,
+    pub addr: SocketAddr,
+    /// A plain-words reason.
+    pub why: &'static str,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Checks, with a bind attempt, that `addr` (service `service`'s `listen`) is free on this
+/// host. The daemon skips it for addresses its own proxies already serve.
+pub fn check_listen_free(service: &str, addr: SocketAddr) -> Result<(), ListenError> {
+    match TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(source) => Err(ListenError {
+            service: service.to_string(),
+            addr,
+            why: match source.kind() {
+                std::io::ErrorKind::AddrInUse => "the port is already in use on this host",
+                std::io::ErrorKind::AddrNotAvailable => "the address is not assigned to this host",
+                std::io::ErrorKind::PermissionDenied => {
+                    "permission denied (ports below 1024 need root)"
+                }
+                _ => "the bind failed",
+            },
+            source,
+        }),
+    }
+}
+
+impl Deployment {
+    /// [`check_listen_free`] for every service except those for which `skip(name, addr)` is
+    /// true (the daemon already serves that address). The error names the `listen` value's
+    /// `file:line:col` when the deployment was parsed from a file.
+    pub fn check_listen_free(
+        &self,
+        skip: impl Fn(&str, SocketAddr) -> bool,
+    ) -> Result<(), DeployError> {
+        for (name, svc) in &self.services {
+            if skip(name, svc.listen) {
+                continue;
+            }
+            if let Err(e) = check_listen_free(name, svc.listen) {
+                let message = e.to_string();
+                return Err(match &self.origin {
+                    Some(o) => match o.listen_at.get(name) {
+                        Some(&at) => error_at(&o.file, &o.text, at, message),
+                        None => error_unlocated(&o.file, message),
+                    },
+                    None => error_unlocated(Path::new("deploy.toml"), message),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plan
+// ---------------------------------------------------------------------------------------------
+
+/// One changed setting of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "field")]
+pub enum Change {
+    Image {
+        from: ImageRef,
+        to: ImageRef,
+    },
+    Replicas {
+        from: u32,
+        to: u32,
+    },
+    Listen {
+        from: SocketAddr,
+        to: SocketAddr,
+    },
+    Port {
+        from: u16,
+        to: u16,
+    },
+    Strategy {
+        from: Strategy,
+        to: Strategy,
+    },
+    StepPause {
+        from: String,
+        to: String,
+    },
+    MaxLifetime {
+        from: Option<String>,
+        to: Option<String>,
+    },
+    Health {
+        from: Health,
+        to: Health,
+    },
+    Policy {
+        from: PathBuf,
+        to: PathBuf,
+    },
+    TmpfsMb {
+        from: Option<u32>,
+        to: Option<u32>,
+    },
+    /// Variable names only: values may be secrets.
+    Env {
+        added: Vec<String>,
+        removed: Vec<String>,
+        changed: Vec<String>,
+    },
+}
+
+impl Change {
+    /// Whether the change needs new instances (a new release): instances are immutable, so
+    /// anything baked into them (image, port, environment, tmpfs size) means replacing them.
+    /// The rest (replicas, listen, strategy, timings, health, policy) applies to the running
+    /// release.
+    pub fn needs_new_release(&self) -> bool {
+        matches!(
+            self,
+            Change::Image { .. }
+                | Change::Port { .. }
+                | Change::Env { .. }
+                | Change::TmpfsMb { .. }
+        )
+    }
+}
+
+fn opt<T: fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map_or_else(|| "none".into(), ToString::to_string)
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Image { from, to } => write!(f, "image {from} -> {to}"),
+            Change::Replicas { from, to } => write!(f, "replicas {from} -> {to}"),
+            Change::Listen { from, to } => write!(f, "listen {from} -> {to}"),
+            Change::Port { from, to } => write!(f, "port {from} -> {to}"),
+            Change::Strategy { from, to } => write!(f, "strategy {from} -> {to}"),
+            Change::StepPause { from, to } => write!(f, "step_pause {from} -> {to}"),
+            Change::MaxLifetime { from, to } => {
+                write!(f, "max_lifetime {} -> {}", opt(from), opt(to))
+            }
+            Change::Health { from, to } => write!(f, "health {from} -> {to}"),
+            Change::Policy { from, to } => {
+                write!(f, "policy {} -> {}", from.display(), to.display())
+            }
+            Change::TmpfsMb { from, to } => write!(f, "tmpfs_mb {} -> {}", opt(from), opt(to)),
+            Change::Env {
+                added,
+                removed,
+                changed,
+            } => {
+                let mut parts = Vec::new();
+                if !added.is_empty() {
+                    parts.push(format!("+{}", added.join(" +")));
+                }
+                if !removed.is_empty() {
+                    parts.push(format!("-{}", removed.join(" -")));
+                }
+                if !changed.is_empty() {
+                    parts.push(format!("~{}", changed.join(" ~")));
+                }
+                write!(f, "env {}", parts.join(" "))
+            }
+        }
+    }
+}
+
+/// What converging does to one service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action", content = "changes")]
+pub enum ServiceAction {
+    Create,
+    Update(Vec<Change>),
+    Remove,
+    Unchanged,
+}
+
+/// Per service (sorted by name): what converging from the current to the desired state does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub services: BTreeMap<String, ServiceAction>,
+}
+
+impl Plan {
+    /// True if converging changes nothing.
+    pub fn is_noop(&self) -> bool {
+        self.services
+            .values()
+            .all(|a| matches!(a, ServiceAction::Unchanged))
+    }
+}
+
+impl fmt::Display for Plan {
+    /// One line per service: `+ name: create ...`, `~ name: update ...`, `- name: remove`,
+    /// `= name: unchanged`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, action) in &self.services {
+            match action {
+                ServiceAction::Create => writeln!(f, "+ {name}: create")?,
+                ServiceAction::Remove => writeln!(f, "- {name}: remove")?,
+                ServiceAction::Unchanged => writeln!(f, "= {name}: unchanged")?,
+                ServiceAction::Update(changes) => {
+                    let release = if changes.iter().any(Change::needs_new_release) {
+                        " (new release)"
+                    } else {
+                        ""
+                    };
+                    writeln!(f, "~ {name}: update{release}")?;
+                    for c in changes {
+                        writeln!(f, "    {c}")?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn diff(a: &ServiceSpec, b: &ServiceSpec) -> Vec<Change> {
+    let mut out = Vec::new();
+    if a.image != b.image {
+        out.push(Change::Image {
+            from: a.image.clone(),
+            to: b.image.clone(),
+        });
+    }
+    if a.replicas != b.replicas {
+        out.push(Change::Replicas {
+            from: a.replicas,
+            to: b.replicas,
+        });
+    }
+    if a.listen != b.listen {
+        out.push(Change::Listen {
+            from: a.listen,
+            to: b.listen,
+        });
+    }
+    if a.port != b.port {
+        out.push(Change::Port {
+            from: a.port,
+            to: b.port,
+        });
+    }
+    if a.strategy != b.strategy {
+        out.push(Change::Strategy {
+            from: a.strategy.clone(),
+            to: b.strategy.clone(),
+        });
+    }
+    if a.step_pause != b.step_pause {
+        out.push(Change::StepPause {
+            from: format_duration(a.step_pause),
+            to: format_duration(b.step_pause),
+        });
+    }
+    if a.max_lifetime != b.max_lifetime {
+        out.push(Change::MaxLifetime {
+            from: a.max_lifetime.map(format_duration),
+            to: b.max_lifetime.map(format_duration),
+        });
+    }
+    if a.health != b.health {
+        out.push(Change::Health {
+            from: a.health.clone(),
+            to: b.health.clone(),
+        });
+    }
+    if a.policy != b.policy {
+        out.push(Change::Policy {
+            from: a.policy.clone(),
+            to: b.policy.clone(),
+        });
+    }
+    if a.tmpfs_mb != b.tmpfs_mb {
+        out.push(Change::TmpfsMb {
+            from: a.tmpfs_mb,
+            to: b.tmpfs_mb,
+        });
+    }
+    if a.env != b.env {
+        let added = b
+            .env
+            .keys()
+            .filter(|k| !a.env.contains_key(*k))
+            .cloned()
+            .collect();
+        let removed = a
+            .env
+            .keys()
+            .filter(|k| !b.env.contains_key(*k))
+            .cloned()
+            .collect();
+        let changed = a
+            .env
+            .iter()
+            .filter(|(k, v)| b.env.get(*k).is_some_and(|w| w != *v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        out.push(Change::Env {
+            added,
+            removed,
+            changed,
+        });
+    }
+    out
+}
+
+/// What converging from `current` to `desired` does, per service. `reason` is not compared.
+pub fn plan(current: &Deployment, desired: &Deployment) -> Plan {
+    let mut services = BTreeMap::new();
+    for (name, want) in &desired.services {
+        let action = match current.services.get(name) {
+            None => ServiceAction::Create,
+            Some(have) => {
+                let changes = diff(have, want);
+                if changes.is_empty() {
+                    ServiceAction::Unchanged
+                } else {
+                    ServiceAction::Update(changes)
+                }
+            }
+        };
+        services.insert(name.clone(), action);
+    }
+    for name in current.services.keys() {
+        if !desired.services.contains_key(name) {
+            services.insert(name.clone(), ServiceAction::Remove);
+        }
+    }
+    Plan { services }
+}
+
+#[cfg(test)]
+mod tests;

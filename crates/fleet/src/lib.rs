@@ -1,0 +1,18 @@
+//! The fleet: `deploy.toml` (the desired state of `kiln serve`, parsed strictly, with
+//! `file:line:col` errors and a plan against the current state) and the front proxy that
+//! spreads each service's TCP connections over its instances.
+
+pub mod api;
+pub mod daemon;
+pub mod deploy;
+mod pool;
+pub mod proxy;
+pub mod state;
+
+pub use deploy::{
+    Change, DeployError, Deployment, Health, HealthCheck, ImageRef, ListenError, Plan,
+    ServiceAction, ServiceSpec, Strategy, check_listen_free, format_duration, parse_duration, plan,
+};
+pub use proxy::{
+    Backend, BackendStats, Dial, Proxy, ProxyStats, StepWeights, TcpDial, weights_for_step,
+};

@@ -1,0 +1,182 @@
+//! The daemon's own state: desired deployment, releases and instances,
+//! kept in an embedded database (redb) under the state directory so that a
+//! restarted `kiln serve` knows what it was running.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::deploy::{Deployment, ImageRef, ServiceSpec};
+
+const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet");
+const KEY: &str = "state";
+
+/// Why the state database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("fleet state database {path}: {message}")]
+    Db { path: String, message: String },
+    #[error("fleet state database {path}: stored state is unreadable: {source}")]
+    Decode {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Everything the daemon persists.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FleetState {
+    /// The last applied deployment.
+    pub desired: Deployment,
+    pub services: BTreeMap<String, ServiceState>,
+    /// Counter for release and instance ids.
+    pub seq: u64,
+}
+
+/// One service's releases and instances.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServiceState {
+    /// Every release of the service, oldest first.
+    pub releases: Vec<Release>,
+    /// The release serving traffic.
+    pub active: Option<String>,
+    /// The release being rolled out, if any.
+    pub rollout: Option<Rollout>,
+    pub instances: BTreeMap<String, Instance>,
+    /// One line on what the service is doing or why it is stuck.
+    pub message: String,
+    /// A release that failed to roll out: not retried until a new apply.
+    pub failed: Option<String>,
+    /// Unplanned replacements (ms since the epoch), for crash-loop backoff.
+    pub restarts: Vec<u64>,
+    /// No new instance before this time (ms since the epoch).
+    pub backoff_until: u64,
+}
+
+impl ServiceState {
+    pub fn release(&self, id: &str) -> Option<&Release> {
+        self.releases.iter().find(|r| r.id == id)
+    }
+
+    pub fn active_release(&self) -> Option<&Release> {
+        self.active.as_deref().and_then(|id| self.release(id))
+    }
+}
+
+/// An immutable release: one image with one instance configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Release {
+    pub id: String,
+    pub image: ImageRef,
+    pub spec: ServiceSpec,
+    pub created: String,
+    /// The image's `[baseline]` (config label `dev.kiln.baseline`).
+    pub baseline: Option<serde_json::Value>,
+    pub reason: Option<String>,
+}
+
+/// A release on its way in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rollout {
+    pub release: String,
+    /// The release it replaces (`None` for a first deploy).
+    pub from: Option<String>,
+    /// `None`: blue-green (or first deploy); `Some(steps)`: canary.
+    pub canary: Option<Vec<u8>>,
+    /// Index of the canary step in effect (weights shifted), if started.
+    pub step: Option<usize>,
+    pub step_since: u64,
+    pub started: u64,
+    /// Why the strategy differs from the requested one, if it does.
+    pub note: Option<String>,
+    /// Exits or health failures of the new release's instances.
+    pub failures: u32,
+}
+
+/// Lifecycle of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Started, not yet healthy.
+    Starting,
+    Healthy,
+    /// Out of rotation, draining, then destroyed.
+    Retiring,
+}
+
+/// One runc container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub release: String,
+    pub pid: u32,
+    /// ms since the epoch.
+    pub started: u64,
+    pub phase: Phase,
+    pub in_rotation: bool,
+    /// The instance this one is replacing (max lifetime), if any.
+    pub replaces: Option<String>,
+    /// When retiring started (ms since the epoch).
+    pub retiring_since: u64,
+    /// Why it is retiring.
+    pub retire_reason: Option<String>,
+    /// Milliseconds from `runc run` to the first passed health check.
+    #[serde(default)]
+    pub start_to_healthy_ms: Option<u64>,
+}
+
+/// The redb file holding [`FleetState`].
+pub struct Db {
+    db: Database,
+    path: String,
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, StateError> {
+        let p = path.display().to_string();
+        let err = |e: &dyn std::fmt::Display| StateError::Db {
+            path: p.clone(),
+            message: e.to_string(),
+        };
+        let db = Database::create(path).map_err(|e| err(&e))?;
+        Ok(Db { db, path: p })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StateError {
+        StateError::Db {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The stored state, or the empty state for a new database.
+    pub fn load(&self) -> Result<FleetState, StateError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match r.open_table(TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(FleetState::default()),
+            Err(e) => return Err(self.err(e)),
+        };
+        match t.get(KEY).map_err(|e| self.err(e))? {
+            Some(v) => serde_json::from_slice(v.value()).map_err(|source| StateError::Decode {
+                path: self.path.clone(),
+                source,
+            }),
+            None => Ok(FleetState::default()),
+        }
+    }
+
+    /// Replace the stored state durably.
+    pub fn save(&self, st: &FleetState) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(st).map_err(|e| self.err(e))?;
+        let w = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = w.open_table(TABLE).map_err(|e| self.err(e))?;
+            t.insert(KEY, bytes.as_slice()).map_err(|e| self.err(e))?;
+        }
+        w.commit().map_err(|e| self.err(e))
+    }
+}

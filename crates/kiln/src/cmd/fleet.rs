@@ -1,0 +1,485 @@
+//! The fleet: `kiln serve` (the daemon) and the commands that talk to it —
+//! `apply`, `status`, `rollback`, `logs`, `debug`, `chaos`, `destroy`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use kiln_fleet::api::{self, Request};
+use kiln_fleet::daemon::{Daemon, ImageGate, Options};
+use kiln_fleet::{Deployment, ImageRef, parse_duration};
+use kiln_oci::Store;
+use serde_json::{Value, json};
+
+use super::{Ctx, print_json};
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Directory mounted read-only at /run/kiln-debug in debug instances
+    /// (default: a copy of the host's static /bin/busybox).
+    #[arg(long)]
+    debug_tools: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct ApplyArgs {
+    /// The desired state (deploy.toml).
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    /// Return after the daemon accepted the plan, without waiting for it to converge.
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for convergence.
+    #[arg(long, default_value = "180s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(clap::Args)]
+pub struct ServiceArgs {
+    service: String,
+    /// Return without waiting for the change to converge.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    service: String,
+    /// Keep streaming new output.
+    #[arg(short, long)]
+    follow: bool,
+}
+
+#[derive(clap::Args)]
+pub struct DebugArgs {
+    service: String,
+    /// The debug instance is destroyed after this long at the latest.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    ttl: Duration,
+}
+
+#[derive(clap::Args)]
+pub struct ChaosArgs {
+    service: String,
+    /// SIGKILL a random serving instance this often.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    kill_every: Duration,
+    /// For this long.
+    #[arg(long = "for", default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Pause between probe requests through the front proxy.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    probe_every: Duration,
+}
+
+// ---- kiln serve ---------------------------------------------------------
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// `kiln verify`'s rules as the daemon's gate: every image passes the
+/// service's policy (and every blob digest) before an instance starts.
+struct Gate {
+    state_dir: PathBuf,
+}
+
+impl ImageGate for Gate {
+    fn check(&self, image: &ImageRef, policy: &Path) -> Result<String, String> {
+        let ctx = Ctx::new(self.state_dir.clone(), false, None, "kiln serve".into());
+        let store =
+            Store::open(self.state_dir.join("store")).map_err(|e| format!("image store: {e}"))?;
+        let img = super::resolve(&store, &image.to_string()).map_err(|e| format!("{e:#}"))?;
+        let verdicts =
+            super::verify::evaluate(&store, &img, policy).map_err(|e| format!("{e:#}"))?;
+        let _ = super::verify::record_verdicts(&ctx, &img, policy, &verdicts);
+        let failed: Vec<String> = verdicts
+            .iter()
+            .filter(|v| !v.pass)
+            .map(|v| format!("{}: {}", v.rule, v.reason))
+            .collect();
+        if failed.is_empty() {
+            Ok(format!("{} rule(s) hold", verdicts.len()))
+        } else {
+            Err(failed.join("; "))
+        }
+    }
+}
+
+pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("kiln serve must run as root (it runs containers with runc)");
+    }
+    let runc = kiln_runtime::Runc::new(ctx.state_dir.join("fleet/runc"));
+    if !runc.available() {
+        bail!("runc is not installed (apt-get install runc)");
+    }
+    let debug_tools = match a.debug_tools {
+        Some(d) => Some(d),
+        None => default_debug_tools(&ctx.state_dir)?,
+    };
+    // SAFETY: installing async-signal-safe handlers (an atomic store), and
+    // ignoring SIGPIPE again: the proxy writes to sockets peers may close.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    let daemon = Daemon::new(
+        Options {
+            state_dir: ctx.state_dir.clone(),
+            debug_tools,
+        },
+        Arc::new(runc),
+        Arc::new(Gate {
+            state_dir: ctx.state_dir.clone(),
+        }),
+    )?;
+    eprintln!(
+        "kiln serve: API on {} (root only); instances keep running if kiln serve stops",
+        api::socket_path(&ctx.state_dir).display()
+    );
+    daemon.run(&STOP)?;
+    eprintln!("kiln serve: stopped");
+    Ok(())
+}
+
+/// `<state>/fleet/debug-tools/busybox`, copied from the host's static busybox.
+fn default_debug_tools(state_dir: &Path) -> Result<Option<PathBuf>> {
+    let src = Path::new("/bin/busybox");
+    if !src.exists() {
+        return Ok(None);
+    }
+    let dir = state_dir.join("fleet/debug-tools");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dst = dir.join("busybox");
+    if !dst.exists() {
+        let tmp = dir.join(".busybox.tmp");
+        std::fs::copy(src, &tmp).with_context(|| format!("copying {}", src.display()))?;
+        std::fs::rename(&tmp, &dst)?;
+    }
+    Ok(Some(dir))
+}
+
+// ---- clients --------------------------------------------------------------
+
+fn status_of(ctx: &Ctx) -> Result<Value> {
+    Ok(api::request(&ctx.state_dir, &Request::Status)?)
+}
+
+fn service<'a>(st: &'a Value, name: &str) -> Option<&'a Value> {
+    st["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+}
+
+/// Wait until every named service converged; fail on an aborted or refused
+/// release. Prints each new status message.
+fn wait_converged(ctx: &Ctx, names: &[String], timeout: Duration) -> Result<Value> {
+    let end = Instant::now() + timeout;
+    let mut last: Vec<String> = vec![String::new(); names.len()];
+    // Give the reconciler a tick to pick the change up.
+    std::thread::sleep(Duration::from_millis(150));
+    loop {
+        let st = status_of(ctx)?;
+        let mut done = true;
+        for (i, n) in names.iter().enumerate() {
+            let Some(s) = service(&st, n) else {
+                done = false;
+                continue;
+            };
+            let msg = s["message"].as_str().unwrap_or("").to_string();
+            if !ctx.json && msg != last[i] && !msg.is_empty() {
+                eprintln!("{n}: {msg}");
+            }
+            last[i] = msg.clone();
+            if s["failed"] == true && s["rollout"].is_null() {
+                bail!("service {n}: {msg}");
+            }
+            if s["converged"] != true {
+                done = false;
+            }
+        }
+        if done {
+            return Ok(st);
+        }
+        if Instant::now() > end {
+            bail!(
+                "not converged after {} s: {}",
+                timeout.as_secs(),
+                last.join("; ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+pub fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
+    // Parse here first: errors point at file:line:col before anything is sent.
+    let d = Deployment::load(&a.file)?;
+    let path = std::fs::canonicalize(&a.file)
+        .with_context(|| format!("resolving {}", a.file.display()))?;
+    let res = api::request(
+        &ctx.state_dir,
+        &Request::Apply {
+            path,
+            reason: ctx.reason.clone(),
+        },
+    )?;
+    if !ctx.json {
+        print!("{}", res["text"].as_str().unwrap_or(""));
+    }
+    if a.no_wait {
+        return if ctx.json { print_json(&res) } else { Ok(()) };
+    }
+    let names: Vec<String> = d.services.keys().cloned().collect();
+    let st = wait_converged(ctx, &names, a.timeout)?;
+    if ctx.json {
+        return print_json(&json!({"plan": res["plan"], "status": st}));
+    }
+    for n in &names {
+        if let Some(s) = service(&st, n) {
+            println!(
+                "{n}: {} healthy on {}, release {}",
+                s["healthy"],
+                s["listen"].as_str().unwrap_or("?"),
+                s["active"]["id"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn status(ctx: &Ctx) -> Result<()> {
+    let st = status_of(ctx)?;
+    if ctx.json {
+        return print_json(&st);
+    }
+    let services = st["services"].as_array().cloned().unwrap_or_default();
+    if services.is_empty() {
+        println!("no services");
+        return Ok(());
+    }
+    for s in services {
+        println!(
+            "{}  listen {}  {}/{} healthy  release {} {}",
+            s["name"].as_str().unwrap_or("?"),
+            s["listen"].as_str().unwrap_or("-"),
+            s["healthy"],
+            s["replicas"],
+            s["active"]["id"].as_str().unwrap_or("-"),
+            s["active"]["image"].as_str().unwrap_or("")
+        );
+        if let Some(m) = s["message"].as_str().filter(|m| !m.is_empty()) {
+            println!("  {m}");
+        }
+        for i in s["instances"].as_array().into_iter().flatten() {
+            let age = i["age_ms"].as_u64().unwrap_or(0) / 1000;
+            println!(
+                "  {:<14} {:<6} pid {:<8} {:<9} {:>6}s {}",
+                i["id"].as_str().unwrap_or("?"),
+                i["release"].as_str().unwrap_or("?"),
+                i["pid"],
+                i["phase"].as_str().unwrap_or("?"),
+                age,
+                if i["in_rotation"] == true {
+                    "serving"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn rollback(ctx: &Ctx, a: ServiceArgs) -> Result<()> {
+    let res = api::request(
+        &ctx.state_dir,
+        &Request::Rollback {
+            service: a.service.clone(),
+            reason: ctx.reason.clone(),
+        },
+    )?;
+    if !ctx.json {
+        println!(
+            "rolling {} back from {} to {} ({})",
+            a.service,
+            res["from"].as_str().unwrap_or("?"),
+            res["to"].as_str().unwrap_or("?"),
+            res["image"].as_str().unwrap_or("?")
+        );
+    }
+    if !a.no_wait {
+        wait_converged(
+            ctx,
+            std::slice::from_ref(&a.service),
+            Duration::from_secs(180),
+        )?;
+    }
+    if ctx.json {
+        print_json(&res)?;
+    }
+    Ok(())
+}
+
+pub fn destroy(ctx: &Ctx, a: ServiceArgs) -> Result<()> {
+    api::request(
+        &ctx.state_dir,
+        &Request::Destroy {
+            service: a.service.clone(),
+            reason: ctx.reason.clone(),
+        },
+    )?;
+    if !a.no_wait {
+        let end = Instant::now() + Duration::from_secs(60);
+        while service(&status_of(ctx)?, &a.service).is_some() {
+            if Instant::now() > end {
+                bail!("{} still has instances after 60 s", a.service);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    if ctx.json {
+        return print_json(&json!({"destroyed": a.service}));
+    }
+    println!("destroyed {}", a.service);
+    Ok(())
+}
+
+pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut print = |r: &Value| {
+        for l in r["lines"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "{}", l.as_str().unwrap_or(""));
+        }
+        let _ = out.flush();
+    };
+    let last = api::call(
+        &ctx.state_dir,
+        &Request::Logs {
+            service: a.service,
+            follow: a.follow,
+        },
+        |r| {
+            print(&r.result);
+            true
+        },
+    )?;
+    print(&last.result);
+    Ok(())
+}
+
+pub fn debug(ctx: &Ctx, a: DebugArgs) -> Result<()> {
+    // SAFETY: isatty has no preconditions.
+    let terminal = unsafe { libc::isatty(0) } == 1;
+    let res = api::request(
+        &ctx.state_dir,
+        &Request::DebugStart {
+            service: a.service.clone(),
+            ttl_ms: a.ttl.as_millis() as u64,
+            terminal,
+        },
+    )?;
+    let id = res["id"]
+        .as_str()
+        .context("daemon reply without id")?
+        .to_string();
+    let bundle = res["bundle"]
+        .as_str()
+        .context("daemon reply without bundle")?;
+    let root = res["runc_root"]
+        .as_str()
+        .context("daemon reply without runc root")?;
+    eprintln!(
+        "debug instance {id} of {} (out of rotation, destroyed on exit or after {}); shell tools in /run/kiln-debug",
+        res["image"].as_str().unwrap_or("?"),
+        kiln_fleet::format_duration(a.ttl)
+    );
+    let status = std::process::Command::new("runc")
+        .args(["--root", root, "run", "--bundle", bundle, &id])
+        .status()
+        .context("running runc")?;
+    let _ = api::request(&ctx.state_dir, &Request::DebugStop { id: id.clone() });
+    if ctx.json {
+        return print_json(&json!({"id": id, "exit": status.code()}));
+    }
+    eprintln!("debug instance {id} destroyed");
+    Ok(())
+}
+
+/// One probe: a TCP connection through the front proxy and an HTTP GET.
+fn probe(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    let mut got = 0;
+    while got < 12 {
+        match s.read(&mut buf[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    got >= 12 && buf.starts_with(b"HTTP/1.") && (buf[9] == b'2' || buf[9] == b'3')
+}
+
+pub fn chaos(ctx: &Ctx, a: ChaosArgs) -> Result<()> {
+    let st = status_of(ctx)?;
+    let svc =
+        service(&st, &a.service).with_context(|| format!("unknown service {:?}", a.service))?;
+    let addr: SocketAddr = svc["listen"]
+        .as_str()
+        .context("service has no listen address")?
+        .parse()?;
+    api::request(
+        &ctx.state_dir,
+        &Request::Chaos {
+            service: a.service.clone(),
+            every_ms: a.kill_every.as_millis() as u64,
+            for_ms: a.duration.as_millis() as u64,
+        },
+    )?;
+    let end = Instant::now() + a.duration;
+    let (mut ok, mut failed) = (0u64, 0u64);
+    while Instant::now() < end {
+        if probe(addr) {
+            ok += 1;
+        } else {
+            failed += 1;
+        }
+        std::thread::sleep(a.probe_every);
+    }
+    let total = ok + failed;
+    let availability = if total == 0 {
+        0.0
+    } else {
+        ok as f64 * 100.0 / total as f64
+    };
+    if ctx.json {
+        return print_json(&json!({
+            "service": a.service,
+            "requests": total,
+            "failed": failed,
+            "availability_percent": availability,
+        }));
+    }
+    println!(
+        "{}: {total} requests through {addr} while killing an instance every {}: {failed} failed, availability {availability:.3}%",
+        a.service,
+        kiln_fleet::format_duration(a.kill_every)
+    );
+    Ok(())
+}

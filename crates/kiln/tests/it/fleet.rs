@@ -1,0 +1,647 @@
+//! `kiln serve` with real parts: runc instances of the example busybox-httpd
+//! image behind kiln's front proxy, checked over real HTTP.
+//!
+//! Needs root and runc; with KILN_REQUIRE_INTEROP=1 (CI) a missing runc
+//! fails instead of skipping.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn can_run() -> bool {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ok = root && have("runc");
+    if !ok {
+        assert!(
+            std::env::var_os("KILN_REQUIRE_INTEROP").is_none(),
+            "fleet tests need root and runc"
+        );
+        eprintln!("SKIPPED: fleet tests need root and runc");
+    }
+    ok
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An env with a signing key, a policy, and a running `kiln serve`.
+struct Fleet {
+    e: Env,
+    serve: Option<Child>,
+    listen: SocketAddr,
+    policy: PathBuf,
+    key: PathBuf,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let e = Env::new();
+        let key = keygen(&e, "ci");
+        let policy = e.path().join("trust.toml");
+        fs::write(
+            &policy,
+            "[keys]\nci = \"ci.pub\"\n\n[roles.builder]\nkeys = [\"ci\"]\nthreshold = 1\n\n[require]\nsignature = \"builder\"\n",
+        )
+        .unwrap();
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut f = Fleet {
+            e,
+            serve: None,
+            listen,
+            policy,
+            key,
+        };
+        f.start();
+        f
+    }
+
+    fn start(&mut self) {
+        let log = fs::File::create(self.e.path().join("serve.log")).unwrap();
+        let child = self
+            .e
+            .kiln()
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.serve = Some(child);
+        let sock = self.e.state().join("fleet/kiln.sock");
+        let end = Instant::now() + Duration::from_secs(20);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < end,
+                "kiln serve did not start: {}",
+                self.serve_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.serve.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    fn serve_log(&self) -> String {
+        fs::read_to_string(self.e.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Build (with `spec` edits applied) and sign; returns `hello@sha256:…`.
+    fn image(&self, tag: &str, page: &str, edit: impl Fn(String) -> String) -> String {
+        fs::write(self.e.spec_dir().join("www/index.html"), page).unwrap();
+        let spec = self.e.spec_text();
+        let spec = spec.replace("tag = \"1.0.0\"", &format!("tag = \"{tag}\""));
+        self.e.write_spec(&edit(spec));
+        let digest = self.e.build(&[]);
+        let o = run(self
+            .e
+            .kiln()
+            .env("KILN_KEY_PASSWORD", PASSWORD)
+            .args(["sign", &format!("hello:{tag}"), "--key"])
+            .arg(&self.key));
+        assert!(o.status.success(), "{}", stderr(&o));
+        self.e
+            .write_spec(&fs::read_to_string(repo().join("examples/hello/kiln.toml")).unwrap());
+        format!("hello@{digest}")
+    }
+
+    fn deploy_file(&self, image: &str, extra: &str) -> PathBuf {
+        let p = self.e.path().join("deploy.toml");
+        fs::write(
+            &p,
+            format!(
+                "[service.web]\nimage = \"{image}\"\nreplicas = 3\nlisten = \"{}\"\nport = 8080\nstrategy = \"blue-green\"\nstep_pause = \"1s\"\nhealth = {{ http_get = \"/\", interval = \"500ms\", timeout = \"500ms\" }}\npolicy = \"{}\"\n{extra}",
+                self.listen,
+                self.policy.display()
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    fn apply(&self, file: &Path) -> std::process::Output {
+        run(self
+            .e
+            .kiln()
+            .args(["apply", "--timeout", "90s", "-f"])
+            .arg(file))
+    }
+
+    fn status(&self) -> Value {
+        let o = run(self.e.kiln().args(["--json", "status"]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        json(&o)
+    }
+
+    fn web(&self) -> Value {
+        self.status()["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "web")
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    fn events(&self, prefix: &str) -> Vec<Value> {
+        let o = run(self
+            .e
+            .kiln()
+            .args(["--json", "log", "show", "--action", prefix]));
+        json(&o)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["event"].clone())
+            .collect()
+    }
+
+    fn wait_for(&self, what: &str, secs: u64, mut f: impl FnMut(&Value) -> bool) -> Value {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let w = self.web();
+            if f(&w) {
+                return w;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}: {w:#}\n{}",
+                self.serve_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = run(self.e.kiln().args(["destroy", "web"]));
+        self.stop();
+        // Belt and braces: no container outlives the test.
+        let root = self.e.state().join("fleet/runc");
+        if let Ok(o) = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output()
+        {
+            for id in String::from_utf8_lossy(&o.stdout).lines() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "-f", id])
+                    .output();
+            }
+        }
+    }
+}
+
+/// GET `path` through the front proxy: (status, body).
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.get(9..12)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// A request loop's result: (ok, failed, bodies seen).
+type LoadResult = (u64, u64, Vec<String>);
+
+/// Requests in a loop until stopped.
+fn load(addr: SocketAddr) -> (Arc<AtomicBool>, std::thread::JoinHandle<LoadResult>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let h = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, 0);
+        let mut seen: Vec<String> = Vec::new();
+        while !s.load(Ordering::Relaxed) {
+            match get(addr, "/") {
+                Some((200, body)) => {
+                    ok += 1;
+                    if !seen.contains(&body) {
+                        seen.push(body);
+                    }
+                }
+                _ => failed += 1,
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (ok, failed, seen)
+    });
+    (stop, h)
+}
+
+fn pids(w: &Value) -> Vec<(String, u32)> {
+    w["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["in_rotation"] == true)
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_string(),
+                i["pid"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn replicas_heal_and_blue_green_drops_no_request() {
+    if !can_run() {
+        return;
+    }
+    let f = Fleet::new();
+    let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
+    let o = f.apply(&f.deploy_file(&v1, ""));
+    assert!(o.status.success(), "{}\n{}", stderr(&o), f.serve_log());
+    let w = f.web();
+    assert_eq!(w["healthy"], 3, "{w:#}");
+    assert_eq!(
+        get(f.listen, "/").unwrap(),
+        (200, "<h1>v1</h1>\n".to_string())
+    );
+
+    // kill -9 one instance: replaced, and the service keeps answering.
+    let (victim, pid) = pids(&w)[0].clone();
+    // SAFETY: signalling a container process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let t = Instant::now();
+    let w = f.wait_for("a healed set", 20, |w| {
+        w["healthy"] == 3 && !pids(w).iter().any(|(id, _)| *id == victim)
+    });
+    eprintln!("healed in {:?}", t.elapsed());
+    assert_eq!(pids(&w).len(), 3);
+    let replaced = f.events("instance.replace");
+    assert!(
+        replaced
+            .iter()
+            .any(|e| e["resources"][1]["id"] == victim.as_str()
+                || e["resources"][0]["id"] == victim.as_str()
+                    && e["reason"].as_str().unwrap_or("").contains("SIGKILL")),
+        "{replaced:#?}"
+    );
+
+    // Blue-green under a continuous request loop: nothing dropped.
+    let v2 = f.image("2.0.0", "<h1>v2</h1>\n", |s| s);
+    let (stop, h) = load(f.listen);
+    std::thread::sleep(Duration::from_millis(300));
+    let o = f.apply(&f.deploy_file(&v2, ""));
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, seen) = h.join().unwrap();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during the switch",
+        ok + failed
+    );
+    assert!(ok > 20, "load loop too slow: {ok}");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("<h1>v2</h1>\n"),
+        "{seen:?}"
+    );
+    let w = f.wait_for("old set destroyed", 30, |w| {
+        w["instances"].as_array().unwrap().len() == 3
+    });
+    assert!(
+        w["active"]["image"]
+            .as_str()
+            .unwrap()
+            .ends_with(&v2[v2.len() - 64..])
+    );
+    assert!(!f.events("release.switch").is_empty());
+    assert_eq!(f.events("instance.destroy").len(), 3);
+
+    // Rollback: the previous image, same path, same checks.
+    let o = run(f
+        .e
+        .kiln()
+        .args(["rollback", "web", "--reason", "CHG-9 bad release"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(get(f.listen, "/").unwrap().1, "<h1>v1</h1>\n");
+    let rb = f.events("release.rollback");
+    assert_eq!(rb.len(), 1);
+    assert_eq!(rb[0]["reason"], "CHG-9 bad release");
+
+    // kiln serve restarts: instances are re-adopted, not restarted.
+    let before: Vec<String> = pids(&f.web()).into_iter().map(|(id, _)| id).collect();
+    let mut f = f;
+    f.stop();
+    assert_eq!(get(f.listen, "/"), None, "the proxy lives in kiln serve");
+    f.start();
+    let w = f.wait_for("re-adopted set", 20, |w| w["healthy"] == 3);
+    let after: Vec<String> = pids(&w).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(before, after);
+    assert_eq!(get(f.listen, "/").unwrap().1, "<h1>v1</h1>\n");
+}
+
+#[test]
+fn privacy_change_is_never_a_canary_and_unsigned_never_runs() {
+    if !can_run() {
+        return;
+    }
+    let f = Fleet::new();
+    let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
+    let canary = "strategy = \"canary\"\ncanary = [10, 50, 100]\n";
+    let file = f.deploy_file(&v1, "");
+    let text = fs::read_to_string(&file)
+        .unwrap()
+        .replace("strategy = \"blue-green\"\n", canary);
+    fs::write(&file, text).unwrap();
+    assert!(f.apply(&file).status.success());
+
+    // log_level info -> debug: privacy-relevant, so blue-green.
+    let v2 = f.image("2.0.0", "<h1>v2</h1>\n", |s| {
+        s.replace("log_level = \"info\"", "log_level = \"debug\"")
+    });
+    let text = fs::read_to_string(&file).unwrap().replace(&v1, &v2);
+    fs::write(&file, text).unwrap();
+    let o = f.apply(&file);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let starts = f.events("release.start");
+    let last = starts.last().unwrap();
+    assert!(
+        last["details"]["guardrail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("log_level"),
+        "{last:#}"
+    );
+    assert_eq!(last["details"]["strategy"], "blue-green");
+    assert!(
+        f.events("release.step").is_empty(),
+        "a canary step happened"
+    );
+    assert_eq!(get(f.listen, "/").unwrap().1, "<h1>v2</h1>\n");
+
+    // A canary without privacy changes steps through its weights.
+    let v3 = f.image("3.0.0", "<h1>v3</h1>\n", |s| {
+        s.replace("log_level = \"info\"", "log_level = \"debug\"")
+    });
+    let text = fs::read_to_string(&file).unwrap().replace(&v2, &v3);
+    fs::write(&file, text).unwrap();
+    let o = f.apply(&file);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let steps: Vec<u64> = f
+        .events("release.step")
+        .iter()
+        .map(|e| e["details"]["percent"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [10, 50, 100]);
+
+    // An unsigned image is refused before anything changes.
+    let unsigned = {
+        fs::write(f.e.spec_dir().join("www/index.html"), "unsigned").unwrap();
+        let spec =
+            f.e.spec_text()
+                .replace("tag = \"1.0.0\"", "tag = \"9.9.9\"");
+        f.e.write_spec(&spec);
+        format!("hello@{}", f.e.build(&[]))
+    };
+    let ids = |w: &Value| -> Vec<(String, u32)> { pids(w) };
+    let before = ids(&f.web());
+    let text = fs::read_to_string(&file).unwrap().replace(&v3, &unsigned);
+    fs::write(&file, text).unwrap();
+    let o = f.apply(&file);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("refused") && stderr(&o).contains("signature"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(ids(&f.web()), before);
+    assert_eq!(get(f.listen, "/").unwrap().1, "<h1>v3</h1>\n");
+}
+
+#[test]
+fn instances_are_read_only_offline_and_observable_only_through_kiln() {
+    if !can_run() {
+        return;
+    }
+    let f = Fleet::new();
+    // The image probes its own sandbox at start and serves the results.
+    let probe = f.image("1.0.0", "probe\n", |s| {
+        s.replace(
+            "entrypoint = [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]",
+            "entrypoint = [\"/bin/busybox\", \"sh\", \"-c\", \"mkdir -p /tmp/w; cp /www/index.html /tmp/w/; (/bin/busybox touch /probe && echo writable || echo read-only) > /tmp/w/root.txt; (/bin/busybox wget -q -T 2 -O- http://1.1.1.1/ >/dev/null 2>&1 && echo online || echo offline) > /tmp/w/net.txt; /bin/busybox grep CapEff /proc/self/status > /tmp/w/caps.txt; echo probe-ran; exec /bin/busybox httpd -f -p 8080 -h /tmp/w\"]",
+        )
+    });
+    let file = f.deploy_file(&probe, "");
+    let text = fs::read_to_string(&file)
+        .unwrap()
+        .replace("replicas = 3", "replicas = 1");
+    fs::write(&file, text).unwrap();
+    let o = f.apply(&file);
+    assert!(o.status.success(), "{}\n{}", stderr(&o), f.serve_log());
+    assert_eq!(get(f.listen, "/root.txt").unwrap().1.trim(), "read-only");
+    assert_eq!(get(f.listen, "/net.txt").unwrap().1.trim(), "offline");
+    assert!(
+        get(f.listen, "/caps.txt")
+            .unwrap()
+            .1
+            .contains("0000000000000000")
+    );
+    // Output reaches the operator through kiln, not through files.
+    let o = run(f.e.kiln().args(["logs", "web"]));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("probe-ran"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+
+    // The one shell: a debug instance, out of rotation, gone afterwards.
+    let mut c =
+        f.e.kiln()
+            .args(["debug", "web", "--ttl", "30s"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo inside-$(id -u); exit\n")
+        .unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("inside-65532"),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    assert_eq!(f.events("debug.start").len(), 1);
+    assert_eq!(f.events("debug.stop").len(), 1);
+    assert_eq!(pids(&f.web()).len(), 1);
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    if !can_run() {
+        return;
+    }
+    let f = Fleet::new();
+    let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
+    // A tag instead of a digest.
+    let file = f.deploy_file("hello:1.0.0", "");
+    let o = f.apply(&file);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("digest"), "{}", stderr(&o));
+    // Malformed.
+    fs::write(&file, "[service.web\nimage = 1").unwrap();
+    let o = f.apply(&file);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("deploy.toml:1"), "{}", stderr(&o));
+    // A port someone else holds.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = fs::read_to_string(f.deploy_file(&v1, "")).unwrap().replace(
+        &f.listen.to_string(),
+        &taken.local_addr().unwrap().to_string(),
+    );
+    fs::write(&file, text).unwrap();
+    let o = f.apply(&file);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).to_lowercase().contains("in use"),
+        "{}",
+        stderr(&o)
+    );
+    // Unknown service.
+    let o = run(f.e.kiln().args(["rollback", "nosuch"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("nosuch"), "{}", stderr(&o));
+    assert!(f.status()["services"].as_array().unwrap().is_empty());
+    // Nothing ran.
+    let o = Command::new("runc")
+        .arg("--root")
+        .arg(f.e.state().join("fleet/runc"))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty());
+}
+
+#[test]
+fn max_lifetime_rotates_new_first_and_chaos_is_measured() {
+    if !can_run() {
+        return;
+    }
+    let f = Fleet::new();
+    let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
+    let file = f.deploy_file(&v1, "max_lifetime = \"3s\"\n");
+    let text = fs::read_to_string(&file)
+        .unwrap()
+        .replace("replicas = 3", "replicas = 2");
+    fs::write(&file, text).unwrap();
+    assert!(f.apply(&file).status.success());
+    let first: Vec<String> = pids(&f.web()).into_iter().map(|(id, _)| id).collect();
+    let (stop, h) = load(f.listen);
+    f.wait_for("every instance rotated", 30, |w| {
+        let now: Vec<String> = pids(w).into_iter().map(|(id, _)| id).collect();
+        now.len() == 2 && now.iter().all(|id| !first.contains(id))
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, _) = h.join().unwrap();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} failed while rotating",
+        ok + failed
+    );
+    assert!(
+        f.events("instance.replace")
+            .iter()
+            .any(|e| e["reason"] == "maximum lifetime reached")
+    );
+
+    let o = run(f.e.kiln().args([
+        "--json",
+        "chaos",
+        "web",
+        "--kill-every",
+        "1s",
+        "--for",
+        "4s",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json(&o);
+    assert!(r["requests"].as_u64().unwrap() > 0);
+    assert!(!f.events("chaos.kill").is_empty());
+    let served = AtomicU64::new(0);
+    f.wait_for("healed after chaos", 20, |w| w["healthy"] == 2);
+    served.fetch_add(1, Ordering::Relaxed);
+}
+
+#[test]
+fn a_failing_canary_aborts_and_the_stable_release_keeps_serving() {
+    if !can_run() {
+        return;
+    }
+    let f = Fleet::new();
+    let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
+    let file = f.deploy_file(&v1, "canary = [50, 100]\n");
+    let text = fs::read_to_string(&file)
+        .unwrap()
+        .replace("strategy = \"blue-green\"", "strategy = \"canary\"")
+        .replace("replicas = 3", "replicas = 2");
+    fs::write(&file, text).unwrap();
+    assert!(f.apply(&file).status.success());
+    // v2 exits at once: its instances never become healthy.
+    let bad = f.image("2.0.0", "<h1>v2</h1>\n", |s| {
+        s.replace(
+            "entrypoint = [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]",
+            "entrypoint = [\"/bin/busybox\", \"false\"]",
+        )
+    });
+    let (stop, h) = load(f.listen);
+    let text = fs::read_to_string(&file).unwrap().replace(&v1, &bad);
+    fs::write(&file, text).unwrap();
+    let o = f.apply(&file);
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, seen) = h.join().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("aborted"), "{}", stderr(&o));
+    assert_eq!(failed, 0, "{failed} of {} failed", ok + failed);
+    assert_eq!(seen, ["<h1>v1</h1>\n"]);
+    let aborts = f.events("release.abort");
+    assert_eq!(aborts.len(), 1, "{aborts:#?}");
+    let w = f.web();
+    assert_eq!(w["healthy"], 2);
+    assert!(
+        w["active"]["image"]
+            .as_str()
+            .unwrap()
+            .ends_with(&v1[v1.len() - 64..])
+    );
+}
