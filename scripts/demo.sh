@@ -133,4 +133,74 @@ step "11. the assessor's evidence bundle (PCI DSS 4.0), verified offline without
 KILN_STATE_DIR="$demo/empty" "$KILN" evidence verify "$demo/evidence" --key "$("$KILN" log key)"
 ls "$demo/evidence"
 
+step "12. the fleet: kiln serve runs only verified images, read-only and shell-less under runc, behind its own proxy"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$KILN" serve >"$demo/serve.log" 2>&1 &
+servepid=$!
+cleanup_fleet() { "$KILN" destroy web >/dev/null 2>&1 || true; kill "$servepid" 2>/dev/null || true; }
+trap 'cleanup_fleet; kill $regpid 2>/dev/null; runc kill "$id" KILL 2>/dev/null; sleep 0.2; runc delete -f "$id" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -S "$KILN_STATE_DIR/fleet/kiln.sock" ] && break; sleep 0.1; done
+deploy() { # image strategy
+  cat > "$demo/deploy.toml" <<TOML
+[service.web]
+image = "$1"
+replicas = 3
+listen = "127.0.0.1:$port"
+port = 8080
+strategy = "$2"
+canary = [10, 50, 100]
+step_pause = "1s"
+health = { http_get = "/", interval = "1s", timeout = "500ms" }
+policy = "$demo/trust.toml"
+TOML
+  [ "$2" = canary ] || sed -i '/^canary =/d' "$demo/deploy.toml"
+}
+deploy "hello@$digest" blue-green
+"$KILN" apply -f "$demo/deploy.toml" --reason "CHG-2000 first deploy"
+"$KILN" status
+curl -fsS "http://127.0.0.1:$port/" | grep -o '<h1>.*</h1>'
+echo "-- kill -9 one instance: replaced, never repaired"
+kill -9 "$("$KILN" --json status | jq '.services[0].instances[0].pid')"
+sleep 1.5
+"$KILN" status | sed -n 2,6p
+echo "-- v2 (signed, with provenance and two approvals), blue-green under a request loop"
+rm -rf "$demo/hello2" && cp -a examples/hello "$demo/hello2"
+sed -i 's/hello from kiln/hello from kiln, v2/' "$demo/hello2/www/index.html"
+sed -i 's/^tag = "1.0.0"/tag = "2.0.0"/' "$demo/hello2/kiln.toml"
+export KILN_KEY_PASSWORD=demo
+v2=$("$KILN" build -f "$demo/hello2/kiln.toml" --sign-key "$demo/ci.key" | tail -1)
+"$KILN" sign hello:2.0.0 --key "$demo/ci.key" >/dev/null
+for who in alice bob; do "$KILN" approve hello:2.0.0 --key "$demo/$who.key" --reason "CHG-2001 reviewed" >/dev/null; done
+unset KILN_KEY_PASSWORD
+( while [ ! -e "$demo/stop-load" ]; do curl -s -o /dev/null -w '%{http_code}\n' --max-time 3 "http://127.0.0.1:$port/" || echo 000; done > "$demo/codes.txt" ) &
+loadpid=$!
+sleep 0.5
+deploy "hello@$v2" blue-green
+"$KILN" apply -f "$demo/deploy.toml" --reason "CHG-2001 release v2"
+sleep 0.5; touch "$demo/stop-load"; wait "$loadpid"; rm -f "$demo/stop-load"
+echo "requests during the switch: $(wc -l < "$demo/codes.txt"), failed: $(grep -vc '^200$' "$demo/codes.txt" || true)"
+curl -fsS "http://127.0.0.1:$port/" | grep -o '<h1>.*</h1>'
+echo "-- v3 changes log_level (privacy-relevant): a canary is refused, it goes blue-green, all-or-nothing"
+sed -i 's/^log_level = "info"/log_level = "debug"/; s/^tag = "2.0.0"/tag = "3.0.0"/' "$demo/hello2/kiln.toml"
+export KILN_KEY_PASSWORD=demo
+v3=$("$KILN" build -f "$demo/hello2/kiln.toml" --sign-key "$demo/ci.key" | tail -1)
+"$KILN" sign hello:3.0.0 --key "$demo/ci.key" >/dev/null
+for who in alice carol; do "$KILN" approve hello:3.0.0 --key "$demo/$who.key" --reason "CHG-2002 reviewed" >/dev/null; done
+unset KILN_KEY_PASSWORD
+deploy "hello@$v3" canary
+"$KILN" apply -f "$demo/deploy.toml" --reason "CHG-2002 debug logging"
+"$KILN" log show --action release.start | tail -1
+echo "-- an image without approvals is refused; nothing changes"
+sed -i 's/^tag = "3.0.0"/tag = "4.0.0"/' "$demo/hello2/kiln.toml"
+v4=$("$KILN" build -f "$demo/hello2/kiln.toml" | tail -1)
+deploy "hello@$v4" blue-green
+if "$KILN" apply -f "$demo/deploy.toml"; then echo "UNVERIFIED IMAGE DEPLOYED" >&2; exit 1; fi
+echo "-- rollback, instance output through kiln, chaos"
+"$KILN" rollback web --reason "CHG-2003 back to v2"
+curl -fsS "http://127.0.0.1:$port/" | grep -o '<h1>.*</h1>'
+"$KILN" logs web | tail -n 3
+"$KILN" chaos web --kill-every 1s --for 5s
+"$KILN" log show --since "$(date -u +%F)" | grep -E 'release\.|instance\.replace|chaos\.kill' | tail -n 6
+cleanup_fleet
+
 echo; echo "demo complete: $digest"

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Fleet benchmark (issue 5), one run, as root, on the hello example:
+#  1. instance start → first passed health check (image cached), p50 over
+#     REPLICAS instances, against bare `runc run -d` of the same bundle;
+#  2. a blue-green rollout of 10 replicas under a request loop: failed
+#     requests and the switch time;
+#  3. requests/s through the front proxy against the same load generator
+#     (ab, keep-alive off) pointed directly at one instance inside its
+#     network namespace.
+#
+#   bench/fleet.sh
+#
+# Environment: KILN (default target/release/kiln), BENCH_DIR (default
+# /var/tmp/kiln-bench-fleet), REPLICAS (default 20), REQUESTS (default 20000).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+KILN=${KILN:-$repo/target/release/kiln}
+BENCH_DIR=${BENCH_DIR:-/var/tmp/kiln-bench-fleet}
+REPLICAS=${REPLICAS:-20}
+REQUESTS=${REQUESTS:-20000}
+[ "$(id -u)" = 0 ] || { echo "bench/fleet.sh: run as root (runc)" >&2; exit 1; }
+for t in runc ab jq curl nsenter; do command -v $t >/dev/null || { echo "missing $t (scripts/install-deps.sh)" >&2; exit 1; }; done
+[ -x "$KILN" ] || (cd "$repo" && cargo build --release -q -p kiln)
+[ -x "$repo/examples/hello/bin/busybox" ] || "$repo/scripts/prepare-example.sh"
+
+rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR"; cd "$BENCH_DIR"
+export KILN_STATE_DIR=$BENCH_DIR/state KILN_KEY_PASSWORD=bench
+cp -a "$repo/examples/hello" hello
+"$KILN" key generate ci >/dev/null
+v1=$("$KILN" build -f hello/kiln.toml 2>/dev/null | tail -1)
+"$KILN" sign hello:1.0.0 --key ci.key >/dev/null
+sed -i 's/hello from kiln/hello from kiln, v2/' hello/www/index.html
+sed -i 's/^tag = "1.0.0"/tag = "2.0.0"/' hello/kiln.toml
+v2=$("$KILN" build -f hello/kiln.toml 2>/dev/null | tail -1)
+"$KILN" sign hello:2.0.0 --key ci.key >/dev/null
+printf '[keys]\nci = "ci.pub"\n[roles.ci]\nkeys = ["ci"]\nthreshold = 1\n[require]\nsignature = "ci"\n' > trust.toml
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+deploy() { # image replicas
+  printf '[service.web]\nimage = "hello@%s"\nreplicas = %s\nlisten = "127.0.0.1:%s"\nport = 8080\nstrategy = "blue-green"\nhealth = { http_get = "/", interval = "1s", timeout = "500ms" }\npolicy = "trust.toml"\n' "$1" "$2" "$port" > deploy.toml
+}
+"$KILN" serve > serve.log 2>&1 &
+serve=$!
+trap '"$KILN" destroy web >/dev/null 2>&1; kill $serve 2>/dev/null; wait $serve 2>/dev/null' EXIT
+for _ in $(seq 100); do [ -S state/fleet/kiln.sock ] && break; sleep 0.1; done
+
+echo "== 1. start → healthy, $REPLICAS instances (image unpacked once, then cached)"
+deploy "$v1" 1; "$KILN" apply -f deploy.toml >/dev/null    # unpack the image
+deploy "$v1" "$((REPLICAS + 1))"; "$KILN" apply -f deploy.toml >/dev/null
+kiln_p50=$("$KILN" --json status | jq '[.services[0].instances[].start_to_healthy_ms | select(. != null)] | sort | .[length/2|floor]')
+bundle=$(ls -d state/fleet/instances/* | head -1)
+cp "$bundle/config.json" bare-config.json
+mkdir -p bare && cp bare-config.json bare/config.json
+times=()
+for i in $(seq "$REPLICAS"); do
+    t0=$(date +%s%N)
+    runc --root "$BENCH_DIR/runc-bare" run -d --bundle bare "bare-$i" </dev/null >/dev/null 2>&1
+    t1=$(date +%s%N)
+    times+=($(( (t1 - t0) / 1000000 )))
+    runc --root "$BENCH_DIR/runc-bare" delete -f "bare-$i" >/dev/null 2>&1
+done
+runc_p50=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int(NR/2)+1]}')
+echo "   kiln start → first healthy check p50: ${kiln_p50} ms;  bare runc run -d p50: ${runc_p50} ms"
+
+echo "== 2. blue-green, 10 replicas, under a request loop"
+deploy "$v1" 10; "$KILN" apply -f deploy.toml >/dev/null
+( while [ ! -e stop ]; do curl -s -o /dev/null -w '%{http_code}\n' --max-time 3 "http://127.0.0.1:$port/" || echo 000; done > codes.txt ) &
+load=$!
+sleep 1
+deploy "$v2" 10; "$KILN" apply -f deploy.toml >/dev/null
+sleep 1; touch stop; wait $load
+total=$(wc -l < codes.txt); failed=$(grep -vc '^200$' codes.txt || true)
+switch_ms=$("$KILN" --json log show --action release.switch | jq '.[-1].event.details.rollout_ms')
+echo "   $total requests, $failed failed; rollout (start 10 new → all healthy → switch) ${switch_ms} ms"
+
+echo "== 3. requests/s: through the front proxy vs direct to one instance (ab -n $REQUESTS -c 8)"
+pid=$("$KILN" --json status | jq '.services[0].instances[0].pid')
+direct=$(nsenter -t "$pid" -n ab -q -n "$REQUESTS" -c 8 http://127.0.0.1:8080/ 2>/dev/null | awk '/Requests per second/ {print $4}')
+proxied=$(ab -q -n "$REQUESTS" -c 8 "http://127.0.0.1:$port/" 2>/dev/null | awk '/Requests per second/ {print $4}')
+echo "   direct ${direct}/s, through the proxy (10 instances) ${proxied}/s"
+
+echo
+printf '%-50s %12s %14s  %s\n' measure kiln target verdict
+ratio=$(awk -v a="$kiln_p50" -v b="$runc_p50" 'BEGIN {printf "%.2f", a / b}')
+printf '%-50s %12s %14s  %s\n' "start → healthy p50 (ms)" "$kiln_p50" "<= 150" "$(awk -v a="$kiln_p50" 'BEGIN {print (a <= 150) ? "met" : "NOT MET"}')"
+printf '%-50s %12s %14s\n' "  ratio to bare runc run -d ($runc_p50 ms)" "${ratio}x" ""
+printf '%-50s %12s %14s  %s\n' "blue-green of 10 under load: failed requests" "$failed" "0" "$([ "$failed" = 0 ] && echo met || echo 'NOT MET')"
+printf '%-50s %12s %14s\n' "  switch (rollout) time (ms)" "$switch_ms" ""
+pr=$(awk -v a="$proxied" -v b="$direct" 'BEGIN {printf "%.2f", a / b}')
+printf '%-50s %12s %14s  %s\n' "proxy throughput / direct" "$pr" ">= 0.80" "$(awk -v r="$pr" 'BEGIN {print (r >= 0.8) ? "met" : "NOT MET"}')"
