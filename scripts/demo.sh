@@ -192,6 +192,7 @@ deploy "hello@$v3" canary
 "$KILN" log show --action release.start | tail -1
 echo "-- an image without approvals is refused; nothing changes"
 sed -i 's/^tag = "3.0.0"/tag = "4.0.0"/' "$demo/hello2/kiln.toml"
+sed -i 's/v2/v4, unreviewed/' "$demo/hello2/www/index.html"
 v4=$("$KILN" build -f "$demo/hello2/kiln.toml" | tail -1)
 deploy "hello@$v4" blue-green
 if "$KILN" apply -f "$demo/deploy.toml"; then echo "UNVERIFIED IMAGE DEPLOYED" >&2; exit 1; fi
