@@ -84,6 +84,8 @@ struct HealthCell {
 
 struct Live {
     health: Arc<HealthCell>,
+    /// Fresh sockets inside the instance's network namespace, for the proxy.
+    sockets: Option<Arc<kiln_runtime::NetnsSockets>>,
     stop: Arc<AtomicBool>,
     /// Our child (started by this daemon): reaped with waitpid. Adopted
     /// instances are watched through /proc.
@@ -1115,11 +1117,16 @@ impl Shared {
                 None => 1,
             };
             sig.push_str(&format!("{}:{}:{weight};", i.id, i.pid));
+            let sockets = w.live.get(&i.id).and_then(|l| l.sockets.clone());
             backends.push(Backend {
                 id: i.id.clone(),
                 group: i.release.clone(),
                 weight,
-                dial: Arc::new(NetnsDial { pid: i.pid, port }) as Arc<dyn Dial>,
+                dial: Arc::new(NetnsDial {
+                    pid: i.pid,
+                    port,
+                    sockets,
+                }) as Arc<dyn Dial>,
             });
         }
         if let Some((_, p, last)) = w.proxies.get_mut(name)
@@ -1323,6 +1330,7 @@ impl Shared {
         });
         Live {
             health,
+            sockets: kiln_runtime::NetnsSockets::new(inst.pid).ok().map(Arc::new),
             stop,
             child,
         }
@@ -1777,15 +1785,16 @@ impl Logs {
 struct NetnsDial {
     pid: u32,
     port: u16,
+    sockets: Option<Arc<kiln_runtime::NetnsSockets>>,
 }
 
 impl Dial for NetnsDial {
     fn dial(&self) -> std::io::Result<std::net::TcpStream> {
-        kiln_runtime::connect_in_netns(
-            self.pid,
-            SocketAddr::from(([127, 0, 0, 1], self.port)),
-            Duration::from_secs(1),
-        )
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        match &self.sockets {
+            Some(s) => s.connect(addr, Duration::from_secs(1)),
+            None => kiln_runtime::connect_in_netns(self.pid, addr, Duration::from_secs(1)),
+        }
     }
 }
 

@@ -31,6 +31,123 @@ pub fn connect_in_netns(pid: u32, addr: SocketAddr, timeout: Duration) -> io::Re
         .map_err(|_| io::Error::other("netns thread panicked"))?
 }
 
+/// A source of sockets inside one instance's network namespace, for a proxy
+/// that opens many connections: one long-lived thread joins the namespace
+/// and keeps a small stock of fresh, unconnected TCP sockets; `connect`
+/// takes one and connects it from the calling thread (a socket keeps the
+/// namespace it was created in). No thread is created per connection, and
+/// the namespace thread never runs anything but `socket(2)`.
+pub struct NetnsSockets {
+    pid: u32,
+    rx: std::sync::Mutex<std::sync::mpsc::Receiver<std::os::fd::OwnedFd>>,
+}
+
+impl NetnsSockets {
+    /// Start the socket thread for `pid`'s network namespace. It ends when
+    /// this value is dropped.
+    pub fn new(pid: u32) -> io::Result<NetnsSockets> {
+        let ns = File::open(format!("/proc/{pid}/ns/net"))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::os::fd::OwnedFd>(32);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+        std::thread::Builder::new()
+            .name(format!("netns-sockets-{pid}"))
+            .spawn(move || {
+                // SAFETY: `ns` is an open namespace fd owned by this closure;
+                // setns changes only this dedicated thread's namespace.
+                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    let _ = ready_tx.send(Err(io::Error::last_os_error()));
+                    return;
+                }
+                drop(ns);
+                let _ = ready_tx.send(Ok(()));
+                loop {
+                    // SAFETY: plain socket(2); the fd is owned right away.
+                    let fd = unsafe {
+                        libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+                    };
+                    if fd < 0 {
+                        return;
+                    }
+                    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+                    let owned = unsafe {
+                        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+                    };
+                    if tx.send(owned).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        ready_rx
+            .recv()
+            .map_err(|_| io::Error::other("netns socket thread ended"))??;
+        Ok(NetnsSockets {
+            pid,
+            rx: std::sync::Mutex::new(rx),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Connect to `addr` (IPv4) inside the namespace; `timeout` bounds the
+    /// connect.
+    pub fn connect(&self, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        let SocketAddr::V4(v4) = addr else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "IPv4 only"));
+        };
+        let fd = self
+            .rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recv_timeout(timeout)
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no socket from the namespace"))?;
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        };
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: setsockopt/connect on a socket we own, with correctly
+        // sized arguments. SO_SNDTIMEO bounds a blocking connect on Linux.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+            if libc::connect(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            let zero = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            };
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                (&zero as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
+        Ok(TcpStream::from(fd))
+    }
+}
+
 /// A minimal HTTP/1.0 `GET path` to `127.0.0.1:port` inside `pid`'s network
 /// namespace; returns the status code. The whole exchange is bounded by
 /// `timeout`.
