@@ -1,0 +1,43 @@
+//! Drift detection core for kiln.
+//!
+//! * [`scan`] walks a directory tree in parallel without following
+//!   symlinks or crossing mount points, hashing every regular file with
+//!   SHA-256 (SHA-NI where the CPU has it), and returns a [`Tree`] sorted by
+//!   path bytes. Hostile trees (symlink loops, files changing while hashed,
+//!   unreadable files, non-UTF-8 names, very deep chains, FIFOs) are
+//!   reported per path, never a crash or a hang.
+//! * [`compare`] diffs a baseline (a kiln file manifest, or another tree)
+//!   with a tree: added, removed and changed paths with the fields that
+//!   differ; [`Diff::exit_code`] is AIDE's bitmask.
+//! * [`fim_init`] / [`fim_check`] are the standalone FIM mode, with an
+//!   incremental fast path through a metadata cache sidecar, and
+//!   [`check_rootfs`] checks an instance's root filesystem.
+
+#![warn(missing_docs)]
+
+mod cache;
+mod compare;
+mod error;
+pub mod escape;
+mod fim;
+mod scan;
+mod sys;
+mod tree;
+
+pub use cache::{Cache, CacheRecord};
+pub use compare::{
+    Attrs, Change, CompareOptions, Diff, Field, Item, Problem, compare, compare_entries,
+};
+pub use error::DriftError;
+pub use fim::{
+    CheckOptions, FIM_MANIFEST_SCHEMA, LoadedManifest, Summary, cache_path, check_rootfs,
+    fim_check, fim_check_with, fim_init, read_manifest, write_atomic,
+};
+pub use scan::{ScanOptions, scan, scan_cached};
+pub use tree::{Entry, Kind, Meta, Stats, Status, Tree, baseline_from_manifest};
+
+/// Kept for the CLI's convenience: the FIM manifest of a scanned tree
+/// (bytes, schema, digest) without writing it.
+pub fn manifest_of(tree: &Tree, name: &str) -> Result<(Vec<u8>, String, String), DriftError> {
+    fim::manifest_bytes(tree, name).map(|(b, s, d, _, _)| (b, s, d))
+}
