@@ -202,6 +202,25 @@ curl -fsS "http://127.0.0.1:$port/" | grep -o '<h1>.*</h1>'
 "$KILN" logs web | tail -n 3
 "$KILN" chaos web --kill-every 1s --for 5s
 "$KILN" log show --since "$(date -u +%F)" | grep -E 'release\.|instance\.replace|chaos\.kill' | tail -n 6
+
+step "13. drift: a host root edits an instance's files, or enters it with nsenter -> detected, logged, replaced"
+"$KILN" drift check web
+rootfs=$(ls -d "$KILN_STATE_DIR"/fleet/rootfs/*/rootfs | head -1)
+sed -i 's/hello from kiln/hacked/' "$rootfs/www/index.html"
+sleep 2
+"$KILN" status | sed -n 1,5p
+curl -fsS "http://127.0.0.1:$port/" | grep -o '<h1>.*</h1>'
+victim=$("$KILN" --json status | jq '.services[0].instances[0].pid')
+nsenter -t "$victim" -a /bin/busybox sleep 30 & intruder=$!
+sleep 2; kill "$intruder" 2>/dev/null || true
+"$KILN" drift history | tail -n 5 | cut -c1-200
+echo "-- standalone FIM of any tree (AIDE-compatible exit status: 1 added, 2 removed, 4 changed)"
+cp -a /usr/share/doc "$demo/fimtree"
+"$KILN" fim init "$demo/fimtree" --out "$demo/fimtree.manifest" > "$demo/fim.out"; head -1 "$demo/fim.out"
+"$KILN" fim check "$demo/fimtree" --manifest "$demo/fimtree.manifest" --incremental > "$demo/fim.out"; head -1 "$demo/fim.out"
+touch "$demo/fimtree/intruder"; chmod 0600 "$(find "$demo/fimtree" -type f | head -1)"
+"$KILN" fim check "$demo/fimtree" --manifest "$demo/fimtree.manifest" > "$demo/fim.out" || echo "exit status $? (1 added + 4 changed)"
+sed -n 1,8p "$demo/fim.out"
 cleanup_fleet
 
 echo; echo "demo complete: $digest"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what kiln's demo and tests need on Debian 12: the real tools kiln
 # interoperates with (runc, skopeo, umoci, busybox-static, Debian's
-# docker-registry, htpasswd) and the Python SBOM validators. Idempotent: installs only what is missing.
+# docker-registry, htpasswd, ab, aide) and the Python SBOM validators. Idempotent: installs only what is missing.
 set -euo pipefail
 
 need_apt=()
@@ -9,7 +9,8 @@ for pair in runc:runc skopeo:skopeo umoci:umoci jq:jq nsenter:util-linux dpkg-de
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
-for pkg in busybox-static docker-registry apache2-utils; do
+# aide: the peer of bench/drift.sh.
+for pkg in busybox-static docker-registry apache2-utils aide; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 

@@ -47,6 +47,11 @@ pub enum Request {
         every_ms: u64,
         for_ms: u64,
     },
+    /// Compare instances (of a service, one instance, or all) with their
+    /// image now; drifted ones are replaced.
+    DriftCheck {
+        target: Option<String>,
+    },
 }
 
 /// A response line.

@@ -126,7 +126,35 @@ struct Shared {
     wake: Condvar,
     logs: Arc<Logs>,
     stop: AtomicBool,
+    exe_hashes: crate::drift::ExeHashes,
+    /// inotify watchers, per unpacked root filesystem.
+    watches: Mutex<HashMap<PathBuf, crate::drift::RootfsWatch>>,
+    /// File manifests (the drift baselines), per image digest.
+    baselines: Mutex<HashMap<String, Arc<Baseline>>>,
+    /// When runtime checks and full re-hashes last ran.
+    drift_clock: Mutex<(Instant, HashMap<PathBuf, Instant>)>,
 }
+
+/// What an instance of one image must look like.
+struct Baseline {
+    manifest: kiln_sbom::FileManifest,
+    /// path → sha256 of regular files.
+    files: HashMap<String, String>,
+    /// Declared ports (image config and `[baseline] ingress`).
+    ports: Vec<u16>,
+}
+
+/// How often every unpacked root filesystem is fully re-hashed (PCI DSS
+/// asks for at least weekly). `KILN_DRIFT_FULL_SECS` overrides it.
+fn full_scan_interval() -> Duration {
+    std::env::var("KILN_DRIFT_FULL_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(3600), Duration::from_secs)
+}
+
+/// Paths of a rootfs that are mount points in every instance.
+const MOUNT_POINTS: [&str; 5] = ["/proc", "/sys", "/dev", "/tmp", "/run"];
 
 /// The daemon.
 pub struct Daemon {
@@ -217,6 +245,10 @@ impl Daemon {
             wake: Condvar::new(),
             logs: Arc::new(Logs::default()),
             stop: AtomicBool::new(false),
+            exe_hashes: crate::drift::ExeHashes::default(),
+            watches: Mutex::new(HashMap::new()),
+            baselines: Mutex::new(HashMap::new()),
+            drift_clock: Mutex::new((Instant::now(), HashMap::new())),
         });
         sh.adopt();
         Ok(Daemon { sh })
@@ -352,6 +384,7 @@ impl Shared {
                 w.dirty = true;
             }
         }
+        self.drift_tick(&mut w);
         let now = now_ms();
         let expired: Vec<String> = w
             .debug
@@ -982,49 +1015,54 @@ impl Shared {
                 w.dirty = true;
             }
         }
-        // Maximum lifetime: a replacement first, then retire the old one.
-        if let Some(max) = spec.max_lifetime {
-            let max = max.as_millis() as u64;
-            for old in &mine {
-                if old.replaces.is_some()
-                    || old.phase != Phase::Healthy
-                    || now.saturating_sub(old.started) < max
-                {
-                    continue;
-                }
-                let successor = mine
-                    .iter()
-                    .find(|i| i.replaces.as_deref() == Some(old.id.as_str()));
-                match successor {
-                    None => {
-                        if self
-                            .start_instance(w, name, &active, Some(old.id.clone()))
-                            .is_err()
-                        {
-                            return;
-                        }
+        // Maximum lifetime and drift: a replacement first, then retire the
+        // old instance (capacity never drops; nothing is repaired).
+        let max = spec.max_lifetime.map(|m| m.as_millis() as u64);
+        for old in &mine {
+            let why = if let Some(d) = &old.drifted {
+                format!("drift: {d}")
+            } else if max.is_some_and(|m| now.saturating_sub(old.started) >= m) {
+                "maximum lifetime reached".to_string()
+            } else {
+                continue;
+            };
+            if old.replaces.is_some() || (old.phase != Phase::Healthy && old.drifted.is_none()) {
+                continue;
+            }
+            let successor = mine
+                .iter()
+                .find(|i| i.replaces.as_deref() == Some(old.id.as_str()));
+            match successor {
+                None => {
+                    if self
+                        .start_instance(w, name, &active, Some(old.id.clone()))
+                        .is_err()
+                    {
+                        return;
                     }
-                    Some(s) if s.phase == Phase::Healthy => {
-                        let sid = s.id.clone();
-                        if let Some(i) =
-                            w.st.services
-                                .get_mut(name)
-                                .and_then(|sv| sv.instances.get_mut(&sid))
-                        {
-                            i.replaces = None;
-                            i.in_rotation = true;
-                        }
-                        self.start_retiring(w, name, &old.id, "maximum lifetime reached");
-                        self.record(
-                            self.event("instance.replace", name)
-                                .resource(Resource::new("instance", &old.id))
-                                .resource(Resource::new("instance", &sid))
-                                .reason(Some("maximum lifetime reached"))
-                                .detail("max_lifetime_ms", max),
-                        );
-                    }
-                    Some(_) => {}
                 }
+                Some(s) if s.phase == Phase::Healthy => {
+                    let sid = s.id.clone();
+                    if let Some(i) =
+                        w.st.services
+                            .get_mut(name)
+                            .and_then(|sv| sv.instances.get_mut(&sid))
+                    {
+                        i.replaces = None;
+                        i.in_rotation = true;
+                    }
+                    self.start_retiring(w, name, &old.id, &why);
+                    let mut ev = self
+                        .event("instance.replace", name)
+                        .resource(Resource::new("instance", &old.id))
+                        .resource(Resource::new("instance", &sid))
+                        .reason(Some(&why));
+                    if let Some(m) = max {
+                        ev = ev.detail("max_lifetime_ms", m);
+                    }
+                    self.record(ev);
+                }
+                Some(_) => {}
             }
         }
     }
@@ -1174,6 +1212,10 @@ impl Shared {
         let dir = self.bundles_dir.join(&id);
         let bundle = Bundle::write(&dir, &spec, &rootfs.path).map_err(|e| format!("{id}: {e}"))?;
         let (out, err) = self.stdio(name, &id, &bundle.dir)?;
+        let config_sha256 = std::fs::read(bundle.config_path())
+            .ok()
+            .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)));
+        self.ensure_watch(&rootfs);
         let pid = self
             .runtime
             .start(&id, &bundle.dir, out, err)
@@ -1189,6 +1231,9 @@ impl Shared {
             retiring_since: 0,
             retire_reason: None,
             start_to_healthy_ms: None,
+            config_sha256,
+            rootfs: Some(rootfs.path.clone()),
+            drifted: None,
         };
         let live = self.watch(name, &inst, &rel.spec, true);
         w.live.insert(id.clone(), live);
@@ -1347,6 +1392,375 @@ impl Shared {
         );
     }
 
+    // ---- drift --------------------------------------------------------------
+
+    fn ensure_watch(&self, rootfs: &kiln_runtime::Rootfs) {
+        let mut ws = lock(&self.watches);
+        if !ws.contains_key(&rootfs.path)
+            && let Ok(wt) = crate::drift::RootfsWatch::new(&rootfs.path)
+        {
+            ws.insert(rootfs.path.clone(), wt);
+        }
+    }
+
+    fn drift_baseline(&self, digest: &str) -> Result<Arc<Baseline>, String> {
+        if let Some(b) = lock(&self.baselines).get(digest) {
+            return Ok(b.clone());
+        }
+        let store = Store::open(self.opts.state_dir.join("store")).map_err(|e| e.to_string())?;
+        let d: Digest = digest.parse().map_err(|e| format!("{digest}: {e}"))?;
+        let mut manifest = None;
+        for (_, m) in store.referrers(&d).map_err(|e| e.to_string())? {
+            if m.artifact_type.as_deref() == Some(kiln_sbom::MEDIA_TYPE_FILE_MANIFEST)
+                && let Some(layer) = m.layers.first()
+            {
+                let bytes = store.read_descriptor(layer).map_err(|e| e.to_string())?;
+                manifest = Some(kiln_sbom::FileManifest::parse(&bytes).map_err(|e| e.to_string())?);
+                break;
+            }
+        }
+        let manifest =
+            manifest.ok_or_else(|| format!("{digest} has no file manifest to compare against"))?;
+        let desc = store
+            .resolve(&kiln_oci::ImageRef::Digest {
+                name: None,
+                digest: d,
+            })
+            .map_err(|e| e.to_string())?;
+        let im = kiln_oci::ImageManifest::from_bytes(
+            &store.read_descriptor(&desc).map_err(|e| e.to_string())?,
+            "manifest",
+        )
+        .map_err(|e| e.to_string())?;
+        let cfg = kiln_oci::ImageConfig::from_bytes(
+            &store
+                .read_descriptor(&im.config)
+                .map_err(|e| e.to_string())?,
+            "config",
+        )
+        .map_err(|e| e.to_string())?;
+        let mut ports: Vec<u16> = cfg
+            .config
+            .exposed_ports
+            .keys()
+            .filter_map(|p| p.split('/').next()?.parse().ok())
+            .collect();
+        if let Some(b) = cfg.config.labels.get("dev.kiln.baseline")
+            && let Ok(v) = serde_json::from_str::<Value>(b)
+        {
+            ports.extend(
+                v["ingress"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.as_u64())
+                    .map(|p| p as u16),
+            );
+        }
+        let files = manifest
+            .entries
+            .iter()
+            .filter_map(|e| Some((e.path.clone(), e.sha256.clone()?)))
+            .collect();
+        let b = Arc::new(Baseline {
+            manifest,
+            files,
+            ports,
+        });
+        lock(&self.baselines).insert(digest.to_string(), b.clone());
+        Ok(b)
+    }
+
+    /// Compare one root filesystem with its image's file manifest.
+    fn fs_drift(&self, rootfs: &Path, digest: &str) -> Result<Option<Value>, String> {
+        let b = self.drift_baseline(digest)?;
+        let mut diff = kiln_drift::check_rootfs(rootfs, &b.manifest, &MOUNT_POINTS)
+            .map_err(|e| e.to_string())?;
+        // The file manifest lists the image's contents, not the root itself.
+        if !b.manifest.entries.iter().any(|e| e.path == "/") {
+            diff.added.retain(|i| i.path != "/");
+            diff.changed.retain(|c| c.path != "/");
+        }
+        if diff.exit_code() == 0 {
+            return Ok(None);
+        }
+        Ok(Some(serde_json::to_value(&diff).unwrap_or(Value::Null)))
+    }
+
+    /// Runtime checks of one instance.
+    fn runtime_drift(
+        &self,
+        inst: &Instance,
+        digest: &str,
+        port: u16,
+    ) -> Vec<crate::drift::Finding> {
+        let Ok(b) = self.drift_baseline(digest) else {
+            return Vec::new();
+        };
+        let mut allowed = b.ports.clone();
+        allowed.push(port);
+        let mut f = crate::drift::process_drift(inst.pid, &b.files, &self.exe_hashes);
+        f.extend(crate::drift::socket_drift(inst.pid, &allowed));
+        if let Some(want) = &inst.config_sha256
+            && let Some(x) = crate::drift::config_drift(&self.bundles_dir.join(&inst.id), want)
+        {
+            f.push(x);
+        }
+        f
+    }
+
+    /// A drifted root filesystem: keep it as evidence outside the cache (so
+    /// replacements unpack a fresh copy) and mark every instance on it.
+    fn rootfs_drifted(&self, w: &mut World, rootfs: &Path, digest: &str, diff: &Value, how: &str) {
+        let mut affected = Vec::new();
+        for (name, svc) in w.st.services.iter_mut() {
+            for inst in svc.instances.values_mut() {
+                if inst.rootfs.as_deref() == Some(rootfs)
+                    && inst.drifted.is_none()
+                    && inst.phase != Phase::Retiring
+                {
+                    inst.drifted = Some(format!("root filesystem of {digest} changed"));
+                    affected.push((name.clone(), inst.id.clone()));
+                }
+            }
+        }
+        lock(&self.watches).remove(rootfs);
+        let quarantine = self.fleet_dir.join("quarantine");
+        let _ = std::fs::create_dir_all(&quarantine);
+        let kept = rootfs.parent().map(|dir| {
+            let to = quarantine.join(format!(
+                "{}-{}",
+                dir.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                now_ms()
+            ));
+            (std::fs::rename(dir, &to).is_ok(), to)
+        });
+        w.dirty = true;
+        let mut ev = Event::new("drift.detected", "kiln serve")
+            .resource(Resource::new("image", digest))
+            .reason(Some(&format!(
+                "root filesystem differs from the image's file manifest ({how})"
+            )))
+            .detail("kind", "filesystem")
+            .detail("diff", diff.clone())
+            .detail(
+                "response",
+                "replace every instance on it; the root filesystem is kept as evidence",
+            );
+        if let Some((true, to)) = kept {
+            ev = ev.detail("evidence", to.display().to_string());
+        }
+        for (name, id) in &affected {
+            ev = ev.resource(Resource::named("instance", id, name.clone()));
+        }
+        self.record(ev);
+    }
+
+    fn instance_drifted(
+        &self,
+        w: &mut World,
+        name: &str,
+        id: &str,
+        findings: &[crate::drift::Finding],
+        how: &str,
+    ) {
+        let summary = findings
+            .iter()
+            .map(|f| f.detail.clone())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if let Some(i) =
+            w.st.services
+                .get_mut(name)
+                .and_then(|s| s.instances.get_mut(id))
+        {
+            if i.drifted.is_some() {
+                return;
+            }
+            i.drifted = Some(summary.clone());
+            w.dirty = true;
+        }
+        self.record(
+            Event::new("drift.detected", "kiln serve")
+                .resource(Resource::named("instance", id, name))
+                .reason(Some(&format!("{summary} ({how})")))
+                .detail("kind", "runtime")
+                .detail(
+                    "findings",
+                    serde_json::to_value(findings).unwrap_or(Value::Null),
+                )
+                .detail("response", "replace the instance"),
+        );
+    }
+
+    /// Continuous detection: runtime checks every second, a root filesystem
+    /// check as soon as inotify reports a change, and a full re-hash of
+    /// every root filesystem on a schedule.
+    fn drift_tick(&self, w: &mut World) {
+        let now = Instant::now();
+        let run_runtime = {
+            let mut c = lock(&self.drift_clock);
+            if now.duration_since(c.0) >= Duration::from_secs(1) {
+                c.0 = now;
+                true
+            } else {
+                false
+            }
+        };
+        // (rootfs, digest) of every live instance, and the runtime targets.
+        let mut roots: Vec<(PathBuf, String)> = Vec::new();
+        let mut targets = Vec::new();
+        for (name, svc) in &w.st.services {
+            let port = w.st.desired.services.get(name).map_or(0, |s| s.port);
+            for inst in svc.instances.values() {
+                let Some(rel) = svc.release(&inst.release) else {
+                    continue;
+                };
+                if let Some(r) = &inst.rootfs
+                    && !roots.iter().any(|(p, _)| p == r)
+                    && inst.drifted.is_none()
+                {
+                    roots.push((r.clone(), rel.image.digest.clone()));
+                }
+                if inst.phase == Phase::Healthy && inst.drifted.is_none() {
+                    targets.push((name.clone(), inst.clone(), rel.image.digest.clone(), port));
+                }
+            }
+        }
+        for (root, digest) in roots {
+            // Adopted instances' root filesystems get their watcher here.
+            {
+                let mut ws = lock(&self.watches);
+                if !ws.contains_key(&root)
+                    && let Ok(wt) = crate::drift::RootfsWatch::new(&root)
+                {
+                    ws.insert(root.clone(), wt);
+                }
+            }
+            let changed = lock(&self.watches)
+                .get(&root)
+                .is_some_and(|wt| wt.dirty.swap(false, Ordering::Relaxed));
+            let due = {
+                let mut c = lock(&self.drift_clock);
+                let last = *c.1.entry(root.clone()).or_insert(now);
+                if now.duration_since(last) >= full_scan_interval() {
+                    c.1.insert(root.clone(), now);
+                    true
+                } else {
+                    false
+                }
+            };
+            if !(changed || due) {
+                continue;
+            }
+            match self.fs_drift(&root, &digest) {
+                Ok(Some(diff)) => {
+                    let how = if changed {
+                        "change event"
+                    } else {
+                        "scheduled full re-hash"
+                    };
+                    self.rootfs_drifted(w, &root, &digest, &diff, how);
+                }
+                Ok(None) => {
+                    if due {
+                        self.record(
+                            Event::new("drift.check", "kiln serve")
+                                .resource(Resource::new("image", &digest))
+                                .detail("kind", "scheduled full re-hash")
+                                .detail("drift", false),
+                        );
+                    }
+                }
+                Err(e) => eprintln!("kiln serve: drift check of {}: {e}", root.display()),
+            }
+        }
+        if run_runtime {
+            for (name, inst, digest, port) in targets {
+                let f = self.runtime_drift(&inst, &digest, port);
+                if !f.is_empty() {
+                    self.instance_drifted(w, &name, &inst.id, &f, "runtime check");
+                }
+            }
+        }
+    }
+
+    fn drift_check(&self, target: Option<&str>, actor: &Actor) -> Response {
+        let mut w = lock(&self.world);
+        let mut results = Vec::new();
+        let mut checked_roots: HashMap<PathBuf, Option<Value>> = HashMap::new();
+        let mut todo = Vec::new();
+        for (name, svc) in &w.st.services {
+            let port = w.st.desired.services.get(name).map_or(0, |s| s.port);
+            for inst in svc.instances.values() {
+                let hit = target.is_none_or(|t| t == name || t == inst.id);
+                if !hit || inst.phase == Phase::Retiring {
+                    continue;
+                }
+                if let Some(rel) = svc.release(&inst.release) {
+                    todo.push((name.clone(), inst.clone(), rel.image.digest.clone(), port));
+                }
+            }
+        }
+        if todo.is_empty() {
+            return Response::err(match target {
+                Some(t) => format!("no service or instance {t:?}"),
+                None => "no instances are running".to_string(),
+            });
+        }
+        let mut drifted = 0;
+        for (name, inst, digest, port) in todo {
+            let fs = match &inst.rootfs {
+                Some(r) => match checked_roots.get(r) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let v = match self.fs_drift(r, &digest) {
+                            Ok(v) => v,
+                            Err(e) => return Response::err(format!("checking {}: {e}", inst.id)),
+                        };
+                        if let Some(diff) = &v {
+                            self.rootfs_drifted(&mut w, r, &digest, diff, "kiln drift check");
+                        }
+                        checked_roots.insert(r.clone(), v.clone());
+                        v
+                    }
+                },
+                None => None,
+            };
+            let findings = self.runtime_drift(&inst, &digest, port);
+            if !findings.is_empty() {
+                self.instance_drifted(&mut w, &name, &inst.id, &findings, "kiln drift check");
+            }
+            let any = fs.is_some() || !findings.is_empty() || inst.drifted.is_some();
+            if any {
+                drifted += 1;
+            }
+            results.push(json!({
+                "service": name,
+                "instance": inst.id,
+                "image": digest,
+                "drift": any,
+                "filesystem": fs,
+                "runtime": findings,
+                "already_marked": inst.drifted,
+            }));
+        }
+        drop(w);
+        self.wake.notify_all();
+        let mut ev = Event::new("drift.check", "kiln drift check")
+            .detail("kind", "on demand")
+            .detail("instances", results.len())
+            .detail("drifted", drifted);
+        ev.actor = actor.clone();
+        if let Some(t) = target {
+            ev = ev.resource(Resource::new("target", t));
+        }
+        self.record(ev);
+        Response::ok(json!({"instances": results, "drifted": drifted}))
+    }
+
     // ---- API --------------------------------------------------------------
 
     fn serve_client(self: Arc<Self>, s: UnixStream) {
@@ -1399,6 +1813,7 @@ impl Shared {
                 every_ms,
                 for_ms,
             } => self.clone().chaos(&service, every_ms, for_ms, &actor),
+            Request::DriftCheck { target } => self.drift_check(target.as_deref(), &actor),
         };
         let _ = reply(&s, &resp);
     }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod daemon;
 pub mod deploy;
+pub mod drift;
 mod pool;
 pub mod proxy;
 pub mod state;

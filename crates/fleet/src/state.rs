@@ -3,7 +3,7 @@
 //! restarted `kiln serve` knows what it was running.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -126,6 +126,15 @@ pub struct Instance {
     /// Milliseconds from `runc run` to the first passed health check.
     #[serde(default)]
     pub start_to_healthy_ms: Option<u64>,
+    /// SHA-256 of the `config.json` kiln generated for it.
+    #[serde(default)]
+    pub config_sha256: Option<String>,
+    /// The unpacked root filesystem it runs on.
+    #[serde(default)]
+    pub rootfs: Option<PathBuf>,
+    /// Why it must be replaced: drift detected (it is never repaired).
+    #[serde(default)]
+    pub drifted: Option<String>,
 }
 
 /// The redb file holding [`FleetState`].

@@ -77,6 +77,12 @@ enum Command {
     Chaos(cmd::fleet::ChaosArgs),
     /// Drain and destroy a service.
     Destroy(cmd::fleet::ServiceArgs),
+    /// Drift of running instances: check now, or show the history.
+    #[command(subcommand)]
+    Drift(cmd::drift::DriftCmd),
+    /// File integrity monitoring of any host or VM tree (AIDE-compatible exit status).
+    #[command(subcommand)]
+    Fim(cmd::drift::FimCmd),
 }
 
 impl Command {
@@ -109,6 +115,10 @@ impl Command {
             Command::Debug(_) => ("kiln debug", Some("debug.start")),
             Command::Chaos(_) => ("kiln chaos", Some("chaos.start")),
             Command::Destroy(_) => ("kiln destroy", Some("fleet.destroy")),
+            Command::Drift(cmd::drift::DriftCmd::Check(_)) => ("kiln drift check", None),
+            Command::Drift(cmd::drift::DriftCmd::History) => ("kiln drift history", None),
+            Command::Fim(cmd::drift::FimCmd::Init(_)) => ("kiln fim init", Some("fim.init")),
+            Command::Fim(cmd::drift::FimCmd::Check(_)) => ("kiln fim check", None),
         }
     }
 }
@@ -159,6 +169,8 @@ fn main() -> ExitCode {
         Command::Debug(a) => cmd::fleet::debug(&ctx, a),
         Command::Chaos(a) => cmd::fleet::chaos(&ctx, a),
         Command::Destroy(a) => cmd::fleet::destroy(&ctx, a),
+        Command::Drift(c) => cmd::drift::run(&ctx, c),
+        Command::Fim(c) => cmd::drift::fim(&ctx, c),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 pub mod approve;
 pub mod build;
+pub mod drift;
 pub mod evidence;
 pub mod export;
 pub mod fleet;

@@ -645,3 +645,129 @@ fn a_failing_canary_aborts_and_the_stable_release_keeps_serving() {
             .ends_with(&v1[v1.len() - 64..])
     );
 }
+
+fn ids(w: &Value) -> Vec<String> {
+    pids(w).into_iter().map(|(id, _)| id).collect()
+}
+
+fn rootfs_dir(f: &Fleet) -> PathBuf {
+    let base = f.e.state().join("fleet/rootfs");
+    let d = fs::read_dir(&base)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().join("rootfs").is_dir())
+        .unwrap();
+    d.path().join("rootfs")
+}
+
+#[test]
+fn drift_is_detected_logged_and_replaced_while_serving() {
+    if !can_run() {
+        return;
+    }
+    let f = Fleet::new();
+    let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
+    let file = f.deploy_file(&v1, "");
+    let text = fs::read_to_string(&file)
+        .unwrap()
+        .replace("replicas = 3", "replicas = 2");
+    fs::write(&file, text).unwrap();
+    assert!(f.apply(&file).status.success());
+    let o = run(f.e.kiln().args(["drift", "check", "web"]));
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let (stop, h) = load(f.listen);
+    type Tamper = Box<dyn Fn(&Path)>;
+    let tampers: Vec<(&str, Tamper)> = vec![
+        (
+            "a changed byte",
+            Box::new(|r: &Path| {
+                let p = r.join("www/index.html");
+                let mut b = fs::read(&p).unwrap();
+                b[1] ^= 0x20;
+                fs::write(p, b).unwrap();
+            }),
+        ),
+        (
+            "an added file",
+            Box::new(|r: &Path| fs::write(r.join("www/extra.html"), "x").unwrap()),
+        ),
+        (
+            "a chmod",
+            Box::new(|r: &Path| set_mode(&r.join("www/home.html"), 0o666)),
+        ),
+    ];
+    for (what, tamper) in tampers {
+        let before = ids(&f.web());
+        let n = f.events("drift.detected").len();
+        tamper(&rootfs_dir(&f));
+        let w = f.wait_for(what, 20, |w| {
+            let now = ids(w);
+            w["healthy"] == 2 && now.len() == 2 && now.iter().all(|id| !before.contains(id))
+        });
+        let _ = w;
+        let ev = f.events("drift.detected");
+        assert_eq!(ev.len(), n + 1, "{what}: {ev:#?}");
+        assert_eq!(ev[n]["details"]["kind"], "filesystem");
+        let diff = ev[n]["details"]["diff"].to_string();
+        assert!(diff.contains("/www/"), "{what}: {diff}");
+        assert!(
+            !diff.contains("<h1>"),
+            "{what}: file contents in the audit log"
+        );
+    }
+    // A process started inside from outside the instance.
+    let (victim, pid) = pids(&f.web())[0].clone();
+    let mut intruder = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-a", "/bin/busybox", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    f.wait_for("process drift replaced", 20, |w| {
+        !ids(w).contains(&victim) && w["healthy"] == 2
+    });
+    let _ = intruder.kill();
+    let _ = intruder.wait();
+    let ev = f.events("drift.detected");
+    assert!(
+        ev.last().unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("outside the instance"),
+        "{ev:#?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, seen) = h.join().unwrap();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed while replacing drifted instances",
+        ok + failed
+    );
+    // Until the replacements are healthy the drifted instances keep serving
+    // (they share the tampered root filesystem, so taking them all out would
+    // be an outage); afterwards only the image's page is served.
+    assert!(seen.contains(&"<h1>v1</h1>\n".to_string()), "{seen:?}");
+    assert_eq!(get(f.listen, "/").unwrap().1, "<h1>v1</h1>\n");
+    let o = run(f.e.kiln().args(["drift", "check"]));
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let o = run(f.e.kiln().args(["drift", "history"]));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.matches("drift.detected").count() >= 4, "{text}");
+    assert!(text.contains("instance.replace"), "{text}");
+    // The tampered copies are kept as evidence.
+    assert!(
+        fs::read_dir(f.e.state().join("fleet/quarantine"))
+            .unwrap()
+            .count()
+            >= 3
+    );
+}

@@ -11,6 +11,7 @@ mod cli;
 mod distribute;
 mod evidence;
 mod export;
+mod fim;
 mod fleet;
 mod hostile;
 mod interop;

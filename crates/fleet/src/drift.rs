@@ -1,0 +1,294 @@
+//! Drift of running instances beyond their files: processes that are not
+//! unmodified image executables started by the instance itself, listening
+//! sockets the image did not declare, a runtime config that differs from the
+//! one kiln generated — and an inotify watcher that notices changes to an
+//! unpacked root filesystem within milliseconds.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest as _, Sha256};
+
+/// One finding, paths and hashes only.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// `process`, `socket` or `config`.
+    pub kind: String,
+    pub detail: String,
+}
+
+fn finding(kind: &str, detail: String) -> Finding {
+    Finding {
+        kind: kind.to_string(),
+        detail,
+    }
+}
+
+/// Caches executable hashes by (dev, ino, size, ctime).
+#[derive(Default)]
+pub struct ExeHashes {
+    cache: Mutex<HashMap<(u64, u64, u64, i64), String>>,
+}
+
+impl ExeHashes {
+    fn hash(&self, pid: u32) -> Option<String> {
+        let mut f = std::fs::File::open(format!("/proc/{pid}/exe")).ok()?;
+        let m = f.metadata().ok()?;
+        let key = (
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+        );
+        if let Some(h) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Some(h.clone());
+        }
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => h.update(&buf[..n]),
+                Err(_) => return None,
+            }
+        }
+        let hex = hex::encode(h.finalize());
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, hex.clone());
+        Some(hex)
+    }
+}
+
+fn ns_of(pid: u32, ns: &str) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+fn ppid_of(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Processes in the PID namespace of the instance whose init is `init`:
+/// each must be `init` or a descendant of it (a process entered from outside
+/// with `nsenter`/`setns` has a parent outside the instance), and its
+/// executable must be a file of the image (`files`: path → sha256) with the
+/// same content, not deleted or replaced.
+pub fn process_drift(
+    init: u32,
+    files: &HashMap<String, String>,
+    hashes: &ExeHashes,
+) -> Vec<Finding> {
+    let Some(ns) = ns_of(init, "pid") else {
+        return Vec::new();
+    };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let members: HashSet<u32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| ns_of(p, "pid").as_deref() == Some(ns.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    let mut pids: Vec<u32> = members.iter().copied().collect();
+    pids.sort_unstable();
+    for p in pids {
+        if p != init {
+            match ppid_of(p) {
+                Some(pp) if members.contains(&pp) => {}
+                Some(pp) => out.push(finding(
+                    "process",
+                    format!("pid {p} was started from outside the instance (parent pid {pp} is not in it)"),
+                )),
+                None => continue,
+            }
+        }
+        let Ok(exe) = std::fs::read_link(format!("/proc/{p}/exe")) else {
+            continue;
+        };
+        let exe = exe.to_string_lossy().into_owned();
+        if let Some(path) = exe.strip_suffix(" (deleted)") {
+            out.push(finding(
+                "process",
+                format!("pid {p} runs {path}, which was deleted or replaced"),
+            ));
+            continue;
+        }
+        match files.get(&exe) {
+            None => out.push(finding(
+                "process",
+                format!("pid {p} runs {exe}, which is not a file of the image"),
+            )),
+            Some(want) => {
+                if let Some(got) = hashes.hash(p)
+                    && &got != want
+                {
+                    out.push(finding(
+                        "process",
+                        format!("pid {p} runs {exe} with sha256 {got}, the image has {want}"),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// TCP ports listening inside the network namespace of `init` that are not
+/// in `allowed`.
+pub fn socket_drift(init: u32, allowed: &[u16]) -> Vec<Finding> {
+    let mut ports = Vec::new();
+    for file in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{init}/net/{file}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 4 || cols[3] != "0A" {
+                continue;
+            }
+            if let Some(port) = cols[1]
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                && !ports.contains(&port)
+            {
+                ports.push(port);
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
+        .into_iter()
+        .filter(|p| !allowed.contains(p))
+        .map(|p| {
+            finding(
+                "socket",
+                format!("listening on TCP port {p}, which the image does not declare"),
+            )
+        })
+        .collect()
+}
+
+/// The bundle's `config.json` must still hash to what kiln wrote.
+pub fn config_drift(bundle: &Path, want_sha256: &str) -> Option<Finding> {
+    let bytes = std::fs::read(bundle.join("config.json")).ok()?;
+    let got = hex::encode(Sha256::digest(&bytes));
+    (got != want_sha256).then(|| {
+        finding(
+            "config",
+            format!(
+                "{}/config.json has sha256 {got}, kiln generated {want_sha256}",
+                bundle.display()
+            ),
+        )
+    })
+}
+
+/// Watches every directory of a root filesystem with inotify; `dirty` is set
+/// on any change (content, metadata, create, delete, rename).
+pub struct RootfsWatch {
+    pub dirty: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for RootfsWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+const MASK: u32 = libc::IN_MODIFY
+    | libc::IN_ATTRIB
+    | libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_MOVE_SELF
+    | libc::IN_CLOSE_WRITE;
+
+fn add_watch(fd: &OwnedFd, dir: &Path) -> bool {
+    let Ok(c) = CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: valid inotify fd and NUL-terminated path.
+    unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), MASK | libc::IN_DONT_FOLLOW) >= 0 }
+}
+
+fn watch_tree(fd: &OwnedFd, root: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if add_watch(fd, &d) {
+            n += 1;
+        }
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    n
+}
+
+impl RootfsWatch {
+    /// Start watching `root`; the watcher thread ends when this is dropped.
+    pub fn new(root: &Path) -> std::io::Result<RootfsWatch> {
+        // SAFETY: plain inotify_init1; the fd is owned right away.
+        let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        watch_tree(&fd, root);
+        let dirty = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (d, s, root): (_, _, PathBuf) = (dirty.clone(), stop.clone(), root.to_path_buf());
+        std::thread::Builder::new()
+            .name("kiln-rootfs-watch".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                while !s.load(Ordering::Relaxed) {
+                    let mut pfd = libc::pollfd {
+                        fd: fd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    let r = unsafe { libc::poll(&mut pfd, 1, 200) };
+                    if r <= 0 {
+                        continue;
+                    }
+                    // SAFETY: reading into our buffer from our fd.
+                    let n =
+                        unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                    if n > 0 {
+                        d.store(true, Ordering::Relaxed);
+                        // New directories need watches too.
+                        watch_tree(&fd, &root);
+                    }
+                }
+            })?;
+        Ok(RootfsWatch { dirty, stop })
+    }
+}
