@@ -205,7 +205,8 @@ curl -fsS "http://127.0.0.1:$port/" | grep -o '<h1>.*</h1>'
 
 step "13. drift: a host root edits an instance's files, or enters it with nsenter -> detected, logged, replaced"
 "$KILN" drift check web
-rootfs=$(ls -d "$KILN_STATE_DIR"/fleet/rootfs/*/rootfs | head -1)
+active=$("$KILN" --json status | jq -r '.services[0].active.image' | sed 's/.*sha256://')
+rootfs=$KILN_STATE_DIR/fleet/rootfs/$active/rootfs
 sed -i 's/hello from kiln/hacked/' "$rootfs/www/index.html"
 sleep 2
 "$KILN" status | sed -n 1,5p

@@ -1192,8 +1192,32 @@ impl Shared {
             .digest
             .parse()
             .map_err(|e| format!("{}: {e}", rel.image))?;
-        let rootfs = kiln_runtime::unpack(&store, &digest, &self.rootfs_dir)
+        let mut rootfs = kiln_runtime::unpack(&store, &digest, &self.rootfs_dir)
             .map_err(|e| format!("unpacking {}: {e}", rel.image))?;
+        // A cached root filesystem nobody watched may have been changed: check
+        // it before anything runs on it, and start over from the image if so.
+        if !rootfs.fresh && !lock(&self.watches).contains_key(&rootfs.path) {
+            match self.fs_drift(&rootfs.path, &rel.image.digest) {
+                Ok(None) => {}
+                Ok(Some(diff)) => {
+                    self.rootfs_drifted(
+                        w,
+                        &rootfs.path,
+                        &rel.image.digest,
+                        &diff,
+                        "unwatched cached copy, checked before use",
+                    );
+                    rootfs = kiln_runtime::unpack(&store, &digest, &self.rootfs_dir)
+                        .map_err(|e| format!("unpacking {}: {e}", rel.image))?;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "checking the cached root filesystem of {}: {e}",
+                        rel.image
+                    ));
+                }
+            }
+        }
         let mut spec = InstanceSpec::from_image(&id, &rootfs).map_err(|e| format!("{id}: {e}"))?;
         for (k, v) in &rel.spec.env {
             spec.set_env(k, v);
@@ -1394,11 +1418,13 @@ impl Shared {
 
     // ---- drift --------------------------------------------------------------
 
+    /// Watch a root filesystem that was just unpacked or checked.
     fn ensure_watch(&self, rootfs: &kiln_runtime::Rootfs) {
         let mut ws = lock(&self.watches);
         if !ws.contains_key(&rootfs.path)
             && let Ok(wt) = crate::drift::RootfsWatch::new(&rootfs.path)
         {
+            wt.dirty.store(false, Ordering::Relaxed);
             ws.insert(rootfs.path.clone(), wt);
         }
     }

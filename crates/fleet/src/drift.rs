@@ -261,7 +261,8 @@ impl RootfsWatch {
         // SAFETY: `raw` is a fresh descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         watch_tree(&fd, root);
-        let dirty = Arc::new(AtomicBool::new(false));
+        // Nothing is known about the time before the watch: check at once.
+        let dirty = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
         let (d, s, root): (_, _, PathBuf) = (dirty.clone(), stop.clone(), root.to_path_buf());
         std::thread::Builder::new()
