@@ -154,6 +154,14 @@ fn build_inputs(
         sha256: spec.sha256.clone(),
         description: None,
     }];
+    if let Some(sha) = &spec.lock_sha256 {
+        out.push(BuildInput {
+            kind: "lock".into(),
+            uri: format!("file:{}", crate::lock::LOCK_FILE),
+            sha256: sha.clone(),
+            description: Some("package pins written by kiln patch".into()),
+        });
+    }
     if let Some((name, d)) = base {
         out.push(BuildInput {
             kind: "base".into(),

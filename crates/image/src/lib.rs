@@ -13,6 +13,7 @@ pub mod compress;
 pub mod debs;
 pub mod export;
 pub mod layer;
+pub mod lock;
 pub mod source;
 pub mod spec;
 pub mod tarw;

@@ -217,6 +217,8 @@ pub struct Spec {
     pub baseline: Baseline,
     /// SHA-256 of the spec file's bytes.
     pub sha256: String,
+    /// SHA-256 of `kiln.lock`, when one was applied.
+    pub lock_sha256: Option<String>,
     pub(crate) entrypoint_loc: Loc,
     /// The spec's text, for error snippets.
     text: String,
@@ -242,7 +244,12 @@ impl Spec {
             ),
             snippet: String::new(),
         })?;
-        Spec::parse(path, &text)
+        let mut spec = Spec::parse(path, &text)?;
+        if let Some((lock, sha)) = crate::lock::Lock::load(&spec.dir)? {
+            lock.apply(&mut spec)?;
+            spec.lock_sha256 = Some(sha);
+        }
+        Ok(spec)
     }
 
     /// Parse and validate spec text; `path` locates it (relative sources resolve against its directory).
@@ -414,6 +421,7 @@ impl Spec {
             baseline,
             sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
             text: text.to_string(),
+            lock_sha256: None,
         })
     }
 
@@ -536,6 +544,11 @@ pub fn normalize_dst(s: &str) -> Result<String, String> {
 
 /// Resolve a source path relative to the spec directory; it must stay inside
 /// it (also after following symlinks in its parents).
+/// A path relative to the spec's directory that stays inside it.
+pub(crate) fn resolve_in(dir: &Path, s: &str) -> Result<PathBuf, String> {
+    resolve_src(dir, s)
+}
+
 fn resolve_src(dir: &Path, s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
         return Err("empty path".into());

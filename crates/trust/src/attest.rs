@@ -23,6 +23,8 @@ pub const COSIGN_PREDICATE_ANNOTATION: &str = "predicateType";
 pub const PROVENANCE_PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
 /// kiln's approval predicate.
 pub const APPROVAL_PREDICATE_TYPE: &str = "https://kiln.dev/approval/v1";
+/// Predicate type of a kiln scan result (vulnerabilities and baseline findings).
+pub const SCAN_PREDICATE_TYPE: &str = "https://kiln.dev/scan/v1";
 /// `buildDefinition.buildType` of kiln builds.
 pub const BUILD_TYPE: &str = "https://kiln.dev/build/v1";
 /// `runDetails.builder.id` of a local kiln build.

@@ -13,6 +13,8 @@
 //! signature = "builder"    # the image must be signed by the role
 //! provenance = "builder"   # SLSA provenance for this digest, signed by the role
 //! approvals = "reviewers"  # approvals of this digest by `threshold` distinct role keys
+//! scan = "builder"         # a passing, signed kiln scan attestation for this digest
+//! scan_max_age_hours = 24  # …made with an advisory set loaded at most this long ago
 //! ```
 //!
 //! Unknown keys are errors, and every error names `file:line:column`. Each rule is an optional
@@ -61,6 +63,8 @@ struct RawRequire {
     signature: Option<Spanned<String>>,
     provenance: Option<Spanned<String>>,
     approvals: Option<Spanned<String>>,
+    scan: Option<Spanned<String>>,
+    scan_max_age_hours: Option<Spanned<i64>>,
 }
 
 /// A role: named policy keys of which `threshold` distinct ones must sign.
@@ -82,6 +86,12 @@ pub enum Rule {
     /// Approval attestations for the image's exact digest by `threshold` distinct keys of
     /// `role`.
     Approvals { role: String },
+    /// A passing kiln scan attestation for the image's exact digest, signed by `threshold`
+    /// distinct keys of `role`, made with advisories loaded at most `max_age_hours` ago.
+    Scan {
+        role: String,
+        max_age_hours: Option<u64>,
+    },
 }
 
 impl Rule {
@@ -90,13 +100,17 @@ impl Rule {
             Rule::Signature { .. } => "signature",
             Rule::Provenance { .. } => "provenance",
             Rule::Approvals { .. } => "approvals",
+            Rule::Scan { .. } => "scan",
         }
     }
 
     /// The role the rule names.
     pub fn role(&self) -> &str {
         match self {
-            Rule::Signature { role } | Rule::Provenance { role } | Rule::Approvals { role } => role,
+            Rule::Signature { role }
+            | Rule::Provenance { role }
+            | Rule::Approvals { role }
+            | Rule::Scan { role, .. } => role,
         }
     }
 }
@@ -260,6 +274,41 @@ impl Policy {
                 ));
             }
             rules.push(make(role.get_ref().clone()));
+        }
+        let max_age = match &req.scan_max_age_hours {
+            None => None,
+            Some(h) if *h.get_ref() > 0 => Some(*h.get_ref() as u64),
+            Some(h) => {
+                return Err(cx.err(
+                    h.span(),
+                    "require.scan_max_age_hours must be a positive number of hours".into(),
+                ));
+            }
+        };
+        match &req.scan {
+            Some(role) => {
+                if !roles.contains_key(role.get_ref()) {
+                    return Err(cx.err(
+                        role.span(),
+                        format!(
+                            "require.scan: unknown role {:?} (not in [roles])",
+                            role.get_ref()
+                        ),
+                    ));
+                }
+                rules.push(Rule::Scan {
+                    role: role.get_ref().clone(),
+                    max_age_hours: max_age,
+                });
+            }
+            None => {
+                if let Some(h) = &req.scan_max_age_hours {
+                    return Err(cx.err(
+                        h.span(),
+                        "require.scan_max_age_hours needs require.scan".into(),
+                    ));
+                }
+            }
         }
         if rules.is_empty() {
             return Err(cx.err(

@@ -109,6 +109,7 @@ pub fn evaluate(
                 role,
                 &digest,
                 attest::PROVENANCE_PREDICATE_TYPE,
+                &|_| Ok(()),
             )?,
             Rule::Approvals { role } => attestation_rule(
                 store,
@@ -117,10 +118,51 @@ pub fn evaluate(
                 role,
                 &digest,
                 attest::APPROVAL_PREDICATE_TYPE,
+                &|_| Ok(()),
+            )?,
+            Rule::Scan {
+                role,
+                max_age_hours,
+            } => attestation_rule(
+                store,
+                &policy,
+                "scan",
+                role,
+                &digest,
+                attest::SCAN_PREDICATE_TYPE,
+                &|p| scan_predicate_ok(p, *max_age_hours),
             )?,
         });
     }
     Ok(verdicts)
+}
+
+/// A scan attestation counts only if it passed its gate and, with a maximum age, its
+/// advisory set was loaded recently enough.
+fn scan_predicate_ok(
+    p: &serde_json::Value,
+    max_age_hours: Option<u64>,
+) -> std::result::Result<(), String> {
+    if p["result"]["pass"] != true {
+        return Err("scan attestation records a failed gate".into());
+    }
+    if let Some(h) = max_age_hours {
+        let loaded = p["advisories"]["loaded_at"]
+            .as_str()
+            .and_then(kiln_oci::time::parse_utc)
+            .ok_or("scan attestation has no advisories.loaded_at")?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if now.saturating_sub(loaded) > h * 3600 {
+            return Err(format!(
+                "scan attestation used advisories loaded {} h ago (policy allows {h} h)",
+                now.saturating_sub(loaded) / 3600
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The audit event of a verification: each rule's verdict, failure if any failed.
@@ -310,6 +352,7 @@ fn collect_attestations(
     store: &Store,
     digest: &Digest,
     predicate_type: &str,
+    predicate_ok: &dyn Fn(&serde_json::Value) -> std::result::Result<(), String>,
     notes: &mut Vec<String>,
 ) -> Result<(usize, Vec<Claim>)> {
     let mut layers: Vec<(String, Descriptor)> = Vec::new();
@@ -370,6 +413,10 @@ fn collect_attestations(
             continue;
         }
         envelopes += 1;
+        if let Err(why) = predicate_ok(&a.statement.predicate) {
+            notes.push(format!("{src}: {why}"));
+            continue;
+        }
         let pae = a.envelope.pae();
         for (j, sig) in a.envelope.signatures.iter().enumerate() {
             let keyid = if sig.keyid.is_empty() {
@@ -395,9 +442,11 @@ fn attestation_rule(
     role: &str,
     digest: &Digest,
     predicate_type: &str,
+    predicate_ok: &dyn Fn(&serde_json::Value) -> std::result::Result<(), String>,
 ) -> Result<Verdict> {
     let mut notes = Vec::new();
-    let (envelopes, claims) = collect_attestations(store, digest, predicate_type, &mut notes)?;
+    let (envelopes, claims) =
+        collect_attestations(store, digest, predicate_type, predicate_ok, &mut notes)?;
     let tally = policy.tally(role, digest, &claims);
     let signers = if tally.signers.is_empty() {
         "none".to_owned()
