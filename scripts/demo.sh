@@ -222,6 +222,46 @@ cp -a /usr/share/doc "$demo/fimtree"
 touch "$demo/fimtree/intruder"; chmod 0600 "$(find "$demo/fimtree" -type f | head -1)"
 "$KILN" fim check "$demo/fimtree" --manifest "$demo/fimtree.manifest" > "$demo/fim.out" || echo "exit status $? (1 added + 4 changed)"
 sed -n 1,8p "$demo/fim.out"
+step "14. scan and patch: an advisory for hello-config arrives; kiln patch pins the fix, rebuilds, scans, signs, rolls out"
+mkdir -p "$demo/osv" "$demo/pool"
+cat > "$demo/osv/DEBIAN-CVE-2026-1000.json" <<'JSON'
+{"id":"DEBIAN-CVE-2026-1000","modified":"2026-11-22T06:00:00Z","aliases":["CVE-2026-1000"],"summary":"hello-config: default config exposes a debug endpoint","affected":[{"package":{"ecosystem":"Debian:12","name":"hello-config"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.0-2"}]}]}],"database_specific":{"severity":"high"}}
+JSON
+rm -rf "$demo/pkg" && cp -a examples/hello/pkg/hello-config "$demo/pkg"
+sed -i 's/^Version: .*/Version: 1.0-2/' "$demo/pkg/DEBIAN/control"
+dpkg-deb --root-owner-group -Zgzip --build "$demo/pkg" "$demo/pool/hello-config_1.0-2_all.deb" >/dev/null
+"$KILN" scan hello:2.0.0 --advisories "$demo/osv" || echo "(expected) the gate fails: a high-severity fix is available"
+"$KILN" scan hello:2.0.0 --advisories "$demo/osv" --fail-on none --sarif | jq -c '{version, results: [.runs[0].results[].ruleId]}'
+export KILN_KEY_PASSWORD=demo
+# The patch policy: signature + provenance + a passing scan no older than 24 h, all of
+# which kiln patch produces itself (human approvals would gate it the same way).
+cat > "$demo/trust-patch.toml" <<'TOML'
+[keys]
+ci = "ci.pub"
+
+[roles.builder]
+keys = ["ci"]
+threshold = 1
+
+[require]
+signature = "builder"
+provenance = "builder"
+scan = "builder"
+scan_max_age_hours = 24
+TOML
+"$KILN" scan hello:2.0.0 --advisories "$demo/osv" --fail-on none --attest --key "$demo/ci.key" >/dev/null
+"$KILN" serve >"$demo/serve.log" 2>&1 & servepid=$!
+for _ in $(seq 100); do [ -S "$KILN_STATE_DIR/fleet/kiln.sock" ] && break; sleep 0.1; done
+deploy "hello@$v2" blue-green
+sed -i "s|^policy = .*|policy = \"$demo/trust-patch.toml\"|" "$demo/deploy.toml"
+"$KILN" apply -f "$demo/deploy.toml" --reason "CHG-2004 scanned v2" | tail -1
+rm -rf "$demo/hello5" && cp -a examples/hello "$demo/hello5"
+sed -i 's/hello from kiln/hello from kiln, v2/' "$demo/hello5/www/index.html"
+"$KILN" patch -f "$demo/hello5/kiln.toml" --advisories "$demo/osv" --debs "$demo/pool" --key "$demo/ci.key" --deploy "$demo/deploy.toml"
+cat "$demo/hello5/kiln.lock"
+"$KILN" status | sed -n 1,2p
+"$KILN" patch report
+unset KILN_KEY_PASSWORD
 cleanup_fleet
 
 echo; echo "demo complete: $digest"

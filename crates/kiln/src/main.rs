@@ -83,6 +83,10 @@ enum Command {
     /// File integrity monitoring of any host or VM tree (AIDE-compatible exit status).
     #[command(subcommand)]
     Fim(cmd::drift::FimCmd),
+    /// Known vulnerabilities (OSV advisories) and baseline findings of an image; exit 1 if the gate fails.
+    Scan(cmd::scan::ScanArgs),
+    /// Patching is rebuilding: pin fixed packages (kiln.lock), rebuild, scan, sign, roll out.
+    Patch(cmd::scan::PatchArgs),
 }
 
 impl Command {
@@ -119,6 +123,11 @@ impl Command {
             Command::Drift(cmd::drift::DriftCmd::History) => ("kiln drift history", None),
             Command::Fim(cmd::drift::FimCmd::Init(_)) => ("kiln fim init", Some("fim.init")),
             Command::Fim(cmd::drift::FimCmd::Check(_)) => ("kiln fim check", None),
+            Command::Scan(_) => ("kiln scan", Some("scan")),
+            Command::Patch(a) => (
+                cmd::scan::patch_command_name(a),
+                cmd::scan::patch_failure_action(a),
+            ),
         }
     }
 }
@@ -171,6 +180,8 @@ fn main() -> ExitCode {
         Command::Destroy(a) => cmd::fleet::destroy(&ctx, a),
         Command::Drift(c) => cmd::drift::run(&ctx, c),
         Command::Fim(c) => cmd::drift::fim(&ctx, c),
+        Command::Scan(a) => cmd::scan::scan(&ctx, a),
+        Command::Patch(a) => cmd::scan::patch(&ctx, a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ pub mod provenance;
 pub mod pull;
 pub mod push;
 pub mod sbom;
+pub mod scan;
 pub mod sign;
 pub mod verify;
 

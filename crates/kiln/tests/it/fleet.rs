@@ -771,3 +771,69 @@ fn drift_is_detected_logged_and_replaced_while_serving() {
             >= 3
     );
 }
+
+#[test]
+fn patch_reaches_the_fleet_through_the_normal_rollout() {
+    if !can_run() {
+        return;
+    }
+    let f = Fleet::new();
+    let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
+    let file = f.deploy_file(&v1, "");
+    assert!(f.apply(&file).status.success());
+    let osv = f.e.path().join("osv");
+    fs::create_dir_all(&osv).unwrap();
+    fs::write(
+        osv.join("DEBIAN-CVE-2026-3000.json"),
+        r#"{"id":"DEBIAN-CVE-2026-3000","modified":"2026-11-22T06:00:00Z","affected":[{"package":{"ecosystem":"Debian:12","name":"hello-config"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.0-2"}]}]}],"database_specific":{"severity":"critical"}}"#,
+    )
+    .unwrap();
+    // The fixed package, built with dpkg-deb.
+    let src = f.e.path().join("pkg");
+    copy_dir(&repo().join("examples/hello/pkg/hello-config"), &src);
+    let control = src.join("DEBIAN/control");
+    let text = fs::read_to_string(&control)
+        .unwrap()
+        .replace("Version: 1.0-1", "Version: 1.0-2");
+    fs::write(&control, text).unwrap();
+    set_mode(&src.join("DEBIAN/postinst"), 0o755);
+    let pool = f.e.path().join("pool");
+    fs::create_dir_all(&pool).unwrap();
+    let o = run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&src)
+        .arg(pool.join("hello-config_1.0-2_all.deb")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (stop, h) = load(f.listen);
+    let o = run(f
+        .e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["--json", "patch", "-f"])
+        .arg(f.e.spec())
+        .arg("--advisories")
+        .arg(&osv)
+        .arg("--debs")
+        .arg(&pool)
+        .arg("--key")
+        .arg(&f.key)
+        .arg("--deploy")
+        .arg(&file));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, _) = h.join().unwrap();
+    assert!(o.status.success(), "{}\n{}", stderr(&o), f.serve_log());
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} failed during the patch rollout",
+        ok + failed
+    );
+    let r = json(&o);
+    let fixed = r["image"].as_str().unwrap();
+    let w = f.web();
+    assert_eq!(w["healthy"], 3);
+    assert_eq!(w["active"]["image"], fixed);
+    assert!(r["fleet_ms"].as_u64().is_some());
+    let o = run(f.e.kiln().args(["--json", "patch", "report"]));
+    assert!(json(&o)[0]["fleet_ms"].as_u64().is_some());
+}

@@ -15,5 +15,6 @@ mod fim;
 mod fleet;
 mod hostile;
 mod interop;
+mod scan;
 mod sign;
 mod support;
