@@ -407,32 +407,7 @@ struct RawHealth {
 // Locations
 // ---------------------------------------------------------------------------------------------
 
-/// `(line, column)`, both 1-based, of byte `offset` in `text`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, col)
-}
-
-/// `"\n    | <line>\n    |    ^"` for `line`/`column` in `text`.
-fn snippet(text: &str, line: usize, column: usize) -> String {
-    match text.lines().nth(line.wrapping_sub(1)) {
-        Some(l) if line > 0 => {
-            let pad: String = l
-                .chars()
-                .take(column.saturating_sub(1))
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
-            format!("\n    | {l}\n    | {pad}^")
-        }
-        _ => String::new(),
-    }
-}
+use kiln_oci::textpos::{line_col, snippet};
 
 fn error_at(file: &Path, text: &str, offset: usize, message: String) -> DeployError {
     let (line, column) = line_col(text, offset);

@@ -20,20 +20,7 @@ pub struct SpecError {
     pub snippet: String,
 }
 
-/// `"\n   | <line>\n   |    ^"` for line/column in `text`.
-fn snippet(text: &str, line: usize, column: usize) -> String {
-    match text.lines().nth(line.wrapping_sub(1)) {
-        Some(l) if line > 0 => {
-            let pad: String = l
-                .chars()
-                .take(column.saturating_sub(1))
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
-            format!("\n    | {l}\n    | {pad}^")
-        }
-        _ => String::new(),
-    }
-}
+use kiln_oci::textpos::snippet;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -444,15 +431,7 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn line_col(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let col = before
-            .rsplit('\n')
-            .next()
-            .map(|l| l.chars().count())
-            .unwrap_or(0)
-            + 1;
-        (line, col)
+        kiln_oci::textpos::line_col(self.text, offset)
     }
     fn loc(&self, span: Range<usize>) -> Loc {
         let (line, column) = self.line_col(span.start);

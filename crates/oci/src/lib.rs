@@ -9,6 +9,7 @@ mod digest;
 mod error;
 pub mod layout;
 pub mod media;
+pub mod textpos;
 pub mod time;
 mod types;
 

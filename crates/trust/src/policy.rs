@@ -131,15 +131,7 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn line_col(&self, offset: usize) -> (usize, usize) {
-        let before = &self.text[..offset.min(self.text.len())];
-        let line = before.matches('\n').count() + 1;
-        let col = before
-            .rsplit('\n')
-            .next()
-            .map(|l| l.chars().count())
-            .unwrap_or(0)
-            + 1;
-        (line, col)
+        kiln_oci::textpos::line_col(self.text, offset)
     }
 
     fn err(&self, span: Range<usize>, message: String) -> PolicyError {
