@@ -502,10 +502,85 @@ pub const NIST_800_190: Framework = Framework {
     ],
 };
 
-/// Every framework, by id.
-pub const FRAMEWORKS: &[&Framework] = &[&PCI_DSS_4_0, &SOC2, &NIST_800_190];
+/// GDPR Art. 32, security of processing: the parts a platform can evidence.
+pub const GDPR_ART32: Framework = Framework {
+    id: "gdpr-art32",
+    title: "GDPR Article 32 (security of processing)",
+    requirements: &[
+        Requirement {
+            id: "32(1)(b)",
+            title: "Ongoing confidentiality, integrity, availability and resilience of processing systems",
+            kiln_evidence: "only verified images run, read-only and isolated; drift is replaced; instances heal; privacy-relevant changes roll out all-or-nothing",
+            needs: &[
+                ev("verification before run (image.verify)", &["image.verify"]),
+                ev(
+                    "read-only, network-isolated instances started (instance.start)",
+                    &["instance.start"],
+                ),
+                ev("drift checks (drift.check)", &["drift.check"]),
+                ev(
+                    "failed or drifted instances replaced (instance.replace)",
+                    &["instance.replace"],
+                ),
+                ev(
+                    "releases switched as a whole (release.switch)",
+                    &["release.switch"],
+                ),
+                need(
+                    "image configs carrying the privacy baseline (log level, TLS, ingress/egress, encryption, PII)",
+                    Check::Baseline,
+                ),
+            ],
+        },
+        Requirement {
+            id: "32(1)(c)",
+            title: "Ability to restore availability in a timely manner",
+            kiln_evidence: "rollbacks and instance replacement through the normal rollout path",
+            needs: &[
+                ev(
+                    "instances replaced after failures (instance.replace)",
+                    &["instance.replace"],
+                ),
+                ev(
+                    "rollbacks available and used (release.rollback)",
+                    &["release.rollback"],
+                ),
+            ],
+        },
+        Requirement {
+            id: "32(1)(d)",
+            title: "Regularly testing, assessing and evaluating the effectiveness of the measures",
+            kiln_evidence: "scheduled drift re-hashes, vulnerability scans, chaos runs, verifiable audit log",
+            needs: &[
+                ev("drift checks (drift.check)", &["drift.check"]),
+                ev("vulnerability scans (scan)", &["scan"]),
+                ev(
+                    "resilience tests (chaos.start, chaos.kill)",
+                    &["chaos.start", "chaos.kill"],
+                ),
+                SIGNED_LOG,
+                CONSISTENCY,
+            ],
+        },
+        Requirement {
+            id: "32(4)",
+            title: "Persons with access act only on instruction (accountability of changes)",
+            kiln_evidence: "every change attributed to a user or key, with a reason and approvals",
+            needs: &[
+                need(
+                    "every event with user, UTC time, host, and resources or a reason",
+                    Check::EventFields,
+                ),
+                ev("approvals with reasons (image.approve)", &["image.approve"]),
+            ],
+        },
+    ],
+};
 
-/// The framework with this id (`pci-dss-4.0`, `soc2`, `nist-800-190`).
+/// Every framework, by id.
+pub const FRAMEWORKS: &[&Framework] = &[&PCI_DSS_4_0, &SOC2, &NIST_800_190, &GDPR_ART32];
+
+/// The framework with this id (`pci-dss-4.0`, `soc2`, `nist-800-190`, `gdpr-art32`).
 pub fn framework(id: &str) -> Option<&'static Framework> {
     FRAMEWORKS.iter().copied().find(|f| f.id == id)
 }
@@ -524,6 +599,7 @@ mod tests {
             assert!(f.requirements.iter().all(|r| !r.needs.is_empty()));
         }
         assert!(framework("pci-dss-4.0").is_some());
+        assert!(framework("gdpr-art32").is_some());
         assert!(framework("gdpr").is_none());
     }
 }

@@ -19,7 +19,7 @@ pub struct Args {
     #[command(subcommand)]
     cmd: Option<Sub>,
     /// The framework to map the evidence to.
-    #[arg(long, required = true, value_parser = ["pci-dss-4.0", "soc2", "nist-800-190"])]
+    #[arg(long, required = true, value_parser = ["pci-dss-4.0", "soc2", "nist-800-190", "gdpr-art32"])]
     framework: Option<String>,
     /// The bundle directory to write (a new or empty directory, or a previous bundle, which is replaced).
     #[arg(long, required = true)]
