@@ -204,6 +204,8 @@ pub fn fim_check_with(
 /// Checks an instance's root filesystem against its image's file manifest
 /// (a full re-hash), ignoring (and not scanning) the given path prefixes,
 /// e.g. `["/proc", "/sys", "/dev", "/tmp", "/run"]`.
+/// An image's file manifest lists its contents, not the root directory
+/// itself; unless it does list `/`, the root is not compared.
 pub fn check_rootfs(
     rootfs: &Path,
     baseline: &FileManifest,
@@ -214,7 +216,10 @@ pub fn check_rootfs(
         exclude: cmp.ignore.clone(),
         ..ScanOptions::default()
     };
-    let tree = scan(rootfs, &opts)?;
+    let mut tree = scan(rootfs, &opts)?;
+    if !baseline.entries.iter().any(|e| e.path == "/") {
+        tree.entries.retain(|e| &*e.path != b"/");
+    }
     Ok(compare(&baseline_from_manifest(baseline), &tree, &cmp))
 }
 

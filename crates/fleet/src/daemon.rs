@@ -133,6 +133,8 @@ struct Shared {
     baselines: Mutex<HashMap<String, Arc<Baseline>>>,
     /// When runtime checks and full re-hashes last ran.
     drift_clock: Mutex<(Instant, HashMap<PathBuf, Instant>)>,
+    /// How often every root filesystem is fully re-hashed.
+    full_scan: Duration,
 }
 
 /// What an instance of one image must look like.
@@ -196,6 +198,15 @@ pub fn privacy_diff(old: Option<&Value>, new: Option<&Value>) -> Vec<String> {
         .collect()
 }
 
+/// What makes a release: a failed rollout of the same is not retried until a
+/// new apply changes it.
+fn fingerprint(spec: &ServiceSpec) -> String {
+    format!(
+        "{}|{}|{:?}|{:?}",
+        spec.image, spec.port, spec.env, spec.tmpfs_mb
+    )
+}
+
 fn instance_fields_differ(a: &ServiceSpec, b: &ServiceSpec) -> bool {
     a.image != b.image || a.port != b.port || a.env != b.env || a.tmpfs_mb != b.tmpfs_mb
 }
@@ -249,6 +260,7 @@ impl Daemon {
             watches: Mutex::new(HashMap::new()),
             baselines: Mutex::new(HashMap::new()),
             drift_clock: Mutex::new((Instant::now(), HashMap::new())),
+            full_scan: full_scan_interval(),
         });
         sh.adopt();
         Ok(Daemon { sh })
@@ -598,10 +610,9 @@ impl Shared {
     /// the active release; update the active release in place otherwise.
     fn plan_release(&self, w: &mut World, name: &str, spec: &ServiceSpec) -> Result<(), String> {
         let svc = w.st.services.entry(name.to_string()).or_default();
-        if let Some(r) = &svc.rollout {
+        if svc.rollout.is_some() {
             // A rollout in progress for an older desired state is superseded
             // by a newer one only after it finishes or aborts.
-            let _ = r;
             return Ok(());
         }
         let active = svc.active_release().cloned();
@@ -616,10 +627,7 @@ impl Shared {
             }
             return Ok(());
         }
-        let fingerprint = format!(
-            "{}|{}|{:?}|{:?}",
-            spec.image, spec.port, spec.env, spec.tmpfs_mb
-        );
+        let fingerprint = fingerprint(spec);
         if svc.failed.as_deref() == Some(fingerprint.as_str()) {
             return Ok(());
         }
@@ -709,23 +717,27 @@ impl Shared {
         Ok(())
     }
 
-    fn baseline(&self, image: &ImageRef) -> Option<Value> {
-        let store = Store::open(self.opts.state_dir.join("store")).ok()?;
-        let d: Digest = image.digest.parse().ok()?;
+    /// The config of an image in the store, by manifest digest.
+    fn image_config(&self, digest: &str) -> Result<kiln_oci::ImageConfig, String> {
+        let e = |x: &dyn std::fmt::Display| format!("{digest}: {x}");
+        let store = Store::open(self.opts.state_dir.join("store")).map_err(|x| e(&x))?;
+        let d: Digest = digest.parse().map_err(|x| e(&x))?;
         let desc = store
             .resolve(&kiln_oci::ImageRef::Digest {
                 name: None,
                 digest: d,
             })
-            .ok()?;
-        let m =
-            kiln_oci::ImageManifest::from_bytes(&store.read_descriptor(&desc).ok()?, "manifest")
-                .ok()?;
-        let c =
-            kiln_oci::ImageConfig::from_bytes(&store.read_descriptor(&m.config).ok()?, "config")
-                .ok()?;
-        let label = c.config.labels.get("dev.kiln.baseline")?;
-        serde_json::from_str(label).ok()
+            .map_err(|x| e(&x))?;
+        let bytes = store.read_descriptor(&desc).map_err(|x| e(&x))?;
+        let m = kiln_oci::ImageManifest::from_bytes(&bytes, "manifest").map_err(|x| e(&x))?;
+        let bytes = store.read_descriptor(&m.config).map_err(|x| e(&x))?;
+        kiln_oci::ImageConfig::from_bytes(&bytes, "config").map_err(|x| e(&x))
+    }
+
+    /// The image's `[baseline]` (config label `dev.kiln.baseline`).
+    fn baseline(&self, image: &ImageRef) -> Option<Value> {
+        let c = self.image_config(&image.digest).ok()?;
+        serde_json::from_str(c.config.labels.get("dev.kiln.baseline")?).ok()
     }
 
     fn progress_rollout(&self, w: &mut World, name: &str, spec: &ServiceSpec) {
@@ -916,12 +928,7 @@ impl Shared {
                 i.in_rotation = false;
             }
         }
-        let fingerprint = svc.release(&r.release).map(|rel| {
-            format!(
-                "{}|{}|{:?}|{:?}",
-                rel.spec.image, rel.spec.port, rel.spec.env, rel.spec.tmpfs_mb
-            )
-        });
+        let fingerprint = svc.release(&r.release).map(|rel| fingerprint(&rel.spec));
         svc.rollout = None;
         svc.failed = fingerprint;
         svc.message = format!(
@@ -940,22 +947,6 @@ impl Shared {
                 .reason(Some(why))
                 .detail("rolled_back_to", r.from.clone()),
         );
-        if r.from.is_none() {
-            // A first deploy that failed: nothing to fall back to.
-            return;
-        }
-        if let Some(prev) = r
-            .from
-            .as_ref()
-            .and_then(|f| w.st.services[name].release(f))
-            .cloned()
-            && let Some(d) = w.st.desired.services.get_mut(name)
-        {
-            // The desired state returns to what still runs, so that the
-            // next apply of the failed image is an explicit decision.
-            let _ = prev;
-            let _ = d;
-        }
     }
 
     /// Keep the active release at its replica count; rotate instances past
@@ -1420,12 +1411,20 @@ impl Shared {
 
     /// Watch a root filesystem that was just unpacked or checked.
     fn ensure_watch(&self, rootfs: &kiln_runtime::Rootfs) {
+        self.watch_rootfs(&rootfs.path, true);
+    }
+
+    /// Start an inotify watcher for `root` unless it has one. A new watcher
+    /// asks for a check at once unless the tree is known to be `clean`.
+    fn watch_rootfs(&self, root: &Path, clean: bool) {
         let mut ws = lock(&self.watches);
-        if !ws.contains_key(&rootfs.path)
-            && let Ok(wt) = crate::drift::RootfsWatch::new(&rootfs.path)
+        if !ws.contains_key(root)
+            && let Ok(wt) = crate::drift::RootfsWatch::new(root)
         {
-            wt.dirty.store(false, Ordering::Relaxed);
-            ws.insert(rootfs.path.clone(), wt);
+            if clean {
+                wt.dirty.store(false, Ordering::Relaxed);
+            }
+            ws.insert(root.to_path_buf(), wt);
         }
     }
 
@@ -1447,24 +1446,7 @@ impl Shared {
         }
         let manifest =
             manifest.ok_or_else(|| format!("{digest} has no file manifest to compare against"))?;
-        let desc = store
-            .resolve(&kiln_oci::ImageRef::Digest {
-                name: None,
-                digest: d,
-            })
-            .map_err(|e| e.to_string())?;
-        let im = kiln_oci::ImageManifest::from_bytes(
-            &store.read_descriptor(&desc).map_err(|e| e.to_string())?,
-            "manifest",
-        )
-        .map_err(|e| e.to_string())?;
-        let cfg = kiln_oci::ImageConfig::from_bytes(
-            &store
-                .read_descriptor(&im.config)
-                .map_err(|e| e.to_string())?,
-            "config",
-        )
-        .map_err(|e| e.to_string())?;
+        let cfg = self.image_config(digest)?;
         let mut ports: Vec<u16> = cfg
             .config
             .exposed_ports
@@ -1500,13 +1482,8 @@ impl Shared {
     /// Compare one root filesystem with its image's file manifest.
     fn fs_drift(&self, rootfs: &Path, digest: &str) -> Result<Option<Value>, String> {
         let b = self.drift_baseline(digest)?;
-        let mut diff = kiln_drift::check_rootfs(rootfs, &b.manifest, &MOUNT_POINTS)
+        let diff = kiln_drift::check_rootfs(rootfs, &b.manifest, &MOUNT_POINTS)
             .map_err(|e| e.to_string())?;
-        // The file manifest lists the image's contents, not the root itself.
-        if !b.manifest.entries.iter().any(|e| e.path == "/") {
-            diff.added.retain(|i| i.path != "/");
-            diff.changed.retain(|c| c.path != "/");
-        }
         if diff.exit_code() == 0 {
             return Ok(None);
         }
@@ -1657,21 +1634,14 @@ impl Shared {
         }
         for (root, digest) in roots {
             // Adopted instances' root filesystems get their watcher here.
-            {
-                let mut ws = lock(&self.watches);
-                if !ws.contains_key(&root)
-                    && let Ok(wt) = crate::drift::RootfsWatch::new(&root)
-                {
-                    ws.insert(root.clone(), wt);
-                }
-            }
+            self.watch_rootfs(&root, false);
             let changed = lock(&self.watches)
                 .get(&root)
                 .is_some_and(|wt| wt.dirty.swap(false, Ordering::Relaxed));
             let due = {
                 let mut c = lock(&self.drift_clock);
                 let last = *c.1.entry(root.clone()).or_insert(now);
-                if now.duration_since(last) >= full_scan_interval() {
+                if now.duration_since(last) >= self.full_scan {
                     c.1.insert(root.clone(), now);
                     true
                 } else {

@@ -198,6 +198,29 @@ pub fn record_verdicts(
     Ok(())
 }
 
+/// The manifests tagged `tag` (under any name), each with a `name:tag` label; unreadable
+/// ones are reported in `notes` as `what` manifests and skipped.
+fn tagged_manifests(
+    store: &Store,
+    tag: &str,
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Result<Vec<(String, ImageManifest)>> {
+    let mut out = Vec::new();
+    for t in store.images()?.into_iter().filter(|t| t.tag == tag) {
+        let src = format!("{}:{}", t.name, t.tag);
+        match store
+            .read_descriptor(&t.descriptor)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(ImageManifest::from_bytes(&b, &src)?))
+        {
+            Ok(m) => out.push((src, m)),
+            Err(e) => notes.push(format!("{src}: unreadable {what} manifest: {e:#}")),
+        }
+    }
+    Ok(out)
+}
+
 /// Signatures of `digest` found in the store, as claims; problems with malformed ones go to
 /// `notes`. Returns (legacy claims, bundle claims).
 fn collect_claims(
@@ -207,19 +230,7 @@ fn collect_claims(
 ) -> Result<(Vec<Claim>, Vec<Claim>)> {
     let sig_tag = cosign::signature_tag(digest);
     let mut legacy = Vec::new();
-    for t in store.images()?.into_iter().filter(|t| t.tag == sig_tag) {
-        let src = format!("{}:{}", t.name, t.tag);
-        let manifest = match store
-            .read_descriptor(&t.descriptor)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(ImageManifest::from_bytes(&b, &src)?))
-        {
-            Ok(m) => m,
-            Err(e) => {
-                notes.push(format!("{src}: unreadable signature manifest: {e:#}"));
-                continue;
-            }
-        };
+    for (src, manifest) in tagged_manifests(store, &sig_tag, "signature", notes)? {
         for (i, l) in manifest.layers.iter().enumerate() {
             let source = format!("{src} layer {i}");
             let sl = match cosign::read_signature_layer(i, l) {
@@ -368,19 +379,7 @@ fn collect_attestations(
         }
     }
     let att_tag = attest::attestation_tag(digest);
-    for t in store.images()?.into_iter().filter(|t| t.tag == att_tag) {
-        let src = format!("{}:{}", t.name, t.tag);
-        let manifest = match store
-            .read_descriptor(&t.descriptor)
-            .map_err(anyhow::Error::from)
-            .and_then(|b| Ok(ImageManifest::from_bytes(&b, &src)?))
-        {
-            Ok(m) => m,
-            Err(e) => {
-                notes.push(format!("{src}: unreadable attestation manifest: {e:#}"));
-                continue;
-            }
-        };
+    for (src, manifest) in tagged_manifests(store, &att_tag, "attestation", notes)? {
         for (i, l) in manifest.layers.iter().enumerate() {
             if l.media_type == attest::DSSE_MEDIA_TYPE {
                 layers.push((format!("{src} layer {i}"), l.clone()));

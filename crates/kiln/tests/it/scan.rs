@@ -50,6 +50,24 @@ fn deb(e: &Env, pool: &Path, version: &str) -> PathBuf {
     out
 }
 
+/// `kiln patch` of the env's spec.
+fn patch(e: &Env, osv: &Path, pool: &Path, key: &Path, as_json: bool) -> std::process::Output {
+    let mut c = e.kiln();
+    c.env("KILN_KEY_PASSWORD", PASSWORD);
+    if as_json {
+        c.arg("--json");
+    }
+    c.args(["patch", "-f"])
+        .arg(e.spec())
+        .arg("--advisories")
+        .arg(osv)
+        .arg("--debs")
+        .arg(pool)
+        .arg("--key")
+        .arg(key);
+    run(&mut c)
+}
+
 #[test]
 fn scan_reports_vulnerable_and_unfixed_with_sarif_and_gate() {
     let e = Env::new();
@@ -200,17 +218,7 @@ fn patch_pins_rebuilds_scans_signs_and_the_policy_can_require_the_scan() {
         String::from_utf8_lossy(&o.stdout)
     );
 
-    let o = run(e
-        .kiln()
-        .env("KILN_KEY_PASSWORD", PASSWORD)
-        .args(["--json", "patch", "-f"])
-        .arg(e.spec())
-        .arg("--advisories")
-        .arg(&osv)
-        .arg("--debs")
-        .arg(&pool)
-        .arg("--key")
-        .arg(&key));
+    let o = patch(&e, &osv, &pool, &key, true);
     assert!(o.status.success(), "{}", stderr(&o));
     let r = json(&o);
     // The highest available fixed version is pinned, beside the spec.
@@ -253,17 +261,7 @@ fn patch_pins_rebuilds_scans_signs_and_the_policy_can_require_the_scan() {
         .collect();
     assert_eq!(actions, ["patch.start", "patch.complete"]);
     // Nothing to do the second time.
-    let o = run(e
-        .kiln()
-        .env("KILN_KEY_PASSWORD", PASSWORD)
-        .args(["patch", "-f"])
-        .arg(e.spec())
-        .arg("--advisories")
-        .arg(&osv)
-        .arg("--debs")
-        .arg(&pool)
-        .arg("--key")
-        .arg(&key));
+    let o = patch(&e, &osv, &pool, &key, false);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to patch"));
 }
