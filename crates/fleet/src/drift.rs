@@ -293,3 +293,69 @@ impl RootfsWatch {
         Ok(RootfsWatch { dirty, stop })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undeclared_listening_port_is_found() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let me = std::process::id();
+        let found = socket_drift(me, &[]);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.kind == "socket" && f.detail.contains(&format!("port {port}"))),
+            "{found:?}"
+        );
+        assert!(
+            socket_drift(me, &[port])
+                .iter()
+                .all(|f| !f.detail.contains(&format!("port {port},")))
+        );
+    }
+
+    #[test]
+    fn a_changed_runtime_config_is_found() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("config.json"), b"{\"ociVersion\":\"1.0.2\"}").unwrap();
+        let want = hex::encode(Sha256::digest(b"{\"ociVersion\":\"1.0.2\"}"));
+        assert_eq!(config_drift(d.path(), &want), None);
+        std::fs::write(
+            d.path().join("config.json"),
+            b"{\"ociVersion\":\"1.0.2\",\"x\":1}",
+        )
+        .unwrap();
+        let f = config_drift(d.path(), &want).expect("drift");
+        assert_eq!(f.kind, "config");
+    }
+
+    #[test]
+    fn an_executable_outside_the_image_is_found() {
+        // This test process: its executable is not a file of an (empty) image.
+        let me = std::process::id();
+        let found = process_drift(me, &HashMap::new(), &ExeHashes::default());
+        assert!(
+            found
+                .iter()
+                .any(|f| f.kind == "process" && f.detail.contains("not a file of the image")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_change_under_a_watched_tree_sets_dirty() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        let w = RootfsWatch::new(d.path()).unwrap();
+        w.dirty.store(false, Ordering::Relaxed);
+        std::fs::write(d.path().join("sub/new"), b"x").unwrap();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !w.dirty.load(Ordering::Relaxed) {
+            assert!(std::time::Instant::now() < end, "no inotify event");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
