@@ -23,13 +23,14 @@
 //! value, its JSON need not be parsed again. A full check always parses the
 //! manifest itself.
 //!
-//! Binary layout (little endian): `KILNFIMC\x02\n`, root dev u64, root ino
+//! Binary layout (little endian): `KILNFIMC\x03\n`, root dev u64, root ino
 //! u64, last full hash (ns since epoch) i64, record count u64, then per
 //! record: path length u32, path bytes, dev, ino, size u64, mtime, ctime
 //! i64, 32-byte SHA-256; then the manifest's SHA-256 (32 bytes), baseline
 //! count u64 and per baseline entry: path (u32 length + bytes), kind u8,
 //! mode, uid, gid u32, size u64, sha256 (u8 flag and 32 bytes), link (u8
-//! flag, u32 length, bytes), rdev u64; then the SHA-256 of everything before it
+//! flag, u32 length, bytes), rdev u64, nlink u64 (the link count the
+//! baseline expects, 0 if none); then the SHA-256 of everything before it
 //! (a corruption check, not a signature).
 
 use std::collections::HashMap;
@@ -42,7 +43,7 @@ use crate::error::DriftError;
 use crate::sys::Stat;
 use crate::tree::{Entry, Kind, Meta, Status, Tree};
 
-const MAGIC: &[u8; 10] = b"KILNFIMC\x02\n";
+const MAGIC: &[u8; 10] = b"KILNFIMC\x03\n";
 /// A file changed less than this before a scan started is not cached.
 const RACY_NS: i64 = 100_000_000;
 
@@ -225,6 +226,7 @@ impl Cache {
                         None => b.push(0),
                     }
                     b.extend_from_slice(&e.meta.rdev.to_le_bytes());
+                    b.extend_from_slice(&e.meta.nlink.to_le_bytes());
                 }
             }
         }
@@ -297,6 +299,7 @@ impl Cache {
                     _ => Some(r.bytes()?.into()),
                 };
                 let rdev = r.u64()?;
+                let nlink = r.u64()?;
                 entries.push(Entry {
                     path,
                     kind,
@@ -308,6 +311,7 @@ impl Cache {
                     link,
                     meta: Meta {
                         rdev,
+                        nlink,
                         ..Meta::default()
                     },
                     status: Status::Ok,
@@ -364,10 +368,10 @@ fn kind_from_code(c: u8) -> Option<Kind> {
     KINDS.get(usize::from(c)).copied()
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DriftError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DriftError> {
         if self.0.len() < n {
             return Err(DriftError::Cache("truncated".into()));
         }
@@ -375,22 +379,22 @@ impl<'a> Reader<'a> {
         self.0 = b;
         Ok(a)
     }
-    fn bytes(&mut self) -> Result<&'a [u8], DriftError> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], DriftError> {
         let len = usize::try_from(self.u32()?).map_err(|_| DriftError::Cache("too long".into()))?;
         self.take(len)
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DriftError> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], DriftError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
-    fn u32(&mut self) -> Result<u32, DriftError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DriftError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, DriftError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, DriftError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
-    fn i64(&mut self) -> Result<i64, DriftError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, DriftError> {
         Ok(i64::from_le_bytes(self.array()?))
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::escape::escape;
-use crate::tree::{Entry, Kind, Status, Tree, find};
+use crate::tree::{Entry, Kind, Meta, Status, Tree, find};
 
 /// How to compare.
 #[derive(Debug, Clone, Default)]
@@ -15,6 +15,10 @@ pub struct CompareOptions {
     /// everything below it (not `/procfoo`). Mount points of an instance
     /// exist in the image as empty dirs but are mounted over at run time.
     pub ignore: Vec<Vec<u8>>,
+    /// The tree was scanned without reading file contents
+    /// ([`crate::ScanOptions::hash`] off): every attribute but the content
+    /// hash is compared.
+    pub metadata_only: bool,
 }
 
 impl CompareOptions {
@@ -32,6 +36,7 @@ impl CompareOptions {
                     }
                 })
                 .collect(),
+            metadata_only: false,
         }
     }
 }
@@ -65,6 +70,13 @@ pub enum Field {
     Link,
     /// Device number.
     Rdev,
+    /// Inode number: the path names another inode than the one recorded
+    /// (replaced, e.g. by a hard link to a file outside the tree).
+    #[serde(rename = "ino")]
+    Inode,
+    /// Hard-link count: the inode gained or lost a name (possibly outside
+    /// the tree, where it can be edited without a trace in the tree).
+    Nlink,
 }
 
 impl Field {
@@ -79,6 +91,8 @@ impl Field {
             Field::Sha256 => "sha256",
             Field::Link => "link",
             Field::Rdev => "rdev",
+            Field::Inode => "ino",
+            Field::Nlink => "nlink",
         }
     }
 }
@@ -107,6 +121,12 @@ pub struct Attrs {
     /// Device number (devices).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rdev: Option<u64>,
+    /// Inode number (only in a change of it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ino: Option<u64>,
+    /// Hard-link count (only in a change of the inode or of the count).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nlink: Option<u64>,
 }
 
 impl Attrs {
@@ -120,7 +140,22 @@ impl Attrs {
             sha256: e.sha256.map(hex::encode),
             link: e.link.as_deref().map(escape),
             rdev: e.kind.is_device().then_some(e.meta.rdev),
+            ino: None,
+            nlink: None,
         }
+    }
+
+    /// [`Attrs::of`] with the inode identity the `fields` are about.
+    fn with_identity(e: &Entry, fields: &[Field]) -> Attrs {
+        let mut a = Attrs::of(e);
+        let known = |v: u64| (v != 0).then_some(v);
+        if fields.contains(&Field::Inode) {
+            a.ino = known(e.meta.ino);
+        }
+        if fields.contains(&Field::Inode) || fields.contains(&Field::Nlink) {
+            a.nlink = known(e.meta.nlink);
+        }
+        a
     }
 }
 
@@ -253,6 +288,8 @@ impl Diff {
                     (Field::Sha256, 'H'),
                     (Field::Link, 'l'),
                     (Field::Rdev, 'r'),
+                    (Field::Inode, 'i'),
+                    (Field::Nlink, 'n'),
                 ]
                 .iter()
                 .map(|(f, ch)| if c.fields.contains(f) { *ch } else { '.' })
@@ -293,6 +330,8 @@ fn field_text(f: Field, a: &Attrs, b: &Attrs) -> (String, String) {
         Field::Sha256 => (opt(&a.sha256), opt(&b.sha256)),
         Field::Link => (opt(&a.link), opt(&b.link)),
         Field::Rdev => (num(a.rdev), num(b.rdev)),
+        Field::Inode => (num(a.ino), num(b.ino)),
+        Field::Nlink => (num(a.nlink), num(b.nlink)),
     }
 }
 
@@ -302,7 +341,8 @@ fn ignored(opts: &CompareOptions, path: &[u8]) -> bool {
 
 /// Which fields of `b` (baseline) and `a` (actual) differ. `a_tree` is the
 /// whole actual side (to resolve a baseline hard link's target).
-fn differing(b: &Entry, a: &Entry, a_tree: &[Entry]) -> Vec<Field> {
+/// `metadata_only`: the tree was not hashed.
+fn differing(b: &Entry, a: &Entry, a_tree: &[Entry], metadata_only: bool) -> Vec<Field> {
     let mut f = Vec::new();
     // On disk a hard link is a regular file sharing its target's inode.
     let hardlink_as_file = b.kind == Kind::Hardlink && a.kind == Kind::File;
@@ -323,7 +363,7 @@ fn differing(b: &Entry, a: &Entry, a_tree: &[Entry]) -> Vec<Field> {
     if both_content && verified && b.size != a.size {
         f.push(Field::Size);
     }
-    if both_content && verified && b.sha256 != a.sha256 {
+    if both_content && verified && !metadata_only && b.sha256 != a.sha256 {
         f.push(Field::Sha256);
     }
     match (b.kind, a.kind) {
@@ -346,6 +386,22 @@ fn differing(b: &Entry, a: &Entry, a_tree: &[Entry]) -> Vec<Field> {
         (x, y) if x == y && x.is_device() && b.meta.rdev != a.meta.rdev => f.push(Field::Rdev),
         _ => {}
     }
+    f.extend(identity_changes(&b.meta, &a.meta));
+    f
+}
+
+/// The inode identity a baseline entry records (nonzero `ino`, `nlink`)
+/// against what a scan found: [`Field::Inode`] if the path names another
+/// inode, [`Field::Nlink`] if its inode has another number of names. An
+/// attribute the baseline does not record (zero) is not compared.
+pub fn identity_changes(baseline: &Meta, actual: &Meta) -> Vec<Field> {
+    let mut f = Vec::new();
+    if baseline.ino != 0 && baseline.ino != actual.ino {
+        f.push(Field::Inode);
+    }
+    if baseline.nlink != 0 && baseline.nlink != actual.nlink {
+        f.push(Field::Nlink);
+    }
     f
 }
 
@@ -355,7 +411,8 @@ pub fn compare(baseline: &[Entry], actual: &Tree, opts: &CompareOptions) -> Diff
     compare_entries(baseline, &actual.entries, opts)
 }
 
-/// [`compare`] on two sorted entry lists (a tree can serve as baseline).
+/// [`compare`] on two sorted entry lists (a tree can serve as baseline; its
+/// inode numbers and link counts are then compared too).
 pub fn compare_entries(baseline: &[Entry], actual: &[Entry], opts: &CompareOptions) -> Diff {
     let mut d = Diff::default();
     let mut bi = baseline
@@ -406,13 +463,13 @@ pub fn compare_entries(baseline: &[Entry], actual: &[Entry], opts: &CompareOptio
                     d.baseline_entries += 1;
                     d.actual_entries += 1;
                     unverified(&mut d, a);
-                    let fields = differing(b, a, actual);
+                    let fields = differing(b, a, actual, opts.metadata_only);
                     if !fields.is_empty() {
                         d.changed.push(Change {
                             path: escape(&a.path),
+                            baseline: Attrs::with_identity(b, &fields),
+                            actual: Attrs::with_identity(a, &fields),
                             fields,
-                            baseline: Attrs::of(b),
-                            actual: Attrs::of(a),
                         });
                     }
                 }
@@ -425,7 +482,6 @@ pub fn compare_entries(baseline: &[Entry], actual: &[Entry], opts: &CompareOptio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tree::Meta;
     use proptest::prelude::*;
 
     fn file(path: &[u8], content: u8, mode: u32) -> Entry {

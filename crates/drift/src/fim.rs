@@ -7,22 +7,31 @@
 //! (`https://kiln.dev/file-manifest/v1`, byte-identical to what
 //! `kiln_sbom::FileManifest::to_json` writes, so `FileManifest::parse`
 //! accepts it) whenever the tree fits it: every path and symlink target is
-//! UTF-8 and every entry is a file, dir or symlink. Every entry has origin
-//! `base`, sizes are 0 except for files (kiln's convention) and on-disk hard
-//! links are written as plain `file`s (same hash).
+//! UTF-8, every entry is a file, dir or symlink, and every file has exactly
+//! one name (link count 1). Every entry has origin `base` and sizes are 0
+//! except for files (kiln's convention). A v1 manifest carries no link
+//! counts; it implies them: a `file` has one name plus one per `hardlink`
+//! entry naming it (see [`crate::baseline_from_manifest`]), and `fim check`
+//! holds any v1 baseline (also an image's) to that.
 //!
 //! A tree that does not fit (a non-UTF-8 name or target, a FIFO, socket or
-//! device) is written with schema `https://kiln.dev/fim-manifest/v1`
-//! ([`FIM_MANIFEST_SCHEMA`]): the same JSON shape with two extensions:
+//! device, or a file with more than one name: a hard link, inside the tree
+//! or out of it) is written with schema `https://kiln.dev/fim-manifest/v1`
+//! ([`FIM_MANIFEST_SCHEMA`]): the same JSON shape with these extensions:
 //! `path` and `link` are in the escaped text form of [`crate::escape`]
 //! (`\xNN` for non-UTF-8 bytes, backslashes and control characters), `type`
-//! may also be `fifo`, `socket`, `chardev` or `blockdev`, and devices carry
-//! `"rdev": <st_rdev>`. Only this crate reads it.
+//! may also be `fifo`, `socket`, `chardev` or `blockdev`, devices carry
+//! `"rdev": <st_rdev>`, and every `file` (and `hardlink`) carries
+//! `"nlink": <st_nlink>`, its number of names at init, counting names
+//! outside the tree. On-disk hard links are written as plain `file`s (same
+//! hash, same `nlink`). `fim check` reports another link count as a change
+//! (`nlink`); a manifest written before `nlink` existed has none, and its
+//! link counts are not checked. Only this crate reads this schema.
 //!
 //! `subject.name` is the scanned directory as given; `subject.digest` is
 //! `sha256:` + the SHA-256 of the canonical entry listing, one line per
 //! entry in manifest order:
-//! `path TAB type TAB mode(4 octal) TAB uid TAB gid TAB size TAB sha256|- TAB link|- TAB rdev|- LF`
+//! `path TAB type TAB mode(4 octal) TAB uid TAB gid TAB size TAB sha256|- TAB link|- TAB rdev|- TAB nlink|- LF`
 //! (path and link escaped as above). It names the tree state, not an image.
 //!
 //! Entries that could not be verified at init (unreadable, changing while
@@ -46,6 +55,7 @@ use crate::cache::Cache;
 use crate::compare::{CompareOptions, Diff, Problem, compare};
 use crate::error::DriftError;
 use crate::escape::{escape, unescape};
+use crate::inodes::InodeRecord;
 use crate::scan::{ScanOptions, scan, scan_cached};
 use crate::tree::{Entry, Kind, Meta, Stats, Status, Tree, baseline_from_manifest, parse_sha256};
 
@@ -205,12 +215,27 @@ pub fn fim_check_with(
 /// (a full re-hash), ignoring (and not scanning) the given path prefixes,
 /// e.g. `["/proc", "/sys", "/dev", "/tmp", "/run"]`.
 /// An image's file manifest lists its contents, not the root directory
-/// itself; unless it does list `/`, the root is not compared.
+/// itself; unless it does list `/`, the root is not compared. Link counts
+/// are held to what the manifest implies (see
+/// [`crate::baseline_from_manifest`]); [`check_rootfs_with`] holds them, and
+/// inode numbers, to a record taken when the tree was unpacked.
 pub fn check_rootfs(
     rootfs: &Path,
     baseline: &FileManifest,
     ignore: &[&str],
 ) -> Result<Diff, DriftError> {
+    check_rootfs_with(rootfs, baseline, None, ignore).map(|(d, _)| d)
+}
+
+/// [`check_rootfs`], with the inode identity of every path held to `record`
+/// when given. Also returns the identity the scan found (for a tree that
+/// has no record yet, the one to keep if the diff is empty).
+pub fn check_rootfs_with(
+    rootfs: &Path,
+    baseline: &FileManifest,
+    record: Option<&InodeRecord>,
+    ignore: &[&str],
+) -> Result<(Diff, InodeRecord), DriftError> {
     let cmp = CompareOptions::ignoring(ignore);
     let opts = ScanOptions {
         exclude: cmp.ignore.clone(),
@@ -220,7 +245,12 @@ pub fn check_rootfs(
     if !baseline.entries.iter().any(|e| e.path == "/") {
         tree.entries.retain(|e| &*e.path != b"/");
     }
-    Ok(compare(&baseline_from_manifest(baseline), &tree, &cmp))
+    let mut entries = baseline_from_manifest(baseline);
+    if let Some(r) = record {
+        r.apply(&mut entries);
+    }
+    let diff = compare(&entries, &tree, &cmp);
+    Ok((diff, InodeRecord::from_tree(&tree)))
 }
 
 /// A manifest read back.
@@ -267,6 +297,9 @@ struct JsonEntry {
     link: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rdev: Option<u64>,
+    /// Names of a file's inode at init (files and hard links only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nlink: Option<u64>,
     origin: String,
 }
 
@@ -337,6 +370,11 @@ pub fn read_manifest(bytes: &[u8]) -> Result<LoadedManifest, DriftError> {
         if je.rdev.is_some() != kind.is_device() {
             return Err(bad("rdev must be present exactly for devices".into()));
         }
+        match (je.nlink, kind.has_content()) {
+            (Some(0), _) => return Err(bad("nlink must be at least 1".into())),
+            (Some(_), false) => return Err(bad("nlink on an entry that is not a file".into())),
+            _ => {}
+        }
         entries.push(Entry {
             path: path.into_boxed_slice(),
             kind,
@@ -348,6 +386,7 @@ pub fn read_manifest(bytes: &[u8]) -> Result<LoadedManifest, DriftError> {
             link,
             meta: Meta {
                 rdev: je.rdev.unwrap_or(0),
+                nlink: je.nlink.unwrap_or(0),
                 ..Meta::default()
             },
             status: Status::Ok,
@@ -394,6 +433,7 @@ pub(crate) fn manifest_bytes(tree: &Tree, name: &str) -> Result<ManifestOut, Dri
     };
     let v1 = kept.iter().all(|e| {
         e.kind.in_v1()
+            && (!e.kind.has_content() || e.meta.nlink == 1)
             && std::str::from_utf8(&e.path).is_ok()
             && e.link
                 .as_deref()
@@ -452,6 +492,7 @@ pub(crate) fn manifest_bytes(tree: &Tree, name: &str) -> Result<ManifestOut, Dri
                     sha256: e.sha256.map(hex::encode),
                     link: e.link.as_deref().map(escape),
                     rdev: e.kind.is_device().then_some(e.meta.rdev),
+                    nlink: e.kind.has_content().then_some(e.meta.nlink),
                     origin: "base".into(),
                 })
                 .collect(),
@@ -482,7 +523,7 @@ fn canonical(entries: &[&Entry]) -> Vec<u8> {
         let content = e.kind.has_content();
         let _ = writeln!(
             s,
-            "{}\t{}\t{:04o}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{:04o}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             escape(&e.path),
             e.kind.as_str(),
             e.mode & 0o7777,
@@ -493,6 +534,11 @@ fn canonical(entries: &[&Entry]) -> Vec<u8> {
             e.link.as_deref().map_or_else(|| "-".to_string(), escape),
             if e.kind.is_device() {
                 e.meta.rdev.to_string()
+            } else {
+                "-".to_string()
+            },
+            if content {
+                e.meta.nlink.to_string()
             } else {
                 "-".to_string()
             },

@@ -12,6 +12,10 @@
 //! * [`fim_init`] / [`fim_check`] are the standalone FIM mode, with an
 //!   incremental fast path through a metadata cache sidecar, and
 //!   [`check_rootfs`] checks an instance's root filesystem.
+//! * [`InodeRecord`] keeps the inode number and link count of every path
+//!   of a tree when it was written, so a path swapped for a hard link to an
+//!   outside file, or a file given a name outside the tree, is drift even
+//!   when every hash matches; [`sweep`] is the cheap `lstat`-only check.
 
 #![warn(missing_docs)]
 
@@ -20,6 +24,7 @@ mod compare;
 mod error;
 pub mod escape;
 mod fim;
+mod inodes;
 mod scan;
 mod sys;
 mod tree;
@@ -27,12 +32,14 @@ mod tree;
 pub use cache::{Cache, CacheRecord};
 pub use compare::{
     Attrs, Change, CompareOptions, Diff, Field, Item, Problem, compare, compare_entries,
+    identity_changes,
 };
 pub use error::DriftError;
 pub use fim::{
     CheckOptions, FIM_MANIFEST_SCHEMA, LoadedManifest, Summary, cache_path, check_rootfs,
-    fim_check, fim_check_with, fim_init, read_manifest, write_atomic,
+    check_rootfs_with, fim_check, fim_check_with, fim_init, read_manifest, write_atomic,
 };
+pub use inodes::{InodeEntry, InodeRecord, record_inodes, sweep};
 pub use scan::{ScanOptions, scan, scan_cached};
 pub use tree::{Entry, Kind, Meta, Stats, Status, Tree, baseline_from_manifest};
 

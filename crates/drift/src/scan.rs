@@ -41,6 +41,11 @@ pub struct ScanOptions {
     pub threads: usize,
     /// Tree paths (e.g. `/proc`) skipped entirely, with everything below.
     pub exclude: Vec<Vec<u8>>,
+    /// Read and hash regular files. Default true; false is a metadata
+    /// sweep (`lstat` and `readlink` only, no file is opened): files get no
+    /// hash, so compare such a tree with
+    /// [`crate::CompareOptions::metadata_only`].
+    pub hash: bool,
 }
 
 impl Default for ScanOptions {
@@ -49,6 +54,7 @@ impl Default for ScanOptions {
             same_device: true,
             threads: 0,
             exclude: Vec::new(),
+            hash: true,
         }
     }
 }
@@ -104,7 +110,7 @@ pub fn scan_cached(
             .collect::<Result<_, _>>()
     })?;
     let mut stats = Stats {
-        full: cache.is_none(),
+        full: cache.is_none() && opts.hash,
         ..Stats::default()
     };
     let mut entries = Vec::with_capacity(results.iter().map(|r| r.0.len()).sum());
@@ -364,7 +370,9 @@ fn list_dir(
             }
             Kind::File => {
                 stats.files += 1;
-                if let Some(h) = sh.cache.and_then(|c| c.lookup(&cpath, &cst)) {
+                if !sh.opts.hash {
+                    out.push(entry(cpath, Kind::File, &cst, Status::Ok));
+                } else if let Some(h) = sh.cache.and_then(|c| c.lookup(&cpath, &cst)) {
                     let mut e = entry(cpath, Kind::File, &cst, Status::Ok);
                     e.sha256 = Some(h);
                     out.push(e);

@@ -115,15 +115,20 @@ impl Kind {
     }
 }
 
-/// Inode metadata used by the incremental fast path (zero for entries
-/// that come from a manifest).
+/// Inode metadata. A scanned entry has all of it. A baseline entry has
+/// what its baseline records, the rest zero: a nonzero `ino` or `nlink` of
+/// a baseline entry is an expectation [`crate::compare`] checks (zero: not
+/// recorded, not compared). A kiln file manifest implies the link count of
+/// every file (see [`baseline_from_manifest`]), a fim manifest records it,
+/// and an [`crate::InodeRecord`] adds both from the time a tree was written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Meta {
     /// Device of the filesystem holding the inode.
     pub dev: u64,
     /// Inode number.
     pub ino: u64,
-    /// Hard-link count.
+    /// Hard-link count (for a baseline file: how many names its inode
+    /// must have, counting names outside the tree).
     pub nlink: u64,
     /// Device number (character and block devices).
     pub rdev: u64,
@@ -207,9 +212,48 @@ pub(crate) fn parse_sha256(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Baseline entries for a parsed file manifest (same order).
+/// Baseline entries for a parsed file manifest (same order), with the link
+/// count every file implies: a kiln file manifest lists every name of an
+/// inode (the first as `file`, the others as `hardlink` to it), so a file
+/// and its hard links must have exactly as many names as the group has
+/// entries; a file without hard links must have one. A name outside the
+/// tree is a change.
 pub fn baseline_from_manifest(m: &FileManifest) -> Vec<Entry> {
-    m.entries.iter().map(Entry::from_manifest).collect()
+    let mut entries: Vec<Entry> = m.entries.iter().map(Entry::from_manifest).collect();
+    imply_nlink(&mut entries);
+    entries
+}
+
+/// Sets `meta.nlink` of every file and hard link of a sorted baseline from
+/// its link group (see [`baseline_from_manifest`]). A hard link whose target
+/// is missing or not a file gets no expectation (the link itself is
+/// reported by the comparison).
+pub(crate) fn imply_nlink(entries: &mut [Entry]) {
+    use std::collections::HashMap;
+    let group_of = |entries: &[Entry], e: &Entry| -> Option<Box<[u8]>> {
+        match e.kind {
+            Kind::File => Some(e.path.clone()),
+            Kind::Hardlink => {
+                let t = e.link.as_deref()?;
+                find(entries, t)
+                    .filter(|t| t.kind == Kind::File)
+                    .map(|t| t.path.clone())
+            }
+            _ => None,
+        }
+    };
+    let mut sizes: HashMap<Box<[u8]>, u64> = HashMap::new();
+    for e in entries.iter() {
+        if let Some(g) = group_of(entries, e) {
+            *sizes.entry(g).or_insert(0) += 1;
+        }
+    }
+    let groups: Vec<Option<Box<[u8]>>> = entries.iter().map(|e| group_of(entries, e)).collect();
+    for (e, g) in entries.iter_mut().zip(groups) {
+        if let Some(n) = g.and_then(|g| sizes.get(&g).copied()) {
+            e.meta.nlink = n;
+        }
+    }
 }
 
 /// Counters of one scan.

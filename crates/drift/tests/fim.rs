@@ -191,26 +191,195 @@ fn manifest_hardlink_accepts_an_on_disk_hard_link() {
     let t = tempfile::tempdir().expect("tmp");
     let root = t.path().join("root");
     sample_tree(&root);
-    std::fs::hard_link(root.join("bin/busybox"), root.join("bin/ls")).expect("link");
     let m = t.path().join("m.json");
     init(&root, &m);
+    // The manifest of an image where /bin/ls is a hard link to /bin/busybox.
     let mut fm = FileManifest::parse(&std::fs::read(&m).expect("read")).expect("parse");
-    for e in &mut fm.entries {
-        if e.path == "/bin/ls" {
-            assert_eq!(e.kind, FileKind::File);
-            e.kind = FileKind::Hardlink;
-            e.link = Some("/bin/busybox".into());
-        }
-    }
+    let mut ls = fm.get("/bin/busybox").expect("busybox").clone();
+    ls.path = "/bin/ls".into();
+    ls.kind = FileKind::Hardlink;
+    ls.link = Some("/bin/busybox".into());
+    let at = fm.entries.partition_point(|e| e.path.as_str() < "/bin/ls");
+    fm.entries.insert(at, ls);
     let fm = FileManifest::parse(&fm.to_json()).expect("still valid");
+    std::fs::hard_link(root.join("bin/busybox"), root.join("bin/ls")).expect("link");
     let d = check_rootfs(&root, &fm, &[]).expect("check");
     assert!(d.is_empty(), "{}", d.render());
-    // Same content but no longer the same inode: the link is reported.
+    // Same content but no longer the same inode: the link is reported, and
+    // both names now have one link where the image has two.
     std::fs::remove_file(root.join("bin/ls")).expect("rm");
     std::fs::copy(root.join("bin/busybox"), root.join("bin/ls")).expect("cp");
     let d = check_rootfs(&root, &fm, &[]).expect("check");
+    assert_eq!(d.changed.len(), 2, "{}", d.render());
+    assert_eq!(d.changed[0].path, "/bin/busybox");
+    assert_eq!(d.changed[0].fields, vec![Field::Nlink]);
+    assert_eq!(d.changed[1].fields, vec![Field::Link, Field::Nlink]);
+}
+
+/// A file with the same content, mode and owner as `orig`, outside the tree.
+fn twin(orig: &Path, at: &Path) {
+    std::fs::copy(orig, at).expect("cp");
+    let mode = std::fs::metadata(orig).expect("stat").permissions();
+    std::fs::set_permissions(at, mode).expect("chmod");
+}
+
+#[test]
+fn hard_links_from_outside_are_changes_full_and_incremental() {
+    let t = tempfile::tempdir().expect("tmp");
+    let root = t.path().join("root");
+    let out = t.path().join("outside");
+    std::fs::create_dir(&out).expect("mkdir");
+    sample_tree(&root);
+    let m = t.path().join("m.json");
+    init(&root, &m);
+    // No file has a second name: the v1 manifest implies one each.
+    assert!(FileManifest::parse(&std::fs::read(&m).expect("read")).is_ok());
+    let changed = |incremental: bool| {
+        let (d, _) = fim_check(&root, &m, incremental).expect("check");
+        d.changed
+            .iter()
+            .map(|c| (c.path.clone(), c.fields.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert!(changed(true).is_empty());
+    // (b) A second name outside the tree: nothing in the tree moved but ctime.
+    std::fs::hard_link(root.join("etc/passwd"), out.join("passwd")).expect("ln");
+    for inc in [true, false, true] {
+        assert_eq!(
+            changed(inc),
+            vec![("/etc/passwd".to_string(), vec![Field::Nlink])],
+            "incremental {inc}"
+        );
+    }
+    // (d) Then edited from outside: the cache must not hide the new content.
+    settle();
+    std::fs::write(out.join("passwd"), b"root::0:0:root:/root:/bin/sh
+").expect("w");
+    let c = changed(true);
+    assert_eq!(c.len(), 1);
+    assert!(c[0].1.contains(&Field::Sha256) && c[0].1.contains(&Field::Nlink), "{c:?}");
+    std::fs::remove_file(out.join("passwd")).expect("rm");
+    std::fs::write(root.join("etc/passwd"), b"root:x:0:0:root:/root:/bin/sh\n").expect("w");
+    assert!(changed(true).is_empty());
+    // (a) A file replaced by a link to an outside twin (same content, mode).
+    twin(&root.join("etc/motd"), &out.join("motd"));
+    std::fs::hard_link(out.join("motd"), root.join("etc/.swap")).expect("ln");
+    std::fs::rename(root.join("etc/.swap"), root.join("etc/motd")).expect("mv");
+    for inc in [true, false] {
+        assert_eq!(
+            changed(inc),
+            vec![("/etc/motd".to_string(), vec![Field::Nlink])],
+            "incremental {inc}"
+        );
+    }
+}
+
+#[test]
+fn internal_hard_links_at_init_are_no_change() {
+    let t = tempfile::tempdir().expect("tmp");
+    let root = t.path().join("root");
+    sample_tree(&root);
+    std::fs::hard_link(root.join("bin/busybox"), root.join("bin/ls")).expect("link");
+    let m = t.path().join("m.json");
+    init(&root, &m);
+    let text = std::fs::read_to_string(&m).expect("read");
+    assert!(text.contains(kiln_drift::FIM_MANIFEST_SCHEMA), "{text}");
+    assert_eq!(text.matches("\"nlink\": 2").count(), 2, "{text}");
+    for inc in [false, true] {
+        let (d, _) = fim_check(&root, &m, inc).expect("check");
+        assert!(d.is_empty(), "{}", d.render());
+    }
+    // Unlinking one of them changes the other's count.
+    std::fs::remove_file(root.join("bin/ls")).expect("rm");
+    let (d, _) = fim_check(&root, &m, true).expect("check");
+    assert_eq!(d.exit_code(), 6, "{}", d.render());
+    assert_eq!(d.changed[0].fields, vec![Field::Nlink]);
+}
+
+#[test]
+fn an_unpack_record_catches_swaps_the_hashes_cannot() {
+    use kiln_drift::{check_rootfs_with, record_inodes, sweep};
+    let t = tempfile::tempdir().expect("tmp");
+    let root = t.path().join("root");
+    let out = t.path().join("outside");
+    std::fs::create_dir(&out).expect("mkdir");
+    sample_tree(&root);
+    std::fs::hard_link(root.join("bin/busybox"), root.join("bin/ls")).expect("link");
+    let m = t.path().join("m.json");
+    init(&root, &m);
+    // The image manifest of this tree: /bin/ls as a hard link to busybox.
+    let loaded = kiln_drift::read_manifest(&std::fs::read(&m).expect("r")).expect("parse");
+    let fm = to_v1(&loaded.entries);
+    let rec = record_inodes(&root, &["/proc", "/tmp"]).expect("record");
+    let ignore = ["/proc", "/tmp"];
+    let (d, _) = check_rootfs_with(&root, &fm, Some(&rec), &ignore).expect("check");
+    assert!(d.is_empty(), "{}", d.render());
+    let base = kiln_drift::baseline_from_manifest(&fm);
+    assert!(sweep(&root, &base, Some(&rec), &ignore).expect("sweep").is_empty());
+    // A swap whose outside name is gone (the attacker keeps a descriptor):
+    // content, mode and link count all match; only the inode differs.
+    twin(&root.join("etc/motd"), &out.join("motd"));
+    let keep = std::fs::OpenOptions::new()
+        .append(true)
+        .open(out.join("motd"))
+        .expect("open");
+    std::fs::hard_link(out.join("motd"), root.join("etc/.swap")).expect("ln");
+    std::fs::rename(root.join("etc/.swap"), root.join("etc/motd")).expect("mv");
+    std::fs::remove_file(out.join("motd")).expect("rm");
+    let d = check_rootfs(&root, &fm, &ignore).expect("check");
+    assert!(d.is_empty(), "without a record this swap is invisible");
+    let (d, _) = check_rootfs_with(&root, &fm, Some(&rec), &ignore).expect("check");
     assert_eq!(d.changed.len(), 1, "{}", d.render());
-    assert_eq!(d.changed[0].fields, vec![Field::Link]);
+    assert_eq!(d.changed[0].fields, vec![Field::Inode]);
+    let d = sweep(&root, &base, Some(&rec), &ignore).expect("sweep");
+    assert_eq!(d.changed[0].fields, vec![Field::Inode]);
+    drop(keep);
+}
+
+/// A kiln file manifest v1 of fim baseline entries, on-disk hard links
+/// (same hash, nlink > 1) written as `hardlink` to the first name.
+fn to_v1(entries: &[kiln_drift::Entry]) -> FileManifest {
+    let mut first: std::collections::HashMap<[u8; 32], String> = Default::default();
+    let mut out = Vec::new();
+    for e in entries {
+        let path = String::from_utf8(e.path.to_vec()).expect("utf8");
+        let (kind, link) = match e.kind {
+            Kind::Dir => (FileKind::Dir, None),
+            Kind::Symlink => (
+                FileKind::Symlink,
+                e.link.as_deref().map(|l| String::from_utf8(l.to_vec()).expect("utf8")),
+            ),
+            _ => match (e.meta.nlink > 1, e.sha256.and_then(|h| first.get(&h).cloned())) {
+                (true, Some(to)) => (FileKind::Hardlink, Some(to)),
+                _ => {
+                    if let Some(h) = e.sha256 {
+                        first.insert(h, path.clone());
+                    }
+                    (FileKind::File, None)
+                }
+            },
+        };
+        out.push(kiln_sbom::ManifestEntry {
+            path,
+            kind,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            size: if e.kind == Kind::File { e.size } else { 0 },
+            sha256: e.sha256.map(hex::encode),
+            link,
+            origin: kiln_sbom::FileOrigin::Base,
+        });
+    }
+    let fm = FileManifest {
+        schema: kiln_sbom::FILE_MANIFEST_SCHEMA.to_string(),
+        subject: kiln_sbom::ManifestSubject {
+            name: "t".into(),
+            digest: format!("sha256:{}", "0".repeat(64)),
+        },
+        entries: out,
+    };
+    FileManifest::parse(&fm.to_json()).expect("valid v1")
 }
 
 fn copy_tree(from: &Path, to: &Path) -> bool {
