@@ -86,6 +86,12 @@ pub enum RuntimeError {
     },
     #[error("no instance {0}")]
     NoSuchInstance(String),
+    #[error("recording the inodes of {path}: {source}")]
+    Inodes {
+        path: PathBuf,
+        #[source]
+        source: kiln_drift::DriftError,
+    },
 }
 
 impl RuntimeError {

@@ -48,6 +48,12 @@ pub struct Rootfs {
     /// Whether this call unpacked it (false: it was already there, or a
     /// concurrent unpacker won the rename).
     pub fresh: bool,
+    /// The inode number and link count of every path, taken when this call
+    /// unpacked it (before it became visible under `root`), for drift
+    /// detection: a path that later names another inode, or an inode that
+    /// gained a name (possibly outside the rootfs), is drift even when all
+    /// contents match. `None` when the rootfs was not unpacked by this call.
+    pub inodes: Option<kiln_drift::InodeRecord>,
 }
 
 const IMAGE_JSON: &str = "image.json";
@@ -114,6 +120,12 @@ pub fn unpack(store: &Store, manifest: &Digest, root: &Path) -> Result<Rootfs, R
         ex.apply_layer(store, i, layer, diff_id)?;
     }
     ex.finish()?;
+    // The tree is private and complete: its identity now is the image's.
+    let inodes =
+        kiln_drift::record_inodes(&rootfs, &[]).map_err(|source| RuntimeError::Inodes {
+            path: rootfs.clone(),
+            source,
+        })?;
     let img = tmp.path.join(IMAGE_JSON);
     fs::write(&img, &cbytes).map_err(|e| RuntimeError::io(&img, e))?;
     // Durable before visible: a crash never exposes a torn rootfs.
@@ -129,6 +141,7 @@ pub fn unpack(store: &Store, manifest: &Digest, root: &Path) -> Result<Rootfs, R
                 config,
                 warnings: ex.warnings,
                 fresh: true,
+                inodes: Some(inodes),
             })
         }
         Err(e) if matches!(e.raw_os_error(), Some(libc::EEXIST) | Some(libc::ENOTEMPTY)) => {
@@ -172,6 +185,7 @@ fn existing(
         config,
         warnings: Vec::new(),
         fresh: false,
+        inodes: None,
     }))
 }
 

@@ -323,3 +323,30 @@ fn refuses_a_layer_count_mismatch() {
     assert!(matches!(e, RuntimeError::BadImage { .. }), "{e:?}");
     assert!(empty(&root));
 }
+
+/// The unpacker records every path's inode and link count before the
+/// rootfs is visible; a cached rootfs has no record (it was not seen being
+/// written).
+#[test]
+fn a_fresh_unpack_records_inodes_and_link_counts() {
+    let (t, store) = setup();
+    let l = tar_of(&[
+        E::Dir("./", 0o755),
+        E::File("f", 0o644, b"data"),
+        E::Hard("h", "f"),
+        E::File("g", 0o644, b"data"),
+        E::Sym("s", "f"),
+    ]);
+    let (d, _) = put_image(&store, &[(media::LAYER_TAR, l)], ImageOpts::default());
+    let root = t.path().join("images");
+    let r = unpack(&store, &d, &root).unwrap();
+    let rec = r.inodes.as_ref().expect("a fresh unpack has a record");
+    for (name, nlink) in [("f", 2), ("h", 2), ("g", 1), ("s", 1)] {
+        let md = fs::symlink_metadata(r.path.join(name)).unwrap();
+        let e = rec.get(format!("/{name}").as_bytes()).expect(name);
+        assert_eq!((e.ino, e.nlink), (md.ino(), nlink), "{name}");
+    }
+    assert!(rec.get(b"/").is_some() && rec.get(b"/proc").is_some());
+    let again = unpack(&store, &d, &root).unwrap();
+    assert!(!again.fresh && again.inodes.is_none());
+}
