@@ -135,11 +135,19 @@ struct Shared {
     drift_clock: Mutex<(Instant, HashMap<PathBuf, Instant>)>,
     /// How often every root filesystem is fully re-hashed.
     full_scan: Duration,
+    /// Inode records of unpacked root filesystems, per image digest (a
+    /// cache of the state database's `rootfs-inodes` table).
+    inodes: Mutex<HashMap<String, Arc<kiln_drift::InodeRecord>>>,
+    /// When each root filesystem was last swept, and how often to.
+    sweep_clock: Mutex<HashMap<PathBuf, Instant>>,
+    sweep_every: Duration,
 }
 
 /// What an instance of one image must look like.
 struct Baseline {
     manifest: kiln_sbom::FileManifest,
+    /// The manifest's entries as a drift baseline (for the sweep).
+    entries: Vec<kiln_drift::Entry>,
     /// path → sha256 of regular files.
     files: HashMap<String, String>,
     /// Declared ports (image config and `[baseline] ingress`).
@@ -153,6 +161,20 @@ fn full_scan_interval() -> Duration {
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(Duration::from_secs(3600), Duration::from_secs)
+}
+
+/// How often every unpacked root filesystem gets the cheap metadata sweep
+/// (`lstat` of every path: inode numbers and link counts, which inotify on
+/// the rootfs cannot see change from outside). `KILN_DRIFT_SWEEP_SECS`
+/// overrides the 5 s default (fractions allowed, at least 0.1 s).
+fn sweep_interval() -> Duration {
+    std::env::var("KILN_DRIFT_SWEEP_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite())
+        .map_or(Duration::from_secs(5), |s| {
+            Duration::from_secs_f64(s.clamp(0.1, 86_400.0))
+        })
 }
 
 /// Paths of a rootfs that are mount points in every instance.
@@ -261,6 +283,9 @@ impl Daemon {
             baselines: Mutex::new(HashMap::new()),
             drift_clock: Mutex::new((Instant::now(), HashMap::new())),
             full_scan: full_scan_interval(),
+            inodes: Mutex::new(HashMap::new()),
+            sweep_clock: Mutex::new(HashMap::new()),
+            sweep_every: sweep_interval(),
         });
         sh.adopt();
         Ok(Daemon { sh })
@@ -1185,6 +1210,7 @@ impl Shared {
             .map_err(|e| format!("{}: {e}", rel.image))?;
         let mut rootfs = kiln_runtime::unpack(&store, &digest, &self.rootfs_dir)
             .map_err(|e| format!("unpacking {}: {e}", rel.image))?;
+        self.keep_inodes(&rel.image.digest, rootfs.inodes.take());
         // A cached root filesystem nobody watched may have been changed: check
         // it before anything runs on it, and start over from the image if so.
         if !rootfs.fresh && !lock(&self.watches).contains_key(&rootfs.path) {
@@ -1200,6 +1226,7 @@ impl Shared {
                     );
                     rootfs = kiln_runtime::unpack(&store, &digest, &self.rootfs_dir)
                         .map_err(|e| format!("unpacking {}: {e}", rel.image))?;
+                    self.keep_inodes(&rel.image.digest, rootfs.inodes.take());
                 }
                 Err(e) => {
                     return Err(format!(
@@ -1471,6 +1498,7 @@ impl Shared {
             .filter_map(|e| Some((e.path.clone(), e.sha256.clone()?)))
             .collect();
         let b = Arc::new(Baseline {
+            entries: kiln_drift::baseline_from_manifest(&manifest),
             manifest,
             files,
             ports,
@@ -1479,15 +1507,74 @@ impl Shared {
         Ok(b)
     }
 
-    /// Compare one root filesystem with its image's file manifest.
+    /// Keep the inode record a fresh unpack of `digest` took (in memory and
+    /// in the state database); `None` (a cached rootfs) keeps what is kept.
+    fn keep_inodes(&self, digest: &str, record: Option<kiln_drift::InodeRecord>) {
+        let Some(record) = record else { return };
+        if let Err(e) = self.db.save_inodes(digest, &record) {
+            // Held in memory still; after a restart the rootfs is checked
+            // against the link counts its manifest implies and recorded anew.
+            eprintln!("kiln serve: {e}");
+        }
+        lock(&self.inodes).insert(digest.to_string(), Arc::new(record));
+    }
+
+    /// The inode record of the rootfs of `digest`, if one was kept.
+    fn inode_record(&self, digest: &str) -> Option<Arc<kiln_drift::InodeRecord>> {
+        if let Some(r) = lock(&self.inodes).get(digest) {
+            return Some(r.clone());
+        }
+        match self.db.load_inodes(digest) {
+            Ok(Some(r)) => {
+                let r = Arc::new(r);
+                lock(&self.inodes).insert(digest.to_string(), r.clone());
+                Some(r)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                eprintln!("kiln serve: {e}; checking against the manifest's link counts");
+                None
+            }
+        }
+    }
+
+    /// Forget the inode record of `digest` (its rootfs was moved away).
+    fn forget_inodes(&self, digest: &str) {
+        lock(&self.inodes).remove(digest);
+        if let Err(e) = self.db.remove_inodes(digest) {
+            eprintln!("kiln serve: {e}");
+        }
+    }
+
+    /// Compare one root filesystem with its image's file manifest: every
+    /// content, and each path's inode number and link count with the record
+    /// taken at unpack. A rootfs without a record (unpacked by an older
+    /// kiln, or its record lost) is held to the link counts the manifest
+    /// implies and, when that passes, recorded as it is now.
     fn fs_drift(&self, rootfs: &Path, digest: &str) -> Result<Option<Value>, String> {
         let b = self.drift_baseline(digest)?;
-        let diff = kiln_drift::check_rootfs(rootfs, &b.manifest, &MOUNT_POINTS)
-            .map_err(|e| e.to_string())?;
+        let record = self.inode_record(digest);
+        let (diff, found) =
+            kiln_drift::check_rootfs_with(rootfs, &b.manifest, record.as_deref(), &MOUNT_POINTS)
+                .map_err(|e| e.to_string())?;
         if diff.exit_code() == 0 {
+            if record.is_none() {
+                self.keep_inodes(digest, Some(found));
+            }
             return Ok(None);
         }
         Ok(Some(serde_json::to_value(&diff).unwrap_or(Value::Null)))
+    }
+
+    /// The cheap metadata sweep of one root filesystem (see
+    /// [`crate::drift::sweep_rootfs`]).
+    fn sweep_drift(&self, rootfs: &Path, digest: &str) -> Result<Option<Value>, String> {
+        let b = self.drift_baseline(digest)?;
+        let record = self.inode_record(digest);
+        let diff =
+            crate::drift::sweep_rootfs(rootfs, &b.entries, record.as_deref(), &MOUNT_POINTS)
+                .map_err(|e| e.to_string())?;
+        Ok(diff.map(|d| serde_json::to_value(&d).unwrap_or(Value::Null)))
     }
 
     /// Runtime checks of one instance.
@@ -1528,6 +1615,8 @@ impl Shared {
             }
         }
         lock(&self.watches).remove(rootfs);
+        lock(&self.sweep_clock).remove(rootfs);
+        self.forget_inodes(digest);
         let quarantine = self.fleet_dir.join("quarantine");
         let _ = std::fs::create_dir_all(&quarantine);
         let kept = rootfs.parent().map(|dir| {
@@ -1599,8 +1688,9 @@ impl Shared {
     }
 
     /// Continuous detection: runtime checks every second, a root filesystem
-    /// check as soon as inotify reports a change, and a full re-hash of
-    /// every root filesystem on a schedule.
+    /// check as soon as inotify reports a change, a metadata sweep of every
+    /// root filesystem every few seconds (what inotify cannot see: an
+    /// outside hard link), and a full re-hash on a schedule.
     fn drift_tick(&self, w: &mut World) {
         let now = Instant::now();
         let run_runtime = {
@@ -1648,16 +1738,31 @@ impl Shared {
                     false
                 }
             };
-            if !(changed || due) {
+            let sweep = {
+                let mut c = lock(&self.sweep_clock);
+                let last = *c.entry(root.clone()).or_insert(now);
+                if now.duration_since(last) >= self.sweep_every {
+                    c.insert(root.clone(), now);
+                    true
+                } else {
+                    false
+                }
+            };
+            if !(changed || due || sweep) {
                 continue;
             }
-            match self.fs_drift(&root, &digest) {
+            let (how, result) = if changed || due {
+                let how = if changed {
+                    "change event"
+                } else {
+                    "scheduled full re-hash"
+                };
+                (how, self.fs_drift(&root, &digest))
+            } else {
+                ("metadata sweep", self.sweep_drift(&root, &digest))
+            };
+            match result {
                 Ok(Some(diff)) => {
-                    let how = if changed {
-                        "change event"
-                    } else {
-                        "scheduled full re-hash"
-                    };
                     self.rootfs_drifted(w, &root, &digest, &diff, how);
                 }
                 Ok(None) => {
@@ -2064,8 +2169,9 @@ impl Shared {
             let store =
                 Store::open(self.opts.state_dir.join("store")).map_err(|e| e.to_string())?;
             let digest: Digest = rel.image.digest.parse().map_err(|e| format!("{e}"))?;
-            let rootfs = kiln_runtime::unpack(&store, &digest, &self.rootfs_dir)
+            let mut rootfs = kiln_runtime::unpack(&store, &digest, &self.rootfs_dir)
                 .map_err(|e| e.to_string())?;
+            self.keep_inodes(&rel.image.digest, rootfs.inodes.take());
             let mut spec = InstanceSpec::from_image(&id, &rootfs).map_err(|e| e.to_string())?;
             spec.args = vec!["/run/kiln-debug/busybox".into(), "sh".into()];
             spec.terminal = terminal;

@@ -2,7 +2,18 @@
 //! unmodified image executables started by the instance itself, listening
 //! sockets the image did not declare, a runtime config that differs from the
 //! one kiln generated — and an inotify watcher that notices changes to an
-//! unpacked root filesystem within milliseconds.
+//! unpacked root filesystem within milliseconds, with a periodic metadata
+//! sweep for what inotify cannot see.
+//!
+//! inotify watches the rootfs's directories. It sees a path replaced (a
+//! hard link or rename into the tree is `IN_CREATE`/`IN_MOVED_TO`), but not
+//! a rootfs file given a second name from outside (`ln rootfs/f /elsewhere`
+//! delivers `IN_ATTRIB` only to a watch on the file itself, none to its
+//! directory's; checked on Linux 6.x), nor a write through such a name
+//! (events go to the directory of the name written through). One watch per
+//! file would exhaust `max_user_watches` on real images, so [`sweep_rootfs`]
+//! `lstat`s every path every few seconds instead and compares inode numbers
+//! and link counts with the record taken at unpack.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -201,6 +212,21 @@ pub fn config_drift(bundle: &Path, want_sha256: &str) -> Option<Finding> {
     })
 }
 
+/// The metadata sweep of one root filesystem: every path `lstat`ed (no file
+/// read) and compared with the image's file manifest, and, with `record`
+/// (taken when the rootfs was unpacked), each path's inode number and link
+/// count; without one, the link counts the manifest implies. `ignore`: the
+/// instances' mount points. `None` when nothing differs.
+pub fn sweep_rootfs(
+    root: &Path,
+    baseline: &[kiln_drift::Entry],
+    record: Option<&kiln_drift::InodeRecord>,
+    ignore: &[&str],
+) -> Result<Option<kiln_drift::Diff>, kiln_drift::DriftError> {
+    let d = kiln_drift::sweep(root, baseline, record, ignore)?;
+    Ok((d.exit_code() != 0).then_some(d))
+}
+
 /// Watches every directory of a root filesystem with inotify; `dirty` is set
 /// on any change (content, metadata, create, delete, rename).
 pub struct RootfsWatch {
@@ -343,6 +369,79 @@ mod tests {
                 .any(|f| f.kind == "process" && f.detail.contains("not a file of the image")),
             "{found:?}"
         );
+    }
+
+    /// A rootfs as unpacked: files (two of them one inode, as the image has
+    /// it), its manifest and its unpack-time record.
+    fn rootfs(
+        d: &Path,
+    ) -> (
+        PathBuf,
+        Vec<kiln_drift::Entry>,
+        kiln_drift::InodeRecord,
+    ) {
+        let root = d.join("rootfs");
+        std::fs::create_dir_all(root.join("www")).unwrap();
+        std::fs::create_dir_all(root.join("proc")).unwrap();
+        std::fs::write(root.join("www/index.html"), b"<h1>v1</h1>").unwrap();
+        std::fs::hard_link(root.join("www/index.html"), root.join("www/copy.html")).unwrap();
+        std::fs::write(root.join("www/other.html"), b"<h1>other</h1>").unwrap();
+        let tree = kiln_drift::scan(&root, &kiln_drift::ScanOptions::default()).unwrap();
+        let mut base: Vec<kiln_drift::Entry> = tree
+            .entries
+            .iter()
+            .filter(|e| &*e.path != b"/")
+            .cloned()
+            .collect();
+        for e in &mut base {
+            e.meta = kiln_drift::Meta::default();
+        }
+        let rec = kiln_drift::record_inodes(&root, &[]).unwrap();
+        (root, base, rec)
+    }
+
+    #[test]
+    fn the_sweep_finds_hard_link_swaps_and_outside_links_but_not_the_image_s_own() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, base, rec) = rootfs(d.path());
+        let out = d.path().join("outside");
+        std::fs::create_dir(&out).unwrap();
+        let ignore = ["/proc"];
+        // (c) The image's own hard link (two names, one inode) is no drift.
+        assert!(sweep_rootfs(&root, &base, Some(&rec), &ignore).unwrap().is_none());
+        // (b) An outside name for a rootfs file: 1 -> 2 links.
+        std::fs::hard_link(root.join("www/other.html"), out.join("o")).unwrap();
+        let diff = sweep_rootfs(&root, &base, Some(&rec), &ignore)
+            .unwrap()
+            .expect("drift");
+        assert_eq!(diff.changed.len(), 1);
+        assert_eq!(diff.changed[0].path, "/www/other.html");
+        assert_eq!(diff.changed[0].fields, vec![kiln_drift::Field::Nlink]);
+        std::fs::remove_file(out.join("o")).unwrap();
+        assert!(sweep_rootfs(&root, &base, Some(&rec), &ignore).unwrap().is_none());
+        // (a) A file replaced by a link to an outside twin (same content).
+        std::fs::write(out.join("twin"), b"<h1>other</h1>").unwrap();
+        std::fs::hard_link(out.join("twin"), root.join("www/.swap")).unwrap();
+        std::fs::rename(root.join("www/.swap"), root.join("www/other.html")).unwrap();
+        let diff = sweep_rootfs(&root, &base, Some(&rec), &ignore)
+            .unwrap()
+            .expect("drift");
+        assert_eq!(
+            diff.changed[0].fields,
+            vec![kiln_drift::Field::Inode, kiln_drift::Field::Nlink]
+        );
+        // Without a record, the link count still gives it away (the
+        // manifest's entries imply one name each here).
+        let mut implied = base.clone();
+        for e in &mut implied {
+            if e.kind == kiln_drift::Kind::File {
+                e.meta.nlink = if e.path.ends_with(b"other.html") { 1 } else { 2 };
+            }
+        }
+        let diff = sweep_rootfs(&root, &implied, None, &ignore)
+            .unwrap()
+            .expect("drift");
+        assert_eq!(diff.changed[0].fields, vec![kiln_drift::Field::Nlink]);
     }
 
     #[test]

@@ -12,6 +12,11 @@ use crate::deploy::{Deployment, ImageRef, ServiceSpec};
 
 const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("fleet");
 const KEY: &str = "state";
+/// Per unpacked root filesystem (keyed by image digest): the inode number
+/// and link count of every path when it was unpacked
+/// ([`kiln_drift::InodeRecord`] bytes). Kept apart from the state blob: it
+/// is large, written once per unpack, and not part of what `save` rewrites.
+const INODES: TableDefinition<&str, &[u8]> = TableDefinition::new("rootfs-inodes");
 
 /// Why the state database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +28,13 @@ pub enum StateError {
         path: String,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("fleet state database {path}: the inode record of {digest} is unreadable: {source}")]
+    Inodes {
+        path: String,
+        digest: String,
+        #[source]
+        source: kiln_drift::DriftError,
     },
 }
 
@@ -187,5 +199,90 @@ impl Db {
             t.insert(KEY, bytes.as_slice()).map_err(|e| self.err(e))?;
         }
         w.commit().map_err(|e| self.err(e))
+    }
+
+    /// Keep the inode record of the root filesystem of image `digest`
+    /// (replacing any earlier one), durably.
+    pub fn save_inodes(
+        &self,
+        digest: &str,
+        record: &kiln_drift::InodeRecord,
+    ) -> Result<(), StateError> {
+        let bytes = record.to_bytes();
+        let w = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = w.open_table(INODES).map_err(|e| self.err(e))?;
+            t.insert(digest, bytes.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        w.commit().map_err(|e| self.err(e))
+    }
+
+    /// The inode record of the root filesystem of image `digest`, if kept.
+    pub fn load_inodes(&self, digest: &str) -> Result<Option<kiln_drift::InodeRecord>, StateError> {
+        let r = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match r.open_table(INODES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        match t.get(digest).map_err(|e| self.err(e))? {
+            Some(v) => kiln_drift::InodeRecord::from_bytes(v.value())
+                .map(Some)
+                .map_err(|source| StateError::Inodes {
+                    path: self.path.clone(),
+                    digest: digest.to_string(),
+                    source,
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// Forget the inode record of image `digest` (its root filesystem was
+    /// moved away).
+    pub fn remove_inodes(&self, digest: &str) -> Result<(), StateError> {
+        let w = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = w.open_table(INODES).map_err(|e| self.err(e))?;
+            t.remove(digest).map_err(|e| self.err(e))?;
+        }
+        w.commit().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_records_are_kept_apart_from_the_state_and_survive_reopening() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("fleet.redb");
+        let rec = kiln_drift::InodeRecord {
+            entries: vec![
+                kiln_drift::InodeEntry {
+                    path: b"/".to_vec().into(),
+                    ino: 2,
+                    nlink: 3,
+                },
+                kiln_drift::InodeEntry {
+                    path: b"/www/index.html".to_vec().into(),
+                    ino: 77,
+                    nlink: 2,
+                },
+            ],
+        };
+        {
+            let db = Db::open(&path).unwrap();
+            assert!(db.load_inodes("sha256:aa").unwrap().is_none());
+            db.save_inodes("sha256:aa", &rec).unwrap();
+            db.save(&FleetState::default()).unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.load_inodes("sha256:aa").unwrap(), Some(rec));
+        assert!(db.load_inodes("sha256:bb").unwrap().is_none());
+        db.remove_inodes("sha256:aa").unwrap();
+        assert!(db.load_inodes("sha256:aa").unwrap().is_none());
+        db.remove_inodes("sha256:aa").unwrap();
     }
 }

@@ -834,3 +834,94 @@ fn patch_reaches_the_fleet_through_the_normal_rollout() {
     let o = run(f.e.kiln().args(["--json", "patch", "report"]));
     assert!(json(&o)[0]["fleet_ms"].as_u64().is_some());
 }
+
+/// Hard links hide drift from content hashes and from inotify on the root
+/// filesystem: a file swapped for a link to an outside file with the same
+/// content and metadata, or a tree file given an outside name (so it can be
+/// edited from there without any event in the tree), must still get the
+/// instances replaced. A hard link the image itself has is no drift.
+#[test]
+fn hard_links_from_outside_the_rootfs_are_drift() {
+    if !can_run() {
+        return;
+    }
+    let f = Fleet::new();
+    // A legitimate hard link inside the image.
+    let www = f.e.spec_dir().join("www");
+    fs::hard_link(www.join("index.html"), www.join("copy.html")).unwrap();
+    let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
+    let file = f.deploy_file(&v1, "");
+    let text = fs::read_to_string(&file)
+        .unwrap()
+        .replace("replicas = 3", "replicas = 2");
+    fs::write(&file, text).unwrap();
+    assert!(f.apply(&file).status.success(), "{}", f.serve_log());
+    let o = run(f.e.kiln().args(["drift", "check", "web"]));
+    assert!(
+        o.status.success(),
+        "the image's own hard link is not drift: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let outside = f.e.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    type Tamper = Box<dyn Fn(&Path, &Path)>;
+    let tampers: Vec<(&str, &str, Tamper)> = vec![
+        (
+            "a file replaced by a hard link to an outside twin",
+            "ino",
+            Box::new(|r: &Path, out: &Path| {
+                use std::os::unix::fs::{MetadataExt, PermissionsExt};
+                let p = r.join("www/copy.html");
+                let meta = fs::symlink_metadata(&p).unwrap();
+                let twin = out.join("twin.html");
+                fs::write(&twin, fs::read(&p).unwrap()).unwrap();
+                fs::set_permissions(&twin, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                    .unwrap();
+                std::os::unix::fs::chown(&twin, Some(meta.uid()), Some(meta.gid())).unwrap();
+                fs::hard_link(&twin, r.join("www/.swap")).unwrap();
+                fs::rename(r.join("www/.swap"), &p).unwrap();
+            }),
+        ),
+        (
+            "an outside hard link to a rootfs file",
+            "nlink",
+            Box::new(|r: &Path, out: &Path| {
+                fs::hard_link(r.join("www/index.html"), out.join("index.html")).unwrap();
+            }),
+        ),
+    ];
+    for (what, field, tamper) in tampers {
+        let before = ids(&f.web());
+        let n = f.events("drift.detected").len();
+        tamper(&rootfs_dir(&f), &outside);
+        f.wait_for(what, 60, |w| {
+            let now = ids(w);
+            w["healthy"] == 2 && now.len() == 2 && now.iter().all(|id| !before.contains(id))
+        });
+        let ev = f.events("drift.detected");
+        assert_eq!(ev.len(), n + 1, "{what}: {ev:#?}");
+        assert_eq!(ev[n]["details"]["kind"], "filesystem");
+        let diff = ev[n]["details"]["diff"].to_string();
+        assert!(diff.contains("/www/"), "{what}: {diff}");
+        assert!(diff.contains(&format!("\"{field}\"")), "{what}: {diff}");
+        // Editing the outside name now reaches no instance.
+        for p in fs::read_dir(&outside).unwrap().flatten() {
+            fs::write(p.path(), "<h1>attacker</h1>\n").unwrap();
+        }
+        for path in ["/", "/copy.html"] {
+            let (code, body) = get(f.listen, path).unwrap();
+            assert_eq!((code, body.as_str()), (200, "<h1>v1</h1>\n"), "{what}: {path}");
+        }
+        for p in fs::read_dir(&outside).unwrap().flatten() {
+            fs::remove_file(p.path()).unwrap();
+        }
+    }
+    let o = run(f.e.kiln().args(["drift", "check"]));
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+}
