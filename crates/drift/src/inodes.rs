@@ -118,8 +118,7 @@ impl InodeRecord {
         if count > (bytes.len() / 20) as u64 {
             return Err(bad("entry count larger than the record"));
         }
-        let mut entries: Vec<InodeEntry> =
-            Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        let mut entries: Vec<InodeEntry> = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
         for _ in 0..count {
             let path: Box<[u8]> = r.bytes()?.into();
             if entries.last().is_some_and(|p| p.path >= path) {
@@ -227,7 +226,11 @@ mod tests {
         let mut base = vec![entry(b"/a", 0, 0), entry(b"/b", 0, 0), entry(b"/c", 0, 0)];
         rec.apply(&mut base);
         let opts = CompareOptions::default();
-        let same = vec![entry(b"/a", 10, 2), entry(b"/b", 10, 2), entry(b"/c", 11, 1)];
+        let same = vec![
+            entry(b"/a", 10, 2),
+            entry(b"/b", 10, 2),
+            entry(b"/c", 11, 1),
+        ];
         assert!(compare_entries(&base, &same, &opts).is_empty());
         // (a) /c replaced by a link to an outside file: another inode, and
         // the outside name makes two.

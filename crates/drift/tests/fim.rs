@@ -253,11 +253,18 @@ fn hard_links_from_outside_are_changes_full_and_incremental() {
     }
     // (d) Then edited from outside: the cache must not hide the new content.
     settle();
-    std::fs::write(out.join("passwd"), b"root::0:0:root:/root:/bin/sh
-").expect("w");
+    std::fs::write(
+        out.join("passwd"),
+        b"root::0:0:root:/root:/bin/sh
+",
+    )
+    .expect("w");
     let c = changed(true);
     assert_eq!(c.len(), 1);
-    assert!(c[0].1.contains(&Field::Sha256) && c[0].1.contains(&Field::Nlink), "{c:?}");
+    assert!(
+        c[0].1.contains(&Field::Sha256) && c[0].1.contains(&Field::Nlink),
+        "{c:?}"
+    );
     std::fs::remove_file(out.join("passwd")).expect("rm");
     std::fs::write(root.join("etc/passwd"), b"root:x:0:0:root:/root:/bin/sh\n").expect("w");
     assert!(changed(true).is_empty());
@@ -315,7 +322,11 @@ fn an_unpack_record_catches_swaps_the_hashes_cannot() {
     let (d, _) = check_rootfs_with(&root, &fm, Some(&rec), &ignore).expect("check");
     assert!(d.is_empty(), "{}", d.render());
     let base = kiln_drift::baseline_from_manifest(&fm);
-    assert!(sweep(&root, &base, Some(&rec), &ignore).expect("sweep").is_empty());
+    assert!(
+        sweep(&root, &base, Some(&rec), &ignore)
+            .expect("sweep")
+            .is_empty()
+    );
     // A swap whose outside name is gone (the attacker keeps a descriptor):
     // content, mode and link count all match; only the inode differs.
     twin(&root.join("etc/motd"), &out.join("motd"));
@@ -347,9 +358,14 @@ fn to_v1(entries: &[kiln_drift::Entry]) -> FileManifest {
             Kind::Dir => (FileKind::Dir, None),
             Kind::Symlink => (
                 FileKind::Symlink,
-                e.link.as_deref().map(|l| String::from_utf8(l.to_vec()).expect("utf8")),
+                e.link
+                    .as_deref()
+                    .map(|l| String::from_utf8(l.to_vec()).expect("utf8")),
             ),
-            _ => match (e.meta.nlink > 1, e.sha256.and_then(|h| first.get(&h).cloned())) {
+            _ => match (
+                e.meta.nlink > 1,
+                e.sha256.and_then(|h| first.get(&h).cloned()),
+            ) {
                 (true, Some(to)) => (FileKind::Hardlink, Some(to)),
                 _ => {
                     if let Some(h) = e.sha256 {

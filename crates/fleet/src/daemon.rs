@@ -1571,9 +1571,8 @@ impl Shared {
     fn sweep_drift(&self, rootfs: &Path, digest: &str) -> Result<Option<Value>, String> {
         let b = self.drift_baseline(digest)?;
         let record = self.inode_record(digest);
-        let diff =
-            crate::drift::sweep_rootfs(rootfs, &b.entries, record.as_deref(), &MOUNT_POINTS)
-                .map_err(|e| e.to_string())?;
+        let diff = crate::drift::sweep_rootfs(rootfs, &b.entries, record.as_deref(), &MOUNT_POINTS)
+            .map_err(|e| e.to_string())?;
         Ok(diff.map(|d| serde_json::to_value(&d).unwrap_or(Value::Null)))
     }
 

@@ -373,13 +373,7 @@ mod tests {
 
     /// A rootfs as unpacked: files (two of them one inode, as the image has
     /// it), its manifest and its unpack-time record.
-    fn rootfs(
-        d: &Path,
-    ) -> (
-        PathBuf,
-        Vec<kiln_drift::Entry>,
-        kiln_drift::InodeRecord,
-    ) {
+    fn rootfs(d: &Path) -> (PathBuf, Vec<kiln_drift::Entry>, kiln_drift::InodeRecord) {
         let root = d.join("rootfs");
         std::fs::create_dir_all(root.join("www")).unwrap();
         std::fs::create_dir_all(root.join("proc")).unwrap();
@@ -408,7 +402,11 @@ mod tests {
         std::fs::create_dir(&out).unwrap();
         let ignore = ["/proc"];
         // (c) The image's own hard link (two names, one inode) is no drift.
-        assert!(sweep_rootfs(&root, &base, Some(&rec), &ignore).unwrap().is_none());
+        assert!(
+            sweep_rootfs(&root, &base, Some(&rec), &ignore)
+                .unwrap()
+                .is_none()
+        );
         // (b) An outside name for a rootfs file: 1 -> 2 links.
         std::fs::hard_link(root.join("www/other.html"), out.join("o")).unwrap();
         let diff = sweep_rootfs(&root, &base, Some(&rec), &ignore)
@@ -418,7 +416,11 @@ mod tests {
         assert_eq!(diff.changed[0].path, "/www/other.html");
         assert_eq!(diff.changed[0].fields, vec![kiln_drift::Field::Nlink]);
         std::fs::remove_file(out.join("o")).unwrap();
-        assert!(sweep_rootfs(&root, &base, Some(&rec), &ignore).unwrap().is_none());
+        assert!(
+            sweep_rootfs(&root, &base, Some(&rec), &ignore)
+                .unwrap()
+                .is_none()
+        );
         // (a) A file replaced by a link to an outside twin (same content).
         std::fs::write(out.join("twin"), b"<h1>other</h1>").unwrap();
         std::fs::hard_link(out.join("twin"), root.join("www/.swap")).unwrap();
@@ -435,7 +437,11 @@ mod tests {
         let mut implied = base.clone();
         for e in &mut implied {
             if e.kind == kiln_drift::Kind::File {
-                e.meta.nlink = if e.path.ends_with(b"other.html") { 1 } else { 2 };
+                e.meta.nlink = if e.path.ends_with(b"other.html") {
+                    1
+                } else {
+                    2
+                };
             }
         }
         let diff = sweep_rootfs(&root, &implied, None, &ignore)

@@ -30,7 +30,8 @@ pub struct CheckArgs {
 
 #[derive(clap::Subcommand)]
 pub enum FimCmd {
-    /// Record a tree: every path with type, mode, owner, size, sha256 and link target.
+    /// Record a tree: every path with type, mode, owner, size, sha256, link target and, for
+    /// files, the number of hard links.
     Init(FimInitArgs),
     /// Compare a tree with its manifest. Exit status as AIDE's: 1 added, 2 removed,
     /// 4 changed (or'ed); 0 if equal; 18 if the check itself failed.

@@ -101,7 +101,12 @@ fn fim_sees_hard_links_made_from_outside_the_tree() {
     };
     for inc in [false, true] {
         let o = check(inc);
-        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
     }
     let outside = e.path().join("outside");
     fs::create_dir(&outside).unwrap();
@@ -109,7 +114,12 @@ fn fim_sees_hard_links_made_from_outside_the_tree() {
     fs::hard_link(tree.join("kiln.toml"), outside.join("kiln.toml")).unwrap();
     for inc in [true, false] {
         let o = check(inc);
-        assert_eq!(o.status.code(), Some(4), "incremental {inc}: {}", String::from_utf8_lossy(&o.stdout));
+        assert_eq!(
+            o.status.code(),
+            Some(4),
+            "incremental {inc}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
         let v = json(&o);
         let c = &v["diff"]["changed"][0];
         assert_eq!(c["path"], "/kiln.toml", "{v:#}");
@@ -124,9 +134,16 @@ fn fim_sees_hard_links_made_from_outside_the_tree() {
     assert_eq!(o.status.code(), Some(4));
     let v = json(&o);
     let fields = v["diff"]["changed"][0]["fields"].to_string();
-    assert!(fields.contains("sha256") && fields.contains("nlink"), "{v:#}");
+    assert!(
+        fields.contains("sha256") && fields.contains("nlink"),
+        "{v:#}"
+    );
     fs::remove_file(outside.join("kiln.toml")).unwrap();
-    fs::write(tree.join("kiln.toml"), fs::read(repo().join("examples/hello/kiln.toml")).unwrap()).unwrap();
+    fs::write(
+        tree.join("kiln.toml"),
+        fs::read(repo().join("examples/hello/kiln.toml")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(check(true).status.code(), Some(0));
     // (a) A tree file replaced by a hard link to an outside file with the
     // same content and metadata: the outside name keeps a second link.
@@ -136,8 +153,20 @@ fn fim_sees_hard_links_made_from_outside_the_tree() {
     fs::hard_link(&twin, tree.join("pkg/.swap")).unwrap();
     fs::rename(tree.join("pkg/.swap"), tree.join("pkg/build-deb.sh")).unwrap();
     let o = check(true);
-    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     let v = json(&o);
-    assert_eq!(v["diff"]["changed"][0]["path"], "/pkg/build-deb.sh", "{v:#}");
-    assert_eq!(v["diff"]["changed"][0]["fields"], serde_json::json!(["nlink"]), "{v:#}");
+    assert_eq!(
+        v["diff"]["changed"][0]["path"], "/pkg/build-deb.sh",
+        "{v:#}"
+    );
+    assert_eq!(
+        v["diff"]["changed"][0]["fields"],
+        serde_json::json!(["nlink"]),
+        "{v:#}"
+    );
 }
