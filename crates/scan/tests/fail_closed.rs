@@ -52,6 +52,9 @@ fn write(dir: &Path, name: &str, v: &Value) {
     std::fs::write(dir.join(name), v.to_string()).expect("write");
 }
 
+/// A way to fill an advisory directory.
+type Setup = Box<dyn Fn(&Path)>;
+
 /// Every "no data" variant: the default gate fails with a reason naming the
 /// cause; `allow_empty_advisories` lets it pass, with count 0 recorded.
 #[test]
@@ -60,7 +63,7 @@ fn no_applicable_advisories_fails_the_gate() {
         allow_empty_advisories: true,
         ..Gate::default()
     };
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    let cases: Vec<(&str, Setup, &str)> = vec![
         ("empty directory", Box::new(|_| {}), "no advisories loaded"),
         (
             "only non-JSON files",
@@ -128,7 +131,7 @@ fn no_applicable_advisories_fails_the_gate() {
 fn missing_path_is_an_error() {
     let tmp = tempfile::tempdir().expect("tmp");
     let gone = tmp.path().join("nope");
-    let e = AdvisoryDb::load(&[gone.clone()]).expect_err("missing dir");
+    let e = AdvisoryDb::load(std::slice::from_ref(&gone)).expect_err("missing dir");
     assert!(e.to_string().contains(&gone.display().to_string()), "{e}");
 }
 
