@@ -31,8 +31,10 @@ for _ in $(seq 100); do [ -S state/fleet/kiln.sock ] && break; sleep 0.1; done
 cp -a "$repo/examples/hello/pkg/hello-config" pkg
 sed -i 's/^Version: .*/Version: 1.0-2/' pkg/DEBIAN/control
 dpkg-deb --root-owner-group -Zgzip --build pkg pool/hello-config_1.0-2_all.deb >/dev/null
-cat > osv/DEBIAN-CVE-2026-9999.json <<'JSON'
-{"id":"DEBIAN-CVE-2026-9999","modified":"2026-11-22T06:00:00Z","summary":"benchmark advisory","affected":[{"package":{"ecosystem":"Debian:12","name":"hello-config"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.0-2"}]}]}],"database_specific":{"severity":"critical"}}
+# The advisory is dated now: the scan rule measures the age of the data from it.
+modified=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+cat > osv/DEBIAN-CVE-2026-9999.json <<JSON
+{"id":"DEBIAN-CVE-2026-9999","modified":"$modified","summary":"benchmark advisory","affected":[{"package":{"ecosystem":"Debian:12","name":"hello-config"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.0-2"}]}]}],"database_specific":{"severity":"critical"}}
 JSON
 t0=$(date +%s%N)
 out=$("$KILN" --json patch -f hello/kiln.toml --advisories osv --debs pool --key ci.key --deploy deploy.toml)

@@ -224,8 +224,10 @@ touch "$demo/fimtree/intruder"; chmod 0600 "$(find "$demo/fimtree" -type f | hea
 sed -n 1,8p "$demo/fim.out"
 step "14. scan and patch: an advisory for hello-config arrives; kiln patch pins the fix, rebuilds, scans, signs, rolls out"
 mkdir -p "$demo/osv" "$demo/pool"
-cat > "$demo/osv/DEBIAN-CVE-2026-1000.json" <<'JSON'
-{"id":"DEBIAN-CVE-2026-1000","modified":"2026-11-22T06:00:00Z","aliases":["CVE-2026-1000"],"summary":"hello-config: default config exposes a debug endpoint","affected":[{"package":{"ecosystem":"Debian:12","name":"hello-config"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.0-2"}]}]}],"database_specific":{"severity":"high"}}
+# The advisory is dated now: the scan rule measures the age of the data from it.
+modified=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+cat > "$demo/osv/DEBIAN-CVE-2026-1000.json" <<JSON
+{"id":"DEBIAN-CVE-2026-1000","modified":"$modified","aliases":["CVE-2026-1000"],"summary":"hello-config: default config exposes a debug endpoint","affected":[{"package":{"ecosystem":"Debian:12","name":"hello-config"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.0-2"}]}]}],"database_specific":{"severity":"high"}}
 JSON
 rm -rf "$demo/pkg" && cp -a examples/hello/pkg/hello-config "$demo/pkg"
 sed -i 's/^Version: .*/Version: 1.0-2/' "$demo/pkg/DEBIAN/control"

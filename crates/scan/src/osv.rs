@@ -1,14 +1,27 @@
 //! OSV advisories for Debian: loading, indexing by package, and matching an
 //! inventory (formats.md "Vulnerabilities (OSV, Debian)").
 //!
-//! Loading: files, or directories searched recursively for `*.json`; a file
-//! holds one record or a JSON array of records. Records are checked strictly
+//! Loading: files, or directories searched recursively for `*.json` (other
+//! files are counted and skipped; symbolic links to directories are not
+//! followed); a file holds one record or a JSON array of records. Each file
+//! must be a regular file of at most [`MAX_ADVISORY_FILE`] bytes (a FIFO or
+//! device named `*.json` is an error, not a hang). Records are checked strictly
 //! (required `id` and RFC 3339 `modified`, typed fields, each event exactly
 //! one of `introduced`/`fixed`/`last_affected`/`limit`, Debian versions that
 //! parse); a bad file is an error `file: message`. `withdrawn` records are
 //! counted and ignored. Only `affected[]` entries of ecosystem `Debian:<N>`
 //! (or a bare `Debian`, meaning every release) are kept, indexed by package
-//! name (the *source* package); other ecosystems are counted and ignored.
+//! name (the *source* package); other ecosystems are counted and ignored, and
+//! a record with no Debian entry at all is not a Debian advisory: it is
+//! counted in [`AdvisoryDb::non_debian`], not in [`AdvisoryDb::len`].
+//!
+//! The advisory set is identified by [`AdvisoryDb::set_digest`]
+//! ([`SET_DIGEST_ALGORITHM`]): the SHA-256 of the lowercase hex SHA-256 of
+//! every advisory file read, one per line (`\n`-terminated), lines sorted
+//! bytewise, duplicates kept. It depends on the files' bytes only, not on
+//! their names or the order they were found, so for a plain directory it is
+//! `find DIR -type f -name '*.json' -exec sha256sum {} + | cut -c1-64 |
+//! LC_ALL=C sort | sha256sum`.
 //!
 //! Matching (per image package, on its source name and source version):
 //! events of an `ECOSYSTEM` range are sorted by version (`introduced: "0"`
@@ -22,8 +35,11 @@
 //! also matches (unfixed) when no range does. Other range types are ignored.
 //!
 //! Release: when the image's os-release says Debian `VERSION_ID=N`, only
-//! `Debian:N` entries apply; otherwise every `Debian:*` entry applies and the
-//! match result carries a note saying so.
+//! `Debian:N` entries (and bare `Debian`) apply; otherwise every `Debian:*`
+//! entry applies and the match result carries a note saying so.
+//! [`AdvisoryDb::applicable`] counts the advisories that apply to a release,
+//! and the newest `modified` among them: that is the data a scan of an image
+//! of that release really used (zero of them is a scan of nothing).
 //!
 //! Severity, per record, first that applies: `database_specific.severity`
 //! (a word); the highest of `severity[]` (`CVSS_V3` vectors scored with the
@@ -33,12 +49,14 @@
 //! `ecosystem_specific.urgency` / `database_specific.severity`; else
 //! `unknown`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
 use crate::inventory::Inventory;
 use crate::report::{Vuln, VulnState};
@@ -55,6 +73,42 @@ pub struct Advisory {
     pub severity: Severity,
     /// The file it was read from.
     pub file: String,
+    /// Unix seconds of `modified`.
+    pub modified_secs: u64,
+    /// The Debian releases its `affected[]` entries name (`None`: bare
+    /// `Debian`, every release).
+    pub releases: Vec<Option<String>>,
+}
+
+impl Advisory {
+    /// Whether one of its entries applies to an image of `release` (`None`:
+    /// release unknown, every Debian entry applies).
+    pub fn applies_to(&self, release: Option<&str>) -> bool {
+        match release {
+            None => !self.releases.is_empty(),
+            Some(want) => self
+                .releases
+                .iter()
+                .any(|r| r.as_deref().is_none_or(|have| have == want)),
+        }
+    }
+}
+
+/// Largest advisory file read (a whole-ecosystem export as one JSON array
+/// stays well under this).
+pub const MAX_ADVISORY_FILE: u64 = 512 * 1024 * 1024;
+
+/// Name of the algorithm of [`AdvisoryDb::set_digest`].
+pub const SET_DIGEST_ALGORITHM: &str = "kiln-osv-files-sha256-v1";
+
+/// The advisories that apply to one Debian release (see
+/// [`AdvisoryDb::applicable`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applicable {
+    pub count: usize,
+    /// The newest `modified` among them, RFC 3339 UTC.
+    pub newest_modified: Option<String>,
+    pub newest_modified_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -99,13 +153,20 @@ pub struct AdvisoryDb {
     index: HashMap<String, Vec<Affected>>,
     /// What was loaded (paths, comma-separated).
     pub source: String,
+    /// Advisory files read.
     pub files: usize,
+    /// Files in the advisory directories that are not `*.json` (skipped).
+    pub skipped_files: usize,
     pub withdrawn: usize,
     /// `affected[]` entries skipped for being another ecosystem.
     pub other_ecosystems: usize,
-    /// The newest `modified` of any loaded record (as written).
+    /// Records with no Debian `affected[]` entry (not Debian advisories).
+    pub non_debian: usize,
+    /// The newest `modified` of any loaded Debian advisory, RFC 3339 UTC.
     pub newest_modified: Option<String>,
     newest_modified_secs: Option<u64>,
+    /// SHA-256 of each file read (for [`AdvisoryDb::set_digest`]).
+    file_digests: Vec<[u8; 32]>,
     /// When loading finished, RFC 3339 UTC.
     pub loaded_at: String,
 }
@@ -125,8 +186,9 @@ impl AdvisoryDb {
 
     pub fn load_with(paths: &[PathBuf], opts: &LoadOptions) -> Result<AdvisoryDb> {
         let mut files = Vec::new();
+        let mut skipped = 0;
         for p in paths {
-            collect_json(p, &mut files)?;
+            collect_json(p, &mut files, &mut skipped)?;
         }
         files.sort();
         let threads = match opts.threads {
@@ -142,7 +204,7 @@ impl AdvisoryDb {
                     s.spawn(move || {
                         let mut out = Vec::with_capacity(c.len());
                         for f in c {
-                            let bytes = std::fs::read(f).map_err(|e| ScanError::io(f, e))?;
+                            let bytes = read_advisory_file(f)?;
                             out.push(parse_file(&bytes, &f.display().to_string())?);
                         }
                         Ok(out)
@@ -167,6 +229,7 @@ impl AdvisoryDb {
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(","),
+            skipped_files: skipped,
             ..AdvisoryDb::default()
         };
         for chunk in parsed {
@@ -193,10 +256,12 @@ impl AdvisoryDb {
     fn merge(&mut self, p: Parsed) {
         self.withdrawn += p.withdrawn;
         self.other_ecosystems += p.other_ecosystems;
+        self.non_debian += p.non_debian;
+        self.file_digests.push(p.sha256);
         for (adv, secs, affected) in p.records {
             if self.newest_modified_secs.is_none_or(|n| secs > n) {
                 self.newest_modified_secs = Some(secs);
-                self.newest_modified = Some(adv.modified.clone());
+                self.newest_modified = Some(kiln_oci::time::rfc3339(secs));
             }
             let idx = self.advisories.len();
             self.advisories.push(adv);
@@ -207,7 +272,7 @@ impl AdvisoryDb {
         }
     }
 
-    /// Number of (non-withdrawn) advisories loaded.
+    /// Number of (non-withdrawn) Debian advisories loaded.
     pub fn len(&self) -> usize {
         self.advisories.len()
     }
@@ -223,6 +288,42 @@ impl AdvisoryDb {
     /// Unix seconds of [`AdvisoryDb::newest_modified`].
     pub fn newest_modified_secs(&self) -> Option<u64> {
         self.newest_modified_secs
+    }
+
+    /// `sha256:<hex>` identifying the set of files read (see the module
+    /// documentation, [`SET_DIGEST_ALGORITHM`]).
+    pub fn set_digest(&self) -> String {
+        let mut lines: Vec<String> = self.file_digests.iter().map(hex::encode).collect();
+        lines.sort_unstable();
+        let mut h = Sha256::new();
+        for l in &lines {
+            h.update(l.as_bytes());
+            h.update(b"\n");
+        }
+        format!("sha256:{}", hex::encode(h.finalize()))
+    }
+
+    /// The Debian releases the loaded advisories name (`None` for a bare
+    /// `Debian` ecosystem).
+    pub fn releases(&self) -> BTreeSet<Option<String>> {
+        self.advisories
+            .iter()
+            .flat_map(|a| a.releases.iter().cloned())
+            .collect()
+    }
+
+    /// The advisories that apply to an image of `release` (`None`: unknown,
+    /// every Debian advisory applies) and the newest `modified` among them.
+    pub fn applicable(&self, release: Option<&str>) -> Applicable {
+        let mut out = Applicable::default();
+        for a in self.advisories.iter().filter(|a| a.applies_to(release)) {
+            out.count += 1;
+            if out.newest_modified_secs.is_none_or(|n| a.modified_secs > n) {
+                out.newest_modified_secs = Some(a.modified_secs);
+            }
+        }
+        out.newest_modified = out.newest_modified_secs.map(kiln_oci::time::rfc3339);
+        out
     }
 
     /// Match every package of `inv` (see the module documentation).
@@ -367,7 +468,7 @@ fn evaluate(a: &Affected, v: &DebVersion) -> Option<Hit> {
     result
 }
 
-fn collect_json(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+fn collect_json(p: &Path, out: &mut Vec<PathBuf>, skipped: &mut usize) -> Result<()> {
     let md = std::fs::metadata(p).map_err(|e| ScanError::io(p, e))?;
     if md.is_dir() {
         let rd = std::fs::read_dir(p).map_err(|e| ScanError::io(p, e))?;
@@ -376,15 +477,54 @@ fn collect_json(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
             let path = e.path();
             let ft = e.file_type().map_err(|e| ScanError::io(&path, e))?;
             if ft.is_dir() {
-                collect_json(&path, out)?;
+                collect_json(&path, out, skipped)?;
             } else if path.extension().is_some_and(|x| x == "json") {
                 out.push(path);
+            } else {
+                *skipped += 1;
             }
         }
     } else {
         out.push(p.to_path_buf());
     }
     Ok(())
+}
+
+/// One advisory file's bytes: a regular file (opened without blocking, so a
+/// FIFO cannot hang the scan) of at most [`MAX_ADVISORY_FILE`] bytes.
+fn read_advisory_file(path: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let invalid = |m: String| {
+        ScanError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, m),
+        )
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| ScanError::io(path, e))?;
+    let md = f.metadata().map_err(|e| ScanError::io(path, e))?;
+    if !md.is_file() {
+        return Err(invalid("not a regular file".into()));
+    }
+    if md.len() > MAX_ADVISORY_FILE {
+        return Err(invalid(format!(
+            "{} bytes: larger than the {MAX_ADVISORY_FILE}-byte limit for an advisory file",
+            md.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(md.len()).unwrap_or(0));
+    f.take(MAX_ADVISORY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ScanError::io(path, e))?;
+    if bytes.len() as u64 > MAX_ADVISORY_FILE {
+        return Err(invalid(format!(
+            "grew past the {MAX_ADVISORY_FILE}-byte limit for an advisory file while read"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// One file's records: (advisory, modified secs, [(package, entry)]).
@@ -394,6 +534,8 @@ struct Parsed {
     records: Vec<ParsedRecord>,
     withdrawn: usize,
     other_ecosystems: usize,
+    non_debian: usize,
+    sha256: [u8; 32],
 }
 
 #[derive(Deserialize)]
@@ -483,6 +625,8 @@ fn parse_file(bytes: &[u8], file: &str) -> Result<Parsed> {
         records: Vec::with_capacity(raws.len()),
         withdrawn: 0,
         other_ecosystems: 0,
+        non_debian: 0,
+        sha256: Sha256::digest(bytes).into(),
     };
     for (n, r) in raws.into_iter().enumerate() {
         let at = |m: String| err(format!("record {n} ({:?}): {m}", r.id));
@@ -571,6 +715,14 @@ fn parse_file(bytes: &[u8], file: &str) -> Result<Parsed> {
                 },
             ));
         }
+        if affected.is_empty() {
+            out.non_debian += 1;
+            continue;
+        }
+        let mut releases: Vec<Option<String>> =
+            affected.iter().map(|(_, a)| a.release.clone()).collect();
+        releases.sort();
+        releases.dedup();
         let severity = record_severity(&r);
         out.records.push((
             Advisory {
@@ -587,6 +739,8 @@ fn parse_file(bytes: &[u8], file: &str) -> Result<Parsed> {
                 modified: r.modified.clone(),
                 severity,
                 file: file.to_string(),
+                modified_secs: secs,
+                releases,
                 id: r.id,
             },
             secs,

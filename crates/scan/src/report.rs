@@ -44,11 +44,43 @@ pub struct Vuln {
 }
 
 /// The advisory set a scan used.
+///
+/// `count` and `newest_modified` are about the advisories that apply to the
+/// image's Debian release (every Debian advisory when the release is
+/// unknown): the data the scan really matched against. The age of a scan's
+/// data is measured from `newest_modified`, never from `loaded_at` (when the
+/// files were read says nothing about how current they are).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdvisorySummary {
+    /// What was loaded (paths, comma-separated).
     pub source: String,
+    /// `sha256:<hex>` over the files read ([`crate::osv::SET_DIGEST_ALGORITHM`]).
+    #[serde(default)]
+    pub digest: String,
+    #[serde(default)]
+    pub digest_algorithm: String,
+    /// Advisory files read, and other files skipped in the directories.
+    #[serde(default)]
+    pub files: usize,
+    #[serde(default)]
+    pub skipped_files: usize,
+    /// Debian advisories loaded (any release).
+    #[serde(default)]
+    pub loaded: usize,
+    /// The image's Debian release the advisories were selected for (`None`:
+    /// unknown, every release applied).
+    #[serde(default)]
+    pub release: Option<String>,
+    /// Advisories that apply to the image's release.
     pub count: usize,
+    /// The newest `modified` of those, RFC 3339 UTC.
     pub newest_modified: Option<String>,
+    /// Records skipped: withdrawn, or with no Debian entry.
+    #[serde(default)]
+    pub withdrawn: usize,
+    #[serde(default)]
+    pub non_debian: usize,
+    /// When the files were read (informational only).
     pub loaded_at: String,
 }
 
@@ -140,13 +172,23 @@ impl ScanReport {
         for f in &findings {
             counts.add(f.severity);
         }
+        let release = inv.debian_release();
+        let applicable = db.applicable(release);
         ScanReport {
             image: inv.image.clone(),
             digest: inv.digest.map(|d| d.to_string()),
             advisories: AdvisorySummary {
                 source: db.source.clone(),
-                count: db.len(),
-                newest_modified: db.newest_modified.clone(),
+                digest: db.set_digest(),
+                digest_algorithm: crate::osv::SET_DIGEST_ALGORITHM.to_string(),
+                files: db.files,
+                skipped_files: db.skipped_files,
+                loaded: db.len(),
+                release: release.map(str::to_string),
+                count: applicable.count,
+                newest_modified: applicable.newest_modified,
+                withdrawn: db.withdrawn,
+                non_debian: db.non_debian,
                 loaded_at: db.loaded_at.clone(),
             },
             packages: inv.packages.clone(),
@@ -165,17 +207,25 @@ impl ScanReport {
     /// A readable table, grouped by severity (critical first).
     pub fn table(&self) -> String {
         let mut s = String::new();
+        let a = &self.advisories;
         let _ = writeln!(
             s,
-            "{} {}\n{} packages, {} advisories from {} (newest modified {}, loaded {})",
+            "{} {}\n{} packages, {} advisories for {} ({} loaded from {}, newest modified {}, set {})",
             self.image,
             self.digest.as_deref().unwrap_or(""),
             self.packages.len(),
-            self.advisories.count,
-            self.advisories.source,
-            self.advisories.newest_modified.as_deref().unwrap_or("-"),
-            self.advisories.loaded_at,
+            a.count,
+            a.release
+                .as_deref()
+                .map_or("any Debian release".to_string(), |r| format!("Debian {r}")),
+            a.loaded,
+            a.source,
+            a.newest_modified.as_deref().unwrap_or("-"),
+            a.digest,
         );
+        for n in &self.notes {
+            let _ = writeln!(s, "note: {n}");
+        }
         for sev in Severity::ALL_DESC {
             let vulns: Vec<&Vuln> = self
                 .vulnerabilities
@@ -383,14 +433,21 @@ impl ScanReport {
 
 /// The scan gate policy.
 ///
+/// * A scan that could not see anything fails, whatever else is set
+///   ([`Gate::refusals`]): no advisory applies to the image (none loaded, or
+///   none for its Debian release) unless `allow_empty_advisories`; the image
+///   has no dpkg packages unless `allow_no_packages`.
 /// * `fail_on`: a vulnerability in state `vulnerable` with severity at or
 ///   above this fails the gate.
 /// * `fail_unfixed`: `unfixed` vulnerabilities count too (at or above
 ///   `fail_on`; every unfixed one when `fail_on` is `None`).
 /// * `fail_findings`: baseline findings that fail, each entry a finding id
 ///   (`KILN-BASE-006`) or a severity (`high` = high and above).
-/// * `max_advisory_age_hours`: the advisory set must be this fresh; its age
-///   is now − `newest_modified` (or `loaded_at` when no record had one).
+/// * `max_advisory_age_hours`: the advisory data must be this fresh: its age
+///   is now − the newest `modified` of the advisories that apply to the
+///   image. With no such advisory its age is unknown and the gate fails; a
+///   newest `modified` more than [`MAX_CLOCK_SKEW_SECS`] in the future fails
+///   too (the data or the clock is wrong, and the age would mean nothing).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gate {
     #[serde(default)]
@@ -401,7 +458,15 @@ pub struct Gate {
     pub fail_findings: Vec<String>,
     #[serde(default)]
     pub max_advisory_age_hours: Option<u64>,
+    #[serde(default)]
+    pub allow_empty_advisories: bool,
+    #[serde(default)]
+    pub allow_no_packages: bool,
 }
+
+/// How far in the future an advisory's `modified` may be before the age
+/// check refuses the data.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 3600;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
@@ -418,9 +483,49 @@ impl Gate {
         self.evaluate_at(report, now)
     }
 
+    /// Why the scan saw nothing it could judge by (and the gate does not
+    /// allow that): these fail the gate, and `kiln scan` refuses to report
+    /// or attest such a scan at all.
+    pub fn refusals(&self, report: &ScanReport) -> Vec<String> {
+        let mut out = Vec::new();
+        let a = &report.advisories;
+        if a.count == 0 && !self.allow_empty_advisories {
+            out.push(if a.loaded == 0 {
+                format!(
+                    "no advisories loaded from {} ({} advisory file(s) read, {} other file(s) skipped, \
+                     {} withdrawn record(s), {} record(s) without a Debian entry): a scan against \
+                     no advisories finds nothing (--allow-empty-advisories accepts that)",
+                    if a.source.is_empty() { "<nothing>" } else { &a.source },
+                    a.files,
+                    a.skipped_files,
+                    a.withdrawn,
+                    a.non_debian
+                )
+            } else {
+                format!(
+                    "none of the {} Debian advisories loaded from {} applies to Debian {} \
+                     (the image's release): a scan against no advisories finds nothing \
+                     (--allow-empty-advisories accepts that)",
+                    a.loaded,
+                    a.source,
+                    a.release.as_deref().unwrap_or("?"),
+                )
+            });
+        }
+        if report.packages.is_empty() && !self.allow_no_packages {
+            out.push(
+                "the image has no installed dpkg packages (no /var/lib/dpkg/status or \
+                 status.d entries): there is nothing to match advisories against \
+                 (--allow-no-packages accepts that)"
+                    .to_string(),
+            );
+        }
+        out
+    }
+
     /// [`Gate::evaluate`] with `now` in Unix seconds.
     pub fn evaluate_at(&self, report: &ScanReport, now: u64) -> Verdict {
-        let mut reasons = Vec::new();
+        let mut reasons = self.refusals(report);
         for v in &report.vulnerabilities {
             let counts = match v.state {
                 VulnState::Vulnerable => self.fail_on.is_some_and(|t| v.severity >= t),
@@ -468,22 +573,23 @@ impl Gate {
             }
         }
         if let Some(max) = self.max_advisory_age_hours {
-            let stamp = report
-                .advisories
-                .newest_modified
-                .as_deref()
-                .or(Some(report.advisories.loaded_at.as_str()))
-                .filter(|s| !s.is_empty());
+            let stamp = report.advisories.newest_modified.as_deref();
             match stamp.and_then(crate::osv::parse_time) {
-                None => reasons.push(
-                    "the advisory set has no modification or load time: its age is unknown"
-                        .to_string(),
-                ),
+                None => reasons.push(format!(
+                    "--max-advisory-age-hours {max}: no advisory applies to the image, so the \
+                     age of the data is unknown"
+                )),
+                Some(t) if t > now.saturating_add(MAX_CLOCK_SKEW_SECS) => reasons.push(format!(
+                    "the newest advisory was modified {} — in the future; the data or this \
+                     machine's clock is wrong, so its age is unknown",
+                    stamp.unwrap_or("")
+                )),
                 Some(t) => {
-                    let age_h = now.saturating_sub(t) / 3600;
-                    if now.saturating_sub(t) > max.saturating_mul(3600) {
+                    let age = now.saturating_sub(t);
+                    if age > max.saturating_mul(3600) {
                         reasons.push(format!(
-                            "the advisory set is {age_h} hours old (newest record {}); at most {max} allowed",
+                            "the advisory data is {} hours old (newest record modified {}); at most {max} allowed",
+                            age / 3600,
                             stamp.unwrap_or("")
                         ));
                     }

@@ -23,8 +23,12 @@ pub const COSIGN_PREDICATE_ANNOTATION: &str = "predicateType";
 pub const PROVENANCE_PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
 /// kiln's approval predicate.
 pub const APPROVAL_PREDICATE_TYPE: &str = "https://kiln.dev/approval/v1";
-/// Predicate type of a kiln scan result (vulnerabilities and baseline findings).
-pub const SCAN_PREDICATE_TYPE: &str = "https://kiln.dev/scan/v1";
+/// Predicate type of a kiln scan result (vulnerabilities and baseline findings, and the
+/// advisory set they were matched against: digest, count, newest `modified`).
+pub const SCAN_PREDICATE_TYPE: &str = "https://kiln.dev/scan/v2";
+/// The superseded scan predicate: it did not record which advisories were used, so a scan of
+/// no advisories looked like a clean one. The trust policy no longer accepts it.
+pub const SCAN_PREDICATE_TYPE_V1: &str = "https://kiln.dev/scan/v1";
 /// `buildDefinition.buildType` of kiln builds.
 pub const BUILD_TYPE: &str = "https://kiln.dev/build/v1";
 /// `runDetails.builder.id` of a local kiln build.

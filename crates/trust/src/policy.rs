@@ -13,9 +13,14 @@
 //! signature = "builder"    # the image must be signed by the role
 //! provenance = "builder"   # SLSA provenance for this digest, signed by the role
 //! approvals = "reviewers"  # approvals of this digest by `threshold` distinct role keys
-//! scan = "builder"         # a passing, signed kiln scan attestation for this digest
-//! scan_max_age_hours = 24  # …made with an advisory set loaded at most this long ago
+//! scan = "builder"         # a passing, signed kiln scan attestation (v2) for this digest
+//! scan_max_age_hours = 24  # …whose newest advisory was modified at most this long ago
 //! ```
+//!
+//! A scan attestation counts only as [`check_scan_predicate`] says: predicate
+//! `https://kiln.dev/scan/v2`, a passing gate, a recorded advisory set of at least one
+//! advisory, and with a maximum age, an advisory set whose newest `modified` is recent. The age
+//! is that of the data, not of the scan: re-scanning old advisories does not make them fresh.
 //!
 //! Unknown keys are errors, and every error names `file:line:column`. Each rule is an optional
 //! field of `[require]` and a [`Rule`] variant.
@@ -86,8 +91,9 @@ pub enum Rule {
     /// Approval attestations for the image's exact digest by `threshold` distinct keys of
     /// `role`.
     Approvals { role: String },
-    /// A passing kiln scan attestation for the image's exact digest, signed by `threshold`
-    /// distinct keys of `role`, made with advisories loaded at most `max_age_hours` ago.
+    /// A passing kiln scan attestation (v2) for the image's exact digest, signed by `threshold`
+    /// distinct keys of `role`, made against at least one advisory, the newest of which was
+    /// modified at most `max_age_hours` ago ([`check_scan_predicate`]).
     Scan {
         role: String,
         max_age_hours: Option<u64>,
@@ -146,6 +152,26 @@ impl Cx<'_> {
 }
 
 impl Policy {
+    /// The policy of `kiln verify --key`: a signature by this one key (named `name`, read
+    /// from `path`), no other rule.
+    pub fn single_key(path: &Path, name: &str, key: PublicKey) -> Policy {
+        Policy {
+            path: path.to_path_buf(),
+            keys: BTreeMap::from([(name.to_owned(), key)]),
+            roles: BTreeMap::from([(
+                name.to_owned(),
+                Role {
+                    name: name.to_owned(),
+                    keys: vec![name.to_owned()],
+                    threshold: 1,
+                },
+            )]),
+            rules: vec![Rule::Signature {
+                role: name.to_owned(),
+            }],
+        }
+    }
+
     /// Reads and validates the policy at `path`, loading its key files.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let bytes = std::fs::read(path).map_err(|e| PolicyError {
@@ -370,6 +396,79 @@ impl Policy {
     }
 }
 
+/// How far in the future a scan attestation's newest advisory may be dated before its age is
+/// treated as unknown.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 3600;
+
+/// Whether the predicate of a `https://kiln.dev/scan/v2` attestation satisfies the scan rule
+/// at `now` (Unix seconds): the gate passed; `advisories.digest` names the set; at least one
+/// advisory applied (`advisories.count` > 0, even when the scan allowed an empty set); and
+/// with `max_age_hours`, `advisories.newest_modified` is at most that old (and not in the
+/// future). `Err` says why not.
+pub fn check_scan_predicate(
+    p: &serde_json::Value,
+    max_age_hours: Option<u64>,
+    now: u64,
+) -> Result<(), String> {
+    if p["result"]["pass"] != true {
+        return Err("scan attestation records a failed gate".into());
+    }
+    let a = &p["advisories"];
+    let digest = a["digest"].as_str().unwrap_or("");
+    let hex = digest.strip_prefix("sha256:").unwrap_or("");
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("scan attestation does not name its advisory set (advisories.digest)".into());
+    }
+    match a["count"].as_u64() {
+        None => return Err("scan attestation has no advisories.count".into()),
+        Some(0) => {
+            return Err(format!(
+                "scan attestation was made against no advisories (advisories.count 0{}): \
+                 it shows nothing; re-scan with advisories for the image's release",
+                if p["gate"]["allow_empty_advisories"] == true {
+                    ", allowed by --allow-empty-advisories"
+                } else {
+                    ""
+                }
+            ));
+        }
+        Some(_) => {}
+    }
+    if let Some(h) = max_age_hours {
+        let stamp = a["newest_modified"].as_str().unwrap_or("");
+        let newest = kiln_oci::time::parse_utc(stamp).ok_or_else(|| {
+            format!("scan attestation has no valid advisories.newest_modified ({stamp:?})")
+        })?;
+        if newest > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
+            return Err(format!(
+                "scan attestation's newest advisory was modified {stamp}, in the future: \
+                 the age of its data is unknown"
+            ));
+        }
+        let age = now.saturating_sub(newest);
+        if age > h.saturating_mul(3600) {
+            return Err(format!(
+                "scan attestation's advisory data is {} h old (newest advisory modified {stamp}); \
+                 policy allows {h} h: re-scan with current advisories",
+                age / 3600
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why an attestation of type `found` does not count where `wanted` is required, when `found`
+/// is a superseded version of it (`None` otherwise: simply another predicate).
+pub fn superseded_predicate(found: &str, wanted: &str) -> Option<String> {
+    (found == crate::attest::SCAN_PREDICATE_TYPE_V1 && wanted == crate::attest::SCAN_PREDICATE_TYPE)
+        .then(|| {
+            format!(
+                "scan attestation v1 ({found}) does not record which advisories it used and no \
+                 longer counts; re-scan with `kiln scan --attest` to make a {wanted} attestation"
+            )
+        })
+}
+
 /// A signature over `message` that claims to be about the images `digests`.
 #[derive(Clone, Debug)]
 pub struct Claim {
@@ -564,5 +663,100 @@ mod tests {
         }
         let (_d, p, _) = setup("[keys]\nci = \"ci.pub\"\n");
         assert!(p.unwrap_err().to_string().contains("[require]"));
+    }
+
+    fn scan_predicate(count: u64, newest: &str) -> serde_json::Value {
+        serde_json::json!({
+            "advisories": {
+                "digest": format!("sha256:{}", "ab".repeat(32)),
+                "count": count,
+                "newest_modified": newest,
+            },
+            "gate": {"allow_empty_advisories": count == 0},
+            "result": {"pass": true},
+        })
+    }
+
+    #[test]
+    fn scan_predicate_rules() {
+        const T: u64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+        let ok = scan_predicate(3, "2026-01-01T00:00:00Z");
+        assert_eq!(check_scan_predicate(&ok, None, T), Ok(()));
+        assert_eq!(check_scan_predicate(&ok, Some(24), T + 23 * 3600), Ok(()));
+        // Stale: measured from the data's newest modified, whenever it was scanned.
+        let e = check_scan_predicate(&ok, Some(24), T + 25 * 3600).unwrap_err();
+        assert!(e.contains("25 h old") && e.contains("re-scan"), "{e}");
+        // In the future: the age means nothing.
+        let e = check_scan_predicate(&ok, Some(24), T - 2 * 3600).unwrap_err();
+        assert!(e.contains("in the future"), "{e}");
+        // A scan of nothing never counts, allowed or not, with or without an age limit.
+        for max in [None, Some(24)] {
+            let e = check_scan_predicate(&scan_predicate(0, ""), max, T).unwrap_err();
+            assert!(
+                e.contains("no advisories") && e.contains("--allow-empty-advisories"),
+                "{e}"
+            );
+        }
+        let mut failed = ok.clone();
+        failed["result"]["pass"] = serde_json::json!(false);
+        assert!(
+            check_scan_predicate(&failed, None, T)
+                .unwrap_err()
+                .contains("failed gate")
+        );
+        // v1 predicates had neither digest nor count.
+        let v1 = serde_json::json!({
+            "advisories": {"source": "osv", "count": 5, "loaded_at": "2026-01-01T00:00:00.000Z"},
+            "result": {"pass": true},
+        });
+        assert!(
+            check_scan_predicate(&v1, None, T)
+                .unwrap_err()
+                .contains("advisories.digest")
+        );
+        let mut no_count = ok.clone();
+        no_count["advisories"]["count"] = serde_json::Value::Null;
+        assert!(check_scan_predicate(&no_count, None, T).is_err());
+        let mut no_time = ok;
+        no_time["advisories"]["newest_modified"] = serde_json::Value::Null;
+        assert!(check_scan_predicate(&no_time, None, T).is_ok());
+        assert!(check_scan_predicate(&no_time, Some(24), T).is_err());
+        let note = superseded_predicate(
+            crate::attest::SCAN_PREDICATE_TYPE_V1,
+            crate::attest::SCAN_PREDICATE_TYPE,
+        )
+        .expect("v1 is superseded");
+        assert!(
+            note.starts_with("scan attestation v1") && note.contains("re-scan"),
+            "{note}"
+        );
+        assert_eq!(
+            superseded_predicate(
+                crate::attest::PROVENANCE_PREDICATE_TYPE,
+                crate::attest::SCAN_PREDICATE_TYPE
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn single_key_policy_requires_that_key() {
+        let k = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
+        let p = Policy::single_key(Path::new("ci.pub"), "ci.pub", k.public_key());
+        assert_eq!(
+            p.rules,
+            vec![Rule::Signature {
+                role: "ci.pub".into()
+            }]
+        );
+        let img = Digest::of(b"img");
+        let claim = Claim {
+            source: "s".into(),
+            message: b"m".to_vec(),
+            signature: k.sign(b"m"),
+            digests: vec![img],
+        };
+        assert!(p.tally("ci.pub", &img, &[claim]).passed());
+        assert!(!p.tally("ci.pub", &img, &[]).passed());
     }
 }

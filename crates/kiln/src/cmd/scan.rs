@@ -30,7 +30,7 @@ pub struct ScanArgs {
     /// SARIF 2.1.0 on stdout, for code-scanning UIs.
     #[arg(long, conflicts_with = "json")]
     sarif: bool,
-    /// Attach the signed result to the image (DSSE, predicate https://kiln.dev/scan/v1).
+    /// Attach the signed result to the image (DSSE, predicate https://kiln.dev/scan/v2).
     #[arg(long, requires = "key")]
     attest: bool,
     /// The signing key for --attest (password from KILN_KEY_PASSWORD).
@@ -49,9 +49,18 @@ pub struct GateArgs {
     /// Fail on these baseline findings (ids like KILN-BASE-006, or a severity).
     #[arg(long, value_delimiter = ',')]
     fail_findings: Vec<String>,
-    /// Fail if the newest advisory is older than this many hours.
+    /// Fail if the newest advisory that applies to the image was modified more than this many
+    /// hours ago (the age of the data, not of the scan).
     #[arg(long)]
     max_advisory_age_hours: Option<u64>,
+    /// Accept a scan against no advisories (none loaded, or none for the image's Debian
+    /// release); recorded in the attestation. Without it such a scan is refused.
+    #[arg(long)]
+    allow_empty_advisories: bool,
+    /// Accept a scan of an image with no installed dpkg packages (nothing to match); recorded
+    /// in the attestation. Without it such a scan is refused.
+    #[arg(long)]
+    allow_no_packages: bool,
 }
 
 impl GateArgs {
@@ -67,6 +76,8 @@ impl GateArgs {
             fail_unfixed: self.fail_unfixed,
             fail_findings: self.fail_findings.clone(),
             max_advisory_age_hours: self.max_advisory_age_hours,
+            allow_empty_advisories: self.allow_empty_advisories,
+            allow_no_packages: self.allow_no_packages,
         })
     }
 }
@@ -124,6 +135,15 @@ pub fn scan(ctx: &Ctx, a: ScanArgs) -> Result<()> {
     let db = AdvisoryDb::load(&a.advisories)?;
     let gate = a.gate.gate()?;
     let (report, verdict) = scan_image(&store, &img, &db, &gate)?;
+    // A scan that saw nothing is no result at all: no report, no attestation.
+    let refusals = gate.refusals(&report);
+    if !refusals.is_empty() {
+        bail!(
+            "refusing to scan {}: {}",
+            img.reference,
+            refusals.join("; ")
+        );
+    }
     let mut attested = None;
     if a.attest {
         let key_path = a.key.as_ref().context("--attest needs --key")?;
@@ -140,6 +160,8 @@ pub fn scan(ctx: &Ctx, a: ScanArgs) -> Result<()> {
                     "fail_unfixed": a.gate.fail_unfixed,
                     "fail_findings": a.gate.fail_findings,
                     "max_advisory_age_hours": a.gate.max_advisory_age_hours,
+                    "allow_empty_advisories": a.gate.allow_empty_advisories,
+                    "allow_no_packages": a.gate.allow_no_packages,
                 },
                 "result": {
                     "pass": verdict.pass,
@@ -291,6 +313,18 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
         bail!("kiln patch needs --advisories");
     }
     let db = AdvisoryDb::load(&a.advisories)?;
+    // No advisories would read as "nothing to patch".
+    if db.is_empty() {
+        bail!(
+            "no Debian advisories loaded from {} ({} advisory file(s) read, {} other file(s) \
+             skipped, {} withdrawn, {} without a Debian entry): nothing to patch against",
+            db.source,
+            db.files,
+            db.skipped_files,
+            db.withdrawn,
+            db.non_debian
+        );
+    }
     let spec = kiln_image::Spec::load(&file)?;
     // The spec's packages against the advisories.
     let mut pool: Vec<(PathBuf, kiln_deb::Deb)> = Vec::new();

@@ -1,26 +1,55 @@
 //! `kiln verify IMAGE --policy trust.toml`: check an image in the store against a trust
 //! policy. Every blob is re-hashed first; then each rule gets a verdict. Exit 0 only if all
-//! hold.
+//! hold. `kiln verify IMAGE --key ci.pub` is the cosign-style check: every blob, and a
+//! signature by that key in either form kiln writes (`.sig` simple signing or the Sigstore
+//! bundle referrer), with no policy file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use kiln_oci::{Descriptor, Digest, ImageManifest, Store};
 use kiln_trust::attest::{self, Attestation};
 use kiln_trust::cosign::{self, Bundle, SimpleSigning};
-use kiln_trust::{Claim, Outcome, Policy, Rule, Tally};
+use kiln_trust::{Claim, Outcome, Policy, PublicKey, Rule, Tally};
 use serde::Serialize;
 
 use super::sign::verify_image_blobs;
 use super::{Ctx, print_json, resolve};
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("trust").required(true).args(["policy", "key"])))]
 pub struct Args {
     /// NAME:TAG, NAME@sha256:<hex> or sha256:<hex>.
     image: String,
     /// The trust policy (trust.toml).
     #[arg(long)]
-    policy: PathBuf,
+    policy: Option<PathBuf>,
+    /// Instead of a policy: a public key (PEM) that must have signed the image, as a cosign
+    /// `.sig` or a Sigstore bundle (like `cosign verify --key`).
+    #[arg(long)]
+    key: Option<PathBuf>,
+}
+
+/// What the image was verified against.
+enum Trust<'a> {
+    Policy(&'a Path),
+    Key { path: &'a Path, key_id: String },
+}
+
+impl Trust<'_> {
+    fn describe(&self) -> String {
+        match self {
+            Trust::Policy(p) => p.display().to_string(),
+            Trust::Key { path, .. } => format!("--key {}", path.display()),
+        }
+    }
+}
+
+/// The public key of `kiln verify --key`.
+fn read_public_key(path: &Path) -> Result<PublicKey> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the public key {}", path.display()))?;
+    PublicKey::from_pem(&pem).with_context(|| format!("{} is not a public key", path.display()))
 }
 
 #[derive(Serialize)]
@@ -37,17 +66,36 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let img = resolve(&store, &a.image)?;
     ctx.touch(super::image_resource(&img));
     let digest = img.descriptor.digest;
-    let verdicts = evaluate(&store, &img, &a.policy)?;
-    record_verdicts(ctx, &img, &a.policy, &verdicts)?;
+    let (policy, trust) = match (&a.policy, &a.key) {
+        (Some(p), None) => (Policy::load(p)?, Trust::Policy(p)),
+        (None, Some(k)) => {
+            let key = read_public_key(k)?;
+            let key_id = key.key_id();
+            let name = k.display().to_string();
+            (
+                Policy::single_key(k, &name, key),
+                Trust::Key { path: k, key_id },
+            )
+        }
+        _ => bail!("give exactly one of --policy and --key"),
+    };
+    let verdicts = evaluate_policy(&store, &img, &policy)?;
+    record(ctx, &img, &trust, &verdicts)?;
     let failed = verdicts.iter().filter(|v| !v.pass).count();
     if ctx.json {
-        print_json(&serde_json::json!({
+        let mut out = serde_json::json!({
             "image": img.reference,
             "digest": digest,
-            "policy": a.policy,
             "pass": failed == 0,
             "verdicts": verdicts,
-        }))?;
+        });
+        match &trust {
+            Trust::Policy(p) => out["policy"] = serde_json::json!(p),
+            Trust::Key { path, key_id } => {
+                out["key"] = serde_json::json!({"path": path, "key_id": key_id});
+            }
+        }
+        print_json(&out)?;
     } else {
         for v in &verdicts {
             println!(
@@ -65,7 +113,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         bail!(
             "{} does not satisfy {}: {failed} of {} rule(s) failed",
             img.reference,
-            a.policy.display(),
+            trust.describe(),
             verdicts.len()
         );
     }
@@ -82,8 +130,12 @@ pub fn evaluate(
     img: &super::Resolved,
     policy_path: &std::path::Path,
 ) -> Result<Vec<Verdict>> {
+    evaluate_policy(store, img, &Policy::load(policy_path)?)
+}
+
+/// [`evaluate`] with a loaded policy.
+fn evaluate_policy(store: &Store, img: &super::Resolved, policy: &Policy) -> Result<Vec<Verdict>> {
     let digest = img.descriptor.digest;
-    let policy = Policy::load(policy_path)?;
     let mut verdicts = Vec::new();
     verdicts.push(match verify_image_blobs(store, img) {
         Ok(n) => Verdict {
@@ -101,10 +153,10 @@ pub fn evaluate(
     });
     for rule in &policy.rules {
         verdicts.push(match rule {
-            Rule::Signature { role } => signature_rule(store, &policy, role, &digest)?,
+            Rule::Signature { role } => signature_rule(store, policy, role, &digest)?,
             Rule::Provenance { role } => attestation_rule(
                 store,
-                &policy,
+                policy,
                 "provenance",
                 role,
                 &digest,
@@ -113,7 +165,7 @@ pub fn evaluate(
             )?,
             Rule::Approvals { role } => attestation_rule(
                 store,
-                &policy,
+                policy,
                 "approvals",
                 role,
                 &digest,
@@ -125,7 +177,7 @@ pub fn evaluate(
                 max_age_hours,
             } => attestation_rule(
                 store,
-                &policy,
+                policy,
                 "scan",
                 role,
                 &digest,
@@ -137,32 +189,17 @@ pub fn evaluate(
     Ok(verdicts)
 }
 
-/// A scan attestation counts only if it passed its gate and, with a maximum age, its
-/// advisory set was loaded recently enough.
+/// A scan attestation counts only as [`kiln_trust::policy::check_scan_predicate`] says: a
+/// passing gate over a recorded, non-empty advisory set whose newest advisory is recent enough.
 fn scan_predicate_ok(
     p: &serde_json::Value,
     max_age_hours: Option<u64>,
 ) -> std::result::Result<(), String> {
-    if p["result"]["pass"] != true {
-        return Err("scan attestation records a failed gate".into());
-    }
-    if let Some(h) = max_age_hours {
-        let loaded = p["advisories"]["loaded_at"]
-            .as_str()
-            .and_then(kiln_oci::time::parse_utc)
-            .ok_or("scan attestation has no advisories.loaded_at")?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        if now.saturating_sub(loaded) > h * 3600 {
-            return Err(format!(
-                "scan attestation used advisories loaded {} h ago (policy allows {h} h)",
-                now.saturating_sub(loaded) / 3600
-            ));
-        }
-    }
-    Ok(())
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    kiln_trust::policy::check_scan_predicate(p, max_age_hours, now)
 }
 
 /// The audit event of a verification: each rule's verdict, failure if any failed.
@@ -172,18 +209,28 @@ pub fn record_verdicts(
     policy: &std::path::Path,
     verdicts: &[Verdict],
 ) -> Result<()> {
+    record(ctx, img, &Trust::Policy(policy), verdicts)
+}
+
+/// The audit event of a verification against a policy (its file's digest) or a key (its key
+/// id, as `kiln key generate` records it).
+fn record(ctx: &Ctx, img: &super::Resolved, trust: &Trust, verdicts: &[Verdict]) -> Result<()> {
     let failed = verdicts.iter().filter(|v| !v.pass).count();
-    let policy_digest = std::fs::read(policy)
-        .map(|b| kiln_oci::Digest::of(&b).to_string())
-        .unwrap_or_default();
+    let against = match trust {
+        Trust::Policy(policy) => {
+            let policy_digest = std::fs::read(policy)
+                .map(|b| kiln_oci::Digest::of(&b).to_string())
+                .unwrap_or_default();
+            kiln_audit::Resource::named("policy", policy_digest, policy.display().to_string())
+        }
+        Trust::Key { path, key_id } => {
+            kiln_audit::Resource::named("key", key_id.clone(), path.display().to_string())
+        }
+    };
     let mut ev = ctx
         .event("image.verify")
         .resource(super::image_resource(img))
-        .resource(kiln_audit::Resource::named(
-            "policy",
-            policy_digest,
-            policy.display().to_string(),
-        ))
+        .resource(against)
         .detail(
             "rules",
             verdicts
@@ -409,6 +456,12 @@ fn collect_attestations(
             }
         };
         if a.statement.predicate_type != predicate_type {
+            if let Some(why) = kiln_trust::policy::superseded_predicate(
+                &a.statement.predicate_type,
+                predicate_type,
+            ) {
+                notes.push(format!("{src}: {why}"));
+            }
             continue;
         }
         envelopes += 1;

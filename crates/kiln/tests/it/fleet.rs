@@ -782,7 +782,11 @@ fn patch_reaches_the_fleet_through_the_normal_rollout() {
     fs::create_dir_all(&osv).unwrap();
     fs::write(
         osv.join("DEBIAN-CVE-2026-3000.json"),
-        r#"{"id":"DEBIAN-CVE-2026-3000","modified":"2026-11-22T06:00:00Z","affected":[{"package":{"ecosystem":"Debian:12","name":"hello-config"},"ranges":[{"type":"ECOSYSTEM","events":[{"introduced":"0"},{"fixed":"1.0-2"}]}]}],"database_specific":{"severity":"critical"}}"#,
+        // Dated now, not hard-coded: a fixed date goes stale.
+        format!(
+            r#"{{"id":"DEBIAN-CVE-2026-3000","modified":"{}","affected":[{{"package":{{"ecosystem":"Debian:12","name":"hello-config"}},"ranges":[{{"type":"ECOSYSTEM","events":[{{"introduced":"0"}},{{"fixed":"1.0-2"}}]}}]}}],"database_specific":{{"severity":"critical"}}}}"#,
+            kiln_oci::time::rfc3339_millis(std::time::SystemTime::now())
+        ),
     )
     .unwrap();
     // The fixed package, built with dpkg-deb.

@@ -18,3 +18,4 @@ mod interop;
 mod scan;
 mod sign;
 mod support;
+mod verify_key;
