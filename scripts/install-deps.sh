@@ -27,3 +27,33 @@ if ! python3 -c 'import spdx_tools, cyclonedx.validation.json, packageurl, secur
     'spdx-tools>=0.8,<0.9' 'cyclonedx-python-lib[json-validation]>=8,<12' packageurl-python \
     'securesystemslib[crypto]>=1.0,<2' 'pynacl>=1.5,<2' 'cryptography>=42'
 fi
+
+# --- interop clients (issue 11 items 11-12): the in-toto and Sigstore parsers and the real
+# cosign, all pinned. Caches live outside the repository, keyed by version.
+KILN_CI_CACHE=${KILN_CI_CACHE:-/var/cache/kiln-ci}
+COSIGN_VERSION=v2.6.5
+if [ ! -x "$KILN_CI_CACHE/cosign-$COSIGN_VERSION/cosign" ]; then
+  echo "install-deps: go install github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION (slow)" >&2
+  mkdir -p "$KILN_CI_CACHE/cosign-$COSIGN_VERSION.tmp"
+  GOBIN="$KILN_CI_CACHE/cosign-$COSIGN_VERSION.tmp" GOFLAGS=-mod=mod CGO_ENABLED=0 \
+    go install "github.com/sigstore/cosign/v2/cmd/cosign@$COSIGN_VERSION"
+  rm -rf "$KILN_CI_CACHE/cosign-$COSIGN_VERSION"
+  mv "$KILN_CI_CACHE/cosign-$COSIGN_VERSION.tmp" "$KILN_CI_CACHE/cosign-$COSIGN_VERSION"
+fi
+if ! python3 -c 'import in_toto_attestation.v1.statement, sigstore_protobuf_specs.dev.sigstore.bundle.v1' >/dev/null 2>&1; then
+  echo "install-deps: pip install in-toto-attestation, sigstore-protobuf-specs" >&2
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    'in-toto-attestation==0.9.3' 'sigstore-protobuf-specs==0.5.2'
+fi
+# @sigstore/verify from crates/kiln/tests/it/node/package-lock.json, into a cache dir keyed
+# by the lock file's hash (the tests find it through KILN_CI_CACHE the same way).
+node_dir="$KILN_CI_CACHE/node-$(sha256sum "$(dirname "$0")/../crates/kiln/tests/it/node/package-lock.json" | cut -c1-16)"
+if [ ! -d "$node_dir/node_modules/@sigstore/verify" ]; then
+  echo "install-deps: npm ci @sigstore/verify into $node_dir" >&2
+  rm -rf "$node_dir.tmp" && mkdir -p "$node_dir.tmp"
+  cp "$(dirname "$0")/../crates/kiln/tests/it/node/package.json" \
+     "$(dirname "$0")/../crates/kiln/tests/it/node/package-lock.json" "$node_dir.tmp/"
+  (cd "$node_dir.tmp" && npm ci --no-audit --no-fund --ignore-scripts --silent)
+  rm -rf "$node_dir" && mv "$node_dir.tmp" "$node_dir"
+fi
+# --- end interop clients

@@ -65,14 +65,16 @@ pub struct BuildReport {
     pub epoch_source: String,
     pub created: String,
     pub compression: String,
+    /// The media type of the layers this build compressed.
+    pub compression_media_type: String,
     pub base: Option<String>,
     pub layers: Vec<LayerReport>,
     pub referrers: Vec<ReferrerReport>,
     pub packages: usize,
     pub files: usize,
     pub spec_sha256: String,
-    /// Every input of the build with its sha256: the spec, each `[[files]]` source, each
-    /// `.deb`, the base image and the compressor (for provenance).
+    /// Every input of the build with its digest: the spec, the lock, each `[[files]]`
+    /// source, each `.deb` and the base image (for provenance; see [`crate::inputs`]).
     pub inputs: Vec<BuildInput>,
     pub out: Option<PathBuf>,
     pub warnings: Vec<String>,
@@ -114,118 +116,7 @@ pub struct LayerReport {
     pub cached: bool,
 }
 
-/// One input of a build: `kind` (spec, file, directory, deb, base, compressor), a URI and
-/// the sha256 (hex) of its content. A directory's digest is over its sorted entry list
-/// (`path NUL kind NUL sha256-or-link-target LF` per entry, paths relative to it).
-#[derive(Clone, Debug, Serialize)]
-pub struct BuildInput {
-    pub kind: String,
-    pub uri: String,
-    pub sha256: String,
-    /// Extra facts about the input (e.g. the compressor's parameters).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-}
-
-/// A spec-relative path for URIs (falls back to the path as given).
-fn relative(spec: &Spec, p: &Path) -> String {
-    p.strip_prefix(&spec.dir)
-        .unwrap_or(p)
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// The inputs of a build, from the spec, the hashed files layer tree and the base.
-fn build_inputs(
-    spec: &Spec,
-    files_tree: &Tree,
-    base: Option<(&str, &Digest)>,
-    compression: Compression,
-) -> Vec<BuildInput> {
-    let mut out = vec![BuildInput {
-        kind: "spec".into(),
-        uri: format!(
-            "file:{}",
-            spec.path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| relative(spec, &spec.path))
-        ),
-        sha256: spec.sha256.clone(),
-        description: None,
-    }];
-    if let Some(sha) = &spec.lock_sha256 {
-        out.push(BuildInput {
-            kind: "lock".into(),
-            uri: format!("file:{}", crate::lock::LOCK_FILE),
-            sha256: sha.clone(),
-            description: Some("package pins written by kiln patch".into()),
-        });
-    }
-    if let Some((name, d)) = base {
-        out.push(BuildInput {
-            kind: "base".into(),
-            uri: format!("oci:{name}"),
-            sha256: d.hex(),
-            description: None,
-        });
-    }
-    for f in &spec.files {
-        let uri = format!("file:{}", relative(spec, &f.src));
-        let single = files_tree
-            .get(&f.dst)
-            .filter(|n| n.kind == EntryType::File)
-            .and_then(|n| n.sha256);
-        if let Some(h) = single {
-            out.push(BuildInput {
-                kind: "file".into(),
-                uri,
-                sha256: hex::encode(h),
-                description: None,
-            });
-            continue;
-        }
-        let prefix = if f.dst.ends_with('/') {
-            f.dst.clone()
-        } else {
-            format!("{}/", f.dst)
-        };
-        let mut h = sha2::Sha256::new();
-        for (path, n) in files_tree.range(prefix.clone()..) {
-            let Some(rel) = path.strip_prefix(&prefix) else {
-                break;
-            };
-            let content = match (&n.sha256, &n.link) {
-                (Some(s), _) => hex::encode(s),
-                (None, Some(l)) => l.clone(),
-                (None, None) => String::new(),
-            };
-            h.update(format!("{rel}\0{:?}\0{content}\n", n.kind).as_bytes());
-        }
-        out.push(BuildInput {
-            kind: "directory".into(),
-            uri,
-            sha256: hex::encode(h.finalize()),
-            description: None,
-        });
-    }
-    for d in &spec.debs {
-        out.push(BuildInput {
-            kind: "deb".into(),
-            uri: format!("file:{}", relative(spec, &d.path)),
-            sha256: d.sha256.clone(),
-            description: None,
-        });
-    }
-    let describe = compression.describe();
-    out.push(BuildInput {
-        kind: "compressor".into(),
-        uri: format!("kiln:compressor/{}", compression.media_type()),
-        sha256: hex::encode(sha2::Sha256::digest(describe.as_bytes())),
-        description: Some(describe),
-    });
-    out
-}
+pub use crate::inputs::BuildInput;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ReferrerReport {
@@ -551,11 +442,11 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
                 .join("; ")
         ));
     }
-    let inputs = build_inputs(
+    let inputs = crate::inputs::build_inputs(
         spec,
         &files_tree,
+        &Stack(vec![pkgs_tree, base_tree]),
         base.as_ref().map(|b| (b.spec.as_str(), &b.manifest_digest)),
-        opts.compression,
     );
     Ok(BuildReport {
         name,
@@ -567,6 +458,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
         epoch_source,
         created,
         compression: opts.compression.describe(),
+        compression_media_type: opts.compression.media_type().to_owned(),
         base: base
             .as_ref()
             .map(|b| format!("{} ({})", b.spec, b.manifest_digest)),

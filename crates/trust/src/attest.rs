@@ -53,11 +53,17 @@ pub fn attestation_tag(image: &Digest) -> String {
 }
 
 /// The `.att` layer descriptor of a stored envelope blob.
+/// Like cosign's, it carries an empty `dev.cosignproject.cosign/signature` annotation (the
+/// signatures are inside the envelope): cosign refuses an `.att` layer without it.
 pub fn att_layer(envelope: &Descriptor, predicate_type: &str) -> Descriptor {
     let mut d = Descriptor::new(DSSE_MEDIA_TYPE, envelope.digest, envelope.size);
     d.annotations.insert(
         COSIGN_PREDICATE_ANNOTATION.to_owned(),
         predicate_type.to_owned(),
+    );
+    d.annotations.insert(
+        crate::cosign::SIGNATURE_ANNOTATION.to_owned(),
+        String::new(),
     );
     d
 }
@@ -139,6 +145,20 @@ mod tests {
     use super::*;
     use crate::statement::Subject;
     use crate::{KeyAlgorithm, PrivateKey};
+
+    #[test]
+    fn att_layers_carry_cosigns_annotations() {
+        let d = att_layer(
+            &Descriptor::new(DSSE_MEDIA_TYPE, Digest::of(b"env"), 3),
+            "https://slsa.dev/provenance/v1",
+        );
+        assert_eq!(
+            d.annotations[COSIGN_PREDICATE_ANNOTATION],
+            "https://slsa.dev/provenance/v1"
+        );
+        // Present and empty, as cosign writes it (and requires it).
+        assert_eq!(d.annotations[crate::cosign::SIGNATURE_ANNOTATION], "");
+    }
 
     #[test]
     fn parse_round_trip_and_errors() {

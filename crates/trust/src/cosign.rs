@@ -251,6 +251,11 @@ pub struct Bundle {
 pub struct VerificationMaterial {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<PublicKeyIdentifier>,
+    /// Transparency log entries. kiln signs offline and logs nothing, but writes the empty
+    /// list: Sigstore clients (sigstore-js's bundle validator, sigstore-go) require the
+    /// field. Entries in a bundle read from elsewhere are kept, not interpreted.
+    #[serde(default)]
+    pub tlog_entries: Vec<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -266,14 +271,23 @@ impl Bundle {
             SIGN_PREDICATE_TYPE,
             serde_json::Value::Null,
         );
+        let mut dsse_envelope = st.sign(&[key]);
+        // The key is named by `verificationMaterial.publicKey.hint`; the DSSE keyid stays
+        // empty, as cosign writes it. sigstore-go (inside cosign) skips a signature whose
+        // keyid is not its own SSH-style fingerprint of the key, so kiln's hex key id there
+        // made cosign reject a valid bundle.
+        for s in &mut dsse_envelope.signatures {
+            s.keyid.clear();
+        }
         Bundle {
             media_type: BUNDLE_MEDIA_TYPE.to_owned(),
             verification_material: VerificationMaterial {
                 public_key: Some(PublicKeyIdentifier {
                     hint: key.public_key().hint(),
                 }),
+                tlog_entries: Vec::new(),
             },
-            dsse_envelope: st.sign(&[key]),
+            dsse_envelope,
         }
     }
 
@@ -433,6 +447,13 @@ mod tests {
             v["verificationMaterial"]["publicKey"]["hint"],
             key.public_key().hint()
         );
+        // Spelled out even though empty: sigstore-js and sigstore-go reject a bundle
+        // without it.
+        assert_eq!(
+            v["verificationMaterial"]["tlogEntries"],
+            serde_json::json!([])
+        );
+        assert_eq!(v["dsseEnvelope"]["signatures"][0]["keyid"], "");
         let m = bundle_manifest(
             Descriptor::new(BUNDLE_MEDIA_TYPE, Digest::of(b"b"), 1),
             &Descriptor::new(media::MANIFEST, digest(), 5),

@@ -5,7 +5,9 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use kiln_image::BuildReport;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use kiln_image::{BuildInput, BuildReport};
 use kiln_oci::{Digest, ImageRef, media};
 use kiln_trust::attest::{BUILD_TYPE, BUILDER_ID, PROVENANCE_PREDICATE_TYPE};
 use kiln_trust::{PrivateKey, Statement, Subject};
@@ -41,6 +43,36 @@ fn kiln_binary_sha256() -> Result<String> {
     Ok(Digest::of(&bytes).hex())
 }
 
+/// The user-facing name of a layer compression (`--compression`).
+fn compression_name(media_type: &str) -> &'static str {
+    match media_type {
+        media::LAYER_GZIP => "gzip",
+        media::LAYER_ZSTD => "zstd",
+        _ => "none",
+    }
+}
+
+/// The in-toto ResourceDescriptor of one build input: its URI, its DigestSet (`sha256`, or
+/// `dirHash` for a directory) and/or its `content`.
+fn input_descriptor(i: &BuildInput) -> Value {
+    let mut d = json!({
+        "uri": i.uri,
+        "annotations": {"kind": i.kind},
+    });
+    if let Some(o) = d.as_object_mut() {
+        if !i.digest.is_empty() {
+            o.insert("digest".into(), json!(i.digest));
+        }
+        if let Some(c) = &i.content {
+            o.insert("content".into(), json!(STANDARD.encode(c)));
+        }
+    }
+    if let (Some(desc), Some(ann)) = (&i.description, d["annotations"].as_object_mut()) {
+        ann.insert("description".into(), json!(desc));
+    }
+    d
+}
+
 /// The provenance predicate of build `r` of `spec_path`.
 pub fn predicate(
     spec_path: &Path,
@@ -48,21 +80,7 @@ pub fn predicate(
     started_on: &str,
     finished_on: &str,
 ) -> Result<Value> {
-    let mut deps: Vec<Value> = r
-        .inputs
-        .iter()
-        .map(|i| {
-            let mut d = json!({
-                "uri": i.uri,
-                "digest": {"sha256": i.sha256},
-                "annotations": {"kind": i.kind},
-            });
-            if let (Some(desc), Some(ann)) = (&i.description, d["annotations"].as_object_mut()) {
-                ann.insert("description".into(), json!(desc));
-            }
-            d
-        })
-        .collect();
+    let mut deps: Vec<Value> = r.inputs.iter().map(input_descriptor).collect();
     deps.push(json!({
         "uri": format!("pkg:cargo/kiln@{}", kiln_image::build::KILN_VERSION),
         "name": "kiln",
@@ -78,6 +96,9 @@ pub fn predicate(
         .iter()
         .map(|(pkg, s)| json!({"package": pkg, "scripts": s}))
         .collect();
+    // The byproduct is these bytes, carried inline (`content`): a ResourceDescriptor
+    // needs one of uri, digest or content.
+    let scripts_json = serde_json::to_vec(&scripts).context("serialising the byproduct")?;
     Ok(json!({
         "buildDefinition": {
             "buildType": BUILD_TYPE,
@@ -85,12 +106,16 @@ pub fn predicate(
                 "spec": spec_name,
                 "name": r.name,
                 "tag": r.tag,
-                "compression": r.compression,
+                "compression": compression_name(&r.compression_media_type),
             },
             "internalParameters": {
                 "epoch": r.epoch,
                 "epochSource": r.epoch_source,
                 "created": r.created,
+                "compressor": {
+                    "layerMediaType": r.compression_media_type,
+                    "description": r.compression,
+                },
             },
             "resolvedDependencies": deps,
         },
@@ -107,6 +132,8 @@ pub fn predicate(
             "byproducts": [{
                 "name": "maintainer-scripts-not-run",
                 "mediaType": "application/json",
+                "content": STANDARD.encode(&scripts_json),
+                "digest": {"sha256": Digest::of(&scripts_json).hex()},
                 "annotations": {
                     "note": "Debian maintainer scripts were not run during the build",
                     "packages": scripts,

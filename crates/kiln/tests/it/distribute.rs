@@ -78,14 +78,14 @@ fn key_generate_writes_a_cosign_format_key_and_a_pem_public_key() {
 }
 
 /// Debian's docker-registry on 127.0.0.1, stopped on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
-    fn start() -> Option<Registry> {
+    pub(crate) fn start() -> Option<Registry> {
         Registry::start_with("")
     }
 
