@@ -152,8 +152,12 @@ pub enum Base {
 #[derive(Clone, Debug)]
 pub struct FileSpec {
     pub index: usize,
-    /// Absolute host path of the source (inside the spec directory).
+    /// Absolute host path of the source (inside the spec directory), as
+    /// written (symlinks unresolved: the build resolves `src_text` again,
+    /// without leaving the spec directory).
     pub src: PathBuf,
+    /// The source as written in the spec.
+    pub(crate) src_text: String,
     /// Normalised absolute image path, e.g. `/bin/busybox`.
     pub dst: String,
     /// For a file: its mode. For a directory: the mode of the regular files under it.
@@ -352,6 +356,7 @@ impl Spec {
             files.push(FileSpec {
                 index: i,
                 src,
+                src_text: f.src.get_ref().clone(),
                 dst,
                 mode,
                 dir_mode,
@@ -548,13 +553,20 @@ fn resolve_src(dir: &Path, s: &str) -> Result<PathBuf, String> {
         }
     }
     let joined = dir.join(p);
-    // The parent must resolve inside the spec dir; the final component is
-    // examined later (lstat), so a top-level symlink is copied as a symlink.
-    let parent = joined.parent().unwrap_or(dir);
-    match std::fs::canonicalize(parent) {
-        Ok(real) if !real.starts_with(dir) => Err(format!(
-            "{s:?} resolves outside the spec's directory through a symlink"
-        )),
+    // Symlinks on the way must stay inside the spec directory (the last
+    // component is examined later with lstat, so a top-level symlink is
+    // copied as a symlink, unless the path says "the directory": `d/`,
+    // `d/.`). The build resolves it again, race-free, when it reads it; a
+    // path that does not exist yet is reported there, with the file.
+    let Ok(root) = crate::hostfs::Root::open(dir) else {
+        return Ok(joined);
+    };
+    match root.resolve(s) {
+        Err(
+            e @ (crate::hostfs::ResolveError::Escapes { .. }
+            | crate::hostfs::ResolveError::Leaves
+            | crate::hostfs::ResolveError::Loop),
+        ) => Err(format!("{s:?} {e}")),
         _ => Ok(joined),
     }
 }
