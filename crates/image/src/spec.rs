@@ -225,15 +225,12 @@ impl Spec {
             message: format!("cannot read the spec: {e}"),
             snippet: String::new(),
         })?;
-        let text = String::from_utf8(text).map_err(|e| SpecError {
+        let text = kiln_oci::textpos::decode(text).map_err(|e| SpecError {
             file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            message: format!(
-                "the spec is not UTF-8 (byte {})",
-                e.utf8_error().valid_up_to()
-            ),
-            snippet: String::new(),
+            line: e.line,
+            column: e.column,
+            message: e.message("the spec"),
+            snippet: e.snippet.clone(),
         })?;
         let mut spec = Spec::parse(path, &text)?;
         if let Some((lock, sha)) = crate::lock::Lock::load(&spec.dir)? {
