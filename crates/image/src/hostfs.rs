@@ -172,14 +172,17 @@ impl Root {
             let st = rfs::fstat(&fd).map_err(io_err)?;
             return Ok((Meta::of(&st), Some(fd)));
         }
-        let (last, parents) = r.comps.split_last().ok_or_else(|| io::Error::other("empty path"))?;
+        let (last, parents) = r
+            .comps
+            .split_last()
+            .ok_or_else(|| io::Error::other("empty path"))?;
         let parent = self.open_dir(parents)?;
         let st =
             rfs::statat(&parent, last.as_os_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(io_err)?;
         let meta = Meta::of(&st);
         if meta.kind == FileType::Directory {
-            let fd = rfs::openat(&parent, last.as_os_str(), DIR_FLAGS, Mode::empty())
-                .map_err(io_err)?;
+            let fd =
+                rfs::openat(&parent, last.as_os_str(), DIR_FLAGS, Mode::empty()).map_err(io_err)?;
             let st = rfs::fstat(&fd).map_err(io_err)?;
             return Ok((Meta::of(&st), Some(fd)));
         }
@@ -294,8 +297,7 @@ pub fn list(fd: &OwnedFd) -> io::Result<Vec<(OsString, Meta)>> {
             continue;
         }
         let name = OsString::from_vec(name.to_vec());
-        let st =
-            rfs::statat(fd, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(io_err)?;
+        let st = rfs::statat(fd, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(io_err)?;
         out.push((name, Meta::of(&st)));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -402,27 +404,94 @@ mod tests {
     fn resolves_inside_and_refuses_outside() {
         let (_t, r, _) = root();
         let ok = |s: &str| r.resolve(s).unwrap_or_else(|e| panic!("{s}: {e}"));
-        assert_eq!(ok("."), Resolved { comps: vec![], dir: true });
-        assert_eq!(ok("./"), Resolved { comps: vec![], dir: true });
-        assert_eq!(ok("www/.."), Resolved { comps: vec![], dir: true });
-        assert_eq!(ok("www/"), Resolved { comps: comps(&["www"]), dir: true });
-        assert_eq!(ok("alias/"), Resolved { comps: comps(&["www"]), dir: true });
-        assert_eq!(ok("absalias/."), Resolved { comps: comps(&["www"]), dir: true });
-        assert_eq!(ok("dotdot/"), Resolved { comps: vec![], dir: true });
+        assert_eq!(
+            ok("."),
+            Resolved {
+                comps: vec![],
+                dir: true
+            }
+        );
+        assert_eq!(
+            ok("./"),
+            Resolved {
+                comps: vec![],
+                dir: true
+            }
+        );
+        assert_eq!(
+            ok("www/.."),
+            Resolved {
+                comps: vec![],
+                dir: true
+            }
+        );
+        assert_eq!(
+            ok("www/"),
+            Resolved {
+                comps: comps(&["www"]),
+                dir: true
+            }
+        );
+        assert_eq!(
+            ok("alias/"),
+            Resolved {
+                comps: comps(&["www"]),
+                dir: true
+            }
+        );
+        assert_eq!(
+            ok("absalias/."),
+            Resolved {
+                comps: comps(&["www"]),
+                dir: true
+            }
+        );
+        assert_eq!(
+            ok("dotdot/"),
+            Resolved {
+                comps: vec![],
+                dir: true
+            }
+        );
         // The last component unfollowed: a symlink stays a symlink.
-        assert_eq!(ok("etc"), Resolved { comps: comps(&["etc"]), dir: false });
-        assert_eq!(ok("alias"), Resolved { comps: comps(&["alias"]), dir: false });
-        assert_eq!(ok("alias/f"), Resolved { comps: comps(&["www", "f"]), dir: false });
-        for bad in ["etc/", "etc/.", "etc/passwd", "up/", "up/secret", "etc/ssl/.."] {
+        assert_eq!(
+            ok("etc"),
+            Resolved {
+                comps: comps(&["etc"]),
+                dir: false
+            }
+        );
+        assert_eq!(
+            ok("alias"),
+            Resolved {
+                comps: comps(&["alias"]),
+                dir: false
+            }
+        );
+        assert_eq!(
+            ok("alias/f"),
+            Resolved {
+                comps: comps(&["www", "f"]),
+                dir: false
+            }
+        );
+        for bad in [
+            "etc/",
+            "etc/.",
+            "etc/passwd",
+            "up/",
+            "up/secret",
+            "etc/ssl/..",
+        ] {
             let e = r.resolve(bad).unwrap_err();
-            assert!(
-                matches!(e, ResolveError::Escapes { .. }),
-                "{bad}: {e}"
-            );
+            assert!(matches!(e, ResolveError::Escapes { .. }), "{bad}: {e}");
         }
         assert!(matches!(r.resolve(".."), Err(ResolveError::Leaves)));
         assert!(matches!(r.resolve("loop/"), Err(ResolveError::Loop)));
-        assert!(matches!(r.resolve("flink/"), Err(ResolveError::NotDir { .. })));
+        assert!(matches!(
+            r.resolve("flink/"),
+            Err(ResolveError::NotDir { .. })
+        ));
         assert!(r.resolve("nope/x").unwrap_err().is_not_found());
     }
 

@@ -178,9 +178,13 @@ pub fn collect(spec: &Spec, lower: &dyn tree::Lookup, threads: usize) -> Result<
             BuildError::Spec(spec.error_at(&f.dst_loc, format!("files[{}].dst: {m}", f.index)))
         })?;
         let read_link = || root.read_link(&r.comps);
-        add_entry(spec, f, &host, &dst, &meta, read_link, &mut layer, &mut links)?;
+        add_entry(
+            spec, f, &host, &dst, &meta, read_link, &mut layer, &mut links,
+        )?;
         if let (true, Some(fd)) = (is_dir, dir_fd) {
-            walk_parallel(spec, f, &root, &r.comps, fd, &dst, &mut layer, &mut links, threads)?;
+            walk_parallel(
+                spec, f, &root, &r.comps, fd, &dst, &mut layer, &mut links, threads,
+            )?;
         }
     }
     // Hard links among copied files stay hard links: the first path (in
@@ -275,8 +279,7 @@ fn walk_parallel(
                         std::thread::yield_now();
                         continue;
                     };
-                    let res =
-                        walk_level(spec, f, root, &rel, None, &child, &mut t, &mut l, depth);
+                    let res = walk_level(spec, f, root, &rel, None, &child, &mut t, &mut l, depth);
                     let res = res.map(|subs| {
                         if let Ok(mut q) = queue.lock() {
                             q.extend(subs.into_iter().map(|(h, c)| (h, c, depth + 1)));
@@ -439,11 +442,9 @@ fn add_entry(
         FileType::RegularFile => {
             // Normalise: the spec's mode, else 0755 if the source is executable
             // by anyone, else 0644 — so the umask cannot change the digest.
-            let mode = f.mode.unwrap_or(if meta.mode & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            });
+            let mode = f
+                .mode
+                .unwrap_or(if meta.mode & 0o111 != 0 { 0o755 } else { 0o644 });
             if meta.nlink > 1 {
                 links
                     .entry((meta.key.dev, meta.key.ino))
@@ -652,7 +653,8 @@ mod tests {
         fs::write(spec_dir.join("tree/sub/b"), "b").unwrap();
         fs::create_dir_all(base.join("outside")).unwrap();
         fs::write(base.join("outside/secret"), "host secret").unwrap();
-        let text = "[image]\nname = \"t\"\ntag = \"1\"\n\n[[files]]\nsrc = \"tree/\"\ndst = \"/t\"\n";
+        let text =
+            "[image]\nname = \"t\"\ntag = \"1\"\n\n[[files]]\nsrc = \"tree/\"\ndst = \"/t\"\n";
         let path = spec_dir.join("kiln.toml");
         fs::write(&path, text).unwrap();
         let spec = Spec::parse(&path, text).unwrap();
@@ -698,8 +700,7 @@ mod tests {
         // A FIFO in place of a file: refused, without blocking on the open.
         let a = spec.dir.join("tree/a");
         fs::remove_file(&a).unwrap();
-        rustix::fs::mkfifoat(rustix::fs::CWD, &a, rustix::fs::Mode::from_raw_mode(0o644))
-            .unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, &a, rustix::fs::Mode::from_raw_mode(0o644)).unwrap();
         let e = hash_files(&mut layer, &cache, 1, &|_| {}).unwrap_err();
         assert!(e.to_string().contains("regular file"), "{e}");
         // A parent directory replaced by a symlink to outside holding a

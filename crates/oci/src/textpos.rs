@@ -88,7 +88,10 @@ mod tests {
     fn non_utf8_is_located() {
         let e = decode(b"a = 1\nb\xc3\xa9 = \"x\xffy\"\n".to_vec()).unwrap_err();
         assert_eq!((e.line, e.column, e.offset, e.byte), (2, 8, 14, 0xff));
-        assert_eq!(e.snippet, "\n    | b\u{e9} = \"x\u{fffd}y\"\n    |        ^");
+        assert_eq!(
+            e.snippet,
+            "\n    | b\u{e9} = \"x\u{fffd}y\"\n    |        ^"
+        );
         assert!(e.message("kiln.toml").contains("byte 0xff at offset 14"));
         let e = decode(vec![0x80]).unwrap_err();
         assert_eq!((e.line, e.column, e.offset), (1, 1, 0));

@@ -774,7 +774,10 @@ mod tests {
             ("", "an empty file"),
             ("  \n", "an empty file"),
             ("\0\x01\x02abc", "binary data"),
-            ("Bag Attributes\n-----BEGIN PRIVATE KEY-----\n", "text before"),
+            (
+                "Bag Attributes\n-----BEGIN PRIVATE KEY-----\n",
+                "text before",
+            ),
         ] {
             let e = PrivateKey::from_pem(text, None).unwrap_err();
             assert!(matches!(e, TrustError::NotPem { .. }), "{e}");
@@ -783,11 +786,17 @@ mod tests {
             assert!(m.contains("PEM") && m.contains(found), "{m}");
             assert!(!m.contains("NUL"), "{m}");
             let e = PublicKey::from_pem(text).unwrap_err().to_string();
-            assert!(e.contains("not a recognised key") && e.contains(found), "{e}");
+            assert!(
+                e.contains("not a recognised key") && e.contains(found),
+                "{e}"
+            );
         }
         // A BEGIN line with a broken body is still reported as bad PEM.
         assert!(matches!(
-            PrivateKey::from_pem("-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n", None),
+            PrivateKey::from_pem(
+                "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n",
+                None
+            ),
             Err(TrustError::Pem(_))
         ));
         let pubpem = both()[0].public_key().to_pem();

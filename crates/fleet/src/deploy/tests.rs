@@ -478,9 +478,7 @@ fn load_reports_unreadable_and_non_utf8() {
         "{e}"
     );
     assert_eq!((e.line, e.column), (2, 1), "{e}");
-    std::fs::write(f.path(), b"[service.web]
-image = "aÿb"
-").unwrap();
+    std::fs::write(f.path(), b"[service.web]\nimage = \"a\xffb\"\n").unwrap();
     let e = Deployment::load(&f.path()).unwrap_err();
     assert!(e.to_string().contains(":2:11: "), "{e}");
     assert!(e.to_string().contains("    |           ^"), "{e}");

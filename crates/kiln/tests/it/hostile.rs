@@ -281,7 +281,11 @@ fn symlinked_source_directories_are_refused_at_every_level() {
         symlink("/etc", e.spec_dir().join("etclink")).unwrap();
         fails(
             &e,
-            &["files[1].src", "outside the spec's directory", "etclink -> /etc"],
+            &[
+                "files[1].src",
+                "outside the spec's directory",
+                "etclink -> /etc",
+            ],
         );
     }
     // A chain of in-tree links whose last hop leaves.
@@ -291,7 +295,10 @@ fn symlinked_source_directories_are_refused_at_every_level() {
     symlink("sub/../hop3", e.spec_dir().join("hop2")).unwrap();
     fs::create_dir(e.spec_dir().join("sub")).unwrap();
     symlink(&o, e.spec_dir().join("hop3")).unwrap();
-    fails(&e, &["files[1].src", "outside the spec's directory", "hop3"]);
+    fails(
+        &e,
+        &["files[1].src", "outside the spec's directory", "hop3"],
+    );
     // A relative chain climbing out with `..`.
     let e = with_www_src("up/");
     outside(&e);
@@ -343,7 +350,11 @@ fn a_non_utf8_spec_names_the_line_and_column() {
     let e = Env::new();
     let mut b = e.spec_text().into_bytes();
     // Line 5 is `name = "hello"`: corrupt the `e` of hello (column 10).
-    let at = b.windows(14).position(|w| w == b"name = \"hello\"").unwrap() + 9;
+    let at = b
+        .windows(14)
+        .position(|w| w == b"name = \"hello\"")
+        .unwrap()
+        + 9;
     b[at] = 0xff;
     fs::write(e.spec(), b).unwrap();
     let err = fails(&e, &["kiln.toml:5:10", "not UTF-8", "0xff"]);
@@ -361,10 +372,7 @@ fn a_key_file_that_is_not_a_key_says_so() {
     ] {
         let k = e.path().join("notakey.key");
         fs::write(&k, body).unwrap();
-        let o = run(e
-            .kiln()
-            .args(["sign", "hello:1.0.0", "--key"])
-            .arg(&k));
+        let o = run(e.kiln().args(["sign", "hello:1.0.0", "--key"]).arg(&k));
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{err}");
         assert!(err.contains("not a recognised key"), "{err}");
