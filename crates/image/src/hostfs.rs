@@ -156,6 +156,21 @@ impl Root {
         Ok(cur)
     }
 
+    /// Read the regular file `name` directly in the root, without following
+    /// a symlink or blocking, at most `cap` bytes; `None` if it does not exist.
+    pub fn read_file(&self, name: &str, cap: u64) -> io::Result<Option<Vec<u8>>> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        match rfs::openat(&self.fd, name, flags, Mode::empty()) {
+            Ok(fd) => read_bounded(fd, cap).map(Some),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(rustix::io::Errno::LOOP) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is a symlink; it must be a regular file in the spec's directory",
+            )),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
     /// The target of the symlink at `comps`.
     pub fn read_link(&self, comps: &[OsString]) -> io::Result<OsString> {
         let (last, parents) = comps
@@ -283,6 +298,56 @@ fn split(p: &OsStr) -> impl Iterator<Item = OsString> + '_ {
         .split(|b| *b == b'/')
         .filter(|c| !c.is_empty() && *c != b".")
         .map(|c| OsString::from_vec(c.to_vec()))
+}
+
+/// The most a spec or lock file may hold.
+pub const MAX_TEXT: u64 = 4 << 20;
+
+fn kind_name(k: FileType) -> &'static str {
+    match k {
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symlink",
+        FileType::Fifo => "a fifo",
+        FileType::Socket => "a socket",
+        FileType::BlockDevice | FileType::CharacterDevice => "a device node",
+        _ => "of an unknown type",
+    }
+}
+
+/// Read the regular file `fd`, at most `cap` bytes.
+fn read_bounded(fd: OwnedFd, cap: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let m = Meta::of(&rfs::fstat(&fd).map_err(io_err)?);
+    if m.kind != FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("is {}, not a regular file", kind_name(m.kind)),
+        ));
+    }
+    let too_big = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("is larger than {cap} bytes"),
+        )
+    };
+    if m.key.size > cap {
+        return Err(too_big());
+    }
+    let mut v = Vec::new();
+    File::from(fd).take(cap + 1).read_to_end(&mut v)?;
+    if v.len() as u64 > cap {
+        return Err(too_big());
+    }
+    Ok(v)
+}
+
+/// Read a file the user named (a symlink is followed: they chose it),
+/// refusing anything but a regular file and more than `cap` bytes, and
+/// never blocking on a FIFO.
+pub fn read_named(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rfs::open(path, flags, Mode::empty()).map_err(io_err)?;
+    read_bounded(fd, cap)
 }
 
 /// One directory's entries (names and metadata, not following symlinks),
@@ -518,6 +583,29 @@ mod tests {
         symlink("www2", spec.join("www")).unwrap();
         assert!(open_host(&f, &key).is_err());
         assert!(open_walk(&f, flags).is_err());
+    }
+
+    #[test]
+    fn bounded_reads_refuse_links_fifos_devices_and_big_files() {
+        let (t, r, spec) = root();
+        std::fs::write(spec.join("ok"), "hello").unwrap();
+        assert_eq!(r.read_file("ok", 5).unwrap().unwrap(), b"hello");
+        assert!(r.read_file("nope", 5).unwrap().is_none());
+        let e = r.read_file("ok", 4).unwrap_err().to_string();
+        assert!(e.contains("larger than 4 bytes"), "{e}");
+        symlink(t.path().join("outside/secret"), spec.join("lnk")).unwrap();
+        let e = r.read_file("lnk", 99).unwrap_err().to_string();
+        assert!(e.contains("symlink"), "{e}");
+        rfs::mkfifoat(&r.fd, "fifo", Mode::from_raw_mode(0o644)).unwrap();
+        let e = r.read_file("fifo", 99).unwrap_err().to_string();
+        assert!(e.contains("a fifo, not a regular file"), "{e}");
+        let e = read_named(Path::new("/dev/zero"), 99)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a device node"), "{e}");
+        let e = read_named(&spec.join("fifo"), 99).unwrap_err().to_string();
+        assert!(e.contains("a fifo"), "{e}");
+        assert_eq!(read_named(&spec.join("lnk"), 99).unwrap(), b"s");
     }
 
     #[test]

@@ -218,13 +218,14 @@ pub struct Spec {
 impl Spec {
     /// Read and validate the spec at `path`.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let text = std::fs::read(path).map_err(|e| SpecError {
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read the spec: {e}"),
-            snippet: String::new(),
-        })?;
+        let text =
+            crate::hostfs::read_named(path, crate::hostfs::MAX_TEXT).map_err(|e| SpecError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the spec: {e}"),
+                snippet: String::new(),
+            })?;
         let text = kiln_oci::textpos::decode(text).map_err(|e| SpecError {
             file: path.to_path_buf(),
             line: e.line,
@@ -655,6 +656,47 @@ mod tests {
             assert!(e.to_string().contains(want), "{e}");
             assert_eq!((e.line, e.column), (line, col), "{e}");
         }
+    }
+
+    #[test]
+    fn sources_and_debs_may_not_leave_through_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(d.path()).unwrap();
+        std::fs::create_dir(dir.join("www")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("etclink")).unwrap();
+        std::os::unix::fs::symlink("www", dir.join("alias")).unwrap();
+        for ok in [
+            ".",
+            "./",
+            "www/..",
+            "www/",
+            "alias/",
+            "etclink",
+            "missing/x",
+        ] {
+            resolve_src(&dir, ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "etclink/",
+            "etclink/.",
+            "etclink/passwd",
+            "alias/../etclink/ssl/",
+        ] {
+            let e = resolve_src(&dir, bad).unwrap_err();
+            assert!(e.contains("outside the spec's directory"), "{bad}: {e}");
+            assert!(e.contains("etclink -> /etc"), "{bad}: {e}");
+        }
+        let p = dir.join("kiln.toml");
+        let e = Spec::parse(
+            &p,
+            &format!(
+                "{MIN}[[debs]]\npath = \"etclink/x.deb\"\nsha256 = \"{}\"\n",
+                "0".repeat(64)
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("debs[0].path"), "{e}");
+        assert_eq!((e.line, e.column), (5, 8), "{e}");
     }
 
     #[test]
