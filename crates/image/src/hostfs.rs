@@ -608,6 +608,34 @@ mod tests {
         assert_eq!(read_named(&spec.join("lnk"), 99).unwrap(), b"s");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn resolution_never_leaves_the_root(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "www", "sub", "..", ".", "", "alias", "absalias", "etc", "up",
+                    "dotdot", "loop", "f", "flink", "nope",
+                ]),
+                0..8,
+            ),
+            slash in proptest::bool::ANY,
+        ) {
+            let (_t, r, spec) = root();
+            let mut path = parts.join("/");
+            if slash {
+                path.push('/');
+            }
+            if let Ok(res) = r.resolve(&path) {
+                proptest::prop_assert!(res.comps.iter().all(|c| c != ".." && c != "."));
+                let host = r.host(&res.comps);
+                let dir = if res.dir { host.as_path() } else { host.parent().unwrap_or(&spec) };
+                if let Ok(real) = std::fs::canonicalize(dir) {
+                    proptest::prop_assert!(real.starts_with(&spec), "{path} -> {}", real.display());
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_fifo_swapped_in_does_not_block() {
         let (_t, _r, spec) = root();
