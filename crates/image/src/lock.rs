@@ -166,7 +166,7 @@ mod tests {
         std::fs::remove_file(d.path().join(LOCK_FILE)).unwrap();
         rustix::fs::mkfifoat(
             rustix::fs::CWD,
-            &d.path().join(LOCK_FILE),
+            d.path().join(LOCK_FILE),
             rustix::fs::Mode::from_raw_mode(0o644),
         )
         .unwrap();
