@@ -461,14 +461,12 @@ impl Deployment {
     pub fn load(path: &Path) -> Result<Deployment, DeployError> {
         let bytes = std::fs::read(path)
             .map_err(|e| error_unlocated(path, format!("cannot read the deploy file: {e}")))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            error_unlocated(
-                path,
-                format!(
-                    "the deploy file is not UTF-8 (byte {})",
-                    e.utf8_error().valid_up_to()
-                ),
-            )
+        let text = kiln_oci::textpos::decode(bytes).map_err(|e| DeployError {
+            file: path.to_path_buf(),
+            line: e.line,
+            column: e.column,
+            message: e.message("the deploy file"),
+            snippet: e.snippet.clone(),
         })?;
         Deployment::parse(path, &text)
     }

@@ -1,7 +1,7 @@
 //! Writing a [`Tree`] as one layer blob, with a cache keyed by the digest of
 //! everything that determines the blob's bytes.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -174,7 +174,7 @@ fn copy_host<W: Write>(
             message: "the file changed during the build; build again".into(),
         })
     };
-    let mut f = File::open(host).map_err(|e| WriteErr::Build(BuildError::io(host, e)))?;
+    let mut f = crate::source::open_host(host, key).map_err(WriteErr::Build)?;
     let before = f
         .metadata()
         .map_err(|e| WriteErr::Build(BuildError::io(host, e)))?;

@@ -12,6 +12,7 @@ pub mod build;
 pub mod compress;
 pub mod debs;
 pub mod export;
+pub mod hostfs;
 pub mod inputs;
 pub mod layer;
 pub mod lock;

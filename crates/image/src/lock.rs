@@ -59,11 +59,25 @@ impl Lock {
     /// The lock beside `spec_dir`, if there is one.
     pub fn load(spec_dir: &Path) -> Result<Option<(Lock, String)>, SpecError> {
         let path = spec_dir.join(LOCK_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+        // Read beside the spec, not through a symlink (which could point
+        // anywhere on the build host), bounded, never blocking on a FIFO.
+        let root = match crate::hostfs::Root::open(spec_dir) {
+            Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err(&path, format!("cannot read the lock file: {e}"))),
         };
+        let bytes = match root.read_file(LOCK_FILE, crate::hostfs::MAX_TEXT) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(err(&path, format!("cannot read the lock file: {e}"))),
+        };
+        let text = kiln_oci::textpos::decode(bytes).map_err(|e| SpecError {
+            file: path.clone(),
+            line: e.line,
+            column: e.column,
+            message: e.message("the lock file"),
+            snippet: e.snippet.clone(),
+        })?;
         let lock: Lock =
             toml::from_str(&text).map_err(|e| err(&path, e.message().trim().to_string()))?;
         for d in &lock.deb {
@@ -144,5 +158,23 @@ mod tests {
         let e = Lock::load(d.path()).unwrap_err();
         assert!(e.message.contains("sha256"), "{}", e.message);
         assert!(Lock::load(&d.path().join("none")).unwrap().is_none());
+        // Not through a symlink, not a FIFO, located when not UTF-8.
+        std::fs::remove_file(d.path().join(LOCK_FILE)).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join(LOCK_FILE)).unwrap();
+        let e = Lock::load(d.path()).unwrap_err();
+        assert!(e.message.contains("symlink"), "{}", e.message);
+        std::fs::remove_file(d.path().join(LOCK_FILE)).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            d.path().join(LOCK_FILE),
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        let e = Lock::load(d.path()).unwrap_err();
+        assert!(e.message.contains("fifo"), "{}", e.message);
+        std::fs::remove_file(d.path().join(LOCK_FILE)).unwrap();
+        std::fs::write(d.path().join(LOCK_FILE), b"[[deb]]\npackage = \"\xff\"\n").unwrap();
+        let e = Lock::load(d.path()).unwrap_err();
+        assert_eq!((e.line, e.column), (2, 12), "{e}");
     }
 }

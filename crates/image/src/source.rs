@@ -3,9 +3,11 @@
 //! an unchanged tree is recognised without reading a byte.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +15,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
 
+use rustix::fs::FileType;
+
 use crate::BuildError;
+use crate::hostfs::{self, Meta, Root};
 use crate::spec::{FileSpec, Spec};
 use crate::tarw::EntryType;
 use crate::tree::{self, Content, Node, Origin, Tree};
@@ -125,16 +130,30 @@ impl HashCache {
 
 /// Collect the files layer from the spec's `[[files]]` (metadata only; see
 /// [`hash_files`]). `lower` is the filesystem beneath (for symlinked parents).
+///
+/// Sources are read through [`hostfs`]: the spec directory is opened once,
+/// each source is resolved inside it (a symlink leaving it is refused),
+/// and every directory below is opened relative to its parent's handle
+/// without following symlinks, so nothing outside the spec directory is
+/// ever listed or read, even if the tree changes during the build.
 pub fn collect(spec: &Spec, lower: &dyn tree::Lookup, threads: usize) -> Result<Tree, BuildError> {
+    let root = Root::open(&spec.dir).map_err(|e| BuildError::io(&spec.dir, e))?;
     let mut layer = Tree::new();
     let mut links = Links::new();
     for f in &spec.files {
-        let meta = fs::symlink_metadata(&f.src).map_err(|e| {
-            BuildError::Spec(spec.error_at(
-                &f.src_loc,
-                format!("files[{}].src: {}: {e}", f.index, f.src.display()),
-            ))
+        let src_err = |m: String| {
+            BuildError::Spec(spec.error_at(&f.src_loc, format!("files[{}].src: {m}", f.index)))
+        };
+        let r = root.resolve(&f.src_text).map_err(|e| match &e {
+            hostfs::ResolveError::Io { source, .. } => {
+                src_err(format!("{}: {source}", f.src.display()))
+            }
+            _ => src_err(format!("{:?} {e}", f.src_text)),
         })?;
+        let (meta, dir_fd) = root
+            .stat(&r)
+            .map_err(|e| src_err(format!("{}: {e}", f.src.display())))?;
+        let host = root.host(&r.comps);
         let dst = if f.dst.ends_with('/') {
             let base = f
                 .src
@@ -145,7 +164,8 @@ pub fn collect(spec: &Spec, lower: &dyn tree::Lookup, threads: usize) -> Result<
         } else {
             f.dst.clone()
         };
-        if dst == "/" && !meta.is_dir() {
+        let is_dir = meta.kind == FileType::Directory;
+        if dst == "/" && !is_dir {
             return Err(BuildError::Spec(spec.error_at(
                 &f.dst_loc,
                 format!(
@@ -157,9 +177,14 @@ pub fn collect(spec: &Spec, lower: &dyn tree::Lookup, threads: usize) -> Result<
         let dst = tree::resolve_parents(lower, &dst).map_err(|m| {
             BuildError::Spec(spec.error_at(&f.dst_loc, format!("files[{}].dst: {m}", f.index)))
         })?;
-        add_entry(spec, f, &f.src, &dst, &meta, &mut layer, &mut links)?;
-        if meta.is_dir() {
-            walk_parallel(spec, f, &dst, &mut layer, &mut links, threads)?;
+        let read_link = || root.read_link(&r.comps);
+        add_entry(
+            spec, f, &host, &dst, &meta, read_link, &mut layer, &mut links,
+        )?;
+        if let (true, Some(fd)) = (is_dir, dir_fd) {
+            walk_parallel(
+                spec, f, &root, &r.comps, fd, &dst, &mut layer, &mut links, threads,
+            )?;
         }
     }
     // Hard links among copied files stay hard links: the first path (in
@@ -187,12 +212,21 @@ const MAX_DEPTH: usize = 256;
 
 type Links = HashMap<(u64, u64), Vec<String>>;
 
-/// Walk the directory source of `f`: its top level here, its
-/// subdirectories on `threads` cores, merged into `layer` (conflicts with
-/// other `[[files]]` entries are detected at the merge).
+/// A directory still to list: its components from the spec directory, its
+/// image path and its depth below the source.
+type Pending = (Vec<OsString>, String, usize);
+
+/// Walk the directory source of `f` (open as `fd`, at `comps` below the
+/// root): its top level here, its subdirectories on `threads` cores,
+/// merged into `layer` (conflicts with other `[[files]]` entries are
+/// detected at the merge).
+#[allow(clippy::too_many_arguments)]
 fn walk_parallel(
     spec: &Spec,
     f: &FileSpec,
+    root: &Root,
+    comps: &[OsString],
+    fd: OwnedFd,
     dst: &str,
     layer: &mut Tree,
     links: &mut Links,
@@ -200,11 +234,21 @@ fn walk_parallel(
 ) -> Result<(), BuildError> {
     let mut top = Tree::new();
     let mut top_links = Links::new();
-    let subdirs = walk_level(spec, f, &f.src, dst, &mut top, &mut top_links, 0)?;
+    let subdirs = walk_level(
+        spec,
+        f,
+        root,
+        comps,
+        Some(fd),
+        dst,
+        &mut top,
+        &mut top_links,
+        0,
+    )?;
     // A shared queue of directories: each worker lists one, queues its
     // subdirectories, and keeps its entries in its own tree (merged below),
     // so one huge subtree (usr/share/doc) is spread over every core.
-    let queue: Mutex<Vec<(PathBuf, String, usize)>> =
+    let queue: Mutex<Vec<Pending>> =
         Mutex::new(subdirs.into_iter().map(|(h, c)| (h, c, 1)).collect());
     let busy = AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
@@ -228,14 +272,14 @@ fn walk_parallel(
                         }
                         Err(_) => break Ok(()),
                     };
-                    let Some((host, child, depth)) = item else {
+                    let Some((rel, child, depth)) = item else {
                         if busy.load(Ordering::SeqCst) == 0 {
                             break Ok(());
                         }
                         std::thread::yield_now();
                         continue;
                     };
-                    let res = walk_level(spec, f, &host, &child, &mut t, &mut l, depth);
+                    let res = walk_level(spec, f, root, &rel, None, &child, &mut t, &mut l, depth);
                     let res = res.map(|subs| {
                         if let Ok(mut q) = queue.lock() {
                             q.extend(subs.into_iter().map(|(h, c)| (h, c, depth + 1)));
@@ -289,31 +333,56 @@ fn walk_parallel(
     Ok(())
 }
 
-/// Add the entries of one directory; return its subdirectories.
+#[cfg(test)]
+type LevelHook = Box<dyn Fn(&Path) + Send + Sync>;
+
+/// Tests: run before each directory is opened (to change the tree mid-walk).
+#[cfg(test)]
+static BEFORE_LEVEL: Mutex<Option<LevelHook>> = Mutex::new(None);
+
+/// Add the entries of the directory at `comps` (open as `fd` when given,
+/// else opened here one component at a time without following symlinks);
+/// return its subdirectories.
+#[allow(clippy::too_many_arguments)]
 fn walk_level(
     spec: &Spec,
     f: &FileSpec,
-    dir: &Path,
+    root: &Root,
+    comps: &[OsString],
+    fd: Option<OwnedFd>,
     dst: &str,
     layer: &mut Tree,
     links: &mut Links,
     depth: usize,
-) -> Result<Vec<(PathBuf, String)>, BuildError> {
+) -> Result<Vec<(Vec<OsString>, String)>, BuildError> {
+    let dir = root.host(comps);
     if depth > MAX_DEPTH {
         return Err(BuildError::Source {
-            path: dir.to_path_buf(),
+            path: dir,
             message: format!("directory nesting deeper than {MAX_DEPTH} levels"),
         });
     }
-    let rd = fs::read_dir(dir).map_err(|e| BuildError::io(dir, e))?;
-    let mut entries = Vec::new();
-    for e in rd {
-        entries.push(e.map_err(|e| BuildError::io(dir, e))?);
+    #[cfg(test)]
+    if let Ok(h) = BEFORE_LEVEL.lock()
+        && let Some(h) = h.as_ref()
+    {
+        h(&dir);
     }
-    entries.sort_by_key(|e| e.file_name());
+    let fd = match fd {
+        Some(fd) => fd,
+        None => root.open_dir(comps).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP | libc::ENOTDIR) => BuildError::Source {
+                path: dir.clone(),
+                message: "is no longer a directory (replaced by a symlink or a file during the \
+                          build); refusing to follow it"
+                    .into(),
+            },
+            _ => BuildError::io(&dir, e),
+        })?,
+    };
+    let entries = hostfs::list(&fd).map_err(|e| BuildError::io(&dir, e))?;
     let mut subdirs = Vec::new();
-    for entry in entries {
-        let name = entry.file_name();
+    for (name, meta) in entries {
         let host = dir.join(&name);
         let Some(n) = name.to_str() else {
             return Err(BuildError::Source {
@@ -326,91 +395,91 @@ fn walk_level(
         } else {
             format!("{dst}/{n}")
         };
-        // fstatat relative to the open directory: no full path walk per file.
-        let meta = entry.metadata().map_err(|e| BuildError::io(&host, e))?;
-        add_entry(spec, f, &host, &child, &meta, layer, links)?;
-        if meta.is_dir() {
-            subdirs.push((host, child));
+        let read_link = || hostfs::read_link(&fd, &name);
+        add_entry(spec, f, &host, &child, &meta, read_link, layer, links)?;
+        if meta.kind == FileType::Directory {
+            let mut sub = comps.to_vec();
+            sub.push(name);
+            subdirs.push((sub, child));
         }
     }
     Ok(subdirs)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn add_entry(
     spec: &Spec,
     f: &FileSpec,
     host: &Path,
     dst: &str,
-    meta: &fs::Metadata,
+    meta: &Meta,
+    read_link: impl FnOnce() -> std::io::Result<OsString>,
     layer: &mut Tree,
     links: &mut Links,
 ) -> Result<(), BuildError> {
-    let ft = meta.file_type();
     let (uid, gid) = f.owner.unwrap_or((0, 0));
-    let node = if ft.is_dir() {
-        Node::dir(f.dir_mode.unwrap_or(0o755), uid, gid, Origin::Spec)
-    } else if ft.is_symlink() {
-        let target = fs::read_link(host).map_err(|e| BuildError::io(host, e))?;
-        let target = target.to_str().ok_or_else(|| BuildError::Source {
-            path: host.to_path_buf(),
-            message: "the symlink target is not UTF-8".into(),
-        })?;
-        Node {
-            kind: EntryType::Symlink,
-            mode: 0o777,
-            uid,
-            gid,
-            size: 0,
-            sha256: None,
-            sha1: None,
-            link: Some(target.to_string()),
-            origin: Origin::Spec,
-            content: Content::None,
+    let node = match meta.kind {
+        FileType::Directory => Node::dir(f.dir_mode.unwrap_or(0o755), uid, gid, Origin::Spec),
+        FileType::Symlink => {
+            let target = read_link().map_err(|e| BuildError::io(host, e))?;
+            let target = target.to_str().ok_or_else(|| BuildError::Source {
+                path: host.to_path_buf(),
+                message: "the symlink target is not UTF-8".into(),
+            })?;
+            Node {
+                kind: EntryType::Symlink,
+                mode: 0o777,
+                uid,
+                gid,
+                size: 0,
+                sha256: None,
+                sha1: None,
+                link: Some(target.to_string()),
+                origin: Origin::Spec,
+                content: Content::None,
+            }
         }
-    } else if ft.is_file() {
-        // Normalise: the spec's mode, else 0755 if the source is executable
-        // by anyone, else 0644 — so the umask cannot change the digest.
-        let mode = f.mode.unwrap_or(if meta.mode() & 0o111 != 0 {
-            0o755
-        } else {
-            0o644
-        });
-        if meta.nlink() > 1 {
-            links
-                .entry((meta.dev(), meta.ino()))
-                .or_default()
-                .push(dst.to_string());
+        FileType::RegularFile => {
+            // Normalise: the spec's mode, else 0755 if the source is executable
+            // by anyone, else 0644 — so the umask cannot change the digest.
+            let mode = f
+                .mode
+                .unwrap_or(if meta.mode & 0o111 != 0 { 0o755 } else { 0o644 });
+            if meta.nlink > 1 {
+                links
+                    .entry((meta.key.dev, meta.key.ino))
+                    .or_default()
+                    .push(dst.to_string());
+            }
+            Node {
+                kind: EntryType::File,
+                mode,
+                uid,
+                gid,
+                size: meta.key.size,
+                sha256: None,
+                sha1: None,
+                link: None,
+                origin: Origin::Spec,
+                content: Content::Host(host.to_path_buf(), meta.key),
+            }
         }
-        Node {
-            kind: EntryType::File,
-            mode,
-            uid,
-            gid,
-            size: meta.size(),
-            sha256: None,
-            sha1: None,
-            link: None,
-            origin: Origin::Spec,
-            content: Content::Host(host.to_path_buf(), StatKey::of(meta)),
+        kind => {
+            let what = match kind {
+                FileType::Fifo => "a fifo",
+                FileType::Socket => "a socket",
+                FileType::BlockDevice | FileType::CharacterDevice => "a device node",
+                _ => "of an unknown type",
+            };
+            return Err(BuildError::Spec(spec.error_at(
+                &f.src_loc,
+                format!(
+                    "files[{}].src: {} is {what}; only regular files, directories and symlinks can be copied",
+                    f.index,
+                    host.display()
+                ),
+            )));
         }
-    } else {
-        let what = if ft.is_fifo() {
-            "a fifo"
-        } else if ft.is_socket() {
-            "a socket"
-        } else if ft.is_block_device() || ft.is_char_device() {
-            "a device node"
-        } else {
-            "of an unknown type"
-        };
-        return Err(BuildError::Spec(spec.error_at(
-            &f.src_loc,
-            format!(
-                "files[{}].src: {} is {what}; only regular files, directories and symlinks can be copied",
-                f.index,
-                host.display()
-            ),
-        )));
     };
     // One traversal: insert, or find what is already there.
     match layer.entry(dst.to_string()) {
@@ -522,7 +591,7 @@ fn propagate_hardlinks(layer: &mut Tree) {
 }
 
 fn hash_host(host: &Path, key: &StatKey, buf: &mut [u8]) -> Result<Hashes, BuildError> {
-    let mut f = File::open(host).map_err(|e| BuildError::io(host, e))?;
+    let mut f = open_host(host, key)?;
     let mut a = sha2::Sha256::new();
     let mut b = sha1::Sha1::new();
     let mut n = 0u64;
@@ -545,8 +614,105 @@ fn hash_host(host: &Path, key: &StatKey, buf: &mut [u8]) -> Result<Hashes, Build
     Ok((a.finalize().into(), b.finalize().into()))
 }
 
+/// Open a host file recorded by [`collect`] for reading: by its
+/// symlink-free path without following any symlink, without blocking on a
+/// FIFO swapped in, and only if it is still the inode the walk recorded.
+pub fn open_host(host: &Path, key: &StatKey) -> Result<File, BuildError> {
+    hostfs::open_host(host, key).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => BuildError::Source {
+            path: host.to_path_buf(),
+            message: e.to_string(),
+        },
+        _ if e.raw_os_error() == Some(libc::ELOOP) => BuildError::Source {
+            path: host.to_path_buf(),
+            message: "a symlink appeared in its path during the build; refusing to follow it"
+                .into(),
+        },
+        _ => BuildError::io(host, e),
+    })
+}
+
 impl Content {
     fn is_none(&self) -> bool {
         matches!(self, Content::None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A spec directory copying `tree/`, and a secret outside it.
+    fn fixture() -> (tempfile::TempDir, Spec, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(t.path()).unwrap();
+        let spec_dir = base.join("spec");
+        fs::create_dir_all(spec_dir.join("tree/sub/deeper")).unwrap();
+        fs::write(spec_dir.join("tree/a"), "a").unwrap();
+        fs::write(spec_dir.join("tree/sub/b"), "b").unwrap();
+        fs::create_dir_all(base.join("outside")).unwrap();
+        fs::write(base.join("outside/secret"), "host secret").unwrap();
+        let text =
+            "[image]\nname = \"t\"\ntag = \"1\"\n\n[[files]]\nsrc = \"tree/\"\ndst = \"/t\"\n";
+        let path = spec_dir.join("kiln.toml");
+        fs::write(&path, text).unwrap();
+        let spec = Spec::parse(&path, text).unwrap();
+        (t, spec, base.join("outside"))
+    }
+
+    #[test]
+    fn a_directory_replaced_by_a_symlink_mid_walk_is_not_followed() {
+        let (_t, spec, outside) = fixture();
+        let sub = spec.dir.join("tree/sub");
+        let swapped = std::sync::atomic::AtomicBool::new(false);
+        let target = sub.clone();
+        let out = outside.clone();
+        // Between listing `tree/` (which saw `sub` as a directory) and
+        // opening `sub`, swap it for a symlink to a directory outside.
+        *BEFORE_LEVEL.lock().unwrap() = Some(Box::new(move |dir: &Path| {
+            if dir == target && !swapped.swap(true, Ordering::SeqCst) {
+                fs::rename(&target, target.with_extension("orig")).unwrap();
+                symlink(&out, &target).unwrap();
+            }
+        }));
+        let r = collect(&spec, &Tree::new(), 1);
+        *BEFORE_LEVEL.lock().unwrap() = None;
+        match r {
+            Ok(layer) => panic!(
+                "the walk followed the swapped symlink: {:?}",
+                layer.keys().collect::<Vec<_>>()
+            ),
+            Err(e) => {
+                let m = e.to_string();
+                assert!(m.contains("tree/sub"), "{m}");
+                assert!(m.contains("no longer a directory"), "{m}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_replaced_by_a_fifo_or_a_link_after_the_walk_is_refused() {
+        let (_t, spec, outside) = fixture();
+        let mut layer = collect(&spec, &Tree::new(), 1).unwrap();
+        assert!(layer.contains_key("/t/sub/b"));
+        let cache = HashCache::load(spec.dir.join("no-cache.json"));
+        // A FIFO in place of a file: refused, without blocking on the open.
+        let a = spec.dir.join("tree/a");
+        fs::remove_file(&a).unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, &a, rustix::fs::Mode::from_raw_mode(0o644)).unwrap();
+        let e = hash_files(&mut layer, &cache, 1, &|_| {}).unwrap_err();
+        assert!(e.to_string().contains("regular file"), "{e}");
+        // A parent directory replaced by a symlink to outside holding a
+        // file of the same name.
+        fs::remove_file(&a).unwrap();
+        fs::write(&a, "a").unwrap();
+        let mut layer = collect(&spec, &Tree::new(), 1).unwrap();
+        let sub = spec.dir.join("tree/sub");
+        fs::rename(&sub, sub.with_extension("orig")).unwrap();
+        fs::write(outside.join("b"), "b").unwrap();
+        symlink(&outside, &sub).unwrap();
+        let e = hash_files(&mut layer, &cache, 1, &|_| {}).unwrap_err();
+        assert!(e.to_string().contains("symlink"), "{e}");
     }
 }

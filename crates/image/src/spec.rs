@@ -152,8 +152,12 @@ pub enum Base {
 #[derive(Clone, Debug)]
 pub struct FileSpec {
     pub index: usize,
-    /// Absolute host path of the source (inside the spec directory).
+    /// Absolute host path of the source (inside the spec directory), as
+    /// written (symlinks unresolved: the build resolves `src_text` again,
+    /// without leaving the spec directory).
     pub src: PathBuf,
+    /// The source as written in the spec.
+    pub(crate) src_text: String,
     /// Normalised absolute image path, e.g. `/bin/busybox`.
     pub dst: String,
     /// For a file: its mode. For a directory: the mode of the regular files under it.
@@ -214,22 +218,20 @@ pub struct Spec {
 impl Spec {
     /// Read and validate the spec at `path`.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let text = std::fs::read(path).map_err(|e| SpecError {
+        let text =
+            crate::hostfs::read_named(path, crate::hostfs::MAX_TEXT).map_err(|e| SpecError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the spec: {e}"),
+                snippet: String::new(),
+            })?;
+        let text = kiln_oci::textpos::decode(text).map_err(|e| SpecError {
             file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read the spec: {e}"),
-            snippet: String::new(),
-        })?;
-        let text = String::from_utf8(text).map_err(|e| SpecError {
-            file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            message: format!(
-                "the spec is not UTF-8 (byte {})",
-                e.utf8_error().valid_up_to()
-            ),
-            snippet: String::new(),
+            line: e.line,
+            column: e.column,
+            message: e.message("the spec"),
+            snippet: e.snippet.clone(),
         })?;
         let mut spec = Spec::parse(path, &text)?;
         if let Some((lock, sha)) = crate::lock::Lock::load(&spec.dir)? {
@@ -352,6 +354,7 @@ impl Spec {
             files.push(FileSpec {
                 index: i,
                 src,
+                src_text: f.src.get_ref().clone(),
                 dst,
                 mode,
                 dir_mode,
@@ -548,13 +551,20 @@ fn resolve_src(dir: &Path, s: &str) -> Result<PathBuf, String> {
         }
     }
     let joined = dir.join(p);
-    // The parent must resolve inside the spec dir; the final component is
-    // examined later (lstat), so a top-level symlink is copied as a symlink.
-    let parent = joined.parent().unwrap_or(dir);
-    match std::fs::canonicalize(parent) {
-        Ok(real) if !real.starts_with(dir) => Err(format!(
-            "{s:?} resolves outside the spec's directory through a symlink"
-        )),
+    // Symlinks on the way must stay inside the spec directory (the last
+    // component is examined later with lstat, so a top-level symlink is
+    // copied as a symlink, unless the path says "the directory": `d/`,
+    // `d/.`). The build resolves it again, race-free, when it reads it; a
+    // path that does not exist yet is reported there, with the file.
+    let Ok(root) = crate::hostfs::Root::open(dir) else {
+        return Ok(joined);
+    };
+    match root.resolve(s) {
+        Err(
+            e @ (crate::hostfs::ResolveError::Escapes { .. }
+            | crate::hostfs::ResolveError::Leaves
+            | crate::hostfs::ResolveError::Loop),
+        ) => Err(format!("{s:?} {e}")),
         _ => Ok(joined),
     }
 }
@@ -646,6 +656,47 @@ mod tests {
             assert!(e.to_string().contains(want), "{e}");
             assert_eq!((e.line, e.column), (line, col), "{e}");
         }
+    }
+
+    #[test]
+    fn sources_and_debs_may_not_leave_through_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(d.path()).unwrap();
+        std::fs::create_dir(dir.join("www")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("etclink")).unwrap();
+        std::os::unix::fs::symlink("www", dir.join("alias")).unwrap();
+        for ok in [
+            ".",
+            "./",
+            "www/..",
+            "www/",
+            "alias/",
+            "etclink",
+            "missing/x",
+        ] {
+            resolve_src(&dir, ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "etclink/",
+            "etclink/.",
+            "etclink/passwd",
+            "alias/../etclink/ssl/",
+        ] {
+            let e = resolve_src(&dir, bad).unwrap_err();
+            assert!(e.contains("outside the spec's directory"), "{bad}: {e}");
+            assert!(e.contains("etclink -> /etc"), "{bad}: {e}");
+        }
+        let p = dir.join("kiln.toml");
+        let e = Spec::parse(
+            &p,
+            &format!(
+                "{MIN}[[debs]]\npath = \"etclink/x.deb\"\nsha256 = \"{}\"\n",
+                "0".repeat(64)
+            ),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("debs[0].path"), "{e}");
+        assert_eq!((e.line, e.column), (5, 8), "{e}");
     }
 
     #[test]

@@ -30,9 +30,91 @@ pub fn snippet(text: &str, line: usize, column: usize) -> String {
     }
 }
 
+/// Where a file stops being UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotUtf8 {
+    /// 1-based line and column (in characters) of the first invalid byte.
+    pub line: usize,
+    pub column: usize,
+    /// Its byte offset in the file and its value.
+    pub offset: usize,
+    pub byte: u8,
+    /// The offending line (invalid bytes shown as U+FFFD) with a caret.
+    pub snippet: String,
+}
+
+impl NotUtf8 {
+    /// `"<what> is not UTF-8: byte 0xff at offset 12"`.
+    pub fn message(&self, what: &str) -> String {
+        format!(
+            "{what} is not UTF-8: byte 0x{:02x} at offset {}",
+            self.byte, self.offset
+        )
+    }
+}
+
+/// Decode a human-written file as UTF-8, or say where it is not.
+pub fn decode(bytes: Vec<u8>) -> Result<String, NotUtf8> {
+    String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let bytes = e.into_bytes();
+        let byte = bytes.get(offset).copied().unwrap_or(0);
+        let valid = String::from_utf8_lossy(&bytes[..offset]);
+        let (line, column) = line_col(&valid, offset);
+        let line_start = bytes[..offset]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line_end = bytes[offset..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(bytes.len(), |i| offset + i);
+        let text = String::from_utf8_lossy(&bytes[line_start..line_end]);
+        NotUtf8 {
+            line,
+            column,
+            offset,
+            byte,
+            snippet: snippet(&text, 1, column),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_utf8_is_located() {
+        let e = decode(b"a = 1\nb\xc3\xa9 = \"x\xffy\"\n".to_vec()).unwrap_err();
+        assert_eq!((e.line, e.column, e.offset, e.byte), (2, 8, 14, 0xff));
+        assert_eq!(
+            e.snippet,
+            "\n    | b\u{e9} = \"x\u{fffd}y\"\n    |        ^"
+        );
+        assert!(e.message("kiln.toml").contains("byte 0xff at offset 14"));
+        let e = decode(vec![0x80]).unwrap_err();
+        assert_eq!((e.line, e.column, e.offset), (1, 1, 0));
+        // A truncated sequence at the end.
+        let e = decode(b"ok\n\xe2\x82".to_vec()).unwrap_err();
+        assert_eq!((e.line, e.column, e.byte), (2, 1, 0xe2));
+        assert_eq!(decode(b"fine\n".to_vec()).unwrap(), "fine\n");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_agrees_with_std(b in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            match decode(b.clone()) {
+                Ok(s) => proptest::prop_assert_eq!(s.as_bytes(), &b[..]),
+                Err(e) => {
+                    let v = std::str::from_utf8(&b).unwrap_err().valid_up_to();
+                    proptest::prop_assert_eq!(e.offset, v);
+                    proptest::prop_assert_eq!(e.line, b[..v].iter().filter(|c| **c == b'\n').count() + 1);
+                    proptest::prop_assert!(e.column >= 1);
+                }
+            }
+        }
+    }
 
     #[test]
     fn positions_and_carets() {

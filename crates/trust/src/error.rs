@@ -5,6 +5,10 @@ use std::path::PathBuf;
 pub enum TrustError {
     #[error("invalid PEM: {0}")]
     Pem(String),
+    #[error(
+        "not a recognised key: expected PEM (a \"-----BEGIN <type>-----\" line), found {found}"
+    )]
+    NotPem { found: String },
     #[error("unexpected PEM label {found:?}; expected {expected}")]
     PemLabel {
         found: String,

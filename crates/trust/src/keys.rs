@@ -121,9 +121,37 @@ fn random_bytes<const N: usize>() -> Result<Zeroizing<[u8; N]>, TrustError> {
 
 fn pem_decode(text: &str) -> Result<(String, Zeroizing<Vec<u8>>), TrustError> {
     let trimmed = text.trim();
+    if !trimmed.starts_with("-----BEGIN ") {
+        return Err(TrustError::NotPem {
+            found: not_pem(trimmed),
+        });
+    }
     let (label, der) =
         pem_rfc7468::decode_vec(trimmed.as_bytes()).map_err(|e| TrustError::Pem(e.to_string()))?;
     Ok((label.to_owned(), Zeroizing::new(der)))
+}
+
+/// What a file that should hold a PEM key holds instead (never its content:
+/// a wrong path could name a secret).
+fn not_pem(trimmed: &str) -> String {
+    if trimmed.is_empty() {
+        "an empty file".into()
+    } else if trimmed
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        format!(
+            "binary data ({} bytes; a DER key must be converted to PEM)",
+            trimmed.len()
+        )
+    } else if trimmed.contains("-----BEGIN ") {
+        "text before the \"-----BEGIN\" line".into()
+    } else {
+        format!(
+            "text without a \"-----BEGIN\" line ({} lines)",
+            trimmed.lines().count()
+        )
+    }
 }
 
 fn pem_encode(label: &str, der: &[u8]) -> String {
@@ -741,8 +769,34 @@ mod tests {
                 .to_string();
             assert!(err.contains(want), "want {want:?}, got {err}");
         }
+        for (text, found) in [
+            ("not pem", "text without"),
+            ("", "an empty file"),
+            ("  \n", "an empty file"),
+            ("\0\x01\x02abc", "binary data"),
+            (
+                "Bag Attributes\n-----BEGIN PRIVATE KEY-----\n",
+                "text before",
+            ),
+        ] {
+            let e = PrivateKey::from_pem(text, None).unwrap_err();
+            assert!(matches!(e, TrustError::NotPem { .. }), "{e}");
+            let m = e.to_string();
+            assert!(m.contains("not a recognised key"), "{m}");
+            assert!(m.contains("PEM") && m.contains(found), "{m}");
+            assert!(!m.contains("NUL"), "{m}");
+            let e = PublicKey::from_pem(text).unwrap_err().to_string();
+            assert!(
+                e.contains("not a recognised key") && e.contains(found),
+                "{e}"
+            );
+        }
+        // A BEGIN line with a broken body is still reported as bad PEM.
         assert!(matches!(
-            PrivateKey::from_pem("not pem", None),
+            PrivateKey::from_pem(
+                "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----\n",
+                None
+            ),
             Err(TrustError::Pem(_))
         ));
         let pubpem = both()[0].public_key().to_pem();

@@ -180,14 +180,11 @@ impl Policy {
             column: 0,
             message: format!("cannot read the policy: {e}"),
         })?;
-        let text = String::from_utf8(bytes).map_err(|e| PolicyError {
+        let text = kiln_oci::textpos::decode(bytes).map_err(|e| PolicyError {
             file: path.to_path_buf(),
-            line: 0,
-            column: 0,
-            message: format!(
-                "the policy is not UTF-8 (byte {})",
-                e.utf8_error().valid_up_to()
-            ),
+            line: e.line,
+            column: e.column,
+            message: e.message("the policy"),
         })?;
         Policy::parse(path, &text)
     }
@@ -560,6 +557,17 @@ mod tests {
         let p = d.path().join("trust.toml");
         let r = Policy::parse(&p, policy);
         (d, r, k)
+    }
+
+    #[test]
+    fn a_non_utf8_policy_names_the_line_and_column() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("trust.toml");
+        std::fs::write(&p, b"[keys]\nci = \"c\xffi.pub\"\n").unwrap();
+        let e = Policy::load(&p).unwrap_err();
+        assert_eq!((e.line, e.column), (2, 8), "{e}");
+        assert!(e.to_string().contains("trust.toml:2:8: "), "{e}");
+        assert!(e.message.contains("byte 0xff at offset 14"), "{e}");
     }
 
     const GOOD: &str = "[keys]\nci = \"ci.pub\"\nops = \"ops.pub\"\n\n[roles.builder]\nkeys = [\"ci\", \"ops\"]\nthreshold = 1\n\n[require]\nsignature = \"builder\"\n";

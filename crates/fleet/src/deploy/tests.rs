@@ -473,7 +473,15 @@ fn load_reports_unreadable_and_non_utf8() {
     );
     std::fs::write(f.path(), b"[service.web]\n\xff").unwrap();
     let e = Deployment::load(&f.path()).unwrap_err();
-    assert!(e.message.contains("not UTF-8 (byte 14)"), "{e}");
+    assert!(
+        e.message.contains("not UTF-8: byte 0xff at offset 14"),
+        "{e}"
+    );
+    assert_eq!((e.line, e.column), (2, 1), "{e}");
+    std::fs::write(f.path(), b"[service.web]\nimage = \"a\xffb\"\n").unwrap();
+    let e = Deployment::load(&f.path()).unwrap_err();
+    assert!(e.to_string().contains(":2:11: "), "{e}");
+    assert!(e.to_string().contains("    |           ^"), "{e}");
     std::fs::write(f.path(), web("")).unwrap();
     Deployment::load(&f.path()).unwrap();
 }

@@ -258,3 +258,124 @@ fn two_files_entries_writing_the_same_path() {
     });
     fails(&e, &["/www/index.html is written twice"]);
 }
+
+/// Replace the `www/` source with `src`.
+fn with_www_src(src: &str) -> Env {
+    with_spec_edit(|t| t.replace("src = \"www/\"", &format!("src = {src:?}")))
+}
+
+#[test]
+fn symlinked_source_directories_are_refused_at_every_level() {
+    use std::os::unix::fs::symlink;
+    // A directory outside the spec directory holding a secret.
+    let outside = |e: &Env| {
+        let o = e.path().join("outside");
+        fs::create_dir_all(o.join("deeper")).unwrap();
+        fs::write(o.join("secret"), "host secret").unwrap();
+        fs::write(o.join("deeper/secret"), "host secret").unwrap();
+        o
+    };
+    // The top-level source, followed because of its trailing slash (or `/.`).
+    for src in ["etclink/", "etclink/.", "etclink/./", "etclink/ssl/.."] {
+        let e = with_www_src(src);
+        symlink("/etc", e.spec_dir().join("etclink")).unwrap();
+        fails(
+            &e,
+            &[
+                "files[1].src",
+                "outside the spec's directory",
+                "etclink -> /etc",
+            ],
+        );
+    }
+    // A chain of in-tree links whose last hop leaves.
+    let e = with_www_src("hop1/");
+    let o = outside(&e);
+    symlink("hop2", e.spec_dir().join("hop1")).unwrap();
+    symlink("sub/../hop3", e.spec_dir().join("hop2")).unwrap();
+    fs::create_dir(e.spec_dir().join("sub")).unwrap();
+    symlink(&o, e.spec_dir().join("hop3")).unwrap();
+    fails(
+        &e,
+        &["files[1].src", "outside the spec's directory", "hop3"],
+    );
+    // A relative chain climbing out with `..`.
+    let e = with_www_src("up/");
+    outside(&e);
+    symlink("www/../../outside", e.spec_dir().join("up")).unwrap();
+    fails(&e, &["files[1].src", "outside the spec's directory", "up"]);
+    // A link in the middle of the path.
+    let e = with_www_src("a/b/deeper/");
+    let o = outside(&e);
+    fs::create_dir(e.spec_dir().join("a")).unwrap();
+    symlink(&o, e.spec_dir().join("a/b")).unwrap();
+    fails(&e, &["files[1].src", "outside the spec's directory", "b"]);
+    // Nothing of the secret reached the store.
+    let e = with_www_src("etclink/");
+    symlink("/etc", e.spec_dir().join("etclink")).unwrap();
+    fails(&e, &["etclink"]);
+}
+
+#[test]
+fn in_tree_links_and_nested_links_are_kept() {
+    use std::os::unix::fs::symlink;
+    // A directory reached through links that stay inside is copied...
+    let e = with_www_src("alias/");
+    symlink("www", e.spec_dir().join("alias")).unwrap();
+    e.build(&[]);
+    let e2 = with_www_src("absalias/");
+    symlink(e2.spec_dir().join("www"), e2.spec_dir().join("absalias")).unwrap();
+    e2.build(&[]);
+    // ...and a link to outside *inside* a copied tree is copied as a link.
+    let e3 = Env::new();
+    symlink("/etc", e3.spec_dir().join("www/etc")).unwrap();
+    let layout = e3.path().join("out");
+    let d = e3.build(&["--out", layout.to_str().unwrap()]);
+    let m = manifest(&layout, &d);
+    assert!(m["layers"].as_array().is_some_and(|l| !l.is_empty()));
+}
+
+#[test]
+fn the_spec_directory_itself_is_a_source() {
+    for src in [".", "./", "www/..", "www/../"] {
+        let e = with_www_src(src);
+        e.build(&[]);
+    }
+}
+
+#[test]
+fn a_non_utf8_spec_names_the_line_and_column() {
+    let e = Env::new();
+    let mut b = e.spec_text().into_bytes();
+    // Line 5 is `name = "hello"`: corrupt the `e` of hello (column 10).
+    let at = b
+        .windows(14)
+        .position(|w| w == b"name = \"hello\"")
+        .unwrap()
+        + 9;
+    b[at] = 0xff;
+    fs::write(e.spec(), b).unwrap();
+    let err = fails(&e, &["kiln.toml:5:10", "not UTF-8", "0xff"]);
+    assert!(!err.contains(":0:0"), "{err}");
+}
+
+#[test]
+fn a_key_file_that_is_not_a_key_says_so() {
+    let e = Env::new();
+    e.build(&[]);
+    for (body, found) in [
+        (&b"hello, I am not a key\n"[..], "text"),
+        (&b""[..], "empty"),
+        (&b"\0\x01binary\x02"[..], "binary"),
+    ] {
+        let k = e.path().join("notakey.key");
+        fs::write(&k, body).unwrap();
+        let o = run(e.kiln().args(["sign", "hello:1.0.0", "--key"]).arg(&k));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("not a recognised key"), "{err}");
+        assert!(err.contains("PEM"), "{err}");
+        assert!(err.contains(found), "{err}");
+        assert!(!err.contains("NUL byte"), "{err}");
+    }
+}
