@@ -232,7 +232,7 @@ impl Daemon {
         let audit = AuditLog::open(&opts.state_dir).map_err(setup("audit log"))?;
         if let Some(why) = audit.log().poisoned() {
             return Err(DaemonError::Setup(format!(
-                "the audit log contradicts its checkpoint ({why}); run `kiln log verify`"
+                "the audit log refuses appends ({why}); run `kiln log verify`"
             )));
         }
         kiln_runtime::set_child_subreaper().map_err(setup("PR_SET_CHILD_SUBREAPER"))?;

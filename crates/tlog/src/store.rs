@@ -72,9 +72,7 @@ pub enum LogError {
     SizeOutOfRange { size: u64, available: u64 },
     #[error("{0}")]
     Corrupt(String),
-    #[error(
-        "the log contradicts its latest checkpoint ({0}); refusing to append or sign — run `kiln log verify`"
-    )]
+    #[error("refusing to append or sign: {0} — run `kiln log verify`")]
     Inconsistent(String),
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
@@ -894,6 +892,12 @@ impl Log {
     /// or a failed verification left the refuse-changes marker.
     pub fn poisoned(&self) -> Option<String> {
         lock(&self.files).refused()
+    }
+
+    /// Why the log contradicts its own checkpoints, found on open or on
+    /// the last append (the refuse-changes marker aside).
+    pub fn contradiction(&self) -> Option<String> {
+        lock(&self.files).poisoned.clone()
     }
 
     /// Leave the persistent refuse-changes marker (`refuse-changes` in the
