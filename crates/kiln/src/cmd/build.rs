@@ -70,17 +70,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         .with_context(|| format!("building {}", a.file.display()))?;
     let mut pending = super::Pending::default();
     let provenance = match &key {
-        Some(k) => Some(super::provenance::attach_for_build(
-            ctx,
-            &a.file,
-            &r,
-            k,
-            &started_on,
-        )
-        .map(|(at, p)| {
-            pending.extend(p);
-            at
-        })?),
+        Some(k) => Some(
+            super::provenance::attach_for_build(ctx, &a.file, &r, k, &started_on).map(
+                |(at, p)| {
+                    pending.extend(p);
+                    at
+                },
+            )?,
+        ),
         None => None,
     };
     let image = Resource::named(

@@ -84,11 +84,7 @@ fn generate(ctx: &Ctx, a: GenerateArgs) -> Result<()> {
         else {
             bail!("set KILN_KEY_PASSWORD to encrypt the private key, or pass --unencrypted");
         };
-        write_private_key(
-            &key_tmp,
-            &key.to_encrypted_pem(password.as_bytes())?,
-            true,
-        )
+        write_private_key(&key_tmp, &key.to_encrypted_pem(password.as_bytes())?, true)
     };
     written.with_context(|| format!("writing {}", key_path.display()))?;
     let public = key.public_key();
@@ -113,8 +109,7 @@ fn generate(ctx: &Ctx, a: GenerateArgs) -> Result<()> {
     )?;
     // The event is durable: now the files appear.
     for (from, to) in [(&key_tmp, &key_path), (&pub_tmp, &pub_path)] {
-        std::fs::rename(from, to)
-            .with_context(|| format!("moving {} into place", to.display()))?;
+        std::fs::rename(from, to).with_context(|| format!("moving {} into place", to.display()))?;
     }
     drop(cleanup);
     if ctx.json {

@@ -419,3 +419,161 @@ fn an_edited_event_with_recomputed_check_bytes_is_refused() {
     write_records(&e, &r);
     verify_fails_then_restore_clears(&e, edit(0, "x.pub", "a.pub"));
 }
+
+/// `KILN_TEST_AUDIT_FAIL=1`: every audit append fails as on a full disk
+/// (a hook compiled into debug builds only).
+fn faulty(c: &mut std::process::Command) -> &mut std::process::Command {
+    c.env("KILN_TEST_AUDIT_FAIL", "1")
+}
+
+/// Files a command left in `dir` under temporary names.
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains("tmp") || n.contains("kiln-new") || n.contains("kiln-old"))
+        .collect()
+}
+
+fn index_json(e: &Env) -> String {
+    fs::read_to_string(e.store().join("index.json")).unwrap_or_default()
+}
+
+/// A command whose event cannot be recorded fails, names the cause, and
+/// leaves no change behind.
+fn assert_unrecorded(o: &Output) {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the change went through unrecorded"
+    );
+    assert!(stderr(o).contains("No space left"), "{}", stderr(o));
+}
+
+#[test]
+fn key_generate_without_its_event_leaves_no_key() {
+    let e = Env::new();
+    let base = e.path().join("k");
+    let o = run(faulty(&mut e.kiln())
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["key", "generate"])
+        .arg(&base));
+    assert_unrecorded(&o);
+    assert!(!base.with_extension("key").exists() && !base.with_extension("pub").exists());
+    assert_eq!(leftovers(e.path()), Vec::<String>::new());
+    // The retry is not refused with "exists".
+    keygen(&e, "k");
+    assert_eq!(
+        actions(&events(&e)),
+        [("key.generate".into(), "success".into())]
+    );
+}
+
+#[test]
+fn build_sign_approve_without_their_events_change_nothing() {
+    let e = Env::new();
+    let key = keygen(&e, "ci");
+    let out = e.path().join("out-layout");
+    // Build (with provenance and --out): blobs may land, nothing names them.
+    let o = run(faulty(&mut e.kiln())
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["build", "--sign-key"])
+        .arg(&key)
+        .arg("--out")
+        .arg(&out)
+        .arg("-f")
+        .arg(e.spec()));
+    assert_unrecorded(&o);
+    assert!(!index_json(&e).contains("hello"), "{}", index_json(&e));
+    assert!(!out.exists(), "--out written without the build's event");
+    assert_eq!(leftovers(e.path()), Vec::<String>::new());
+    let o = run(e.kiln().args(["inspect", "hello:1.0.0"]));
+    assert_eq!(o.status.code(), Some(1));
+    let digest = e.build(&[]);
+    assert!(index_json(&e).contains(&digest));
+
+    let before = index_json(&e);
+    let o = run(faulty(&mut e.kiln())
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["sign", "hello:1.0.0", "--key"])
+        .arg(&key));
+    assert_unrecorded(&o);
+    assert_eq!(index_json(&e), before, "a signature without its event");
+    let o = run(faulty(&mut e.kiln())
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["approve", "hello:1.0.0", "--reason", "CHG-1", "--key"])
+        .arg(&key));
+    assert_unrecorded(&o);
+    assert_eq!(index_json(&e), before, "an approval without its event");
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["sign", "hello:1.0.0", "--key"])
+        .arg(&key));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(index_json(&e).contains(".sig"));
+    let got = actions(&events(&e));
+    assert_eq!(
+        got.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
+        ["key.generate", "image.build", "image.sign"]
+    );
+}
+
+#[test]
+fn export_import_and_fim_init_without_their_events_change_nothing() {
+    let e = Env::new();
+    e.build(&[]);
+    let out = e.path().join("layout");
+    let o = run(faulty(&mut e.kiln())
+        .args(["export", "hello:1.0.0", "--out"])
+        .arg(&out));
+    assert_unrecorded(&o);
+    assert!(!out.exists(), "an export without its event");
+    assert_eq!(leftovers(e.path()), Vec::<String>::new());
+    let o = run(e.kiln().args(["export", "hello:1.0.0", "--out"]).arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Import into a fresh state directory: no store appears.
+    let other = e.path().join("other-state");
+    let o = run(faulty(&mut e.kiln())
+        .env("KILN_STATE_DIR", &other)
+        .arg("import")
+        .arg(&out));
+    assert_unrecorded(&o);
+    assert!(
+        !other.join("store/index.json").exists(),
+        "an import without its event"
+    );
+    // Into an existing store: the index is unchanged.
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &other)
+        .args(["key", "generate", "--unencrypted"])
+        .arg(e.path().join("x")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &other)
+        .arg("import")
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let tree = e.spec_dir();
+    let m = e.path().join("tree.manifest");
+    let o = run(faulty(&mut e.kiln())
+        .args(["fim", "init"])
+        .arg(&tree)
+        .arg("--out")
+        .arg(&m));
+    assert_unrecorded(&o);
+    assert!(!m.exists() && !e.path().join("tree.manifest.cache").exists());
+    assert_eq!(leftovers(e.path()), Vec::<String>::new());
+    let o = run(e
+        .kiln()
+        .args(["fim", "init"])
+        .arg(&tree)
+        .arg("--out")
+        .arg(&m));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(m.is_file());
+}
