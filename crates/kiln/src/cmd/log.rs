@@ -377,28 +377,45 @@ fn prove(log: &AuditLog, a: ProveArgs) -> Result<()> {
 }
 
 fn export(ctx: &Ctx, log: &AuditLog, a: ExportArgs) -> Result<()> {
-    let r = kiln_tlog::tiles::export(log.log(), &a.dir)
-        .with_context(|| format!("exporting the audit log to {}", a.dir.display()))?;
-    // Re-read what was written, as a mirror or witness would.
-    let cp = kiln_tlog::tiles::verify_dir(&a.dir, log.log().verifier())
-        .with_context(|| format!("re-verifying the export in {}", a.dir.display()))?;
-    // An external copy of the log (PCI DSS 10.3.3) is itself an event; it
-    // lands after the exported checkpoint, in the next one.
-    ctx.record(
-        ctx.event("log.export")
-            .resource(kiln_audit::Resource::named(
-                "log",
-                hex::encode(cp.root),
-                a.dir.display().to_string(),
-            ))
-            .detail("tree_size", r.tree_size)
-            .detail("format", "c2sp-tlog-tiles"),
-    )?;
+    // Written under a temporary name, re-read as a mirror or witness would,
+    // recorded, and only then renamed into place.
+    let mut failed = None;
+    let mut root = None;
+    let res = kiln_tlog::tiles::export_then(log.log(), &a.dir, |tmp, r| {
+        let mut step = || -> Result<()> {
+            let cp = kiln_tlog::tiles::verify_dir(tmp, log.log().verifier())
+                .with_context(|| format!("re-verifying the export of {}", a.dir.display()))?;
+            // An external copy of the log (PCI DSS 10.3.3) is itself an
+            // event; it lands after the exported checkpoint, in the next one.
+            ctx.record(
+                ctx.event("log.export")
+                    .resource(kiln_audit::Resource::named(
+                        "log",
+                        hex::encode(cp.root),
+                        a.dir.display().to_string(),
+                    ))
+                    .detail("tree_size", r.tree_size)
+                    .detail("format", "c2sp-tlog-tiles"),
+            )?;
+            root = Some(cp.root);
+            Ok(())
+        };
+        step().map_err(|e| {
+            let msg = format!("{e:#}");
+            failed = Some(e);
+            msg
+        })
+    });
+    if let Some(e) = failed {
+        return Err(e.context(format!("{} was not exported", a.dir.display())));
+    }
+    let r = res.with_context(|| format!("exporting the audit log to {}", a.dir.display()))?;
+    let root = root.context("the export was not verified")?;
     if ctx.json {
         return print_json(&json!({
             "dir": a.dir,
             "tree_size": r.tree_size,
-            "root_hash": hex::encode(cp.root),
+            "root_hash": hex::encode(root),
             "hash_tiles": r.hash_tiles,
             "entry_bundles": r.entry_bundles,
             "bytes": r.bytes,
