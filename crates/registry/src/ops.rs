@@ -558,7 +558,10 @@ impl Client {
         }
         staging.commit()?;
         let pulled = Pulled {
-            tag: reference.tag.as_ref().map(|t| (reference.name(), t.clone())),
+            tag: reference
+                .tag
+                .as_ref()
+                .map(|t| (reference.name(), t.clone())),
             manifest: desc.clone(),
             referrers,
         };
