@@ -571,3 +571,76 @@ fn export_import_and_fim_init_without_their_events_change_nothing() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(m.is_file());
 }
+
+/// Unmounts on drop.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_really_full_disk_leaves_no_key_without_its_event() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !have("mount") {
+        eprintln!("SKIPPED: the full-disk test needs root to mount a tmpfs");
+        return;
+    }
+    let e = Env::new();
+    let log = e.state().join("log");
+    fs::create_dir_all(&log).unwrap();
+    let o = run(std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&log));
+    if !o.status.success() {
+        assert!(
+            std::env::var_os("KILN_REQUIRE_INTEROP").is_none(),
+            "cannot mount a tmpfs: {}",
+            stderr(&o)
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs: {}", stderr(&o));
+        return;
+    }
+    let _m = Mount(log.clone());
+    keygen(&e, "first");
+    // Fill the log's file system to the last byte.
+    let filler = log.join("filler");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(&[0]).is_ok() {}
+    }
+    // Appends that still fit in the files' last pages succeed; the first
+    // that needs a page fails, and its key must not exist.
+    let mut failed = None;
+    for i in 0..64 {
+        let base = e.path().join(format!("k{i}"));
+        let o = run(e
+            .kiln()
+            .env("KILN_KEY_PASSWORD", PASSWORD)
+            .args(["key", "generate"])
+            .arg(&base));
+        if !o.status.success() {
+            assert!(stderr(&o).contains("No space left"), "{}", stderr(&o));
+            assert!(!base.with_extension("key").exists() && !base.with_extension("pub").exists());
+            failed = Some(i);
+            break;
+        }
+    }
+    let i = failed.expect("the full disk never failed an append");
+    assert_eq!(leftovers(e.path()), Vec::<String>::new());
+    fs::remove_file(&filler).unwrap();
+    keygen(&e, &format!("k{i}"));
+    let o = log_cmd(&e, &["verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Every key that exists has its event.
+    let keys = events(&e)
+        .iter()
+        .filter(|v| v["event"]["action"] == "key.generate" && v["event"]["outcome"] == "success")
+        .count();
+    assert_eq!(keys, i + 2);
+}
