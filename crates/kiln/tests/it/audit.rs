@@ -570,6 +570,21 @@ fn export_import_and_fim_init_without_their_events_change_nothing() {
         .arg(&m));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(m.is_file());
+
+    // The log's own export and an evidence bundle: not in place.
+    let tiles = e.path().join("tiles");
+    let o = run(faulty(&mut e.kiln()).args(["log", "export"]).arg(&tiles));
+    assert_unrecorded(&o);
+    assert!(!tiles.exists(), "a log export without its event");
+    let bundle = e.path().join("evidence");
+    let o = run(faulty(&mut e.kiln())
+        .args(["evidence", "--framework", "pci-dss-4.0", "--out"])
+        .arg(&bundle));
+    assert_unrecorded(&o);
+    assert!(!bundle.exists(), "an evidence bundle without its event");
+    assert_eq!(leftovers(e.path()), Vec::<String>::new());
+    let o = run(e.kiln().args(["log", "export"]).arg(&tiles));
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 /// Unmounts on drop.
