@@ -77,6 +77,16 @@ impl AuditLog {
     /// Append durably; returns the event's index. Details are dropped (and
     /// the drop noted) if the event would exceed the log's entry limit.
     pub fn record(&self, event: &Event) -> Result<u64, AuditError> {
+        // Test hook, compiled into debug builds only: `KILN_TEST_AUDIT_FAIL=1`
+        // makes every append fail as a full disk would, so tests can check
+        // that no command leaves a change without its event.
+        #[cfg(debug_assertions)]
+        if std::env::var_os("KILN_TEST_AUDIT_FAIL").is_some_and(|v| v == "1") {
+            return Err(AuditError::Log(LogError::Io {
+                path: self.log.dir().join("entries"),
+                source: std::io::Error::from_raw_os_error(libc_enospc()),
+            }));
+        }
         let mut bytes = event.to_bytes();
         if bytes.len() > MAX_ENTRY {
             let mut slim = event.clone();
@@ -122,6 +132,12 @@ impl AuditLog {
         let event = Event::parse(&raw).map_err(|source| AuditError::BadEvent { index, source })?;
         Ok((LoggedEvent { index, event, raw }, leaf))
     }
+}
+
+/// `ENOSPC` ("No space left on device") on Linux.
+#[cfg(debug_assertions)]
+fn libc_enospc() -> i32 {
+    28
 }
 
 /// The log origin and key name for this host: `<host>/kiln/audit`, with

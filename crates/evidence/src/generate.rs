@@ -437,6 +437,20 @@ pub fn generate(
     store: Option<&Store>,
     opts: &Options,
 ) -> Result<Generated, EvidenceError> {
+    generate_then(log, signer, store, opts, |_| Ok(()))
+}
+
+/// [`generate`], calling `before_swap` with the finished bundle (still under
+/// its temporary name) before renaming it into place; an error from it
+/// removes the temporary bundle and leaves `opts.out` as it was. Lets the
+/// caller record the bundle's audit event first.
+pub fn generate_then(
+    log: &AuditLog,
+    signer: &Signer,
+    store: Option<&Store>,
+    opts: &Options,
+    before_swap: impl FnOnce(&Generated) -> Result<(), String>,
+) -> Result<Generated, EvidenceError> {
     if let (Some(s), Some(u)) = (opts.since, opts.until)
         && s > u
     {
@@ -761,6 +775,14 @@ pub fn generate(
             .map_err(io(d))?;
     }
 
+    let generated = Generated {
+        out: opts.out.clone(),
+        evidence,
+        manifest_digest: format!("sha256:{}", hex::encode(sha256(signed.as_bytes()))),
+        files: files.len() + 1,
+    };
+    before_swap(&generated).map_err(EvidenceError::Aborted)?;
+
     // Swap into place.
     if out_exists {
         let old = parent.join(format!(".{name}.kiln-old-{}", std::process::id()));
@@ -782,12 +804,7 @@ pub fn generate(
         .and_then(|f| f.sync_all())
         .map_err(io(&parent))?;
 
-    Ok(Generated {
-        out: opts.out.clone(),
-        evidence,
-        manifest_digest: format!("sha256:{}", hex::encode(sha256(signed.as_bytes()))),
-        files: files.len() + 1,
-    })
+    Ok(generated)
 }
 
 fn to_json(v: &impl serde::Serialize) -> Result<Vec<u8>, EvidenceError> {

@@ -30,7 +30,7 @@ use std::path::PathBuf;
 
 pub use artifacts::ArtifactKind;
 pub use framework::{FRAMEWORKS, Framework, Requirement, Status, framework};
-pub use generate::{Generated, Options, generate, parse_date};
+pub use generate::{Generated, Options, generate, generate_then, parse_date};
 pub use verify::{KeySource, VerifyFailure, VerifyReport, verify};
 
 /// Why a bundle could not be generated.
@@ -70,4 +70,8 @@ pub enum EvidenceError {
     },
     #[error("{0}")]
     Internal(String),
+    /// The caller's step before the rename failed (e.g. recording the
+    /// bundle's audit event); nothing was put in place.
+    #[error("not written: {0}")]
+    Aborted(String),
 }

@@ -254,7 +254,7 @@ impl Daemon {
         let audit = AuditLog::open(&opts.state_dir).map_err(setup("audit log"))?;
         if let Some(why) = audit.log().poisoned() {
             return Err(DaemonError::Setup(format!(
-                "the audit log contradicts its checkpoint ({why}); run `kiln log verify`"
+                "the audit log refuses appends ({why}); run `kiln log verify`"
             )));
         }
         kiln_runtime::set_child_subreaper().map_err(setup("PR_SET_CHILD_SUBREAPER"))?;
@@ -342,6 +342,17 @@ impl Daemon {
 }
 
 impl Shared {
+    /// Record the event of a change a client asked for, before making it:
+    /// a change whose event cannot be recorded is refused.
+    fn record_first(&self, e: Event) -> Result<(), String> {
+        self.audit.record(&e).map(|_| ()).map_err(|err| {
+            format!(
+                "could not record {} in the audit log ({err}); nothing was changed",
+                e.action
+            )
+        })
+    }
+
     fn record(&self, e: Event) {
         if let Err(err) = self.audit.record(&e) {
             eprintln!(
@@ -2005,6 +2016,14 @@ impl Shared {
             }
         }
         let plan = crate::deploy::plan(&w.st.desired, &d);
+        let mut ev = Event::new("fleet.apply", "kiln apply")
+            .resource(Resource::new("deployment", path.display().to_string()))
+            .reason(reason.as_deref())
+            .detail("plan", serde_json::to_value(&plan).unwrap_or(Value::Null));
+        ev.actor = actor.clone();
+        if let Err(e) = self.record_first(ev) {
+            return Response::err(e);
+        }
         for (name, spec) in &d.services {
             let changed = w.st.desired.services.get(name) != Some(spec);
             if changed && let Some(svc) = w.st.services.get_mut(name) {
@@ -2015,12 +2034,6 @@ impl Shared {
         w.dirty = true;
         drop(w);
         self.wake.notify_all();
-        let mut ev = Event::new("fleet.apply", "kiln apply")
-            .resource(Resource::new("deployment", path.display().to_string()))
-            .reason(reason.as_deref())
-            .detail("plan", serde_json::to_value(&plan).unwrap_or(Value::Null));
-        ev.actor = actor.clone();
-        self.record(ev);
         Response::ok(json!({"plan": plan, "text": plan.to_string()}))
     }
 
@@ -2058,6 +2071,20 @@ impl Shared {
                 prev.image
             ));
         }
+        let mut ev = self
+            .event("release.rollback", service)
+            .resource(Resource::new("release", &active))
+            .resource(Resource::named(
+                "image",
+                &prev.image.digest,
+                prev.image.to_string(),
+            ))
+            .reason(reason.as_deref())
+            .detail("to_release", prev.id.clone());
+        ev.actor = actor.clone();
+        if let Err(e) = self.record_first(ev) {
+            return Response::err(e);
+        }
         let mut next = spec.clone();
         next.image = prev.image.clone();
         next.env = prev.spec.env.clone();
@@ -2071,18 +2098,6 @@ impl Shared {
         w.dirty = true;
         drop(w);
         self.wake.notify_all();
-        let mut ev = self
-            .event("release.rollback", service)
-            .resource(Resource::new("release", &active))
-            .resource(Resource::named(
-                "image",
-                &prev.image.digest,
-                prev.image.to_string(),
-            ))
-            .reason(reason.as_deref())
-            .detail("to_release", prev.id.clone());
-        ev.actor = actor.clone();
-        self.record(ev);
         Response::ok(
             json!({"service": service, "from": active, "to": prev.id, "image": prev.image.to_string()}),
         )
@@ -2090,17 +2105,20 @@ impl Shared {
 
     fn destroy(&self, service: &str, reason: Option<String>, actor: &Actor) -> Response {
         let mut w = lock(&self.world);
-        if w.st.desired.services.remove(service).is_none() {
+        if !w.st.desired.services.contains_key(service) {
             return Response::err(format!("unknown service {service:?}"));
         }
-        w.dirty = true;
-        drop(w);
-        self.wake.notify_all();
         let mut ev = self
             .event("fleet.destroy", service)
             .reason(reason.as_deref());
         ev.actor = actor.clone();
-        self.record(ev);
+        if let Err(e) = self.record_first(ev) {
+            return Response::err(e);
+        }
+        w.st.desired.services.remove(service);
+        w.dirty = true;
+        drop(w);
+        self.wake.notify_all();
         Response::ok(json!({"destroying": service}))
     }
 
@@ -2190,13 +2208,8 @@ impl Shared {
         })();
         match res {
             Ok(v) => {
-                lock(&self.world).debug.insert(
-                    id.clone(),
-                    DebugSession {
-                        service: service.to_string(),
-                        expires: now_ms() + ttl_ms,
-                    },
-                );
+                // The bundle is prepared; the session exists (and the
+                // client may start it) only once its event is recorded.
                 let mut ev = self
                     .event("debug.start", service)
                     .resource(Resource::new("instance", &id))
@@ -2208,7 +2221,17 @@ impl Shared {
                     .detail("ttl_ms", ttl_ms)
                     .detail("in_rotation", false);
                 ev.actor = actor.clone();
-                self.record(ev);
+                if let Err(e) = self.record_first(ev) {
+                    let _ = std::fs::remove_dir_all(self.fleet_dir.join("debug").join(&id));
+                    return Response::err(e);
+                }
+                lock(&self.world).debug.insert(
+                    id.clone(),
+                    DebugSession {
+                        service: service.to_string(),
+                        expires: now_ms() + ttl_ms,
+                    },
+                );
                 Response::ok(v)
             }
             Err(e) => Response::err(format!("debug instance for {service}: {e}")),
@@ -2234,7 +2257,9 @@ impl Shared {
             .detail("every_ms", every_ms)
             .detail("for_ms", for_ms);
         ev.actor = actor.clone();
-        self.record(ev);
+        if let Err(e) = self.record_first(ev) {
+            return Response::err(e);
+        }
         let sh = self.clone();
         let name = service.to_string();
         std::thread::spawn(move || {

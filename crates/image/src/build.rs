@@ -152,6 +152,49 @@ pub fn resolve_epoch(sde: Option<&str>, spec_dir: &Path) -> Result<(u64, String)
 
 /// Build `spec` into the store under `opts.state_dir`.
 pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError> {
+    let (report, publish) = build_staged(spec, opts)?;
+    publish.apply()?;
+    Ok(report)
+}
+
+/// What a staged build still has to make visible: the index entries (tag
+/// and referrers) and the `--out` export.
+#[must_use = "the build is not visible until the publish step is applied"]
+pub struct Publish {
+    store: Store,
+    name: String,
+    tag: String,
+    manifest: Descriptor,
+    referrers: Vec<Descriptor>,
+    out: Option<PathBuf>,
+}
+
+impl Publish {
+    /// Tag the image, list its referrers, and write `--out`.
+    pub fn apply(self) -> Result<(), BuildError> {
+        self.store.add_untagged(&self.referrers)?;
+        self.store.tag(&self.name, &self.tag, &self.manifest)?;
+        if let Some(dir) = &self.out {
+            crate::export::export(
+                &self.store,
+                &self.name,
+                &self.tag,
+                &self.manifest,
+                &self.referrers,
+                dir,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// [`build`] up to the last step: every blob is committed to the store
+/// (unreferenced, so invisible), and the returned [`Publish`] makes it
+/// visible. Lets the caller record the build's audit event in between.
+pub fn build_staged(
+    spec: &Spec,
+    opts: &BuildOptions,
+) -> Result<(BuildReport, Publish), BuildError> {
     let started = Instant::now();
     let mut ph = Phases::new();
     let (epoch, epoch_source) = resolve_epoch(opts.source_date_epoch.as_deref(), &spec.dir)?;
@@ -397,11 +440,10 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
     };
     ph.mark("sbom");
 
-    // 7. Commit: blobs first, then the index (the only visible step).
+    // 7. Commit the blobs; the index (the only visible step) is the
+    // caller's, through `Publish`.
     staging.commit()?;
     let ref_descs: Vec<Descriptor> = referrers.iter().map(|(d, _)| d.clone()).collect();
-    store.add_untagged(&ref_descs)?;
-    store.tag(&name, &tag, &mdesc)?;
     // Failed cache writes only cost speed next time.
     let _ = hash_cache.save(&files_tree);
     if !ref_cached {
@@ -420,14 +462,15 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
     }
     ph.mark("commit");
 
-    let out = match &opts.out {
-        Some(dir) => {
-            crate::export::export(&store, &name, &tag, &mdesc, &ref_descs, dir)?;
-            Some(dir.clone())
-        }
-        None => None,
+    let out = opts.out.clone();
+    let publish = Publish {
+        store: store.clone(),
+        name: name.clone(),
+        tag: tag.clone(),
+        manifest: mdesc.clone(),
+        referrers: ref_descs,
+        out: out.clone(),
     };
-    ph.mark("export");
     let mut warnings = base
         .as_ref()
         .map(|b| b.warnings.clone())
@@ -448,7 +491,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
         &Stack(vec![pkgs_tree, base_tree]),
         base.as_ref().map(|b| (b.spec.as_str(), &b.manifest_digest)),
     );
-    Ok(BuildReport {
+    let report = BuildReport {
         name,
         tag,
         digest: mdesc.digest,
@@ -479,7 +522,8 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
         maintainer_scripts_not_run: scripts,
         elapsed_ms: started.elapsed().as_millis(),
         phases_ms: ph.done,
-    })
+    };
+    Ok((report, publish))
 }
 
 /// A cached set of inventory referrers for one image digest, name and tag.

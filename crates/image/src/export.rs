@@ -41,6 +41,23 @@ pub fn export_with(
     tagged: &[Tagged],
     dir: &Path,
 ) -> Result<(), BuildError> {
+    export_recorded(store, name, tag, image, referrers, tagged, dir, || Ok(()))
+}
+
+/// [`export_with`], calling `record` once the layout is complete under its
+/// temporary name and before it is renamed into place; an error from
+/// `record` removes the temporary layout and leaves `dir` as it was.
+#[allow(clippy::too_many_arguments)]
+pub fn export_recorded(
+    store: &Store,
+    name: &str,
+    tag: &str,
+    image: &Descriptor,
+    referrers: &[Descriptor],
+    tagged: &[Tagged],
+    dir: &Path,
+    record: impl FnOnce() -> Result<(), String>,
+) -> Result<(), BuildError> {
     if dir.exists() {
         let is_layout = dir.join("oci-layout").is_file();
         let empty = fs::read_dir(dir)
@@ -95,6 +112,7 @@ pub fn export_with(
         out.tag(&t.name, &t.tag, &t.descriptor)?;
     }
     fs::remove_dir_all(tmp.join(".kiln")).map_err(|e| BuildError::io(&tmp, e))?;
+    record().map_err(BuildError::Output)?;
     // Swap into place.
     let old = parent.join(format!(".{base}.kiln-old-{}", std::process::id()));
     if dir.exists() {

@@ -24,7 +24,9 @@ pub mod tree;
 
 use std::path::{Path, PathBuf};
 
-pub use build::{BuildInput, BuildOptions, BuildReport, LayerReport, Progress, build};
+pub use build::{
+    BuildInput, BuildOptions, BuildReport, LayerReport, Progress, Publish, build, build_staged,
+};
 pub use compress::Compression;
 pub use spec::{Spec, SpecError};
 

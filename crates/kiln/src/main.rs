@@ -146,7 +146,7 @@ fn main() -> ExitCode {
     if failure_action.is_some() && !matches!(cli.command, Command::Log(_)) {
         let ready = ctx.audit_log().and_then(|l| match l.log().poisoned() {
             Some(why) => Err(anyhow::anyhow!(
-                "the audit log contradicts its latest checkpoint ({why}); refusing to make changes that cannot be recorded — run `kiln log verify`"
+                "the audit log refuses appends ({why}); refusing to make changes that cannot be recorded — run `kiln log verify`"
             )),
             None => Ok(()),
         });

@@ -19,5 +19,5 @@ mod reference;
 
 pub use client::{Client, DEFAULT_CHUNK_SIZE, MAX_MANIFEST_SIZE, Options};
 pub use error::RegistryError;
-pub use ops::fallback_tag;
+pub use ops::{Pulled, fallback_tag};
 pub use reference::Reference;

@@ -514,6 +514,19 @@ impl Client {
     /// one by digest only is recorded untagged. Returns the manifest
     /// descriptor.
     pub fn pull(&self, reference: &Reference, store: &Store) -> Result<Descriptor, RegistryError> {
+        let (desc, pulled) = self.pull_staged(reference, store)?;
+        pulled.apply(store)?;
+        Ok(desc)
+    }
+
+    /// [`Client::pull`] without the last step: every blob is verified and
+    /// committed (unreferenced), and the returned [`Pulled`] makes it
+    /// visible in the index. Lets the caller record an audit event first.
+    pub fn pull_staged(
+        &self,
+        reference: &Reference,
+        store: &Store,
+    ) -> Result<(Descriptor, Pulled), RegistryError> {
         let repo = self.repo(reference, false)?;
         let mut staging = store.staging()?;
         let manifest_ref = reference.manifest_ref();
@@ -544,14 +557,15 @@ impl Client {
             referrers.push(entry);
         }
         staging.commit()?;
-        match &reference.tag {
-            Some(tag) => store.tag(&reference.name(), tag, &desc)?,
-            None => store.add_untagged(std::slice::from_ref(&desc))?,
-        }
-        if !referrers.is_empty() {
-            store.add_untagged(&referrers)?;
-        }
-        Ok(desc)
+        let pulled = Pulled {
+            tag: reference
+                .tag
+                .as_ref()
+                .map(|t| (reference.name(), t.clone())),
+            manifest: desc.clone(),
+            referrers,
+        };
+        Ok((desc, pulled))
     }
 
     /// Stage everything `desc` refers to (child manifests, config, layers).
@@ -676,4 +690,31 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// A pulled image whose blobs are in the store but not yet in its index.
+#[must_use = "the pull is not visible until applied"]
+pub struct Pulled {
+    tag: Option<(String, String)>,
+    manifest: Descriptor,
+    referrers: Vec<Descriptor>,
+}
+
+impl Pulled {
+    /// The referrers pulled with the image.
+    pub fn referrers(&self) -> &[Descriptor] {
+        &self.referrers
+    }
+
+    /// Tag the image (or list it untagged) and list its referrers.
+    pub fn apply(self, store: &Store) -> Result<(), RegistryError> {
+        match &self.tag {
+            Some((name, tag)) => store.tag(name, tag, &self.manifest)?,
+            None => store.add_untagged(std::slice::from_ref(&self.manifest))?,
+        }
+        if !self.referrers.is_empty() {
+            store.add_untagged(&self.referrers)?;
+        }
+        Ok(())
+    }
 }

@@ -19,6 +19,8 @@ pub use proof::{
     verify_consistency, verify_inclusion,
 };
 pub mod store;
-pub use store::{Log, LogError, MAX_ENTRY, VerifyError, VerifyReport, load_or_create_key};
+pub use store::{
+    Log, LogError, MAX_ENTRY, REFUSE_CHANGES, VerifyError, VerifyReport, load_or_create_key,
+};
 pub mod tiles;
 pub use tiles::{ExportReport, TilesError};

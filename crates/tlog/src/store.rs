@@ -15,6 +15,8 @@
 //!   `u32 BE length || signed note || u32 BE length` so the latest is read
 //!   from the end and all of them can be walked from the start.
 //! - `lock`: `flock`ed by whichever process is appending.
+//! - `refuse-changes`: present only after a full verification failed (see
+//!   [`Log::refuse_changes`]); while it exists the log refuses appends.
 //!
 //! Appends use group commit: concurrent callers in one process queue their
 //! entries; one of them becomes the leader, writes the whole queue, syncs
@@ -26,6 +28,15 @@
 //! match, and a checkpoint is signed for a tree that lacks one. A log whose
 //! contents contradict its latest checkpoint is never appended to or
 //! re-signed.
+//!
+//! Opening also checks, in O(records since the previous checkpoint + log n)
+//! reads, that the newest checkpoint's signature verifies, that the root
+//! recomputed from `tree` matches it, and that every record of the newest
+//! batch (the events after the previous checkpoint) hashes to its leaf in
+//! `tree`. Older records are bound to the checkpoints only through `tree`:
+//! rewriting one of them *and* `tree` consistently is invisible to this
+//! check, and only [`Log::verify`] (which recomputes everything) or a
+//! checkpoint saved outside the log catches it.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -61,9 +72,7 @@ pub enum LogError {
     SizeOutOfRange { size: u64, available: u64 },
     #[error("{0}")]
     Corrupt(String),
-    #[error(
-        "the log contradicts its latest checkpoint ({0}); refusing to append or sign — run `kiln log verify`"
-    )]
+    #[error("refusing to append or sign: {0} — run `kiln log verify`")]
     Inconsistent(String),
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
@@ -152,7 +161,20 @@ struct Files {
     /// The checkpoints file ends in a well-framed checkpoint that does not
     /// verify (forged, or signed by another key).
     cp_problem: Option<String>,
+    /// Size of the checkpoint before the latest (0 when there is none): the
+    /// newest batch is `prev_size..latest.size`.
+    prev_size: u64,
+    /// The contents of the `refuse-changes` marker, when it exists.
+    refusal: Option<String>,
+    /// Reads of `entries` made while checking records against `tree` (a
+    /// seam for the test that open costs no more than the newest batch).
+    entry_reads: u64,
+    /// Lowest `entries` offset read while checking records against `tree`.
+    lowest_entry_read: u64,
 }
+
+/// The marker a failed full verification leaves in the log directory.
+pub const REFUSE_CHANGES: &str = "refuse-changes";
 
 impl Files {
     fn path(&self, name: &str) -> PathBuf {
@@ -161,6 +183,57 @@ impl Files {
 
     fn read_at(&self, file: &File, name: &str, buf: &mut [u8], off: u64) -> Result<(), LogError> {
         file.read_exact_at(buf, off).map_err(io(&self.path(name)))
+    }
+
+    /// Read the refuse-changes marker, if present.
+    fn load_refusal(&mut self) -> Result<(), LogError> {
+        let path = self.path(REFUSE_CHANGES);
+        self.refusal = match File::open(&path) {
+            Ok(f) => {
+                let mut text = String::new();
+                // Bounded: the reason is a line or two.
+                let _ = f.take(4096).read_to_string(&mut text);
+                let text = text.trim();
+                Some(if text.is_empty() {
+                    format!("{} exists", path.display())
+                } else {
+                    format!(
+                        "a full verification failed ({text}) and left {}; only a passing verification clears it",
+                        path.display()
+                    )
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        Ok(())
+    }
+
+    /// Why appends are refused: contents that contradict a checkpoint, or
+    /// the marker of a failed verification.
+    fn refused(&self) -> Option<String> {
+        match (&self.poisoned, &self.refusal) {
+            (Some(p), Some(r)) => Some(format!("{p}; {r}")),
+            (Some(p), None) => Some(p.clone()),
+            (None, Some(r)) => Some(r.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether event `i` is a sound record at `off` (within `limit`) whose
+    /// leaf hash is the one `tree` holds; returns the offset after it.
+    fn record_matches_tree(
+        &mut self,
+        i: u64,
+        off: u64,
+        limit: u64,
+    ) -> Result<Option<u64>, LogError> {
+        self.entry_reads += 1;
+        self.lowest_entry_read = self.lowest_entry_read.min(off);
+        match self.read_record(off, limit)? {
+            Some((entry, h)) if h == self.node(0, i)? => Ok(Some(off + 8 + entry.len() as u64)),
+            _ => Ok(None),
+        }
     }
 
     fn node(&self, level: u32, i: u64) -> Result<Hash, LogError> {
@@ -269,6 +342,8 @@ impl Files {
         let index_n = flen(&self.index, "index")? / 8;
         let tree_count = flen(&self.tree, "tree")? / 32;
         let cp_len = flen(&self.checkpoints, "checkpoints")?;
+        // Another process may have left the marker since the last batch.
+        self.load_refusal()?;
         if entries_len == self.end
             && index_n == self.size
             && tree_count == nodes(self.size)
@@ -282,15 +357,57 @@ impl Files {
         // latest checkpoint is tampering and is left in place as evidence.
         self.load_latest_checkpoint(verifier)?;
         let covered = self.latest.as_ref().map_or(0, |(cp, _)| cp.size);
-        // Trust the derived files only as far as they agree with each other
-        // and with the record they point at.
-        let mut n = index_n.min(leaves_in(tree_count));
-        self.size = n;
-        while n > 0 {
-            let off = self.entry_offset(n - 1)?;
-            match self.read_record(off, entries_len)? {
-                Some((_, h)) if h == self.node(0, n - 1)? => break,
-                _ => n -= 1,
+        let derived = index_n.min(leaves_in(tree_count));
+        self.size = derived;
+        // The newest batch (`prev_size..covered`) is bound to the newest
+        // checkpoint only through `tree`: every one of its records must be
+        // where the index says, contiguous, and hash to its leaf there.
+        // Anything else is tampering, not a crash (a checkpoint is signed
+        // only after its events are durable): leave it all as evidence.
+        let mut n = self.prev_size.min(covered).min(derived);
+        let mut next: Option<u64> = (n == 0).then_some(0);
+        let mut tampered = self.cp_problem.clone();
+        while tampered.is_none() && n < covered.min(derived) {
+            let off = self.entry_offset(n)?;
+            match self.record_matches_tree(n, off, entries_len)? {
+                Some(after) if next.is_none_or(|x| x == off) => {
+                    next = Some(after);
+                    n += 1;
+                }
+                _ => {
+                    tampered = Some(format!(
+                        "event {n}, signed by the latest checkpoint, no longer matches its leaf hash in the tree file (modified, reordered, inserted or removed)"
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = tampered {
+            self.size = derived;
+            self.end = entries_len;
+            self.load_frontier()?;
+            self.tree_len = nodes(self.size) * 32;
+            self.check_latest()?;
+            self.poisoned = Some(match self.poisoned.take() {
+                Some(p) if p == why => p,
+                Some(p) => format!("{why}; {p}"),
+                None => why,
+            });
+            return Ok(());
+        }
+        // Past the checkpoint, trust the derived files only as far as they
+        // agree with each other and with every record they point at; a
+        // crash may have torn any of them.
+        if n == covered {
+            while n < derived {
+                let off = self.entry_offset(n)?;
+                match self.record_matches_tree(n, off, entries_len)? {
+                    Some(after) if next.is_none_or(|x| x == off) => {
+                        next = Some(after);
+                        n += 1;
+                    }
+                    _ => break,
+                }
             }
         }
         self.size = n;
@@ -350,7 +467,7 @@ impl Files {
                 .latest
                 .as_ref()
                 .is_none_or(|(cp, _)| cp.size < self.size);
-            if behind && self.poisoned.is_none() {
+            if behind && self.refused().is_none() {
                 self.sign_checkpoint(signer)?;
             }
         }
@@ -367,8 +484,25 @@ impl Files {
         if len == self.cp_len && self.latest.is_some() {
             return Ok(());
         }
-        if let Some((cp, text)) = self.checkpoint_ending_at(len, verifier)? {
+        if let Some((cp, text, start)) = self.checkpoint_ending_at(len, verifier)? {
             self.cp_problem = None;
+            self.prev_size = 0;
+            // The newest batch starts where the previous checkpoint ends.
+            if start > 0 {
+                match self.checkpoint_ending_at(start, verifier)? {
+                    Some((prev, _, _)) if prev.size <= cp.size => self.prev_size = prev.size,
+                    Some((prev, _, _)) => {
+                        self.cp_problem = Some(format!(
+                            "the checkpoint before the latest signs {} events, more than the latest's {}",
+                            prev.size, cp.size
+                        ))
+                    }
+                    None => {
+                        self.cp_problem =
+                            Some("the checkpoint before the latest does not verify".into())
+                    }
+                }
+            }
             self.latest = Some((cp, text));
             self.cp_len = len;
             return Ok(());
@@ -377,10 +511,11 @@ impl Files {
         // record and cut there.
         let mut off = 0u64;
         let mut latest = None;
+        let mut before = None;
         let mut r = BufReader::new(&self.checkpoints);
         while let Some(text) = read_framed(&mut r, len - off) {
             off += 8 + text.len() as u64;
-            latest = Some(text);
+            before = latest.replace(text);
         }
         if off != len {
             self.checkpoints
@@ -392,8 +527,26 @@ impl Files {
         }
         self.cp_len = off;
         self.cp_problem = None;
+        self.prev_size = 0;
+        if let Some(text) = before {
+            match Checkpoint::open(&text, std::slice::from_ref(verifier)) {
+                Ok((cp, _)) => self.prev_size = cp.size,
+                Err(e) => {
+                    self.cp_problem = Some(format!(
+                        "the checkpoint before the latest does not verify: {e}"
+                    ))
+                }
+            }
+        }
         self.latest = match latest {
             Some(text) => match Checkpoint::open(&text, std::slice::from_ref(verifier)) {
+                Ok((cp, _)) if cp.size < self.prev_size => {
+                    self.cp_problem = Some(format!(
+                        "the checkpoint before the latest signs {} events, more than the latest's {}",
+                        self.prev_size, cp.size
+                    ));
+                    None
+                }
                 Ok((cp, _)) => Some((cp, String::from_utf8_lossy(&text).into_owned())),
                 Err(e) => {
                     self.cp_problem = Some(format!("its latest checkpoint does not verify: {e}"));
@@ -409,7 +562,7 @@ impl Files {
         &self,
         end: u64,
         verifier: &Verifier,
-    ) -> Result<Option<(Checkpoint, String)>, LogError> {
+    ) -> Result<Option<(Checkpoint, String, u64)>, LogError> {
         if end < 8 {
             return Ok(None);
         }
@@ -426,7 +579,11 @@ impl Files {
         }
         let text = buf.split_off(4);
         match Checkpoint::open(&text, std::slice::from_ref(verifier)) {
-            Ok((cp, _)) => Ok(Some((cp, String::from_utf8_lossy(&text).into_owned()))),
+            Ok((cp, _)) => Ok(Some((
+                cp,
+                String::from_utf8_lossy(&text).into_owned(),
+                end - n - 8,
+            ))),
             Err(_) => Ok(None),
         }
     }
@@ -462,14 +619,15 @@ impl Files {
             .write_all_at(&buf, self.cp_len)
             .map_err(io(&self.path("checkpoints")))?;
         self.cp_len += buf.len() as u64;
+        self.prev_size = self.latest.as_ref().map_or(0, |(c, _)| c.size);
         self.latest = Some((cp, text));
         Ok(())
     }
 
     /// Write one batch; returns the index of its first entry.
     fn commit(&mut self, batch: &[Vec<u8>], signer: &Signer) -> Result<u64, LogError> {
-        if let Some(why) = &self.poisoned {
-            return Err(LogError::Inconsistent(why.clone()));
+        if let Some(why) = self.refused() {
+            return Err(LogError::Inconsistent(why));
         }
         let first = self.size;
         let mut rec = Vec::new();
@@ -609,6 +767,10 @@ impl Log {
             latest: None,
             poisoned: None,
             cp_problem: None,
+            prev_size: 0,
+            refusal: None,
+            entry_reads: 0,
+            lowest_entry_read: u64::MAX,
         };
         {
             let lock_file = files.lock.try_clone().map_err(io(&dir.join("lock")))?;
@@ -726,9 +888,60 @@ impl Log {
         lock(&self.files).latest.clone()
     }
 
-    /// Why the log refuses appends, if it contradicts its latest checkpoint.
+    /// Why the log refuses appends: it contradicts its latest checkpoint,
+    /// or a failed verification left the refuse-changes marker.
     pub fn poisoned(&self) -> Option<String> {
+        lock(&self.files).refused()
+    }
+
+    /// Why the log contradicts its own checkpoints, found on open or on
+    /// the last append (the refuse-changes marker aside).
+    pub fn contradiction(&self) -> Option<String> {
         lock(&self.files).poisoned.clone()
+    }
+
+    /// Leave the persistent refuse-changes marker (`refuse-changes` in the
+    /// log directory, holding `reason`): every handle, in every process,
+    /// refuses appends while it exists. Call when a full verification fails.
+    pub fn refuse_changes(&self, reason: &str) -> Result<(), LogError> {
+        let mut f = lock(&self.files);
+        let path = self.dir.join(REFUSE_CHANGES);
+        let tmp = self
+            .dir
+            .join(format!(".{REFUSE_CHANGES}.tmp-{}", std::process::id()));
+        let mut text: String = reason.chars().filter(|c| *c != '\0').take(2000).collect();
+        text.push('\n');
+        let res = (|| {
+            let mut t = File::create(&tmp)?;
+            t.write_all(text.as_bytes())?;
+            t.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res.map_err(io(&path))?;
+        f.load_refusal()
+    }
+
+    /// Remove the refuse-changes marker (after a full verification passed);
+    /// returns whether there was one.
+    pub fn clear_refusal(&self) -> Result<bool, LogError> {
+        let mut f = lock(&self.files);
+        let path = self.dir.join(REFUSE_CHANGES);
+        let existed = match std::fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io(&path)(e)),
+        };
+        if existed {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.dir))?;
+        }
+        f.refusal = None;
+        Ok(existed)
     }
 
     /// Entry `index` and its leaf hash, checked against its record check.
@@ -1142,5 +1355,46 @@ pub fn load_or_create_key(path: &Path, name: &str) -> Result<Signer, LogError> {
             }
         }
         Err(e) => Err(io(path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path) -> Log {
+        let s = Signer::from_seed("kiln.test/log", &[3; 32]).unwrap();
+        let v = s.verifier();
+        Log::open(dir, Some(s), v).unwrap()
+    }
+
+    /// Opening reads records only from the previous checkpoint on: the cost
+    /// is the newest batch (plus O(log n) tree reads), never the history.
+    #[test]
+    fn open_reads_only_the_newest_batch() {
+        let d = tempfile::tempdir().unwrap();
+        let log = open(d.path());
+        let old: Vec<Vec<u8>> = (0..2000u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let refs: Vec<&[u8]> = old.iter().map(|e| e.as_slice()).collect();
+        log.append_batch(&refs).unwrap();
+        log.append_batch(&refs[..500]).unwrap();
+        for e in &refs[..3] {
+            log.append(e).unwrap();
+        }
+        let newest = log.append_batch(&refs[..7]).unwrap();
+        assert_eq!(newest, 2503);
+        let prev_end = log.files.lock().unwrap().entry_offset(newest).unwrap();
+        drop(log);
+        let log = open(d.path());
+        assert!(log.poisoned().is_none());
+        let f = log.files.lock().unwrap();
+        assert_eq!(f.prev_size, 2503);
+        assert_eq!(f.entry_reads, 7, "records checked on open");
+        assert_eq!(f.lowest_entry_read, prev_end);
+        drop(f);
+        // A read-only handle (`kiln log show`) costs the same.
+        let s = Signer::from_seed("kiln.test/log", &[3; 32]).unwrap();
+        let ro = Log::open(d.path(), None, s.verifier()).unwrap();
+        assert_eq!(ro.files.lock().unwrap().entry_reads, 7);
     }
 }

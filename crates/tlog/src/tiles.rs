@@ -48,6 +48,10 @@ pub enum TilesError {
     Log(#[from] LogError),
     #[error("log is inconsistent with its checkpoint: {0}")]
     Inconsistent(String),
+    /// The caller's step before the rename failed (e.g. recording the
+    /// export's audit event); nothing was put in place.
+    #[error("not exported: {0}")]
+    Aborted(String),
     #[error("event {index}: {len} bytes do not fit a 16-bit entry-bundle length")]
     EntryTooLarge { index: u64, len: usize },
     #[error("{path}: {source}")]
@@ -279,6 +283,17 @@ fn check_replaceable(out: &Path) -> Result<bool, TilesError> {
 /// On error nothing new is left behind and an existing export is untouched.
 /// An existing `out` that is not a previous export is refused.
 pub fn export(log: &Log, out: &Path) -> Result<ExportReport, TilesError> {
+    export_then(log, out, |_, _| Ok(()))
+}
+
+/// [`export`], calling `before_swap` with the finished export (under its
+/// temporary name) and its report before renaming it into place; an error
+/// from it removes the temporary export and leaves `out` as it was.
+pub fn export_then(
+    log: &Log,
+    out: &Path,
+    before_swap: impl FnOnce(&Path, &ExportReport) -> Result<(), String>,
+) -> Result<ExportReport, TilesError> {
     let (cp, note) = log.checkpoint().ok_or(TilesError::NoCheckpoint)?;
     let replace = check_replaceable(out)?;
     let name = out
@@ -308,6 +323,13 @@ pub fn export(log: &Log, out: &Path) -> Result<ExportReport, TilesError> {
     let (hash_tiles, entry_bundles) = write_tiles(log, &cp, &mut w)?;
     w.write("checkpoint", note.as_bytes())?;
     w.sync_dirs()?;
+    let report = ExportReport {
+        tree_size: size,
+        hash_tiles,
+        entry_bundles,
+        bytes: w.bytes,
+    };
+    before_swap(&tmp, &report).map_err(TilesError::Aborted)?;
 
     // Swap into place.
     let old = parent.join(format!(".{name}.tiles-old-{suffix}"));
@@ -330,12 +352,7 @@ pub fn export(log: &Log, out: &Path) -> Result<ExportReport, TilesError> {
         fs::remove_dir_all(&old).map_err(io_err(&old))?;
     }
     synced?;
-    Ok(ExportReport {
-        tree_size: size,
-        hash_tiles,
-        entry_bundles,
-        bytes: w.bytes,
-    })
+    Ok(report)
 }
 
 /// Write entry bundles and hash tiles for `cp.size`; returns (tiles, bundles).

@@ -448,3 +448,138 @@ fn damage_under_a_checkpoint_is_kept_as_evidence_not_trimmed() {
     assert!(msg.contains("modified"), "{msg}");
     assert!(log.append(b"x").is_err());
 }
+
+/// Rewrite the record of event `i` in `entries` to `new` (same length),
+/// recomputing its check bytes, as a careful tamperer would.
+fn rewrite_record(dir: &Path, i: u64, new: &[u8]) {
+    let idx = std::fs::read(dir.join("index")).unwrap();
+    let off =
+        u64::from_be_bytes(idx[i as usize * 8..i as usize * 8 + 8].try_into().unwrap()) as usize;
+    let path = dir.join("entries");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let len = u32::from_be_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+    assert_eq!(
+        len,
+        new.len(),
+        "a same-length rewrite keeps the index valid"
+    );
+    bytes[off + 4..off + 4 + len].copy_from_slice(new);
+    bytes[off + 4 + len..off + 8 + len].copy_from_slice(&leaf_hash(new)[..4]);
+    std::fs::write(&path, &bytes).unwrap();
+}
+
+/// Equal-length events, so a swap leaves every index offset valid.
+fn same_len(i: u64) -> Vec<u8> {
+    format!("{{\"event\":{i:06}}}").into_bytes()
+}
+
+/// Swap events `a` and `b` in the entries file (`tree` left in place).
+fn swap(dir: &Path, a: u64, b: u64) {
+    let log = open(dir);
+    let (ea, _) = log.entry(a).unwrap();
+    let (eb, _) = log.entry(b).unwrap();
+    drop(log);
+    rewrite_record(dir, a, &eb);
+    rewrite_record(dir, b, &ea);
+}
+
+/// Batches of `sizes` equal-length events; returns the log directory.
+fn batches(sizes: &[usize]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let log = open(d.path());
+    let mut i = 0u64;
+    for &n in sizes {
+        let es: Vec<Vec<u8>> = (0..n as u64).map(|k| same_len(i + k)).collect();
+        let refs: Vec<&[u8]> = es.iter().map(|e| e.as_slice()).collect();
+        log.append_batch(&refs).unwrap();
+        i += n as u64;
+    }
+    d
+}
+
+fn snapshot(dir: &Path) -> Vec<Vec<u8>> {
+    ["entries", "index", "tree", "checkpoints"]
+        .iter()
+        .map(|n| std::fs::read(dir.join(n)).unwrap())
+        .collect()
+}
+
+/// Tampering the open check must see: poisoned, appends refused, nothing
+/// on disk repaired or re-signed, and a full verification fails too.
+fn assert_refused_on_open(dir: &Path) {
+    let before = snapshot(dir);
+    let log = open(dir);
+    let why = log
+        .poisoned()
+        .expect("open accepted a tampered newest batch");
+    assert!(why.contains("tree"), "{why}");
+    assert!(matches!(
+        log.append(b"after tampering"),
+        Err(kiln_tlog::LogError::Inconsistent(_))
+    ));
+    assert!(log.verify(None).is_err());
+    drop(log);
+    assert_eq!(snapshot(dir), before, "open changed a tampered log");
+}
+
+#[test]
+fn swap_inside_the_newest_batch_is_refused_on_open() {
+    let d = batches(&[3, 4, 5]);
+    swap(d.path(), 8, 10);
+    assert_refused_on_open(d.path());
+}
+
+#[test]
+fn swap_of_the_last_two_events_is_refused_on_open() {
+    let d = batches(&[1, 1, 1, 1]);
+    swap(d.path(), 2, 3);
+    assert_refused_on_open(d.path());
+}
+
+#[test]
+fn edit_with_recomputed_check_bytes_in_the_newest_batch_is_refused_on_open() {
+    let d = batches(&[2, 6]);
+    rewrite_record(d.path(), 5, &same_len(999_999));
+    assert_refused_on_open(d.path());
+    // The first event of the batch is checked as well as the last.
+    let d = batches(&[2, 6]);
+    rewrite_record(d.path(), 2, &same_len(999_999));
+    assert_refused_on_open(d.path());
+}
+
+#[test]
+fn older_batches_are_left_to_full_verification() {
+    // What the bounded open check cannot see (documented): a record below
+    // the previous checkpoint. `verify` names it.
+    let d = batches(&[3, 3, 3]);
+    swap(d.path(), 0, 1);
+    let log = open(d.path());
+    assert!(log.poisoned().is_none());
+    let (i, msg) = err_of(&log, None);
+    assert_eq!(i, Some(0), "{msg}");
+}
+
+#[test]
+fn refuse_changes_marker_persists_until_cleared() {
+    let d = batches(&[2]);
+    let log = open(d.path());
+    log.refuse_changes("event 1: modified").unwrap();
+    assert!(log.append(b"x").is_err());
+    drop(log);
+    let log = open(d.path());
+    let why = log
+        .poisoned()
+        .expect("the marker did not survive reopening");
+    assert!(why.contains("event 1: modified"), "{why}");
+    assert!(log.append(b"x").is_err());
+    // Another handle (another process) leaving the marker stops this one.
+    let other = open(d.path());
+    other.clear_refusal().unwrap();
+    assert!(other.poisoned().is_none());
+    assert_eq!(log.append(b"x").unwrap(), 2);
+    other.refuse_changes("again").unwrap();
+    assert!(log.append(b"y").is_err());
+    assert!(other.clear_refusal().unwrap());
+    assert!(!other.clear_refusal().unwrap());
+    assert_eq!(log.append(b"y").unwrap(), 3);
+}

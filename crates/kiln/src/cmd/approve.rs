@@ -33,14 +33,16 @@ pub struct Attached {
     pub envelope: Descriptor,
 }
 
-/// Stores `envelope` as a referrer of `subject` and as a layer of `name`'s `.att` manifest.
+/// Stages `envelope` as a referrer of `subject` and as a layer of `name`'s
+/// `.att` manifest: the blobs are committed, the index changes are returned
+/// for the caller to apply once its audit event is recorded.
 pub fn attach(
     store: &Store,
     name: &str,
     subject: &Descriptor,
     envelope: &Envelope,
     predicate_type: &str,
-) -> Result<Attached> {
+) -> Result<(Attached, super::Pending)> {
     let bytes = envelope.to_json().into_bytes();
     let mut staging = store.staging()?;
     let env_desc = staging.put(attest::DSSE_MEDIA_TYPE, &bytes)?;
@@ -72,13 +74,17 @@ pub fn attach(
     let att_manifest = cosign::signature_manifest(config, layers);
     let att_desc = staging.put(media::MANIFEST, &att_manifest.to_bytes())?;
     staging.commit()?;
-    store.tag(name, &att_tag, &att_desc)?;
-    store.add_untagged(std::slice::from_ref(&rm_desc))?;
-    Ok(Attached {
-        referrer: rm_desc,
-        att_tag: format!("{name}:{att_tag}"),
-        envelope: env_desc,
-    })
+    let mut pending = super::Pending::default();
+    pending.tag(name, &att_tag, &att_desc);
+    pending.untagged(&rm_desc);
+    Ok((
+        Attached {
+            referrer: rm_desc,
+            att_tag: format!("{name}:{att_tag}"),
+            envelope: env_desc,
+        },
+        pending,
+    ))
 }
 
 /// The current UTC time, RFC 3339 with microseconds (two approvals by one key in the same
@@ -112,7 +118,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         json!({"reason": reason, "approver": key_id, "time": time}),
     );
     let env = st.sign(&[&key]);
-    let at = attach(
+    let (at, pending) = attach(
         &store,
         &name,
         &img.descriptor,
@@ -126,6 +132,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             .detail("referrer", at.referrer.digest.to_string())
             .detail("envelope", at.envelope.digest.to_string()),
     )?;
+    pending.apply(&store)?;
     if ctx.json {
         return print_json(&json!({
             "image": img.reference,

@@ -63,16 +63,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         progress: crate::progress::for_terminal(ctx.json),
     };
-    let r = kiln_image::build(&spec, &opts)
+    // Staged: every blob is in the store, nothing refers to it yet. The
+    // event is recorded, then the tag, referrers, provenance and `--out`
+    // appear.
+    let (r, publish) = kiln_image::build_staged(&spec, &opts)
         .with_context(|| format!("building {}", a.file.display()))?;
+    let mut pending = super::Pending::default();
     let provenance = match &key {
-        Some(k) => Some(super::provenance::attach_for_build(
-            ctx,
-            &a.file,
-            &r,
-            k,
-            &started_on,
-        )?),
+        Some(k) => Some(
+            super::provenance::attach_for_build(ctx, &a.file, &r, k, &started_on).map(
+                |(at, p)| {
+                    pending.extend(p);
+                    at
+                },
+            )?,
+        ),
         None => None,
     };
     let image = Resource::named(
@@ -108,6 +113,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         ev = ev.key(k.public_key().key_id());
     }
     ctx.record(ev)?;
+    publish
+        .apply()
+        .with_context(|| format!("publishing {}:{}", r.name, r.tag))?;
+    pending.apply(&ctx.store()?)?;
     if ctx.json {
         let mut v = serde_json::to_value(&r)?;
         if let (Some(p), Some(obj)) = (&provenance, v.as_object_mut()) {

@@ -178,7 +178,23 @@ fn history(ctx: &Ctx) -> Result<()> {
 pub fn fim(ctx: &Ctx, cmd: FimCmd) -> Result<()> {
     match cmd {
         FimCmd::Init(a) => {
-            let s = kiln_drift::fim_init(&a.dir, &a.out)
+            // Written under a temporary name, recorded, then renamed into
+            // place: a baseline never exists without its event.
+            let mut name = std::ffi::OsString::from(".");
+            name.push(a.out.file_name().unwrap_or_default());
+            name.push(format!(".kiln-new-{}", std::process::id()));
+            let tmp = a.out.with_file_name(name);
+            let tmp_cache = kiln_drift::cache_path(&tmp);
+            struct Remove<'a>(&'a [&'a std::path::Path]);
+            impl Drop for Remove<'_> {
+                fn drop(&mut self) {
+                    for p in self.0 {
+                        let _ = std::fs::remove_file(p);
+                    }
+                }
+            }
+            let _cleanup = Remove(&[&tmp, &tmp_cache]);
+            let mut s = kiln_drift::fim_init(&a.dir, &tmp)
                 .with_context(|| format!("recording {}", a.dir.display()))?;
             ctx.record(
                 ctx.event("fim.init")
@@ -191,6 +207,17 @@ pub fn fim(ctx: &Ctx, cmd: FimCmd) -> Result<()> {
                     .detail("schema", s.schema.clone())
                     .detail("manifest", a.out.display().to_string()),
             )?;
+            std::fs::rename(&tmp, &a.out)
+                .with_context(|| format!("moving {} into place", a.out.display()))?;
+            let cache = kiln_drift::cache_path(&a.out);
+            // The cache is an optimisation keyed to the manifest's hash.
+            s.cache = match std::fs::rename(&tmp_cache, &cache) {
+                Ok(()) => Some(cache),
+                Err(_) => {
+                    let _ = std::fs::remove_file(&cache);
+                    None
+                }
+            };
             if ctx.json {
                 return print_json(&s);
             }

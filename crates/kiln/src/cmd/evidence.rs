@@ -98,7 +98,10 @@ fn generate(
     } else {
         None
     };
-    let g = kiln_evidence::generate(
+    // The bundle is complete under a temporary name when its event is
+    // recorded, and renamed into place only after.
+    let mut failed = None;
+    let res = kiln_evidence::generate_then(
         log,
         &signer,
         store.as_ref(),
@@ -109,26 +112,38 @@ fn generate(
             until,
             now: None,
         },
-    )
-    .with_context(|| format!("writing the evidence bundle {}", out.display()))?;
+        |g| {
+            let e = &g.evidence;
+            ctx.record(
+                ctx.event("evidence.generate")
+                    .resource(Resource::named(
+                        "evidence",
+                        g.manifest_digest.clone(),
+                        out.display().to_string(),
+                    ))
+                    .detail("framework", framework.id)
+                    .detail("since", e.period.since.clone())
+                    .detail("until", e.period.until.clone())
+                    .detail("checkpoint_size", e.log.checkpoint.size)
+                    .detail("satisfied", e.summary.satisfied)
+                    .detail("partial", e.summary.partial)
+                    .detail("missing", e.summary.missing)
+                    .detail("events_cited", e.summary.events_cited)
+                    .detail("artifacts", e.summary.artifacts),
+            )
+            .map(|_| ())
+            .map_err(|e| {
+                let msg = format!("{e:#}");
+                failed = Some(e);
+                msg
+            })
+        },
+    );
+    if let Some(e) = failed {
+        return Err(e.context(format!("{} was not written", out.display())));
+    }
+    let g = res.with_context(|| format!("writing the evidence bundle {}", out.display()))?;
     let e = &g.evidence;
-    ctx.record(
-        ctx.event("evidence.generate")
-            .resource(Resource::named(
-                "evidence",
-                g.manifest_digest.clone(),
-                out.display().to_string(),
-            ))
-            .detail("framework", framework.id)
-            .detail("since", e.period.since.clone())
-            .detail("until", e.period.until.clone())
-            .detail("checkpoint_size", e.log.checkpoint.size)
-            .detail("satisfied", e.summary.satisfied)
-            .detail("partial", e.summary.partial)
-            .detail("missing", e.summary.missing)
-            .detail("events_cited", e.summary.events_cited)
-            .detail("artifacts", e.summary.artifacts),
-    )?;
     if ctx.json {
         return print_json(&json!({
             "out": out,

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use kiln_image::export::{Tagged, export_with};
+use kiln_image::export::{Tagged, export_recorded};
 use kiln_oci::{Descriptor, Digest, ImageRef, Store};
 use serde_json::json;
 
@@ -88,7 +88,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         }
     };
     let (referrers, tagged) = attached(&store, &digest)?;
-    export_with(
+    // The layout is complete under a temporary name when the event is
+    // recorded, and renamed into place only after.
+    let mut failed = None;
+    let res = export_recorded(
         &store,
         &name,
         &tag,
@@ -96,23 +99,34 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         &referrers,
         &tagged,
         &a.out,
-    )
-    .with_context(|| format!("exporting {} to {}", a.image, a.out.display()))?;
-    ctx.record(
-        ctx.event("image.export")
-            .resource(super::image_resource(&img))
-            .resource(kiln_audit::Resource::new(
-                "layout",
-                a.out.display().to_string(),
-            ))
-            .detail(
-                "referrers",
-                referrers
-                    .iter()
-                    .map(|d| d.digest.to_string())
-                    .collect::<Vec<_>>(),
-            ),
-    )?;
+        || {
+            ctx.record(
+                ctx.event("image.export")
+                    .resource(super::image_resource(&img))
+                    .resource(kiln_audit::Resource::new(
+                        "layout",
+                        a.out.display().to_string(),
+                    ))
+                    .detail(
+                        "referrers",
+                        referrers
+                            .iter()
+                            .map(|d| d.digest.to_string())
+                            .collect::<Vec<_>>(),
+                    ),
+            )
+            .map(|_| ())
+            .map_err(|e| {
+                let msg = format!("{e:#}");
+                failed = Some(e);
+                msg
+            })
+        },
+    );
+    if let Some(e) = failed {
+        return Err(e.context(format!("{} was not exported", a.out.display())));
+    }
+    res.with_context(|| format!("exporting {} to {}", a.image, a.out.display()))?;
     if ctx.json {
         return print_json(&json!({
             "image": format!("{name}:{tag}"),

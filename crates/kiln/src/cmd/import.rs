@@ -134,10 +134,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             return Err(e.context("nothing was imported"));
         }
     };
-    store.add_untagged(&untagged)?;
-    for (name, tag, d) in &tags {
-        store.tag(name, tag, d)?;
-    }
+    // The blobs are committed but unreferenced; the event is recorded
+    // before the index names them.
     let mut ev = ctx
         .event("image.import")
         .resource(kiln_audit::Resource::new(
@@ -159,7 +157,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             format!("{n}:{t}"),
         ));
     }
-    ctx.record(ev)?;
+    if let Err(e) = ctx.record(ev) {
+        if fresh {
+            let _ = fs::remove_dir_all(&store_root);
+        }
+        return Err(e.context("nothing was imported"));
+    }
+    store.add_untagged(&untagged)?;
+    for (name, tag, d) in &tags {
+        store.tag(name, tag, d)?;
+    }
     if ctx.json {
         return print_json(&json!({
             "source": a.dir,

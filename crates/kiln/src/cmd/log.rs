@@ -269,26 +269,32 @@ fn parse_key(s: &str) -> Result<Verifier> {
 
 fn verify(ctx: &Ctx, log: &AuditLog, a: VerifyArgs) -> Result<()> {
     let l = log.log();
-    if let Some(k) = &a.key {
-        let trusted = parse_key(k)?;
-        if trusted.to_key_str() != l.verifier().to_key_str() {
-            bail!(
-                "the log's checkpoint key {} is not the trusted key {}",
-                l.verifier().to_key_str(),
-                trusted.to_key_str()
-            );
-        }
-    }
+    let trusted = a.key.as_deref().map(parse_key).transpose()?;
     let saved = match &a.checkpoint {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
         None => None,
     };
-    let report = l.verify(saved.as_deref()).map_err(|e| match e.index {
-        Some(i) => anyhow::anyhow!("audit log verification failed at event {i}: {e}"),
-        None => anyhow::anyhow!("audit log verification failed: {e}"),
-    })?;
-    // Every entry must also parse as a kiln event (an error names it).
-    log.events(0, |_| true)?;
+    let report = match check(log, trusted.as_ref(), saved.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            // A failed verification is an event (while the log still takes
+            // appends), then the log refuses every change until a passing
+            // verification: the marker outlives this process.
+            let why = format!("{e:#}");
+            if let Err(le) = ctx.record_failure("log.verify", &why) {
+                eprintln!("kiln: warning: could not record the failure in the audit log: {le:#}");
+            }
+            l.refuse_changes(&why)
+                .context("leaving the refuse-changes marker")?;
+            return Err(e.context(format!(
+                "kiln refuses changes until `kiln log verify` passes ({} left in place)",
+                l.dir().join(kiln_tlog::REFUSE_CHANGES).display()
+            )));
+        }
+    };
+    let cleared = l
+        .clear_refusal()
+        .context("clearing the refuse-changes marker")?;
     if ctx.json {
         return print_json(&json!({
             "ok": true,
@@ -296,6 +302,7 @@ fn verify(ctx: &Ctx, log: &AuditLog, a: VerifyArgs) -> Result<()> {
             "root_hash": hex::encode(report.root),
             "checkpoints": report.checkpoints,
             "saved_checkpoint_size": report.saved_size,
+            "cleared_refuse_changes": cleared,
         }));
     }
     println!(
@@ -310,7 +317,41 @@ fn verify(ctx: &Ctx, log: &AuditLog, a: VerifyArgs) -> Result<()> {
             report.size
         );
     }
+    if cleared {
+        println!("ok: cleared the refuse-changes marker; kiln accepts changes again");
+    }
     Ok(())
+}
+
+/// The full verification: the trusted key, every record, tree node and
+/// checkpoint, the saved checkpoint, and every entry as a kiln event.
+fn check(
+    log: &AuditLog,
+    trusted: Option<&Verifier>,
+    saved: Option<&[u8]>,
+) -> Result<kiln_tlog::VerifyReport> {
+    let l = log.log();
+    if let Some(trusted) = trusted
+        && trusted.to_key_str() != l.verifier().to_key_str()
+    {
+        bail!(
+            "the log's checkpoint key {} is not the trusted key {}",
+            l.verifier().to_key_str(),
+            trusted.to_key_str()
+        );
+    }
+    let report = l.verify(saved).map_err(|e| match e.index {
+        Some(i) => anyhow::anyhow!("audit log verification failed at event {i}: {e}"),
+        None => anyhow::anyhow!("audit log verification failed: {e}"),
+    })?;
+    // Every entry must also parse as a kiln event (an error names it).
+    log.events(0, |_| true)?;
+    // What the log refused on open (e.g. a tampered newest batch) fails
+    // the verification too.
+    if let Some(why) = l.contradiction() {
+        bail!("audit log verification failed: {why}");
+    }
+    Ok(report)
 }
 
 fn prove(log: &AuditLog, a: ProveArgs) -> Result<()> {
@@ -336,28 +377,45 @@ fn prove(log: &AuditLog, a: ProveArgs) -> Result<()> {
 }
 
 fn export(ctx: &Ctx, log: &AuditLog, a: ExportArgs) -> Result<()> {
-    let r = kiln_tlog::tiles::export(log.log(), &a.dir)
-        .with_context(|| format!("exporting the audit log to {}", a.dir.display()))?;
-    // Re-read what was written, as a mirror or witness would.
-    let cp = kiln_tlog::tiles::verify_dir(&a.dir, log.log().verifier())
-        .with_context(|| format!("re-verifying the export in {}", a.dir.display()))?;
-    // An external copy of the log (PCI DSS 10.3.3) is itself an event; it
-    // lands after the exported checkpoint, in the next one.
-    ctx.record(
-        ctx.event("log.export")
-            .resource(kiln_audit::Resource::named(
-                "log",
-                hex::encode(cp.root),
-                a.dir.display().to_string(),
-            ))
-            .detail("tree_size", r.tree_size)
-            .detail("format", "c2sp-tlog-tiles"),
-    )?;
+    // Written under a temporary name, re-read as a mirror or witness would,
+    // recorded, and only then renamed into place.
+    let mut failed = None;
+    let mut root = None;
+    let res = kiln_tlog::tiles::export_then(log.log(), &a.dir, |tmp, r| {
+        let mut step = || -> Result<()> {
+            let cp = kiln_tlog::tiles::verify_dir(tmp, log.log().verifier())
+                .with_context(|| format!("re-verifying the export of {}", a.dir.display()))?;
+            // An external copy of the log (PCI DSS 10.3.3) is itself an
+            // event; it lands after the exported checkpoint, in the next one.
+            ctx.record(
+                ctx.event("log.export")
+                    .resource(kiln_audit::Resource::named(
+                        "log",
+                        hex::encode(cp.root),
+                        a.dir.display().to_string(),
+                    ))
+                    .detail("tree_size", r.tree_size)
+                    .detail("format", "c2sp-tlog-tiles"),
+            )?;
+            root = Some(cp.root);
+            Ok(())
+        };
+        step().map_err(|e| {
+            let msg = format!("{e:#}");
+            failed = Some(e);
+            msg
+        })
+    });
+    if let Some(e) = failed {
+        return Err(e.context(format!("{} was not exported", a.dir.display())));
+    }
+    let r = res.with_context(|| format!("exporting the audit log to {}", a.dir.display()))?;
+    let root = root.context("the export was not verified")?;
     if ctx.json {
         return print_json(&json!({
             "dir": a.dir,
             "tree_size": r.tree_size,
-            "root_hash": hex::encode(cp.root),
+            "root_hash": hex::encode(root),
             "hash_tiles": r.hash_tiles,
             "entry_bundles": r.entry_bundles,
             "bytes": r.bytes,

@@ -115,6 +115,42 @@ impl Ctx {
     }
 }
 
+/// Changes to the store's `index.json` a command has staged (its blobs are
+/// committed, unreferenced, which changes nothing a user sees). They are
+/// applied only after the command's audit event is recorded, so a change
+/// never exists without its event.
+#[derive(Default)]
+pub struct Pending {
+    tags: Vec<(String, String, Descriptor)>,
+    untagged: Vec<Descriptor>,
+}
+
+impl Pending {
+    pub fn tag(&mut self, name: &str, tag: &str, d: &Descriptor) {
+        self.tags.push((name.to_owned(), tag.to_owned(), d.clone()));
+    }
+
+    pub fn untagged(&mut self, d: &Descriptor) {
+        self.untagged.push(d.clone());
+    }
+
+    pub fn extend(&mut self, other: Pending) {
+        self.tags.extend(other.tags);
+        self.untagged.extend(other.untagged);
+    }
+
+    /// Apply the staged index changes (call after recording the event).
+    pub fn apply(self, store: &Store) -> Result<()> {
+        if !self.untagged.is_empty() {
+            store.add_untagged(&self.untagged)?;
+        }
+        for (name, tag, d) in &self.tags {
+            store.tag(name, tag, d)?;
+        }
+        Ok(())
+    }
+}
+
 /// A resolved image: its descriptor, manifest and config, all verified.
 pub struct Resolved {
     pub reference: String,

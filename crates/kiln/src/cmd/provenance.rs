@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use kiln_image::{BuildInput, BuildReport};
-use kiln_oci::{Digest, ImageRef, media};
+use kiln_oci::{Descriptor, Digest, media};
 use kiln_trust::attest::{BUILD_TYPE, BUILDER_ID, PROVENANCE_PREDICATE_TYPE};
 use kiln_trust::{PrivateKey, Statement, Subject};
 use serde_json::{Value, json};
@@ -150,19 +150,10 @@ pub fn attach_for_build(
     r: &BuildReport,
     key: &PrivateKey,
     started_on: &str,
-) -> Result<Attached> {
+) -> Result<(Attached, super::Pending)> {
     let store = ctx.store()?;
-    let subject = store.resolve(&ImageRef::Tag {
-        name: r.name.clone(),
-        tag: r.tag.clone(),
-    })?;
-    anyhow::ensure!(
-        subject.digest == r.digest && subject.media_type == media::MANIFEST,
-        "{}:{} no longer points at the image just built ({})",
-        r.name,
-        r.tag,
-        r.digest
-    );
+    // The image is staged, not yet tagged: its event comes first.
+    let subject = Descriptor::new(media::MANIFEST, r.digest, r.manifest_size);
     let pred = predicate(spec_path, r, started_on, &now_rfc3339())?;
     let st = Statement::new(
         vec![Subject::sha256(&r.name, r.digest.hex())],

@@ -145,6 +145,7 @@ pub fn scan(ctx: &Ctx, a: ScanArgs) -> Result<()> {
         );
     }
     let mut attested = None;
+    let mut pending = super::Pending::default();
     if a.attest {
         let key_path = a.key.as_ref().context("--attest needs --key")?;
         let key = load_key(key_path)?;
@@ -174,10 +175,13 @@ pub fn scan(ctx: &Ctx, a: ScanArgs) -> Result<()> {
             }),
         );
         let env = st.sign(&[&key]);
-        let at = attach(&store, &name, &img.descriptor, &env, SCAN_PREDICATE_TYPE)?;
+        let (at, staged) = attach(&store, &name, &img.descriptor, &env, SCAN_PREDICATE_TYPE)?;
+        pending = staged;
         attested = Some((at, key.public_key().key_id()));
     }
+    // The attestation appears in the index only after the event is durable.
     record_scan(ctx, &img, &report, &verdict)?;
+    pending.apply(&store)?;
     if a.sarif {
         print_json(&report.sarif())?;
     } else if ctx.json {
@@ -345,6 +349,9 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
         .map(|(l, _)| l)
         .unwrap_or_default();
     let mut pins: Vec<Pin> = Vec::new();
+    // Fixed .debs to copy beside the spec, written after `patch.start` is
+    // recorded.
+    let mut copies: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     for entry in &spec.debs {
         let bytes = std::fs::read(&entry.path)
             .with_context(|| format!("reading {}", entry.path.display()))?;
@@ -393,10 +400,9 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
         let fname = src.file_name().context("deb file name")?.to_owned();
         let rel = Path::new("debs").join(&fname);
         let dst = spec.dir.join(&rel);
-        std::fs::create_dir_all(dst.parent().unwrap_or(&spec.dir))?;
         let bytes = std::fs::read(src)?;
-        kiln_oci::layout::write_atomic(&dst, &bytes)?;
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        copies.push((dst, bytes));
         let replaces = lock
             .deb
             .iter()
@@ -456,6 +462,10 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
                     .collect::<Vec<_>>(),
             ),
     )?;
+    for (dst, bytes) in &copies {
+        std::fs::create_dir_all(dst.parent().unwrap_or(&spec.dir))?;
+        kiln_oci::layout::write_atomic(dst, bytes)?;
+    }
     kiln_oci::layout::write_atomic(
         &spec.dir.join(kiln_image::lock::LOCK_FILE),
         lock.render().as_bytes(),

@@ -118,10 +118,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let mut bm_desc: Descriptor = staging.put(media::MANIFEST, &bundle_manifest.to_bytes())?;
     bm_desc.artifact_type = Some(cosign::BUNDLE_MEDIA_TYPE.to_owned());
 
+    // Blobs (unreferenced) first, then the event, then the index: the
+    // signature never appears without its event.
     staging.commit()?;
-    store.tag(&name, &sig_tag, &sig_desc)?;
-    store.add_untagged(std::slice::from_ref(&bm_desc))?;
-
     let public = key.public_key();
     ctx.record(
         ctx.event("image.sign")
@@ -131,6 +130,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             .detail("bundle_referrer", bm_desc.digest.to_string())
             .detail("blobs_verified", blobs),
     )?;
+    store.tag(&name, &sig_tag, &sig_desc)?;
+    store.add_untagged(std::slice::from_ref(&bm_desc))?;
     if ctx.json {
         return print_json(&json!({
             "image": img.reference,

@@ -300,3 +300,362 @@ fn tampering_with_the_log_is_named_and_blocks_changes() {
         "the build ran although it could not be recorded"
     );
 }
+
+/// The records of the state's log: `u32 BE length || entry || 4 check bytes`.
+fn records(e: &Env) -> Vec<Vec<u8>> {
+    let bytes = fs::read(e.state().join("log/entries")).unwrap();
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < bytes.len() {
+        let len = u32::from_be_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+        out.push(bytes[off + 4..off + 4 + len].to_vec());
+        off += 8 + len;
+    }
+    out
+}
+
+/// Rewrite the entries file from `entries`, each with correct check bytes
+/// (the derived `index` and `tree` are left as they are).
+fn write_records(e: &Env, entries: &[Vec<u8>]) {
+    let mut bytes = Vec::new();
+    for entry in entries {
+        bytes.extend_from_slice(&(entry.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(entry);
+        bytes.extend_from_slice(&kiln_tlog::leaf_hash(entry)[..4]);
+    }
+    fs::write(e.state().join("log/entries"), bytes).unwrap();
+}
+
+/// A change refused because of the log: exit 1, the cause named, no key
+/// files left behind.
+fn assert_change_refused(e: &Env, name: &str) {
+    let base = e.path().join(name);
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["key", "generate"])
+        .arg(&base));
+    assert_eq!(o.status.code(), Some(1), "the change was accepted");
+    assert!(stderr(&o).contains("audit log"), "{}", stderr(&o));
+    assert!(!base.with_extension("key").exists() && !base.with_extension("pub").exists());
+}
+
+/// `kiln log verify` fails and leaves the marker; then, once `undo` has put
+/// the tampered events back, changes stay refused until a passing verify
+/// clears it.
+fn verify_fails_then_restore_clears(e: &Env, undo: impl Fn(&mut Vec<Vec<u8>>)) {
+    let marker = e.state().join("log/refuse-changes");
+    let o = log_cmd(e, &["verify"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(marker.is_file(), "no refuse-changes marker");
+    assert_change_refused(e, "still-refused");
+    // (The failed verify may have appended its own failure event.)
+    let mut r = records(e);
+    undo(&mut r);
+    write_records(e, &r);
+    // The original is back, but only a passing verify lifts the refusal.
+    assert_change_refused(e, "marker-holds");
+    let o = log_cmd(e, &["verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("cleared the refuse-changes marker"));
+    assert!(!marker.exists(), "a passing verify left the marker");
+    keygen(e, &format!("after-{}", records(e).len()));
+}
+
+fn three_keys() -> Env {
+    let e = Env::new();
+    for k in ["a", "b", "c"] {
+        keygen(&e, k);
+    }
+    e
+}
+
+#[test]
+fn swapped_events_in_the_newest_batch_are_refused_on_open() {
+    let e = three_keys();
+    let mut r = records(&e);
+    r.swap(1, 2);
+    write_records(&e, &r);
+    // No `log verify` yet: opening the log is enough.
+    assert_change_refused(&e, "d");
+    verify_fails_then_restore_clears(&e, |r| r.swap(1, 2));
+}
+
+#[test]
+fn swapped_older_events_are_refused_after_a_failed_verify() {
+    // Below the previous checkpoint the open check trusts `tree`
+    // (documented); the full verification catches the swap and its marker
+    // stops every change.
+    let e = three_keys();
+    let mut r = records(&e);
+    r.swap(0, 1);
+    write_records(&e, &r);
+    // Not seen on open: the change goes through (and is recorded).
+    keygen(&e, "d");
+    let o = log_cmd(&e, &["verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("event 0"), "{}", stderr(&o));
+    verify_fails_then_restore_clears(&e, |r| r.swap(0, 1));
+}
+
+#[test]
+fn an_edited_event_with_recomputed_check_bytes_is_refused() {
+    let e = three_keys();
+    let edit = |i: usize, from: &'static str, to: &'static str| {
+        move |r: &mut Vec<Vec<u8>>| {
+            let text = String::from_utf8(r[i].clone()).unwrap();
+            assert!(text.contains(from), "{text}");
+            r[i] = text.replace(from, to).into_bytes();
+        }
+    };
+    let mut r = records(&e);
+    edit(2, "c.pub", "x.pub")(&mut r);
+    write_records(&e, &r);
+    assert_change_refused(&e, "d");
+    verify_fails_then_restore_clears(&e, edit(2, "x.pub", "c.pub"));
+    // The same edit of an older event: caught by verify, then refused.
+    let mut r = records(&e);
+    edit(0, "a.pub", "x.pub")(&mut r);
+    write_records(&e, &r);
+    verify_fails_then_restore_clears(&e, edit(0, "x.pub", "a.pub"));
+}
+
+/// `KILN_TEST_AUDIT_FAIL=1`: every audit append fails as on a full disk
+/// (a hook compiled into debug builds only).
+fn faulty(c: &mut std::process::Command) -> &mut std::process::Command {
+    c.env("KILN_TEST_AUDIT_FAIL", "1")
+}
+
+/// Files a command left in `dir` under temporary names.
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains("tmp") || n.contains("kiln-new") || n.contains("kiln-old"))
+        .collect()
+}
+
+fn index_json(e: &Env) -> String {
+    fs::read_to_string(e.store().join("index.json")).unwrap_or_default()
+}
+
+/// A command whose event cannot be recorded fails, names the cause, and
+/// leaves no change behind.
+fn assert_unrecorded(o: &Output) {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the change went through unrecorded"
+    );
+    assert!(stderr(o).contains("No space left"), "{}", stderr(o));
+}
+
+#[test]
+fn key_generate_without_its_event_leaves_no_key() {
+    let e = Env::new();
+    let base = e.path().join("k");
+    let o = run(faulty(&mut e.kiln())
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["key", "generate"])
+        .arg(&base));
+    assert_unrecorded(&o);
+    assert!(!base.with_extension("key").exists() && !base.with_extension("pub").exists());
+    assert_eq!(leftovers(e.path()), Vec::<String>::new());
+    // The retry is not refused with "exists".
+    keygen(&e, "k");
+    assert_eq!(
+        actions(&events(&e)),
+        [("key.generate".into(), "success".into())]
+    );
+}
+
+#[test]
+fn build_sign_approve_without_their_events_change_nothing() {
+    let e = Env::new();
+    let key = keygen(&e, "ci");
+    let out = e.path().join("out-layout");
+    // Build (with provenance and --out): blobs may land, nothing names them.
+    let o = run(faulty(&mut e.kiln())
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["build", "--sign-key"])
+        .arg(&key)
+        .arg("--out")
+        .arg(&out)
+        .arg("-f")
+        .arg(e.spec()));
+    assert_unrecorded(&o);
+    assert!(!index_json(&e).contains("hello"), "{}", index_json(&e));
+    assert!(!out.exists(), "--out written without the build's event");
+    assert_eq!(leftovers(e.path()), Vec::<String>::new());
+    let o = run(e.kiln().args(["inspect", "hello:1.0.0"]));
+    assert_eq!(o.status.code(), Some(1));
+    let digest = e.build(&[]);
+    assert!(index_json(&e).contains(&digest));
+
+    let before = index_json(&e);
+    let o = run(faulty(&mut e.kiln())
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["sign", "hello:1.0.0", "--key"])
+        .arg(&key));
+    assert_unrecorded(&o);
+    assert_eq!(index_json(&e), before, "a signature without its event");
+    let o = run(faulty(&mut e.kiln())
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["approve", "hello:1.0.0", "--reason", "CHG-1", "--key"])
+        .arg(&key));
+    assert_unrecorded(&o);
+    assert_eq!(index_json(&e), before, "an approval without its event");
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["sign", "hello:1.0.0", "--key"])
+        .arg(&key));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(index_json(&e).contains(".sig"));
+    let got = actions(&events(&e));
+    assert_eq!(
+        got.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
+        ["key.generate", "image.build", "image.sign"]
+    );
+}
+
+#[test]
+fn export_import_and_fim_init_without_their_events_change_nothing() {
+    let e = Env::new();
+    e.build(&[]);
+    let out = e.path().join("layout");
+    let o = run(faulty(&mut e.kiln())
+        .args(["export", "hello:1.0.0", "--out"])
+        .arg(&out));
+    assert_unrecorded(&o);
+    assert!(!out.exists(), "an export without its event");
+    assert_eq!(leftovers(e.path()), Vec::<String>::new());
+    let o = run(e.kiln().args(["export", "hello:1.0.0", "--out"]).arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Import into a fresh state directory: no store appears.
+    let other = e.path().join("other-state");
+    let o = run(faulty(&mut e.kiln())
+        .env("KILN_STATE_DIR", &other)
+        .arg("import")
+        .arg(&out));
+    assert_unrecorded(&o);
+    assert!(
+        !other.join("store/index.json").exists(),
+        "an import without its event"
+    );
+    // The retry imports.
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &other)
+        .arg("import")
+        .arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let tree = e.spec_dir();
+    let m = e.path().join("tree.manifest");
+    let o = run(faulty(&mut e.kiln())
+        .args(["fim", "init"])
+        .arg(&tree)
+        .arg("--out")
+        .arg(&m));
+    assert_unrecorded(&o);
+    assert!(!m.exists() && !e.path().join("tree.manifest.cache").exists());
+    assert_eq!(leftovers(e.path()), Vec::<String>::new());
+    let o = run(e
+        .kiln()
+        .args(["fim", "init"])
+        .arg(&tree)
+        .arg("--out")
+        .arg(&m));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(m.is_file());
+
+    // The log's own export and an evidence bundle: not in place.
+    let tiles = e.path().join("tiles");
+    let o = run(faulty(&mut e.kiln()).args(["log", "export"]).arg(&tiles));
+    assert_unrecorded(&o);
+    assert!(!tiles.exists(), "a log export without its event");
+    let bundle = e.path().join("evidence");
+    let o = run(faulty(&mut e.kiln())
+        .args(["evidence", "--framework", "pci-dss-4.0", "--out"])
+        .arg(&bundle));
+    assert_unrecorded(&o);
+    assert!(!bundle.exists(), "an evidence bundle without its event");
+    assert_eq!(leftovers(e.path()), Vec::<String>::new());
+    let o = run(e.kiln().args(["log", "export"]).arg(&tiles));
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Unmounts on drop.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_really_full_disk_leaves_no_key_without_its_event() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || !have("mount") {
+        eprintln!("SKIPPED: the full-disk test needs root to mount a tmpfs");
+        return;
+    }
+    let e = Env::new();
+    let log = e.state().join("log");
+    fs::create_dir_all(&log).unwrap();
+    let o = run(std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&log));
+    if !o.status.success() {
+        assert!(
+            std::env::var_os("KILN_REQUIRE_INTEROP").is_none(),
+            "cannot mount a tmpfs: {}",
+            stderr(&o)
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs: {}", stderr(&o));
+        return;
+    }
+    let _m = Mount(log.clone());
+    keygen(&e, "first");
+    // Fill the log's file system to the last byte.
+    let filler = log.join("filler");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(&[0]).is_ok() {}
+    }
+    // Appends that still fit in the files' last pages succeed; the first
+    // that needs a page fails, and its key must not exist.
+    let mut failed = None;
+    for i in 0..64 {
+        let base = e.path().join(format!("k{i}"));
+        let o = run(e
+            .kiln()
+            .env("KILN_KEY_PASSWORD", PASSWORD)
+            .args(["key", "generate"])
+            .arg(&base));
+        if !o.status.success() {
+            assert!(stderr(&o).contains("No space left"), "{}", stderr(&o));
+            assert!(!base.with_extension("key").exists() && !base.with_extension("pub").exists());
+            failed = Some(i);
+            break;
+        }
+    }
+    let i = failed.expect("the full disk never failed an append");
+    assert_eq!(leftovers(e.path()), Vec::<String>::new());
+    fs::remove_file(&filler).unwrap();
+    keygen(&e, &format!("k{i}"));
+    let o = log_cmd(&e, &["verify"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Every key that exists has its event.
+    let keys = events(&e)
+        .iter()
+        .filter(|v| v["event"]["action"] == "key.generate" && v["event"]["outcome"] == "success")
+        .count();
+    assert_eq!(keys, i + 2);
+}
