@@ -59,7 +59,7 @@ impl Lock {
     /// The lock beside `spec_dir`, if there is one.
     pub fn load(spec_dir: &Path) -> Result<Option<(Lock, String)>, SpecError> {
         let path = spec_dir.join(LOCK_FILE);
-        let text = match std::fs::read_to_string(&path) {
+        let text = match kiln_oci::untrusted::read_small_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err(&path, format!("cannot read the lock file: {e}"))),

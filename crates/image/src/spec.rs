@@ -214,7 +214,7 @@ pub struct Spec {
 impl Spec {
     /// Read and validate the spec at `path`.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let text = std::fs::read(path).map_err(|e| SpecError {
+        let text = kiln_oci::untrusted::read_small(path).map_err(|e| SpecError {
             file: path.to_path_buf(),
             line: 0,
             column: 0,

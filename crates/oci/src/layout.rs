@@ -651,6 +651,50 @@ impl Staging {
         Ok(())
     }
 
+    /// Copy the blob `desc` from another store (a base image, a layout being
+    /// imported) into staging: read through [`Store::open_blob`] (a regular
+    /// file of exactly `desc.size` bytes, never read past size + 1), hashed
+    /// as it is copied, adopted only if the digest matches. Returns the
+    /// number of bytes copied (0 when the blob is already here).
+    pub fn copy_from(&mut self, src: &Store, desc: &Descriptor) -> Result<u64, OciError> {
+        if self.has(&desc.digest) {
+            return Ok(0);
+        }
+        let src_path = src.blob_path(&desc.digest);
+        let mut r = src.open_blob(desc)?;
+        let (out, tmp) = self.temp_file()?;
+        let res = (|| {
+            let mut w = crate::Sha256Writer::new(io::BufWriter::with_capacity(1 << 20, out));
+            io::copy(&mut r, &mut w).map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+                    src.size_or_io(desc, &src_path, r.seen(), e)
+                }
+                _ => OciError::io(&src_path, e),
+            })?;
+            let (actual, n, inner) = w.finish();
+            inner
+                .into_inner()
+                .map_err(|e| OciError::io(&tmp, e.into_error()))?;
+            if actual != desc.digest {
+                return Err(OciError::DigestMismatch {
+                    digest: desc.digest.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+            Ok(n)
+        })();
+        match res {
+            Ok(n) => {
+                self.adopt(tmp, desc.digest)?;
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
     /// Stage a small blob held in memory; returns its descriptor.
     pub fn put(&mut self, media_type: &str, bytes: &[u8]) -> Result<Descriptor, OciError> {
         self.put_hashed(media_type, bytes, Digest::of(bytes))
