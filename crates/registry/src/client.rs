@@ -16,7 +16,7 @@ use crate::{Reference, RegistryError};
 /// Default upload chunk size (16 MiB).
 pub const DEFAULT_CHUNK_SIZE: usize = 16 << 20;
 /// Largest manifest or index accepted (the distribution spec suggests 4 MiB).
-pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+pub const MAX_MANIFEST_SIZE: u64 = kiln_oci::MAX_MANIFEST_SIZE;
 
 /// How to reach registries.
 #[derive(Clone, Debug, Default)]
