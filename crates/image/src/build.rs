@@ -391,7 +391,9 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
                     l.size,
                 );
                 d.annotations = l.annotations.clone();
-                staging.copy_from(&b.store, l)?;
+                if !staging.has(&l.digest) {
+                    staging.copy_from(&b.store, l)?;
+                }
                 layers.push(d);
             }
             diff_ids.extend(b.config.rootfs.diff_ids.iter().copied());

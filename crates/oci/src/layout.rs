@@ -255,16 +255,34 @@ impl Store {
 
     /// Read a blob named by a descriptor, checking size and digest.
     pub fn read_descriptor(&self, desc: &Descriptor) -> Result<Vec<u8>, OciError> {
-        let path = self.blob_path(&desc.digest);
-        let mut r = self.open_blob(desc)?;
-        let mut bytes = Vec::with_capacity(desc.size.min(MAX_MANIFEST_SIZE) as usize);
-        r.read_to_end(&mut bytes)
-            .map_err(|e| self.size_or_io(desc, &path, r.seen(), e))?;
+        // Bounded: a regular file, read to at most the larger of its
+        // descriptor's size and the manifest limit (plus one byte). Within
+        // that, content is checked before length, so a tampered blob is
+        // reported as corrupt.
+        let cap = desc.size.max(MAX_MANIFEST_SIZE);
+        let bytes = untrusted::read_capped(&self.blob_path(&desc.digest), cap, Follow::No)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::FileTooLarge => OciError::SizeMismatch {
+                    digest: desc.digest.to_string(),
+                    expected: desc.size,
+                    actual: fs::symlink_metadata(self.blob_path(&desc.digest))
+                        .map(|m| m.len())
+                        .unwrap_or(cap.saturating_add(1)),
+                },
+                _ => self.blob_err(&desc.digest, e),
+            })?;
         let actual = Digest::of(&bytes);
         if actual != desc.digest {
             return Err(OciError::DigestMismatch {
                 digest: desc.digest.to_string(),
                 actual: actual.to_string(),
+            });
+        }
+        if bytes.len() as u64 != desc.size {
+            return Err(OciError::SizeMismatch {
+                digest: desc.digest.to_string(),
+                expected: desc.size,
+                actual: bytes.len() as u64,
             });
         }
         Ok(bytes)
@@ -654,12 +672,10 @@ impl Staging {
     /// Copy the blob `desc` from another store (a base image, a layout being
     /// imported) into staging: read through [`Store::open_blob`] (a regular
     /// file of exactly `desc.size` bytes, never read past size + 1), hashed
-    /// as it is copied, adopted only if the digest matches. Returns the
-    /// number of bytes copied (0 when the blob is already here).
+    /// as it is copied, adopted only if the digest matches (a blob already
+    /// here is still read and checked, then dropped). Returns the number of
+    /// bytes read.
     pub fn copy_from(&mut self, src: &Store, desc: &Descriptor) -> Result<u64, OciError> {
-        if self.has(&desc.digest) {
-            return Ok(0);
-        }
         let src_path = src.blob_path(&desc.digest);
         let mut r = src.open_blob(desc)?;
         let (out, tmp) = self.temp_file()?;
@@ -876,29 +892,19 @@ mod tests {
         mkfifo(&p);
         check("FIFO");
         fs::remove_file(&p).unwrap();
-        fs::write(&p, b"{\"abc\":1}  ").unwrap();
-        assert!(
-            store
-                .read_descriptor(&d)
-                .unwrap_err()
-                .to_string()
-                .contains("has size")
-        );
-        assert!(
-            store
-                .verify_blob(&d)
-                .unwrap_err()
-                .to_string()
-                .contains("has size")
-        );
-        fs::write(&p, b"{}").unwrap();
-        assert!(
-            store
-                .read_descriptor(&d)
-                .unwrap_err()
-                .to_string()
-                .contains("has size")
-        );
+        // Longer or shorter: a streamed read stops at the size, an
+        // in-memory read reports the content as corrupt.
+        for wrong in [&b"{\"abc\":1}  "[..], b"{}"] {
+            fs::write(&p, wrong).unwrap();
+            let e = store.read_descriptor(&d).unwrap_err().to_string();
+            assert!(e.contains("corrupt"), "{e}");
+            let e = store.verify_blob(&d).unwrap_err().to_string();
+            assert!(e.contains("has size"), "{e}");
+        }
+        // Far longer than the manifest limit: refused without reading it all.
+        fs::write(&p, vec![b' '; (MAX_MANIFEST_SIZE + 10) as usize]).unwrap();
+        let e = store.read_descriptor(&d).unwrap_err().to_string();
+        assert!(e.contains("has size"), "{e}");
         // The index too is read only from a regular file.
         fs::rename(dir.path().join("index.json"), dir.path().join("i")).unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.path().join("index.json")).unwrap();
