@@ -27,6 +27,9 @@ const STAGE_LOCK: &str = ".lock";
 /// Largest manifest or index read into memory (the distribution spec
 /// suggests 4 MiB).
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+/// Largest blob [`Store::read_descriptor`] reads into memory (manifests,
+/// configs, signatures, SBOMs); layers are streamed instead.
+pub const MAX_IN_MEMORY_BLOB: u64 = 256 << 20;
 /// Largest `index.json` or `oci-layout` read.
 const MAX_INDEX_SIZE: u64 = 64 << 20;
 
@@ -259,6 +262,13 @@ impl Store {
         // descriptor's size and the manifest limit (plus one byte). Within
         // that, content is checked before length, so a tampered blob is
         // reported as corrupt.
+        if desc.size > MAX_IN_MEMORY_BLOB {
+            return Err(OciError::TooLarge {
+                digest: desc.digest.to_string(),
+                size: desc.size,
+                limit: MAX_IN_MEMORY_BLOB,
+            });
+        }
         let cap = desc.size.max(MAX_MANIFEST_SIZE);
         let bytes = untrusted::read_capped(&self.blob_path(&desc.digest), cap, Follow::No)
             .map_err(|e| match e.kind() {
@@ -905,6 +915,11 @@ mod tests {
         fs::write(&p, vec![b' '; (MAX_MANIFEST_SIZE + 10) as usize]).unwrap();
         let e = store.read_descriptor(&d).unwrap_err().to_string();
         assert!(e.contains("has size"), "{e}");
+        // A descriptor claiming a huge blob is never read into memory.
+        let mut huge = d.clone();
+        huge.size = 1 << 40;
+        let e = store.read_descriptor(&huge).unwrap_err().to_string();
+        assert!(e.contains("more than the"), "{e}");
         // The index too is read only from a regular file.
         fs::rename(dir.path().join("index.json"), dir.path().join("i")).unwrap();
         std::os::unix::fs::symlink("/dev/zero", dir.path().join("index.json")).unwrap();
