@@ -2,7 +2,6 @@
 //! and (ideally) the log's verifier key obtained out of band.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::path::Path;
 
 use kiln_audit::Event;
@@ -71,7 +70,10 @@ pub struct VerifyReport {
 }
 
 fn read(dir: &Path, rel: &str) -> Result<Vec<u8>, VerifyFailure> {
-    fs::read(dir.join(rel)).map_err(|e| fail(rel, format!("cannot read: {e}")))
+    // An untrusted bundle: regular files only (no symlink, FIFO or device),
+    // and bounded in size.
+    kiln_oci::untrusted::read_capped(&dir.join(rel), 1 << 30, kiln_oci::untrusted::Follow::No)
+        .map_err(|e| fail(rel, format!("cannot read: {e}")))
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], rel: &str) -> Result<T, VerifyFailure> {

@@ -459,7 +459,7 @@ fn listen_clash(a: &SocketAddr, b: &SocketAddr) -> bool {
 impl Deployment {
     /// Reads and validates the deploy file at `path`.
     pub fn load(path: &Path) -> Result<Deployment, DeployError> {
-        let bytes = std::fs::read(path)
+        let bytes = kiln_oci::untrusted::read_small(path)
             .map_err(|e| error_unlocated(path, format!("cannot read the deploy file: {e}")))?;
         let text = kiln_oci::textpos::decode(bytes).map_err(|e| DeployError {
             file: path.to_path_buf(),

@@ -136,7 +136,7 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn decompressor<'a>(mt: &str, f: std::fs::File) -> Result<Box<dyn Read + 'a>, String> {
+fn decompressor<'a>(mt: &str, f: impl Read + 'a) -> Result<Box<dyn Read + 'a>, String> {
     let f = io::BufReader::with_capacity(1 << 20, f);
     Ok(match mt {
         media::LAYER_GZIP | media::DOCKER_LAYER_GZIP => {
@@ -172,7 +172,8 @@ fn read_layer(
     dpkg_status: &mut Option<Vec<u8>>,
     warnings: &mut Vec<String>,
 ) -> Result<(), String> {
-    let f = std::fs::File::open(store.blob_path(&layer.digest)).map_err(|e| e.to_string())?;
+    // A regular file of exactly the descriptor's size, read no further.
+    let f = store.open_blob(layer).map_err(|e| e.to_string())?;
     let mut r = HashingReader {
         inner: decompressor(&layer.media_type, f)?,
         h: sha2::Sha256::new(),

@@ -325,7 +325,9 @@ pub fn build_staged(
                     l.size,
                 );
                 d.annotations = l.annotations.clone();
-                import_blob(&b.store, &mut staging, &l.digest)?;
+                if !staging.has(&l.digest) {
+                    staging.copy_from(&b.store, l)?;
+                }
                 layers.push(d);
             }
             diff_ids.extend(b.config.rootfs.diff_ids.iter().copied());
@@ -550,17 +552,6 @@ fn cached_referrers(store: &Store, path: &Path) -> Option<CachedReferrers> {
         }
     }
     Some(c)
-}
-
-fn import_blob(from: &Store, staging: &mut Staging, d: &Digest) -> Result<(), BuildError> {
-    if staging.has(d) {
-        return Ok(());
-    }
-    let (f, tmp) = staging.temp_file()?;
-    drop(f);
-    std::fs::copy(from.blob_path(d), &tmp).map_err(|e| BuildError::io(from.blob_path(d), e))?;
-    staging.adopt(tmp, *d)?;
-    Ok(())
 }
 
 fn record(path: &str, n: &tree::Node) -> FileRecord {

@@ -88,11 +88,7 @@ pub fn export_recorded(
         if st.has(&d.digest) {
             return Ok(());
         }
-        store.verify_blob(d)?;
-        let (f, p) = st.temp_file()?;
-        drop(f);
-        fs::copy(store.blob_path(&d.digest), &p).map_err(|e| BuildError::io(&p, e))?;
-        st.adopt(p, d.digest)?;
+        st.copy_from(store, d)?;
         Ok(())
     };
     let extra = tagged.iter().map(|t| &t.descriptor);

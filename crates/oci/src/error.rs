@@ -13,6 +13,12 @@ pub enum OciError {
         expected: u64,
         actual: u64,
     },
+    #[error("blob {digest} is {size} bytes, more than the {limit} read into memory")]
+    TooLarge {
+        digest: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("blob {0} is not in the store")]
     MissingBlob(String),
     #[error("{path}: {source}")]

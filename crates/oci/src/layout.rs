@@ -15,12 +15,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::untrusted::{self, BoundedReader, Follow};
 use crate::{Descriptor, Digest, ImageIndex, ImageManifest, OciError, annotations, media};
 
 const LAYOUT_FILE: &str = "oci-layout";
 const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 /// kiln's private area inside a layout: staging dirs and the index lock.
 const PRIVATE: &str = ".kiln";
+/// The lock file inside each staging directory, held (flock) while in use.
+const STAGE_LOCK: &str = ".lock";
+/// Largest manifest or index read into memory (the distribution spec
+/// suggests 4 MiB).
+pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+/// Largest blob [`Store::read_descriptor`] reads into memory (manifests,
+/// configs, signatures, SBOMs); layers are streamed instead.
+pub const MAX_IN_MEMORY_BLOB: u64 = 256 << 20;
+/// Largest `index.json` or `oci-layout` read.
+const MAX_INDEX_SIZE: u64 = 64 << 20;
 
 /// An OCI image layout on disk.
 #[derive(Clone, Debug)]
@@ -156,6 +167,7 @@ impl Store {
         let root = root.into();
         fs::create_dir_all(root.join("blobs/sha256")).map_err(|e| OciError::io(&root, e))?;
         let store = Store { root };
+        store.sweep_stale_stages();
         if !store.root.join(LAYOUT_FILE).exists() {
             store.write_atomic(&store.root.join(LAYOUT_FILE), LAYOUT_CONTENT)?;
         }
@@ -182,7 +194,7 @@ impl Store {
             path: self.root.clone(),
             reason,
         };
-        let bytes = fs::read(self.root.join(LAYOUT_FILE))
+        let bytes = untrusted::read_capped(&self.root.join(LAYOUT_FILE), 4096, Follow::No)
             .map_err(|e| not(format!("cannot read {LAYOUT_FILE}: {e}")))?;
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| not(format!("{LAYOUT_FILE} is not JSON: {e}")))?;
@@ -196,17 +208,44 @@ impl Store {
         self.root.join("blobs/sha256").join(d.hex())
     }
 
+    /// Whether the blob is present as a regular file (a symlink or any other
+    /// kind of file in `blobs/` does not count).
     pub fn has_blob(&self, d: &Digest) -> bool {
-        self.blob_path(d).is_file()
+        fs::symlink_metadata(self.blob_path(d)).is_ok_and(|m| m.file_type().is_file())
     }
 
-    /// Read a whole blob, checking that it hashes to its digest.
+    fn blob_err(&self, d: &Digest, e: io::Error) -> OciError {
+        match e.kind() {
+            io::ErrorKind::NotFound => OciError::MissingBlob(d.to_string()),
+            _ => OciError::io(self.blob_path(d), e),
+        }
+    }
+
+    /// Open the blob `desc` names for streaming: a regular file (a symlink,
+    /// FIFO or device in `blobs/` is refused without reading it) whose size is
+    /// the descriptor's. The reader yields exactly `desc.size` bytes or an
+    /// error; it never reads more than one byte past them. The caller still
+    /// checks the digest of what it read.
+    pub fn open_blob(&self, desc: &Descriptor) -> Result<BoundedReader<File>, OciError> {
+        let path = self.blob_path(&desc.digest);
+        let (f, size) = untrusted::open_regular(&path, Follow::No)
+            .map_err(|e| self.blob_err(&desc.digest, e))?;
+        if size != desc.size {
+            return Err(OciError::SizeMismatch {
+                digest: desc.digest.to_string(),
+                expected: desc.size,
+                actual: size,
+            });
+        }
+        Ok(BoundedReader::new(f, desc.size))
+    }
+
+    /// Read a whole blob known only by digest (a manifest or index, at most
+    /// [`MAX_MANIFEST_SIZE`]), checking that it hashes to its digest.
     pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>, OciError> {
         let path = self.blob_path(d);
-        let bytes = fs::read(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => OciError::MissingBlob(d.to_string()),
-            _ => OciError::io(&path, e),
-        })?;
+        let bytes = untrusted::read_capped(&path, MAX_MANIFEST_SIZE, Follow::No)
+            .map_err(|e| self.blob_err(d, e))?;
         let actual = Digest::of(&bytes);
         if actual != *d {
             return Err(OciError::DigestMismatch {
@@ -219,7 +258,36 @@ impl Store {
 
     /// Read a blob named by a descriptor, checking size and digest.
     pub fn read_descriptor(&self, desc: &Descriptor) -> Result<Vec<u8>, OciError> {
-        let bytes = self.read_blob(&desc.digest)?;
+        // Bounded: a regular file, read to at most the larger of its
+        // descriptor's size and the manifest limit (plus one byte). Within
+        // that, content is checked before length, so a tampered blob is
+        // reported as corrupt.
+        if desc.size > MAX_IN_MEMORY_BLOB {
+            return Err(OciError::TooLarge {
+                digest: desc.digest.to_string(),
+                size: desc.size,
+                limit: MAX_IN_MEMORY_BLOB,
+            });
+        }
+        let cap = desc.size.max(MAX_MANIFEST_SIZE);
+        let bytes = untrusted::read_capped(&self.blob_path(&desc.digest), cap, Follow::No)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::FileTooLarge => OciError::SizeMismatch {
+                    digest: desc.digest.to_string(),
+                    expected: desc.size,
+                    actual: fs::symlink_metadata(self.blob_path(&desc.digest))
+                        .map(|m| m.len())
+                        .unwrap_or(cap.saturating_add(1)),
+                },
+                _ => self.blob_err(&desc.digest, e),
+            })?;
+        let actual = Digest::of(&bytes);
+        if actual != desc.digest {
+            return Err(OciError::DigestMismatch {
+                digest: desc.digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
         if bytes.len() as u64 != desc.size {
             return Err(OciError::SizeMismatch {
                 digest: desc.digest.to_string(),
@@ -230,23 +298,33 @@ impl Store {
         Ok(bytes)
     }
 
+    /// A read error of a [`BoundedReader`]: a size mismatch when the blob
+    /// was longer or shorter than its descriptor, else the I/O error.
+    fn size_or_io(&self, desc: &Descriptor, path: &Path, seen: u64, e: io::Error) -> OciError {
+        match e.kind() {
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => OciError::SizeMismatch {
+                digest: desc.digest.to_string(),
+                expected: desc.size,
+                actual: seen,
+            },
+            _ => OciError::io(path, e),
+        }
+    }
+
     /// Stream a blob through a hasher and check it against its descriptor.
     pub fn verify_blob(&self, desc: &Descriptor) -> Result<(), OciError> {
         let path = self.blob_path(&desc.digest);
-        let mut f = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => OciError::MissingBlob(desc.digest.to_string()),
-            _ => OciError::io(&path, e),
-        })?;
+        let mut f = self.open_blob(desc)?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0u64;
         loop {
-            let k = f.read(&mut buf).map_err(|e| OciError::io(&path, e))?;
+            let k = f
+                .read(&mut buf)
+                .map_err(|e| self.size_or_io(desc, &path, f.seen(), e))?;
             if k == 0 {
                 break;
             }
             h.update(&buf[..k]);
-            n += k as u64;
         }
         let actual = Digest::from_bytes(h.finalize().into());
         if actual != desc.digest {
@@ -255,17 +333,12 @@ impl Store {
                 actual: actual.to_string(),
             });
         }
-        if n != desc.size {
-            return Err(OciError::SizeMismatch {
-                digest: desc.digest.to_string(),
-                expected: desc.size,
-                actual: n,
-            });
-        }
         Ok(())
     }
 
-    /// A private staging area for the blobs of one operation.
+    /// A private staging area for the blobs of one operation. It carries a
+    /// lock file held (flock) for as long as the [`Staging`] lives, so
+    /// [`Store::sweep_stale_stages`] never removes a live one.
     pub fn staging(&self) -> Result<Staging, OciError> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let base = self.root.join(PRIVATE).join("tmp");
@@ -274,25 +347,79 @@ impl Store {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let dir = base.join(format!(
+        let name = format!(
             "stage-{}-{}-{nanos}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir(&dir).map_err(|e| OciError::io(&dir, e))?;
+        );
+        // Made under a name the sweep ignores, locked, then renamed into
+        // place: a sweep never sees a stage directory without its held lock.
+        let new = base.join(format!(".new-{name}"));
+        let dir = base.join(&name);
+        fs::create_dir(&new).map_err(|e| OciError::io(&new, e))?;
+        let locked = (|| {
+            let lock_path = new.join(STAGE_LOCK);
+            let lock = File::create(&lock_path)?;
+            lock.lock()?;
+            fs::rename(&new, &dir)?;
+            Ok(lock)
+        })();
+        let lock = match locked {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&new);
+                return Err(OciError::io(&dir, e));
+            }
+        };
         Ok(Staging {
             store: self.clone(),
             dir,
             staged: BTreeMap::new(),
             seq: 0,
             committed: false,
+            _lock: lock,
         })
+    }
+
+    /// Remove staging directories left by processes that died (killed, out
+    /// of power) mid-operation: every `stage-*` whose lock can be taken
+    /// without waiting. A stage a live process holds is kept. Best effort:
+    /// returns how many were removed.
+    pub fn sweep_stale_stages(&self) -> usize {
+        let base = self.root.join(PRIVATE).join("tmp");
+        let Ok(rd) = fs::read_dir(&base) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let is_stage = name.to_str().is_some_and(|n| n.starts_with("stage-"));
+            if !is_stage || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let dir = e.path();
+            // A stage without a lock file predates stage locks: nobody holds it.
+            let lock = match File::open(dir.join(STAGE_LOCK)) {
+                Ok(f) => match f.try_lock() {
+                    Ok(()) => Some(f),
+                    Err(_) => continue, // held by a live process (or unlockable)
+                },
+                Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+                Err(_) => continue,
+            };
+            if fs::remove_dir_all(&dir).is_ok() {
+                removed += 1;
+            }
+            drop(lock);
+        }
+        removed
     }
 
     /// The layout's `index.json`.
     pub fn index(&self) -> Result<ImageIndex, OciError> {
         let path = self.root.join("index.json");
-        let bytes = fs::read(&path).map_err(|e| OciError::io(&path, e))?;
+        let bytes = untrusted::read_capped(&path, MAX_INDEX_SIZE, Follow::No)
+            .map_err(|e| OciError::io(&path, e))?;
         crate::types::from_json(&bytes, &path.display().to_string())
     }
 
@@ -523,6 +650,9 @@ pub struct Staging {
     staged: BTreeMap<Digest, PathBuf>,
     seq: u64,
     committed: bool,
+    /// Held (flock) while this staging area is in use; released on drop,
+    /// after the directory is gone.
+    _lock: File,
 }
 
 impl Staging {
@@ -547,6 +677,48 @@ impl Staging {
             self.staged.insert(digest, path);
         }
         Ok(())
+    }
+
+    /// Copy the blob `desc` from another store (a base image, a layout being
+    /// imported) into staging: read through [`Store::open_blob`] (a regular
+    /// file of exactly `desc.size` bytes, never read past size + 1), hashed
+    /// as it is copied, adopted only if the digest matches (a blob already
+    /// here is still read and checked, then dropped). Returns the number of
+    /// bytes read.
+    pub fn copy_from(&mut self, src: &Store, desc: &Descriptor) -> Result<u64, OciError> {
+        let src_path = src.blob_path(&desc.digest);
+        let mut r = src.open_blob(desc)?;
+        let (out, tmp) = self.temp_file()?;
+        let res = (|| {
+            let mut w = crate::Sha256Writer::new(io::BufWriter::with_capacity(1 << 20, out));
+            io::copy(&mut r, &mut w).map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+                    src.size_or_io(desc, &src_path, r.seen(), e)
+                }
+                _ => OciError::io(&src_path, e),
+            })?;
+            let (actual, n, inner) = w.finish();
+            inner
+                .into_inner()
+                .map_err(|e| OciError::io(&tmp, e.into_error()))?;
+            if actual != desc.digest {
+                return Err(OciError::DigestMismatch {
+                    digest: desc.digest.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+            Ok(n)
+        })();
+        match res {
+            Ok(n) => {
+                self.adopt(tmp, desc.digest)?;
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
     }
 
     /// Stage a small blob held in memory; returns its descriptor.
@@ -694,6 +866,96 @@ mod tests {
         let e = store.read_blob(&d.digest).unwrap_err().to_string();
         assert!(e.contains("corrupt"), "{e}");
         assert!(store.verify_blob(&d).is_err());
+    }
+
+    fn mkfifo(p: &Path) {
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+
+    /// A blob replaced by a symlink to /dev/zero, a FIFO, a longer or a
+    /// shorter file: every read fails promptly, none blocks or runs forever.
+    #[test]
+    fn hostile_blob_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_init(dir.path()).unwrap();
+        let mut st = store.staging().unwrap();
+        let d = st.put(media::CONFIG, b"{\"abc\":1}").unwrap();
+        st.commit().unwrap();
+        let p = store.blob_path(&d.digest);
+        let check = |want: &str| {
+            for e in [
+                store.read_blob(&d.digest).unwrap_err(),
+                store.read_descriptor(&d).unwrap_err(),
+                store.verify_blob(&d).unwrap_err(),
+                store.open_blob(&d).err().unwrap(),
+            ] {
+                assert!(e.to_string().contains(want), "{want:?} not in {e}");
+            }
+        };
+        fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+        check("symbolic link");
+        assert!(!store.has_blob(&d.digest));
+        fs::remove_file(&p).unwrap();
+        mkfifo(&p);
+        check("FIFO");
+        fs::remove_file(&p).unwrap();
+        // Longer or shorter: a streamed read stops at the size, an
+        // in-memory read reports the content as corrupt.
+        for wrong in [&b"{\"abc\":1}  "[..], b"{}"] {
+            fs::write(&p, wrong).unwrap();
+            let e = store.read_descriptor(&d).unwrap_err().to_string();
+            assert!(e.contains("corrupt"), "{e}");
+            let e = store.verify_blob(&d).unwrap_err().to_string();
+            assert!(e.contains("has size"), "{e}");
+        }
+        // Far longer than the manifest limit: refused without reading it all.
+        fs::write(&p, vec![b' '; (MAX_MANIFEST_SIZE + 10) as usize]).unwrap();
+        let e = store.read_descriptor(&d).unwrap_err().to_string();
+        assert!(e.contains("has size"), "{e}");
+        // A descriptor claiming a huge blob is never read into memory.
+        let mut huge = d.clone();
+        huge.size = 1 << 40;
+        let e = store.read_descriptor(&huge).unwrap_err().to_string();
+        assert!(e.contains("more than the"), "{e}");
+        // The index too is read only from a regular file.
+        fs::rename(dir.path().join("index.json"), dir.path().join("i")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("index.json")).unwrap();
+        assert!(store.index().is_err());
+    }
+
+    #[test]
+    fn stale_stages_are_swept_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_init(dir.path()).unwrap();
+        let tmp = dir.path().join(".kiln/tmp");
+        // A dead process's stage: lock file present, nobody holds it.
+        let dead = tmp.join("stage-999999-0-1");
+        fs::create_dir_all(&dead).unwrap();
+        fs::write(dead.join(STAGE_LOCK), b"").unwrap();
+        fs::write(dead.join("blob-1"), b"partial").unwrap();
+        // A stage from before stage locks existed.
+        let legacy = tmp.join("stage-999999-1-1");
+        fs::create_dir_all(&legacy).unwrap();
+        // A live one, held by this process.
+        let mut live = store.staging().unwrap();
+        live.put(media::CONFIG, b"x").unwrap();
+        let live_dir = live.dir.clone();
+        let store = Store::open_or_init(dir.path()).unwrap();
+        assert!(!dead.exists(), "a dead stage survived the sweep");
+        assert!(!legacy.exists(), "an unlocked legacy stage survived");
+        assert!(live_dir.exists(), "the sweep removed a live stage");
+        assert_eq!(store.sweep_stale_stages(), 0);
+        live.commit().unwrap();
+        assert!(!live_dir.exists());
+        // A failed operation (dropped staging) leaves nothing.
+        let st = store.staging().unwrap();
+        let d = st.dir.clone();
+        drop(st);
+        assert!(!d.exists());
+        assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0);
     }
 
     #[test]

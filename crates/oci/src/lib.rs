@@ -12,10 +12,11 @@ pub mod media;
 pub mod textpos;
 pub mod time;
 mod types;
+pub mod untrusted;
 
 pub use digest::{Digest, Sha256Writer};
 pub use error::OciError;
-pub use layout::{ImageRef, Staging, Store, TaggedImage, WritebackFile};
+pub use layout::{ImageRef, MAX_MANIFEST_SIZE, Staging, Store, TaggedImage, WritebackFile};
 pub use types::{
     Descriptor, History, ImageConfig, ImageIndex, ImageManifest, Platform, RootFs, RuntimeConfig,
 };

@@ -1,20 +1,22 @@
 //! HTTP plumbing: the agent, TLS options, authentication challenges.
 
 use std::collections::HashMap;
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::Instant;
 
 use ureq::Body;
 use ureq::http::Response;
 
 use crate::reference::host_is_loopback;
+use crate::speed::{LowSpeedReader, Timeouts, TooSlow};
 use crate::{Reference, RegistryError};
 
 /// Default upload chunk size (16 MiB).
 pub const DEFAULT_CHUNK_SIZE: usize = 16 << 20;
 /// Largest manifest or index accepted (the distribution spec suggests 4 MiB).
-pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+pub const MAX_MANIFEST_SIZE: u64 = kiln_oci::MAX_MANIFEST_SIZE;
 
 /// How to reach registries.
 #[derive(Clone, Debug, Default)]
@@ -31,6 +33,8 @@ pub struct Options {
     pub password: Option<String>,
     /// Upload chunk size; `None` means [`DEFAULT_CHUNK_SIZE`].
     pub chunk_size: Option<usize>,
+    /// Connect, response-header and low-speed limits.
+    pub timeouts: Timeouts,
 }
 
 /// A synchronous OCI distribution-spec v2 client.
@@ -70,7 +74,7 @@ impl Client {
                 path: path.clone(),
                 reason,
             };
-            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let pem = kiln_oci::untrusted::read_small(path).map_err(|e| bad(e.to_string()))?;
             let mut certs = Vec::new();
             for item in ureq::tls::parse_pem(&pem) {
                 match item.map_err(|e| bad(e.to_string()))? {
@@ -83,10 +87,16 @@ impl Client {
             }
             tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
         }
+        // Bounded in time everywhere: connecting, waiting for headers, and
+        // every socket read or write; a body that flows too slowly is cut
+        // off by the low-speed guard on its reader ([`Client::guard`]).
+        let t = options.timeouts;
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_recv_response(Some(Duration::from_secs(300)))
+            .timeout_connect(Some(t.connect))
+            .timeout_recv_response(Some(t.response))
+            .timeout_per_read(Some(t.per_read()))
+            .timeout_per_write(Some(t.per_write()))
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
             .build();
@@ -157,11 +167,108 @@ impl Client {
                 rb.send(body.unwrap_or(&[]))
             }
         };
-        res.map_err(|e| RegistryError::Http {
+        res.map_err(|e| self.http_error(method.as_str(), url, e))
+    }
+
+    /// A ureq error for `method url`; timeouts say which limit ran out.
+    pub(crate) fn http_error(
+        &self,
+        method: &'static str,
+        url: &str,
+        e: ureq::Error,
+    ) -> RegistryError {
+        let t = &self.options.timeouts;
+        let secs = |d: std::time::Duration| d.as_secs_f64();
+        let reason = match &e {
+            ureq::Error::Timeout(kind) => match kind {
+                ureq::Timeout::Connect | ureq::Timeout::Resolve => {
+                    format!("could not connect within {} s", secs(t.connect))
+                }
+                ureq::Timeout::RecvResponse => format!(
+                    "no response within {} s (raise the limit with --timeout or KILN_REGISTRY_TIMEOUT)",
+                    secs(t.response)
+                ),
+                ureq::Timeout::PerRead => {
+                    format!("the registry sent nothing for {} s", secs(t.per_read()))
+                }
+                ureq::Timeout::PerWrite => format!(
+                    "the registry accepted no data for {} s",
+                    secs(t.per_write())
+                ),
+                other => format!("{other}"),
+            },
+            _ => {
+                return RegistryError::Http {
+                    method,
+                    url: url.to_string(),
+                    source: Box::new(e),
+                };
+            }
+        };
+        RegistryError::Timeout {
+            method,
+            url: url.to_string(),
+            reason,
+        }
+    }
+
+    /// An error reading a response body through [`Client::guard`].
+    pub(crate) fn body_error(
+        &self,
+        method: &'static str,
+        url: &str,
+        e: io::Error,
+    ) -> RegistryError {
+        if let Some(slow) = e.get_ref().and_then(|i| i.downcast_ref::<TooSlow>()) {
+            return RegistryError::Timeout {
+                method,
+                url: url.to_string(),
+                reason: slow.to_string(),
+            };
+        }
+        self.http_error(method, url, ureq::Error::from(e))
+    }
+
+    /// Wrap a body reader in the low-speed guard.
+    pub(crate) fn guard<R: Read>(&self, r: R) -> LowSpeedReader<R, fn() -> Instant> {
+        LowSpeedReader::new(r, self.options.timeouts.low_speed)
+    }
+
+    /// Read a whole (small) body, refusing more than `limit` bytes.
+    pub(crate) fn read_limited(
+        &self,
+        resp: &mut Response<Body>,
+        limit: u64,
+        method: &'static str,
+        url: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let mut r = self.guard(resp.body_mut().with_config().limit(limit).reader());
+        let mut out = Vec::new();
+        r.read_to_end(&mut out)
+            .map_err(|e| self.body_error(method, url, e))?;
+        Ok(out)
+    }
+
+    /// Turn an unexpected status into an error carrying the registry's
+    /// message (at most 4 KiB of it, read under the low-speed guard).
+    pub(crate) fn status_error(
+        &self,
+        mut resp: Response<Body>,
+        method: Method,
+        url: &str,
+    ) -> RegistryError {
+        let status = resp.status().as_u16();
+        let mut b = Vec::new();
+        let _ = self
+            .guard(resp.body_mut().with_config().limit(4096).reader())
+            .read_to_end(&mut b);
+        let body = String::from_utf8_lossy(&b).trim().to_string();
+        RegistryError::Status {
             method: method.as_str(),
             url: url.to_string(),
-            source: Box::new(e),
-        })
+            status,
+            body: body.chars().take(1024).collect(),
+        }
     }
 
     /// Send a request; on `401` answer the `WWW-Authenticate` challenge
@@ -288,7 +395,7 @@ impl Client {
                 "token endpoint {token_url} answered HTTP {status}"
             )));
         }
-        let bytes = read_limited(&mut resp, 1 << 20, "GET", &token_url)?;
+        let bytes = self.read_limited(&mut resp, 1 << 20, "GET", &token_url)?;
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| unauth(format!("token response is not JSON: {e}")))?;
         let token = v
@@ -307,42 +414,6 @@ pub(crate) fn header(resp: &Response<Body>, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-}
-
-/// Read a whole (small) body, refusing more than `limit` bytes.
-pub(crate) fn read_limited(
-    resp: &mut Response<Body>,
-    limit: u64,
-    method: &'static str,
-    url: &str,
-) -> Result<Vec<u8>, RegistryError> {
-    resp.body_mut()
-        .with_config()
-        .limit(limit)
-        .read_to_vec()
-        .map_err(|e| RegistryError::Http {
-            method,
-            url: url.to_string(),
-            source: Box::new(e),
-        })
-}
-
-/// Turn an unexpected status into an error carrying the registry's message.
-pub(crate) fn status_error(mut resp: Response<Body>, method: Method, url: &str) -> RegistryError {
-    let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(4096)
-        .read_to_vec()
-        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-        .unwrap_or_default();
-    RegistryError::Status {
-        method: method.as_str(),
-        url: url.to_string(),
-        status,
-        body: body.chars().take(1024).collect(),
-    }
 }
 
 /// `Scheme k="v", k2=v2` → (scheme, [(k, v)]). Quoted values may contain commas.

@@ -20,6 +20,12 @@ pub enum RegistryError {
         #[source]
         source: Box<ureq::Error>,
     },
+    #[error("{method} {url}: timed out: {reason}")]
+    Timeout {
+        method: &'static str,
+        url: String,
+        reason: String,
+    },
     #[error("{method} {url}: registry answered HTTP {status}{}", fmt_body(.body))]
     Status {
         method: &'static str,

@@ -16,8 +16,10 @@ mod client;
 mod error;
 mod ops;
 mod reference;
+mod speed;
 
 pub use client::{Client, DEFAULT_CHUNK_SIZE, MAX_MANIFEST_SIZE, Options};
 pub use error::RegistryError;
 pub use ops::{Pulled, fallback_tag};
 pub use reference::Reference;
+pub use speed::{LowSpeed, LowSpeedLimit, LowSpeedReader, Timeouts, TooSlow};

@@ -1,15 +1,14 @@
 //! Push, pull and referrers.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, BufWriter, Read, Write};
 
 use kiln_oci::{
     Descriptor, Digest, ImageIndex, ImageManifest, Sha256Writer, Staging, Store, media,
 };
 use sha2::{Digest as _, Sha256};
 
-use crate::client::{Method, header, read_limited, resolve_location, status_error};
+use crate::client::{Method, header, resolve_location};
 use crate::{Client, MAX_MANIFEST_SIZE, Reference, RegistryError};
 
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -59,7 +58,7 @@ impl Client {
         let url = format!("{base}/v2/");
         let resp = self.request(Method::Get, &url, &[], None, &base, "")?;
         if resp.status().as_u16() != 200 {
-            return Err(status_error(resp, Method::Get, &url));
+            return Err(self.status_error(resp, Method::Get, &url));
         }
         Ok(())
     }
@@ -154,18 +153,11 @@ impl Client {
         match resp.status().as_u16() {
             200 => return Ok(()),
             404 => {}
-            _ => return Err(status_error(resp, Method::Head, &blob_url)),
+            _ => return Err(self.status_error(resp, Method::Head, &blob_url)),
         }
         let path = store.blob_path(&desc.digest);
-        let mut file = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => {
-                kiln_oci::OciError::MissingBlob(desc.digest.to_string()).into()
-            }
-            _ => RegistryError::Io {
-                path: path.clone(),
-                source: e,
-            },
-        })?;
+        // A regular file of exactly the descriptor's size, read no further.
+        let mut file = store.open_blob(desc)?;
 
         let start_url = repo.url("blobs/uploads/");
         let resp = self.request(
@@ -177,7 +169,7 @@ impl Client {
             &repo.scope,
         )?;
         if resp.status().as_u16() != 202 {
-            return Err(status_error(resp, Method::Post, &start_url));
+            return Err(self.status_error(resp, Method::Post, &start_url));
         }
         let mut location = next_location(&resp, &start_url)?;
 
@@ -186,9 +178,19 @@ impl Client {
         let mut hasher = Sha256::new();
         let mut offset: u64 = 0;
         loop {
-            let n = read_full(&mut file, &mut buf).map_err(|e| RegistryError::Io {
-                path: path.clone(),
-                source: e,
+            let n = read_full(&mut file, &mut buf).map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+                    kiln_oci::OciError::SizeMismatch {
+                        digest: desc.digest.to_string(),
+                        expected: desc.size,
+                        actual: file.seen(),
+                    }
+                    .into()
+                }
+                _ => RegistryError::Io {
+                    path: path.clone(),
+                    source: e,
+                },
             })?;
             if n == 0 {
                 break;
@@ -209,7 +211,7 @@ impl Client {
                 &repo.scope,
             )?;
             if resp.status().as_u16() != 202 {
-                return Err(status_error(resp, Method::Patch, &location));
+                return Err(self.status_error(resp, Method::Patch, &location));
             }
             location = next_location(&resp, &location).unwrap_or(location);
             offset += n as u64;
@@ -245,7 +247,7 @@ impl Client {
             &repo.scope,
         )?;
         if resp.status().as_u16() != 201 {
-            return Err(status_error(resp, Method::Put, &put_url));
+            return Err(self.status_error(resp, Method::Put, &put_url));
         }
         Ok(())
     }
@@ -270,7 +272,7 @@ impl Client {
             &repo.scope,
         )?;
         if resp.status().as_u16() != 201 {
-            return Err(status_error(resp, Method::Put, &url));
+            return Err(self.status_error(resp, Method::Put, &url));
         }
         if let Some(d) = header(&resp, "docker-content-digest")
             && d != digest.to_string()
@@ -370,7 +372,7 @@ impl Client {
         )?;
         match resp.status().as_u16() {
             200 => {
-                let bytes = read_limited(&mut resp, MAX_MANIFEST_SIZE, "GET", &url)?;
+                let bytes = self.read_limited(&mut resp, MAX_MANIFEST_SIZE, "GET", &url)?;
                 let idx: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| {
                     RegistryError::protocol(
                         format!("referrers of {subject} from {url}"),
@@ -380,7 +382,7 @@ impl Client {
                 Ok(Some(idx.manifests))
             }
             404 => Ok(None),
-            _ => Err(status_error(resp, Method::Get, &url)),
+            _ => Err(self.status_error(resp, Method::Get, &url)),
         }
     }
 
@@ -436,11 +438,11 @@ impl Client {
         match resp.status().as_u16() {
             200 => {}
             404 => return Ok(None),
-            _ => return Err(status_error(resp, Method::Get, &url)),
+            _ => return Err(self.status_error(resp, Method::Get, &url)),
         }
         let content_type = header(&resp, "content-type");
         let header_digest = header(&resp, "docker-content-digest");
-        let bytes = read_limited(&mut resp, MAX_MANIFEST_SIZE, "GET", &url)?;
+        let bytes = self.read_limited(&mut resp, MAX_MANIFEST_SIZE, "GET", &url)?;
         let actual = Digest::of(&bytes);
         let mismatch = |expected: String| RegistryError::DigestMismatch {
             what: "manifest".into(),
@@ -610,19 +612,31 @@ impl Client {
         let url = repo.url(&format!("blobs/{}", desc.digest));
         let mut resp = self.request(Method::Get, &url, &[], None, &repo.base, &repo.scope)?;
         if resp.status().as_u16() != 200 {
-            return Err(status_error(resp, Method::Get, &url));
+            return Err(self.status_error(resp, Method::Get, &url));
         }
         let (file, path) = staging.temp_file()?;
         let result = (|| {
             let mut w = Sha256Writer::new(BufWriter::with_capacity(1 << 20, file));
-            let mut body = resp
-                .body_mut()
-                .as_reader()
-                .take(desc.size.saturating_add(1));
-            io::copy(&mut body, &mut w).map_err(|e| RegistryError::Io {
-                path: path.clone(),
-                source: io::Error::new(e.kind(), format!("downloading {url}: {e}")),
-            })?;
+            // Never more than one byte past the descriptor's size, and never
+            // slower than the low-speed limit.
+            let mut body = self.guard(
+                resp.body_mut()
+                    .as_reader()
+                    .take(desc.size.saturating_add(1)),
+            );
+            let mut buf = vec![0u8; 256 << 10];
+            loop {
+                let n = match body.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(self.body_error("GET", &url, e)),
+                };
+                w.write_all(&buf[..n]).map_err(|e| RegistryError::Io {
+                    path: path.clone(),
+                    source: e,
+                })?;
+            }
             let (digest, n, inner) = w.finish();
             let f = inner.into_inner().map_err(|e| RegistryError::Io {
                 path: path.clone(),

@@ -372,14 +372,18 @@ impl Extractor {
     ) -> Result<(), RuntimeError> {
         let layer = desc.digest.to_string();
         let path = store.blob_path(&desc.digest);
-        let file = File::open(&path).map_err(|e| match e.kind() {
+        // A regular file only (no symlink, FIFO or device), never read past
+        // one byte more than the descriptor's size.
+        let (file, _) = kiln_oci::untrusted::open_regular(&path, kiln_oci::untrusted::Follow::No)
+            .map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => kiln_oci::OciError::MissingBlob(layer.clone()).into(),
             _ => RuntimeError::io(&path, e),
         })?;
+        let limit = desc.size.saturating_add(1);
         let blob = new_state();
         let diff = new_state();
         let raw = HashReader {
-            inner: &file,
+            inner: (&file).take(limit),
             state: blob.clone(),
         };
         let decoded: Box<dyn Read + '_> = match desc.media_type.as_str() {
@@ -408,7 +412,7 @@ impl Extractor {
             drop(tar_in);
             io::copy(
                 &mut HashReader {
-                    inner: &file,
+                    inner: (&file).take(limit),
                     state: blob.clone(),
                 },
                 &mut io::sink(),

@@ -16,7 +16,6 @@
 //! stanza without `Status:` is skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::{self, Read};
 
 use kiln_oci::{Digest, ImageConfig, ImageManifest, Store, media};
@@ -336,14 +335,17 @@ pub fn inventory_from_store(store: &Store, manifest: &Digest) -> Result<Inventor
         let layer = desc.digest.to_string();
         let lbad = |message: String| bad(format!("layer {layer}: {message}"));
         let path = store.blob_path(&desc.digest);
-        let file = File::open(&path).map_err(|e| match e.kind() {
+        // A regular file only (no symlink, FIFO or device), never read past
+        // one byte more than the descriptor's size.
+        let (file, _) = kiln_oci::untrusted::open_regular(&path, kiln_oci::untrusted::Follow::No)
+            .map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => {
                 ScanError::Oci(kiln_oci::OciError::MissingBlob(layer.clone()))
             }
             _ => ScanError::io(&path, e),
         })?;
         let mut raw = HashingReader {
-            inner: file,
+            inner: file.take(desc.size.saturating_add(1)),
             hasher: Sha256::new(),
             size: 0,
         };

@@ -174,7 +174,7 @@ impl Policy {
 
     /// Reads and validates the policy at `path`, loading its key files.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let bytes = std::fs::read(path).map_err(|e| PolicyError {
+        let bytes = kiln_oci::untrusted::read_small(path).map_err(|e| PolicyError {
             file: path.to_path_buf(),
             line: 0,
             column: 0,
@@ -204,7 +204,7 @@ impl Policy {
         let mut keys = BTreeMap::new();
         for (name, file) in &raw.keys {
             let kp = dir.join(file.get_ref());
-            let pem = std::fs::read_to_string(&kp).map_err(|e| {
+            let pem = kiln_oci::untrusted::read_small_string(&kp).map_err(|e| {
                 cx.err(
                     file.span(),
                     format!("keys.{name}: cannot read {}: {e}", kp.display()),

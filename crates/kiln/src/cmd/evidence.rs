@@ -217,7 +217,8 @@ fn table<'a>(rows: impl Iterator<Item = (&'a str, Status, Option<String>)>) {
 /// `--key`: a verifier key, or a file holding one.
 fn load_key(k: &str) -> Result<Verifier> {
     let text = if Path::new(k).is_file() {
-        std::fs::read_to_string(k).with_context(|| format!("reading the key file {k}"))?
+        kiln_oci::untrusted::read_small_string(Path::new(k))
+            .with_context(|| format!("reading the key file {k}"))?
     } else {
         k.to_string()
     };

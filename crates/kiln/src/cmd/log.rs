@@ -260,7 +260,7 @@ fn short(id: &str) -> String {
 }
 
 fn parse_key(s: &str) -> Result<Verifier> {
-    let text = match std::fs::read_to_string(s) {
+    let text = match kiln_oci::untrusted::read_small_string(std::path::Path::new(s)) {
         Ok(t) => t,
         Err(_) => s.to_string(),
     };
@@ -271,7 +271,10 @@ fn verify(ctx: &Ctx, log: &AuditLog, a: VerifyArgs) -> Result<()> {
     let l = log.log();
     let trusted = a.key.as_deref().map(parse_key).transpose()?;
     let saved = match &a.checkpoint {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        Some(p) => Some(
+            kiln_oci::untrusted::read_small(p)
+                .with_context(|| format!("reading {}", p.display()))?,
+        ),
         None => None,
     };
     let report = match check(log, trusted.as_ref(), saved.as_deref()) {

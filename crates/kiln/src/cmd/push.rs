@@ -18,15 +18,30 @@ pub struct RegistryArgs {
     /// Registry user (password from KILN_REGISTRY_PASSWORD).
     #[arg(long, env = "KILN_REGISTRY_USER")]
     username: Option<String>,
+    /// Seconds to wait for a registry's response headers (connecting is
+    /// limited to 10 s; a body fails if under 1 KiB arrives in 30 s).
+    #[arg(long, value_name = "SECS", env = "KILN_REGISTRY_TIMEOUT", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    timeout: u64,
 }
 
 impl RegistryArgs {
     pub fn client(&self) -> Result<Client> {
+        let mut timeouts = kiln_registry::Timeouts {
+            response: std::time::Duration::from_secs(self.timeout),
+            ..Default::default()
+        };
+        // Internal (tests): the low-speed limit as BYTES/SECONDS.
+        if let Ok(v) = std::env::var("KILN_REGISTRY_LOW_SPEED") {
+            timeouts.low_speed = kiln_registry::LowSpeedLimit::parse(&v)
+                .map_err(|e| anyhow::anyhow!("KILN_REGISTRY_LOW_SPEED: {e}"))?;
+        }
         Ok(Client::new(Options {
             insecure: self.insecure,
             ca_file: self.ca_file.clone(),
             username: self.username.clone(),
             password: std::env::var("KILN_REGISTRY_PASSWORD").ok(),
+            timeouts,
             ..Options::default()
         })?)
     }

@@ -505,8 +505,8 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
     // Roll out.
     let mut deployed = None;
     if let Some(d) = &a.deploy {
-        let text =
-            std::fs::read_to_string(d).with_context(|| format!("reading {}", d.display()))?;
+        let text = kiln_oci::untrusted::read_small_string(d)
+            .with_context(|| format!("reading {}", d.display()))?;
         let mut changed = false;
         let updated: Vec<String> = text
             .lines()

@@ -67,7 +67,7 @@ pub fn verify_image_blobs(store: &Store, img: &Resolved) -> Result<usize> {
 }
 
 pub fn load_key(path: &std::path::Path) -> Result<PrivateKey> {
-    let text = std::fs::read_to_string(path)
+    let text = kiln_oci::untrusted::read_small_string(path)
         .with_context(|| format!("reading the private key {}", path.display()))?;
     let password = std::env::var("KILN_KEY_PASSWORD")
         .ok()

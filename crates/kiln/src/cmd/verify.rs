@@ -47,7 +47,7 @@ impl Trust<'_> {
 
 /// The public key of `kiln verify --key`.
 fn read_public_key(path: &Path) -> Result<PublicKey> {
-    let pem = std::fs::read_to_string(path)
+    let pem = kiln_oci::untrusted::read_small_string(path)
         .with_context(|| format!("reading the public key {}", path.display()))?;
     PublicKey::from_pem(&pem).with_context(|| format!("{} is not a public key", path.display()))
 }
@@ -218,7 +218,7 @@ fn record(ctx: &Ctx, img: &super::Resolved, trust: &Trust, verdicts: &[Verdict])
     let failed = verdicts.iter().filter(|v| !v.pass).count();
     let against = match trust {
         Trust::Policy(policy) => {
-            let policy_digest = std::fs::read(policy)
+            let policy_digest = kiln_oci::untrusted::read_small(policy)
                 .map(|b| kiln_oci::Digest::of(&b).to_string())
                 .unwrap_or_default();
             kiln_audit::Resource::named("policy", policy_digest, policy.display().to_string())
