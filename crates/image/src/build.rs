@@ -297,6 +297,7 @@ pub fn build(spec: &Spec, opts: &BuildOptions) -> Result<BuildReport, BuildError
         spec,
         base_tree,
         base.as_ref().and_then(|b| b.dpkg_status.as_deref()),
+        &cache_dir.join("spool"),
     )?;
     let pkgs_tree = pkgs.as_ref().map(|p| &p.tree).unwrap_or(&empty);
     // 3. Files layer (over base + packages).

@@ -16,6 +16,7 @@ pub mod layer;
 pub mod lock;
 pub mod source;
 pub mod spec;
+pub mod spool;
 pub mod tarw;
 pub use kiln_oci::time;
 pub mod tree;
