@@ -8,6 +8,7 @@
 mod digest;
 mod error;
 pub mod layout;
+pub mod expansion;
 pub mod media;
 pub mod textpos;
 pub mod time;
