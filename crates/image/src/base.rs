@@ -158,6 +158,49 @@ fn decompressor<'a>(mt: &str, f: std::fs::File, size: u64) -> Result<Box<dyn Rea
 /// The most a base's `/var/lib/dpkg/status` may be (it is held in memory).
 const MAX_DPKG_STATUS: u64 = 64 << 20;
 
+/// Copies the regular files at `wanted` (absolute image paths) out of the
+/// base's layers into `spool`, the topmost layer's version of each winning:
+/// path → (offset, size). Used to read base files when the entrypoint is
+/// checked; the layers were verified when the base was loaded, and are
+/// decoded with the same bounds.
+pub(crate) fn extract_files(
+    base: &BaseImage,
+    wanted: &std::collections::BTreeSet<String>,
+    spool: &crate::spool::Spool,
+) -> Result<std::collections::HashMap<String, (u64, u64)>, String> {
+    let mut out = std::collections::HashMap::new();
+    let mut sink = crate::spool::SpoolWriter::new(spool).map_err(|e| format!("spool: {e}"))?;
+    for (i, layer) in base.manifest.layers.iter().enumerate() {
+        let what = |m: String| format!("layer {i} ({}): {m}", layer.digest);
+        let f = std::fs::File::open(base.store.blob_path(&layer.digest))
+            .map_err(|e| what(e.to_string()))?;
+        let r = decompressor(&layer.media_type, f, layer.size).map_err(what)?;
+        let mut ar = tar::Archive::new(r);
+        for e in ar.entries().map_err(|e| what(e.to_string()))? {
+            let mut e = e.map_err(|e| what(format!("corrupt tar: {e}")))?;
+            if !e.header().entry_type().is_file() {
+                continue;
+            }
+            let raw = e.path_bytes();
+            let Ok(Some(path)) = std::str::from_utf8(&raw)
+                .map_err(|_| String::new())
+                .and_then(normalize_tar_path)
+            else {
+                continue;
+            };
+            if !wanted.contains(&path) {
+                continue;
+            }
+            let size = e.size();
+            let h = kiln_deb::ContentSink::store(&mut sink, &path, size, &mut e)
+                .map_err(|e| what(format!("{path}: {e}")))?;
+            let st = sink.stored[usize::try_from(h).unwrap_or(usize::MAX).min(sink.stored.len() - 1)];
+            out.insert(path, (st.offset, st.size));
+        }
+    }
+    Ok(out)
+}
+
 /// Normalise a tar path to an absolute image path; refuse escapes.
 pub(crate) fn normalize_tar_path(raw: &str) -> Result<Option<String>, String> {
     let mut parts = Vec::new();

@@ -11,6 +11,7 @@ pub mod base;
 pub mod build;
 pub mod compress;
 pub mod debs;
+pub mod entrypoint;
 pub mod export;
 pub mod layer;
 pub mod lock;
@@ -49,6 +50,8 @@ pub enum BuildError {
     },
     #[error("base {base}: {message}")]
     Base { base: String, message: String },
+    #[error("image entrypoint: {0}")]
+    Entrypoint(String),
     #[error("SOURCE_DATE_EPOCH={0:?} is not a non-negative integer number of seconds")]
     BadEpoch(String),
     #[error(transparent)]

@@ -39,6 +39,11 @@ impl Spool {
         self.file.read_exact_at(buf, offset)
     }
 
+    /// Reads at most `buf.len()` bytes at `offset`.
+    pub fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+
     /// Copies `size` bytes at `offset` to `out` through `buf`.
     pub fn copy_to(
         &self,
