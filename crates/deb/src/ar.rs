@@ -115,7 +115,8 @@ impl<R: Read> ArReader<R> {
             self.started = true;
         }
         let skip = self.left + u64::from(self.pad);
-        let skipped = io::copy(&mut (&mut self.inner).take(skip), &mut io::sink()).map_err(read_err)?;
+        let skipped =
+            io::copy(&mut (&mut self.inner).take(skip), &mut io::sink()).map_err(read_err)?;
         self.offset += skipped;
         // A missing final pad byte is tolerated, as by `parse`.
         if skipped < self.left {
@@ -172,7 +173,6 @@ impl<R: Read> ArReader<R> {
     pub(crate) fn member(&mut self) -> Member2<'_, R> {
         Member2 { ar: self }
     }
-
 }
 
 /// A reader over the current member of an [`ArReader`].
@@ -182,7 +182,9 @@ pub(crate) struct Member2<'a, R> {
 
 impl<R: Read> Read for Member2<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf.len().min(usize::try_from(self.ar.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.ar.left).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(0);
         }

@@ -215,8 +215,15 @@ mod tests {
         let gz = gz.finish().unwrap();
         let budget = Rc::new(Budget::default());
         let l = limits(1000, 1, u64::MAX);
-        let mut d = decoder(Compression::Gzip, &gz[..], gz.len() as u64, &l, None, budget.clone())
-            .unwrap();
+        let mut d = decoder(
+            Compression::Gzip,
+            &gz[..],
+            gz.len() as u64,
+            &l,
+            None,
+            budget.clone(),
+        )
+        .unwrap();
         assert!(io::copy(&mut d, &mut io::sink()).is_err());
         let e = budget.error("data.tar.gz").unwrap().to_string();
         let want = format!("more than {} bytes", 1000 + gz.len());
@@ -224,14 +231,28 @@ mod tests {
         // Allowed under a larger limit, and the package-wide count adds up.
         let budget = Rc::new(Budget::default());
         let l = limits(1 << 20, 1, u64::MAX);
-        let mut d = decoder(Compression::Gzip, &gz[..], gz.len() as u64, &l, None, budget.clone())
-            .unwrap();
+        let mut d = decoder(
+            Compression::Gzip,
+            &gz[..],
+            gz.len() as u64,
+            &l,
+            None,
+            budget.clone(),
+        )
+        .unwrap();
         assert_eq!(io::copy(&mut d, &mut io::sink()).unwrap(), 1 << 20);
         assert_eq!(budget.package_out.get(), 1 << 20);
         // The package bound applies across members.
         let l = limits(1 << 20, 1, (1 << 20) + 10);
-        let mut d = decoder(Compression::Gzip, &gz[..], gz.len() as u64, &l, None, budget.clone())
-            .unwrap();
+        let mut d = decoder(
+            Compression::Gzip,
+            &gz[..],
+            gz.len() as u64,
+            &l,
+            None,
+            budget.clone(),
+        )
+        .unwrap();
         assert!(io::copy(&mut d, &mut io::sink()).is_err());
         let e = budget.error("data.tar.gz").unwrap().to_string();
         assert!(e.contains("package decompresses to more than"), "{e}");

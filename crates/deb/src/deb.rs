@@ -64,8 +64,7 @@ impl Limits {
 pub trait ContentSink {
     /// Store the `size` bytes of `path` read from `contents` (read it to the
     /// end); return a handle the caller can later find the bytes by.
-    fn store(&mut self, path: &str, size: u64, contents: &mut dyn Read)
-    -> std::io::Result<u64>;
+    fn store(&mut self, path: &str, size: u64, contents: &mut dyn Read) -> std::io::Result<u64>;
 }
 
 /// A [`ContentSink`] that keeps every file in memory (handle = index).
@@ -78,6 +77,18 @@ impl ContentSink for MemorySink {
         contents.read_to_end(&mut buf)?;
         self.0.push(buf);
         Ok(self.0.len() as u64 - 1)
+    }
+}
+
+/// A [`ContentSink`] that reads and discards file contents (for callers that
+/// only need the control data, sizes and MD5s).
+#[derive(Debug, Default)]
+pub struct NullSink;
+
+impl ContentSink for NullSink {
+    fn store(&mut self, _path: &str, _size: u64, contents: &mut dyn Read) -> std::io::Result<u64> {
+        std::io::copy(contents, &mut std::io::sink())?;
+        Ok(0)
     }
 }
 
@@ -172,6 +183,20 @@ impl Deb {
             }
         }
         Ok(deb)
+    }
+
+    /// Reads the `.deb` file at `path` with the default [`Limits`], streaming
+    /// and discarding file contents ([`NullSink`]): memory does not grow with
+    /// the package. The path must be a regular file.
+    pub fn read_path(path: &std::path::Path) -> Result<Deb, DebError> {
+        let read = |source| DebError::Read { source };
+        let file = std::fs::File::open(path).map_err(read)?;
+        let meta = file.metadata().map_err(read)?;
+        if !meta.is_file() {
+            return Err(read(std::io::Error::other("not a regular file")));
+        }
+        let r = std::io::BufReader::with_capacity(256 << 10, file.take(meta.len()));
+        Deb::read(r, Some(meta.len()), Limits::default(), &mut NullSink)
     }
 
     /// Reads a `.deb` from a stream (of `total` bytes, when known), handing

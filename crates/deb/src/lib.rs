@@ -24,6 +24,6 @@ mod deb;
 mod error;
 mod stanza;
 
-pub use deb::{ContentSink, DataEntry, Deb, EntryKind, FileData, Limits, MemorySink};
+pub use deb::{ContentSink, DataEntry, Deb, EntryKind, FileData, Limits, MemorySink, NullSink};
 pub use error::DebError;
 pub use stanza::{Stanza, parse_stanzas, render_status};

@@ -77,8 +77,7 @@ fn write_tar(w: &mut dyn Write, size: u64, fill: &mut dyn FnMut(&mut [u8])) {
 fn streamed_data_tar(ext: &str, size: u64, mut fill: impl FnMut(&mut [u8])) -> Vec<u8> {
     match ext {
         ".gz" => {
-            let mut e =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             write_tar(&mut e, size, &mut fill);
             e.finish().unwrap()
         }

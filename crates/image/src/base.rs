@@ -141,8 +141,9 @@ impl<R: Read> Read for HashingReader<R> {
 /// may expand to 16 MiB plus 100 times its size, no more.
 fn decompressor<'a>(mt: &str, f: std::fs::File, size: u64) -> Result<Box<dyn Read + 'a>, String> {
     let f = io::BufReader::with_capacity(1 << 20, f);
-    let bounded =
-        |r: Box<dyn Read + 'a>| -> Box<dyn Read + 'a> { Box::new(Bounded::for_compressed(r, size)) };
+    let bounded = |r: Box<dyn Read + 'a>| -> Box<dyn Read + 'a> {
+        Box::new(Bounded::for_compressed(r, size))
+    };
     Ok(match mt {
         media::LAYER_GZIP | media::DOCKER_LAYER_GZIP => {
             bounded(Box::new(flate2::read::MultiGzDecoder::new(f)))
@@ -194,7 +195,9 @@ pub(crate) fn extract_files(
             let size = e.size();
             let h = kiln_deb::ContentSink::store(&mut sink, &path, size, &mut e)
                 .map_err(|e| what(format!("{path}: {e}")))?;
-            let st = sink.stored[usize::try_from(h).unwrap_or(usize::MAX).min(sink.stored.len() - 1)];
+            let st = sink.stored[usize::try_from(h)
+                .unwrap_or(usize::MAX)
+                .min(sink.stored.len() - 1)];
             out.insert(path, (st.offset, st.size));
         }
     }
@@ -504,14 +507,20 @@ mod tests {
         let mut t = Tree::new();
         let e = apply(
             &mut t,
-            &tar_of(&[("a", T::Symlink, Some("b"), b""), ("a/x", T::File, None, b"x")]),
+            &tar_of(&[
+                ("a", T::Symlink, Some("b"), b""),
+                ("a/x", T::File, None, b"x"),
+            ]),
         )
         .unwrap_err();
         assert!(e.contains("/a/x: its parent /a is a symlink (to b)"), "{e}");
         // Across layers too: a link in a lower layer, a file beneath it above.
         let mut t = Tree::new();
-        apply(&mut t, &tar_of(&[("d", T::Dir, None, b""), ("l", T::Symlink, Some("d"), b"")]))
-            .unwrap();
+        apply(
+            &mut t,
+            &tar_of(&[("d", T::Dir, None, b""), ("l", T::Symlink, Some("d"), b"")]),
+        )
+        .unwrap();
         let e = apply(&mut t, &tar_of(&[("l/x", T::File, None, b"x")])).unwrap_err();
         assert!(e.contains("/l/x: its parent /l is a symlink (to d)"), "{e}");
         let mut t = Tree::new();
@@ -523,8 +532,14 @@ mod tests {
         assert!(e.contains("its parent /f is a regular file"), "{e}");
         // Absolute paths with their parents listed are fine.
         let mut t = Tree::new();
-        apply(&mut t, &tar_of(&[("/etc", T::Dir, None, b""), ("/etc/passwd", T::File, None, b"x")]))
-            .unwrap();
+        apply(
+            &mut t,
+            &tar_of(&[
+                ("/etc", T::Dir, None, b""),
+                ("/etc/passwd", T::File, None, b"x"),
+            ]),
+        )
+        .unwrap();
         assert!(t.contains_key("/etc/passwd"));
     }
 

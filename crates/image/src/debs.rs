@@ -64,7 +64,9 @@ pub fn resolve_entry(fs: &dyn tree::Lookup, path: &str, is_dir: bool) -> Result<
             _ => return Ok(resolved),
         }
     }
-    Err(format!("too many levels of symbolic links resolving {path}"))
+    Err(format!(
+        "too many levels of symbolic links resolving {path}"
+    ))
 }
 
 /// The packages unpacked so far over the lower layers: the upper entry of a
@@ -105,9 +107,13 @@ impl<R: Read> Read for HashingReader<R> {
 /// its SHA-256 is checked against the pin over the very bytes that were
 /// parsed (a package that fails to parse but does not match its pin is
 /// reported as a mismatch). Nothing of it is held in memory whole.
-fn read_deb(spec: &Spec, d: &DebSpec, spool: &Spool) -> Result<(Deb, Vec<Stored>, String), BuildError> {
-    let file = std::fs::File::open(&d.path)
-        .map_err(|e| deb_err(spec, d, format!("cannot read: {e}")))?;
+fn read_deb(
+    spec: &Spec,
+    d: &DebSpec,
+    spool: &Spool,
+) -> Result<(Deb, Vec<Stored>, String), BuildError> {
+    let file =
+        std::fs::File::open(&d.path).map_err(|e| deb_err(spec, d, format!("cannot read: {e}")))?;
     let meta = file
         .metadata()
         .map_err(|e| deb_err(spec, d, format!("cannot read: {e}")))?;
@@ -154,9 +160,7 @@ pub fn build(
     let mut stanzas: Vec<Stanza> = Vec::new();
     let mut installed = Vec::new();
     let mut names = BTreeSet::new();
-    let spool = Arc::new(
-        Spool::new(spool_dir).map_err(|e| BuildError::io(spool_dir, e))?,
-    );
+    let spool = Arc::new(Spool::new(spool_dir).map_err(|e| BuildError::io(spool_dir, e))?);
     for d in &spec.debs {
         let (deb, stored, actual) = read_deb(spec, d, &spool)?;
         let name = deb.name().to_string();
@@ -175,7 +179,9 @@ pub fn build(
                     let st = usize::try_from(f.handle)
                         .ok()
                         .and_then(|i| stored.get(i))
-                        .ok_or_else(|| BuildError::Internal(format!("{}: no spooled contents", e.path)))?;
+                        .ok_or_else(|| {
+                            BuildError::Internal(format!("{}: no spooled contents", e.path))
+                        })?;
                     Node {
                         kind: EntryType::File,
                         mode: e.mode,
@@ -384,7 +390,13 @@ mod tests {
 
     fn usrmerge() -> Tree {
         let mut t = Tree::new();
-        for d in ["/usr", "/usr/bin", "/usr/lib", "/usr/lib/x86_64-linux-gnu", "/etc"] {
+        for d in [
+            "/usr",
+            "/usr/bin",
+            "/usr/lib",
+            "/usr/lib/x86_64-linux-gnu",
+            "/etc",
+        ] {
             t.insert(d.into(), dir());
         }
         t.insert("/bin".into(), link("usr/bin"));
@@ -404,9 +416,15 @@ mod tests {
         assert_eq!(r("/lib", true), "/usr/lib");
         assert_eq!(r("/bin", true), "/usr/bin");
         assert_eq!(r("/chain", true), "/usr/bin");
-        assert_eq!(r("/lib/x86_64-linux-gnu", true), "/usr/lib/x86_64-linux-gnu");
+        assert_eq!(
+            r("/lib/x86_64-linux-gnu", true),
+            "/usr/lib/x86_64-linux-gnu"
+        );
         // Files go through the link.
-        assert_eq!(r("/lib/x86_64-linux-gnu/libfoo.so", false), "/usr/lib/x86_64-linux-gnu/libfoo.so");
+        assert_eq!(
+            r("/lib/x86_64-linux-gnu/libfoo.so", false),
+            "/usr/lib/x86_64-linux-gnu/libfoo.so"
+        );
         assert_eq!(r("/bin/foo", false), "/usr/bin/foo");
         // Dangling (no /usr/sbin, no /usr/lib64) or to a non-directory: replaced.
         assert_eq!(r("/sbin", true), "/sbin");
@@ -421,8 +439,16 @@ mod tests {
         let mut t = Tree::new();
         t.insert("/a".into(), link("b"));
         t.insert("/b".into(), link("a"));
-        assert!(resolve_entry(&t, "/a", true).unwrap_err().contains("too many levels"));
-        assert!(resolve_entry(&t, "/a/x", false).unwrap_err().contains("too many levels"));
+        assert!(
+            resolve_entry(&t, "/a", true)
+                .unwrap_err()
+                .contains("too many levels")
+        );
+        assert!(
+            resolve_entry(&t, "/a/x", false)
+                .unwrap_err()
+                .contains("too many levels")
+        );
     }
 
     fn arb_fs() -> impl Strategy<Value = Tree> {

@@ -244,7 +244,9 @@ fn parse_elf_as<'d, H: FileHeader<Endian = Endianness>, R: ReadRef<'d>>(
         match tag as u32 {
             elf::DT_NEEDED => info.needed.push(get(val)?),
             elf::DT_RPATH => info.rpath.extend(get(val)?.split(':').map(str::to_string)),
-            elf::DT_RUNPATH => info.runpath.extend(get(val)?.split(':').map(str::to_string)),
+            elf::DT_RUNPATH => info
+                .runpath
+                .extend(get(val)?.split(':').map(str::to_string)),
             _ => {}
         }
     }
@@ -284,7 +286,9 @@ fn follow<'a>(fs: &'a dyn Lookup, path: &str) -> Result<Option<Found<'a>>, Strin
             _ => return Ok(Some(Found { real: cur, node: n })),
         }
     }
-    Err(format!("too many levels of symbolic links resolving {path}"))
+    Err(format!(
+        "too many levels of symbolic links resolving {path}"
+    ))
 }
 
 struct Run<'a> {
@@ -366,7 +370,10 @@ impl<'a> Run<'a> {
             return Err(format!("{shown} is not a regular file"));
         }
         if f.node.mode & 0o111 == 0 {
-            return Err(format!("{shown} is not executable (mode {:o})", f.node.mode));
+            return Err(format!(
+                "{shown} is not executable (mode {:o})",
+                f.node.mode
+            ));
         }
         let Some(mut r) = self.open(f)? else {
             return Ok(());
@@ -742,7 +749,8 @@ impl Contents for BuildContents<'_> {
         Ok(Some(match &node.content {
             Content::Bytes(b) => Box::new(io::Cursor::new(ArcBytes(b.clone()))),
             Content::Host(host, _) => {
-                let f = std::fs::File::open(host).map_err(|e| format!("{}: {e}", host.display()))?;
+                let f =
+                    std::fs::File::open(host).map_err(|e| format!("{}: {e}", host.display()))?;
                 Box::new(Range {
                     f,
                     start: 0,
@@ -1022,14 +1030,23 @@ mod tests {
         ok(run(&t, arch, "busybox"));
         ok(run(&t, arch, "sh"));
         err(run(&t, arch, "/bin/nope"), "/bin/nope is not in the image");
-        err(run(&t, arch, "nope"), "nope is not found in the image's PATH");
+        err(
+            run(&t, arch, "nope"),
+            "nope is not found in the image's PATH",
+        );
         let other = if arch == "amd64" { "arm64" } else { "amd64" };
-        err(run(&t, other, "/bin/busybox"), &format!("but the image is {other}"));
+        err(
+            run(&t, other, "/bin/busybox"),
+            &format!("but the image is {other}"),
+        );
         // Not executable, and not a program at all.
         put(&mut t, "/bin/data", b"hello".to_vec(), 0o644);
         err(run(&t, arch, "/bin/data"), "is not executable");
         put(&mut t, "/bin/text", b"hello".to_vec(), 0o755);
-        err(run(&t, arch, "/bin/text"), "neither an ELF executable nor a #! script");
+        err(
+            run(&t, arch, "/bin/text"),
+            "neither an ELF executable nor a #! script",
+        );
     }
 
     /// /bin/ls of the host with its libraries copied into a merged-/usr
@@ -1057,10 +1074,13 @@ mod tests {
             if !done.insert(name.clone()) {
                 continue;
             }
-            let host = [format!("/lib/{triplet}/{name}"), format!("/usr/lib/{triplet}/{name}")]
-                .into_iter()
-                .find(|p| std::path::Path::new(p).exists())
-                .unwrap();
+            let host = [
+                format!("/lib/{triplet}/{name}"),
+                format!("/usr/lib/{triplet}/{name}"),
+            ]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap();
             let bytes = std::fs::read(&host).unwrap();
             let li = parse_elf(Box::new(io::Cursor::new(bytes.clone()))).unwrap();
             todo.extend(li.needed);
@@ -1068,14 +1088,22 @@ mod tests {
         }
         let loader = std::fs::read(&interp).unwrap();
         let full = t.clone();
-        put(&mut t, &format!("/usr/lib/{triplet}/loader.so"), loader, 0o755);
+        put(
+            &mut t,
+            &format!("/usr/lib/{triplet}/loader.so"),
+            loader,
+            0o755,
+        );
         // The loader is reached through /lib64 -> usr/lib64 -> a link.
         let interp_in_usr = format!("/usr{interp}");
         link(&mut t, &interp_in_usr, &format!("/lib/{triplet}/loader.so"));
         ok(run(&t, arch, "ls"));
         ok(run(&t, arch, "/bin/ls"));
         // Without the loader.
-        err(run(&full, arch, "ls"), &format!("program interpreter {interp} (PT_INTERP)"));
+        err(
+            run(&full, arch, "ls"),
+            &format!("program interpreter {interp} (PT_INTERP)"),
+        );
         // Without libc.
         let mut no_libc = t.clone();
         no_libc.remove(&format!("/usr/lib/{triplet}/libc.so.6"));
@@ -1085,7 +1113,11 @@ mod tests {
     #[test]
     fn origin_rpath_runpath_and_transitive_needs() {
         let m = em();
-        let arch = if m == elf::EM_AARCH64 { "arm64" } else { "amd64" };
+        let arch = if m == elf::EM_AARCH64 {
+            "arm64"
+        } else {
+            "amd64"
+        };
         let triplet = machine_of(arch).unwrap().triplet;
         let mut t = Tree::new();
         put(
@@ -1094,8 +1126,18 @@ mod tests {
             mini_elf(m, None, &["libapp.so"], None, Some("$ORIGIN/../lib")),
             0o755,
         );
-        put(&mut t, "/app/lib/libapp.so", mini_elf(m, None, &["libc.so.6"], None, None), 0o644);
-        put(&mut t, &format!("/lib/{triplet}/libc.so.6"), mini_elf(m, None, &[], None, None), 0o644);
+        put(
+            &mut t,
+            "/app/lib/libapp.so",
+            mini_elf(m, None, &["libc.so.6"], None, None),
+            0o644,
+        );
+        put(
+            &mut t,
+            &format!("/lib/{triplet}/libc.so.6"),
+            mini_elf(m, None, &[], None, None),
+            0o644,
+        );
         ok(run(&t, arch, "/app/bin/app"));
         // $ORIGIN is the directory of the object; the wrong directory fails.
         put(
@@ -1107,59 +1149,176 @@ mod tests {
         err(run(&t, arch, "/app/bin/bad"), "needs libapp.so (DT_NEEDED)");
         // The executable's DT_RPATH is inherited by its libraries (no RUNPATH).
         let mut t2 = t.clone();
-        put(&mut t2, "/app/bin/rp", mini_elf(m, None, &["libapp.so"], Some("${ORIGIN}/../lib:/opt/x"), None), 0o755);
-        put(&mut t2, "/app/lib/libapp.so", mini_elf(m, None, &["libdep.so"], None, None), 0o644);
-        put(&mut t2, "/opt/x/libdep.so", mini_elf(m, None, &[], None, None), 0o644);
+        put(
+            &mut t2,
+            "/app/bin/rp",
+            mini_elf(
+                m,
+                None,
+                &["libapp.so"],
+                Some("${ORIGIN}/../lib:/opt/x"),
+                None,
+            ),
+            0o755,
+        );
+        put(
+            &mut t2,
+            "/app/lib/libapp.so",
+            mini_elf(m, None, &["libdep.so"], None, None),
+            0o644,
+        );
+        put(
+            &mut t2,
+            "/opt/x/libdep.so",
+            mini_elf(m, None, &[], None, None),
+            0o644,
+        );
         ok(run(&t2, arch, "/app/bin/rp"));
         // A transitive need that is missing is named.
-        put(&mut t2, "/app/bin/rp2", mini_elf(m, None, &["libapp.so"], None, Some("$ORIGIN/../lib")), 0o755);
-        err(run(&t2, arch, "/app/bin/rp2"), "libapp.so needs libdep.so (DT_NEEDED)");
+        put(
+            &mut t2,
+            "/app/bin/rp2",
+            mini_elf(m, None, &["libapp.so"], None, Some("$ORIGIN/../lib")),
+            0o755,
+        );
+        err(
+            run(&t2, arch, "/app/bin/rp2"),
+            "libapp.so needs libdep.so (DT_NEEDED)",
+        );
         // A library of another machine is skipped, as the loader does.
         let mut t3 = Tree::new();
-        put(&mut t3, "/bin/x", mini_elf(m, None, &["libq.so"], None, None), 0o755);
-        put(&mut t3, &format!("/lib/{triplet}/libq.so"), mini_elf(elf::EM_S390, None, &[], None, None), 0o644);
+        put(
+            &mut t3,
+            "/bin/x",
+            mini_elf(m, None, &["libq.so"], None, None),
+            0o755,
+        );
+        put(
+            &mut t3,
+            &format!("/lib/{triplet}/libq.so"),
+            mini_elf(elf::EM_S390, None, &[], None, None),
+            0o644,
+        );
         err(run(&t3, arch, "/bin/x"), "needs libq.so");
-        put(&mut t3, "/usr/lib/libq.so", mini_elf(m, None, &[], None, None), 0o644);
+        put(
+            &mut t3,
+            "/usr/lib/libq.so",
+            mini_elf(m, None, &[], None, None),
+            0o644,
+        );
         ok(run(&t3, arch, "/bin/x"));
     }
 
     #[test]
     fn ld_so_conf_directories() {
         let m = em();
-        let arch = if m == elf::EM_AARCH64 { "arm64" } else { "amd64" };
+        let arch = if m == elf::EM_AARCH64 {
+            "arm64"
+        } else {
+            "amd64"
+        };
         let mut t = Tree::new();
-        put(&mut t, "/bin/x", mini_elf(m, None, &["libo.so"], None, None), 0o755);
-        put(&mut t, "/opt/o/lib/libo.so", mini_elf(m, None, &[], None, None), 0o644);
+        put(
+            &mut t,
+            "/bin/x",
+            mini_elf(m, None, &["libo.so"], None, None),
+            0o755,
+        );
+        put(
+            &mut t,
+            "/opt/o/lib/libo.so",
+            mini_elf(m, None, &[], None, None),
+            0o644,
+        );
         err(run(&t, arch, "/bin/x"), "needs libo.so");
-        put(&mut t, "/etc/ld.so.conf", b"include /etc/ld.so.conf.d/*.conf\n".to_vec(), 0o644);
-        put(&mut t, "/etc/ld.so.conf.d/o.conf", b"# opt\n/opt/o/lib/\n".to_vec(), 0o644);
-        put(&mut t, "/etc/ld.so.conf.d/o.txt", b"/nowhere\n".to_vec(), 0o644);
+        put(
+            &mut t,
+            "/etc/ld.so.conf",
+            b"include /etc/ld.so.conf.d/*.conf\n".to_vec(),
+            0o644,
+        );
+        put(
+            &mut t,
+            "/etc/ld.so.conf.d/o.conf",
+            b"# opt\n/opt/o/lib/\n".to_vec(),
+            0o644,
+        );
+        put(
+            &mut t,
+            "/etc/ld.so.conf.d/o.txt",
+            b"/nowhere\n".to_vec(),
+            0o644,
+        );
         ok(run(&t, arch, "/bin/x"));
     }
 
     #[test]
     fn scripts() {
         let m = em();
-        let arch = if m == elf::EM_AARCH64 { "arm64" } else { "amd64" };
+        let arch = if m == elf::EM_AARCH64 {
+            "arm64"
+        } else {
+            "amd64"
+        };
         let mut t = Tree::new();
-        put(&mut t, "/app/run", b"#!/usr/bin/python3 -u\nprint(1)\n".to_vec(), 0o755);
-        err(run(&t, arch, "/app/run"), "is a script for /usr/bin/python3, which is not in the image");
-        put(&mut t, "/usr/bin/python3", mini_elf(m, None, &[], None, None), 0o755);
+        put(
+            &mut t,
+            "/app/run",
+            b"#!/usr/bin/python3 -u\nprint(1)\n".to_vec(),
+            0o755,
+        );
+        err(
+            run(&t, arch, "/app/run"),
+            "is a script for /usr/bin/python3, which is not in the image",
+        );
+        put(
+            &mut t,
+            "/usr/bin/python3",
+            mini_elf(m, None, &[], None, None),
+            0o755,
+        );
         ok(run(&t, arch, "/app/run"));
         // Through env: the named program is looked up in PATH.
-        put(&mut t, "/app/envrun", b"#!/usr/bin/env node\n".to_vec(), 0o755);
-        err(run(&t, arch, "/app/envrun"), "/usr/bin/env, which is not in the image");
-        put(&mut t, "/usr/bin/env", mini_elf(m, None, &[], None, None), 0o755);
-        err(run(&t, arch, "/app/envrun"), "runs node through env: node is not found");
-        put(&mut t, "/usr/local/bin/node", mini_elf(m, None, &[], None, None), 0o755);
+        put(
+            &mut t,
+            "/app/envrun",
+            b"#!/usr/bin/env node\n".to_vec(),
+            0o755,
+        );
+        err(
+            run(&t, arch, "/app/envrun"),
+            "/usr/bin/env, which is not in the image",
+        );
+        put(
+            &mut t,
+            "/usr/bin/env",
+            mini_elf(m, None, &[], None, None),
+            0o755,
+        );
+        err(
+            run(&t, arch, "/app/envrun"),
+            "runs node through env: node is not found",
+        );
+        put(
+            &mut t,
+            "/usr/local/bin/node",
+            mini_elf(m, None, &[], None, None),
+            0o755,
+        );
         ok(run(&t, arch, "/app/envrun"));
         // A script whose interpreter is a script with a missing interpreter.
         put(&mut t, "/app/a", b"#!/app/b\n".to_vec(), 0o755);
         put(&mut t, "/app/b", b"#!/bin/missing\n".to_vec(), 0o755);
-        err(run(&t, arch, "/app/a"), "/app/b is a script for /bin/missing");
+        err(
+            run(&t, arch, "/app/a"),
+            "/app/b is a script for /bin/missing",
+        );
         // Interpreter loops are bounded.
         put(&mut t, "/app/loop", b"#!/app/loop\n".to_vec(), 0o755);
-        err(run(&t, arch, "/app/loop"), "too many levels of #! interpreters");
+        err(
+            run(&t, arch, "/app/loop"),
+            "too many levels of #! interpreters",
+        );
     }
 
     #[test]
@@ -1182,7 +1341,10 @@ mod tests {
         assert!(!wildcard(b"*.conf", b"a.conf~"));
         assert!(wildcard(b"l?b*", b"lib64"));
         assert!(!wildcard(b"", b"x"));
-        assert_eq!(expand("$ORIGIN/../lib", "/app/bin").as_deref(), Some("/app/lib"));
+        assert_eq!(
+            expand("$ORIGIN/../lib", "/app/bin").as_deref(),
+            Some("/app/lib")
+        );
         assert_eq!(expand("$LIB/x", "/"), None);
         assert_eq!(expand("rel", "/"), None);
     }

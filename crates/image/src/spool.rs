@@ -54,7 +54,9 @@ impl Spool {
     ) -> io::Result<()> {
         let mut done = 0u64;
         while done < size {
-            let k = buf.len().min(usize::try_from(size - done).unwrap_or(usize::MAX));
+            let k = buf
+                .len()
+                .min(usize::try_from(size - done).unwrap_or(usize::MAX));
             self.read_at(offset + done, &mut buf[..k])?;
             out(&buf[..k])?;
             done += k as u64;

@@ -78,7 +78,10 @@ fn deb_of(name: &str, data_tar: &[u8]) -> Vec<u8> {
     let control = format!(
         "Package: {name}\nVersion: 1.0\nArchitecture: amd64\nMaintainer: x <x@y>\nDescription: d\n"
     );
-    let ctl = tar_of(&[("./", 'd', b"", 0o755), ("./control", 'f', control.as_bytes(), 0o644)]);
+    let ctl = tar_of(&[
+        ("./", 'd', b"", 0o755),
+        ("./control", 'f', control.as_bytes(), 0o644),
+    ]);
     let ctl = zstd::encode_all(&ctl[..], 3).unwrap();
     let data = zstd::encode_all(data_tar, 3).unwrap();
     ar(&[
@@ -91,7 +94,14 @@ fn deb_of(name: &str, data_tar: &[u8]) -> Vec<u8> {
 fn ar(members: &[(&str, &[u8])]) -> Vec<u8> {
     let mut out = b"!<arch>\n".to_vec();
     for (name, data) in members {
-        let h = format!("{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", 0, 0, 0, "100644", data.len());
+        let h = format!(
+            "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            0,
+            0,
+            0,
+            "100644",
+            data.len()
+        );
         out.extend_from_slice(h.as_bytes());
         out.extend_from_slice(data);
         if data.len() % 2 == 1 {
@@ -165,7 +175,12 @@ fn usrmerge_base_keeps_its_links() {
         ("./bin/foo", 'f', b"#!/bin/sh\n", 0o755),
         ("./lib/", 'd', b"", 0o755),
         ("./lib/x86_64-linux-gnu/", 'd', b"", 0o755),
-        ("./lib/x86_64-linux-gnu/libfoo.so", 'f', b"not really", 0o644),
+        (
+            "./lib/x86_64-linux-gnu/libfoo.so",
+            'f',
+            b"not really",
+            0o644,
+        ),
         ("./lib64/", 'd', b"", 0o755),
         ("./sbin/", 'd', b"", 0o755),
     ]);
@@ -179,29 +194,46 @@ fn usrmerge_base_keeps_its_links() {
     let fm = files_of(d, &r);
     let entries = fm["entries"].as_array().unwrap();
     let get = |p: &str| entries.iter().find(|e| e["path"] == p).cloned();
-    for (link, target) in [("/bin", "usr/bin"), ("/lib", "usr/lib"), ("/sbin", "usr/sbin"), ("/lib64", "usr/lib")] {
+    for (link, target) in [
+        ("/bin", "usr/bin"),
+        ("/lib", "usr/lib"),
+        ("/sbin", "usr/sbin"),
+        ("/lib64", "usr/lib"),
+    ] {
         let e = get(link).unwrap_or_else(|| panic!("{link} is gone"));
         assert_eq!(e["type"], "symlink", "{link}: {e}");
         assert_eq!(e["link"], target, "{link}: {e}");
     }
     assert_eq!(get("/usr/bin/foo").unwrap()["type"], "file");
-    assert_eq!(get("/usr/lib/x86_64-linux-gnu/libfoo.so").unwrap()["type"], "file");
+    assert_eq!(
+        get("/usr/lib/x86_64-linux-gnu/libfoo.so").unwrap()["type"],
+        "file"
+    );
     assert!(get("/bin/foo").is_none() && get("/lib/x86_64-linux-gnu").is_none());
     // check_entrypoint = false is said, and recorded in the manifest.
     assert!(
-        r.warnings.iter().any(|w| w.contains("check_entrypoint = false")),
+        r.warnings
+            .iter()
+            .any(|w| w.contains("check_entrypoint = false")),
         "{:?}",
         r.warnings
     );
     let store = Store::open(d.join("state/store")).unwrap();
     let m = ImageManifest::from_bytes(&store.read_blob(&r.digest).unwrap(), "m").unwrap();
     assert_eq!(
-        m.annotations.get(kiln_image::build::ENTRYPOINT_CHECK_ANNOTATION).map(String::as_str),
+        m.annotations
+            .get(kiln_image::build::ENTRYPOINT_CHECK_ANNOTATION)
+            .map(String::as_str),
         Some("off")
     );
     // With the check on, the script's /bin/sh is missing: the build fails.
-    let e = build(d, &spec.replace("check_entrypoint = false\n", "")).unwrap_err().to_string();
-    assert!(e.contains("/bin/foo is a script for /bin/sh, which is not in the image"), "{e}");
+    let e = build(d, &spec.replace("check_entrypoint = false\n", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/bin/foo is a script for /bin/sh, which is not in the image"),
+        "{e}"
+    );
 }
 
 /// The entrypoint check reads base files out of the base's layers: a
@@ -211,7 +243,10 @@ fn usrmerge_base_keeps_its_links() {
 #[test]
 fn entrypoint_check_reads_the_base() {
     let Ok(bb) = std::fs::read("/bin/busybox") else {
-        assert!(std::env::var_os("KILN_REQUIRE_INTEROP").is_none(), "busybox-static is required");
+        assert!(
+            std::env::var_os("KILN_REQUIRE_INTEROP").is_none(),
+            "busybox-static is required"
+        );
         return;
     };
     if std::env::consts::ARCH != "x86_64" {
@@ -229,7 +264,9 @@ fn entrypoint_check_reads_the_base() {
         ],
     );
     let spec = |ep: &str| {
-        format!("[image]\nname = \"app\"\ntag = \"1\"\nbase = \"oci:base@{base}\"\nentrypoint = [{ep}]\n")
+        format!(
+            "[image]\nname = \"app\"\ntag = \"1\"\nbase = \"oci:base@{base}\"\nentrypoint = [{ep}]\n"
+        )
     };
     build(d, &spec("\"sh\", \"-c\", \"echo hi\"")).unwrap();
     build(d, &spec("\"/bin/busybox\"")).unwrap();
@@ -271,16 +308,27 @@ fn large_package_peak_memory() {
     let mut i = 0u64;
     let mut line = [0u8; 64];
     for _ in 0..SIZE / 64 {
-        i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        i = i
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let s = format!("{:063x}\n", i >> 40);
         line.copy_from_slice(s.as_bytes());
         enc.write_all(&line).unwrap();
     }
     enc.write_all(&[0u8; 1024]).unwrap();
     let data_zst = enc.finish().unwrap();
-    let ctl = tar_of(&[("./control", 'f', b"Package: big\nVersion: 1\nArchitecture: amd64\nMaintainer: x <x@y>\nDescription: d\n", 0o644)]);
+    let ctl = tar_of(&[(
+        "./control",
+        'f',
+        b"Package: big\nVersion: 1\nArchitecture: amd64\nMaintainer: x <x@y>\nDescription: d\n",
+        0o644,
+    )]);
     let ctl = zstd::encode_all(&ctl[..], 3).unwrap();
-    let deb = ar(&[("debian-binary", b"2.0\n"), ("control.tar.zst", &ctl), ("data.tar.zst", &data_zst)]);
+    let deb = ar(&[
+        ("debian-binary", b"2.0\n"),
+        ("control.tar.zst", &ctl),
+        ("data.tar.zst", &data_zst),
+    ]);
     std::fs::write(d.join("big.deb"), &deb).unwrap();
     std::fs::write(
         d.join("spec.toml"),
@@ -288,17 +336,30 @@ fn large_package_peak_memory() {
     )
     .unwrap();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "large_package_peak_memory", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "large_package_peak_memory",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("KILN_PEAK_CHILD", d)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let kb: u64 = stdout
         .lines()
         .find_map(|l| l.split_once("PEAK VmHWM:").map(|x| x.1))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no VmHWM in {stdout}"));
-    eprintln!("peak RSS of a build with a {} MiB package: {} MiB", SIZE >> 20, kb >> 10);
+    eprintln!(
+        "peak RSS of a build with a {} MiB package: {} MiB",
+        SIZE >> 20,
+        kb >> 10
+    );
     assert!(kb < 128 << 10, "peak RSS {} MiB", kb >> 10);
 }

@@ -7,8 +7,8 @@
 
 mod digest;
 mod error;
-pub mod layout;
 pub mod expansion;
+pub mod layout;
 pub mod media;
 pub mod textpos;
 pub mod time;
