@@ -7,6 +7,7 @@ use md5::{Digest, Md5};
 
 use crate::compress::{Budget, Compression, decoder};
 use crate::stanza::{Stanza, parse_stanzas};
+use crate::targuard::TarGuard;
 use crate::{DebError, ar};
 
 /// Names of the maintainer scripts dpkg knows, in the order they run.
@@ -968,8 +969,13 @@ fn check_length(member: &str, path: &str, got: u64, expected: u64) -> Result<(),
 /// Reads the rest of a member's decompressed stream after the tar's end, so
 /// that the compressed stream's own checks (CRCs, footers) are verified; the
 /// bounds still apply.
-fn drain<R: Read>(member: &str, archive: tar::Archive<R>, budget: &Budget) -> Result<(), DebError> {
-    std::io::copy(&mut archive.into_inner(), &mut std::io::sink())
+fn drain<R: Read>(
+    member: &str,
+    archive: tar::Archive<TarGuard<R>>,
+    budget: &Budget,
+) -> Result<(), DebError> {
+    // The guard stays out of the way: what follows the archive is not tar.
+    std::io::copy(&mut archive.into_inner().into_inner(), &mut std::io::sink())
         .map(drop)
         .map_err(|e| decompress_error(member, budget, e))
 }
@@ -997,7 +1003,7 @@ fn read_control_tar(
 ) -> Result<BTreeMap<String, Vec<u8>>, DebError> {
     let err = |e| decompress_error(member, budget, e);
     let mut files = BTreeMap::new();
-    let mut archive = tar::Archive::new(tar);
+    let mut archive = tar::Archive::new(TarGuard::new(tar));
     for entry in archive.entries().map_err(err)? {
         let mut entry = entry.map_err(err)?;
         let entry_type = entry.header().entry_type();
@@ -1058,7 +1064,7 @@ fn read_data_tar(
     let err = |e| decompress_error(member, budget, e);
     let mut entries: Vec<DataEntry> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
-    let mut archive = tar::Archive::new(tar);
+    let mut archive = tar::Archive::new(TarGuard::new(tar));
     for entry in archive.entries().map_err(err)? {
         let mut entry = entry.map_err(err)?;
         let entry_type = entry.header().entry_type();

@@ -244,3 +244,33 @@ fn large_legitimate_members_stream() {
     r.unwrap();
     assert_eq!(sink.bytes, 64 << 20);
 }
+
+/// A PAX extension header is read into memory whole by the tar reader: one
+/// of 8 MiB (well within the decompression bounds) is refused by its size.
+#[test]
+fn huge_extension_headers_are_refused() {
+    for kind in [b'x', b'L'] {
+        let mut h = tar::Header::new_ustar();
+        h.set_path("./PaxHeaders/big").unwrap();
+        h.set_size(8 << 20);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::new(kind));
+        h.set_cksum();
+        let mut t = h.as_bytes().to_vec();
+        t.extend(std::iter::repeat_n(b'a', 8 << 20));
+        t.extend([0u8; 1024]);
+        let deb = deb_of("data.tar.zst", &compress(".zst", &t));
+        let (r, _, _) = read_counting(&deb, Limits::default());
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "tar extension header ({}) of 8388608 bytes",
+                char::from(kind)
+            )),
+            "{e}"
+        );
+    }
+}
