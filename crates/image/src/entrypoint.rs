@@ -748,9 +748,24 @@ impl Contents for BuildContents<'_> {
         use crate::tree::Content;
         Ok(Some(match &node.content {
             Content::Bytes(b) => Box::new(io::Cursor::new(ArcBytes(b.clone()))),
-            Content::Host(host, _) => {
-                let f =
-                    std::fs::File::open(host).map_err(|e| format!("{}: {e}", host.display()))?;
+            Content::Host(host, key) => {
+                // The file hashed into the layer, and nothing else: no
+                // FIFO, device or other file swapped in since (same inode).
+                use std::os::unix::fs::OpenOptionsExt;
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(host)
+                    .map_err(|e| format!("{}: {e}", host.display()))?;
+                let meta = f
+                    .metadata()
+                    .map_err(|e| format!("{}: {e}", host.display()))?;
+                if !meta.is_file() || crate::source::StatKey::of(&meta) != *key {
+                    return Err(format!(
+                        "{}: the file changed during the build; build again",
+                        host.display()
+                    ));
+                }
                 Box::new(Range {
                     f,
                     start: 0,
