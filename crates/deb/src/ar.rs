@@ -1,5 +1,7 @@
 //! A minimal reader for the common `ar` archive format used by `.deb` files.
 
+use std::io::{self, Read};
+
 use crate::DebError;
 
 const MAGIC: &[u8] = b"!<arch>\n";
@@ -7,6 +9,7 @@ const HEADER_LEN: usize = 60;
 
 /// One member of an `ar` archive, borrowing its data from the input.
 #[derive(Debug)]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct Member<'a> {
     /// Name with trailing spaces and a GNU-style trailing `/` removed,
     /// decoded lossily (names are ASCII in valid archives).
@@ -67,6 +70,149 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Vec<Member<'_>>, DebError> {
         offset += consumed;
     }
     Ok(members)
+}
+
+/// Reads an `ar` archive from a stream, one member at a time, never holding
+/// a member in memory: [`ArReader::next_member`] gives a member's name and
+/// size, and the member's bytes are then read from [`ArReader::member`].
+pub(crate) struct ArReader<R> {
+    inner: R,
+    offset: u64,
+    /// The total input length, when known: member sizes are checked against it.
+    total: Option<u64>,
+    /// Bytes of the current member not yet read, and its padding.
+    left: u64,
+    pad: bool,
+    started: bool,
+}
+
+fn read_err(source: io::Error) -> DebError {
+    DebError::Read { source }
+}
+
+impl<R: Read> ArReader<R> {
+    pub(crate) fn new(inner: R, total: Option<u64>) -> Self {
+        ArReader {
+            inner,
+            offset: 0,
+            total,
+            left: 0,
+            pad: false,
+            started: false,
+        }
+    }
+
+    /// Skips what is left of the current member and reads the next header:
+    /// `None` at the end of the archive.
+    pub(crate) fn next_member(&mut self) -> Result<Option<(String, u64)>, DebError> {
+        if !self.started {
+            let mut magic = [0u8; MAGIC.len()];
+            let n = read_full(&mut self.inner, &mut magic).map_err(read_err)?;
+            if n < magic.len() || magic != MAGIC {
+                return Err(DebError::BadMagic);
+            }
+            self.offset = MAGIC.len() as u64;
+            self.started = true;
+        }
+        let skip = self.left + u64::from(self.pad);
+        let skipped =
+            io::copy(&mut (&mut self.inner).take(skip), &mut io::sink()).map_err(read_err)?;
+        self.offset += skipped;
+        // A missing final pad byte is tolerated, as by `parse`.
+        if skipped < self.left {
+            return Err(DebError::Read {
+                source: io::Error::new(io::ErrorKind::UnexpectedEof, "the .deb is cut short"),
+            });
+        }
+        self.left = 0;
+        self.pad = false;
+        let mut header = [0u8; HEADER_LEN];
+        let n = read_full(&mut self.inner, &mut header).map_err(read_err)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let offset = usize::try_from(self.offset).unwrap_or(usize::MAX);
+        if n < HEADER_LEN {
+            return Err(DebError::TruncatedArHeader {
+                offset,
+                available: n,
+            });
+        }
+        if &header[58..60] != b"`\n" {
+            return Err(DebError::BadArHeader {
+                offset,
+                reason: "missing the \"`\\n\" terminator".into(),
+            });
+        }
+        let name = parse_name(&header[0..16]);
+        let size = parse_size(&header[48..58]).ok_or_else(|| DebError::BadArHeader {
+            offset,
+            reason: format!(
+                "member {name:?} has size field {:?}, expected a decimal number",
+                String::from_utf8_lossy(&header[48..58]).trim_end()
+            ),
+        })?;
+        self.offset += HEADER_LEN as u64;
+        if let Some(total) = self.total {
+            let available = total.saturating_sub(self.offset);
+            if size > available {
+                return Err(DebError::ArMemberTooLarge {
+                    member: name,
+                    offset: usize::try_from(self.offset).unwrap_or(usize::MAX),
+                    size,
+                    available: usize::try_from(available).unwrap_or(usize::MAX),
+                });
+            }
+        }
+        self.left = size;
+        self.pad = size % 2 == 1;
+        Ok(Some((name, size)))
+    }
+
+    /// The rest of the current member's bytes.
+    pub(crate) fn member(&mut self) -> Member2<'_, R> {
+        Member2 { ar: self }
+    }
+}
+
+/// A reader over the current member of an [`ArReader`].
+pub(crate) struct Member2<'a, R> {
+    ar: &'a mut ArReader<R>,
+}
+
+impl<R: Read> Read for Member2<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf
+            .len()
+            .min(usize::try_from(self.ar.left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.ar.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the .deb is cut short inside a member",
+            ));
+        }
+        self.ar.left -= n as u64;
+        self.ar.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 fn parse_name(field: &[u8]) -> String {

@@ -5,33 +5,105 @@ use std::io::Read;
 
 use md5::{Digest, Md5};
 
-use crate::compress::{Compression, decompress};
+use crate::compress::{Budget, Compression, decoder};
 use crate::stanza::{Stanza, parse_stanzas};
+use crate::targuard::TarGuard;
 use crate::{DebError, ar};
 
 /// Names of the maintainer scripts dpkg knows, in the order they run.
 const MAINTAINER_SCRIPTS: [&str; 5] = ["preinst", "postinst", "prerm", "postrm", "config"];
 
 /// Bounds on the work done while reading one `.deb`.
+///
+/// A member may decompress to `floor_bytes + ratio × its compressed size`
+/// (and control.tar, which is held in memory, to at most
+/// `max_control_bytes`); the whole package to `max_package_bytes`. Reading
+/// stops the moment a bound is passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// The most bytes one member (`control.tar*` or `data.tar*`) may decompress to.
-    pub max_unpacked_bytes: u64,
+    /// Decompressed bytes every member may produce whatever its size.
+    pub floor_bytes: u64,
+    /// Decompressed bytes allowed per compressed byte beyond the floor.
+    pub ratio: u64,
+    /// The most bytes all members together may decompress to.
+    pub max_package_bytes: u64,
+    /// The most bytes control.tar may decompress to (it is kept in memory).
+    pub max_control_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            floor_bytes: Self::FLOOR,
+            ratio: Self::RATIO,
+            max_package_bytes: Self::MAX_PACKAGE,
+            max_control_bytes: Self::MAX_CONTROL,
+        }
+    }
 }
 
 impl Limits {
-    /// Ratio of decompressed to input size allowed by [`Limits::for_input`].
-    pub const RATIO: u64 = 1024;
-    /// Decompressed size always allowed by [`Limits::for_input`], whatever the input size.
-    pub const FLOOR: u64 = 64 << 20;
+    /// Ratio of decompressed to compressed size allowed beyond the floor.
+    pub const RATIO: u64 = 100;
+    /// Decompressed size every member may have.
+    pub const FLOOR: u64 = 16 << 20;
+    /// Decompressed size of a whole package.
+    pub const MAX_PACKAGE: u64 = 2 << 30;
+    /// Decompressed size of control.tar.
+    pub const MAX_CONTROL: u64 = 64 << 20;
 
-    /// The default limits for an input of `len` bytes: each member may decompress
-    /// to `len × RATIO` bytes, and at least `FLOOR` bytes.
-    pub fn for_input(len: usize) -> Limits {
-        Limits {
-            max_unpacked_bytes: (len as u64).saturating_mul(Self::RATIO).max(Self::FLOOR),
-        }
+    /// The bound for one member of `compressed` bytes.
+    pub fn member_limit(&self, compressed: u64) -> u64 {
+        compressed
+            .saturating_mul(self.ratio)
+            .saturating_add(self.floor_bytes)
     }
+}
+
+/// Receives the contents of each regular file of data.tar as it is
+/// decompressed, so that a package never has to be held in memory.
+pub trait ContentSink {
+    /// Store the `size` bytes of `path` read from `contents` (read it to the
+    /// end); return a handle the caller can later find the bytes by.
+    fn store(&mut self, path: &str, size: u64, contents: &mut dyn Read) -> std::io::Result<u64>;
+}
+
+/// A [`ContentSink`] that keeps every file in memory (handle = index).
+#[derive(Debug, Default)]
+pub struct MemorySink(pub Vec<Vec<u8>>);
+
+impl ContentSink for MemorySink {
+    fn store(&mut self, _path: &str, size: u64, contents: &mut dyn Read) -> std::io::Result<u64> {
+        let mut buf = Vec::with_capacity(usize::try_from(size.min(1 << 20)).unwrap_or(0));
+        contents.read_to_end(&mut buf)?;
+        self.0.push(buf);
+        Ok(self.0.len() as u64 - 1)
+    }
+}
+
+/// A [`ContentSink`] that reads and discards file contents (for callers that
+/// only need the control data, sizes and MD5s).
+#[derive(Debug, Default)]
+pub struct NullSink;
+
+impl ContentSink for NullSink {
+    fn store(&mut self, _path: &str, _size: u64, contents: &mut dyn Read) -> std::io::Result<u64> {
+        std::io::copy(contents, &mut std::io::sink())?;
+        Ok(0)
+    }
+}
+
+/// A regular file of data.tar: its size, MD5 and where its bytes went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileData {
+    /// Size in bytes.
+    pub size: u64,
+    /// MD5 of the contents (for `md5sums` and `Conffiles`).
+    pub md5: [u8; 16],
+    /// The [`ContentSink`]'s handle for the contents.
+    pub handle: u64,
+    /// The contents, when parsed with [`Deb::parse`] (in memory).
+    pub contents: Option<Vec<u8>>,
 }
 
 /// A parsed Debian binary package.
@@ -68,8 +140,8 @@ pub struct DataEntry {
 pub enum EntryKind {
     /// A directory.
     Dir,
-    /// A regular file and its contents.
-    File(Vec<u8>),
+    /// A regular file.
+    File(FileData),
     /// A symbolic link and its target, verbatim.
     Symlink(String),
     /// A hard link to the normalized absolute path of an earlier regular-file entry
@@ -89,110 +161,152 @@ impl EntryKind {
 }
 
 impl Deb {
-    /// Parses a `.deb` with the default [`Limits`] for its size.
+    /// Parses a `.deb` held in memory with the default [`Limits`], keeping
+    /// file contents in memory ([`FileData::contents`]). For large inputs
+    /// use [`Deb::read`], which streams.
     pub fn parse(bytes: &[u8]) -> Result<Deb, DebError> {
-        Deb::parse_with_limits(bytes, Limits::for_input(bytes.len()))
+        Deb::parse_with_limits(bytes, Limits::default())
     }
 
-    /// Parses a `.deb`, decompressing each member to at most
-    /// `limits.max_unpacked_bytes` bytes.
+    /// [`Deb::parse`] with explicit limits.
+    pub fn parse_with_limits(bytes: &[u8], limits: Limits) -> Result<Deb, DebError> {
+        // The whole archive structure is checked first, for precise errors.
+        ar::parse(bytes)?;
+        let mut sink = MemorySink::default();
+        let mut deb = Deb::read(bytes, Some(bytes.len() as u64), limits, &mut sink)?;
+        let mut contents: Vec<Option<Vec<u8>>> = sink.0.into_iter().map(Some).collect();
+        for e in &mut deb.data {
+            if let EntryKind::File(f) = &mut e.kind {
+                f.contents = usize::try_from(f.handle)
+                    .ok()
+                    .and_then(|i| contents.get_mut(i))
+                    .and_then(Option::take);
+            }
+        }
+        Ok(deb)
+    }
+
+    /// Reads the `.deb` file at `path` with the default [`Limits`], streaming
+    /// and discarding file contents ([`NullSink`]): memory does not grow with
+    /// the package. The path must be a regular file.
+    pub fn read_path(path: &std::path::Path) -> Result<Deb, DebError> {
+        let read = |source| DebError::Read { source };
+        let file = std::fs::File::open(path).map_err(read)?;
+        let meta = file.metadata().map_err(read)?;
+        if !meta.is_file() {
+            return Err(read(std::io::Error::other("not a regular file")));
+        }
+        let r = std::io::BufReader::with_capacity(256 << 10, file.take(meta.len()));
+        Deb::read(r, Some(meta.len()), Limits::default(), &mut NullSink)
+    }
+
+    /// Reads a `.deb` from a stream (of `total` bytes, when known), handing
+    /// each data.tar file's contents to `sink` as it is decompressed: memory
+    /// use does not grow with the package. Decompression is bounded by
+    /// `limits` and refused the moment a bound is passed.
     ///
     /// The `ar` archive must hold `debian-binary` (format `2.x`), then
     /// `control.tar[.gz|.xz|.zst]`, then `data.tar[.gz|.xz|.zst]`; members whose
     /// name starts with `_` (such as signatures) are skipped, as dpkg does.
-    pub fn parse_with_limits(bytes: &[u8], limits: Limits) -> Result<Deb, DebError> {
-        let members = ar::parse(bytes)?;
-        let mut members = members.into_iter();
-        let first = members.next().ok_or(DebError::MissingMember {
+    /// The input is read to its end.
+    pub fn read<R: Read>(
+        input: R,
+        total: Option<u64>,
+        limits: Limits,
+        sink: &mut dyn ContentSink,
+    ) -> Result<Deb, DebError> {
+        let mut ar = ar::ArReader::new(input, total);
+        let (first, size) = ar.next_member()?.ok_or(DebError::MissingMember {
             member: "debian-binary",
         })?;
-        if first.name != "debian-binary" {
+        if first != "debian-binary" {
             return Err(DebError::UnexpectedMember {
-                member: first.name,
+                member: first,
                 reason: "the first member of a .deb must be debian-binary",
             });
         }
-        check_debian_binary(first.data)?;
+        let mut debian_binary = Vec::new();
+        ar.member()
+            .take(size.min(4096))
+            .read_to_end(&mut debian_binary)
+            .map_err(|source| DebError::Read { source })?;
+        check_debian_binary(&debian_binary)?;
 
-        let mut control = None;
-        let mut data = None;
-        for member in members {
-            if member.name.starts_with('_') {
+        let budget = std::rc::Rc::new(Budget::default());
+        let mut control: Option<(String, BTreeMap<String, Vec<u8>>, Stanza)> = None;
+        let mut data: Option<(Vec<DataEntry>, Compression)> = None;
+        while let Some((name, size)) = ar.next_member()? {
+            if name.starts_with('_') {
                 continue;
             }
-            if let Some(compression) = Compression::from_member(&member.name, "control.tar")? {
+            if let Some(compression) = Compression::from_member(&name, "control.tar")? {
                 if control.is_some() {
                     return Err(DebError::UnexpectedMember {
-                        member: member.name,
+                        member: name,
                         reason: "a second control.tar member",
                     });
                 }
                 if data.is_some() {
                     return Err(DebError::UnexpectedMember {
-                        member: member.name,
+                        member: name,
                         reason: "control.tar must come before data.tar",
                     });
                 }
-                control = Some((member.name, compression, member.data));
-            } else if let Some(compression) = Compression::from_member(&member.name, "data.tar")? {
+                let input = std::io::BufReader::with_capacity(64 << 10, ar.member());
+                let decoder = decoder(
+                    compression,
+                    input,
+                    size,
+                    &limits,
+                    Some(limits.max_control_bytes),
+                    budget.clone(),
+                )
+                .map_err(|source| decompress_error(&name, &budget, source))?;
+                let mut files = read_control_tar(&name, decoder, &budget)?;
+                let text = files
+                    .remove("control")
+                    .ok_or_else(|| DebError::MissingControlFile {
+                        member: name.clone(),
+                    })?;
+                let stanza = parse_control(&name, &text)?;
+                if let Some(conffiles) = files.get("conffiles") {
+                    let text = std::str::from_utf8(conffiles).map_err(|_| DebError::NotUtf8 {
+                        member: name.clone(),
+                        file: "conffiles",
+                    })?;
+                    parse_conffiles(text)?;
+                }
+                control = Some((name, files, stanza));
+            } else if let Some(compression) = Compression::from_member(&name, "data.tar")? {
                 if data.is_some() {
                     return Err(DebError::UnexpectedMember {
-                        member: member.name,
+                        member: name,
                         reason: "a second data.tar member",
                     });
                 }
                 if control.is_none() {
                     return Err(DebError::UnexpectedMember {
-                        member: member.name,
+                        member: name,
                         reason: "data.tar must come after control.tar",
                     });
                 }
-                data = Some((member.name, compression, member.data));
+                let input = std::io::BufReader::with_capacity(64 << 10, ar.member());
+                let decoder = decoder(compression, input, size, &limits, None, budget.clone())
+                    .map_err(|source| decompress_error(&name, &budget, source))?;
+                let entries = read_data_tar(&name, decoder, &budget, sink)?;
+                data = Some((entries, compression));
             } else {
                 return Err(DebError::UnexpectedMember {
-                    member: member.name,
+                    member: name,
                     reason: "not debian-binary, control.tar[.gz|.xz|.zst] or data.tar[.gz|.xz|.zst]",
                 });
             }
         }
-        let (control_name, control_compression, control_bytes) =
-            control.ok_or(DebError::MissingMember {
-                member: "control.tar",
-            })?;
-        let (data_name, data_compression, data_bytes) =
+        let (_, control_files, control) = control.ok_or(DebError::MissingMember {
+            member: "control.tar",
+        })?;
+        let (data, data_compression) =
             data.ok_or(DebError::MissingMember { member: "data.tar" })?;
-
-        let tar = decompress(
-            &control_name,
-            control_compression,
-            control_bytes,
-            limits.max_unpacked_bytes,
-        )?;
-        let mut control_files = read_control_tar(&control_name, &tar)?;
-        drop(tar);
-        let control_text =
-            control_files
-                .remove("control")
-                .ok_or_else(|| DebError::MissingControlFile {
-                    member: control_name.clone(),
-                })?;
-        let control = parse_control(&control_name, &control_text)?;
-        if let Some(conffiles) = control_files.get("conffiles") {
-            let text = std::str::from_utf8(conffiles).map_err(|_| DebError::NotUtf8 {
-                member: control_name.clone(),
-                file: "conffiles",
-            })?;
-            parse_conffiles(text)?;
-        }
-
-        let tar = decompress(
-            &data_name,
-            data_compression,
-            data_bytes,
-            limits.max_unpacked_bytes,
-        )?;
-        let data = read_data_tar(&data_name, &tar)?;
-
         Ok(Deb {
             control,
             control_files,
@@ -351,13 +465,13 @@ impl Deb {
         let index = self.index();
         let mut out = String::new();
         for entry in &self.data {
-            let contents = match &entry.kind {
-                EntryKind::File(contents) => Some(contents.as_slice()),
-                EntryKind::Hardlink(target) => resolve_contents(&index, target),
+            let md5 = match &entry.kind {
+                EntryKind::File(f) => Some(&f.md5),
+                EntryKind::Hardlink(target) => resolve_md5(&index, target),
                 EntryKind::Dir | EntryKind::Symlink(_) => None,
             };
-            if let Some(contents) = contents {
-                out.push_str(&md5_hex(contents));
+            if let Some(md5) = md5 {
+                out.push_str(&hex::encode(md5));
                 out.push_str("  ");
                 out.push_str(entry.path.trim_start_matches('/'));
                 out.push('\n');
@@ -422,7 +536,7 @@ impl Deb {
             let hash = if conffile.remove_on_upgrade {
                 None
             } else {
-                resolve_contents(&index, conffile.path).map(md5_hex)
+                resolve_md5(&index, conffile.path).map(hex::encode)
             };
             value.push_str("\n ");
             value.push_str(conffile.path);
@@ -483,16 +597,12 @@ const RELATION_FIELDS: &[&str] = &[
     "Enhances",
 ];
 
-fn md5_hex(bytes: &[u8]) -> String {
-    hex::encode(Md5::digest(bytes))
-}
-
-/// Follows hard links and symlinks inside the package to a regular file's contents.
-fn resolve_contents<'a>(index: &HashMap<&str, &'a DataEntry>, path: &str) -> Option<&'a [u8]> {
+/// Follows hard links and symlinks inside the package to a regular file's MD5.
+fn resolve_md5<'a>(index: &HashMap<&str, &'a DataEntry>, path: &str) -> Option<&'a [u8; 16]> {
     let mut path = path.to_string();
     for _ in 0..40 {
         match &index.get(path.as_str())?.kind {
-            EntryKind::File(contents) => return Some(contents),
+            EntryKind::File(f) => return Some(&f.md5),
             EntryKind::Hardlink(target) => path = target.clone(),
             EntryKind::Symlink(target) => path = resolve_symlink(&path, target),
             EntryKind::Dir => return None,
@@ -784,6 +894,24 @@ fn tar_error(member: &str) -> impl Fn(std::io::Error) -> DebError + '_ {
     }
 }
 
+/// The error for a failed read of `member`'s tar stream: a passed bound, a
+/// corrupt compressed stream, or malformed tar.
+fn decompress_error(member: &str, budget: &Budget, source: std::io::Error) -> DebError {
+    if let Some(e) = budget.error(member) {
+        return e;
+    }
+    if budget.decode_failed.get() {
+        return DebError::Decompress {
+            member: member.to_string(),
+            source,
+        };
+    }
+    DebError::Tar {
+        member: member.to_string(),
+        source,
+    }
+}
+
 fn entry_path(member: &str, bytes: &[u8]) -> Result<String, DebError> {
     match std::str::from_utf8(bytes) {
         Ok(path) => Ok(path.to_string()),
@@ -814,32 +942,70 @@ fn read_contents<R: Read>(
     member: &str,
     path: &str,
     entry: &mut tar::Entry<'_, R>,
+    budget: &Budget,
 ) -> Result<Vec<u8>, DebError> {
     let expected = entry.size();
     let mut contents = Vec::new();
     entry
         .read_to_end(&mut contents)
-        .map_err(tar_error(member))?;
-    if contents.len() as u64 != expected {
+        .map_err(|e| decompress_error(member, budget, e))?;
+    check_length(member, path, contents.len() as u64, expected)?;
+    Ok(contents)
+}
+
+fn check_length(member: &str, path: &str, got: u64, expected: u64) -> Result<(), DebError> {
+    if got != expected {
         return Err(DebError::Tar {
             member: member.to_string(),
             source: std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!(
-                    "{path} is cut short: {} of {expected} bytes",
-                    contents.len()
-                ),
+                format!("{path} is cut short: {got} of {expected} bytes"),
             ),
         });
     }
-    Ok(contents)
+    Ok(())
 }
 
-fn read_control_tar(member: &str, tar: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, DebError> {
+/// Reads the rest of a member's decompressed stream after the tar's end, so
+/// that the compressed stream's own checks (CRCs, footers) are verified; the
+/// bounds still apply.
+fn drain<R: Read>(
+    member: &str,
+    archive: tar::Archive<TarGuard<R>>,
+    budget: &Budget,
+) -> Result<(), DebError> {
+    // The guard stays out of the way: what follows the archive is not tar.
+    std::io::copy(&mut archive.into_inner().into_inner(), &mut std::io::sink())
+        .map(drop)
+        .map_err(|e| decompress_error(member, budget, e))
+}
+
+/// Hashes (MD5) and counts what passes through.
+struct Md5Reader<'a, R> {
+    inner: &'a mut R,
+    md5: Md5,
+    n: u64,
+}
+
+impl<R: Read> Read for Md5Reader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.md5.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
+fn read_control_tar(
+    member: &str,
+    tar: impl Read,
+    budget: &Budget,
+) -> Result<BTreeMap<String, Vec<u8>>, DebError> {
+    let err = |e| decompress_error(member, budget, e);
     let mut files = BTreeMap::new();
-    let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries().map_err(tar_error(member))? {
-        let mut entry = entry.map_err(tar_error(member))?;
+    let mut archive = tar::Archive::new(TarGuard::new(tar));
+    for entry in archive.entries().map_err(err)? {
+        let mut entry = entry.map_err(err)?;
         let entry_type = entry.header().entry_type();
         if entry_type.is_pax_global_extensions() {
             continue;
@@ -882,18 +1048,25 @@ fn read_control_tar(member: &str, tar: &[u8]) -> Result<BTreeMap<String, Vec<u8>
                 second: "regular file",
             });
         }
-        let contents = read_contents(member, &raw, &mut entry)?;
+        let contents = read_contents(member, &raw, &mut entry, budget)?;
         files.insert(name.to_string(), contents);
     }
+    drain(member, archive, budget)?;
     Ok(files)
 }
 
-fn read_data_tar(member: &str, tar: &[u8]) -> Result<Vec<DataEntry>, DebError> {
+fn read_data_tar(
+    member: &str,
+    tar: impl Read,
+    budget: &Budget,
+    sink: &mut dyn ContentSink,
+) -> Result<Vec<DataEntry>, DebError> {
+    let err = |e| decompress_error(member, budget, e);
     let mut entries: Vec<DataEntry> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
-    let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries().map_err(tar_error(member))? {
-        let mut entry = entry.map_err(tar_error(member))?;
+    let mut archive = tar::Archive::new(TarGuard::new(tar));
+    for entry in archive.entries().map_err(err)? {
+        let mut entry = entry.map_err(err)?;
         let entry_type = entry.header().entry_type();
         if entry_type.is_pax_global_extensions() {
             continue;
@@ -969,7 +1142,24 @@ fn read_data_tar(member: &str, tar: &[u8]) -> Result<Vec<DataEntry>, DebError> {
                     _ => return Err(bad(normalized)),
                 }
             }
-            _ => EntryKind::File(read_contents(member, &raw, &mut entry)?),
+            _ => {
+                let size = entry.size();
+                let mut reader = Md5Reader {
+                    inner: &mut entry,
+                    md5: Md5::new(),
+                    n: 0,
+                };
+                let handle = sink.store(&path, size, &mut reader);
+                let (n, md5) = (reader.n, reader.md5.finalize());
+                let handle = handle.map_err(err)?;
+                check_length(member, &raw, n, size)?;
+                EntryKind::File(FileData {
+                    size,
+                    md5: md5.into(),
+                    handle,
+                    contents: None,
+                })
+            }
         };
 
         for (slash, _) in path.match_indices('/').skip(1) {
@@ -1011,6 +1201,7 @@ fn read_data_tar(member: &str, tar: &[u8]) -> Result<Vec<DataEntry>, DebError> {
             gid,
         });
     }
+    drain(member, archive, budget)?;
     Ok(entries)
 }
 

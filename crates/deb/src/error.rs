@@ -90,13 +90,37 @@ pub enum DebError {
         source: io::Error,
     },
 
-    /// A member decompresses to more than the allowed number of bytes.
-    #[error("{member} decompresses to more than {limit} bytes, the limit for this input")]
+    /// A member decompresses to more than the allowed number of bytes: a
+    /// decompression bomb, refused as soon as it passes the bound.
+    #[error(
+        "{member} decompresses to more than {limit} bytes, the bound for a member of {compressed} compressed bytes; refused as a decompression bomb"
+    )]
     DecompressionLimit {
         /// Member name.
         member: String,
         /// The limit in bytes.
         limit: u64,
+        /// The member's compressed size.
+        compressed: u64,
+    },
+
+    /// The whole package decompresses to more than the allowed number of bytes.
+    #[error(
+        "the package decompresses to more than {limit} bytes (while reading {member}); refused"
+    )]
+    PackageTooLarge {
+        /// Member being read when the bound was passed.
+        member: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+
+    /// Reading the `.deb` itself failed.
+    #[error("cannot read the .deb: {source}")]
+    Read {
+        /// The reader's error.
+        #[source]
+        source: io::Error,
     },
 
     /// The tar stream of a member is malformed.

@@ -23,7 +23,8 @@ mod compress;
 mod deb;
 mod error;
 mod stanza;
+mod targuard;
 
-pub use deb::{DataEntry, Deb, EntryKind, Limits};
+pub use deb::{ContentSink, DataEntry, Deb, EntryKind, FileData, Limits, MemorySink, NullSink};
 pub use error::DebError;
 pub use stanza::{Stanza, parse_stanzas, render_status};

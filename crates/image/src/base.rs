@@ -5,6 +5,7 @@
 use std::io::{self, Read};
 use std::path::Path;
 
+use kiln_oci::expansion::Bounded;
 use kiln_oci::{Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest, Store, media};
 use sha1::Digest as _;
 
@@ -136,16 +137,71 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn decompressor<'a>(mt: &str, f: impl Read + 'a) -> Result<Box<dyn Read + 'a>, String> {
+/// The decoder of a layer blob of `size` bytes, bounded: a compressed layer
+/// may expand to 16 MiB plus 100 times its size, no more.
+fn decompressor<'a>(mt: &str, f: impl Read + 'a, size: u64) -> Result<Box<dyn Read + 'a>, String> {
     let f = io::BufReader::with_capacity(1 << 20, f);
+    let bounded = |r: Box<dyn Read + 'a>| -> Box<dyn Read + 'a> {
+        Box::new(Bounded::for_compressed(r, size))
+    };
     Ok(match mt {
         media::LAYER_GZIP | media::DOCKER_LAYER_GZIP => {
-            Box::new(flate2::read::MultiGzDecoder::new(f))
+            bounded(Box::new(flate2::read::MultiGzDecoder::new(f)))
         }
-        media::LAYER_ZSTD => Box::new(zstd::Decoder::with_buffer(f).map_err(|e| e.to_string())?),
+        media::LAYER_ZSTD => bounded(Box::new(
+            zstd::Decoder::with_buffer(f).map_err(|e| e.to_string())?,
+        )),
         media::LAYER_TAR => Box::new(f),
         other => return Err(format!("unsupported layer media type {other}")),
     })
+}
+
+/// The most a base's `/var/lib/dpkg/status` may be (it is held in memory).
+const MAX_DPKG_STATUS: u64 = 64 << 20;
+
+/// Copies the regular files at `wanted` (absolute image paths) out of the
+/// base's layers into `spool`, the topmost layer's version of each winning:
+/// path → (offset, size). Used to read base files when the entrypoint is
+/// checked; the layers were verified when the base was loaded, and are
+/// decoded with the same bounds.
+pub(crate) fn extract_files(
+    base: &BaseImage,
+    wanted: &std::collections::BTreeSet<String>,
+    spool: &crate::spool::Spool,
+) -> Result<std::collections::HashMap<String, (u64, u64)>, String> {
+    let mut out = std::collections::HashMap::new();
+    let mut sink = crate::spool::SpoolWriter::new(spool).map_err(|e| format!("spool: {e}"))?;
+    for (i, layer) in base.manifest.layers.iter().enumerate() {
+        let what = |m: String| format!("layer {i} ({}): {m}", layer.digest);
+        let f = std::fs::File::open(base.store.blob_path(&layer.digest))
+            .map_err(|e| what(e.to_string()))?;
+        let r = decompressor(&layer.media_type, f, layer.size).map_err(what)?;
+        let mut ar = tar::Archive::new(r);
+        for e in ar.entries().map_err(|e| what(e.to_string()))? {
+            let mut e = e.map_err(|e| what(format!("corrupt tar: {e}")))?;
+            if !e.header().entry_type().is_file() {
+                continue;
+            }
+            let raw = e.path_bytes();
+            let Ok(Some(path)) = std::str::from_utf8(&raw)
+                .map_err(|_| String::new())
+                .and_then(normalize_tar_path)
+            else {
+                continue;
+            };
+            if !wanted.contains(&path) {
+                continue;
+            }
+            let size = e.size();
+            let h = kiln_deb::ContentSink::store(&mut sink, &path, size, &mut e)
+                .map_err(|e| what(format!("{path}: {e}")))?;
+            let st = sink.stored[usize::try_from(h)
+                .unwrap_or(usize::MAX)
+                .min(sink.stored.len() - 1)];
+            out.insert(path, (st.offset, st.size));
+        }
+    }
+    Ok(out)
 }
 
 /// Normalise a tar path to an absolute image path; refuse escapes.
@@ -175,7 +231,7 @@ fn read_layer(
     // A regular file of exactly the descriptor's size, read no further.
     let f = store.open_blob(layer).map_err(|e| e.to_string())?;
     let mut r = HashingReader {
-        inner: decompressor(&layer.media_type, f)?,
+        inner: decompressor(&layer.media_type, f, layer.size)?,
         h: sha2::Sha256::new(),
     };
     apply_tar(&mut r, tree, dpkg_status, warnings)?;
@@ -244,6 +300,11 @@ pub fn apply_tar(
                     a.update(&buf[..k]);
                     b.update(&buf[..k]);
                     if keep {
+                        if (data.len() + k) as u64 > MAX_DPKG_STATUS {
+                            return Err(format!(
+                                "{path} is larger than {MAX_DPKG_STATUS} bytes; refused"
+                            ));
+                        }
                         data.extend_from_slice(&buf[..k]);
                     }
                     size += k as u64;
@@ -319,6 +380,35 @@ pub fn apply_tar(
         }
     }
     tree::overlay(tree, &upper);
+    // Every entry of this layer must sit in a directory of the result.
+    // A layer that leaves a parent out (as tars written with absolute
+    // paths often do) or writes beneath a symlink or file (link-then-file)
+    // is refused here, naming the path, rather than later as a broken
+    // inventory.
+    for path in upper.keys() {
+        let Some(dir) = tree::parent(path) else {
+            continue;
+        };
+        match tree.get(dir) {
+            Some(n) if n.kind == EntryType::Dir => {}
+            Some(n) => {
+                let what = match n.kind {
+                    EntryType::Symlink => format!(
+                        "a symlink (to {}); writing through a link is refused",
+                        n.link.as_deref().unwrap_or("")
+                    ),
+                    EntryType::Hardlink => "a hard link, not a directory".to_string(),
+                    _ => "a regular file, not a directory".to_string(),
+                };
+                return Err(format!("{path}: its parent {dir} is {what}"));
+            }
+            None => {
+                return Err(format!(
+                    "{path}: its parent directory {dir} is in neither this layer nor a lower one (a layer must list every directory it writes into)"
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -405,6 +495,53 @@ mod tests {
             t.contains_key("/opt/y"),
             "opaque dir hid its own layer's entry"
         );
+    }
+
+    #[test]
+    fn missing_parents_and_writes_through_links_name_their_cause() {
+        let mut t = Tree::new();
+        let e = apply(&mut t, &tar_of(&[("/etc/passwd", T::File, None, b"x")])).unwrap_err();
+        assert!(
+            e.contains("/etc/passwd: its parent directory /etc is in neither this layer"),
+            "{e}"
+        );
+        let mut t = Tree::new();
+        let e = apply(
+            &mut t,
+            &tar_of(&[
+                ("a", T::Symlink, Some("b"), b""),
+                ("a/x", T::File, None, b"x"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.contains("/a/x: its parent /a is a symlink (to b)"), "{e}");
+        // Across layers too: a link in a lower layer, a file beneath it above.
+        let mut t = Tree::new();
+        apply(
+            &mut t,
+            &tar_of(&[("d", T::Dir, None, b""), ("l", T::Symlink, Some("d"), b"")]),
+        )
+        .unwrap();
+        let e = apply(&mut t, &tar_of(&[("l/x", T::File, None, b"x")])).unwrap_err();
+        assert!(e.contains("/l/x: its parent /l is a symlink (to d)"), "{e}");
+        let mut t = Tree::new();
+        let e = apply(
+            &mut t,
+            &tar_of(&[("f", T::File, None, b"1"), ("f/x", T::File, None, b"x")]),
+        )
+        .unwrap_err();
+        assert!(e.contains("its parent /f is a regular file"), "{e}");
+        // Absolute paths with their parents listed are fine.
+        let mut t = Tree::new();
+        apply(
+            &mut t,
+            &tar_of(&[
+                ("/etc", T::Dir, None, b""),
+                ("/etc/passwd", T::File, None, b"x"),
+            ]),
+        )
+        .unwrap();
+        assert!(t.contains_key("/etc/passwd"));
     }
 
     proptest! {

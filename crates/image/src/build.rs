@@ -16,11 +16,13 @@ use sha2::Digest as _;
 use crate::compress::Compression;
 use crate::spec::{Base, Spec};
 use crate::tarw::EntryType;
-use crate::tree::{self, Lookup, Origin, Stack, Tree};
-use crate::{BuildError, base, debs, layer, source, time};
+use crate::tree::{self, Origin, Stack, Tree};
+use crate::{BuildError, base, debs, entrypoint, layer, source, time};
 
 /// Config label that carries the spec's `[baseline]` (compact JSON).
 pub const BASELINE_LABEL: &str = "dev.kiln.baseline";
+/// Manifest annotation recording that `[image] check_entrypoint = false`.
+pub const ENTRYPOINT_CHECK_ANNOTATION: &str = "dev.kiln.entrypoint-check";
 /// The kiln version that builds (recorded in SBOMs, not in the image).
 pub const KILN_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -231,6 +233,7 @@ pub fn build_staged(
         spec,
         base_tree,
         base.as_ref().and_then(|b| b.dpkg_status.as_deref()),
+        &cache_dir.join("spool"),
     )?;
     let pkgs_tree = pkgs.as_ref().map(|p| &p.tree).unwrap_or(&empty);
     // 3. Files layer (over base + packages).
@@ -306,7 +309,6 @@ pub fn build_staged(
         });
         new_layers.push(out);
     }
-    check_entrypoint(spec, &Stack(vec![&files_tree, pkgs_tree, base_tree]))?;
 
     // 5. Config and manifest.
     let mut layers: Vec<Descriptor> = Vec::new();
@@ -357,6 +359,22 @@ pub fn build_staged(
         });
     }
     apply_runtime_config(spec, &mut cfg, &created)?;
+    let mut notes: Vec<String> = Vec::new();
+    if spec.check_entrypoint {
+        check_entrypoint(
+            spec,
+            &cfg,
+            &[&files_tree, pkgs_tree, base_tree],
+            base.as_ref(),
+            &cache_dir.join("spool"),
+        )?;
+    } else {
+        notes.push(
+            "image.check_entrypoint = false: the entrypoint was not checked, the image may not start"
+                .into(),
+        );
+    }
+    ph.mark("entrypoint");
     cfg.rootfs = RootFs {
         kind: "layers".into(),
         diff_ids,
@@ -365,6 +383,9 @@ pub fn build_staged(
     let cfg_bytes = cfg.to_bytes();
     let cfg_desc = staging.put(media::CONFIG, &cfg_bytes)?;
     let mut ann = BTreeMap::from([(annotations::CREATED.to_string(), created.clone())]);
+    if !spec.check_entrypoint {
+        ann.insert(ENTRYPOINT_CHECK_ANNOTATION.into(), "off".into());
+    }
     if let Some(b) = &base {
         ann.insert(
             annotations::BASE_DIGEST.into(),
@@ -477,6 +498,7 @@ pub fn build_staged(
         .as_ref()
         .map(|b| b.warnings.clone())
         .unwrap_or_default();
+    warnings.extend(notes);
     if !scripts.is_empty() {
         warnings.push(format!(
             "maintainer scripts were not run: {}",
@@ -695,45 +717,44 @@ fn apply_runtime_config(
     Ok(())
 }
 
-/// An absolute entrypoint must exist in the image and be executable.
-fn check_entrypoint(spec: &Spec, fs: &dyn Lookup) -> Result<(), BuildError> {
-    let Some(prog) = spec.entrypoint.as_ref().and_then(|e| e.first()) else {
+/// The program the image starts (`entrypoint[0]`, else `cmd[0]`) must be
+/// able to start in the image: see [`crate::entrypoint`].
+fn check_entrypoint(
+    spec: &Spec,
+    cfg: &ImageConfig,
+    layers: &[&Tree],
+    base: Option<&base::BaseImage>,
+    spool_dir: &Path,
+) -> Result<(), BuildError> {
+    let rc = &cfg.config;
+    let Some(argv0) = rc
+        .entrypoint
+        .as_ref()
+        .and_then(|e| e.first())
+        .or_else(|| rc.cmd.as_ref().and_then(|c| c.first()))
+    else {
         return Ok(());
     };
-    if !prog.starts_with('/') {
-        return Ok(());
-    }
-    let mut path = prog.clone();
-    for _ in 0..40 {
-        let resolved = tree::resolve_parents(fs, &path).unwrap_or(path.clone());
-        match fs.node(&resolved) {
-            Some(n) if n.kind == EntryType::Symlink => {
-                let t = n.link.clone().unwrap_or_default();
-                path = if t.starts_with('/') {
-                    tree::lexical_join("/", &t)
-                } else {
-                    tree::lexical_join(tree::parent(&resolved).unwrap_or("/"), &t)
-                };
-            }
-            Some(n)
-                if matches!(n.kind, EntryType::File | EntryType::Hardlink)
-                    && n.mode & 0o111 != 0 =>
-            {
-                return Ok(());
-            }
-            Some(_) => {
-                return Err(BuildError::Spec(spec.error_at(
-                    &spec.entrypoint_loc,
-                    format!(
-                        "image.entrypoint: {prog} is in the image but is not an executable file"
-                    ),
-                )));
-            }
-            None => break,
+    let env = |k: &str| {
+        rc.env
+            .iter()
+            .find_map(|kv| kv.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+    };
+    let target = entrypoint::Target {
+        arch: &spec.arch,
+        argv0,
+        path: env("PATH"),
+        ld_library_path: env("LD_LIBRARY_PATH"),
+        workdir: rc.working_dir.as_deref(),
+    };
+    entrypoint::check_build(&target, layers, base, spool_dir).map_err(|m| {
+        let m = format!(
+            "{m} (the image could not start; [image] check_entrypoint = false builds it anyway)"
+        );
+        if spec.entrypoint.is_some() {
+            BuildError::Spec(spec.error_at(&spec.entrypoint_loc, format!("image.entrypoint: {m}")))
+        } else {
+            BuildError::Entrypoint(m)
         }
-    }
-    Err(BuildError::Spec(spec.error_at(
-        &spec.entrypoint_loc,
-        format!("image.entrypoint: {prog} is not in the image"),
-    )))
+    })
 }

@@ -5,13 +5,17 @@
 //! run; the SBOM records which ones a package has.
 
 use std::collections::BTreeSet;
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Arc;
 
-use kiln_deb::{Deb, EntryKind, Stanza};
+use kiln_deb::{Deb, EntryKind, Limits, Stanza};
 use kiln_sbom::{Package, PackageOrigin};
 use sha2::Digest as _;
 
 use crate::BuildError;
 use crate::spec::{DebSpec, Spec};
+use crate::spool::{Spool, SpoolWriter, Stored};
 use crate::tarw::EntryType;
 use crate::tree::{self, Content, Node, Origin, Tree};
 
@@ -29,12 +33,125 @@ fn deb_err(spec: &Spec, d: &DebSpec, message: impl Into<String>) -> BuildError {
     }
 }
 
+/// Where a package entry lands, as dpkg decides it: every parent is resolved
+/// through the symlinks of the filesystem so far (`fs`: packages unpacked
+/// before it over the base), so `/lib/x/libfoo.so` on a merged-/usr base
+/// lands in `/usr/lib/x/libfoo.so`; and a *directory* entry whose own path
+/// is a symlink (or a chain of them) ending at a directory keeps the
+/// symlink: it resolves to that directory instead of replacing the link
+/// with an empty one. A non-directory entry replaces whatever is at its
+/// path. Resolution never leaves the root.
+pub fn resolve_entry(fs: &dyn tree::Lookup, path: &str, is_dir: bool) -> Result<String, String> {
+    let resolved = tree::resolve_parents(fs, path)?;
+    if !is_dir {
+        return Ok(resolved);
+    }
+    let mut cur = resolved.clone();
+    for _ in 0..40 {
+        match fs.node(&cur) {
+            Some(n) if n.kind == EntryType::Symlink => {
+                let target = n.link.as_deref().unwrap_or("");
+                let base = if target.starts_with('/') {
+                    "/"
+                } else {
+                    tree::parent(&cur).unwrap_or("/")
+                };
+                cur = tree::resolve_parents(fs, &tree::lexical_join(base, target))?;
+            }
+            Some(n) if n.kind == EntryType::Dir => return Ok(cur),
+            // A dangling link, or a link to a non-directory: the directory
+            // replaces the link, as with dpkg.
+            _ => return Ok(resolved),
+        }
+    }
+    Err(format!(
+        "too many levels of symbolic links resolving {path}"
+    ))
+}
+
+/// The packages unpacked so far over the lower layers: the upper entry of a
+/// path wins, and a non-directory in it hides what is beneath in `lower`.
+struct Over<'a>(&'a Tree, &'a dyn tree::Lookup);
+
+impl tree::Lookup for Over<'_> {
+    fn node(&self, path: &str) -> Option<&Node> {
+        if let Some(n) = self.0.get(path) {
+            return Some(n);
+        }
+        let mut a = tree::parent(path);
+        while let Some(x) = a {
+            if self.0.get(x).is_some_and(|n| n.kind != EntryType::Dir) {
+                return None;
+            }
+            a = tree::parent(x);
+        }
+        self.1.node(path)
+    }
+}
+
+/// SHA-256 of everything read through it.
+struct HashingReader<R> {
+    inner: R,
+    h: sha2::Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.h.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Read one `.deb` in a single streaming pass: its files go to `spool`, and
+/// its SHA-256 is checked against the pin over the very bytes that were
+/// parsed (a package that fails to parse but does not match its pin is
+/// reported as a mismatch). Nothing of it is held in memory whole.
+fn read_deb(
+    spec: &Spec,
+    d: &DebSpec,
+    spool: &Spool,
+) -> Result<(Deb, Vec<Stored>, String), BuildError> {
+    let file =
+        std::fs::File::open(&d.path).map_err(|e| deb_err(spec, d, format!("cannot read: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| deb_err(spec, d, format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(deb_err(spec, d, "not a regular file"));
+    }
+    let len = meta.len();
+    let mut r = HashingReader {
+        inner: io::BufReader::with_capacity(256 << 10, file.take(len)),
+        h: sha2::Sha256::new(),
+    };
+    let mut sink = SpoolWriter::new(spool).map_err(|e| deb_err(spec, d, format!("spool: {e}")))?;
+    let parsed = Deb::read(&mut r, Some(len), Limits::default(), &mut sink);
+    // Hash what was not read (after an error), bounded by the length at open.
+    let drained = io::copy(&mut r, &mut io::sink());
+    let actual = hex::encode(r.h.finalize());
+    if actual != d.sha256 {
+        return Err(deb_err(
+            spec,
+            d,
+            format!(
+                "sha256 mismatch: the file hashes to {actual}, the spec pins {}",
+                d.sha256
+            ),
+        ));
+    }
+    drained.map_err(|e| deb_err(spec, d, format!("cannot read: {e}")))?;
+    let deb = parsed.map_err(|e| deb_err(spec, d, e.to_string()))?;
+    Ok((deb, sink.stored, actual))
+}
+
 /// Build the packages layer over `lower` (whose dpkg status, if any, is
 /// `base_status`). Returns `None` when the spec has no debs.
 pub fn build(
     spec: &Spec,
     lower: &dyn tree::Lookup,
     base_status: Option<&[u8]>,
+    spool_dir: &Path,
 ) -> Result<Option<PackagesLayer>, BuildError> {
     if spec.debs.is_empty() {
         return Ok(None);
@@ -43,32 +160,41 @@ pub fn build(
     let mut stanzas: Vec<Stanza> = Vec::new();
     let mut installed = Vec::new();
     let mut names = BTreeSet::new();
+    let spool = Arc::new(Spool::new(spool_dir).map_err(|e| BuildError::io(spool_dir, e))?);
     for d in &spec.debs {
-        let bytes =
-            std::fs::read(&d.path).map_err(|e| deb_err(spec, d, format!("cannot read: {e}")))?;
-        let actual = hex::encode(sha2::Sha256::digest(&bytes));
-        if actual != d.sha256 {
-            return Err(deb_err(
-                spec,
-                d,
-                format!(
-                    "sha256 mismatch: the file hashes to {actual}, the spec pins {}",
-                    d.sha256
-                ),
-            ));
-        }
-        let deb = Deb::parse(&bytes).map_err(|e| deb_err(spec, d, e.to_string()))?;
+        let (deb, stored, actual) = read_deb(spec, d, &spool)?;
         let name = deb.name().to_string();
         if !names.insert(name.clone()) {
             return Err(deb_err(spec, d, format!("package {name} is listed twice")));
         }
         let mut owned = Vec::new();
         for e in &deb.data {
-            let path = tree::resolve_parents(lower, &e.path).map_err(|m| deb_err(spec, d, m))?;
+            let fs = Over(&layer, lower);
+            let path = resolve_entry(&fs, &e.path, e.kind == EntryKind::Dir)
+                .map_err(|m| deb_err(spec, d, m))?;
             let origin = Origin::Package(name.clone());
             let node = match &e.kind {
                 EntryKind::Dir => Node::dir(e.mode, e.uid, e.gid, origin),
-                EntryKind::File(data) => Node::bytes(data.clone(), e.mode, e.uid, e.gid, origin),
+                EntryKind::File(f) => {
+                    let st = usize::try_from(f.handle)
+                        .ok()
+                        .and_then(|i| stored.get(i))
+                        .ok_or_else(|| {
+                            BuildError::Internal(format!("{}: no spooled contents", e.path))
+                        })?;
+                    Node {
+                        kind: EntryType::File,
+                        mode: e.mode,
+                        uid: e.uid,
+                        gid: e.gid,
+                        size: st.size,
+                        sha256: Some(st.sha256),
+                        sha1: Some(st.sha1),
+                        link: None,
+                        origin,
+                        content: Content::Spool(Arc::clone(&spool), st.offset),
+                    }
+                }
                 EntryKind::Symlink(t) => Node {
                     kind: EntryType::Symlink,
                     mode: 0o777,
@@ -82,7 +208,7 @@ pub fn build(
                     content: Content::None,
                 },
                 EntryKind::Hardlink(t) => {
-                    let t = tree::resolve_parents(lower, t).map_err(|m| deb_err(spec, d, m))?;
+                    let t = resolve_entry(&fs, t, false).map_err(|m| deb_err(spec, d, m))?;
                     let target = layer
                         .get(&t)
                         .filter(|n| n.kind == EntryType::File)
@@ -236,4 +362,133 @@ pub fn base_packages(status: &[u8], replaced: &BTreeSet<String>) -> Vec<Package>
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn link(t: &str) -> Node {
+        Node {
+            kind: EntryType::Symlink,
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            sha256: None,
+            sha1: None,
+            link: Some(t.into()),
+            origin: Origin::Base,
+            content: Content::None,
+        }
+    }
+
+    fn dir() -> Node {
+        Node::dir(0o755, 0, 0, Origin::Base)
+    }
+
+    fn usrmerge() -> Tree {
+        let mut t = Tree::new();
+        for d in [
+            "/usr",
+            "/usr/bin",
+            "/usr/lib",
+            "/usr/lib/x86_64-linux-gnu",
+            "/etc",
+        ] {
+            t.insert(d.into(), dir());
+        }
+        t.insert("/bin".into(), link("usr/bin"));
+        t.insert("/lib".into(), link("usr/lib"));
+        t.insert("/lib64".into(), link("/usr/lib64"));
+        t.insert("/sbin".into(), link("usr/sbin"));
+        t.insert("/chain".into(), link("bin"));
+        t.insert("/conf".into(), link("etc/passwd"));
+        t
+    }
+
+    #[test]
+    fn directories_follow_symlinks_to_directories() {
+        let t = usrmerge();
+        let r = |p, d| resolve_entry(&t, p, d).unwrap();
+        // The link survives: the directory entry resolves through it.
+        assert_eq!(r("/lib", true), "/usr/lib");
+        assert_eq!(r("/bin", true), "/usr/bin");
+        assert_eq!(r("/chain", true), "/usr/bin");
+        assert_eq!(
+            r("/lib/x86_64-linux-gnu", true),
+            "/usr/lib/x86_64-linux-gnu"
+        );
+        // Files go through the link.
+        assert_eq!(
+            r("/lib/x86_64-linux-gnu/libfoo.so", false),
+            "/usr/lib/x86_64-linux-gnu/libfoo.so"
+        );
+        assert_eq!(r("/bin/foo", false), "/usr/bin/foo");
+        // Dangling (no /usr/sbin, no /usr/lib64) or to a non-directory: replaced.
+        assert_eq!(r("/sbin", true), "/sbin");
+        assert_eq!(r("/lib64", true), "/lib64");
+        assert_eq!(r("/conf", true), "/conf");
+        // A non-directory replaces the link itself.
+        assert_eq!(r("/lib", false), "/lib");
+    }
+
+    #[test]
+    fn symlink_loops_are_errors() {
+        let mut t = Tree::new();
+        t.insert("/a".into(), link("b"));
+        t.insert("/b".into(), link("a"));
+        assert!(
+            resolve_entry(&t, "/a", true)
+                .unwrap_err()
+                .contains("too many levels")
+        );
+        assert!(
+            resolve_entry(&t, "/a/x", false)
+                .unwrap_err()
+                .contains("too many levels")
+        );
+    }
+
+    fn arb_fs() -> impl Strategy<Value = Tree> {
+        let target = prop_oneof![
+            "(/?)([ab]|\\.\\.)(/([ab]|\\.\\.)){0,2}",
+            Just("/".to_string()),
+        ];
+        proptest::collection::btree_map(
+            "(/[ab]){1,3}",
+            prop_oneof![Just(None), target.prop_map(Some)],
+            0..10,
+        )
+        .prop_map(|m| {
+            m.into_iter()
+                .map(|(p, t)| (p, t.map(|t| link(&t)).unwrap_or_else(dir)))
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Whatever the links, a resolved path is absolute, normalised,
+        /// has no symlink among its ancestors, and resolving it again
+        /// changes nothing; a directory never resolves to a link that leads
+        /// to a directory; with no links, nothing moves.
+        #[test]
+        fn resolution_properties(fs in arb_fs(), path in "(/[ab]){1,4}", is_dir in any::<bool>()) {
+            let Ok(r) = resolve_entry(&fs, &path, is_dir) else { return Ok(()); };
+            prop_assert!(r.starts_with('/'));
+            prop_assert!(!r[1..].split('/').any(|c| c.is_empty() || c == "." || c == ".."), "{}", r);
+            let mut a = tree::parent(&r);
+            while let Some(x) = a {
+                prop_assert!(fs.get(x).is_none_or(|n| n.kind != EntryType::Symlink), "{} under link {}", r, x);
+                a = tree::parent(x);
+            }
+            // (For a directory this also means it is not a link to one.)
+            let again = resolve_entry(&fs, &r, is_dir);
+            prop_assert_eq!(again.as_ref(), Ok(&r));
+            if fs.values().all(|n| n.kind != EntryType::Symlink) {
+                prop_assert_eq!(&r, &path);
+            }
+        }
+    }
 }

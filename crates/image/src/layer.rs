@@ -150,6 +150,13 @@ fn write_entries<W: Write>(tw: &mut TarWriter<W>, tree: &Tree, epoch: u64) -> Re
                 tw.content(b)?;
             }
             Content::Host(host, key) => copy_host(tw, host, key, n.size, &mut buf)?,
+            Content::Spool(spool, offset) => spool
+                .copy_to(*offset, n.size, &mut buf, &mut |b| tw.content(b))
+                .map_err(|e| {
+                    WriteErr::Build(BuildError::Internal(format!(
+                        "{p}: cannot read the package spool: {e}"
+                    )))
+                })?,
             Content::None => {
                 return Err(WriteErr::Build(BuildError::Internal(format!(
                     "{p} has no content"

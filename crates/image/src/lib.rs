@@ -11,6 +11,7 @@ pub mod base;
 pub mod build;
 pub mod compress;
 pub mod debs;
+pub mod entrypoint;
 pub mod export;
 pub mod hostfs;
 pub mod inputs;
@@ -18,6 +19,7 @@ pub mod layer;
 pub mod lock;
 pub mod source;
 pub mod spec;
+pub mod spool;
 pub mod tarw;
 pub use kiln_oci::time;
 pub mod tree;
@@ -52,6 +54,8 @@ pub enum BuildError {
     },
     #[error("base {base}: {message}")]
     Base { base: String, message: String },
+    #[error("image entrypoint: {0}")]
+    Entrypoint(String),
     #[error("SOURCE_DATE_EPOCH={0:?} is not a non-negative integer number of seconds")]
     BadEpoch(String),
     #[error(transparent)]

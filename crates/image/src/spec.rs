@@ -59,6 +59,8 @@ struct RawImage {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     stop_signal: Option<String>,
+    #[serde(default)]
+    check_entrypoint: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +205,9 @@ pub struct Spec {
     pub arch: String,
     pub labels: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
+    /// `[image] check_entrypoint` (default true): fail the build when the
+    /// entrypoint cannot start in the image (see `entrypoint.rs`).
+    pub check_entrypoint: bool,
     pub files: Vec<FileSpec>,
     pub debs: Vec<DebSpec>,
     pub baseline: Baseline,
@@ -392,6 +397,7 @@ impl Spec {
                 .as_ref()
                 .map(|e| cx.loc(e.span()))
                 .unwrap_or_default(),
+            check_entrypoint: img.check_entrypoint.unwrap_or(true),
             entrypoint: img.entrypoint.map(Spanned::into_inner),
             cmd: img.cmd,
             user: img.user.map(Spanned::into_inner),

@@ -25,6 +25,8 @@ pub enum Content {
     Bytes(Arc<Vec<u8>>),
     /// A host file, with the stat it was hashed under (checked again when read).
     Host(PathBuf, crate::source::StatKey),
+    /// A range of a spool file (a `.deb`'s file, unpacked to disk, not memory).
+    Spool(Arc<crate::spool::Spool>, u64),
 }
 
 /// One filesystem entry.

@@ -7,6 +7,7 @@
 
 mod digest;
 mod error;
+pub mod expansion;
 pub mod layout;
 pub mod media;
 pub mod textpos;

@@ -31,6 +31,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
+use kiln_oci::expansion::Bounded;
 use kiln_oci::{Descriptor, Digest, ImageConfig, ImageManifest, Store, media};
 use sha2::{Digest as _, Sha256};
 
@@ -388,12 +389,14 @@ impl Extractor {
         };
         let decoded: Box<dyn Read + '_> = match desc.media_type.as_str() {
             media::LAYER_TAR | "application/vnd.docker.image.rootfs.diff.tar" => Box::new(raw),
-            media::LAYER_GZIP | media::DOCKER_LAYER_GZIP => {
-                Box::new(flate2::read::MultiGzDecoder::new(raw))
-            }
-            media::LAYER_ZSTD => Box::new(
+            media::LAYER_GZIP | media::DOCKER_LAYER_GZIP => Box::new(Bounded::for_compressed(
+                flate2::read::MultiGzDecoder::new(raw),
+                desc.size,
+            )),
+            media::LAYER_ZSTD => Box::new(Bounded::for_compressed(
                 zstd::stream::read::Decoder::new(raw).map_err(|e| RuntimeError::io(&path, e))?,
-            ),
+                desc.size,
+            )),
             other => {
                 return Err(RuntimeError::UnsupportedLayer {
                     digest: layer,

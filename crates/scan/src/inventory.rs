@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 
+use kiln_oci::expansion::Bounded;
 use kiln_oci::{Digest, ImageConfig, ImageManifest, Store, media};
 use kiln_sbom::FileManifest;
 use serde::{Deserialize, Serialize};
@@ -297,6 +298,9 @@ fn remove_tree<V>(map: &mut BTreeMap<String, V>, path: &str, include_self: bool)
     }
 }
 
+/// The most bytes of one package-database or release file read into memory.
+const MAX_INTERESTING: u64 = 64 << 20;
+
 struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
@@ -354,13 +358,15 @@ pub fn inventory_from_store(store: &Store, manifest: &Digest) -> Result<Inventor
                 media::LAYER_TAR | "application/vnd.docker.image.rootfs.diff.tar" => {
                     Box::new(&mut raw)
                 }
-                media::LAYER_GZIP | media::DOCKER_LAYER_GZIP => {
-                    Box::new(flate2::read::MultiGzDecoder::new(&mut raw))
-                }
-                media::LAYER_ZSTD => Box::new(
+                media::LAYER_GZIP | media::DOCKER_LAYER_GZIP => Box::new(Bounded::for_compressed(
+                    flate2::read::MultiGzDecoder::new(&mut raw),
+                    desc.size,
+                )),
+                media::LAYER_ZSTD => Box::new(Bounded::for_compressed(
                     zstd::stream::read::Decoder::new(&mut raw)
                         .map_err(|e| lbad(format!("zstd: {e}")))?,
-                ),
+                    desc.size,
+                )),
                 other => return Err(lbad(format!("unsupported layer media type {other}"))),
             };
             let mut lw = LayerWalk::default();
@@ -571,8 +577,15 @@ impl LayerWalk {
         }
         if interesting(&path) {
             let c = if et.is_file() {
+                // Held in memory: bounded.
                 let mut b = Vec::new();
-                entry.read_to_end(&mut b)?;
+                entry.take(MAX_INTERESTING + 1).read_to_end(&mut b)?;
+                if b.len() as u64 > MAX_INTERESTING {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("/{path} is larger than {MAX_INTERESTING} bytes"),
+                    ));
+                }
                 Some(Content::Bytes(b))
             } else if et.is_symlink() {
                 entry

@@ -30,7 +30,16 @@ fn hello_image_inventory_and_scan() {
     let bb = dir.join("bin/busybox");
     if !bb.exists() {
         std::fs::create_dir_all(dir.join("bin")).expect("bin");
-        std::fs::write(&bb, b"#!/bin/sh\necho not-really-busybox\n").expect("busybox");
+        if Path::new("/bin/busybox").exists() {
+            std::fs::copy("/bin/busybox", &bb).expect("busybox");
+        } else {
+            // A stand-in that cannot start: the build's entrypoint check is off.
+            std::fs::write(&bb, b"#!/bin/sh\necho not-really-busybox\n").expect("busybox");
+            let spec = dir.join("kiln.toml");
+            let text = std::fs::read_to_string(&spec).expect("spec");
+            let text = text.replacen("[image]\n", "[image]\ncheck_entrypoint = false\n", 1);
+            std::fs::write(&spec, text).expect("spec");
+        }
     }
     let spec = Spec::load(&dir.join("kiln.toml")).expect("spec");
     let state = tmp.path().join("state");

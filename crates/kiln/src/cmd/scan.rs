@@ -339,8 +339,8 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
         if p.extension().and_then(|x| x.to_str()) != Some("deb") {
             continue;
         }
-        let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-        match kiln_deb::Deb::parse(&bytes) {
+        // Streamed: file contents are not kept (only control data is needed).
+        match kiln_deb::Deb::read_path(&p) {
             Ok(d) => pool.push((p, d)),
             Err(e) => eprintln!("kiln: warning: {}: not a usable .deb: {e}", p.display()),
         }
@@ -353,10 +353,8 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
     // recorded.
     let mut copies: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     for entry in &spec.debs {
-        let bytes = std::fs::read(&entry.path)
-            .with_context(|| format!("reading {}", entry.path.display()))?;
-        let deb =
-            kiln_deb::Deb::parse(&bytes).with_context(|| format!("{}", entry.path.display()))?;
+        let deb = kiln_deb::Deb::read_path(&entry.path)
+            .with_context(|| format!("{}", entry.path.display()))?;
         let status = kiln_deb::render_status(&[deb.status_stanza()]);
         let pkgs = kiln_scan::inventory_from_status(status.as_bytes())
             .with_context(|| format!("{}: control", entry.path.display()))?;
