@@ -41,6 +41,19 @@ pub fn export_with(
     tagged: &[Tagged],
     dir: &Path,
 ) -> Result<(), BuildError> {
+    export_layout(store, Some((name, tag)), image, referrers, tagged, dir)
+}
+
+/// [`export_with`] for an image that may have no tag: an untagged image is
+/// recorded in the layout's `index.json` without a `ref.name`.
+pub fn export_layout(
+    store: &Store,
+    name_tag: Option<(&str, &str)>,
+    image: &Descriptor,
+    referrers: &[Descriptor],
+    tagged: &[Tagged],
+    dir: &Path,
+) -> Result<(), BuildError> {
     if dir.exists() {
         let is_layout = dir.join("oci-layout").is_file();
         let empty = fs::read_dir(dir)
@@ -65,7 +78,7 @@ pub fn export_with(
     let tmp = parent.join(format!(".{base}.kiln-tmp-{}", std::process::id()));
     let guard = RemoveOnDrop(tmp.clone());
     let _ = fs::remove_dir_all(&tmp);
-    let out = Store::open_or_init(&tmp)?;
+    let out = Store::open_or_init(&tmp)?.unstamped();
     let mut st = out.staging()?;
     let mut copy = |d: &Descriptor| -> Result<(), BuildError> {
         if st.has(&d.digest) {
@@ -90,7 +103,10 @@ pub fn export_with(
     }
     st.commit()?;
     out.add_untagged(referrers)?;
-    out.tag(name, tag, image)?;
+    match name_tag {
+        Some((name, tag)) => out.tag(name, tag, image)?,
+        None => out.add_untagged(std::slice::from_ref(image))?,
+    }
     for t in tagged {
         out.tag(&t.name, &t.tag, &t.descriptor)?;
     }

@@ -7,6 +7,7 @@
 
 mod digest;
 mod error;
+pub mod gc;
 pub mod layout;
 pub mod media;
 pub mod textpos;
@@ -15,7 +16,7 @@ mod types;
 
 pub use digest::{Digest, Sha256Writer};
 pub use error::OciError;
-pub use layout::{ImageRef, Staging, Store, TaggedImage, WritebackFile};
+pub use layout::{ImageRef, IndexLock, Staging, Store, TaggedImage, WritebackFile};
 pub use types::{
     Descriptor, History, ImageConfig, ImageIndex, ImageManifest, Platform, RootFs, RuntimeConfig,
 };
@@ -28,4 +29,7 @@ pub mod annotations {
     pub const TITLE: &str = "org.opencontainers.image.title";
     pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
     pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
+    /// kiln's own, on `index.json` entries of its store: when the manifest
+    /// entered the store (RFC 3339, UTC). `kiln gc` ages untagged images by it.
+    pub const STORED: &str = "dev.kiln.stored";
 }
