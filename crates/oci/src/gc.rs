@@ -386,8 +386,19 @@ mod tests {
         store.tag("app", "1", &one).unwrap();
         store.tag("app", "1", &two).unwrap();
         store.tag("app", "1", &one).unwrap();
+        // A referrer entry that happens to share the digest survives a retag.
+        store.add_untagged(&[two.clone()]).unwrap();
+        store.tag("app", "1", &two).unwrap();
+        store.tag("app", "1", &one).unwrap();
         let idx = store.index().unwrap();
         assert_eq!(idx.manifests.len(), 2, "{idx:?}");
+        let untagged: Vec<_> = idx
+            .manifests
+            .iter()
+            .filter(|d| !d.annotations.contains_key(annotations::REF_NAME))
+            .collect();
+        assert_eq!(untagged.len(), 1, "{idx:?}");
+        assert_eq!(untagged[0].digest, two.digest);
         assert!(
             idx.manifests
                 .iter()

@@ -391,11 +391,11 @@ impl Store {
                 .min()
                 .cloned()
                 .unwrap_or(now.clone());
-            // An untagged image entry of this digest is redundant now.
+            // An image a moved tag left untagged is redundant once tagged
+            // again (a referrer entry of the same digest is not: it stays).
             idx.manifests.retain(|d| {
                 d.digest != manifest.digest
-                    || d.annotations.contains_key(annotations::REF_NAME)
-                    || !d.annotations.contains_key(annotations::STORED)
+                    || !d.annotations.contains_key(annotations::UNTAGGED_FROM)
             });
             for mut old in displaced {
                 if old.digest == manifest.digest
@@ -405,12 +405,15 @@ impl Store {
                 }
                 old.annotations.remove(annotations::REF_NAME);
                 old.annotations
+                    .insert(annotations::UNTAGGED_FROM.to_string(), refname.clone());
+                old.annotations
                     .entry(annotations::STORED.to_string())
                     .or_insert_with(|| now.clone());
                 idx.manifests.push(old);
             }
             let mut d = manifest.clone();
             d.annotations.remove(annotations::STORED);
+            d.annotations.remove(annotations::UNTAGGED_FROM);
             if self.stamp {
                 d.annotations
                     .insert(annotations::STORED.to_string(), stored);
@@ -429,12 +432,19 @@ impl Store {
         let now = now_stamp();
         self.update_index(|idx| {
             for m in manifests {
-                let present = idx.manifests.iter().any(|d| {
-                    d.digest == m.digest && !d.annotations.contains_key(annotations::REF_NAME)
-                });
+                let mut present = false;
+                for d in idx.manifests.iter_mut() {
+                    if d.digest == m.digest && !d.annotations.contains_key(annotations::REF_NAME) {
+                        // Recorded in its own right now, not only as what a
+                        // moved tag left behind: a later retag keeps it.
+                        d.annotations.remove(annotations::UNTAGGED_FROM);
+                        present = true;
+                    }
+                }
                 if !present {
                     let mut m = m.clone();
                     m.annotations.remove(annotations::STORED);
+                    m.annotations.remove(annotations::UNTAGGED_FROM);
                     if self.stamp {
                         m.annotations
                             .insert(annotations::STORED.to_string(), now.clone());
@@ -491,6 +501,7 @@ impl Store {
         let mut d = found.ok_or_else(|| OciError::UnknownImage(r.to_string()))?;
         d.annotations.remove(annotations::REF_NAME);
         d.annotations.remove(annotations::STORED);
+        d.annotations.remove(annotations::UNTAGGED_FROM);
         Ok(d)
     }
 
@@ -511,6 +522,7 @@ impl Store {
             if m.subject.as_ref().map(|s| &s.digest) == Some(subject) {
                 let mut d = d;
                 d.annotations.remove(annotations::STORED);
+                d.annotations.remove(annotations::UNTAGGED_FROM);
                 out.push((d, m));
             }
         }

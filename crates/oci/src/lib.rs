@@ -32,4 +32,7 @@ pub mod annotations {
     /// kiln's own, on `index.json` entries of its store: when the manifest
     /// entered the store (RFC 3339, UTC). `kiln gc` ages untagged images by it.
     pub const STORED: &str = "dev.kiln.stored";
+    /// kiln's own, on an untagged image entry: the `name:tag` that pointed at
+    /// it before the tag moved.
+    pub const UNTAGGED_FROM: &str = "dev.kiln.untagged.from";
 }

@@ -32,17 +32,34 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let mut rows = Vec::new();
     // No store yet simply means no images.
     if let Ok(store) = ctx.store() {
-        for d in store.index()?.manifests {
+        let index = store.index()?;
+        let tagged: std::collections::BTreeSet<_> = index
+            .manifests
+            .iter()
+            .filter(|d| d.annotations.contains_key(annotations::REF_NAME))
+            .map(|d| d.digest)
+            .collect();
+        for d in index.manifests {
             if !media::is_manifest(&d.media_type) {
+                // An image index (a multi-platform pull): listed by its tag.
+                if let Some(r) = d.annotations.get(annotations::REF_NAME) {
+                    let (n, t) = split_ref(r);
+                    rows.push(Row {
+                        name: n.to_string(),
+                        tag: t.to_string(),
+                        digest: d.digest.to_string(),
+                        size: d.size,
+                        created: None,
+                        kind: "image",
+                        stored: d.annotations.get(annotations::STORED).cloned(),
+                    });
+                }
                 continue;
             }
             let m = ImageManifest::from_bytes(&store.read_descriptor(&d)?, &d.digest.to_string())?;
             let (name, tag, kind) = match d.annotations.get(annotations::REF_NAME) {
                 Some(r) => {
-                    let (n, t) = match r.rfind(':') {
-                        Some(i) if !r[i + 1..].contains('/') => (&r[..i], &r[i + 1..]),
-                        _ => ("", r.as_str()),
-                    };
+                    let (n, t) = split_ref(r);
                     let kind = if kiln_oci::gc::legacy_subject(t).is_some() {
                         "signature"
                     } else {
@@ -55,7 +72,18 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                     m.artifact_type.clone().unwrap_or_else(|| "<none>".into()),
                     "referrer",
                 ),
-                None => ("<none>".to_string(), "<none>".to_string(), "untagged"),
+                // Tagged too (under another name): listed there.
+                None if tagged.contains(&d.digest) => continue,
+                None => {
+                    // The name whose tag moved away from it, if kiln knows.
+                    let name = d
+                        .annotations
+                        .get(annotations::UNTAGGED_FROM)
+                        .map(|r| split_ref(r).0.to_string())
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| "<none>".to_string());
+                    (name, "<none>".to_string(), "untagged")
+                }
             };
             if kind != "image" && !a.all {
                 continue;
@@ -106,6 +134,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         render(&["NAME", "TAG", "DIGEST", "SIZE", "CREATED"], &table)
     );
     Ok(())
+}
+
+/// `name:tag` → (name, tag); a ref without a name part is all tag.
+fn split_ref(r: &str) -> (&str, &str) {
+    match r.rfind(':') {
+        Some(i) if !r[i + 1..].contains('/') => (&r[..i], &r[i + 1..]),
+        _ => ("", r),
+    }
 }
 
 /// Columns as wide as their widest cell; SIZE right-aligned.

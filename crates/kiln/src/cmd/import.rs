@@ -204,10 +204,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     Ok(())
 }
 
-/// A scratch directory removed when the import ends, however it ends.
+/// A scratch directory removed when the import ends, however it ends (with its
+/// `tmp` parent, if nothing else is in there).
 struct RemoveDirOnDrop(PathBuf);
 impl Drop for RemoveDirOnDrop {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+        if let Some(parent) = self.0.parent() {
+            let _ = fs::remove_dir(parent);
+        }
     }
 }

@@ -545,6 +545,7 @@ fn archives_import_back_verified() {
     assert_eq!(o.status.code(), Some(1), "tampered archive imported");
     assert!(stderr(&o).contains("diff_id"), "{}", stderr(&o));
     assert!(!c.join("store").exists());
+    assert!(!c.join("tmp").exists(), "the scratch directory stayed");
 }
 
 /// `podman` with a private store under `dir` (never the host's).
