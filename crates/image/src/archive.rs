@@ -501,6 +501,30 @@ impl Drop for RemoveOnDrop {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn accepted_paths_stay_inside(parts in proptest::collection::vec("(\\.\\.|\\.|/|[a-c]{1,2}|\\\\)", 1..7)) {
+            let p = parts.concat();
+            if let Some(r) = safe_relative(Path::new(&p)) {
+                proptest::prop_assert!(r.is_relative());
+                proptest::prop_assert!(r.components().all(|c| matches!(c, Component::Normal(_))));
+                proptest::prop_assert!(r.components().all(|c| c.as_os_str() != ".."));
+            }
+        }
+
+        #[test]
+        fn random_archives_never_panic_or_escape(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000)) {
+            let dir = tempfile::tempdir().unwrap();
+            let a = dir.path().join("in.tar");
+            fs::write(&a, &bytes).unwrap();
+            let out = dir.path().join("out");
+            fs::create_dir(&out).unwrap();
+            let _ = unpack_archive(&a, &out);
+            let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            proptest::prop_assert_eq!(names.len(), 2);
+        }
+    }
+
     #[test]
     fn safe_paths() {
         assert!(safe_relative(Path::new("blobs/sha256/ab")).is_some());
