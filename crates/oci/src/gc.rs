@@ -311,11 +311,11 @@ mod tests {
         let old_sbom = manifest(&mut st, b"old sbom", Some(&one));
         st.commit().unwrap();
         store.tag("app", "1", &one).unwrap();
-        store.add_untagged(&[old_sbom.clone()]).unwrap();
+        store.add_untagged(std::slice::from_ref(&old_sbom)).unwrap();
         store.tag("app", "1", &two).unwrap();
         let sig_tag = format!("sha256-{}.sig", two.digest.hex());
         store.tag("app", &sig_tag, &sig).unwrap();
-        store.add_untagged(&[sbom.clone()]).unwrap();
+        store.add_untagged(std::slice::from_ref(&sbom)).unwrap();
         // The first image is still there by digest.
         let by_digest = crate::ImageRef::Digest {
             name: None,
@@ -387,7 +387,7 @@ mod tests {
         store.tag("app", "1", &two).unwrap();
         store.tag("app", "1", &one).unwrap();
         // A referrer entry that happens to share the digest survives a retag.
-        store.add_untagged(&[two.clone()]).unwrap();
+        store.add_untagged(std::slice::from_ref(&two)).unwrap();
         store.tag("app", "1", &two).unwrap();
         store.tag("app", "1", &one).unwrap();
         let idx = store.index().unwrap();
