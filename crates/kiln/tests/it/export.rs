@@ -598,7 +598,13 @@ fn podman_loads_both_archives_with_kilns_digest_and_config() {
         );
         let env = v["Config"]["Env"].to_string();
         assert!(env.contains("LOG_LEVEL=info"), "{env}");
-        assert!(v["Config"]["Labels"].is_object(), "{v:#}");
+        let kiln_config: serde_json::Value =
+            serde_json::from_slice(&blob(&e.store(), &config)).unwrap();
+        assert!(kiln_config["config"]["Labels"].is_object());
+        assert_eq!(
+            v["Config"]["Labels"], kiln_config["config"]["Labels"],
+            "{v:#}"
+        );
         assert!(
             v["RepoTags"].to_string().contains("hello:1.0.0"),
             "{}",
