@@ -423,6 +423,54 @@ fn gc_keeps_an_image_a_fleet_release_references() {
 }
 
 #[test]
+fn gc_asks_a_running_daemon_which_images_releases_use() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    let e = Env::new();
+    let (first, _second) = build_twice(&e);
+    // A stand-in for `kiln serve` on its API socket: answers the read-only
+    // `images` request with the first image.
+    let sock = e.state().join("fleet/kiln.sock");
+    fs::create_dir_all(sock.parent().unwrap()).unwrap();
+    let listener = UnixListener::bind(&sock).unwrap();
+    let reply = first.clone();
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        let req: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let resp = serde_json::json!({"ok": true, "result": {"images": [reply]}});
+        (&s).write_all(format!("{resp}\n").as_bytes()).unwrap();
+        req
+    });
+    let o = run(e.kiln().args(["--json", "gc", "--keep-untagged", "0s"]));
+    assert!(o.status.success(), "gc: {}", stderr(&o));
+    assert_eq!(server.join().unwrap()["op"], "images");
+    let v = json(&o);
+    assert_eq!(v["pinned_by_fleet"][0], first.as_str(), "{v}");
+    assert!(v["removed"].as_array().unwrap().is_empty(), "{v}");
+    // A daemon that refuses the question: gc refuses too, deleting nothing.
+    let before = e.store_snapshot();
+    let listener = UnixListener::bind({
+        fs::remove_file(&sock).unwrap();
+        &sock
+    })
+    .unwrap();
+    let server = std::thread::spawn(move || {
+        let (s, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        (&s).write_all(b"{\"ok\":false,\"error\":\"bad request\"}\n")
+            .unwrap();
+    });
+    let o = run(e.kiln().args(["gc", "--keep-untagged", "0s"]));
+    server.join().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("asking kiln serve"), "{}", stderr(&o));
+    assert_eq!(e.store_snapshot(), before);
+}
+
+#[test]
 fn images_hides_signatures_unless_all_and_keeps_columns_aligned() {
     let e = Env::new();
     let (first, second) = build_twice(&e);
