@@ -398,6 +398,7 @@ fn docker_to_layout(archive: &Path, raw: &Path, out: &Path) -> Result<Store, Bui
     let mut st = store.staging()?;
     let mut tagged = Vec::new();
     let mut untagged = Vec::new();
+    let mut seen: BTreeMap<PathBuf, (Digest, u64)> = BTreeMap::new();
     for e in &entries {
         let cpath = safe_relative(Path::new(&e.config)).ok_or_else(|| {
             bad(
@@ -437,7 +438,15 @@ fn docker_to_layout(archive: &Path, raw: &Path, out: &Path) -> Result<Store, Bui
             let lpath = safe_relative(Path::new(l))
                 .ok_or_else(|| bad(archive, format!("layer {l:?} is not a plain path")))?;
             let p = raw.join(&lpath);
-            let (d, n) = hash_file(&p)?;
+            // A layer listed twice (two identical layers) was moved into staging already.
+            let (d, n) = match seen.get(&lpath) {
+                Some(v) => *v,
+                None => {
+                    let v = hash_file(&p)?;
+                    seen.insert(lpath.clone(), v);
+                    v
+                }
+            };
             if d != *diff_id {
                 return Err(bad(
                     archive,
@@ -523,6 +532,63 @@ mod tests {
             let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
             proptest::prop_assert_eq!(names.len(), 2);
         }
+    }
+
+    #[test]
+    fn docker_archive_with_a_repeated_layer_and_two_images() {
+        let layer = tar_of(&[("etc/x", tar::EntryType::Regular, b"x")]);
+        let diff = Digest::of(&layer);
+        let config = |arch: &str| {
+            format!(
+                r#"{{"architecture":"{arch}","os":"linux","config":{{"Env":["A=1"]}},"rootfs":{{"type":"layers","diff_ids":["{diff}","{diff}"]}}}}"#
+            )
+        };
+        let (c1, c2) = (config("amd64"), config("arm64"));
+        let (n1, n2) = (
+            format!("{}.json", Digest::of(c1.as_bytes()).hex()),
+            format!("{}.json", Digest::of(c2.as_bytes()).hex()),
+        );
+        let manifest = format!(
+            r#"[{{"Config":"{n1}","RepoTags":["app:1"],"Layers":["l/layer.tar","l/layer.tar"]}},{{"Config":"{n2}","RepoTags":null,"Layers":["l/layer.tar","l/layer.tar"]}}]"#
+        );
+        let bytes = tar_of(&[
+            (n1.as_str(), tar::EntryType::Regular, c1.as_bytes()),
+            (n2.as_str(), tar::EntryType::Regular, c2.as_bytes()),
+            ("l/layer.tar", tar::EntryType::Regular, &layer),
+            (
+                "manifest.json",
+                tar::EntryType::Regular,
+                manifest.as_bytes(),
+            ),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("d.tar");
+        fs::write(&a, &bytes).unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let store = unpack_archive(&a, &out).unwrap();
+        let idx = store.index().unwrap();
+        assert_eq!(idx.manifests.len(), 2, "{idx:?}");
+        assert!(store.has_blob(&diff));
+        let imgs = store.images().unwrap();
+        assert_eq!((imgs[0].name.as_str(), imgs[0].tag.as_str()), ("app", "1"));
+
+        // A config whose bytes do not match its name is refused.
+        // n1 holds the second config's bytes.
+        let lying = tar_of(&[
+            (n1.as_str(), tar::EntryType::Regular, c2.as_bytes()),
+            ("l/layer.tar", tar::EntryType::Regular, &layer),
+            (
+                "manifest.json",
+                tar::EntryType::Regular,
+                manifest.as_bytes(),
+            ),
+        ]);
+        fs::write(&a, &lying).unwrap();
+        let out = dir.path().join("out2");
+        fs::create_dir(&out).unwrap();
+        let e = unpack_archive(&a, &out).err().unwrap().to_string();
+        assert!(e.contains("hashes to"), "{e}");
     }
 
     #[test]
