@@ -96,6 +96,25 @@ step "8. air-gapped: export everything attached, import elsewhere (every blob re
 KILN_STATE_DIR="$demo/state-airgap" "$KILN" import "$demo/airgap"
 KILN_STATE_DIR="$demo/state-airgap" "$KILN" verify hello:1.0.0 --policy "$demo/trust.toml" | tail -1
 
+step "8b. container engines and digests: verify by key alone; podman loads a single-image archive; a moved tag keeps the old digest until kiln gc"
+"$KILN" verify hello:1.0.0 --key "$demo/ci.pub" | tail -1
+"$KILN" export hello:1.0.0 --format oci-archive --out "$demo/hello.oci.tar" | tail -1
+podman_demo() { podman --root "$demo/podman/root" --runroot "$demo/podman/run" --storage-driver vfs --events-backend none "$@"; }
+podman_demo load -q -i "$demo/hello.oci.tar"
+podman_demo images --digests --format 'podman: {{.Repository}}:{{.Tag}} {{.Digest}}'
+export KILN_STATE_DIR="$demo/state-gc"; cp -a "$demo/state" "$KILN_STATE_DIR"
+rm -rf "$demo/hello-moved" && cp -a examples/hello "$demo/hello-moved"
+sed -i 's/hello from kiln/hello from kiln, rebuilt/' "$demo/hello-moved/www/index.html"
+moved=$("$KILN" build -f "$demo/hello-moved/kiln.toml" | tail -1)
+echo "hello:1.0.0 moved from $digest to $moved; the old digest is still an image:"
+"$KILN" inspect "hello@$digest" | sed -n 1,3p
+"$KILN" images --all
+"$KILN" gc --dry-run --keep-untagged 0s | tail -1
+"$KILN" gc --keep-untagged 0s | tail -1
+if "$KILN" inspect "hello@$digest" >/dev/null 2>&1; then echo "GC KEPT AN UNTAGGED IMAGE" >&2; exit 1; fi
+echo "(expected) after gc, hello@${digest:0:19}... is gone with its signature and SBOMs; hello:1.0.0 (the rebuild) stays"
+export KILN_STATE_DIR="$demo/state"
+
 step "9. distribution: push image, signatures, attestations and SBOMs to a real registry on loopback; pull back verified"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$demo/registry"

@@ -21,6 +21,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# podman: `podman load` of kiln's oci-archive and docker-archive exports
+# (crates/kiln/tests/it/export.rs). Tests use a temporary --root/--runroot.
+if ! command -v podman >/dev/null 2>&1; then
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  echo "install-deps: apt-get install podman" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends podman >/dev/null
+fi
+
 if ! python3 -c 'import spdx_tools, cyclonedx.validation.json, packageurl, securesystemslib.signer, nacl.secret, cryptography' >/dev/null 2>&1; then
   echo "install-deps: pip install SBOM validators, securesystemslib, pynacl, cryptography" >&2
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \

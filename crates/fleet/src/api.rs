@@ -52,6 +52,9 @@ pub enum Request {
     DriftCheck {
         target: Option<String>,
     },
+    /// Read-only: the image digests the fleet references (every release of
+    /// every service, and the desired deployment), for `kiln gc`.
+    Images,
 }
 
 /// A response line.

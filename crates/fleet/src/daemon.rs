@@ -1925,6 +1925,9 @@ impl Shared {
                 for_ms,
             } => self.clone().chaos(&service, every_ms, for_ms, &actor),
             Request::DriftCheck { target } => self.drift_check(target.as_deref(), &actor),
+            Request::Images => {
+                Response::ok(json!({"images": lock(&self.world).st.image_digests()}))
+            }
         };
         let _ = reply(&s, &resp);
     }

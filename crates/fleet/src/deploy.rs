@@ -135,7 +135,7 @@ impl FromStr for ImageRef {
     type Err = String;
 
     fn from_str(s: &str) -> Result<ImageRef, String> {
-        let pin_hint = "pin the image by digest, e.g. the `name@sha256:<hex>` that `kiln build` prints as its last line";
+        let pin_hint = "pin the image by digest: `name@sha256:<hex>`, with the `sha256:<hex>` that `kiln build` prints as its last line (or `kiln images` lists)";
         let (name, digest) = match s.rsplit_once('@') {
             Some((n, d)) => (Some(n), d),
             None if s.starts_with("sha256:") => (None, s),

@@ -68,6 +68,24 @@ pub struct ServiceState {
     pub backoff_until: u64,
 }
 
+impl FleetState {
+    /// Every image digest the fleet references: each service's releases
+    /// (rollback targets included) and the desired deployment. `kiln gc`
+    /// keeps these.
+    pub fn image_digests(&self) -> std::collections::BTreeSet<String> {
+        let releases = self
+            .services
+            .values()
+            .flat_map(|s| s.releases.iter().map(|r| r.image.digest.clone()));
+        let desired = self
+            .desired
+            .services
+            .values()
+            .map(|s| s.image.digest.clone());
+        releases.chain(desired).collect()
+    }
+}
+
 impl ServiceState {
     pub fn release(&self, id: &str) -> Option<&Release> {
         self.releases.iter().find(|r| r.id == id)

@@ -112,6 +112,7 @@ pub fn load(spec: &str, path: &Path, digest: &Digest, arch: &str) -> Result<Base
         )
         .map_err(|m| base_err(spec, format!("layer {i} ({}): {m}", layer.digest)))?;
     }
+    summarize_untracked(&mut warnings);
     Ok(BaseImage {
         spec: spec.to_string(),
         store,
@@ -412,6 +413,29 @@ pub fn apply_tar(
     Ok(())
 }
 
+/// One warning for all of a base's device nodes, FIFOs and sockets (a
+/// Debian base has dozens under /dev), not one per node.
+fn summarize_untracked(warnings: &mut Vec<String>) {
+    const SUFFIX: &str = "is not a file, directory or link; not tracked";
+    let (nodes, mut rest): (Vec<String>, Vec<String>) =
+        warnings.drain(..).partition(|w| w.ends_with(SUFFIX));
+    if nodes.len() > 1 {
+        let paths: Vec<&str> = nodes
+            .iter()
+            .take(3)
+            .filter_map(|w| w.strip_prefix("base: ")?.split(" (").next())
+            .collect();
+        rest.push(format!(
+            "base: {} device nodes, FIFOs or sockets (e.g. {}) are not tracked; instances get their own /dev",
+            nodes.len(),
+            paths.join(", ")
+        ));
+    } else {
+        rest.extend(nodes);
+    }
+    *warnings = rest;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +468,47 @@ mod tests {
 
     fn apply(tree: &mut Tree, bytes: &[u8]) -> Result<(), String> {
         apply_tar(&mut &bytes[..], tree, &mut None, &mut Vec::new())
+    }
+
+    #[test]
+    fn device_nodes_give_one_summary_warning() {
+        let mut b = tar::Builder::new(Vec::new());
+        for (p, t) in [
+            ("dev/null", tar::EntryType::Char),
+            ("dev/zero", tar::EntryType::Char),
+            ("dev/sda", tar::EntryType::Block),
+            ("run/fifo", tar::EntryType::Fifo),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(p).unwrap();
+            h.set_entry_type(t);
+            h.set_size(0);
+            h.set_mode(0o666);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        let mut warnings = vec!["something else".to_string()];
+        apply_tar(&mut &bytes[..], &mut Tree::new(), &mut None, &mut warnings).unwrap();
+        summarize_untracked(&mut warnings);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[1].starts_with("base: 4 device nodes"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].contains("/dev/null, /dev/zero, /dev/sda"),
+            "{warnings:?}"
+        );
+        // One alone keeps its own message.
+        let mut one =
+            vec!["base: dev/null (Char) is not a file, directory or link; not tracked".to_string()];
+        summarize_untracked(&mut one);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].contains("dev/null (Char)"));
     }
 
     #[test]

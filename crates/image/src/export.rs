@@ -41,17 +41,25 @@ pub fn export_with(
     tagged: &[Tagged],
     dir: &Path,
 ) -> Result<(), BuildError> {
-    export_recorded(store, name, tag, image, referrers, tagged, dir, || Ok(()))
+    export_recorded(
+        store,
+        Some((name, tag)),
+        image,
+        referrers,
+        tagged,
+        dir,
+        || Ok(()),
+    )
 }
 
-/// [`export_with`], calling `record` once the layout is complete under its
-/// temporary name and before it is renamed into place; an error from
-/// `record` removes the temporary layout and leaves `dir` as it was.
-#[allow(clippy::too_many_arguments)]
+/// [`export_with`] for an image that may have no tag (an untagged image is
+/// recorded in the layout's `index.json` without a `ref.name`), calling
+/// `record` once the layout is complete under its temporary name and before
+/// it is renamed into place; an error from `record` removes the temporary
+/// layout and leaves `dir` as it was.
 pub fn export_recorded(
     store: &Store,
-    name: &str,
-    tag: &str,
+    name_tag: Option<(&str, &str)>,
     image: &Descriptor,
     referrers: &[Descriptor],
     tagged: &[Tagged],
@@ -82,7 +90,7 @@ pub fn export_recorded(
     let tmp = parent.join(format!(".{base}.kiln-tmp-{}", std::process::id()));
     let guard = RemoveOnDrop(tmp.clone());
     let _ = fs::remove_dir_all(&tmp);
-    let out = Store::open_or_init(&tmp)?;
+    let out = Store::open_or_init(&tmp)?.unstamped();
     let mut st = out.staging()?;
     let mut copy = |d: &Descriptor| -> Result<(), BuildError> {
         if st.has(&d.digest) {
@@ -103,7 +111,10 @@ pub fn export_recorded(
     }
     st.commit()?;
     out.add_untagged(referrers)?;
-    out.tag(name, tag, image)?;
+    match name_tag {
+        Some((name, tag)) => out.tag(name, tag, image)?,
+        None => out.add_untagged(std::slice::from_ref(image))?,
+    }
     for t in tagged {
         out.tag(&t.name, &t.tag, &t.descriptor)?;
     }

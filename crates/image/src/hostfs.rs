@@ -307,9 +307,10 @@ fn kind_name(k: FileType) -> &'static str {
     match k {
         FileType::Directory => "a directory",
         FileType::Symlink => "a symlink",
-        FileType::Fifo => "a fifo",
+        FileType::Fifo => "a FIFO",
         FileType::Socket => "a socket",
-        FileType::BlockDevice | FileType::CharacterDevice => "a device node",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
         _ => "of an unknown type",
     }
 }
@@ -598,13 +599,13 @@ mod tests {
         assert!(e.contains("symlink"), "{e}");
         rfs::mkfifoat(&r.fd, "fifo", Mode::from_raw_mode(0o644)).unwrap();
         let e = r.read_file("fifo", 99).unwrap_err().to_string();
-        assert!(e.contains("a fifo, not a regular file"), "{e}");
+        assert!(e.contains("a FIFO, not a regular file"), "{e}");
         let e = read_named(Path::new("/dev/zero"), 99)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("a device node"), "{e}");
+        assert!(e.contains("a character device"), "{e}");
         let e = read_named(&spec.join("fifo"), 99).unwrap_err().to_string();
-        assert!(e.contains("a fifo"), "{e}");
+        assert!(e.contains("a FIFO"), "{e}");
         assert_eq!(read_named(&spec.join("lnk"), 99).unwrap(), b"s");
     }
 

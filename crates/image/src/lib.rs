@@ -7,6 +7,7 @@
 //! [`source`] files layer → [`layer`] tar + compress (cached) →
 //! [`build`] config, manifest, referrers, commit → [`export`] `--out`.
 
+pub mod archive;
 pub mod base;
 pub mod build;
 pub mod compress;

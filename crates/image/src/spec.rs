@@ -10,7 +10,6 @@ use toml::Spanned;
 
 /// A spec error located in its file.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}{snippet}")]
 pub struct SpecError {
     pub file: PathBuf,
     pub line: usize,
@@ -21,6 +20,32 @@ pub struct SpecError {
 }
 
 use kiln_oci::textpos::snippet;
+
+impl std::fmt::Display for SpecError {
+    /// `file:line:col: message` with a caret snippet; a position of 0:0
+    /// (the file could not be read at all) is left out rather than printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            write!(
+                f,
+                "{}: {}{}",
+                self.file.display(),
+                self.message,
+                self.snippet
+            )
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}{}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message,
+                self.snippet
+            )
+        }
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

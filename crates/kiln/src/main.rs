@@ -7,7 +7,7 @@ mod progress;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Immutable infrastructure: reproducible images, verified deploys, drift
 /// detection and audit evidence.
@@ -21,8 +21,8 @@ struct Cli {
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
     json: bool,
-    /// Why this change is made (a change ticket, a sentence). Recorded in the
-    /// audit log; required by `kiln approve`.
+    /// Why this change is made (a change ticket, a sentence), recorded in the
+    /// audit log.
     #[arg(long, global = true, env = "KILN_REASON")]
     reason: Option<String>,
     #[command(subcommand)]
@@ -33,8 +33,8 @@ struct Cli {
 enum Command {
     /// Build a reproducible OCI image from a spec; prints the digest last.
     Build(cmd::build::Args),
-    /// List the images in the store.
-    Images,
+    /// List the images in the store (--all: also signatures, referrers, untagged images).
+    Images(cmd::images::Args),
     /// Show an image's config, layers, SBOM summary and annotations.
     Inspect(cmd::inspect::Args),
     /// Print an image's SBOM (SPDX 2.3 or CycloneDX 1.5) or file manifest.
@@ -51,11 +51,16 @@ enum Command {
     /// Verify an image against a trust policy; exit 0 only if every rule holds.
     Verify(cmd::verify::Args),
     /// Approve an image digest: a signed in-toto approval with a reason, attached as a referrer.
+    #[command(
+        after_help = "--reason is required here: it is signed into the approval and recorded in the audit log."
+    )]
     Approve(cmd::approve::Args),
     /// Export an image and everything attached to it (referrers, signatures) as an OCI layout.
     Export(cmd::export::Args),
-    /// Import an OCI layout (e.g. from `kiln export`) into the store, verifying every blob.
+    /// Import an OCI layout, oci-archive or docker-archive into the store, verifying every blob.
     Import(cmd::import::Args),
+    /// Remove untagged images past --keep-untagged and blobs nothing references.
+    Gc(cmd::gc::Args),
     /// The tamper-evident audit log: show, verify, checkpoints, proofs, export.
     #[command(subcommand)]
     Log(cmd::log::LogCmd),
@@ -87,6 +92,10 @@ enum Command {
     Scan(cmd::scan::ScanArgs),
     /// Patching is rebuilding: pin fixed packages (kiln.lock), rebuild, scan, sign, roll out.
     Patch(cmd::scan::PatchArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions(cmd::completions::CompletionsArgs),
+    /// Write man pages (kiln.1, kiln-build.1, ...) to --out, or kiln.1 to stdout.
+    Man(cmd::completions::ManArgs),
 }
 
 impl Command {
@@ -95,7 +104,7 @@ impl Command {
     fn audit_names(&self) -> (&'static str, Option<&'static str>) {
         match self {
             Command::Build(_) => ("kiln build", Some("image.build")),
-            Command::Images => ("kiln images", None),
+            Command::Images(_) => ("kiln images", None),
             Command::Inspect(_) => ("kiln inspect", None),
             Command::Sbom(_) => ("kiln sbom", None),
             Command::Key(_) => ("kiln key generate", Some("key.generate")),
@@ -106,6 +115,9 @@ impl Command {
             Command::Approve(_) => ("kiln approve", Some("image.approve")),
             Command::Export(_) => ("kiln export", Some("image.export")),
             Command::Import(_) => ("kiln import", Some("image.import")),
+            Command::Gc(_) => ("kiln gc", Some("store.gc")),
+            Command::Completions(_) => ("kiln completions", None),
+            Command::Man(_) => ("kiln man", None),
             Command::Log(c) => (c.command_name(), c.failure_action()),
             Command::Evidence(a) => (
                 cmd::evidence::command_name(a),
@@ -157,7 +169,7 @@ fn main() -> ExitCode {
     }
     let res = match cli.command {
         Command::Build(a) => cmd::build::run(&ctx, a),
-        Command::Images => cmd::images::run(&ctx),
+        Command::Images(a) => cmd::images::run(&ctx, a),
         Command::Inspect(a) => cmd::inspect::run(&ctx, a),
         Command::Sbom(a) => cmd::sbom::run(&ctx, a),
         Command::Key(k) => cmd::key::run(&ctx, k),
@@ -168,6 +180,9 @@ fn main() -> ExitCode {
         Command::Approve(a) => cmd::approve::run(&ctx, a),
         Command::Export(a) => cmd::export::run(&ctx, a),
         Command::Import(a) => cmd::import::run(&ctx, a),
+        Command::Gc(a) => cmd::gc::run(&ctx, a),
+        Command::Completions(a) => cmd::completions::completions(Cli::command(), a),
+        Command::Man(a) => cmd::completions::man(Cli::command(), a),
         Command::Log(c) => cmd::log::run(&ctx, c),
         Command::Evidence(a) => cmd::evidence::run(&ctx, a),
         Command::Serve(a) => cmd::fleet::serve(&ctx, a),
@@ -186,18 +201,15 @@ fn main() -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kiln: error: {e}");
-            for cause in e.chain().skip(1) {
+            let chain = error_chain(&e);
+            eprintln!("kiln: error: {}", chain[0]);
+            for cause in &chain[1..] {
                 eprintln!("  caused by: {cause}");
             }
             // A failed change is an audit event too (PCI DSS 10.2.1.x):
             // recorded with the error chain, best effort.
             if let Some(action) = failure_action.filter(|_| !ctx.failure_recorded()) {
-                let why = e
-                    .chain()
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join(": ");
+                let why = chain.join(": ");
                 if let Err(le) = ctx.record_failure(action, &why) {
                     eprintln!(
                         "kiln: warning: could not record the failure in the audit log: {le:#}"
@@ -207,6 +219,25 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The messages of an error and its causes, each said once. Library errors
+/// follow one convention — a variant with a `#[source]` may also show the
+/// source's text in its own message (`{path}: {source}`) — so a cause whose
+/// text its parent's message already contains is not repeated.
+fn error_chain(e: &anyhow::Error) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let msg = c.to_string();
+        if out.last().is_some_and(|p| p.contains(&msg)) || msg.is_empty() {
+            continue;
+        }
+        out.push(msg);
+    }
+    if out.is_empty() {
+        out.push(e.to_string());
+    }
+    out
 }
 
 fn default_state_dir() -> PathBuf {
@@ -220,5 +251,66 @@ fn default_state_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(h) => PathBuf::from(h).join(".local/share/kiln"),
         None => PathBuf::from(".kiln"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A library error in the `{path}: {source}` + `#[source]` convention.
+    #[derive(Debug)]
+    struct Embeds {
+        path: String,
+        source: std::io::Error,
+    }
+    impl std::fmt::Display for Embeds {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}: {}", self.path, self.source)
+        }
+    }
+    impl std::error::Error for Embeds {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    #[test]
+    fn a_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = anyhow::Error::new(Embeds {
+            path: "/x/key".into(),
+            source: io,
+        })
+        .context("reading the signing key");
+        let chain = error_chain(&e);
+        assert_eq!(
+            chain,
+            [
+                "reading the signing key",
+                "/x/key: No such file or directory"
+            ]
+        );
+        // A cause that says something new is kept.
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&e), ["outer", "inner"]);
+    }
+
+    #[test]
+    fn reason_help_names_approve_only_where_it_applies() {
+        let cmd = Cli::command();
+        let help = |c: &clap::Command| {
+            c.get_arguments()
+                .find(|a| a.get_id() == "reason")
+                .and_then(|a| a.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        };
+        assert!(!help(&cmd).contains("required by"), "{}", help(&cmd));
+        let mut approve = cmd.find_subcommand("approve").unwrap().clone();
+        let text = approve.render_long_help().to_string();
+        assert!(text.contains("--reason is required here"), "{text}");
+        let mut build = cmd.find_subcommand("build").unwrap().clone();
+        assert!(!build.render_long_help().to_string().contains("required"));
     }
 }

@@ -37,6 +37,23 @@ const MAX_INDEX_SIZE: u64 = 64 << 20;
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
+    /// Record when each manifest entered the layout (`dev.kiln.stored`):
+    /// on for kiln's store, off for exports (whose index stays reproducible).
+    stamp: bool,
+}
+
+/// The exclusive lock on a layout's `index.json` (held until dropped).
+pub struct IndexLock {
+    _file: File,
+}
+
+/// When a manifest entered the store, as the `dev.kiln.stored` annotation holds it.
+pub fn now_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    crate::time::rfc3339(secs)
 }
 
 /// A parsed image reference: `name:tag`, `name@sha256:<hex>`, or `sha256:<hex>`.
@@ -57,7 +74,10 @@ pub enum ImageRef {
 pub struct TaggedImage {
     pub name: String,
     pub tag: String,
+    /// With its `ref.name` annotation (kiln's `dev.kiln.stored` is in `stored`).
     pub descriptor: Descriptor,
+    /// When it entered the store (RFC 3339), if recorded.
+    pub stored: Option<String>,
 }
 
 impl ImageRef {
@@ -166,7 +186,7 @@ impl Store {
     pub fn open_or_init(root: impl Into<PathBuf>) -> Result<Store, OciError> {
         let root = root.into();
         fs::create_dir_all(root.join("blobs/sha256")).map_err(|e| OciError::io(&root, e))?;
-        let store = Store { root };
+        let store = Store { root, stamp: true };
         store.sweep_stale_stages();
         if !store.root.join(LAYOUT_FILE).exists() {
             store.write_atomic(&store.root.join(LAYOUT_FILE), LAYOUT_CONTENT)?;
@@ -180,9 +200,19 @@ impl Store {
 
     /// Open an existing layout read-only (a base image, an export).
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, OciError> {
-        let store = Store { root: root.into() };
+        let store = Store {
+            root: root.into(),
+            stamp: true,
+        };
         store.check_layout()?;
         Ok(store)
+    }
+
+    /// This layout without `dev.kiln.stored` stamps on what is tagged or
+    /// recorded from now on (an export's `index.json` stays reproducible).
+    pub fn unstamped(mut self) -> Store {
+        self.stamp = false;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -428,16 +458,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut ImageIndex) -> Result<(), OciError>,
     ) -> Result<(), OciError> {
-        let private = self.root.join(PRIVATE);
-        fs::create_dir_all(&private).map_err(|e| OciError::io(&private, e))?;
-        let lock_path = private.join("index.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| OciError::io(&lock_path, e))?;
-        lock.lock().map_err(|e| OciError::io(&lock_path, e))?;
+        let lock = self.lock_index()?;
         let path = self.root.join("index.json");
         let mut index = if path.exists() {
             self.index()?
@@ -445,18 +466,85 @@ impl Store {
             ImageIndex::new()
         };
         f(&mut index)?;
-        self.write_atomic(&path, &index.to_bytes())?;
+        self.write_index(&lock, &index)?;
         drop(lock);
         Ok(())
     }
 
-    /// Point `name:tag` at `manifest` (replacing an older image of that tag).
+    /// Take the exclusive lock on `index.json` (blocks until it is free).
+    pub fn lock_index(&self) -> Result<IndexLock, OciError> {
+        let private = self.root.join(PRIVATE);
+        fs::create_dir_all(&private).map_err(|e| OciError::io(&private, e))?;
+        let lock_path = private.join("index.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| OciError::io(&lock_path, e))?;
+        file.lock().map_err(|e| OciError::io(&lock_path, e))?;
+        Ok(IndexLock { _file: file })
+    }
+
+    /// Replace `index.json` atomically; the caller holds the index lock.
+    pub fn write_index(&self, _lock: &IndexLock, index: &ImageIndex) -> Result<(), OciError> {
+        self.write_atomic(&self.root.join("index.json"), &index.to_bytes())
+    }
+
+    /// Point `name:tag` at `manifest`. An image the tag pointed at before
+    /// stays in `index.json`, untagged, so it is still addressable by digest
+    /// until `kiln gc` removes it; every image entry carries when it entered
+    /// the store (`dev.kiln.stored`), which is what gc ages it by.
     pub fn tag(&self, name: &str, tag: &str, manifest: &Descriptor) -> Result<(), OciError> {
         let refname = format!("{name}:{tag}");
+        let now = now_stamp();
         self.update_index(|idx| {
-            idx.manifests
-                .retain(|d| d.annotations.get(annotations::REF_NAME) != Some(&refname));
+            let is_ref =
+                |d: &Descriptor| d.annotations.get(annotations::REF_NAME) == Some(&refname);
+            let displaced: Vec<Descriptor> = idx
+                .manifests
+                .iter()
+                .filter(|d| is_ref(d))
+                .cloned()
+                .collect();
+            idx.manifests.retain(|d| !is_ref(d));
+            // When this digest first entered the store, if it is already here.
+            let stored = idx
+                .manifests
+                .iter()
+                .chain(&displaced)
+                .filter(|d| d.digest == manifest.digest)
+                .filter_map(|d| d.annotations.get(annotations::STORED))
+                .min()
+                .cloned()
+                .unwrap_or(now.clone());
+            // An image a moved tag left untagged is redundant once tagged
+            // again (a referrer entry of the same digest is not: it stays).
+            idx.manifests.retain(|d| {
+                d.digest != manifest.digest
+                    || !d.annotations.contains_key(annotations::UNTAGGED_FROM)
+            });
+            for mut old in displaced {
+                if old.digest == manifest.digest
+                    || idx.manifests.iter().any(|d| d.digest == old.digest)
+                {
+                    continue;
+                }
+                old.annotations.remove(annotations::REF_NAME);
+                old.annotations
+                    .insert(annotations::UNTAGGED_FROM.to_string(), refname.clone());
+                old.annotations
+                    .entry(annotations::STORED.to_string())
+                    .or_insert_with(|| now.clone());
+                idx.manifests.push(old);
+            }
             let mut d = manifest.clone();
+            d.annotations.remove(annotations::STORED);
+            d.annotations.remove(annotations::UNTAGGED_FROM);
+            if self.stamp {
+                d.annotations
+                    .insert(annotations::STORED.to_string(), stored);
+            }
             d.annotations
                 .insert(annotations::REF_NAME.to_string(), refname.clone());
             idx.manifests.push(d);
@@ -468,13 +556,27 @@ impl Store {
     /// Record untagged manifests (referrer artifacts) in `index.json`, as
     /// oras and the image-layout spec's discovery by `subject` expect.
     pub fn add_untagged(&self, manifests: &[Descriptor]) -> Result<(), OciError> {
+        let now = now_stamp();
         self.update_index(|idx| {
             for m in manifests {
-                let present = idx.manifests.iter().any(|d| {
-                    d.digest == m.digest && !d.annotations.contains_key(annotations::REF_NAME)
-                });
+                let mut present = false;
+                for d in idx.manifests.iter_mut() {
+                    if d.digest == m.digest && !d.annotations.contains_key(annotations::REF_NAME) {
+                        // Recorded in its own right now, not only as what a
+                        // moved tag left behind: a later retag keeps it.
+                        d.annotations.remove(annotations::UNTAGGED_FROM);
+                        present = true;
+                    }
+                }
                 if !present {
-                    idx.manifests.push(m.clone());
+                    let mut m = m.clone();
+                    m.annotations.remove(annotations::STORED);
+                    m.annotations.remove(annotations::UNTAGGED_FROM);
+                    if self.stamp {
+                        m.annotations
+                            .insert(annotations::STORED.to_string(), now.clone());
+                    }
+                    idx.manifests.push(m);
                 }
             }
             sort_index(idx);
@@ -495,10 +597,13 @@ impl Store {
                 }
                 _ => (String::new(), r.clone()),
             };
+            let mut descriptor = d;
+            let stored = descriptor.annotations.remove(annotations::STORED);
             out.push(TaggedImage {
                 name,
                 tag,
-                descriptor: d,
+                descriptor,
+                stored,
             });
         }
         out.sort_by(|a, b| (&a.name, &a.tag).cmp(&(&b.name, &b.tag)));
@@ -522,6 +627,8 @@ impl Store {
         };
         let mut d = found.ok_or_else(|| OciError::UnknownImage(r.to_string()))?;
         d.annotations.remove(annotations::REF_NAME);
+        d.annotations.remove(annotations::STORED);
+        d.annotations.remove(annotations::UNTAGGED_FROM);
         Ok(d)
     }
 
@@ -540,6 +647,9 @@ impl Store {
             let bytes = self.read_descriptor(&d)?;
             let m = ImageManifest::from_bytes(&bytes, &d.digest.to_string())?;
             if m.subject.as_ref().map(|s| &s.digest) == Some(subject) {
+                let mut d = d;
+                d.annotations.remove(annotations::STORED);
+                d.annotations.remove(annotations::UNTAGGED_FROM);
                 out.push((d, m));
             }
         }
@@ -672,6 +782,12 @@ impl Staging {
         let f = File::open(&path).map_err(|e| OciError::io(&path, e))?;
         start_writeback(&f, 0, 0);
         if self.store.has_blob(&digest) || self.staged.contains_key(&digest) {
+            // A blob this operation reuses is young again: `kiln gc` keeps
+            // unreferenced blobs inside its window, so it cannot delete it
+            // between this commit and the tag that references it.
+            if let Ok(f) = File::open(self.store.blob_path(&digest)) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
             let _ = fs::remove_file(&path);
         } else {
             self.staged.insert(digest, path);

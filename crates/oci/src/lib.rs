@@ -8,6 +8,7 @@
 mod digest;
 mod error;
 pub mod expansion;
+pub mod gc;
 pub mod layout;
 pub mod media;
 pub mod textpos;
@@ -17,7 +18,9 @@ pub mod untrusted;
 
 pub use digest::{Digest, Sha256Writer};
 pub use error::OciError;
-pub use layout::{ImageRef, MAX_MANIFEST_SIZE, Staging, Store, TaggedImage, WritebackFile};
+pub use layout::{
+    ImageRef, IndexLock, MAX_MANIFEST_SIZE, Staging, Store, TaggedImage, WritebackFile,
+};
 pub use types::{
     Descriptor, History, ImageConfig, ImageIndex, ImageManifest, Platform, RootFs, RuntimeConfig,
 };
@@ -30,4 +33,10 @@ pub mod annotations {
     pub const TITLE: &str = "org.opencontainers.image.title";
     pub const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
     pub const BASE_NAME: &str = "org.opencontainers.image.base.name";
+    /// kiln's own, on `index.json` entries of its store: when the manifest
+    /// entered the store (RFC 3339, UTC). `kiln gc` ages untagged images by it.
+    pub const STORED: &str = "dev.kiln.stored";
+    /// kiln's own, on an untagged image entry: the `name:tag` that pointed at
+    /// it before the tag moved.
+    pub const UNTAGGED_FROM: &str = "dev.kiln.untagged.from";
 }

@@ -121,7 +121,7 @@ fn a_tag_is_refused_with_the_exact_message() {
     assert_eq!(
         e.to_string(),
         format!(
-            "{}:2:9: service.web.image: image \"hello:latest\" is a tag, not a digest: tags can move, so they are refused; pin the image by digest, e.g. the `name@sha256:<hex>` that `kiln build` prints as its last line\n    | image = \"hello:latest\"\n    |         ^",
+            "{}:2:9: service.web.image: image \"hello:latest\" is a tag, not a digest: tags can move, so they are refused; pin the image by digest: `name@sha256:<hex>`, with the `sha256:<hex>` that `kiln build` prints as its last line (or `kiln images` lists)\n    | image = \"hello:latest\"\n    |         ^",
             f.path().display()
         )
     );

@@ -2,6 +2,10 @@
 //! the store: every manifest in its `index.json` with its config, layers and — for
 //! indexes — child manifests, tags included, untagged referrers recorded. Every blob is
 //! hashed as it is copied; nothing becomes visible unless all of them match.
+//!
+//! A file instead of a directory is read as a single-image archive (`oci-archive`, or
+//! `docker save`'s format), extracted under the hostile-input rules of
+//! [`kiln_image::archive`] into a private directory and imported the same way.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,7 +21,7 @@ use super::{Ctx, print_json};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The OCI layout to import.
+    /// The OCI layout directory, or an oci-archive / docker-archive tar file, to import.
     dir: PathBuf,
 }
 
@@ -58,7 +62,22 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         "layout",
         a.dir.display().to_string(),
     ));
-    let src = Store::open(&a.dir).context(what.clone())?;
+    let mut _scratch = None;
+    let src = if a.dir.is_dir() {
+        Store::open(&a.dir).context(what.clone())?
+    } else {
+        let tmp = ctx.state_dir.join("tmp").join(format!(
+            "import-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        ));
+        fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        _scratch = Some(RemoveDirOnDrop(tmp.clone()));
+        kiln_image::archive::unpack_archive(&a.dir, &tmp).context(what.clone())?
+    };
     let index = src.index().context(what.clone())?;
     let mut tags = Vec::new();
     let mut untagged = Vec::new();
@@ -158,4 +177,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     }
     println!("untagged     {} manifest(s)", untagged.len());
     Ok(())
+}
+
+/// A scratch directory removed when the import ends, however it ends (with its
+/// `tmp` parent, if nothing else is in there).
+struct RemoveDirOnDrop(PathBuf);
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+        if let Some(parent) = self.0.parent() {
+            let _ = fs::remove_dir(parent);
+        }
+    }
 }

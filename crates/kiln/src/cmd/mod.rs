@@ -2,10 +2,12 @@
 
 pub mod approve;
 pub mod build;
+pub mod completions;
 pub mod drift;
 pub mod evidence;
 pub mod export;
 pub mod fleet;
+pub mod gc;
 pub mod images;
 pub mod import;
 pub mod inspect;

@@ -13,6 +13,7 @@ mod evidence;
 mod export;
 mod fim;
 mod fleet;
+mod habits;
 mod hostile;
 mod interop;
 mod scan;
