@@ -300,8 +300,9 @@ fn split(p: &OsStr) -> impl Iterator<Item = OsString> + '_ {
         .map(|c| OsString::from_vec(c.to_vec()))
 }
 
-/// The most a spec or lock file may hold.
-pub const MAX_TEXT: u64 = 4 << 20;
+/// The most a spec or lock file may hold: the same 1 MiB as every other
+/// small file kiln reads (`kiln_oci::untrusted::SMALL_FILE_LIMIT`).
+pub const MAX_TEXT: u64 = kiln_oci::untrusted::SMALL_FILE_LIMIT;
 
 fn kind_name(k: FileType) -> &'static str {
     match k {
@@ -328,7 +329,10 @@ fn read_bounded(fd: OwnedFd, cap: u64) -> io::Result<Vec<u8>> {
     let too_big = || {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("is larger than {cap} bytes"),
+            format!(
+                "is larger than {}, refused",
+                kiln_oci::untrusted::human(cap)
+            ),
         )
     };
     if m.key.size > cap {

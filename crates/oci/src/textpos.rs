@@ -19,16 +19,33 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 pub fn snippet(text: &str, line: usize, column: usize) -> String {
     match text.lines().nth(line.wrapping_sub(1)) {
         Some(l) if line > 0 => {
-            let pad: String = l
-                .chars()
-                .take(column.saturating_sub(1))
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
+            // A hostile or generated file may hold one enormous line: show
+            // at most SNIPPET_WIDTH characters of it, around the column.
+            let chars: Vec<char> = l.chars().collect();
+            let col = column.saturating_sub(1).min(chars.len());
+            let start = col.saturating_sub(SNIPPET_WIDTH / 2);
+            let end = (start + SNIPPET_WIDTH).min(chars.len());
+            let start = end.saturating_sub(SNIPPET_WIDTH).min(start);
+            let lead = if start > 0 { "…" } else { "" };
+            let tail = if end < chars.len() { "…" } else { "" };
+            let shown: String = chars[start..end].iter().collect();
+            let pad: String = std::iter::once(lead)
+                .filter(|l| !l.is_empty())
+                .map(|_| ' ')
+                .chain(
+                    chars[start..col]
+                        .iter()
+                        .map(|&c| if c == '\t' { '\t' } else { ' ' }),
+                )
                 .collect();
-            format!("\n    | {l}\n    | {pad}^")
+            format!("\n    | {lead}{shown}{tail}\n    | {pad}^")
         }
         _ => String::new(),
     }
 }
+
+/// The most characters of a line a snippet shows.
+pub const SNIPPET_WIDTH: usize = 120;
 
 /// Where a file stops being UTF-8.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +118,46 @@ mod tests {
         assert_eq!(decode(b"fine\n".to_vec()).unwrap(), "fine\n");
     }
 
+    #[test]
+    fn snippets_of_long_lines_are_cut_around_the_column() {
+        let line = "A".repeat(2 << 20);
+        let s = snippet(&line, 1, 2 << 20);
+        assert!(s.len() < 2 * SNIPPET_WIDTH + 40, "{} bytes", s.len());
+        let rows: Vec<&str> = s.lines().collect();
+        assert!(rows[1].starts_with("    | …A"), "{s}");
+        // The caret sits under the last shown character, the column's.
+        let caret = rows[2].chars().count() - 1;
+        assert_eq!(rows[1].chars().nth(caret), Some('A'));
+        let s = snippet("short = 1", 1, 7);
+        assert_eq!(s, "\n    | short = 1\n    |       ^");
+        let mid = format!("{}x{}", "a".repeat(500), "b".repeat(500));
+        let s = snippet(&mid, 1, 501);
+        let rows: Vec<&str> = s.lines().collect();
+        assert!(
+            rows[1].starts_with("    | …") && rows[1].ends_with('…'),
+            "{s}"
+        );
+        let caret = rows[2].chars().count() - 1;
+        assert_eq!(rows[1].chars().nth(caret), Some('x'));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn snippet_caret_points_at_the_column(
+            line in "[a-z=\" ]{1,400}",
+            col in 1usize..420,
+        ) {
+            let s = snippet(&line, 1, col);
+            let rows: Vec<&str> = s.lines().collect();
+            proptest::prop_assert_eq!(rows.len(), 3);
+            proptest::prop_assert!(rows[1].chars().count() <= SNIPPET_WIDTH + 8);
+            let caret = rows[2].chars().count() - 1;
+            let want = line.chars().nth(col - 1);
+            if let Some(c) = want {
+                proptest::prop_assert_eq!(rows[1].chars().nth(caret), Some(c));
+            }
+        }
+
         #[test]
         fn decode_agrees_with_std(b in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
             match decode(b.clone()) {

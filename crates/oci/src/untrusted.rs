@@ -120,7 +120,8 @@ fn too_large(limit: u64) -> io::Error {
     )
 }
 
-fn human(n: u64) -> String {
+/// `n` bytes as a person reads a limit: `1 MiB`, `64 KiB`, `100 bytes`.
+pub fn human(n: u64) -> String {
     if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
     } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
