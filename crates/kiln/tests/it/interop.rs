@@ -668,20 +668,45 @@ fn node_verify(modules: &Path, bundle: &Path, key: &Path) -> std::process::Outpu
         .env("NODE_PATH", modules))
 }
 
+/// The bundle referrers of `digest` whose manifest names `predicate_type`.
+fn bundles_of(e: &Env, digest: &str, predicate_type: &str) -> Vec<Vec<u8>> {
+    let s = kiln_oci::Store::open(e.store()).unwrap();
+    let d: kiln_oci::Digest = digest.parse().unwrap();
+    s.referrers(&d)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, m)| {
+            m.artifact_type.as_deref() == Some(BUNDLE)
+                && m.annotations
+                    .get("dev.sigstore.bundle.predicateType")
+                    .map(String::as_str)
+                    == Some(predicate_type)
+        })
+        .map(|(_, m)| s.read_descriptor(&m.layers[0]).unwrap())
+        .collect()
+}
+
 #[test]
 fn sigstore_bundle_parses_and_verifies_with_sigstore_clients() {
     let e = Env::new();
     let key = keygen(&e, "ci");
     let rogue = keygen(&e, "rogue");
-    let d = e.build(&[]);
+    let d = build_signed(&e, &key)["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let o = run(e
         .kiln()
         .env("KILN_KEY_PASSWORD", PASSWORD)
         .args(["sign", "hello:1.0.0", "--key"])
         .arg(&key));
     assert!(o.status.success(), "sign: {}", stderr(&o));
-    let bundles = referrer_layers(&e, &d, BUNDLE);
+    // The signature's bundle and the provenance's.
+    assert_eq!(referrer_layers(&e, &d, BUNDLE).len(), 2);
+    let bundles = bundles_of(&e, &d, "https://sigstore.dev/cosign/sign/v1");
     assert_eq!(bundles.len(), 1);
+    let provenance = bundles_of(&e, &d, PROVENANCE);
+    assert_eq!(provenance.len(), 1);
     let raw: serde_json::Value = serde_json::from_slice(&bundles[0]).unwrap();
     assert_eq!(
         raw["verificationMaterial"]["tlogEntries"],
@@ -689,26 +714,41 @@ fn sigstore_bundle_parses_and_verifies_with_sigstore_clients() {
     );
     let f = e.path().join("bundle.json");
     fs::write(&f, &bundles[0]).unwrap();
+    let pf = e.path().join("provenance-bundle.json");
+    fs::write(&pf, &provenance[0]).unwrap();
 
-    if have("python3")
-        && let Some(out) = intoto_validate("bundle", &f)
-    {
-        assert_eq!(out["mediaType"], BUNDLE);
-        assert_eq!(out["signatures"], 1);
+    if have("python3") {
+        for (file, predicate) in [
+            (&f, "https://sigstore.dev/cosign/sign/v1"),
+            (&pf, PROVENANCE),
+        ] {
+            if let Some(out) = intoto_validate("bundle", file) {
+                assert_eq!(out["mediaType"], BUNDLE);
+                assert_eq!(out["signatures"], 1);
+                assert_eq!(out["predicateType"], predicate);
+            }
+        }
     }
 
     let Some(modules) = sigstore_js() else { return };
-    let o = node_verify(&modules, &f, &key.with_extension("pub"));
-    assert!(o.status.success(), "@sigstore/verify: {}", stderr(&o));
-    let out = json(&o);
-    assert_eq!(out["payloadType"], "application/vnd.in-toto+json");
-    assert_eq!(
-        out["statement"]["subject"][0]["digest"]["sha256"],
-        d.strip_prefix("sha256:").unwrap()
-    );
-    // Another key, a changed payload, a missing tlogEntries: refused.
-    let o = node_verify(&modules, &f, &rogue.with_extension("pub"));
-    assert!(!o.status.success(), "verified with the wrong key");
+    for (file, predicate) in [
+        (&f, "https://sigstore.dev/cosign/sign/v1"),
+        (&pf, PROVENANCE),
+    ] {
+        let o = node_verify(&modules, file, &key.with_extension("pub"));
+        assert!(o.status.success(), "@sigstore/verify: {}", stderr(&o));
+        let out = json(&o);
+        assert_eq!(out["payloadType"], "application/vnd.in-toto+json");
+        assert_eq!(out["statement"]["predicateType"], predicate);
+        assert_eq!(
+            out["statement"]["subject"][0]["digest"]["sha256"],
+            d.strip_prefix("sha256:").unwrap()
+        );
+        // Another key: refused.
+        let o = node_verify(&modules, file, &rogue.with_extension("pub"));
+        assert!(!o.status.success(), "verified with the wrong key");
+    }
+    // A changed payload, a missing tlogEntries: refused.
     let mut tampered = raw.clone();
     let p = tampered["dsseEnvelope"]["payload"]
         .as_str()
