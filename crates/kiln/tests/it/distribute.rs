@@ -292,7 +292,7 @@ fn a_signed_image_still_verifies_after_push_and_pull() {
 
 /// The artifactType of each referrer of `digest` in the store at `state`, sorted.
 fn referrer_types(state: &Path, digest: &str) -> Vec<String> {
-    let s = kiln_oci::Store::open(&state.join("store")).unwrap();
+    let s = kiln_oci::Store::open(state.join("store")).unwrap();
     let mut t: Vec<String> = s
         .referrers(&digest.parse().unwrap())
         .unwrap()
