@@ -52,6 +52,10 @@ pub const FILE_MANIFEST: &str = "application/vnd.kiln.file-manifest.v1+json";
 pub const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
 pub const SIGSTORE_BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 pub const PREDICATE_ANNOTATION: &str = "in-toto.io/predicate-type";
+/// Annotation of a Sigstore bundle referrer naming its statement's predicate type.
+pub const BUNDLE_PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
+/// cosign's image-signature predicate.
+pub const COSIGN_SIGN: &str = "https://sigstore.dev/cosign/sign/v1";
 pub const SLSA_PROVENANCE: &str = "https://slsa.dev/provenance/v1";
 pub const KILN_APPROVAL: &str = "https://kiln.dev/approval/v1";
 /// Config label carrying the image's `[baseline]`.
@@ -76,6 +80,16 @@ pub struct ImageArtifacts {
     pub baseline: Option<serde_json::Value>,
 }
 
+/// The kind of an attestation with predicate type `p`.
+fn by_predicate(p: &str) -> ArtifactKind {
+    match p {
+        SLSA_PROVENANCE => ArtifactKind::Provenance,
+        KILN_APPROVAL => ArtifactKind::Approval,
+        p if p.contains("vuln") || p.contains("scan") => ArtifactKind::ScanResult,
+        _ => ArtifactKind::Other,
+    }
+}
+
 fn classify(m: &ImageManifest, legacy: Option<ArtifactKind>) -> ArtifactKind {
     if let Some(k) = legacy {
         return k;
@@ -88,12 +102,17 @@ fn classify(m: &ImageManifest, legacy: Option<ArtifactKind>) -> ArtifactKind {
         SPDX => ArtifactKind::SbomSpdx,
         CYCLONEDX => ArtifactKind::SbomCycloneDx,
         FILE_MANIFEST => ArtifactKind::FileManifest,
-        SIGSTORE_BUNDLE => ArtifactKind::SigstoreBundle,
-        DSSE => match m.annotations.get(PREDICATE_ANNOTATION).map(String::as_str) {
-            Some(SLSA_PROVENANCE) => ArtifactKind::Provenance,
-            Some(KILN_APPROVAL) => ArtifactKind::Approval,
-            Some(p) if p.contains("vuln") || p.contains("scan") => ArtifactKind::ScanResult,
-            _ => ArtifactKind::Other,
+        // A bundle holds an image signature (cosign's sign predicate; a bundle without the
+        // annotation is taken as one, as before) or an attestation: kiln writes each
+        // attestation as a bundle too, and it is not a signature of the image.
+        SIGSTORE_BUNDLE => match m.annotations.get(BUNDLE_PREDICATE_ANNOTATION) {
+            None => ArtifactKind::SigstoreBundle,
+            Some(p) if p == COSIGN_SIGN => ArtifactKind::SigstoreBundle,
+            Some(p) => by_predicate(p),
+        },
+        DSSE => match m.annotations.get(PREDICATE_ANNOTATION) {
+            Some(p) => by_predicate(p),
+            None => ArtifactKind::Other,
         },
         t if t.contains("vuln") || t.contains("scan") || t.contains("sarif") => {
             ArtifactKind::ScanResult
@@ -185,4 +204,49 @@ pub fn collect(store: &Store, image: &Digest) -> Result<ImageArtifacts, OciError
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_oci::Descriptor;
+
+    fn referrer(artifact_type: &str, annotations: &[(&str, &str)]) -> ImageManifest {
+        ImageManifest {
+            schema_version: 2,
+            media_type: Some(media::MANIFEST.to_owned()),
+            artifact_type: Some(artifact_type.to_owned()),
+            config: Descriptor::empty(),
+            layers: Vec::new(),
+            subject: None,
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn attestation_bundles_are_not_signatures() {
+        let b = |p: Option<&str>| {
+            let a: Vec<(&str, &str)> = p
+                .map(|p| (BUNDLE_PREDICATE_ANNOTATION, p))
+                .into_iter()
+                .collect();
+            classify(&referrer(SIGSTORE_BUNDLE, &a), None)
+        };
+        assert_eq!(b(Some(COSIGN_SIGN)), ArtifactKind::SigstoreBundle);
+        assert_eq!(b(None), ArtifactKind::SigstoreBundle);
+        assert_eq!(b(Some(SLSA_PROVENANCE)), ArtifactKind::Provenance);
+        assert_eq!(b(Some(KILN_APPROVAL)), ArtifactKind::Approval);
+        assert_eq!(
+            b(Some("https://kiln.dev/scan/v2")),
+            ArtifactKind::ScanResult
+        );
+        assert_eq!(b(Some("https://example.com/x")), ArtifactKind::Other);
+        let d = |p: &str| classify(&referrer(DSSE, &[(PREDICATE_ANNOTATION, p)]), None);
+        assert_eq!(d(SLSA_PROVENANCE), ArtifactKind::Provenance);
+        assert_eq!(d(KILN_APPROVAL), ArtifactKind::Approval);
+        assert_eq!(classify(&referrer(DSSE, &[]), None), ArtifactKind::Other);
+    }
 }

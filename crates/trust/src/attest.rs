@@ -1,7 +1,10 @@
 //! Attestations: DSSE-wrapped in-toto statements about an image (SLSA provenance, approvals),
 //! stored as OCI 1.1 referrers (artifactType [`DSSE_MEDIA_TYPE`], annotation
 //! [`PREDICATE_TYPE_ANNOTATION`]) and as layers of cosign's legacy `sha256-<hex>.att` manifest
-//! (media type [`DSSE_MEDIA_TYPE`], annotation [`COSIGN_PREDICATE_ANNOTATION`]).
+//! (media type [`DSSE_MEDIA_TYPE`], annotation [`COSIGN_PREDICATE_ANNOTATION`]). A
+//! single-signer attestation is also stored as a Sigstore bundle referrer
+//! ([`crate::cosign::Bundle::for_envelope`]), the only place cosign 2.6 looks for
+//! attestations once an image has a bundle.
 //!
 //! Everything here builds or parses bytes and descriptors; storing them is the caller's job.
 
@@ -109,6 +112,19 @@ impl Attestation {
             error,
         };
         let envelope = Envelope::from_json(bytes).map_err(trust)?;
+        Attestation::from_envelope(source_name, envelope)
+    }
+
+    /// An envelope already parsed (e.g. the `dsseEnvelope` of a Sigstore bundle): its
+    /// in-toto statement, at least one valid sha256 subject digest, at least one signature.
+    pub fn from_envelope(
+        source_name: &str,
+        envelope: Envelope,
+    ) -> Result<Attestation, AttestError> {
+        let trust = |error| AttestError::Trust {
+            source_name: source_name.to_owned(),
+            error,
+        };
         let statement = Statement::from_envelope(&envelope).map_err(trust)?;
         let mut digests = Vec::new();
         for s in &statement.subject {

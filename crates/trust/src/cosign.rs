@@ -271,24 +271,43 @@ impl Bundle {
             SIGN_PREDICATE_TYPE,
             serde_json::Value::Null,
         );
-        let mut dsse_envelope = st.sign(&[key]);
-        // The key is named by `verificationMaterial.publicKey.hint`; the DSSE keyid stays
-        // empty, as cosign writes it. sigstore-go (inside cosign) skips a signature whose
-        // keyid is not its own SSH-style fingerprint of the key, so kiln's hex key id there
-        // made cosign reject a valid bundle.
+        Bundle::for_envelope(&st.sign(&[key]), &key.public_key())
+            .unwrap_or_else(|e| unreachable!("a fresh single-key signature: {e}"))
+    }
+
+    /// The bundle of a single-signer DSSE envelope (an attestation, or cosign's image
+    /// signature): `signer` must have made its one signature. The key is named by
+    /// `verificationMaterial.publicKey.hint`; the DSSE keyid is emptied, as cosign writes
+    /// it: sigstore-go (inside cosign) skips a signature whose keyid is not its own
+    /// SSH-style fingerprint of the key, so kiln's hex key id there made cosign reject a
+    /// valid bundle. The keyid is not signed, so the signature is unchanged.
+    pub fn for_envelope(envelope: &Envelope, signer: &PublicKey) -> Result<Bundle, CosignError> {
+        let [sig] = envelope.signatures.as_slice() else {
+            return Err(CosignError::Bundle(format!(
+                "a bundle holds one signature, the envelope has {}",
+                envelope.signatures.len()
+            )));
+        };
+        signer.verify(&envelope.pae(), &sig.sig).map_err(|e| {
+            CosignError::Bundle(format!(
+                "the envelope's signature is not by key {}: {e}",
+                signer.key_id()
+            ))
+        })?;
+        let mut dsse_envelope = envelope.clone();
         for s in &mut dsse_envelope.signatures {
             s.keyid.clear();
         }
-        Bundle {
+        Ok(Bundle {
             media_type: BUNDLE_MEDIA_TYPE.to_owned(),
             verification_material: VerificationMaterial {
                 public_key: Some(PublicKeyIdentifier {
-                    hint: key.public_key().hint(),
+                    hint: signer.hint(),
                 }),
                 tlog_entries: Vec::new(),
             },
             dsse_envelope,
-        }
+        })
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -308,10 +327,21 @@ impl Bundle {
         Ok(b)
     }
 
+    /// The in-toto statement of the envelope (any predicate type; NOT verified).
+    pub fn statement(&self) -> Result<Statement, CosignError> {
+        Ok(Statement::from_envelope(&self.dsse_envelope)?)
+    }
+
+    /// Whether the envelope holds cosign's image-signature statement (an image's bundles
+    /// are its signature and its attestations).
+    pub fn is_image_signature(&self) -> Result<bool, CosignError> {
+        Ok(self.statement()?.predicate_type == SIGN_PREDICATE_TYPE)
+    }
+
     /// The statement of the envelope, checked to be a cosign image signature; returns the
     /// sha256 subject digests it names.
     pub fn signed_digests(&self) -> Result<Vec<Digest>, CosignError> {
-        let st = Statement::from_envelope(&self.dsse_envelope)?;
+        let st = self.statement()?;
         if st.predicate_type != SIGN_PREDICATE_TYPE {
             return Err(CosignError::Bundle(format!(
                 "predicateType is {:?}, expected {SIGN_PREDICATE_TYPE:?}",
@@ -342,8 +372,20 @@ impl Bundle {
 }
 
 /// The OCI 1.1 referrer manifest for a stored bundle blob (`bundle`, media type
-/// [`BUNDLE_MEDIA_TYPE`]) attached to `subject`. Its config is the empty descriptor.
+/// [`BUNDLE_MEDIA_TYPE`]) of an image signature attached to `subject`. Its config is the
+/// empty descriptor.
 pub fn bundle_manifest(bundle: Descriptor, subject: &Descriptor) -> ImageManifest {
+    attestation_bundle_manifest(bundle, subject, SIGN_PREDICATE_TYPE)
+}
+
+/// The referrer manifest of a stored bundle blob whose statement has `predicate_type`,
+/// annotated as cosign annotates its own (`cosign attest --new-bundle-format`). cosign 2.6
+/// finds an image's attestations only in such referrers once the image has any bundle.
+pub fn attestation_bundle_manifest(
+    bundle: Descriptor,
+    subject: &Descriptor,
+    predicate_type: &str,
+) -> ImageManifest {
     let subject = Descriptor::new(&subject.media_type, subject.digest, subject.size);
     ImageManifest {
         schema_version: 2,
@@ -359,7 +401,7 @@ pub fn bundle_manifest(bundle: Descriptor, subject: &Descriptor) -> ImageManifes
             ),
             (
                 BUNDLE_PREDICATE_ANNOTATION.to_owned(),
-                SIGN_PREDICATE_TYPE.to_owned(),
+                predicate_type.to_owned(),
             ),
         ]),
     }
@@ -460,5 +502,63 @@ mod tests {
         );
         assert_eq!(m.artifact_type.as_deref(), Some(BUNDLE_MEDIA_TYPE));
         assert_eq!(m.config, Descriptor::empty());
+        assert_eq!(
+            m.annotations[BUNDLE_PREDICATE_ANNOTATION],
+            SIGN_PREDICATE_TYPE
+        );
+        assert!(parsed.is_image_signature().unwrap());
+    }
+
+    #[test]
+    fn attestation_bundles_wrap_one_signers_envelope() {
+        let key = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
+        let other = PrivateKey::generate(KeyAlgorithm::EcdsaP256Sha256).unwrap();
+        let st = Statement::new(
+            vec![Subject::sha256("hello", digest().hex())],
+            crate::attest::APPROVAL_PREDICATE_TYPE,
+            serde_json::json!({"reason": "ok"}),
+        );
+        let env = st.sign(&[&key]);
+        assert_eq!(env.signatures[0].keyid, key.public_key().key_id());
+        let b = Bundle::for_envelope(&env, &key.public_key()).unwrap();
+        let parsed = Bundle::from_json(&b.to_json()).unwrap();
+        // Same statement and signature; the keyid is emptied and the hint names the key.
+        assert_eq!(parsed.dsse_envelope.payload, env.payload);
+        assert_eq!(
+            parsed.dsse_envelope.signatures[0].sig,
+            env.signatures[0].sig
+        );
+        assert_eq!(parsed.dsse_envelope.signatures[0].keyid, "");
+        assert!(parsed.hint_matches(&key.public_key()));
+        assert!(!parsed.hint_matches(&other.public_key()));
+        parsed.dsse_envelope.verify(&[key.public_key()], 1).unwrap();
+        assert!(!parsed.is_image_signature().unwrap());
+        assert!(parsed.signed_digests().is_err());
+        assert_eq!(
+            parsed.statement().unwrap().predicate_type,
+            crate::attest::APPROVAL_PREDICATE_TYPE
+        );
+        // Fail closed: another key's hint, or more (or fewer) than one signature.
+        let e = Bundle::for_envelope(&env, &other.public_key()).unwrap_err();
+        assert!(e.to_string().contains("not by key"), "{e}");
+        let two = st.sign(&[&key, &other]);
+        let e = Bundle::for_envelope(&two, &key.public_key()).unwrap_err();
+        assert!(e.to_string().contains("has 2"), "{e}");
+        let none = Envelope {
+            signatures: Vec::new(),
+            ..env.clone()
+        };
+        assert!(Bundle::for_envelope(&none, &key.public_key()).is_err());
+        let m = attestation_bundle_manifest(
+            Descriptor::new(BUNDLE_MEDIA_TYPE, Digest::of(b"b"), 1),
+            &Descriptor::new(media::MANIFEST, digest(), 5),
+            crate::attest::APPROVAL_PREDICATE_TYPE,
+        );
+        assert_eq!(m.artifact_type.as_deref(), Some(BUNDLE_MEDIA_TYPE));
+        assert_eq!(
+            m.annotations[BUNDLE_PREDICATE_ANNOTATION],
+            crate::attest::APPROVAL_PREDICATE_TYPE
+        );
+        assert_eq!(m.annotations[BUNDLE_CONTENT_ANNOTATION], "dsse-envelope");
     }
 }

@@ -1,6 +1,6 @@
 //! `kiln approve IMAGE --key alice.key --reason "CHG-1234 reviewed"`: a DSSE-signed in-toto
-//! approval of the image digest, attached as an OCI 1.1 referrer and to the cosign `.att`
-//! manifest. Also the attaching helpers that `kiln build --sign-key` uses for provenance.
+//! approval of the image digest, attached as an OCI 1.1 referrer, as a Sigstore bundle
+//! referrer and to the cosign `.att` manifest. Also the attaching helpers that `kiln build --sign-key` uses for provenance.
 
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use kiln_oci::{Descriptor, ImageManifest, ImageRef, Store, media};
 use kiln_trust::attest::{self, APPROVAL_PREDICATE_TYPE};
 use kiln_trust::cosign;
-use kiln_trust::{Envelope, Statement, Subject};
+use kiln_trust::{Envelope, PublicKey, Statement, Subject};
 use serde_json::json;
 
 use super::sign::{image_name, load_key, verify_image_blobs};
@@ -31,19 +31,27 @@ pub struct Attached {
     pub att_tag: String,
     /// The envelope blob.
     pub envelope: Descriptor,
+    /// The Sigstore bundle referrer manifest (the same envelope, for cosign 2.6+).
+    pub bundle: Descriptor,
 }
 
-/// Stages `envelope` as a referrer of `subject` and as a layer of `name`'s
-/// `.att` manifest: the blobs are committed, the index changes are returned
-/// for the caller to apply once its audit event is recorded.
+/// Stages `envelope` (signed by `signer` alone) as a DSSE referrer of `subject`, as a
+/// Sigstore bundle referrer and as a layer of `name`'s `.att` manifest: the blobs are
+/// committed, the index changes are returned for the caller to apply once its audit
+/// event is recorded. The bundle is what cosign 2.6+ reads once the image has any bundle
+/// (`kiln sign` writes one); the DSSE referrer and `.att` layer are for other clients
+/// and older cosign. `kiln verify` counts the same envelope once, whichever forms it finds.
 pub fn attach(
     store: &Store,
     name: &str,
     subject: &Descriptor,
     envelope: &Envelope,
+    signer: &PublicKey,
     predicate_type: &str,
 ) -> Result<(Attached, super::Pending)> {
     let bytes = envelope.to_json().into_bytes();
+    let bundle = cosign::Bundle::for_envelope(envelope, signer)
+        .context("wrapping the attestation in a Sigstore bundle")?;
     let mut staging = store.staging()?;
     let env_desc = staging.put(attest::DSSE_MEDIA_TYPE, &bytes)?;
     staging.put(media::EMPTY, media::EMPTY_CONTENT)?;
@@ -54,6 +62,10 @@ pub fn attach(
         attest::PREDICATE_TYPE_ANNOTATION.to_owned(),
         predicate_type.to_owned(),
     );
+    let bundle_blob = staging.put(cosign::BUNDLE_MEDIA_TYPE, &bundle.to_json())?;
+    let bm = cosign::attestation_bundle_manifest(bundle_blob, subject, predicate_type);
+    let mut bm_desc = staging.put(media::MANIFEST, &bm.to_bytes())?;
+    bm_desc.artifact_type = Some(cosign::BUNDLE_MEDIA_TYPE.to_owned());
 
     let att_tag = attest::attestation_tag(&subject.digest);
     let existing = match store.resolve(&ImageRef::Tag {
@@ -77,11 +89,13 @@ pub fn attach(
     let mut pending = super::Pending::default();
     pending.tag(name, &att_tag, &att_desc);
     pending.untagged(&rm_desc);
+    pending.untagged(&bm_desc);
     Ok((
         Attached {
             referrer: rm_desc,
             att_tag: format!("{name}:{att_tag}"),
             envelope: env_desc,
+            bundle: bm_desc,
         },
         pending,
     ))
@@ -123,6 +137,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         &name,
         &img.descriptor,
         &env,
+        &key.public_key(),
         APPROVAL_PREDICATE_TYPE,
     )?;
     ctx.record(
@@ -130,7 +145,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             .resource(super::image_resource(&img))
             .key(key_id.clone())
             .detail("referrer", at.referrer.digest.to_string())
-            .detail("envelope", at.envelope.digest.to_string()),
+            .detail("envelope", at.envelope.digest.to_string())
+            .detail("bundle_referrer", at.bundle.digest.to_string()),
     )?;
     pending.apply(&store)?;
     if ctx.json {
@@ -142,12 +158,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             "time": time,
             "referrer": at.referrer.digest,
             "envelope": at.envelope.digest,
+            "bundle": at.bundle.digest,
             "attestation_tag": at.att_tag,
         }));
     }
     println!("approved     {} by key {key_id}", img.reference);
     println!("reason       {reason}");
     println!("referrer     {}", at.referrer.digest);
+    println!("bundle       {} (referrer)", at.bundle.digest);
     println!("attestation  {}", at.att_tag);
     println!("{digest}");
     Ok(())

@@ -108,6 +108,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         .detail(
             "provenance",
             provenance.as_ref().map(|p| p.referrer.digest.to_string()),
+        )
+        .detail(
+            "provenance_bundle",
+            provenance.as_ref().map(|p| p.bundle.digest.to_string()),
         );
     if let Some(k) = &key {
         ev = ev.key(k.public_key().key_id());
@@ -125,6 +129,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 serde_json::json!({
                     "referrer": p.referrer.digest,
                     "envelope": p.envelope.digest,
+                    "bundle": p.bundle.digest,
                     "attestation_tag": p.att_tag,
                 }),
             );

@@ -161,6 +161,13 @@ pub fn attach_for_build(
         pred,
     );
     let env = st.sign(&[key]);
-    attach(&store, &r.name, &subject, &env, PROVENANCE_PREDICATE_TYPE)
-        .context("attaching the provenance")
+    attach(
+        &store,
+        &r.name,
+        &subject,
+        &env,
+        &key.public_key(),
+        PROVENANCE_PREDICATE_TYPE,
+    )
+    .context("attaching the provenance")
 }

@@ -175,7 +175,14 @@ pub fn scan(ctx: &Ctx, a: ScanArgs) -> Result<()> {
             }),
         );
         let env = st.sign(&[&key]);
-        let (at, staged) = attach(&store, &name, &img.descriptor, &env, SCAN_PREDICATE_TYPE)?;
+        let (at, staged) = attach(
+            &store,
+            &name,
+            &img.descriptor,
+            &env,
+            &key.public_key(),
+            SCAN_PREDICATE_TYPE,
+        )?;
         pending = staged;
         attested = Some((at, key.public_key().key_id()));
     }
@@ -194,7 +201,7 @@ pub fn scan(ctx: &Ctx, a: ScanArgs) -> Result<()> {
             if let Some((at, _)) = &attested {
                 o.insert(
                     "attestation".into(),
-                    json!({"referrer": at.referrer.digest, "tag": at.att_tag}),
+                    json!({"referrer": at.referrer.digest, "bundle": at.bundle.digest, "tag": at.att_tag}),
                 );
             }
         }
@@ -203,8 +210,8 @@ pub fn scan(ctx: &Ctx, a: ScanArgs) -> Result<()> {
         print!("{}", report.table());
         if let Some((at, key)) = &attested {
             println!(
-                "attested     {} (key {key}, also {})",
-                at.referrer.digest, at.att_tag
+                "attested     {} (key {key}, also bundle {} and {})",
+                at.referrer.digest, at.bundle.digest, at.att_tag
             );
         }
         println!(

@@ -330,6 +330,16 @@ fn collect_claims(
                 continue;
             }
         };
+        // An attestation in a bundle (provenance, approval, scan) is not a signature of
+        // the image: the attestation rules read it.
+        match bundle.is_image_signature() {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                notes.push(format!("{src}: {e}"));
+                continue;
+            }
+        }
         let digests = match bundle.signed_digests() {
             Ok(d) => d,
             Err(e) => {
@@ -404,8 +414,18 @@ fn signature_rule(store: &Store, policy: &Policy, role: &str, digest: &Digest) -
     ))
 }
 
-/// DSSE envelopes with predicate type `predicate_type` attached to `digest` (referrers and
-/// the cosign `.att` manifest), one claim per signature; each envelope blob is read once.
+/// Where an attestation's envelope is stored: a DSSE envelope blob (referrer or `.att`
+/// layer) or a Sigstore bundle blob (referrer) holding the envelope.
+enum EnvelopeBlob {
+    Dsse,
+    Bundle,
+}
+
+/// DSSE envelopes with predicate type `predicate_type` attached to `digest` (DSSE
+/// referrers, Sigstore bundle referrers and the cosign `.att` manifest), one claim per
+/// signature. kiln stores each attestation in all three forms: each blob is read once, and
+/// an envelope found in several forms (same statement, same signatures; the keyid, which
+/// a bundle leaves empty, is not signed and not compared) counts once.
 fn collect_attestations(
     store: &Store,
     digest: &Digest,
@@ -413,45 +433,77 @@ fn collect_attestations(
     predicate_ok: &dyn Fn(&serde_json::Value) -> std::result::Result<(), String>,
     notes: &mut Vec<String>,
 ) -> Result<(usize, Vec<Claim>)> {
-    let mut layers: Vec<(String, Descriptor)> = Vec::new();
+    let mut layers: Vec<(String, Descriptor, EnvelopeBlob)> = Vec::new();
     for (d, m) in store.referrers(digest)? {
-        if m.artifact_type.as_deref() != Some(attest::DSSE_MEDIA_TYPE) {
-            continue;
-        }
-        if m.layers.is_empty() {
-            notes.push(format!("referrer {}: no layer", d.digest));
-        }
-        for (i, l) in m.layers.iter().enumerate() {
-            layers.push((format!("referrer {} layer {i}", d.digest), l.clone()));
+        let (what, kind) = match m.artifact_type.as_deref() {
+            Some(attest::DSSE_MEDIA_TYPE) => ("referrer", EnvelopeBlob::Dsse),
+            Some(cosign::BUNDLE_MEDIA_TYPE) => ("bundle", EnvelopeBlob::Bundle),
+            _ => continue,
+        };
+        match (m.layers.as_slice(), kind) {
+            ([], _) => notes.push(format!("{what} {}: no layer", d.digest)),
+            (ls, EnvelopeBlob::Dsse) => {
+                for (i, l) in ls.iter().enumerate() {
+                    let src = format!("referrer {} layer {i}", d.digest);
+                    layers.push((src, l.clone(), EnvelopeBlob::Dsse));
+                }
+            }
+            // A bundle referrer holds one bundle (as cosign reads it).
+            ([l], EnvelopeBlob::Bundle) => {
+                layers.push((
+                    format!("bundle {}", d.digest),
+                    l.clone(),
+                    EnvelopeBlob::Bundle,
+                ));
+            }
+            (ls, EnvelopeBlob::Bundle) => notes.push(format!(
+                "bundle {}: {} layers, expected one",
+                d.digest,
+                ls.len()
+            )),
         }
     }
     let att_tag = attest::attestation_tag(digest);
     for (src, manifest) in tagged_manifests(store, &att_tag, "attestation", notes)? {
         for (i, l) in manifest.layers.iter().enumerate() {
             if l.media_type == attest::DSSE_MEDIA_TYPE {
-                layers.push((format!("{src} layer {i}"), l.clone()));
+                layers.push((format!("{src} layer {i}"), l.clone(), EnvelopeBlob::Dsse));
             }
         }
     }
-    let mut seen: Vec<Digest> = Vec::new();
+    let mut seen_blobs: Vec<Digest> = Vec::new();
+    // (PAE, signatures) of each envelope already taken.
+    let mut seen_envelopes: Vec<(Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
     let mut envelopes = 0;
     let mut claims = Vec::new();
-    for (src, l) in layers {
-        if seen.contains(&l.digest) {
+    for (src, l, kind) in layers {
+        if seen_blobs.contains(&l.digest) {
             continue;
         }
-        seen.push(l.digest);
+        seen_blobs.push(l.digest);
         let bytes = match store.read_descriptor(&l) {
             Ok(b) => b,
             Err(e) => {
-                notes.push(format!("{src}: envelope: {e}"));
+                let what = match kind {
+                    EnvelopeBlob::Dsse => "envelope",
+                    EnvelopeBlob::Bundle => "bundle",
+                };
+                notes.push(format!("{src}: {what}: {e}"));
                 continue;
             }
         };
-        let a = match Attestation::parse(&src, &bytes) {
+        let parsed = match kind {
+            EnvelopeBlob::Dsse => Attestation::parse(&src, &bytes).map_err(|e| e.to_string()),
+            EnvelopeBlob::Bundle => Bundle::from_json(&bytes)
+                .map_err(|e| format!("{src}: {e}"))
+                .and_then(|b| {
+                    Attestation::from_envelope(&src, b.dsse_envelope).map_err(|e| e.to_string())
+                }),
+        };
+        let a = match parsed {
             Ok(a) => a,
             Err(e) => {
-                notes.push(e.to_string());
+                notes.push(e);
                 continue;
             }
         };
@@ -464,12 +516,24 @@ fn collect_attestations(
             }
             continue;
         }
+        let pae = a.envelope.pae();
+        let mut sigs: Vec<Vec<u8>> = a
+            .envelope
+            .signatures
+            .iter()
+            .map(|s| s.sig.clone())
+            .collect();
+        sigs.sort();
+        let identity = (pae.clone(), sigs);
+        if seen_envelopes.contains(&identity) {
+            continue;
+        }
+        seen_envelopes.push(identity);
         envelopes += 1;
         if let Err(why) = predicate_ok(&a.statement.predicate) {
             notes.push(format!("{src}: {why}"));
             continue;
         }
-        let pae = a.envelope.pae();
         for (j, sig) in a.envelope.signatures.iter().enumerate() {
             let keyid = if sig.keyid.is_empty() {
                 "<empty keyid>".to_owned()

@@ -10,6 +10,7 @@ use kiln_oci::{Descriptor, Digest, Store};
 use crate::support::*;
 
 const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
+const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 const PROVENANCE: &str = "https://slsa.dev/provenance/v1";
 const APPROVAL: &str = "https://kiln.dev/approval/v1";
 
@@ -103,6 +104,56 @@ fn envelopes(e: &Env, digest: &str, predicate_type: &str) -> Vec<(Descriptor, Ve
         .collect()
 }
 
+/// The Sigstore bundles (bytes) attached to `digest` as referrers with `predicate_type`.
+fn bundles(e: &Env, digest: &str, predicate_type: &str) -> Vec<(Descriptor, Vec<u8>)> {
+    let s = store(e);
+    let d: Digest = digest.parse().unwrap();
+    s.referrers(&d)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, m)| {
+            m.artifact_type.as_deref() == Some(BUNDLE)
+                && m.annotations
+                    .get("dev.sigstore.bundle.predicateType")
+                    .map(String::as_str)
+                    == Some(predicate_type)
+        })
+        .map(|(d, m)| {
+            assert_eq!(m.layers.len(), 1);
+            assert_eq!(m.layers[0].media_type, BUNDLE);
+            assert_eq!(
+                m.annotations["dev.sigstore.bundle.content"],
+                "dsse-envelope"
+            );
+            (d, s.read_descriptor(&m.layers[0]).unwrap())
+        })
+        .collect()
+}
+
+/// The DSSE envelope of bundle bytes, checked to be the envelope `dsse` with an empty keyid,
+/// the key named by the hint, and `tlogEntries: []`.
+fn check_bundle_holds(bundle: &[u8], dsse: &[u8], key: &Path) {
+    let b: serde_json::Value = serde_json::from_slice(bundle).unwrap();
+    let env: serde_json::Value = serde_json::from_slice(dsse).unwrap();
+    assert_eq!(b["mediaType"], BUNDLE);
+    assert_eq!(
+        b["verificationMaterial"]["tlogEntries"],
+        serde_json::json!([])
+    );
+    let pem = fs::read_to_string(key.with_extension("pub")).unwrap();
+    let public = kiln_trust::PublicKey::from_pem(&pem).unwrap();
+    assert_eq!(
+        b["verificationMaterial"]["publicKey"]["hint"],
+        public.hint()
+    );
+    let be = &b["dsseEnvelope"];
+    assert_eq!(be["payloadType"], env["payloadType"]);
+    assert_eq!(be["payload"], env["payload"]);
+    assert_eq!(be["signatures"].as_array().unwrap().len(), 1);
+    assert_eq!(be["signatures"][0]["sig"], env["signatures"][0]["sig"]);
+    assert_eq!(be["signatures"][0]["keyid"], "");
+}
+
 fn statement(envelope: &[u8]) -> serde_json::Value {
     use base64::Engine;
     let env: serde_json::Value = serde_json::from_slice(envelope).unwrap();
@@ -111,6 +162,15 @@ fn statement(envelope: &[u8]) -> serde_json::Value {
         .decode(env["payload"].as_str().unwrap())
         .unwrap();
     serde_json::from_slice(&payload).unwrap()
+}
+
+/// The key id `kiln approve` records as `approver` for the key pair of `key`.
+fn approve_key_id(key: &Path) -> serde_json::Value {
+    let pem = fs::read_to_string(key.with_extension("pub")).unwrap();
+    kiln_trust::PublicKey::from_pem(&pem)
+        .unwrap()
+        .key_id()
+        .into()
 }
 
 fn sha256_file(p: &Path) -> String {
@@ -142,6 +202,11 @@ fn build_with_sign_key_attaches_provenance_that_verifies() {
     // The statement: subject, predicate type, every input with its digest.
     let envs = envelopes(&e, &digest, PROVENANCE);
     assert_eq!(envs.len(), 1);
+    // The same envelope as a Sigstore bundle referrer (what cosign 2.6 reads).
+    let bs = bundles(&e, &digest, PROVENANCE);
+    assert_eq!(bs.len(), 1);
+    assert_eq!(r["provenance"]["bundle"], bs[0].0.digest.to_string());
+    check_bundle_holds(&bs[0].1, &envs[0].1, &key);
     let st = statement(&envs[0].1);
     assert_eq!(st["_type"], "https://in-toto.io/Statement/v1");
     assert_eq!(st["predicateType"], PROVENANCE);
@@ -283,10 +348,21 @@ fn approvals_two_of_three_need_two_distinct_keys() {
     assert_eq!(a["digest"], digest.as_str());
     let o = verify(&e, "hello:1.0.0", &p);
     assert_rejected(&o, &["1 of 2"]);
+    // Each approval is stored as a DSSE referrer, a Sigstore bundle and an .att layer:
+    // one envelope, counted once.
+    let out = all_output(&o);
+    assert!(
+        out.contains(&format!("1 {APPROVAL} envelope(s)")) && !out.contains("counted twice"),
+        "{out}"
+    );
     // The same key approving twice still counts once.
     approve_ok(&e, "hello:1.0.0", &alice);
     let o = verify(&e, "hello:1.0.0", &p);
     assert_rejected(&o, &["1 of 2", "counted twice"]);
+    let out = all_output(&o);
+    assert!(out.contains(&format!("2 {APPROVAL} envelope(s)")), "{out}");
+    // Listed in the reason and in the details: one duplicate, not three.
+    assert_eq!(out.matches("counted twice").count(), 2, "{out}");
 
     approve_ok(&e, "hello:1.0.0", &bob);
     let o = verify(&e, "hello:1.0.0", &p);
@@ -296,6 +372,24 @@ fn approvals_two_of_three_need_two_distinct_keys() {
     // The approval statement.
     let envs = envelopes(&e, &digest, APPROVAL);
     assert_eq!(envs.len(), 3);
+    let bs = bundles(&e, &digest, APPROVAL);
+    assert_eq!(bs.len(), 3);
+    for (_, b) in &bs {
+        let be: serde_json::Value = serde_json::from_slice(b).unwrap();
+        let matching = envs
+            .iter()
+            .find(|(_, env)| {
+                serde_json::from_slice::<serde_json::Value>(env).unwrap()["payload"]
+                    == be["dsseEnvelope"]["payload"]
+            })
+            .expect("a DSSE envelope for each bundle");
+        let approver = if statement(&matching.1)["predicate"]["approver"] == approve_key_id(&bob) {
+            &bob
+        } else {
+            &alice
+        };
+        check_bundle_holds(b, &matching.1, approver);
+    }
     let st = statement(&envs[0].1);
     assert_eq!(st["predicateType"], APPROVAL);
     assert_eq!(
@@ -387,10 +481,24 @@ fn truncated_envelopes_and_wrong_base64_are_reported() {
     let text = String::from_utf8(bytes.clone()).unwrap();
     set_mode(&path, 0o644);
     fs::write(&path, &text[..text.len() / 2]).unwrap();
+    // The same approval in its Sigstore bundle still counts; the corrupt copy is reported.
+    let o = verify(&e, "hello:1.0.0", &p);
+    assert_passes(&o);
+    let all = all_output(&o);
+    assert!(all.contains("is corrupt"), "{all}");
+    // With the bundle corrupt too, nothing counts.
+    let bundles = bundles(&e, &a, APPROVAL);
+    assert_eq!(bundles.len(), 1);
+    let bundle_path = e
+        .store()
+        .join("blobs/sha256")
+        .join(Digest::of(&bundles[0].1).hex());
+    set_mode(&bundle_path, 0o644);
+    fs::write(&bundle_path, &bundles[0].1[..bundles[0].1.len() / 2]).unwrap();
     let o = verify(&e, "hello:1.0.0", &p);
     assert_rejected(&o, &["0 of 1"]);
     let all = all_output(&o);
-    assert!(all.contains("is corrupt"), "{all}");
+    assert!(all.matches("is corrupt").count() >= 2, "{all}");
     // A truncated envelope stored under its own digest: reported as truncated JSON.
     let att = |bytes: &[u8]| {
         let mut st = s.staging().unwrap();
@@ -422,6 +530,26 @@ fn truncated_envelopes_and_wrong_base64_are_reported() {
     att(&text.as_bytes()[..text.len() / 2]);
     let o = verify(&e, "hello:1.0.0", &p);
     assert_rejected(&o, &["malformed envelope JSON"]);
+    // A truncated bundle under its own digest: named as a bundle.
+    {
+        let b = &bundles[0].1;
+        let mut st = s.staging().unwrap();
+        let blob = st.put(BUNDLE, &b[..b.len() / 2]).unwrap();
+        let m = kiln_trust::cosign::attestation_bundle_manifest(
+            blob,
+            &s.resolve(&kiln_oci::ImageRef::parse("hello:1.0.0").unwrap())
+                .unwrap(),
+            APPROVAL,
+        );
+        let mut d = st
+            .put("application/vnd.oci.image.manifest.v1+json", &m.to_bytes())
+            .unwrap();
+        st.commit().unwrap();
+        d.artifact_type = Some(BUNDLE.into());
+        s.add_untagged(&[d]).unwrap();
+    }
+    let o = verify(&e, "hello:1.0.0", &p);
+    assert_rejected(&o, &["invalid Sigstore bundle: malformed JSON"]);
     let bad = text.replacen("\"sig\":\"", "\"sig\":\"%%", 1);
     att(bad.as_bytes());
     let o = verify(&e, "hello:1.0.0", &p);

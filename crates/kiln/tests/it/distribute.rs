@@ -5,6 +5,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -287,6 +288,124 @@ fn a_signed_image_still_verifies_after_push_and_pull() {
         String::from_utf8_lossy(&o.stdout),
         stderr(&o)
     );
+}
+
+/// The artifactType of each referrer of `digest` in the store at `state`, sorted.
+fn referrer_types(state: &Path, digest: &str) -> Vec<String> {
+    let s = kiln_oci::Store::open(state.join("store")).unwrap();
+    let mut t: Vec<String> = s
+        .referrers(&digest.parse().unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|(_, m)| m.artifact_type.unwrap_or_default())
+        .collect();
+    t.sort();
+    t
+}
+
+/// Provenance, an approval and a signature, each attestation also as a Sigstore bundle:
+/// push/pull and export/import carry every referrer, and the copy verifies with each
+/// attestation counted once.
+#[test]
+fn attestation_bundles_travel_with_the_image() {
+    let Some(reg) = Registry::start() else { return };
+    let e = Env::new();
+    let ci = keygen(&e, "ci");
+    let alice = keygen(&e, "alice");
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["build", "-f"])
+        .arg(e.spec())
+        .arg("--sign-key")
+        .arg(&ci));
+    assert!(o.status.success(), "build: {}", stderr(&o));
+    let d = last_line(&o);
+    for (cmd, key) in [
+        (["approve", "--reason"].as_slice(), &alice),
+        (&["sign"], &ci),
+    ] {
+        let mut c = e.kiln();
+        c.env("KILN_KEY_PASSWORD", PASSWORD)
+            .arg(cmd[0])
+            .arg("hello:1.0.0");
+        if cmd.len() > 1 {
+            c.args([cmd[1], "CHG-7 reviewed"]);
+        }
+        let o = run(c.arg("--key").arg(key));
+        assert!(o.status.success(), "{}: {}", cmd[0], stderr(&o));
+    }
+    let bundle = "application/vnd.dev.sigstore.bundle.v0.3+json";
+    let dsse = "application/vnd.dsse.envelope.v1+json";
+    let local = referrer_types(&e.path().join("state"), &d);
+    // Provenance and approval: a DSSE referrer and a bundle each; the signature: a bundle.
+    assert_eq!(
+        local.iter().filter(|t| *t == bundle).count(),
+        3,
+        "{local:?}"
+    );
+    assert_eq!(local.iter().filter(|t| *t == dsse).count(), 2, "{local:?}");
+    let policy = e.path().join("trust.toml");
+    fs::write(
+        &policy,
+        "[keys]\nci = \"ci.pub\"\nalice = \"alice.pub\"\n\n\
+         [roles.builder]\nkeys = [\"ci\"]\nthreshold = 1\n\n\
+         [roles.reviewers]\nkeys = [\"alice\"]\nthreshold = 1\n\n\
+         [require]\nsignature = \"builder\"\nprovenance = \"builder\"\napprovals = \"reviewers\"\n",
+    )
+    .unwrap();
+    let verify_in = |state: &Path, image: &str| {
+        let o = run(e
+            .kiln()
+            .env("KILN_STATE_DIR", state)
+            .args(["verify", image, "--policy"])
+            .arg(&policy));
+        let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+        assert!(o.status.success(), "verify: {out}");
+        for t in ["slsa.dev/provenance/v1", "kiln.dev/approval/v1"] {
+            assert!(out.contains(&format!("1 https://{t} envelope(s)")), "{out}");
+        }
+        // (The signature rule lists the .sig and the bundle: two signatures, one key.)
+        assert!(!out.contains("counted twice"), "{out}");
+    };
+    verify_in(&e.path().join("state"), "hello:1.0.0");
+
+    let target = format!("127.0.0.1:{}/hello:1.0.0", reg.port);
+    let o = run(e
+        .kiln()
+        .args(["--json", "push", "hello:1.0.0", &target, "--insecure"]));
+    assert!(o.status.success(), "push: {}", stderr(&o));
+    let pushed: Vec<String> = json(&o)["referrers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["artifactType"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(pushed.len(), local.len(), "{pushed:?}");
+    let pulled = e.path().join("state-pulled");
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &pulled)
+        .args(["pull", &target, "--insecure"]));
+    assert!(o.status.success(), "pull: {}", stderr(&o));
+    assert_eq!(referrer_types(&pulled, &d), local);
+    verify_in(&pulled, &target);
+
+    let layout = e.path().join("export");
+    let o = run(e
+        .kiln()
+        .args(["export", "hello:1.0.0", "--out"])
+        .arg(&layout));
+    assert!(o.status.success(), "export: {}", stderr(&o));
+    let imported = e.path().join("state-imported");
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &imported)
+        .arg("import")
+        .arg(&layout));
+    assert!(o.status.success(), "import: {}", stderr(&o));
+    assert_eq!(referrer_types(&imported, &d), local);
+    verify_in(&imported, "hello:1.0.0");
 }
 
 #[test]

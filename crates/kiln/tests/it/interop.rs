@@ -668,20 +668,45 @@ fn node_verify(modules: &Path, bundle: &Path, key: &Path) -> std::process::Outpu
         .env("NODE_PATH", modules))
 }
 
+/// The bundle referrers of `digest` whose manifest names `predicate_type`.
+fn bundles_of(e: &Env, digest: &str, predicate_type: &str) -> Vec<Vec<u8>> {
+    let s = kiln_oci::Store::open(e.store()).unwrap();
+    let d: kiln_oci::Digest = digest.parse().unwrap();
+    s.referrers(&d)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, m)| {
+            m.artifact_type.as_deref() == Some(BUNDLE)
+                && m.annotations
+                    .get("dev.sigstore.bundle.predicateType")
+                    .map(String::as_str)
+                    == Some(predicate_type)
+        })
+        .map(|(_, m)| s.read_descriptor(&m.layers[0]).unwrap())
+        .collect()
+}
+
 #[test]
 fn sigstore_bundle_parses_and_verifies_with_sigstore_clients() {
     let e = Env::new();
     let key = keygen(&e, "ci");
     let rogue = keygen(&e, "rogue");
-    let d = e.build(&[]);
+    let d = build_signed(&e, &key)["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let o = run(e
         .kiln()
         .env("KILN_KEY_PASSWORD", PASSWORD)
         .args(["sign", "hello:1.0.0", "--key"])
         .arg(&key));
     assert!(o.status.success(), "sign: {}", stderr(&o));
-    let bundles = referrer_layers(&e, &d, BUNDLE);
+    // The signature's bundle and the provenance's.
+    assert_eq!(referrer_layers(&e, &d, BUNDLE).len(), 2);
+    let bundles = bundles_of(&e, &d, "https://sigstore.dev/cosign/sign/v1");
     assert_eq!(bundles.len(), 1);
+    let provenance = bundles_of(&e, &d, PROVENANCE);
+    assert_eq!(provenance.len(), 1);
     let raw: serde_json::Value = serde_json::from_slice(&bundles[0]).unwrap();
     assert_eq!(
         raw["verificationMaterial"]["tlogEntries"],
@@ -689,26 +714,41 @@ fn sigstore_bundle_parses_and_verifies_with_sigstore_clients() {
     );
     let f = e.path().join("bundle.json");
     fs::write(&f, &bundles[0]).unwrap();
+    let pf = e.path().join("provenance-bundle.json");
+    fs::write(&pf, &provenance[0]).unwrap();
 
-    if have("python3")
-        && let Some(out) = intoto_validate("bundle", &f)
-    {
-        assert_eq!(out["mediaType"], BUNDLE);
-        assert_eq!(out["signatures"], 1);
+    if have("python3") {
+        for (file, predicate) in [
+            (&f, "https://sigstore.dev/cosign/sign/v1"),
+            (&pf, PROVENANCE),
+        ] {
+            if let Some(out) = intoto_validate("bundle", file) {
+                assert_eq!(out["mediaType"], BUNDLE);
+                assert_eq!(out["signatures"], 1);
+                assert_eq!(out["predicateType"], predicate);
+            }
+        }
     }
 
     let Some(modules) = sigstore_js() else { return };
-    let o = node_verify(&modules, &f, &key.with_extension("pub"));
-    assert!(o.status.success(), "@sigstore/verify: {}", stderr(&o));
-    let out = json(&o);
-    assert_eq!(out["payloadType"], "application/vnd.in-toto+json");
-    assert_eq!(
-        out["statement"]["subject"][0]["digest"]["sha256"],
-        d.strip_prefix("sha256:").unwrap()
-    );
-    // Another key, a changed payload, a missing tlogEntries: refused.
-    let o = node_verify(&modules, &f, &rogue.with_extension("pub"));
-    assert!(!o.status.success(), "verified with the wrong key");
+    for (file, predicate) in [
+        (&f, "https://sigstore.dev/cosign/sign/v1"),
+        (&pf, PROVENANCE),
+    ] {
+        let o = node_verify(&modules, file, &key.with_extension("pub"));
+        assert!(o.status.success(), "@sigstore/verify: {}", stderr(&o));
+        let out = json(&o);
+        assert_eq!(out["payloadType"], "application/vnd.in-toto+json");
+        assert_eq!(out["statement"]["predicateType"], predicate);
+        assert_eq!(
+            out["statement"]["subject"][0]["digest"]["sha256"],
+            d.strip_prefix("sha256:").unwrap()
+        );
+        // Another key: refused.
+        let o = node_verify(&modules, file, &rogue.with_extension("pub"));
+        assert!(!o.status.success(), "verified with the wrong key");
+    }
+    // A changed payload, a missing tlogEntries: refused.
     let mut tampered = raw.clone();
     let p = tampered["dsseEnvelope"]["payload"]
         .as_str()
@@ -751,6 +791,27 @@ fn cosign() -> Option<PathBuf> {
     Some(bin)
 }
 
+/// The in-toto statements in cosign's `verify-attestation --output json` (one DSSE envelope
+/// per line).
+fn cosign_statements(o: &std::process::Output) -> Vec<serde_json::Value> {
+    use base64::Engine;
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let env: serde_json::Value = serde_json::from_str(l).unwrap();
+            let st = base64::engine::general_purpose::STANDARD
+                .decode(env["payload"].as_str().unwrap())
+                .unwrap();
+            serde_json::from_slice(&st).unwrap()
+        })
+        .collect()
+}
+
+/// What a user does: `kiln build --sign-key`, `kiln approve`, `kiln sign`, `kiln push`; then
+/// `cosign verify` and `cosign verify-attestation` (for kiln's provenance and approval).
+/// cosign 2.6 reads attestations only from Sigstore bundle referrers once an image has any
+/// bundle, so kiln writes each attestation as a bundle too.
 #[test]
 fn real_cosign_verifies_kiln_signatures_and_provenance_in_a_registry() {
     let Some(cosign) = cosign() else { return };
@@ -759,16 +820,34 @@ fn real_cosign_verifies_kiln_signatures_and_provenance_in_a_registry() {
     };
     let e = Env::new();
     let key = keygen(&e, "ci");
+    let alice = keygen(&e, "alice");
     let rogue = keygen(&e, "rogue");
     let r = build_signed(&e, &key);
     let d = r["digest"].as_str().unwrap().to_owned();
+    let hex = d.strip_prefix("sha256:").unwrap().to_owned();
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args([
+            "approve",
+            "hello:1.0.0",
+            "--reason",
+            "CHG-1 reviewed",
+            "--key",
+        ])
+        .arg(&alice));
+    assert!(o.status.success(), "approve: {}", stderr(&o));
+    let o = run(e
+        .kiln()
+        .env("KILN_KEY_PASSWORD", PASSWORD)
+        .args(["sign", "hello:1.0.0", "--key"])
+        .arg(&key));
+    assert!(o.status.success(), "sign: {}", stderr(&o));
     let target = format!("127.0.0.1:{}/hello:1.0.0", reg.port);
-    let push = || {
-        let o = run(e
-            .kiln()
-            .args(["push", "hello:1.0.0", &target, "--insecure"]));
-        assert!(o.status.success(), "push: {}", stderr(&o));
-    };
+    let o = run(e
+        .kiln()
+        .args(["push", "hello:1.0.0", &target, "--insecure"]));
+    assert!(o.status.success(), "push: {}", stderr(&o));
     let image = format!("127.0.0.1:{}/hello@{d}", reg.port);
     // cosign verifies a Sigstore bundle (kiln's OCI 1.1 referrer) against a trusted root:
     // an empty one (no CA, log or TSA), since the key is the only trust and cosign must
@@ -799,55 +878,54 @@ fn real_cosign_verifies_kiln_signatures_and_provenance_in_a_registry() {
             .env("TUF_ROOT", e.path().join("tuf"));
         run(&mut c)
     };
+    let out =
+        |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(o));
 
-    // The provenance of `build --sign-key`, as cosign's `.att` attestation.
-    push();
-    let o = cosign_cmd(&["verify-attestation", "--type", "slsaprovenance1"], &key);
-    assert!(
-        o.status.success(),
-        "cosign verify-attestation: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
-    );
-    // One JSON envelope per line; the provenance among them.
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let found = out.lines().filter(|l| !l.trim().is_empty()).any(|l| {
-        use base64::Engine;
-        let env: serde_json::Value = serde_json::from_str(l).unwrap();
-        let st = base64::engine::general_purpose::STANDARD
-            .decode(env["payload"].as_str().unwrap())
-            .unwrap();
-        let st: serde_json::Value = serde_json::from_slice(&st).unwrap();
-        st["predicateType"] == PROVENANCE
-            && st["subject"][0]["digest"]["sha256"] == d.strip_prefix("sha256:").unwrap()
+    // The signature of `kiln sign`: cosign finds the Sigstore bundles and verifies them.
+    // (cosign 2.6 reports every bundle the key verifies, attestations included, each with
+    // its predicate type as `critical.type`; kiln's signature is the cosign/sign one.)
+    let o = cosign_cmd(&["verify"], &key);
+    assert!(o.status.success(), "cosign verify: {}", out(&o));
+    let sigs = json(&o);
+    let signed = sigs.as_array().unwrap().iter().any(|s| {
+        s["critical"]["type"] == "https://sigstore.dev/cosign/sign/v1"
+            && s["critical"]["image"]["docker-manifest-digest"] == d.as_str()
     });
-    assert!(found, "{out}");
+    assert!(signed, "cosign's output has no signature of {d}: {sigs}");
+    let o = cosign_cmd(&["verify"], &rogue);
+    assert!(!o.status.success(), "cosign verified with the wrong key");
+
+    // The provenance of `build --sign-key`, after `kiln sign`: found in its bundle.
+    let o = cosign_cmd(&["verify-attestation", "--type", "slsaprovenance1"], &key);
+    assert!(o.status.success(), "cosign verify-attestation: {}", out(&o));
+    let found = cosign_statements(&o)
+        .iter()
+        .any(|st| st["predicateType"] == PROVENANCE && st["subject"][0]["digest"]["sha256"] == hex);
+    assert!(found, "{}", out(&o));
     let o = cosign_cmd(&["verify-attestation", "--type", "slsaprovenance1"], &rogue);
     assert!(
         !o.status.success(),
         "cosign verified an attestation with the wrong key"
     );
 
-    // The signature of `kiln sign`: cosign finds the Sigstore bundle and verifies it.
-    let o = run(e
-        .kiln()
-        .env("KILN_KEY_PASSWORD", PASSWORD)
-        .args(["sign", "hello:1.0.0", "--key"])
-        .arg(&key));
-    assert!(o.status.success(), "sign: {}", stderr(&o));
-    push();
-    let o = cosign_cmd(&["verify"], &key);
-    assert!(
-        o.status.success(),
-        "cosign verify: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
-    );
-    let sigs = json(&o);
-    assert!(
-        sigs.to_string().contains(&d),
-        "cosign's output does not name {d}: {sigs}"
-    );
-    let o = cosign_cmd(&["verify"], &rogue);
-    assert!(!o.status.success(), "cosign verified with the wrong key");
+    // kiln's approval, a custom predicate type: by alice's key, not by ci's or rogue's.
+    const APPROVAL: &str = "https://kiln.dev/approval/v1";
+    let o = cosign_cmd(&["verify-attestation", "--type", APPROVAL], &alice);
+    assert!(o.status.success(), "cosign verify-attestation: {}", out(&o));
+    let approvals: Vec<_> = cosign_statements(&o)
+        .into_iter()
+        .filter(|st| st["predicateType"] == APPROVAL)
+        .collect();
+    assert_eq!(approvals.len(), 1, "{}", out(&o));
+    assert_eq!(approvals[0]["predicate"]["reason"], "CHG-1 reviewed");
+    assert_eq!(approvals[0]["subject"][0]["digest"]["sha256"], hex);
+    for wrong in [&key, &rogue] {
+        let o = cosign_cmd(&["verify-attestation", "--type", APPROVAL], wrong);
+        assert!(
+            !o.status.success(),
+            "cosign verified alice's approval with {}: {}",
+            wrong.display(),
+            out(&o)
+        );
+    }
 }

@@ -11,7 +11,9 @@ provenance: parses the statement strictly (unknown fields refused) into the
             validate() on every resolvedDependency, byproduct and builder
             dependency, plus the v1 spec's rule the library does not check
             (one of uri, digest or content).
-bundle:     parses a Sigstore bundle with sigstore-protobuf-specs' Bundle model.
+bundle:     parses a Sigstore bundle with sigstore-protobuf-specs' Bundle model
+            (an image signature or an attestation) and prints its media type,
+            signature count and statement predicate type.
 
 Exit status: 0 valid; 1 invalid (the problem is printed); 2 usage error;
 3 a required Python package is not installed ("missing: <package>").
@@ -95,7 +97,19 @@ def bundle(text):
         invalid("bundle: no DSSE payload")
     if not b.verification_material.public_key.hint:
         invalid("bundle: no public key hint")
-    print(json.dumps({"mediaType": b.media_type, "signatures": len(b.dsse_envelope.signatures)}))
+    try:
+        predicate_type = json.loads(b.dsse_envelope.payload)["predicateType"]
+    except Exception as e:
+        invalid(f"bundle: the DSSE payload is not an in-toto statement: {type(e).__name__}: {e}")
+    print(
+        json.dumps(
+            {
+                "mediaType": b.media_type,
+                "signatures": len(b.dsse_envelope.signatures),
+                "predicateType": predicate_type,
+            }
+        )
+    )
 
 
 def main():
