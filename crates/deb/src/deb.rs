@@ -7,8 +7,8 @@ use md5::{Digest, Md5};
 
 use crate::compress::{Budget, Compression, decoder};
 use crate::stanza::{Stanza, parse_stanzas};
-use crate::targuard::TarGuard;
 use crate::{DebError, ar};
+use kiln_oci::targuard::TarGuard;
 
 /// Names of the maintainer scripts dpkg knows, in the order they run.
 const MAINTAINER_SCRIPTS: [&str; 5] = ["preinst", "postinst", "prerm", "postrm", "config"];
@@ -191,13 +191,12 @@ impl Deb {
     /// the package. The path must be a regular file.
     pub fn read_path(path: &std::path::Path) -> Result<Deb, DebError> {
         let read = |source| DebError::Read { source };
-        let file = std::fs::File::open(path).map_err(read)?;
-        let meta = file.metadata().map_err(read)?;
-        if !meta.is_file() {
-            return Err(read(std::io::Error::other("not a regular file")));
-        }
-        let r = std::io::BufReader::with_capacity(256 << 10, file.take(meta.len()));
-        Deb::read(r, Some(meta.len()), Limits::default(), &mut NullSink)
+        // Opened without blocking (a FIFO neither hangs nor is read) and
+        // refused unless a regular file; read no further than its size then.
+        let (file, len) = kiln_oci::untrusted::open_regular(path, kiln_oci::untrusted::Follow::Yes)
+            .map_err(read)?;
+        let r = std::io::BufReader::with_capacity(256 << 10, file.take(len));
+        Deb::read(r, Some(len), Limits::default(), &mut NullSink)
     }
 
     /// Reads a `.deb` from a stream (of `total` bytes, when known), handing

@@ -23,7 +23,6 @@ mod compress;
 mod deb;
 mod error;
 mod stanza;
-mod targuard;
 
 pub use deb::{ContentSink, DataEntry, Deb, EntryKind, FileData, Limits, MemorySink, NullSink};
 pub use error::DebError;

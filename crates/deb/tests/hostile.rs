@@ -648,3 +648,35 @@ fn md5(bytes: &[u8]) -> String {
     use md5::Digest;
     hex::encode(md5::Md5::digest(bytes))
 }
+
+/// Runs `f` on a thread; a call that blocks (a FIFO opened for reading
+/// waits for a writer forever) fails the test instead of hanging it.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the read blocked: killed after 60 s")
+}
+
+#[test]
+fn read_path_refuses_fifos_and_devices_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("p.deb");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let e = within_a_minute(move || Deb::read_path(&fifo).unwrap_err().to_string());
+    assert!(e.contains("FIFO"), "{e}");
+    let e = within_a_minute(|| {
+        Deb::read_path(std::path::Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(e.contains("character device"), "{e}");
+}

@@ -335,10 +335,13 @@ impl Cache {
 
     /// Reads a cache file; `Ok(None)` if it does not exist.
     pub fn load(path: &Path) -> Result<Option<Cache>, DriftError> {
-        match std::fs::read(path) {
+        // Bounded and regular-only like the manifest it sits beside.
+        match crate::fim::read_untrusted(path) {
             Ok(b) => Cache::from_bytes(&b).map(Some),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(DriftError::io(path, e)),
+            Err(DriftError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 }

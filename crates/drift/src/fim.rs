@@ -147,6 +147,19 @@ pub fn fim_check(
     )
 }
 
+/// The largest manifest (or cache sidecar) `kiln fim` reads: 1 GiB. A fim
+/// manifest of a large tree is tens of MiB; this only stops a file that is
+/// not a manifest at all from being read into memory.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 30;
+
+/// Read a manifest or cache file the user named: a regular file (a symlink
+/// to one is followed), opened without blocking (a FIFO or device fails at
+/// once instead of hanging), of at most [`MAX_MANIFEST_BYTES`].
+pub(crate) fn read_untrusted(path: &Path) -> Result<Vec<u8>, DriftError> {
+    kiln_oci::untrusted::read_capped(path, MAX_MANIFEST_BYTES, kiln_oci::untrusted::Follow::Yes)
+        .map_err(|e| DriftError::io(path, e))
+}
+
 /// [`fim_check`] with every option. The cache sidecar is rewritten after
 /// the check (atomically; a failure to write it is ignored).
 pub fn fim_check_with(
@@ -154,7 +167,7 @@ pub fn fim_check_with(
     manifest: &Path,
     opts: &CheckOptions,
 ) -> Result<(Diff, Stats), DriftError> {
-    let bytes = std::fs::read(manifest).map_err(|e| DriftError::io(manifest, e))?;
+    let bytes = read_untrusted(manifest)?;
     let manifest_hash: [u8; 32] = Sha256::digest(&bytes).into();
     let cache_file = opts.cache.clone().unwrap_or_else(|| cache_path(manifest));
     let mut previous = if opts.incremental {

@@ -36,8 +36,9 @@ pub use compare::{
 };
 pub use error::DriftError;
 pub use fim::{
-    CheckOptions, FIM_MANIFEST_SCHEMA, LoadedManifest, Summary, cache_path, check_rootfs,
-    check_rootfs_with, fim_check, fim_check_with, fim_init, read_manifest, write_atomic,
+    CheckOptions, FIM_MANIFEST_SCHEMA, LoadedManifest, MAX_MANIFEST_BYTES, Summary, cache_path,
+    check_rootfs, check_rootfs_with, fim_check, fim_check_with, fim_init, read_manifest,
+    write_atomic,
 };
 pub use inodes::{InodeEntry, InodeRecord, record_inodes, sweep};
 pub use scan::{ScanOptions, scan, scan_cached};

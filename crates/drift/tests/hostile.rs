@@ -219,3 +219,62 @@ fn unreadable_entries_are_reported_not_fatal() {
         Some(Status::Unreadable(_))
     ));
 }
+
+/// Runs `f` on a thread; a read that blocks (a FIFO opened for reading
+/// waits for a writer forever) fails the test instead of hanging it.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the check blocked: killed after 60 s")
+}
+
+/// A manifest (or cache sidecar) that is a FIFO, a device, a directory or
+/// larger than the limit is refused at once, naming the file and the cause.
+#[test]
+fn hostile_manifest_and_cache_files_are_refused_without_blocking() {
+    let t = tempfile::tempdir().expect("tmp");
+    let root = t.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    sample_tree(&root);
+    let fifo = t.path().join("m.fifo");
+    let c = CString::new(fifo.as_os_str().as_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let zero = t.path().join("zero.json");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("ln");
+    // Sparse: larger than the limit without using the disk.
+    let big = t.path().join("big.json");
+    std::fs::File::create(&big)
+        .and_then(|f| f.set_len(kiln_drift::MAX_MANIFEST_BYTES + 1))
+        .expect("big");
+    for (m, want) in [
+        (fifo.clone(), "FIFO"),
+        (zero, "character device"),
+        (t.path().to_path_buf(), "directory"),
+        (big.clone(), "larger than 1024 MiB"),
+    ] {
+        let r = root.clone();
+        let mm = m.clone();
+        let e = within_a_minute(move || fim_check(&r, &mm, false).map(|_| ()))
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains(&m.display().to_string()) && e.contains(want),
+            "{e}"
+        );
+    }
+    // A FIFO where the cache sidecar is expected only costs speed.
+    let m = t.path().join("m.json");
+    fim_init(&root, &m).expect("init");
+    let cache = kiln_drift::cache_path(&m);
+    let _ = std::fs::remove_file(&cache);
+    let c = CString::new(cache.as_os_str().as_bytes()).expect("path");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (r, mm) = (root.clone(), m.clone());
+    let (diff, _) = within_a_minute(move || fim_check(&r, &mm, true)).expect("check");
+    assert!(diff.is_empty(), "{diff:?}");
+}

@@ -31,7 +31,9 @@ use std::path::PathBuf;
 pub use artifacts::ArtifactKind;
 pub use framework::{FRAMEWORKS, Framework, Requirement, Status, framework};
 pub use generate::{Generated, Options, generate, generate_then, parse_date};
-pub use verify::{KeySource, VerifyFailure, VerifyReport, verify};
+pub use verify::{
+    KeySource, MAX_BUNDLE_FILE, MAX_BUNDLE_TOTAL, VerifyFailure, VerifyReport, verify,
+};
 
 /// Why a bundle could not be generated.
 #[derive(Debug, thiserror::Error)]

@@ -69,10 +69,20 @@ pub struct VerifyReport {
     pub requirements: Vec<(String, Status)>,
 }
 
+/// The largest file of a bundle `kiln evidence verify` reads: 1 GiB.
+pub const MAX_BUNDLE_FILE: u64 = 1 << 30;
+/// The most bytes of all a bundle's files together (they are held while
+/// checked): 2 GiB.
+pub const MAX_BUNDLE_TOTAL: u64 = 2 << 30;
+
 fn read(dir: &Path, rel: &str) -> Result<Vec<u8>, VerifyFailure> {
-    // An untrusted bundle: regular files only (no symlink, FIFO or device),
-    // and bounded in size.
-    kiln_oci::untrusted::read_capped(&dir.join(rel), 1 << 30, kiln_oci::untrusted::Follow::No)
+    read_capped(dir, rel, MAX_BUNDLE_FILE)
+}
+
+/// An untrusted bundle: regular files only (no FIFO or device: opened
+/// without blocking), no symlink at any level below `dir`, bounded in size.
+fn read_capped(dir: &Path, rel: &str, limit: u64) -> Result<Vec<u8>, VerifyFailure> {
+    kiln_oci::untrusted::read_beneath(dir, rel, limit)
         .map_err(|e| fail(rel, format!("cannot read: {e}")))
 }
 
@@ -104,7 +114,7 @@ pub fn verify(dir: &Path, trusted: Option<&Verifier>) -> Result<VerifyReport, Ve
         });
     }
     // The key.
-    let bundle_key = read(dir, VERIFIER_KEY)?;
+    let bundle_key = read_capped(dir, VERIFIER_KEY, kiln_oci::untrusted::SMALL_FILE_LIMIT)?;
     let bundle_key = std::str::from_utf8(&bundle_key)
         .ok()
         .and_then(|s| Verifier::from_key_str(s.trim()).ok())
@@ -142,11 +152,22 @@ pub fn verify(dir: &Path, trusted: Option<&Verifier>) -> Result<VerifyReport, Ve
         }
     }
     let mut contents: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+    let mut total = 0u64;
     for (p, want) in &listed {
         if !present.contains(p) {
             return Err(fail(p, "listed in the MANIFEST but missing"));
         }
-        let bytes = read(dir, p)?;
+        let room = MAX_BUNDLE_TOTAL.saturating_sub(total);
+        let bytes = read_capped(dir, p, MAX_BUNDLE_FILE.min(room)).map_err(|mut e| {
+            if room < MAX_BUNDLE_FILE {
+                e.message = format!(
+                    "{}; the bundle's files together may be at most 2 GiB",
+                    e.message
+                );
+            }
+            e
+        })?;
+        total += bytes.len() as u64;
         let got: Hash = Sha256::digest(&bytes).into();
         if got != *want {
             return Err(fail(

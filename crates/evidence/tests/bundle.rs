@@ -552,3 +552,75 @@ fn the_period_selects_events() {
     );
     assert!(matches!(bad, Err(EvidenceError::EmptyPeriod { .. })));
 }
+
+/// Runs `f` on a thread; a read that blocks (a FIFO opened for reading
+/// waits for a writer forever) fails the test instead of hanging it.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("verify blocked: killed after 60 s")
+}
+
+/// A bundle is untrusted input: a FIFO, a link (to /dev/zero, or a whole
+/// directory linked to a copy elsewhere) or an oversized file is refused at
+/// once, naming the file and the cause.
+#[test]
+fn hostile_bundle_files_are_refused_without_blocking() {
+    let f = fixture();
+    let g = f.generate("pci-dss-4.0").unwrap();
+    let artifact = files(&g.out)
+        .into_iter()
+        .find(|p| p.starts_with("artifacts/"))
+        .expect("an artifact");
+    type Spoil = Box<dyn Fn(&Path)>;
+    let mkfifo: Spoil = Box::new(|p: &Path| {
+        fs::remove_file(p).unwrap();
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(p)
+                .status()
+                .unwrap()
+                .success()
+        );
+    });
+    let zero: Spoil = Box::new(|p: &Path| {
+        fs::remove_file(p).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+    });
+    let big_key: Spoil = Box::new(|p: &Path| fs::write(p, vec![b'k'; 2 << 20]).unwrap());
+    let huge: Spoil = Box::new(|p: &Path| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_len(kiln_evidence::MAX_BUNDLE_FILE + 1))
+            .unwrap()
+    });
+    let cases: Vec<(&str, Spoil, &str)> = vec![
+        ("MANIFEST", mkfifo, "FIFO"),
+        ("log/verifier.key", zero, "symbolic link"),
+        ("log/verifier.key", big_key, "larger than 1 MiB"),
+        (artifact.as_str(), huge, "larger than 1024 MiB"),
+    ];
+    for (rel, spoil, want) in cases {
+        let copy = f.tmp.path().join("h");
+        let _ = fs::remove_dir_all(&copy);
+        copy_dir(&g.out, &copy);
+        spoil(&copy.join(rel));
+        let c = copy.clone();
+        let e = within_a_minute(move || verify(&c, None).map(|_| ())).expect_err(rel);
+        assert_eq!(e.path.as_deref(), Some(rel), "{e}");
+        assert!(e.message.contains(want), "{rel}: {e}");
+    }
+    // The log directory linked to an intact copy elsewhere.
+    let copy = f.tmp.path().join("h");
+    let _ = fs::remove_dir_all(&copy);
+    copy_dir(&g.out, &copy);
+    let moved = f.tmp.path().join("log-elsewhere");
+    fs::rename(copy.join("log"), &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, copy.join("log")).unwrap();
+    let e = verify(&copy, None).unwrap_err();
+    assert!(e.message.contains("log is a symbolic link"), "{e}");
+}

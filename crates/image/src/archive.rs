@@ -11,11 +11,15 @@
 //!
 //! Signatures and referrers stay out: they belong to the layout export.
 //!
-//! Reading ([`unpack_archive`]) treats the tar as hostile: only regular
-//! files and directories with plain relative names (no `..`, no absolute
-//! paths, no links, devices or sparse entries), at most [`MAX_ENTRIES`]
-//! entries, extracted into a fresh directory; the bytes written can never
-//! exceed the archive's own size. A docker archive is then turned into an
+//! Reading ([`unpack_archive`]) treats the tar as hostile: the archive must
+//! be a regular file (opened without blocking: a FIFO or device fails at
+//! once); only regular files and directories with plain relative names (no
+//! `..`, no absolute paths, no links, devices or sparse entries), at most
+//! [`MAX_ENTRIES`] entries, no tar extension header over 1 MiB
+//! ([`kiln_oci::targuard`]), extracted into a fresh directory; the bytes
+//! written can never exceed the archive's own size. Nothing is decompressed
+//! on import (a docker archive's layers are uncompressed tars, checked
+//! against their `diff_id`; a compressed one fails that check). A docker archive is then turned into an
 //! OCI layout whose blobs are all checked (config by its file name, layers
 //! by the config's `diff_ids`) before it is handed to the importer.
 
@@ -24,6 +28,8 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
+use kiln_oci::targuard::TarGuard;
+use kiln_oci::untrusted::{Follow, open_regular, read_capped};
 use kiln_oci::{
     Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest, OciError, Sha256Writer, Store,
     annotations, media,
@@ -280,15 +286,13 @@ fn safe_relative(p: &Path) -> Option<PathBuf> {
 /// rules in the module docs), then return the OCI layout it holds, converting
 /// a docker archive.
 pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<Store, BuildError> {
-    let f = File::open(archive).map_err(|e| BuildError::io(archive, e))?;
-    let meta = f.metadata().map_err(|e| BuildError::io(archive, e))?;
-    if !meta.is_file() {
-        return Err(bad(archive, "not a regular file"));
-    }
-    let budget = meta.len();
+    // A regular file (a symlink to one is followed), opened without
+    // blocking: a FIFO or a device fails at once. Read no further than its
+    // size when opened, through the guard against huge tar extension headers.
+    let (f, budget) = open_regular(archive, Follow::Yes).map_err(|e| bad(archive, e))?;
     let raw = dir.join("raw");
     fs::create_dir_all(&raw).map_err(|e| BuildError::io(&raw, e))?;
-    let mut t = tar::Archive::new(f.take(budget));
+    let mut t = tar::Archive::new(TarGuard::new(f.take(budget)));
     let mut written = 0u64;
     let mut count = 0usize;
     for entry in t.entries().map_err(|e| bad(archive, e))? {
@@ -367,31 +371,26 @@ pub fn unpack_archive(archive: &Path, dir: &Path) -> Result<Store, BuildError> {
 
 /// Read a small JSON file of the extracted archive.
 fn read_json(archive: &Path, path: &Path) -> Result<Vec<u8>, BuildError> {
-    let m = fs::symlink_metadata(path).map_err(|e| BuildError::io(path, e))?;
-    if !m.is_file() || m.len() > MAX_JSON {
-        return Err(bad(
+    // Checked on the open descriptor: regular, not a link, at most MAX_JSON.
+    read_capped(path, MAX_JSON, Follow::No).map_err(|e| {
+        bad(
             archive,
             format!(
-                "{} is not a regular file of at most {MAX_JSON} bytes",
+                "{}: {e} (a regular file of at most {MAX_JSON} bytes is expected)",
                 path.display()
             ),
-        ));
-    }
-    fs::read(path).map_err(|e| BuildError::io(path, e))
+        )
+    })
 }
 
 /// Hash a file; the file must be regular.
 fn hash_file(path: &Path) -> Result<(Digest, u64), BuildError> {
-    let m = fs::symlink_metadata(path).map_err(|e| BuildError::io(path, e))?;
-    if !m.is_file() {
-        return Err(BuildError::Source {
-            path: path.to_path_buf(),
-            message: "not a regular file".into(),
-        });
-    }
-    let mut f = File::open(path).map_err(|e| BuildError::io(path, e))?;
+    let (f, len) = open_regular(path, Follow::No).map_err(|e| BuildError::Source {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let mut w = Sha256Writer::new(io::sink());
-    io::copy(&mut (&mut f).take(m.len()), &mut w).map_err(|e| BuildError::io(path, e))?;
+    io::copy(&mut f.take(len), &mut w).map_err(|e| BuildError::io(path, e))?;
     let (d, n, _) = w.finish();
     Ok((d, n))
 }
@@ -545,6 +544,60 @@ mod tests {
         }
     }
 
+    /// Runs `f` on a thread; a read that blocks fails the test instead of
+    /// hanging it.
+    fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("unpack_archive blocked: killed after 60 s")
+    }
+
+    /// An archive that is a FIFO, a device, or holds a huge extension
+    /// header is refused at once, naming the archive and the cause.
+    #[test]
+    fn hostile_archives_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("in.fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut h = tar::Header::new_gnu();
+        h.set_path("x").unwrap();
+        h.set_size(4 << 20);
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_cksum();
+        let mut long = h.as_bytes().to_vec();
+        long.resize(512 + (4 << 20) + 1024, b'a');
+        let longp = dir.path().join("long.tar");
+        fs::write(&longp, &long).unwrap();
+        for (i, (a, want)) in [
+            (fifo, "FIFO"),
+            (PathBuf::from("/dev/zero"), "character device"),
+            (longp, "tar extension header (L) of 4194304 bytes"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let out = dir.path().join(format!("out{i}"));
+            fs::create_dir(&out).unwrap();
+            let aa = a.clone();
+            let e = within_a_minute(move || unpack_archive(&aa, &out).map(|_| ()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&a.display().to_string()) && e.contains(want),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn docker_archive_with_a_repeated_layer_and_two_images() {
         let layer = tar_of(&[("etc/x", tar::EntryType::Regular, b"x")]);
@@ -686,6 +739,6 @@ mod tests {
         let out = dir.path().join("dev.out");
         fs::create_dir(&out).unwrap();
         let e = unpack_archive(Path::new("/dev/zero"), &out).err().unwrap();
-        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(e.to_string().contains("only regular files are read"), "{e}");
     }
 }

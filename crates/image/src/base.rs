@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use kiln_oci::expansion::Bounded;
+use kiln_oci::targuard::TarGuard;
 use kiln_oci::{Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest, Store, media};
 use sha1::Digest as _;
 
@@ -174,10 +175,13 @@ pub(crate) fn extract_files(
     let mut sink = crate::spool::SpoolWriter::new(spool).map_err(|e| format!("spool: {e}"))?;
     for (i, layer) in base.manifest.layers.iter().enumerate() {
         let what = |m: String| format!("layer {i} ({}): {m}", layer.digest);
-        let f = std::fs::File::open(base.store.blob_path(&layer.digest))
+        // A regular file of exactly the descriptor's size, read no further.
+        let f = base
+            .store
+            .open_blob(layer)
             .map_err(|e| what(e.to_string()))?;
         let r = decompressor(&layer.media_type, f, layer.size).map_err(what)?;
-        let mut ar = tar::Archive::new(r);
+        let mut ar = tar::Archive::new(TarGuard::new(r));
         for e in ar.entries().map_err(|e| what(e.to_string()))? {
             let mut e = e.map_err(|e| what(format!("corrupt tar: {e}")))?;
             if !e.header().entry_type().is_file() {
@@ -258,7 +262,7 @@ pub fn apply_tar(
     let mut upper = Tree::new();
     let mut whiteouts: Vec<(String, bool)> = Vec::new();
     {
-        let mut ar = tar::Archive::new(r);
+        let mut ar = tar::Archive::new(TarGuard::new(r));
         let entries = ar.entries().map_err(|e| e.to_string())?;
         for e in entries {
             let mut e = e.map_err(|e| format!("corrupt tar: {e}"))?;
@@ -509,6 +513,25 @@ mod tests {
         summarize_untracked(&mut one);
         assert_eq!(one.len(), 1);
         assert!(one[0].contains("dev/null (Char)"));
+    }
+
+    /// A GNU long-name header of 4 MiB: the `tar` crate would buffer it
+    /// whole; the guard refuses it first, naming the limit.
+    #[test]
+    fn huge_extension_headers_are_refused() {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("x").unwrap();
+        h.set_size(4 << 20);
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_cksum();
+        let mut bytes = h.as_bytes().to_vec();
+        bytes.resize(512 + (4 << 20) + 1024, b'a');
+        let e = apply(&mut Tree::new(), &bytes).unwrap_err();
+        assert!(
+            e.contains("tar extension header (L) of 4194304 bytes"),
+            "{e}"
+        );
+        assert!(e.contains("at most 1048576"), "{e}");
     }
 
     #[test]

@@ -561,7 +561,15 @@ struct CachedReferrers {
 
 /// The cached referrers, if every blob they need is still in the store.
 fn cached_referrers(store: &Store, path: &Path) -> Option<CachedReferrers> {
-    let c: CachedReferrers = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let c: CachedReferrers = serde_json::from_slice(
+        &kiln_oci::untrusted::read_capped(
+            path,
+            crate::source::CACHE_FILE_LIMIT,
+            kiln_oci::untrusted::Follow::No,
+        )
+        .ok()?,
+    )
+    .ok()?;
     for (d, _) in &c.referrers {
         let m = ImageManifest::from_bytes(&store.read_descriptor(d).ok()?, "referrer").ok()?;
         if !m

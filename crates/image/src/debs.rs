@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use kiln_deb::{Deb, EntryKind, Limits, Stanza};
+use kiln_oci::untrusted::{Follow, open_regular};
 use kiln_sbom::{Package, PackageOrigin};
 use sha2::Digest as _;
 
@@ -112,15 +113,11 @@ fn read_deb(
     d: &DebSpec,
     spool: &Spool,
 ) -> Result<(Deb, Vec<Stored>, String), BuildError> {
-    let file =
-        std::fs::File::open(&d.path).map_err(|e| deb_err(spec, d, format!("cannot read: {e}")))?;
-    let meta = file
-        .metadata()
+    // Opened without blocking and refused unless a regular file (a FIFO or
+    // a device named as a package fails at once); read no further than the
+    // size it had when opened.
+    let (file, len) = open_regular(&d.path, Follow::Yes)
         .map_err(|e| deb_err(spec, d, format!("cannot read: {e}")))?;
-    if !meta.is_file() {
-        return Err(deb_err(spec, d, "not a regular file"));
-    }
-    let len = meta.len();
     let mut r = HashingReader {
         inner: io::BufReader::with_capacity(256 << 10, file.take(len)),
         h: sha2::Sha256::new(),

@@ -65,9 +65,14 @@ pub fn build_layer(
 ) -> Result<LayerOut, BuildError> {
     let key = layer_key(tree, epoch, c);
     let cache_file = cache_dir.join(format!("{key}.json"));
-    if let Some(hit) = fs::read(&cache_file)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<LayerOut>(&b).ok())
+    // Regular, not a link, without blocking, bounded: a miss only costs speed.
+    if let Some(hit) = kiln_oci::untrusted::read_capped(
+        &cache_file,
+        crate::source::CACHE_FILE_LIMIT,
+        kiln_oci::untrusted::Follow::No,
+    )
+    .ok()
+    .and_then(|b| serde_json::from_slice::<LayerOut>(&b).ok())
         && store
             .blob_path(&hit.descriptor.digest)
             .metadata()

@@ -171,7 +171,7 @@ mod tests {
         )
         .unwrap();
         let e = Lock::load(d.path()).unwrap_err();
-        assert!(e.message.contains("fifo"), "{}", e.message);
+        assert!(e.message.contains("FIFO"), "{}", e.message);
         std::fs::remove_file(d.path().join(LOCK_FILE)).unwrap();
         std::fs::write(d.path().join(LOCK_FILE), b"[[deb]]\npackage = \"\xff\"\n").unwrap();
         let e = Lock::load(d.path()).unwrap_err();

@@ -63,13 +63,24 @@ pub struct HashCache {
     dirty: std::sync::atomic::AtomicBool,
 }
 
+/// The largest build cache file read back (hash cache, layer and referrer
+/// caches): 256 MiB; a larger one is a cache miss.
+pub(crate) const CACHE_FILE_LIMIT: u64 = 256 << 20;
+
 impl HashCache {
     /// Load the cache file (a missing or unreadable cache is simply empty).
     pub fn load(path: PathBuf) -> HashCache {
-        let old = fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        // kiln's own cache, but read as any file in a directory others may
+        // touch: regular, not a link, without blocking, bounded (a miss
+        // only costs speed).
+        let old = kiln_oci::untrusted::read_capped(
+            &path,
+            CACHE_FILE_LIMIT,
+            kiln_oci::untrusted::Follow::No,
+        )
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
         HashCache {
             path,
             old,

@@ -363,3 +363,36 @@ fn large_package_peak_memory() {
     );
     assert!(kb < 128 << 10, "peak RSS {} MiB", kb >> 10);
 }
+
+/// A package named in the spec that is a FIFO, a device or a link to one:
+/// the build fails at once, naming the package, and never blocks.
+#[test]
+fn hostile_package_files_are_refused_without_blocking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_path_buf();
+    let base = usrmerge_base(&d, &[]);
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(d.join("fifo.deb"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::os::unix::fs::symlink("/dev/zero", d.join("zero.deb")).unwrap();
+    for (name, want) in [("fifo.deb", "FIFO"), ("zero.deb", "character device")] {
+        let spec = format!(
+            "[image]\nname = \"app\"\ntag = \"1\"\nbase = \"oci:base@{base}\"\ncheck_entrypoint = false\n\n[[debs]]\npath = \"{name}\"\nsha256 = \"{}\"\n",
+            "0".repeat(64)
+        );
+        let dir = d.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(build(&dir, &spec).map(|_| ()).map_err(|e| e.to_string()));
+        });
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the build blocked on the package: killed after 120 s")
+            .unwrap_err();
+        assert!(e.contains(name) && e.contains(want), "{e}");
+    }
+}

@@ -11,6 +11,7 @@ pub mod expansion;
 pub mod gc;
 pub mod layout;
 pub mod media;
+pub mod targuard;
 pub mod textpos;
 pub mod time;
 mod types;

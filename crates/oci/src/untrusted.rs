@@ -57,27 +57,31 @@ pub fn open_regular(path: &Path, follow: Follow) -> io::Result<(File, u64)> {
     let meta = f.metadata()?;
     let ft = meta.file_type();
     if !ft.is_file() {
-        let what = if ft.is_dir() {
-            "a directory"
-        } else if ft.is_fifo() {
-            "a FIFO"
-        } else if ft.is_char_device() {
-            "a character device"
-        } else if ft.is_block_device() {
-            "a block device"
-        } else if ft.is_socket() {
-            "a socket"
-        } else if ft.is_symlink() {
-            "a symbolic link"
-        } else {
-            "not a regular file"
-        };
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("is {what}, refused (only regular files are read)"),
-        ));
+        return Err(not_regular(ft));
     }
     Ok((f, meta.len()))
+}
+
+fn not_regular(ft: std::fs::FileType) -> io::Error {
+    let what = if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("is {what}, refused (only regular files are read)"),
+    )
 }
 
 /// Read a small untrusted file whole: a regular file (symlinks to one are
@@ -106,6 +110,83 @@ pub fn read_capped(path: &Path, limit: u64, follow: Follow) -> io::Result<Vec<u8
         return Err(too_large(limit));
     }
     let mut out = Vec::with_capacity(size as usize);
+    f.take(limit.saturating_add(1)).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(too_large(limit));
+    }
+    Ok(out)
+}
+
+/// Read the file at `rel` (a relative, `/`-separated path) inside the
+/// directory `dir` (a directory someone handed us: an export, a bundle)
+/// without following a symlink at any level below `dir`: each directory is
+/// opened relative to its parent with `O_NOFOLLOW`, so neither a link nor a
+/// rename race can lead outside `dir`. The file must be a regular file
+/// (opened without blocking) of at most `limit` bytes; `..` and absolute
+/// paths are refused.
+pub fn read_beneath(dir: &Path, rel: &str, limit: u64) -> io::Result<Vec<u8>> {
+    use rustix::fs::{Mode, OFlags, openat};
+    let comps: Vec<&str> = rel
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if rel.starts_with('/') || comps.contains(&"..") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{rel:?} is not a path inside the directory"),
+        ));
+    }
+    let (last, parents) = comps
+        .split_last()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let link = |e: rustix::io::Errno, what: &str| -> io::Error {
+        // O_NOFOLLOW on a link: ELOOP (a file), ENOTDIR (as a directory).
+        if e == rustix::io::Errno::LOOP || e == rustix::io::Errno::NOTDIR {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{what} is a symbolic link or not a directory, refused (links are not followed)"
+                ),
+            )
+        } else {
+            io::Error::from(e)
+        }
+    };
+    let mut cur = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    for (i, c) in parents.iter().enumerate() {
+        cur = openat(&cur, *c, dir_flags, Mode::empty())
+            .map_err(|e| link(e, &parents[..=i].join("/")))?;
+    }
+    let fd = openat(
+        &cur,
+        *last,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        if e == rustix::io::Errno::LOOP {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is a symbolic link, refused (only regular files are read)",
+            )
+        } else {
+            io::Error::from(e)
+        }
+    })?;
+    let f = File::from(fd);
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular(meta.file_type()));
+    }
+    if meta.len() > limit {
+        return Err(too_large(limit));
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
     f.take(limit.saturating_add(1)).read_to_end(&mut out)?;
     if out.len() as u64 > limit {
         return Err(too_large(limit));
@@ -226,6 +307,41 @@ mod tests {
             read_small_string(&ok).unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
+    }
+
+    #[test]
+    fn read_beneath_follows_no_link_and_reads_only_regular_files() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        std::fs::create_dir_all(d.join("a/b")).unwrap();
+        std::fs::write(d.join("a/b/f"), b"ok").unwrap();
+        std::fs::create_dir_all(d.join("outside")).unwrap();
+        std::fs::write(d.join("outside/f"), b"secret").unwrap();
+        assert_eq!(read_beneath(d, "a/b/f", 10).unwrap(), b"ok");
+        std::os::unix::fs::symlink("b", d.join("a/l")).unwrap();
+        std::os::unix::fs::symlink("../outside", d.join("a/up")).unwrap();
+        std::os::unix::fs::symlink("b/f", d.join("a/lf")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.join("a/zero")).unwrap();
+        let fifo = d.join("a/fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for (rel, want) in [
+            ("a/l/f", "a/l is a symbolic link"),
+            ("a/up/f", "a/up is a symbolic link"),
+            ("a/lf", "symbolic link"),
+            ("a/zero", "symbolic link"),
+            ("a/fifo", "FIFO"),
+            ("a/b", "directory"),
+            ("a/../outside/f", "not a path inside"),
+            ("/etc/passwd", "not a path inside"),
+        ] {
+            let e = read_beneath(d, rel, 10).unwrap_err().to_string();
+            assert!(e.contains(want), "{rel}: {e}");
+        }
+        let e = read_beneath(d, "a/b/f", 1).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::FileTooLarge);
+        assert!(e.to_string().contains("1 bytes"), "{e}");
     }
 
     #[test]

@@ -162,7 +162,13 @@ fn existing(
     m: &ImageManifest,
 ) -> Result<Option<Rootfs>, RuntimeError> {
     let img = dir.join(IMAGE_JSON);
-    let bytes = match fs::read(&img) {
+    // Regular, not a link, opened without blocking, and no longer than the
+    // config it must be.
+    let bytes = match kiln_oci::untrusted::read_capped(
+        &img,
+        m.config.size,
+        kiln_oci::untrusted::Follow::No,
+    ) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(RuntimeError::io(&img, e)),
@@ -462,7 +468,9 @@ impl Extractor {
             layer: layer.to_string(),
             reason: e.to_string(),
         };
-        let mut ar = tar::Archive::new(r);
+        // Huge PAX/GNU extension headers are refused before the tar reader
+        // buffers them.
+        let mut ar = tar::Archive::new(kiln_oci::targuard::TarGuard::new(r));
         // Paths written by this layer: an opaque whiteout keeps them.
         let mut written: HashSet<PathBuf> = HashSet::new();
         for e in ar.entries().map_err(corrupt)? {

@@ -350,3 +350,26 @@ fn a_fresh_unpack_records_inodes_and_link_counts() {
     let again = unpack(&store, &d, &root).unwrap();
     assert!(!again.fresh && again.inodes.is_none());
 }
+
+/// A layer whose GNU long-name header claims 4 MiB: refused by the tar
+/// guard (naming the limit) before the tar reader buffers it, and nothing
+/// is left unpacked.
+#[test]
+fn refuses_a_huge_tar_extension_header() {
+    let (t, store) = setup();
+    let mut h = tar::Header::new_gnu();
+    h.set_path("x").unwrap();
+    h.set_size(4 << 20);
+    h.set_entry_type(tar::EntryType::GNULongName);
+    h.set_cksum();
+    let mut layer = h.as_bytes().to_vec();
+    layer.resize(512 + (4 << 20) + 1024, b'a');
+    let (d, _) = put_image(&store, &[(media::LAYER_GZIP, layer)], ImageOpts::default());
+    let root = t.path().join("images");
+    let e = unpack(&store, &d, &root).unwrap_err().to_string();
+    assert!(
+        e.contains("tar extension header (L) of 4194304 bytes"),
+        "{e}"
+    );
+    assert!(empty(&root));
+}

@@ -370,7 +370,9 @@ pub fn inventory_from_store(store: &Store, manifest: &Digest) -> Result<Inventor
                 other => return Err(lbad(format!("unsupported layer media type {other}"))),
             };
             let mut lw = LayerWalk::default();
-            let mut ar = tar::Archive::new(decoded);
+            // Huge PAX/GNU extension headers are refused before the tar
+            // reader buffers them.
+            let mut ar = tar::Archive::new(kiln_oci::targuard::TarGuard::new(decoded));
             let entries = ar.entries().map_err(|e| lbad(format!("tar: {e}")))?;
             for entry in entries {
                 let mut entry = entry.map_err(|e| lbad(format!("tar: {e}")))?;
@@ -378,7 +380,7 @@ pub fn inventory_from_store(store: &Store, manifest: &Digest) -> Result<Inventor
                     .map_err(|e| lbad(format!("tar: {e}")))?;
             }
             // Drain the rest so the digest covers the whole blob.
-            let mut inner = ar.into_inner();
+            let mut inner = ar.into_inner().into_inner();
             io::copy(&mut inner, &mut io::sink()).map_err(|e| lbad(format!("read: {e}")))?;
             lw.apply(&mut files, &mut contents);
         }
@@ -672,6 +674,51 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("bad Source"), "{e}");
+    }
+
+    /// A layer whose GNU long-name header claims 4 MiB: refused by the
+    /// tar guard, naming the limit, before the tar reader buffers it.
+    #[test]
+    fn huge_tar_extension_headers_are_refused() {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("x").unwrap();
+        h.set_size(4 << 20);
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_cksum();
+        let mut layer = h.as_bytes().to_vec();
+        layer.resize(512 + (4 << 20) + 1024, b'a');
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_init(dir.path()).unwrap();
+        let mut st = store.staging().unwrap();
+        let l = st.put(media::LAYER_TAR, &layer).unwrap();
+        let cfg = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            rootfs: kiln_oci::RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![l.digest],
+            },
+            ..Default::default()
+        };
+        let c = st.put(media::CONFIG, &cfg.to_bytes()).unwrap();
+        let m = ImageManifest {
+            schema_version: 2,
+            media_type: Some(media::MANIFEST.into()),
+            artifact_type: None,
+            config: c,
+            layers: vec![l],
+            subject: None,
+            annotations: Default::default(),
+        };
+        let md = st.put(media::MANIFEST, &m.to_bytes()).unwrap();
+        st.commit().unwrap();
+        let e = inventory_from_store(&store, &md.digest)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tar extension header (L) of 4194304 bytes"),
+            "{e}"
+        );
     }
 
     #[test]

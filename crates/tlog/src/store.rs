@@ -188,11 +188,18 @@ impl Files {
     /// Read the refuse-changes marker, if present.
     fn load_refusal(&mut self) -> Result<(), LogError> {
         let path = self.path(REFUSE_CHANGES);
-        self.refusal = match File::open(&path) {
-            Ok(f) => {
+        self.refusal = match std::fs::symlink_metadata(&path) {
+            Ok(_) => {
+                // The marker's existence refuses changes, whatever it is;
+                // its reason is read only from a regular file, without
+                // blocking (a FIFO in its place must not hang every
+                // command), and bounded: the reason is a line or two.
                 let mut text = String::new();
-                // Bounded: the reason is a line or two.
-                let _ = f.take(4096).read_to_string(&mut text);
+                if let Ok((f, _)) =
+                    kiln_oci::untrusted::open_regular(&path, kiln_oci::untrusted::Follow::No)
+                {
+                    let _ = f.take(4096).read_to_string(&mut text);
+                }
                 let text = text.trim();
                 Some(if text.is_empty() {
                     format!("{} exists", path.display())
@@ -1314,7 +1321,8 @@ impl Read for OffsetReader {
 
 /// Write the log key file (0600) unless it exists, and return the signer.
 pub fn load_or_create_key(path: &Path, name: &str) -> Result<Signer, LogError> {
-    match std::fs::read_to_string(path) {
+    // A key file: a regular file of at most 1 MiB, opened without blocking.
+    match kiln_oci::untrusted::read_small_string(path) {
         Ok(s) => Signer::from_key_str(s.trim())
             .map_err(|e| LogError::Corrupt(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -431,9 +431,36 @@ fn write_tiles(log: &Log, cp: &Checkpoint, w: &mut Writer) -> Result<(u64, u64),
     Ok((tiles, bundles))
 }
 
-fn read_exact_file(dir: &Path, rel: &str, expected: Option<u64>) -> Result<Vec<u8>, TilesError> {
+/// The largest checkpoint note read from an export: 1 MiB.
+pub const MAX_CHECKPOINT_BYTES: u64 = 1 << 20;
+
+/// The largest entry bundle of `width` entries: each entry is at most
+/// 65535 bytes after its 2-byte length (C2SP tlog-tiles).
+fn max_bundle_bytes(width: u64) -> u64 {
+    width * (2 + u64::from(u16::MAX))
+}
+
+/// Read a file of an export (untrusted): a regular file, opened without
+/// blocking and without following a symlink at any level below `dir`, of at
+/// most `limit` bytes (exactly `expected`, when given; then the limit is
+/// that size, so a longer file is never read).
+fn read_export_file(
+    dir: &Path,
+    rel: &str,
+    limit: u64,
+    expected: Option<u64>,
+) -> Result<Vec<u8>, TilesError> {
     let path = dir.join(rel);
-    let data = fs::read(&path).map_err(io_err(&path))?;
+    let data = kiln_oci::untrusted::read_beneath(dir, rel, limit).map_err(|e| {
+        match (e.kind(), expected) {
+            (std::io::ErrorKind::FileTooLarge, Some(expected)) => TilesError::WrongSize {
+                path: path.clone(),
+                len: fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0),
+                expected,
+            },
+            _ => io_err(&path)(e),
+        }
+    })?;
     if let Some(expected) = expected
         && data.len() as u64 != expected
     {
@@ -483,7 +510,7 @@ fn parse_bundle(path: &Path, data: &[u8], width: u64) -> Result<Vec<Hash>, Tiles
 /// (all levels) and the root. Returns the verified checkpoint.
 pub fn verify_dir(dir: &Path, verifier: &Verifier) -> Result<Checkpoint, TilesError> {
     let cp_path = dir.join("checkpoint");
-    let note = fs::read(&cp_path).map_err(io_err(&cp_path))?;
+    let note = read_export_file(dir, "checkpoint", MAX_CHECKPOINT_BYTES, None)?;
     let (cp, _) = Checkpoint::open(&note, std::slice::from_ref(verifier)).map_err(|source| {
         TilesError::Checkpoint {
             path: cp_path.clone(),
@@ -497,7 +524,7 @@ pub fn verify_dir(dir: &Path, verifier: &Verifier) -> Result<Checkpoint, TilesEr
     let mut bundle_paths = Vec::new();
     for (n, width) in tiles_at(size, 0) {
         let rel = entries_path(n, width);
-        let data = read_exact_file(dir, &rel, None)?;
+        let data = read_export_file(dir, &rel, max_bundle_bytes(width), None)?;
         let path = dir.join(&rel);
         leaves.extend(parse_bundle(&path, &data, width)?);
         bundle_paths.push((n, width, path));
@@ -510,7 +537,8 @@ pub fn verify_dir(dir: &Path, verifier: &Verifier) -> Result<Checkpoint, TilesEr
         let mut row = Vec::new();
         for (n, width) in tiles_at(size, level) {
             let rel = tile_path(level, n, width);
-            let data = read_exact_file(dir, &rel, Some(width * HASH_LEN as u64))?;
+            let expected = width * HASH_LEN as u64;
+            let data = read_export_file(dir, &rel, expected, Some(expected))?;
             row.push((dir.join(rel), data));
         }
         levels.push(row);

@@ -446,3 +446,88 @@ fn python_check(dir: &Path, log: &Log) {
         flip(&p, 40);
     }
 }
+
+/// Runs `f` on a thread; a read that blocks (a FIFO opened for reading
+/// waits for a writer forever) fails the test instead of hanging it.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("verify_dir blocked: killed after 60 s")
+}
+
+/// An export is untrusted input: a file replaced by a FIFO, a link to
+/// /dev/zero, a link to a valid copy elsewhere, a directory reached through
+/// a link, or an oversized file, is refused at once naming the file.
+#[test]
+fn hostile_export_files_are_refused_without_blocking() {
+    let f = fixture(257);
+    export(&f.log, &f.out).unwrap();
+    let elsewhere = f._tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let mkfifo = |p: &Path| {
+        assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
+    };
+    type Spoil = fn(&Path, &Path, &dyn Fn(&Path));
+    let cases: [(&str, Spoil, &str); 7] = [
+        ("checkpoint", |p, _, mk| mk(p), "FIFO"),
+        ("tile/0/000", |p, _, mk| mk(p), "FIFO"),
+        ("tile/entries/000", |p, _, mk| mk(p), "FIFO"),
+        (
+            "tile/entries/001.p/1",
+            |p, _, _| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
+            "symbolic link",
+        ),
+        (
+            "tile/0/001.p/1",
+            |p, e, _| {
+                let copy = e.join("copy");
+                std::fs::write(&copy, b"").unwrap();
+                std::os::unix::fs::symlink(&copy, p).unwrap();
+            },
+            "symbolic link",
+        ),
+        (
+            "checkpoint",
+            |p, _, _| std::fs::write(p, vec![b'a'; (2 << 20) as usize]).unwrap(),
+            "larger than 1 MiB",
+        ),
+        (
+            "tile/entries/000",
+            |p, _, _| {
+                std::fs::File::create(p)
+                    .and_then(|f| f.set_len(256 * 65537 + 1))
+                    .unwrap()
+            },
+            "larger than 16777472 bytes",
+        ),
+    ];
+    for (rel, spoil, want) in cases {
+        let p = f.out.join(rel);
+        let saved = std::fs::read(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        spoil(&p, &elsewhere, &mkfifo);
+        let (out, v) = (f.out.clone(), f.log.verifier().clone());
+        let e = within_a_minute(move || verify_dir(&out, &v).map(|_| ()))
+            .expect_err(rel)
+            .to_string();
+        assert!(
+            e.contains(&p.display().to_string()) && e.contains(want),
+            "{rel}: {e}"
+        );
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, saved).unwrap();
+        verify_dir(&f.out, f.log.verifier()).unwrap();
+    }
+    // A directory of the export replaced by a link to a copy of itself.
+    let entries = f.out.join("tile/entries");
+    let moved = elsewhere.join("entries");
+    std::fs::rename(&entries, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &entries).unwrap();
+    let e = verify_dir(&f.out, f.log.verifier())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tile/entries is a symbolic link"), "{e}");
+}

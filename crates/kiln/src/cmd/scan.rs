@@ -358,7 +358,7 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
     let mut pins: Vec<Pin> = Vec::new();
     // Fixed .debs to copy beside the spec, written after `patch.start` is
     // recorded.
-    let mut copies: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let mut copies: Vec<(PathBuf, tempfile::NamedTempFile)> = Vec::new();
     for entry in &spec.debs {
         let deb = kiln_deb::Deb::read_path(&entry.path)
             .with_context(|| format!("{}", entry.path.display()))?;
@@ -405,9 +405,8 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
         let fname = src.file_name().context("deb file name")?.to_owned();
         let rel = Path::new("debs").join(&fname);
         let dst = spec.dir.join(&rel);
-        let bytes = std::fs::read(src)?;
-        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-        copies.push((dst, bytes));
+        let (staged, sha) = stage_deb_copy(src, &spec.dir)?;
+        copies.push((dst, staged));
         let replaces = lock
             .deb
             .iter()
@@ -467,9 +466,13 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
                     .collect::<Vec<_>>(),
             ),
     )?;
-    for (dst, bytes) in &copies {
-        std::fs::create_dir_all(dst.parent().unwrap_or(&spec.dir))?;
-        kiln_oci::layout::write_atomic(dst, bytes)?;
+    for (dst, staged) in copies {
+        let dir = dst.parent().unwrap_or(&spec.dir);
+        std::fs::create_dir_all(dir)?;
+        staged
+            .persist(&dst)
+            .with_context(|| format!("writing {}", dst.display()))?;
+        std::fs::File::open(dir)?.sync_all()?;
     }
     kiln_oci::layout::write_atomic(
         &spec.dir.join(kiln_image::lock::LOCK_FILE),
@@ -653,4 +656,47 @@ fn report(ctx: &Ctx) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Copy the `.deb` at `src` (from `--debs`, untrusted) to a temporary file in
+/// `dir`, streaming and hashing it; returns the file (renamed into place
+/// only after `patch.start` is recorded) and its SHA-256. The source must be
+/// a regular file (opened without blocking: a FIFO fails at once) and is read
+/// no further than its size when opened: a file that grows meanwhile is
+/// refused, never followed forever.
+fn stage_deb_copy(src: &Path, dir: &Path) -> Result<(tempfile::NamedTempFile, String)> {
+    use sha2::Digest as _;
+    use std::io::{Read as _, Write as _};
+    let (f, len) = kiln_oci::untrusted::open_regular(src, kiln_oci::untrusted::Follow::Yes)
+        .with_context(|| format!("reading {}", src.display()))?;
+    let mut staged = tempfile::Builder::new()
+        .prefix(".kiln-patch-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let mut h = sha2::Sha256::new();
+    let mut r = f.take(len.saturating_add(1));
+    let mut buf = vec![0u8; 256 << 10];
+    let mut n = 0u64;
+    loop {
+        let k = r
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", src.display()))?;
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        if n > len {
+            bail!("{}: grew while being copied; refused", src.display());
+        }
+        h.update(&buf[..k]);
+        staged.write_all(&buf[..k])?;
+    }
+    if n != len {
+        bail!(
+            "{}: shrank while being copied ({n} of {len} bytes); refused",
+            src.display()
+        );
+    }
+    staged.as_file().sync_all()?;
+    Ok((staged, hex::encode(h.finalize())))
 }

@@ -636,8 +636,16 @@ fn hostile_key_and_policy_files() {
             stderr(&o)
         );
     }
-    // The spec.
-    for (spec, want) in cases {
+    // The spec (kiln.toml and kiln.lock may be up to 4 MiB).
+    let huge = e.path().join("huge.toml");
+    fs::write(&huge, vec![b'#'; 5 << 20]).unwrap();
+    let spec_cases = [
+        cases[0],
+        cases[1],
+        cases[2],
+        (huge.as_path(), "larger than 4194304"),
+    ];
+    for (spec, want) in spec_cases {
         let o = run_bounded(e.kiln().args(["build", "-f"]).arg(spec));
         assert_eq!(o.status.code(), Some(1), "{spec:?}: {}", stderr(&o));
         assert!(

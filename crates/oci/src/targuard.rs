@@ -1,16 +1,22 @@
 //! A pass-through reader that follows the tar stream's structure and
 //! refuses extension headers (PAX `x`/`g`, GNU long names `L`/`K`) larger
 //! than [`MAX_EXTENSION`]: the `tar` crate reads those into memory whole, so
-//! without this a crafted member could make it buffer gigabytes.
+//! without this a crafted member could make it buffer gigabytes. Every tar
+//! stream kiln reads from something it did not write (a `.deb` member, a
+//! base or imported layer, an archive given to `kiln import`, a layer being
+//! unpacked or scanned) goes through it.
 
 use std::io::{self, Read};
 
 /// The largest extension header accepted.
-pub(crate) const MAX_EXTENSION: u64 = 1 << 20;
+pub const MAX_EXTENSION: u64 = 1 << 20;
 
 const BLOCK: u64 = 512;
 
-pub(crate) struct TarGuard<R> {
+/// Wraps a tar stream: bytes pass through unchanged; an oversized extension
+/// header (or a GNU sparse entry, which kiln never writes) is an
+/// `InvalidData` error before the `tar` crate sees it.
+pub struct TarGuard<R> {
     inner: R,
     header: [u8; 512],
     filled: usize,
@@ -27,7 +33,8 @@ pub(crate) struct TarGuard<R> {
 }
 
 impl<R: Read> TarGuard<R> {
-    pub(crate) fn new(inner: R) -> Self {
+    /// Guards `inner`.
+    pub fn new(inner: R) -> Self {
         TarGuard {
             inner,
             header: [0; 512],
@@ -40,7 +47,8 @@ impl<R: Read> TarGuard<R> {
         }
     }
 
-    pub(crate) fn into_inner(self) -> R {
+    /// The wrapped reader.
+    pub fn into_inner(self) -> R {
         self.inner
     }
 
