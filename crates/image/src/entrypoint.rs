@@ -657,18 +657,7 @@ fn expand(dir: &str, origin: &str) -> Option<String> {
     Some(tree::lexical_join("/", &d))
 }
 
-fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
+use kiln_oci::untrusted::read_full as read_up_to;
 
 /// Positional reads.
 trait At {

@@ -201,6 +201,21 @@ fn too_large(limit: u64) -> io::Error {
     )
 }
 
+/// Read until `buf` is full or the input ends, retrying on EINTR; returns
+/// how many bytes were read (fewer than `buf.len()` only at end of input).
+pub fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// `n` bytes as a person reads a limit: `1 MiB`, `64 KiB`, `100 bytes`.
 pub fn human(n: u64) -> String {
     if n >= 1 << 20 && n.is_multiple_of(1 << 20) {

@@ -693,18 +693,7 @@ fn next_location(
         })
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
+use kiln_oci::untrusted::read_full;
 
 /// A pulled image whose blobs are in the store but not yet in its index.
 #[must_use = "the pull is not visible until applied"]

@@ -143,23 +143,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
             reference.as_deref(),
             format,
             &a.out,
-            || {
-                ctx.record(
-                    ctx.event("image.export")
-                        .resource(super::image_resource(&img))
-                        .resource(kiln_audit::Resource::new(
-                            "archive",
-                            a.out.display().to_string(),
-                        ))
-                        .detail("format", a.format.name()),
-                )
-                .map(|_| ())
-                .map_err(|e| {
-                    let msg = format!("{e:#}");
-                    failed = Some(e);
-                    msg
-                })
-            },
+            recorder(
+                ctx,
+                ctx.event("image.export")
+                    .resource(super::image_resource(&img))
+                    .resource(kiln_audit::Resource::new(
+                        "archive",
+                        a.out.display().to_string(),
+                    ))
+                    .detail("format", a.format.name()),
+                &mut failed,
+            ),
         );
         if let Some(e) = failed {
             return Err(e.context(format!("{} was not exported", a.out.display())));
@@ -194,29 +188,23 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         &referrers,
         &tagged,
         &a.out,
-        || {
-            ctx.record(
-                ctx.event("image.export")
-                    .resource(super::image_resource(&img))
-                    .resource(kiln_audit::Resource::new(
-                        "layout",
-                        a.out.display().to_string(),
-                    ))
-                    .detail(
-                        "referrers",
-                        referrers
-                            .iter()
-                            .map(|d| d.digest.to_string())
-                            .collect::<Vec<_>>(),
-                    ),
-            )
-            .map(|_| ())
-            .map_err(|e| {
-                let msg = format!("{e:#}");
-                failed = Some(e);
-                msg
-            })
-        },
+        recorder(
+            ctx,
+            ctx.event("image.export")
+                .resource(super::image_resource(&img))
+                .resource(kiln_audit::Resource::new(
+                    "layout",
+                    a.out.display().to_string(),
+                ))
+                .detail(
+                    "referrers",
+                    referrers
+                        .iter()
+                        .map(|d| d.digest.to_string())
+                        .collect::<Vec<_>>(),
+                ),
+            &mut failed,
+        ),
     );
     if let Some(e) = failed {
         return Err(e.context(format!("{} was not exported", a.out.display())));
@@ -250,4 +238,22 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     }
     println!("{digest}");
     Ok(())
+}
+
+/// The `record` step of an export: append `event` to the audit log once the
+/// output is complete under its temporary name, before it is renamed into
+/// place. The library sees only a message; the full error is kept in
+/// `failed` so the command reports it with its chain.
+fn recorder<'a>(
+    ctx: &'a Ctx,
+    event: kiln_audit::Event,
+    failed: &'a mut Option<anyhow::Error>,
+) -> impl FnOnce() -> std::result::Result<(), String> + 'a {
+    move || {
+        ctx.record(event).map(|_| ()).map_err(|e| {
+            let msg = format!("{e:#}");
+            *failed = Some(e);
+            msg
+        })
+    }
 }
