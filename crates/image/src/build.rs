@@ -137,10 +137,18 @@ pub fn resolve_epoch(sde: Option<&str>, spec_dir: &Path) -> Result<(u64, String)
         let n: u64 = t.parse().map_err(|_| BuildError::BadEpoch(v.to_string()))?;
         return Ok((n, "SOURCE_DATE_EPOCH".into()));
     }
+    // The spec directory may be someone else's checkout: its repository
+    // config must not get git to run anything (fsmonitor, hooks, a pager,
+    // a credential prompt); command-line `-c` overrides the repository's.
     let out = std::process::Command::new("git")
+        .args(["--no-pager", "-c", "core.fsmonitor=false"])
+        .args(["-c", "core.hooksPath=/dev/null", "-c", "core.pager=cat"])
         .arg("-C")
         .arg(spec_dir)
         .args(["log", "-1", "--format=%ct", "--", "."])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .output();
     if let Ok(o) = out
