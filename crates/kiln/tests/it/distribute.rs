@@ -561,3 +561,39 @@ fn tls_registry_with_a_ca_file() {
     assert!(o.status.success(), "pull over TLS: {}", stderr(&o));
     assert_eq!(last_line(&o), d);
 }
+
+#[test]
+fn a_pull_whose_event_cannot_be_recorded_leaves_no_image() {
+    let Some(reg) = Registry::start() else { return };
+    let e = Env::new();
+    let d = e.build(&[]);
+    let target = format!("127.0.0.1:{}/hello:1.0.0", reg.port);
+    let o = run(e
+        .kiln()
+        .args(["push", "hello:1.0.0", &target, "--insecure"]));
+    assert!(o.status.success(), "push: {}", stderr(&o));
+    // Every audit append fails as on a full disk (a debug-build hook): the
+    // pulled blobs may be in the store, but no tag and no index entry are.
+    let other = e.path().join("state-b");
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &other)
+        .env("KILN_TEST_AUDIT_FAIL", "1")
+        .args(["pull", &target, "--insecure"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("No space left"), "{}", stderr(&o));
+    let index = fs::read_to_string(other.join("store/index.json")).unwrap_or_default();
+    assert!(!index.contains(d.trim_start_matches("sha256:")), "{index}");
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &other)
+        .args(["inspect", &format!("hello@{d}")]));
+    assert!(!o.status.success(), "the unrecorded pull is visible");
+    // The retry is an ordinary pull.
+    let o = run(e
+        .kiln()
+        .env("KILN_STATE_DIR", &other)
+        .args(["pull", &target, "--insecure"]));
+    assert!(o.status.success(), "retry: {}", stderr(&o));
+    assert_eq!(last_line(&o), d);
+}
