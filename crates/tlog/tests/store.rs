@@ -583,3 +583,61 @@ fn refuse_changes_marker_persists_until_cleared() {
     assert!(!other.clear_refusal().unwrap());
     assert_eq!(log.append(b"y").unwrap(), 3);
 }
+
+#[test]
+fn a_repeated_newest_checkpoint_does_not_hide_the_newest_batch() {
+    // Copying the newest checkpoint frame needs no key; it must not make
+    // the newest batch look empty and so skip its check.
+    let d = batches(&[3]);
+    let before = std::fs::metadata(d.path().join("checkpoints"))
+        .unwrap()
+        .len() as usize;
+    {
+        let log = open(d.path());
+        let es: Vec<Vec<u8>> = (3..7).map(same_len).collect();
+        let refs: Vec<&[u8]> = es.iter().map(|e| e.as_slice()).collect();
+        log.append_batch(&refs).unwrap();
+    }
+    let path = d.path().join("checkpoints");
+    let mut cps = std::fs::read(&path).unwrap();
+    let frame = cps[before..].to_vec();
+    cps.extend_from_slice(&frame);
+    std::fs::write(&path, &cps).unwrap();
+    swap(d.path(), 4, 5);
+    let snap = snapshot(d.path());
+    let log = open(d.path());
+    let why = log
+        .poisoned()
+        .expect("a repeated checkpoint hid a tampered newest batch");
+    assert!(why.contains("not fewer than"), "{why}");
+    assert!(log.append(b"after tampering").is_err());
+    drop(log);
+    assert_eq!(snapshot(d.path()), snap, "open changed a tampered log");
+}
+
+#[test]
+fn a_crafted_index_offset_reads_as_damage_not_overflow() {
+    let d = batches(&[2, 2]);
+    // Point the newest event's record at u64::MAX - 2.
+    let path = d.path().join("index");
+    let mut idx = std::fs::read(&path).unwrap();
+    idx[3 * 8..4 * 8].copy_from_slice(&(u64::MAX - 2).to_be_bytes());
+    std::fs::write(&path, &idx).unwrap();
+    // Opening does not panic, and nothing is accepted on top of it.
+    let log = open(d.path());
+    assert!(log.verify(None).is_err());
+}
+
+#[test]
+fn an_empty_batch_signs_no_checkpoint() {
+    let d = batches(&[2]);
+    let path = d.path().join("checkpoints");
+    let before = std::fs::read(&path).unwrap();
+    let log = open(d.path());
+    assert_eq!(log.append_batch(&[]).unwrap(), 2);
+    drop(log);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let log = open(d.path());
+    assert!(log.poisoned().is_none());
+    log.append(b"next").unwrap();
+}
