@@ -63,7 +63,9 @@ pub struct GcPlan {
     pub kept: usize,
     /// Unreferenced blobs kept because they are younger than the window.
     pub young_blobs: usize,
-    index_changed: bool,
+    /// Whether `index.json` changes (an entry removed, or an old entry
+    /// stamped with when gc first saw it).
+    pub index_changed: bool,
 }
 
 impl GcPlan {
@@ -97,6 +99,14 @@ fn mtime_secs(m: &fs::Metadata) -> u64 {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// An entry that entered the store within the keep window.
+fn young(d: &Descriptor, policy: &GcPolicy) -> bool {
+    d.annotations
+        .get(annotations::STORED)
+        .and_then(|s| crate::time::parse_utc(s))
+        .is_some_and(|t| policy.now.saturating_sub(t) < policy.keep_untagged_secs)
 }
 
 /// Unix seconds now.
@@ -137,6 +147,9 @@ impl Store {
                     None
                 };
                 match subject {
+                    // A referrer written moments ago may not have its
+                    // subject tagged yet (a build adds its SBOMs first).
+                    Some(_) if young(&d, policy) => Need::Root,
                     Some(s) => Need::Subject(s, Removal::Referrer { subject: s }),
                     None if policy.pinned.contains(&d.digest) => Need::Root,
                     None => {
@@ -166,6 +179,10 @@ impl Store {
             .filter(|(_, n)| matches!(n, Need::Root))
             .map(|(d, _)| d.digest)
             .collect();
+        // What the fleet pins is kept even when no index entry names it (a
+        // store from before untagged images stayed in the index): its
+        // referrers and blobs stay with it.
+        kept.extend(policy.pinned.iter().copied());
         loop {
             let before = kept.len();
             for (d, n) in &entries {
@@ -194,9 +211,32 @@ impl Store {
                 removed.push(RemovedEntry { descriptor: d, why });
             }
         }
-        // Every blob a kept entry reaches.
+        // Every blob a kept entry (or a pinned manifest) reaches.
         let mut reachable = BTreeSet::new();
         let mut stack: Vec<Descriptor> = out.manifests.clone();
+        for p in &policy.pinned {
+            if out.manifests.iter().any(|d| d.digest == *p) {
+                continue;
+            }
+            let path = self.blob_path(p);
+            let Ok(m) = fs::symlink_metadata(&path) else {
+                continue; // not in this store: nothing to keep
+            };
+            if !m.is_file() || m.len() > crate::layout::MAX_MANIFEST_SIZE {
+                continue;
+            }
+            let d = Descriptor::new(media::MANIFEST, *p, m.len());
+            match self
+                .read_descriptor(&d)
+                .and_then(|b| ImageManifest::from_bytes(&b, &p.to_string()))
+            {
+                Ok(_) => stack.push(d),
+                // Not an image manifest kiln can walk: keep the blob itself.
+                Err(_) => {
+                    reachable.insert(*p);
+                }
+            }
+        }
         while let Some(d) = stack.pop() {
             if !reachable.insert(d.digest) {
                 continue;
@@ -350,6 +390,69 @@ mod tests {
         }
         assert_eq!(store.referrers(&two.digest).unwrap().len(), 1);
         assert_eq!(store.images().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_referrer_written_before_its_subject_is_tagged_is_kept() {
+        // A build adds its SBOM referrers, then tags the image, under two
+        // index locks: a gc in between must not drop the fresh referrers.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_init(dir.path()).unwrap();
+        let mut st = store.staging().unwrap();
+        let img = manifest(&mut st, b"img", None);
+        let sbom = manifest(&mut st, b"sbom", Some(&img));
+        st.commit().unwrap();
+        store.add_untagged(std::slice::from_ref(&sbom)).unwrap();
+        let lock = store.lock_index().unwrap();
+        let plan = store.gc_plan(&lock, &policy(3600)).unwrap();
+        assert!(plan.removed.is_empty(), "{:?}", plan.removed);
+        assert!(!plan.blobs.iter().any(|b| b.0 == img.digest));
+        // Past the window, an orphaned referrer goes.
+        let plan = store.gc_plan(&lock, &policy(0)).unwrap();
+        assert_eq!(plan.removed.len(), 1);
+    }
+
+    #[test]
+    fn a_pinned_image_outside_the_index_keeps_its_blobs_and_referrers() {
+        // A store from before untagged images stayed in the index: the
+        // fleet pins a manifest no entry names.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_or_init(dir.path()).unwrap();
+        let mut st = store.staging().unwrap();
+        let old = manifest(&mut st, b"old layer", None);
+        let sbom = manifest(&mut st, b"old sbom", Some(&old));
+        st.commit().unwrap();
+        store.add_untagged(std::slice::from_ref(&sbom)).unwrap();
+        let mut p = policy(0);
+        p.pinned.insert(old.digest);
+        let lock = store.lock_index().unwrap();
+        let plan = store.gc_plan(&lock, &p).unwrap();
+        assert!(plan.removed.is_empty(), "{:?}", plan.removed);
+        let blobs: BTreeSet<Digest> = plan.blobs.iter().map(|b| b.0).collect();
+        for d in [old.digest, Digest::of(b"old layer"), sbom.digest] {
+            assert!(!blobs.contains(&d), "{d} would be deleted");
+        }
+        // Unpinned, they go.
+        let plan = store.gc_plan(&lock, &policy(0)).unwrap();
+        let blobs: BTreeSet<Digest> = plan.blobs.iter().map(|b| b.0).collect();
+        assert!(blobs.contains(&old.digest) && blobs.contains(&Digest::of(b"old layer")));
+    }
+
+    #[test]
+    fn gc_waits_for_every_open_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Store::open_or_init(dir.path()).unwrap();
+        let reader = Store::open(dir.path()).unwrap();
+        let busy = Store::try_open_exclusive(dir.path()).unwrap_err();
+        assert!(busy.to_string().contains("in use"), "{busy}");
+        drop(writer);
+        assert!(Store::try_open_exclusive(dir.path()).is_err());
+        drop(reader);
+        let gc = Store::try_open_exclusive(dir.path()).unwrap();
+        // While gc has it, nobody else does.
+        assert!(Store::try_open_exclusive(dir.path()).is_err());
+        drop(gc);
+        Store::open(dir.path()).unwrap();
     }
 
     #[test]

@@ -40,6 +40,65 @@ pub struct Store {
     /// Record when each manifest entered the layout (`dev.kiln.stored`):
     /// on for kiln's store, off for exports (whose index stays reproducible).
     stamp: bool,
+    /// `.kiln/use.lock`, held shared by every open store (a build, pull or
+    /// sign between writing its blobs and tagging them) and exclusively by
+    /// `kiln gc`, so gc never runs in the middle of a writer. `None` when the
+    /// layout is not writable (a read-only source layout).
+    _use: Option<std::sync::Arc<File>>,
+}
+
+/// How a store is opened with respect to `kiln gc`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Use {
+    /// Any reader or writer: gc waits for it, it waits for gc.
+    Shared,
+    /// gc: alone with the store.
+    Exclusive,
+    /// gc, without waiting: `WouldBlock` while another process uses it.
+    TryExclusive,
+}
+
+fn use_lock(root: &Path, how: Use) -> Result<Option<std::sync::Arc<File>>, OciError> {
+    let private = root.join(PRIVATE);
+    let path = private.join("use.lock");
+    let opened = fs::create_dir_all(&private).and_then(|()| {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+    });
+    let file = match opened {
+        Ok(f) => f,
+        // A layout kiln cannot write to is only read: nothing for gc to wait on.
+        Err(e)
+            if how == Use::Shared
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+                ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(OciError::io(&path, e)),
+    };
+    match how {
+        Use::Shared => file.lock_shared().map_err(|e| OciError::io(&path, e))?,
+        Use::Exclusive => file.lock().map_err(|e| OciError::io(&path, e))?,
+        Use::TryExclusive => file.try_lock().map_err(|e| {
+            OciError::io(
+                &path,
+                match e {
+                    fs::TryLockError::WouldBlock => io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "the store is in use by another kiln process",
+                    ),
+                    fs::TryLockError::Error(e) => e,
+                },
+            )
+        })?,
+    }
+    Ok(Some(std::sync::Arc::new(file)))
 }
 
 /// The exclusive lock on a layout's `index.json` (held until dropped).
@@ -186,7 +245,12 @@ impl Store {
     pub fn open_or_init(root: impl Into<PathBuf>) -> Result<Store, OciError> {
         let root = root.into();
         fs::create_dir_all(root.join("blobs/sha256")).map_err(|e| OciError::io(&root, e))?;
-        let store = Store { root, stamp: true };
+        let _use = use_lock(&root, Use::Shared)?;
+        let store = Store {
+            root,
+            stamp: true,
+            _use,
+        };
         store.sweep_stale_stages();
         if !store.root.join(LAYOUT_FILE).exists() {
             store.write_atomic(&store.root.join(LAYOUT_FILE), LAYOUT_CONTENT)?;
@@ -200,12 +264,31 @@ impl Store {
 
     /// Open an existing layout read-only (a base image, an export).
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, OciError> {
-        let store = Store {
-            root: root.into(),
+        Store::open_as(root.into(), Use::Shared)
+    }
+
+    /// [`Store::open`] for `kiln gc`: waits until no other process has the
+    /// store open, and keeps every other opener waiting until dropped.
+    pub fn open_exclusive(root: impl Into<PathBuf>) -> Result<Store, OciError> {
+        Store::open_as(root.into(), Use::Exclusive)
+    }
+
+    /// [`Store::open_exclusive`] without waiting: an error whose source is
+    /// `WouldBlock` while another process has the store open.
+    pub fn try_open_exclusive(root: impl Into<PathBuf>) -> Result<Store, OciError> {
+        Store::open_as(root.into(), Use::TryExclusive)
+    }
+
+    fn open_as(root: PathBuf, how: Use) -> Result<Store, OciError> {
+        // Check before creating `.kiln/` in something that is not a layout.
+        let probe = Store {
+            root,
             stamp: true,
+            _use: None,
         };
-        store.check_layout()?;
-        Ok(store)
+        probe.check_layout()?;
+        let _use = use_lock(&probe.root, how)?;
+        Ok(Store { _use, ..probe })
     }
 
     /// This layout without `dev.kiln.stored` stamps on what is tagged or

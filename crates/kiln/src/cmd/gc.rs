@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use anyhow::{Context, Result};
 use kiln_fleet::api::{self, ApiError, Request};
 use kiln_oci::gc::{GcPolicy, Removal, now_secs};
-use kiln_oci::{Digest, annotations};
+use kiln_oci::{Digest, Store, annotations};
 use serde_json::json;
 
 use super::{Ctx, human, print_json};
@@ -77,8 +77,19 @@ fn fleet_pins(ctx: &Ctx) -> Result<BTreeSet<Digest>> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
-    let store = ctx.store()?;
+    // The fleet's pins first: asking the daemon while holding the store
+    // would wait on a daemon that is itself waiting to open the store.
     let pinned = fleet_pins(ctx)?;
+    let root = ctx.state_dir.join("store");
+    if !root.join("oci-layout").exists() {
+        anyhow::bail!(
+            "no image store at {} (build an image first, or pass --state-dir)",
+            root.display()
+        );
+    }
+    // Alone with the store: a build, pull or sign that has written blobs
+    // but not yet tagged them holds it open (shared) until it is done.
+    let store = Store::open_exclusive(&root)?;
     let lock = store.lock_index()?;
     let policy = GcPolicy {
         keep_untagged_secs: a.keep_untagged,
@@ -115,7 +126,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         "young_blobs_kept": plan.young_blobs,
     });
     if !a.dry_run {
-        if plan.removed.is_empty() && plan.blobs.is_empty() {
+        if plan.removed.is_empty() && plan.blobs.is_empty() && !plan.index_changed {
             // Nothing to change: nothing to record.
         } else {
             ctx.record(

@@ -416,6 +416,7 @@ fn signature_rule(store: &Store, policy: &Policy, role: &str, digest: &Digest) -
 
 /// Where an attestation's envelope is stored: a DSSE envelope blob (referrer or `.att`
 /// layer) or a Sigstore bundle blob (referrer) holding the envelope.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum EnvelopeBlob {
     Dsse,
     Bundle,
@@ -471,16 +472,18 @@ fn collect_attestations(
             }
         }
     }
-    let mut seen_blobs: Vec<Digest> = Vec::new();
+    // A blob is read once per way it is presented: a bundle referrer naming
+    // an envelope's blob must not hide the valid envelope itself.
+    let mut seen_blobs: Vec<(Digest, EnvelopeBlob)> = Vec::new();
     // (PAE, signatures) of each envelope already taken.
     let mut seen_envelopes: Vec<(Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
     let mut envelopes = 0;
     let mut claims = Vec::new();
     for (src, l, kind) in layers {
-        if seen_blobs.contains(&l.digest) {
+        if seen_blobs.contains(&(l.digest, kind)) {
             continue;
         }
-        seen_blobs.push(l.digest);
+        seen_blobs.push((l.digest, kind));
         let bytes = match store.read_descriptor(&l) {
             Ok(b) => b,
             Err(e) => {
