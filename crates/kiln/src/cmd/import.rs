@@ -63,6 +63,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         a.dir.display().to_string(),
     ));
     let mut _scratch = None;
+    let mut _scratch_lock = None;
     let src = if a.dir.is_dir() {
         Store::open(&a.dir).context(what.clone())?
     } else {
@@ -74,8 +75,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0)
         ));
+        sweep_stale_scratch(&ctx.state_dir.join("tmp"));
         fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         _scratch = Some(RemoveDirOnDrop(tmp.clone()));
+        // Held while this import runs: a later import's sweep removes the
+        // directory only when nobody holds it (a killed import's leftovers).
+        let lock = fs::File::create(tmp.join(".lock"))
+            .with_context(|| format!("creating {}", tmp.join(".lock").display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", tmp.join(".lock").display()))?;
+        _scratch_lock = Some(lock);
         kiln_image::archive::unpack_archive(&a.dir, &tmp).context(what.clone())?
     };
     let index = src.index().context(what.clone())?;
@@ -187,6 +196,31 @@ impl Drop for RemoveDirOnDrop {
         let _ = fs::remove_dir_all(&self.0);
         if let Some(parent) = self.0.parent() {
             let _ = fs::remove_dir(parent);
+        }
+    }
+}
+
+/// Remove the scratch directories of archive imports that were killed:
+/// those whose `.lock` nobody holds, or that never got one and are over an
+/// hour old. Best effort: a directory that cannot be inspected is left.
+fn sweep_stale_scratch(tmp: &std::path::Path) {
+    let Ok(rd) = fs::read_dir(tmp) else { return };
+    for e in rd.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("import-") {
+            continue;
+        }
+        let dir = e.path();
+        let stale = match fs::OpenOptions::new().write(true).open(dir.join(".lock")) {
+            Ok(f) => f.try_lock().is_ok(),
+            Err(_) => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(3600)),
+        };
+        if stale {
+            let _ = fs::remove_dir_all(&dir);
         }
     }
 }

@@ -828,3 +828,31 @@ fn pull_and_push_time_out_naming_the_url() {
         "{err}"
     );
 }
+
+#[test]
+fn a_killed_archive_imports_scratch_is_swept_a_live_one_kept() {
+    let e = Env::new();
+    e.build(&[]);
+    let archive = e.path().join("hello.oci.tar");
+    let o = run(e
+        .kiln()
+        .args(["export", "hello:1.0.0", "--format", "oci-archive", "--out"])
+        .arg(&archive));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tmp = e.state().join("tmp");
+    // Left by a killed import: a lock file nobody holds, and extracted data.
+    let dead = tmp.join("import-4242420-1");
+    fs::create_dir_all(dead.join("blobs")).unwrap();
+    fs::write(dead.join(".lock"), "").unwrap();
+    fs::write(dead.join("blobs/big"), vec![0u8; 1 << 20]).unwrap();
+    // An import still running in another process: its lock is held.
+    let live = tmp.join("import-4242421-1");
+    fs::create_dir_all(&live).unwrap();
+    let held = fs::File::create(live.join(".lock")).unwrap();
+    held.lock().unwrap();
+    let o = run(e.kiln().arg("import").arg(&archive));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!dead.exists(), "a killed import's scratch was left behind");
+    assert!(live.exists(), "a running import's scratch was removed");
+    drop(held);
+}
