@@ -138,6 +138,10 @@ struct Shared {
     /// Inode records of unpacked root filesystems, per image digest (a
     /// cache of the state database's `rootfs-inodes` table).
     inodes: Mutex<HashMap<String, Arc<kiln_drift::InodeRecord>>>,
+    /// Drifted root filesystems that could not be moved into quarantine:
+    /// still at their cached path, so no instance may start on them until
+    /// a retried quarantine succeeds.
+    condemned: Mutex<std::collections::HashSet<PathBuf>>,
     /// When each root filesystem was last swept, and how often to.
     sweep_clock: Mutex<HashMap<PathBuf, Instant>>,
     sweep_every: Duration,
@@ -284,6 +288,7 @@ impl Daemon {
             drift_clock: Mutex::new((Instant::now(), HashMap::new())),
             full_scan: full_scan_interval(),
             inodes: Mutex::new(HashMap::new()),
+            condemned: Mutex::new(std::collections::HashSet::new()),
             sweep_clock: Mutex::new(HashMap::new()),
             sweep_every: sweep_interval(),
         });
@@ -1061,10 +1066,14 @@ impl Shared {
                 .find(|i| i.replaces.as_deref() == Some(old.id.as_str()));
             match successor {
                 None => {
-                    if self
-                        .start_instance(w, name, &active, Some(old.id.clone()))
-                        .is_err()
-                    {
+                    if let Err(e) = self.start_instance(w, name, &active, Some(old.id.clone())) {
+                        if let Some(svc) = w.st.services.get_mut(name)
+                            && svc.message != e
+                        {
+                            eprintln!("kiln serve: replacing {}: {e}", old.id);
+                            svc.message = e;
+                            w.dirty = true;
+                        }
                         return;
                     }
                 }
@@ -1222,6 +1231,13 @@ impl Shared {
         let mut rootfs = kiln_runtime::unpack(&store, &digest, &self.rootfs_dir)
             .map_err(|e| format!("unpacking {}: {e}", rel.image))?;
         self.keep_inodes(&rel.image.digest, rootfs.inodes.take());
+        // A drifted copy that could not be moved away earlier is never used:
+        // move it now, or refuse.
+        if !rootfs.fresh && lock(&self.condemned).contains(&rootfs.path) {
+            self.quarantine_rootfs(&rootfs.path, &rel.image.digest)
+                .map_err(|e| refuse_drifted(&rel.image.to_string(), &e))?;
+            rootfs = self.unpack_fresh(&store, &digest, &rel.image.to_string())?;
+        }
         // A cached root filesystem nobody watched may have been changed: check
         // it before anything runs on it, and start over from the image if so.
         if !rootfs.fresh && !lock(&self.watches).contains_key(&rootfs.path) {
@@ -1234,10 +1250,9 @@ impl Shared {
                         &rel.image.digest,
                         &diff,
                         "unwatched cached copy, checked before use",
-                    );
-                    rootfs = kiln_runtime::unpack(&store, &digest, &self.rootfs_dir)
-                        .map_err(|e| format!("unpacking {}: {e}", rel.image))?;
-                    self.keep_inodes(&rel.image.digest, rootfs.inodes.take());
+                    )
+                    .map_err(|e| refuse_drifted(&rel.image.to_string(), &e))?;
+                    rootfs = self.unpack_fresh(&store, &digest, &rel.image.to_string())?;
                 }
                 Err(e) => {
                     return Err(format!(
@@ -1523,8 +1538,8 @@ impl Shared {
     fn keep_inodes(&self, digest: &str, record: Option<kiln_drift::InodeRecord>) {
         let Some(record) = record else { return };
         if let Err(e) = self.db.save_inodes(digest, &record) {
-            // Held in memory still; after a restart the rootfs is checked
-            // against the link counts its manifest implies and recorded anew.
+            // Held in memory still; after a restart the rootfs has no record
+            // and is replaced by a fresh unpack (see `fs_drift`).
             eprintln!("kiln serve: {e}");
         }
         lock(&self.inodes).insert(digest.to_string(), Arc::new(record));
@@ -1543,10 +1558,28 @@ impl Shared {
             }
             Ok(None) => None,
             Err(e) => {
-                eprintln!("kiln serve: {e}; checking against the manifest's link counts");
+                eprintln!("kiln serve: {e}; the root filesystem counts as having no record");
                 None
             }
         }
+    }
+
+    /// Unpack `digest` after its cached copy was moved away; anything but a
+    /// fresh unpack (which takes its record before the rootfs is visible)
+    /// is refused.
+    fn unpack_fresh(
+        &self,
+        store: &Store,
+        digest: &Digest,
+        image: &str,
+    ) -> Result<kiln_runtime::Rootfs, String> {
+        let mut rootfs = kiln_runtime::unpack(store, digest, &self.rootfs_dir)
+            .map_err(|e| format!("unpacking {image}: {e}"))?;
+        if !rootfs.fresh {
+            return Err(refuse_drifted(image, "it is still in the cache"));
+        }
+        self.keep_inodes(&digest.to_string(), rootfs.inodes.take());
+        Ok(rootfs)
     }
 
     /// Forget the inode record of `digest` (its rootfs was moved away).
@@ -1560,29 +1593,34 @@ impl Shared {
     /// Compare one root filesystem with its image's file manifest: every
     /// content, and each path's inode number and link count with the record
     /// taken at unpack. A rootfs without a record (unpacked by an older
-    /// kiln, or its record lost) is held to the link counts the manifest
-    /// implies and, when that passes, recorded as it is now.
+    /// kiln, or its record lost) is drift: what is on disk now cannot be
+    /// told apart from a tampered tree (a file swapped for an outside inode
+    /// with the same content passes every hash and link count), so it is
+    /// never recorded here — it is quarantined and unpacked afresh, and the
+    /// fresh unpack takes the record.
     fn fs_drift(&self, rootfs: &Path, digest: &str) -> Result<Option<Value>, String> {
         let b = self.drift_baseline(digest)?;
-        let record = self.inode_record(digest);
-        let (diff, found) =
-            kiln_drift::check_rootfs_with(rootfs, &b.manifest, record.as_deref(), &MOUNT_POINTS)
+        let Some(record) = self.inode_record(digest) else {
+            return Ok(Some(no_record_diff()));
+        };
+        let (diff, _) =
+            kiln_drift::check_rootfs_with(rootfs, &b.manifest, Some(&record), &MOUNT_POINTS)
                 .map_err(|e| e.to_string())?;
         if diff.exit_code() == 0 {
-            if record.is_none() {
-                self.keep_inodes(digest, Some(found));
-            }
             return Ok(None);
         }
         Ok(Some(serde_json::to_value(&diff).unwrap_or(Value::Null)))
     }
 
     /// The cheap metadata sweep of one root filesystem (see
-    /// [`crate::drift::sweep_rootfs`]).
+    /// [`crate::drift::sweep_rootfs`]); no record is drift, as in
+    /// [`Shared::fs_drift`].
     fn sweep_drift(&self, rootfs: &Path, digest: &str) -> Result<Option<Value>, String> {
         let b = self.drift_baseline(digest)?;
-        let record = self.inode_record(digest);
-        let diff = crate::drift::sweep_rootfs(rootfs, &b.entries, record.as_deref(), &MOUNT_POINTS)
+        let Some(record) = self.inode_record(digest) else {
+            return Ok(Some(no_record_diff()));
+        };
+        let diff = crate::drift::sweep_rootfs(rootfs, &b.entries, Some(&record), &MOUNT_POINTS)
             .map_err(|e| e.to_string())?;
         Ok(diff.map(|d| serde_json::to_value(&d).unwrap_or(Value::Null)))
     }
@@ -1609,9 +1647,43 @@ impl Shared {
         f
     }
 
+    /// Move the directory of a drifted root filesystem into quarantine
+    /// (evidence, and out of the cache so the next unpack is fresh). Its
+    /// inode record is forgotten only once the move succeeded: a copy left
+    /// at its cached path stays held to the record (and is refused).
+    fn quarantine_rootfs(&self, rootfs: &Path, digest: &str) -> Result<PathBuf, String> {
+        let dir = rootfs
+            .parent()
+            .ok_or_else(|| format!("{} has no parent directory", rootfs.display()))?;
+        let quarantine = self.fleet_dir.join("quarantine");
+        std::fs::create_dir_all(&quarantine)
+            .map_err(|e| format!("creating {}: {e}", quarantine.display()))?;
+        let to = quarantine.join(format!(
+            "{}-{}",
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            now_ms()
+        ));
+        std::fs::rename(dir, &to)
+            .map_err(|e| format!("moving {} to {}: {e}", dir.display(), to.display()))?;
+        lock(&self.condemned).remove(rootfs);
+        self.forget_inodes(digest);
+        Ok(to)
+    }
+
     /// A drifted root filesystem: keep it as evidence outside the cache (so
     /// replacements unpack a fresh copy) and mark every instance on it.
-    fn rootfs_drifted(&self, w: &mut World, rootfs: &Path, digest: &str, diff: &Value, how: &str) {
+    /// `Err` when it could not be moved away: it stays condemned, and no
+    /// instance starts on it until a retried move succeeds.
+    fn rootfs_drifted(
+        &self,
+        w: &mut World,
+        rootfs: &Path,
+        digest: &str,
+        diff: &Value,
+        how: &str,
+    ) -> Result<(), String> {
         let mut affected = Vec::new();
         for (name, svc) in w.st.services.iter_mut() {
             for inst in svc.instances.values_mut() {
@@ -1626,38 +1698,42 @@ impl Shared {
         }
         lock(&self.watches).remove(rootfs);
         lock(&self.sweep_clock).remove(rootfs);
-        self.forget_inodes(digest);
-        let quarantine = self.fleet_dir.join("quarantine");
-        let _ = std::fs::create_dir_all(&quarantine);
-        let kept = rootfs.parent().map(|dir| {
-            let to = quarantine.join(format!(
-                "{}-{}",
-                dir.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                now_ms()
-            ));
-            (std::fs::rename(dir, &to).is_ok(), to)
-        });
+        let kept = self.quarantine_rootfs(rootfs, digest);
+        if kept.is_err() {
+            lock(&self.condemned).insert(rootfs.to_path_buf());
+        }
         w.dirty = true;
+        let reason = if is_no_record(diff) {
+            format!(
+                "root filesystem has no unpack-time inode record, so it cannot be told apart from a tampered one ({how})"
+            )
+        } else {
+            format!("root filesystem differs from the image's file manifest ({how})")
+        };
         let mut ev = Event::new("drift.detected", "kiln serve")
             .resource(Resource::new("image", digest))
-            .reason(Some(&format!(
-                "root filesystem differs from the image's file manifest ({how})"
-            )))
+            .reason(Some(&reason))
             .detail("kind", "filesystem")
-            .detail("diff", diff.clone())
-            .detail(
-                "response",
-                "replace every instance on it; the root filesystem is kept as evidence",
-            );
-        if let Some((true, to)) = kept {
-            ev = ev.detail("evidence", to.display().to_string());
-        }
+            .detail("diff", diff.clone());
+        ev = match &kept {
+            Ok(to) => ev
+                .detail(
+                    "response",
+                    "replace every instance on it; the root filesystem is kept as evidence",
+                )
+                .detail("evidence", to.display().to_string()),
+            Err(e) => ev
+                .detail(
+                    "response",
+                    "replace every instance on it; the root filesystem could not be moved away, so no instance starts on it until it can be",
+                )
+                .detail("quarantine_error", e.clone()),
+        };
         for (name, id) in &affected {
             ev = ev.resource(Resource::named("instance", id, name.clone()));
         }
         self.record(ev);
+        kept.map(|_| ())
     }
 
     fn instance_drifted(
@@ -1773,7 +1849,8 @@ impl Shared {
             };
             match result {
                 Ok(Some(diff)) => {
-                    self.rootfs_drifted(w, &root, &digest, &diff, how);
+                    // A failed move is in the event; the rootfs stays condemned.
+                    let _ = self.rootfs_drifted(w, &root, &digest, &diff, how);
                 }
                 Ok(None) => {
                     if due {
@@ -1832,7 +1909,9 @@ impl Shared {
                             Err(e) => return Response::err(format!("checking {}: {e}", inst.id)),
                         };
                         if let Some(diff) = &v {
-                            self.rootfs_drifted(&mut w, r, &digest, diff, "kiln drift check");
+                            // A failed move is in the event; the rootfs stays condemned.
+                            let _ =
+                                self.rootfs_drifted(&mut w, r, &digest, diff, "kiln drift check");
                         }
                         checked_roots.insert(r.clone(), v.clone());
                         v
@@ -2192,6 +2271,12 @@ impl Shared {
             let mut rootfs = kiln_runtime::unpack(&store, &digest, &self.rootfs_dir)
                 .map_err(|e| e.to_string())?;
             self.keep_inodes(&rel.image.digest, rootfs.inodes.take());
+            if !rootfs.fresh && lock(&self.condemned).contains(&rootfs.path) {
+                return Err(refuse_drifted(
+                    &rel.image.to_string(),
+                    "it is still in the cache",
+                ));
+            }
             let mut spec = InstanceSpec::from_image(&id, &rootfs).map_err(|e| e.to_string())?;
             spec.args = vec!["/run/kiln-debug/busybox".into(), "sh".into()];
             spec.terminal = terminal;
@@ -2404,4 +2489,20 @@ fn describe_wait(status: i32) -> String {
     } else {
         format!("stopped (wait status {status})")
     }
+}
+
+/// The diff of a root filesystem that has no unpack-time inode record.
+fn no_record_diff() -> Value {
+    json!({"inode_record": "missing"})
+}
+
+fn is_no_record(diff: &Value) -> bool {
+    diff.get("inode_record").and_then(Value::as_str) == Some("missing")
+}
+
+/// Why no instance starts on a drifted root filesystem still in the cache.
+fn refuse_drifted(image: &str, why: &str) -> String {
+    format!(
+        "the root filesystem of {image} drifted and could not be moved away ({why}); refusing to start on it"
+    )
 }

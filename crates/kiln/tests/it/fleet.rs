@@ -944,3 +944,155 @@ fn hard_links_from_outside_the_rootfs_are_drift() {
         stderr(&o)
     );
 }
+
+/// Swap the rootfs's `/www/index.html` for an outside file with the same
+/// content, mode and owner, whose only other name is then removed (so its
+/// link count is 1 again, as the manifest implies); returns a writable
+/// handle to that inode, the attacker's way to edit it unseen.
+fn swap_in_outside_twin(r: &Path, out: &Path) -> fs::File {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let p = r.join("www/index.html");
+    let meta = fs::symlink_metadata(&p).unwrap();
+    let twin = out.join("twin.html");
+    fs::write(&twin, fs::read(&p).unwrap()).unwrap();
+    fs::set_permissions(&twin, fs::Permissions::from_mode(meta.mode() & 0o7777)).unwrap();
+    std::os::unix::fs::chown(&twin, Some(meta.uid()), Some(meta.gid())).unwrap();
+    let fd = fs::OpenOptions::new().write(true).open(&twin).unwrap();
+    fs::hard_link(&twin, r.join("www/.t")).unwrap();
+    fs::remove_file(&twin).unwrap();
+    fs::rename(r.join("www/.t"), &p).unwrap();
+    fd
+}
+
+fn write_through(fd: &fs::File) {
+    use std::os::unix::fs::FileExt;
+    fd.set_len(0).unwrap();
+    fd.write_all_at(b"<h1>attacker</h1>\n", 0).unwrap();
+}
+
+fn index_record(db: &Path, digest: &str) -> Option<u64> {
+    let db = kiln_fleet::state::Db::open(db).unwrap();
+    let rec = db.load_inodes(digest).unwrap()?;
+    Some(rec.get(b"/www/index.html").unwrap().ino)
+}
+
+#[test]
+fn hard_links_cannot_be_trusted_into_a_rootfs_without_an_inode_record() {
+    use std::os::unix::fs::MetadataExt;
+    if !can_run() {
+        return;
+    }
+    let mut f = Fleet::new();
+    let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
+    let digest = v1[v1.find('@').unwrap() + 1..].to_string();
+    let file = f.deploy_file(&v1, "");
+    let text = fs::read_to_string(&file)
+        .unwrap()
+        .replace("replicas = 3", "replicas = 2");
+    fs::write(&file, text).unwrap();
+    assert!(f.apply(&file).status.success(), "{}", f.serve_log());
+    let db = f.e.state().join("fleet/fleet.redb");
+    let outside = f.e.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let served = |f: &Fleet| get(f.listen, "/").unwrap();
+
+    // 1. The record is gone (an older kiln unpacked it, or saving it
+    // failed) and the attacker's inode passes every hash and link count:
+    // the rootfs is not trusted, it is replaced by a fresh unpack.
+    let before = ids(&f.web());
+    let n = f.events("drift.detected").len();
+    f.stop();
+    assert!(index_record(&db, &digest).is_some());
+    kiln_fleet::state::Db::open(&db)
+        .unwrap()
+        .remove_inodes(&digest)
+        .unwrap();
+    let fd = swap_in_outside_twin(&rootfs_dir(&f), &outside);
+    let attacker = fd.metadata().unwrap().ino();
+    f.start();
+    f.wait_for("no record: replaced from a fresh unpack", 60, |w| {
+        let now = ids(w);
+        w["healthy"] == 2 && now.len() == 2 && now.iter().all(|id| !before.contains(id))
+    });
+    let ev = f.events("drift.detected");
+    let no_record: Vec<_> = ev[n..]
+        .iter()
+        .filter(|e| {
+            e["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no unpack-time inode record")
+        })
+        .collect();
+    assert_eq!(no_record.len(), 1, "{ev:#?}");
+    assert_eq!(no_record[0]["details"]["kind"], "filesystem");
+    assert!(no_record[0]["details"]["evidence"].is_string(), "{ev:#?}");
+    write_through(&fd);
+    assert_eq!(served(&f), (200, "<h1>v1</h1>\n".to_string()));
+    f.stop();
+    let fresh = fs::symlink_metadata(rootfs_dir(&f).join("www/index.html"))
+        .unwrap()
+        .ino();
+    assert_ne!(fresh, attacker);
+    assert_eq!(
+        index_record(&db, &digest),
+        Some(fresh),
+        "the fresh unpack's record is kept"
+    );
+
+    // 2. The same swap while the quarantine cannot take the drifted rootfs:
+    // its record is kept and no instance starts on it.
+    let q = f.e.state().join("fleet/quarantine");
+    let q_kept = f.e.state().join("fleet/quarantine.kept");
+    fs::rename(&q, &q_kept).unwrap();
+    fs::write(&q, "not a directory").unwrap();
+    f.start();
+    let before = ids(&f.wait_for("re-adopted", 20, |w| w["healthy"] == 2));
+    let n = f.events("drift.detected").len();
+    let fd = swap_in_outside_twin(&rootfs_dir(&f), &outside);
+    let attacker = fd.metadata().unwrap().ino();
+    let w = f.wait_for("refused to start on the drifted rootfs", 60, |w| {
+        w["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refusing to start on it")
+    });
+    assert!(
+        ids(&w).iter().all(|id| before.contains(id)),
+        "nothing started on the tampered rootfs: {w:#}"
+    );
+    let ev = f.events("drift.detected");
+    assert!(ev.len() > n, "{ev:#?}");
+    assert!(ev[n]["details"]["quarantine_error"].is_string(), "{ev:#?}");
+    assert!(ev[n]["details"]["evidence"].is_null(), "{ev:#?}");
+    f.stop();
+    assert_eq!(
+        index_record(&db, &digest),
+        Some(fresh),
+        "a failed quarantine keeps the record"
+    );
+    assert_eq!(
+        fs::symlink_metadata(rootfs_dir(&f).join("www/index.html"))
+            .unwrap()
+            .ino(),
+        attacker
+    );
+
+    // Once the quarantine works again the drifted rootfs is moved away and
+    // every instance is replaced from a fresh unpack.
+    fs::remove_file(&q).unwrap();
+    fs::rename(&q_kept, &q).unwrap();
+    f.start();
+    f.wait_for("replaced once the quarantine works", 60, |w| {
+        let now = ids(w);
+        w["healthy"] == 2 && now.len() == 2 && now.iter().all(|id| !before.contains(id))
+    });
+    write_through(&fd);
+    assert_eq!(served(&f), (200, "<h1>v1</h1>\n".to_string()));
+    f.stop();
+    let fresh = fs::symlink_metadata(rootfs_dir(&f).join("www/index.html"))
+        .unwrap()
+        .ino();
+    assert_ne!(fresh, attacker);
+    assert_eq!(index_record(&db, &digest), Some(fresh));
+}
