@@ -27,9 +27,10 @@
 //! the check again. Errors that could depend on a pending file are not
 //! reported until it is known.
 
-use std::cell::RefCell;
-use std::collections::{BTreeSet, HashSet};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::rc::Rc;
 
 use object::read::elf::{Dyn as _, FileHeader, ProgramHeader as _};
 use object::{Endianness, ReadCache, ReadRef, elf};
@@ -79,6 +80,20 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 const MAX_DYNAMIC: u64 = 16 << 20;
 /// Nested `#!` interpreters the kernel follows.
 const MAX_SCRIPT_DEPTH: usize = 4;
+/// Most bytes read of one ld.so.conf file (the rest is ignored).
+const MAX_CONF_FILE: u64 = 1 << 20;
+/// Most bytes of ld.so.conf files read in all.
+const MAX_CONF_BYTES: u64 = 4 << 20;
+/// Most `include` lines followed in the ld.so.conf files.
+const MAX_CONF_INCLUDES: usize = 1024;
+/// Most files matched by the ld.so.conf includes (and ld.so.conf.d) in all.
+const MAX_CONF_FILES: usize = 4096;
+/// Most distinct library directories taken from ld.so.conf.
+const MAX_CONF_DIRS: usize = 4096;
+/// Most `DT_NEEDED` entries resolved in one check.
+const MAX_NEEDED: usize = 65_536;
+/// Most search-directory entries looked at while resolving libraries.
+const MAX_PROBES: usize = 1 << 20;
 
 /// What the image's architecture expects of an ELF file.
 #[derive(Clone, Copy, Debug)]
@@ -298,7 +313,13 @@ struct Run<'a> {
     m: Machine,
     pending: RefCell<BTreeSet<String>>,
     loaded: RefCell<HashSet<String>>,
-    conf_dirs: RefCell<Option<Vec<String>>>,
+    conf_dirs: RefCell<Option<Rc<[String]>>>,
+    /// Parsed library candidates by real path (`None`: not a usable ELF).
+    elves: RefCell<HashMap<String, Option<Rc<ElfInfo>>>>,
+    /// `DT_NEEDED` entries resolved so far.
+    needed: Cell<usize>,
+    /// Search-directory entries looked at so far.
+    probes: Cell<usize>,
 }
 
 /// Checks that `target` can start in the image (`fs` and its `contents`).
@@ -313,6 +334,9 @@ pub fn check(fs: &dyn Lookup, contents: &dyn Contents, target: &Target) -> Resul
         pending: RefCell::new(BTreeSet::new()),
         loaded: RefCell::new(HashSet::new()),
         conf_dirs: RefCell::new(None),
+        elves: RefCell::new(HashMap::new()),
+        needed: Cell::new(0),
+        probes: Cell::new(0),
     };
     let prog = run.find_program(target.argv0)?;
     if let Some(prog) = prog {
@@ -411,7 +435,7 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        self.libraries(shown, &f.real, &info, &info, &f.real)
+        self.libraries(shown, &f.real, Rc::new(info))
     }
 
     fn script(&self, shown: &str, head: &[u8], depth: usize) -> Result<(), String> {
@@ -467,33 +491,37 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Resolves every `DT_NEEDED` of `obj` (at `real`), transitively.
-    fn libraries(
-        &self,
-        shown: &str,
-        real: &str,
-        obj: &ElfInfo,
-        exe: &ElfInfo,
-        exe_real: &str,
-    ) -> Result<(), String> {
-        let origin = tree::parent(real).unwrap_or("/");
-        let exe_origin = tree::parent(exe_real).unwrap_or("/");
-        let mut dirs: Vec<String> = Vec::new();
-        if obj.runpath.is_empty() {
-            dirs.extend(obj.rpath.iter().filter_map(|d| expand(d, origin)));
-            if real != exe_real && exe.runpath.is_empty() {
-                dirs.extend(exe.rpath.iter().filter_map(|d| expand(d, exe_origin)));
+    /// Resolves every `DT_NEEDED` of the executable `exe` (at `exe_real`),
+    /// transitively, depth first as the loader would. An explicit stack, not
+    /// recursion: a dependency chain as long as an image can hold must not
+    /// overflow the stack.
+    fn libraries(&self, shown: &str, exe_real: &str, exe: Rc<ElfInfo>) -> Result<(), String> {
+        let conf = self.conf_dirs()?;
+        let defaults = default_dirs(&self.m);
+        let mut stack = vec![Frame {
+            shown: shown.to_string(),
+            real: exe_real.to_string(),
+            info: exe.clone(),
+            next: 0,
+        }];
+        while let Some(top) = stack.last_mut() {
+            let Some(name) = top.info.needed.get(top.next).cloned() else {
+                stack.pop();
+                continue;
+            };
+            top.next += 1;
+            let top = &*top;
+            self.needed.set(self.needed.get() + 1);
+            if self.needed.get() > MAX_NEEDED {
+                return Err(format!(
+                    "{} needs more than {MAX_NEEDED} libraries (DT_NEEDED) in all",
+                    self.target.argv0
+                ));
             }
-        }
-        if let Some(l) = self.target.ld_library_path {
-            dirs.extend(l.split([':', ';']).filter_map(|d| expand(d, origin)));
-        }
-        dirs.extend(obj.runpath.iter().filter_map(|d| expand(d, origin)));
-        dirs.extend(self.conf_dirs()?);
-        dirs.extend(default_dirs(&self.m));
-        for name in &obj.needed {
+            let origin = tree::parent(&top.real).unwrap_or("/");
+            let dirs = self.search_dirs(&top.real, &top.info, &exe, exe_real, &conf, &defaults)?;
             let candidates: Vec<String> = if name.contains('/') {
-                vec![tree::lexical_join(origin, name)]
+                vec![tree::lexical_join(origin, &name)]
             } else {
                 dirs.iter().map(|d| format!("{d}/{name}")).collect()
             };
@@ -506,34 +534,35 @@ impl<'a> Run<'a> {
                 if f.node.kind != EntryType::File {
                     continue;
                 }
-                let Some(r) = self.open(&f)? else {
-                    waiting = true;
-                    continue;
-                };
-                let Ok(info) = parse_elf(r) else { continue };
-                if info.machine == self.m.machine && info.class64 == self.m.class64 {
-                    found = Some((f.real, info));
-                    break;
+                match self.elf_info(&f)? {
+                    Probe::Pending => waiting = true,
+                    Probe::Elf(info)
+                        if info.machine == self.m.machine && info.class64 == self.m.class64 =>
+                    {
+                        found = Some((f.real, info));
+                        break;
+                    }
+                    Probe::Elf(_) | Probe::Bad => {}
                 }
             }
             match found {
                 Some((lib_real, info)) => {
                     if self.loaded.borrow_mut().insert(lib_real.clone()) {
-                        self.libraries(name, &lib_real, &info, exe, exe_real)?;
+                        stack.push(Frame {
+                            shown: name,
+                            real: lib_real,
+                            info,
+                            next: 0,
+                        });
                     }
                 }
                 None if waiting || self.pending() => {}
                 None => {
-                    let mut uniq: Vec<&str> = Vec::new();
-                    for d in &dirs {
-                        if !uniq.contains(&d.as_str()) {
-                            uniq.push(d);
-                        }
-                    }
                     return Err(format!(
-                        "{shown} needs {name} (DT_NEEDED), which is not in the image for {} (searched {})",
+                        "{} needs {name} (DT_NEEDED), which is not in the image for {} (searched {})",
+                        top.shown,
                         self.target.arch,
-                        uniq.join(", ")
+                        dirs.join(", ")
                     ));
                 }
             }
@@ -541,30 +570,87 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// The directories searched for the libraries of `obj` (at `real`), in
+    /// order and without repeats: its `DT_RPATH` (and the executable's),
+    /// `LD_LIBRARY_PATH`, its `DT_RUNPATH`, ld.so.conf, the defaults. Each
+    /// entry looked at counts against [`MAX_PROBES`].
+    fn search_dirs(
+        &self,
+        real: &str,
+        obj: &ElfInfo,
+        exe: &ElfInfo,
+        exe_real: &str,
+        conf: &[String],
+        defaults: &[String],
+    ) -> Result<Vec<String>, String> {
+        let origin = tree::parent(real).unwrap_or("/");
+        let exe_origin = tree::parent(exe_real).unwrap_or("/");
+        let mut all: Vec<(&str, &str)> = Vec::new();
+        if obj.runpath.is_empty() {
+            all.extend(obj.rpath.iter().map(|d| (d.as_str(), origin)));
+            if real != exe_real && exe.runpath.is_empty() {
+                all.extend(exe.rpath.iter().map(|d| (d.as_str(), exe_origin)));
+            }
+        }
+        if let Some(l) = self.target.ld_library_path {
+            all.extend(l.split([':', ';']).map(|d| (d, origin)));
+        }
+        all.extend(obj.runpath.iter().map(|d| (d.as_str(), origin)));
+        let fixed = conf.len() + defaults.len();
+        self.probes
+            .set(self.probes.get().saturating_add(all.len() + fixed));
+        if self.probes.get() > MAX_PROBES {
+            return Err(format!(
+                "resolving the libraries of {} looks in more than {MAX_PROBES} directories in all",
+                self.target.argv0
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut dirs = Vec::new();
+        let expanded = all.into_iter().filter_map(|(d, o)| expand(d, o));
+        for d in expanded.chain(conf.iter().chain(defaults).cloned()) {
+            if seen.insert(d.clone()) {
+                dirs.push(d);
+            }
+        }
+        Ok(dirs)
+    }
+
+    /// The ELF headers of the library candidate `f`, parsed once per run.
+    fn elf_info(&self, f: &Found<'_>) -> Result<Probe, String> {
+        if let Some(cached) = self.elves.borrow().get(&f.real) {
+            return Ok(cached.clone().map_or(Probe::Bad, Probe::Elf));
+        }
+        let Some(r) = self.open(f)? else {
+            return Ok(Probe::Pending);
+        };
+        let info = parse_elf(r).ok().map(Rc::new);
+        self.elves.borrow_mut().insert(f.real.clone(), info.clone());
+        Ok(info.map_or(Probe::Bad, Probe::Elf))
+    }
+
     /// Directories named by `/etc/ld.so.conf` (with its `include`s) and the
-    /// `*.conf` files of `/etc/ld.so.conf.d`.
-    fn conf_dirs(&self) -> Result<Vec<String>, String> {
+    /// `*.conf` files of `/etc/ld.so.conf.d`, without repeats.
+    fn conf_dirs(&self) -> Result<Rc<[String]>, String> {
         if let Some(d) = self.conf_dirs.borrow().as_ref() {
             return Ok(d.clone());
         }
-        let mut dirs = Vec::new();
-        let mut seen = HashSet::new();
-        self.conf_file("/etc/ld.so.conf", &mut dirs, &mut seen, 0)?;
-        for f in self.glob("/etc/ld.so.conf.d/*.conf") {
-            self.conf_file(&f, &mut dirs, &mut seen, 0)?;
+        let mut conf = Conf::default();
+        self.conf_file("/etc/ld.so.conf", &mut conf, 0)?;
+        for f in self.glob("/etc/ld.so.conf.d/*.conf", &mut conf)? {
+            self.conf_file(&f, &mut conf, 0)?;
         }
+        let dirs: Rc<[String]> = conf.dirs.into();
         *self.conf_dirs.borrow_mut() = Some(dirs.clone());
         Ok(dirs)
     }
 
-    fn conf_file(
-        &self,
-        path: &str,
-        dirs: &mut Vec<String>,
-        seen: &mut HashSet<String>,
-        depth: usize,
-    ) -> Result<(), String> {
-        if depth > 8 || !seen.insert(path.to_string()) {
+    /// Reads one ld.so.conf file (reached as `path`), following its
+    /// `include`s. A file is read once for each directory its relative
+    /// `include`s are resolved against, however many names (links,
+    /// aliased directories) reach it; every kind of work is capped.
+    fn conf_file(&self, path: &str, conf: &mut Conf, depth: usize) -> Result<(), String> {
+        if depth > 8 {
             return Ok(());
         }
         let Some(f) = follow(self.fs, path)? else {
@@ -573,13 +659,25 @@ impl<'a> Run<'a> {
         if f.node.kind != EntryType::File {
             return Ok(());
         }
+        let base = tree::parent(path).unwrap_or("/");
+        let base_real = follow_dir(self.fs, base).unwrap_or_else(|| base.to_string());
+        if !conf.files.insert((f.real.clone(), base_real)) {
+            return Ok(());
+        }
         let Some(r) = self.open(&f)? else {
             return Ok(());
         };
+        let left = MAX_CONF_BYTES - conf.bytes;
         let mut text = String::new();
-        r.take(1 << 20)
+        r.take(MAX_CONF_FILE.min(left + 1))
             .read_to_string(&mut text)
             .map_err(|e| format!("{path}: {e}"))?;
+        conf.bytes += text.len() as u64;
+        if conf.bytes > MAX_CONF_BYTES {
+            return Err(format!(
+                "{path}: the ld.so.conf files are larger than {MAX_CONF_BYTES} bytes in all"
+            ));
+        }
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("").trim();
             if let Some(pattern) = line.strip_prefix("include") {
@@ -587,19 +685,34 @@ impl<'a> Run<'a> {
                 if pattern.is_empty() {
                     continue;
                 }
+                conf.includes += 1;
+                if conf.includes > MAX_CONF_INCLUDES {
+                    return Err(format!(
+                        "{path}: more than {MAX_CONF_INCLUDES} include lines in the ld.so.conf files"
+                    ));
+                }
                 let pattern = if pattern.starts_with('/') {
                     pattern.to_string()
                 } else {
                     format!("{}/{pattern}", tree::parent(path).unwrap_or(""))
                 };
-                for p in self.glob(&pattern) {
-                    self.conf_file(&p, dirs, seen, depth + 1)?;
+                for p in self.glob(&pattern, conf)? {
+                    self.conf_file(&p, conf, depth + 1)?;
                 }
             } else if line.starts_with('/') {
                 // `dir=TYPE` (libc4/5 hints) is ignored, as by ldconfig.
                 let dir = line.split('=').next().unwrap_or(line).trim_end_matches('/');
-                if !dir.is_empty() {
-                    dirs.push(tree::lexical_join("/", dir));
+                if dir.is_empty() {
+                    continue;
+                }
+                let dir = tree::lexical_join("/", dir);
+                if conf.seen_dirs.insert(dir.clone()) {
+                    if conf.dirs.len() >= MAX_CONF_DIRS {
+                        return Err(format!(
+                            "{path}: the ld.so.conf files name more than {MAX_CONF_DIRS} library directories"
+                        ));
+                    }
+                    conf.dirs.push(dir);
                 }
             }
         }
@@ -607,23 +720,67 @@ impl<'a> Run<'a> {
     }
 
     /// Matches a pattern whose last component may hold `*` and `?`, sorted.
-    fn glob(&self, pattern: &str) -> Vec<String> {
+    /// Directory listings are kept for the ld.so.conf pass; the files
+    /// matched count against [`MAX_CONF_FILES`].
+    fn glob(&self, pattern: &str, conf: &mut Conf) -> Result<Vec<String>, String> {
         let (dir, name) = pattern.rsplit_once('/').unwrap_or(("", pattern));
         let dir = if dir.is_empty() { "/" } else { dir };
-        let resolved = match follow_dir(self.fs, dir) {
-            Some(d) => d,
-            None => return Vec::new(),
+        let Some(resolved) = follow_dir(self.fs, dir) else {
+            return Ok(Vec::new());
         };
-        let mut out: Vec<String> = self
-            .contents
-            .list(&resolved)
-            .into_iter()
+        let names = conf
+            .listings
+            .entry(resolved)
+            .or_insert_with_key(|d| self.contents.list(d).into())
+            .clone();
+        let mut out: Vec<String> = names
+            .iter()
             .filter(|n| wildcard(name.as_bytes(), n.as_bytes()))
             .map(|n| format!("{}/{n}", dir.trim_end_matches('/')))
             .collect();
+        conf.matched += out.len();
+        if conf.matched > MAX_CONF_FILES {
+            return Err(format!(
+                "{pattern}: the ld.so.conf includes match more than {MAX_CONF_FILES} files in all"
+            ));
+        }
         out.sort();
-        out
+        Ok(out)
     }
+}
+
+/// One object whose `DT_NEEDED` entries are being resolved.
+struct Frame {
+    /// How it was reached (the program, or the library's needed name).
+    shown: String,
+    real: String,
+    info: Rc<ElfInfo>,
+    /// The index of its next `DT_NEEDED` entry.
+    next: usize,
+}
+
+/// A library candidate.
+enum Probe {
+    /// Its contents are not available yet.
+    Pending,
+    /// Not an ELF file the loader could use.
+    Bad,
+    Elf(Rc<ElfInfo>),
+}
+
+/// The state of one pass over ld.so.conf.
+#[derive(Default)]
+struct Conf {
+    /// The directories named, in order, and the same as a set.
+    dirs: Vec<String>,
+    seen_dirs: HashSet<String>,
+    /// Files read: (real path, real directory of relative includes).
+    files: HashSet<(String, String)>,
+    /// Directory listings by real path.
+    listings: HashMap<String, Rc<[String]>>,
+    bytes: u64,
+    includes: usize,
+    matched: usize,
 }
 
 /// The real path of directory `dir`, following links.
@@ -635,15 +792,35 @@ fn follow_dir(fs: &dyn Lookup, dir: &str) -> Option<String> {
     (f.node.kind == EntryType::Dir).then_some(f.real)
 }
 
-/// `*` and `?` matching, as `glob(3)` for one component.
+/// `*` and `?` matching, as `glob(3)` for one component. Iterative: on a
+/// mismatch, the last `*` takes one more byte and matching resumes after
+/// it, so the time is O(pattern × name) for any input (a recursive matcher
+/// is exponential in the number of `*`s).
 fn wildcard(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => wildcard(&p[1..], s) || (!s.is_empty() && wildcard(p, &s[1..])),
-        (Some(b'?'), Some(_)) => wildcard(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a == b => wildcard(&p[1..], &s[1..]),
-        _ => false,
+    let (mut pi, mut si) = (0, 0);
+    // The position after the last `*` seen, and where in `s` it resumes.
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(b'*') => {
+                pi += 1;
+                star = Some((pi, si));
+            }
+            Some(&c) if c == b'?' || c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((after, from)) => {
+                    pi = after;
+                    si = from + 1;
+                    star = Some((after, from + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    p[pi..].iter().all(|&c| c == b'*')
 }
 
 /// Expands `$ORIGIN` / `${ORIGIN}`; entries with other tokens or relative
@@ -1353,7 +1530,268 @@ mod tests {
         assert_eq!(expand("rel", "/"), None);
     }
 
+    /// Runs `f` in a thread and fails, instead of hanging, when it does not
+    /// finish in a generous time.
+    fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(v) => v,
+            Err(e) => panic!("{what} did not finish: {e}"),
+        }
+    }
+
+    /// Adds many files at once (`put` copies the tree for each).
+    fn put_all(t: &mut Tree, files: Vec<(String, Vec<u8>)>) {
+        let mut layer = Tree::new();
+        for (path, data) in files {
+            layer.insert(path, Node::bytes(data, 0o644, 0, 0, Origin::Spec));
+        }
+        tree::add_parents(&mut layer, &*t);
+        t.extend(layer);
+    }
+
+    fn host_or_amd64() -> (u16, &'static str) {
+        let m = em();
+        (
+            m,
+            if m == elf::EM_AARCH64 {
+                "arm64"
+            } else {
+                "amd64"
+            },
+        )
+    }
+
+    /// The recursive matcher `wildcard` replaced: the reference semantics.
+    fn wildcard_reference(p: &[u8], s: &[u8]) -> bool {
+        match (p.first(), s.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => {
+                wildcard_reference(&p[1..], s) || (!s.is_empty() && wildcard_reference(p, &s[1..]))
+            }
+            (Some(b'?'), Some(_)) => wildcard_reference(&p[1..], &s[1..]),
+            (Some(a), Some(b)) if a == b => wildcard_reference(&p[1..], &s[1..]),
+            _ => false,
+        }
+    }
+
+    /// Many `*`s against a long name that almost matches: exponential for a
+    /// backtracking matcher, linear-times-pattern for the iterative one.
+    #[test]
+    fn wildcard_with_many_stars_finishes() {
+        let pattern = format!("{}*b", "*a".repeat(15));
+        let name = "a".repeat(240);
+        let (p2, n2) = (pattern.clone(), name.clone());
+        assert!(!within("wildcard", move || wildcard(
+            p2.as_bytes(),
+            n2.as_bytes()
+        )));
+        assert!(wildcard(pattern.as_bytes(), format!("{name}b").as_bytes()));
+        // The same through a hostile base image's ld.so.conf.
+        let r = within("the check", move || {
+            let (m, arch) = host_or_amd64();
+            let mut t = Tree::new();
+            put(&mut t, "/bin/x", mini_elf(m, None, &[], None, None), 0o755);
+            put(
+                &mut t,
+                "/etc/ld.so.conf",
+                format!("include /x/{pattern}\n").into_bytes(),
+                0o644,
+            );
+            put(&mut t, &format!("/x/{name}"), b"/lib\n".to_vec(), 0o644);
+            run(&t, arch, "/bin/x")
+        });
+        ok(r);
+    }
+
+    /// `include dI/*.conf` through K aliases of the same directory, nested:
+    /// K^depth visits when files are told apart by the name used.
+    #[test]
+    fn ld_so_conf_includes_through_aliases_are_read_once() {
+        let r = within("the check", || {
+            let (m, arch) = host_or_amd64();
+            let mut t = Tree::new();
+            put(
+                &mut t,
+                "/bin/x",
+                mini_elf(m, None, &["libo.so"], None, None),
+                0o755,
+            );
+            put(
+                &mut t,
+                "/opt/o/lib/libo.so",
+                mini_elf(m, None, &[], None, None),
+                0o644,
+            );
+            let mut conf = String::new();
+            for i in 0..16 {
+                link(&mut t, &format!("/etc/d{i}"), ".");
+                conf.push_str(&format!("include d{i}/*.conf\n"));
+            }
+            conf.push_str("/opt/o/lib\n");
+            put(&mut t, "/etc/ld.so.conf", conf.into_bytes(), 0o644);
+            run(&t, arch, "/bin/x")
+        });
+        ok(r);
+    }
+
+    #[test]
+    fn ld_so_conf_work_is_capped() {
+        let (m, arch) = host_or_amd64();
+        let mut base = Tree::new();
+        put(
+            &mut base,
+            "/bin/x",
+            mini_elf(m, None, &[], None, None),
+            0o755,
+        );
+        // The same directory many times is one directory.
+        let mut t = base.clone();
+        put(
+            &mut t,
+            "/etc/ld.so.conf",
+            "/opt/lib\n".repeat(10_000).into_bytes(),
+            0o644,
+        );
+        ok(run(&t, arch, "/bin/x"));
+        // Too many distinct directories.
+        let mut t = base.clone();
+        let many: String = (0..5000).map(|i| format!("/opt/l{i}\n")).collect();
+        put(&mut t, "/etc/ld.so.conf", many.into_bytes(), 0o644);
+        err(
+            run(&t, arch, "/bin/x"),
+            "more than 4096 library directories",
+        );
+        // Too many bytes in all (each file alone is within its own cap).
+        let mut t = base.clone();
+        let big = format!("# {}\n", "x".repeat(1 << 20));
+        put_all(
+            &mut t,
+            (0..5)
+                .map(|i| {
+                    (
+                        format!("/etc/ld.so.conf.d/{i}.conf"),
+                        big.clone().into_bytes(),
+                    )
+                })
+                .collect(),
+        );
+        err(run(&t, arch, "/bin/x"), "larger than 4194304 bytes in all");
+        // Too many include lines.
+        let mut t = base.clone();
+        put(
+            &mut t,
+            "/etc/ld.so.conf",
+            (0..1100)
+                .map(|i| format!("include /none{i}/*.conf\n"))
+                .collect::<String>()
+                .into_bytes(),
+            0o644,
+        );
+        err(run(&t, arch, "/bin/x"), "more than 1024 include lines");
+        // Too many files matched.
+        let mut t = base.clone();
+        put_all(
+            &mut t,
+            (0..5000)
+                .map(|i| (format!("/etc/ld.so.conf.d/{i}.conf"), Vec::new()))
+                .collect(),
+        );
+        err(run(&t, arch, "/bin/x"), "match more than 4096 files");
+    }
+
+    /// A chain of tens of thousands of libraries, each needing the next:
+    /// resolved without one stack frame per link.
+    #[test]
+    fn long_dependency_chains_do_not_overflow_the_stack() {
+        let r = within("the check", || {
+            let (m, arch) = host_or_amd64();
+            let triplet = machine_of(arch).unwrap().triplet;
+            let n = 20_000;
+            let mut t = Tree::new();
+            put(
+                &mut t,
+                "/bin/x",
+                mini_elf(m, None, &["lib0.so"], None, None),
+                0o755,
+            );
+            put_all(
+                &mut t,
+                (0..n)
+                    .map(|i| {
+                        let next = format!("lib{}.so", i + 1);
+                        let needs: &[&str] = if i + 1 < n { &[&next] } else { &[] };
+                        (
+                            format!("/lib/{triplet}/lib{i}.so"),
+                            mini_elf(m, None, needs, None, None),
+                        )
+                    })
+                    .collect(),
+            );
+            let whole = run(&t, arch, "/bin/x");
+            // The end of the chain missing is named with what needed it.
+            t.remove(&format!("/lib/{triplet}/lib{}.so", n - 1));
+            (whole, run(&t, arch, "/bin/x"))
+        });
+        ok(r.0);
+        err(r.1, "lib19998.so needs lib19999.so (DT_NEEDED)");
+    }
+
+    #[test]
+    fn library_resolution_is_capped() {
+        let (m, arch) = host_or_amd64();
+        let triplet = machine_of(arch).unwrap().triplet;
+        let mut t = Tree::new();
+        put(
+            &mut t,
+            &format!("/lib/{triplet}/libc.so.6"),
+            mini_elf(m, None, &[], None, None),
+            0o644,
+        );
+        // More DT_NEEDED entries than the cap, all of one library.
+        let many = vec!["libc.so.6"; 70_000];
+        put(
+            &mut t,
+            "/bin/x",
+            mini_elf(m, None, &many, None, None),
+            0o755,
+        );
+        err(
+            run(&t, arch, "/bin/x"),
+            "more than 65536 libraries (DT_NEEDED)",
+        );
+        // Few entries, each searching thousands of ld.so.conf directories.
+        let dirs: String = (0..4000).map(|i| format!("/opt/l{i}\n")).collect();
+        put(&mut t, "/etc/ld.so.conf", dirs.into_bytes(), 0o644);
+        put(
+            &mut t,
+            "/bin/y",
+            mini_elf(m, None, &vec!["libc.so.6"; 300], None, None),
+            0o755,
+        );
+        err(run(&t, arch, "/bin/y"), "more than 1048576 directories");
+        put(
+            &mut t,
+            "/bin/z",
+            mini_elf(m, None, &vec!["libc.so.6"; 20], None, None),
+            0o755,
+        );
+        ok(run(&t, arch, "/bin/z"));
+    }
+
     proptest::proptest! {
+        /// The iterative matcher agrees with the recursive one.
+        #[test]
+        fn wildcard_matches_the_reference(
+            p in proptest::collection::vec(proptest::sample::select(vec![b'a', b'b', b'*', b'?']), 0..8),
+            s in proptest::collection::vec(proptest::sample::select(vec![b'a', b'b']), 0..10),
+        ) {
+            proptest::prop_assert_eq!(wildcard(&p, &s), wildcard_reference(&p, &s));
+        }
+
         /// Arbitrary bytes never panic the ELF reader.
         #[test]
         fn parse_elf_never_panics(mut bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512), class in 1u8..3) {
