@@ -162,10 +162,10 @@ fn dpkg_deb_paths(deb: &Path) -> Vec<String> {
 
 #[test]
 fn parse_matches_dpkg_deb_for_every_compression() {
-    if !have("dpkg-deb") {
-        eprintln!("dpkg-deb not installed; skipping");
-        return;
-    }
+    assert!(
+        have("dpkg-deb"),
+        "dpkg-deb is required (scripts/install-deps.sh installs dpkg)"
+    );
     let dir = tempfile::tempdir().unwrap();
     for (compression, expected) in [
         ("xz", "xz"),
@@ -230,7 +230,7 @@ fn parse_matches_dpkg_deb_for_every_compression() {
 
 /// Installs with the real dpkg into a scratch root (maintainer scripts run
 /// chrootless; ours only echo) and returns the root.
-fn dpkg_install(dir: &Path, deb: &Path) -> Option<PathBuf> {
+fn dpkg_install(dir: &Path, deb: &Path) -> PathBuf {
     let root = dir.join(format!(
         "root-{}",
         deb.file_stem().unwrap().to_string_lossy()
@@ -249,28 +249,24 @@ fn dpkg_install(dir: &Path, deb: &Path) -> Option<PathBuf> {
         ])
         .arg(deb)
         .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "dpkg -i failed, skipping the comparison: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return None;
-    }
-    Some(root)
+        .expect("running dpkg -i");
+    assert!(
+        out.status.success(),
+        "dpkg -i failed, so there is nothing to compare with: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    root
 }
 
 fn check_against_dpkg(name: &str, control: &str, conffiles: &str) {
-    if !have("dpkg-deb") || !have("dpkg") {
-        eprintln!("dpkg not installed; skipping");
-        return;
-    }
+    assert!(
+        have("dpkg-deb") && have("dpkg"),
+        "dpkg and dpkg-deb are required (scripts/install-deps.sh installs dpkg)"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = build(dir.path(), name, control, conffiles, "xz");
     let deb = Deb::parse(&fs::read(&path).unwrap()).unwrap();
-    let Some(root) = dpkg_install(dir.path(), &path) else {
-        return;
-    };
+    let root = dpkg_install(dir.path(), &path);
     let db = root.join("var/lib/dpkg");
 
     let status = fs::read_to_string(db.join("status")).unwrap();
