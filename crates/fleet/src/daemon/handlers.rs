@@ -1,0 +1,452 @@
+//! The API socket: one client at a time per thread; status, apply, rollback, destroy, logs, debug and chaos.
+
+use super::*;
+
+impl Shared {
+    pub(super) fn serve_client(self: Arc<Self>, s: UnixStream) {
+        let Some(actor) = peer_actor(&s) else {
+            let _ = reply(
+                &s,
+                &Response::err("kiln serve: permission denied (root only)"),
+            );
+            return;
+        };
+        let mut r = BufReader::new(&s);
+        let mut line = String::new();
+        if r.read_line(&mut line).is_err() {
+            return;
+        }
+        let req: Request = match serde_json::from_str(&line) {
+            Ok(q) => q,
+            Err(e) => {
+                let _ = reply(&s, &Response::err(format!("bad request: {e}")));
+                return;
+            }
+        };
+        let resp = match req {
+            Request::Status => Response::ok(self.status()),
+            Request::Apply { path, reason } => self.apply(&path, reason, &actor),
+            Request::Rollback { service, reason } => self.rollback(&service, reason, &actor),
+            Request::Destroy { service, reason } => self.destroy(&service, reason, &actor),
+            Request::Logs { service, follow } => {
+                self.stream_logs(&s, &service, follow);
+                return;
+            }
+            Request::DebugStart {
+                service,
+                ttl_ms,
+                terminal,
+            } => self.debug_start(&service, ttl_ms, terminal, &actor),
+            Request::DebugStop { id } => {
+                let mut w = lock(&self.world);
+                match w.debug.remove(&id) {
+                    Some(d) => {
+                        drop(w);
+                        self.end_debug(&id, &d.service, "session ended");
+                        Response::ok(json!({"stopped": id}))
+                    }
+                    None => Response::err(format!("no debug session {id}")),
+                }
+            }
+            Request::Chaos {
+                service,
+                every_ms,
+                for_ms,
+            } => self.clone().chaos(&service, every_ms, for_ms, &actor),
+            Request::DriftCheck { target } => self.drift_check(target.as_deref(), &actor),
+            Request::Images => {
+                Response::ok(json!({"images": lock(&self.world).st.image_digests()}))
+            }
+        };
+        let _ = reply(&s, &resp);
+    }
+
+    pub(super) fn status(&self) -> Value {
+        let w = lock(&self.world);
+        let now = now_ms();
+        let mut services = Vec::new();
+        for (name, svc) in &w.st.services {
+            let desired = w.st.desired.services.get(name);
+            let instances: Vec<Value> = svc
+                .instances
+                .values()
+                .map(|i| {
+                    let image = svc.release(&i.release).map(|r| r.image.digest.clone());
+                    json!({
+                        "id": i.id,
+                        "release": i.release,
+                        "image": image,
+                        "pid": i.pid,
+                        "age_ms": now.saturating_sub(i.started),
+                        "phase": i.phase,
+                        "in_rotation": i.in_rotation,
+                        "replaces": i.replaces,
+                        "start_to_healthy_ms": i.start_to_healthy_ms,
+                    })
+                })
+                .collect();
+            let healthy = svc
+                .instances
+                .values()
+                .filter(|i| {
+                    Some(&i.release) == svc.active.as_ref()
+                        && i.phase == Phase::Healthy
+                        && i.in_rotation
+                })
+                .count();
+            let stats = w
+                .proxies
+                .get(name)
+                .map(|(_, p, _)| serde_json::to_value(p.stats()).unwrap_or(Value::Null));
+            services.push(json!({
+                "name": name,
+                "listen": desired.map(|d| d.listen.to_string()),
+                "replicas": desired.map(|d| d.replicas),
+                "active": svc.active_release().map(|r| json!({"id": r.id, "image": r.image.to_string(), "created": r.created})),
+                "rollout": svc.rollout.as_ref().map(|r| json!({"release": r.release, "from": r.from, "canary": r.canary, "step": r.step, "note": r.note, "failures": r.failures})),
+                "healthy": healthy,
+                "converged": svc.rollout.is_none() && desired.is_some_and(|d| healthy == d.replicas as usize) && svc.instances.values().all(|i| i.phase != Phase::Retiring),
+                "failed": svc.failed.is_some(),
+                "message": svc.message,
+                "instances": instances,
+                "proxy": stats,
+            }));
+        }
+        json!({ "services": services })
+    }
+
+    pub(super) fn apply(&self, path: &Path, reason: Option<String>, actor: &Actor) -> Response {
+        let mut d = match Deployment::load(path) {
+            Ok(d) => d,
+            Err(e) => return Response::err(e),
+        };
+        let mut w = lock(&self.world);
+        // Ports: new listen addresses must be free on the host.
+        for (name, spec) in &d.services {
+            let ours = w.proxies.values().any(|(a, _, _)| *a == spec.listen);
+            if !ours && let Err(e) = crate::deploy::check_listen_free(name, spec.listen) {
+                return Response::err(e);
+            }
+        }
+        // Only verified images: refuse the whole apply before changing anything.
+        for (name, spec) in &d.services {
+            let current = w.st.desired.services.get(name);
+            if current.is_some_and(|c| c.image == spec.image && c.policy == spec.policy) {
+                continue;
+            }
+            if let Err(why) = self.gate.check(&spec.image, &spec.policy) {
+                return Response::err(format!(
+                    "service {name}: image {} is refused by {}: {why}; nothing was changed",
+                    spec.image,
+                    spec.policy.display()
+                ));
+            }
+        }
+        if let Some(r) = &reason {
+            for s in d.services.values_mut() {
+                s.reason.get_or_insert_with(|| r.clone());
+            }
+        }
+        let plan = crate::deploy::plan(&w.st.desired, &d);
+        let mut ev = Event::new("fleet.apply", "kiln apply")
+            .resource(Resource::new("deployment", path.display().to_string()))
+            .reason(reason.as_deref())
+            .detail("plan", serde_json::to_value(&plan).unwrap_or(Value::Null));
+        ev.actor = actor.clone();
+        if let Err(e) = self.record_first(ev) {
+            return Response::err(e);
+        }
+        for (name, spec) in &d.services {
+            let changed = w.st.desired.services.get(name) != Some(spec);
+            if changed && let Some(svc) = w.st.services.get_mut(name) {
+                svc.failed = None;
+            }
+        }
+        w.st.desired = d;
+        w.dirty = true;
+        drop(w);
+        self.wake.notify_all();
+        Response::ok(json!({"plan": plan, "text": plan.to_string()}))
+    }
+
+    pub(super) fn rollback(
+        &self,
+        service: &str,
+        reason: Option<String>,
+        actor: &Actor,
+    ) -> Response {
+        let mut w = lock(&self.world);
+        let Some(svc) = w.st.services.get(service) else {
+            return Response::err(format!("unknown service {service:?}"));
+        };
+        let Some(active) = svc.active.clone() else {
+            return Response::err(format!(
+                "service {service} has no active release to roll back from"
+            ));
+        };
+        let pos = svc
+            .releases
+            .iter()
+            .position(|r| r.id == active)
+            .unwrap_or(0);
+        let Some(prev) = svc.releases[..pos]
+            .iter()
+            .rev()
+            .find(|r| r.image != svc.releases[pos].image)
+            .cloned()
+        else {
+            return Response::err(format!(
+                "service {service} has no earlier release to roll back to"
+            ));
+        };
+        let Some(spec) = w.st.desired.services.get(service).cloned() else {
+            return Response::err(format!("service {service} is being destroyed"));
+        };
+        if let Err(why) = self.gate.check(&prev.image, &spec.policy) {
+            return Response::err(format!(
+                "rollback target {} is refused: {why}; nothing was changed",
+                prev.image
+            ));
+        }
+        let mut ev = self
+            .event("release.rollback", service)
+            .resource(Resource::new("release", &active))
+            .resource(Resource::named(
+                "image",
+                &prev.image.digest,
+                prev.image.to_string(),
+            ))
+            .reason(reason.as_deref())
+            .detail("to_release", prev.id.clone());
+        ev.actor = actor.clone();
+        if let Err(e) = self.record_first(ev) {
+            return Response::err(e);
+        }
+        let mut next = spec.clone();
+        next.image = prev.image.clone();
+        next.env = prev.spec.env.clone();
+        next.port = prev.spec.port;
+        next.tmpfs_mb = prev.spec.tmpfs_mb;
+        next.reason = reason.clone().or(Some(format!("rollback to {}", prev.id)));
+        w.st.desired.services.insert(service.to_string(), next);
+        if let Some(svc) = w.st.services.get_mut(service) {
+            svc.failed = None;
+        }
+        w.dirty = true;
+        drop(w);
+        self.wake.notify_all();
+        Response::ok(
+            json!({"service": service, "from": active, "to": prev.id, "image": prev.image.to_string()}),
+        )
+    }
+
+    pub(super) fn destroy(&self, service: &str, reason: Option<String>, actor: &Actor) -> Response {
+        let mut w = lock(&self.world);
+        if !w.st.desired.services.contains_key(service) {
+            return Response::err(format!("unknown service {service:?}"));
+        }
+        let mut ev = self
+            .event("fleet.destroy", service)
+            .reason(reason.as_deref());
+        ev.actor = actor.clone();
+        if let Err(e) = self.record_first(ev) {
+            return Response::err(e);
+        }
+        w.st.desired.services.remove(service);
+        w.dirty = true;
+        drop(w);
+        self.wake.notify_all();
+        Response::ok(json!({"destroying": service}))
+    }
+
+    pub(super) fn stream_logs(&self, s: &UnixStream, service: &str, follow: bool) {
+        {
+            let w = lock(&self.world);
+            if !w.st.services.contains_key(service) {
+                let _ = reply(s, &Response::err(format!("unknown service {service:?}")));
+                return;
+            }
+        }
+        let mut next = 0u64;
+        loop {
+            let lines: Vec<String> = {
+                let logs = lock(&self.logs.rings);
+                let ring = logs.get(service);
+                let lines = ring
+                    .map(|r| {
+                        r.lines
+                            .iter()
+                            .filter(|(n, _)| *n >= next)
+                            .map(|(n, l)| (*n, l.clone()))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                if let Some((n, _)) = lines.last() {
+                    next = n + 1;
+                }
+                lines.into_iter().map(|(_, l)| l).collect()
+            };
+            if !lines.is_empty() {
+                let mut resp = Response::ok(json!({"lines": lines}));
+                resp.more = follow;
+                if reply(s, &resp).is_err() {
+                    return;
+                }
+            }
+            if !follow || self.stop.load(Ordering::Relaxed) {
+                if lines.is_empty() {
+                    let _ = reply(s, &Response::ok(json!({"lines": []})));
+                }
+                return;
+            }
+            let logs = lock(&self.logs.rings);
+            let _ = self.logs.cv.wait_timeout(logs, Duration::from_millis(500));
+        }
+    }
+
+    pub(super) fn debug_start(
+        &self,
+        service: &str,
+        ttl_ms: u64,
+        terminal: bool,
+        actor: &Actor,
+    ) -> Response {
+        let Some(tools) = self.opts.debug_tools.clone() else {
+            return Response::err("kiln serve has no debug tools directory");
+        };
+        let mut w = lock(&self.world);
+        let Some(rel) =
+            w.st.services
+                .get(service)
+                .and_then(|s| s.active_release())
+                .cloned()
+        else {
+            return Response::err(format!("service {service:?} has no active release"));
+        };
+        let id = self.next_id(&mut w, &format!("debug-{service}-"));
+        drop(w);
+        let res = (|| -> Result<Value, String> {
+            let store =
+                Store::open(self.opts.state_dir.join("store")).map_err(|e| e.to_string())?;
+            let digest: Digest = rel.image.digest.parse().map_err(|e| format!("{e}"))?;
+            let mut rootfs = kiln_runtime::unpack(&store, &digest, &self.rootfs_dir)
+                .map_err(|e| e.to_string())?;
+            self.keep_inodes(&rel.image.digest, rootfs.inodes.take());
+            if !rootfs.fresh && lock(&self.condemned).contains(&rootfs.path) {
+                return Err(refuse_drifted(
+                    &rel.image.to_string(),
+                    "it is still in the cache",
+                ));
+            }
+            let mut spec = InstanceSpec::from_image(&id, &rootfs).map_err(|e| e.to_string())?;
+            spec.args = vec!["/run/kiln-debug/busybox".into(), "sh".into()];
+            spec.terminal = terminal;
+            spec.set_env("PATH", "/run/kiln-debug:/usr/local/bin:/usr/bin:/bin");
+            spec.set_env("PS1", &format!("[kiln debug {id}] $ "));
+            spec.bind_mounts.push(kiln_runtime::BindMount {
+                source: tools.clone(),
+                destination: "/run/kiln-debug".into(),
+            });
+            spec.annotations
+                .insert("dev.kiln.debug".into(), "true".into());
+            let dir = self.fleet_dir.join("debug").join(&id);
+            Bundle::write(&dir, &spec, &rootfs.path).map_err(|e| e.to_string())?;
+            Ok(
+                json!({"id": id, "bundle": dir, "runc_root": self.runtime_root(), "image": rel.image.to_string(), "ttl_ms": ttl_ms}),
+            )
+        })();
+        match res {
+            Ok(v) => {
+                // The bundle is prepared; the session exists (and the
+                // client may start it) only once its event is recorded.
+                let mut ev = self
+                    .event("debug.start", service)
+                    .resource(Resource::new("instance", &id))
+                    .resource(Resource::named(
+                        "image",
+                        &rel.image.digest,
+                        rel.image.to_string(),
+                    ))
+                    .detail("ttl_ms", ttl_ms)
+                    .detail("in_rotation", false);
+                ev.actor = actor.clone();
+                if let Err(e) = self.record_first(ev) {
+                    let _ = std::fs::remove_dir_all(self.fleet_dir.join("debug").join(&id));
+                    return Response::err(e);
+                }
+                lock(&self.world).debug.insert(
+                    id.clone(),
+                    DebugSession {
+                        service: service.to_string(),
+                        expires: now_ms() + ttl_ms,
+                    },
+                );
+                Response::ok(v)
+            }
+            Err(e) => Response::err(format!("debug instance for {service}: {e}")),
+        }
+    }
+
+    pub(super) fn runtime_root(&self) -> PathBuf {
+        self.fleet_dir.join("runc")
+    }
+
+    pub(super) fn chaos(
+        self: Arc<Self>,
+        service: &str,
+        every_ms: u64,
+        for_ms: u64,
+        actor: &Actor,
+    ) -> Response {
+        if !lock(&self.world).st.services.contains_key(service) {
+            return Response::err(format!("unknown service {service:?}"));
+        }
+        let mut ev = self
+            .event("chaos.start", service)
+            .detail("every_ms", every_ms)
+            .detail("for_ms", for_ms);
+        ev.actor = actor.clone();
+        if let Err(e) = self.record_first(ev) {
+            return Response::err(e);
+        }
+        let sh = self.clone();
+        let name = service.to_string();
+        std::thread::spawn(move || {
+            let service = name;
+            let end = Instant::now() + Duration::from_millis(for_ms);
+            let mut seed = now_ms() ^ 0x9E37_79B9_7F4A_7C15;
+            while Instant::now() < end && !sh.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(every_ms.max(50)));
+                let victim = {
+                    let mut w = lock(&sh.world);
+                    let ids: Vec<String> = w.st.services.get(&service).map_or_else(Vec::new, |s| {
+                        s.instances
+                            .values()
+                            .filter(|i| i.in_rotation)
+                            .map(|i| i.id.clone())
+                            .collect()
+                    });
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let v =
+                        (!ids.is_empty()).then(|| ids[(seed % ids.len() as u64) as usize].clone());
+                    if let Some(id) = &v {
+                        w.expected_exits.insert(id.clone());
+                    }
+                    v
+                };
+                if let Some(id) = victim {
+                    let _ = sh.runtime.kill(&id, libc::SIGKILL);
+                    sh.record(
+                        sh.event("chaos.kill", &service)
+                            .resource(Resource::new("instance", &id))
+                            .detail("signal", "SIGKILL"),
+                    );
+                    sh.wake.notify_all();
+                }
+            }
+        });
+        Response::ok(json!({"service": service, "every_ms": every_ms, "for_ms": for_ms}))
+    }
+}
