@@ -348,12 +348,13 @@ impl DriftWatch {
         digest: &Digest,
         image: &str,
     ) -> Result<kiln_runtime::Rootfs, HostError> {
-        let mut rootfs = kiln_runtime::unpack(store, digest, &self.rootfs_dir).map_err(|source| {
-            HostError::Unpack {
-                image: image.to_string(),
-                source,
-            }
-        })?;
+        let mut rootfs =
+            kiln_runtime::unpack(store, digest, &self.rootfs_dir).map_err(|source| {
+                HostError::Unpack {
+                    image: image.to_string(),
+                    source,
+                }
+            })?;
         if !rootfs.fresh {
             return Err(HostError::Drifted {
                 image: image.to_string(),

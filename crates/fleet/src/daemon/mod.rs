@@ -360,7 +360,8 @@ impl Shared {
         }
         std::fs::set_permissions(&fleet_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(setup("fleet directory"))?;
-        let db = Arc::new(Db::open(&fleet_dir.join("fleet.redb")).map_err(setup("state database"))?);
+        let db =
+            Arc::new(Db::open(&fleet_dir.join("fleet.redb")).map_err(setup("state database"))?);
         let st = db.load().map_err(setup("state database"))?;
         let audit = AuditLog::open(&opts.state_dir).map_err(setup("audit log"))?;
         if let Some(why) = audit.log().poisoned() {

@@ -135,7 +135,10 @@ pub(crate) enum Action {
         for_rollout: bool,
     },
     /// Stop watching, kill and delete an instance (already gone from the state).
-    Remove { id: String, pid: u32 },
+    Remove {
+        id: String,
+        pid: u32,
+    },
     /// The proxy's rotation.
     Rotate(Vec<Slot>),
     Record(Box<Event>),

@@ -179,7 +179,10 @@ impl Decide<'_> {
                 i.in_rotation = false;
             }
         }
-        let fingerprint = self.svc.release(&r.release).map(|rel| fingerprint(&rel.spec));
+        let fingerprint = self
+            .svc
+            .release(&r.release)
+            .map(|rel| fingerprint(&rel.spec));
         self.svc.rollout = None;
         self.svc.failed = fingerprint;
         self.svc.message = format!(

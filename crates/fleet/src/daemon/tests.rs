@@ -224,14 +224,15 @@ fn five_unplanned_replacements_in_30_s_back_off() {
                 .any(|a| matches!(a, Action::Remove { id: x, .. } if *x == id))
         );
         let ev = event(&a, "instance.replace").expect("replacement recorded");
-        assert_eq!(
-            ev.reason.as_deref(),
-            Some("instance exited with status 1")
-        );
+        assert_eq!(ev.reason.as_deref(), Some("instance exited with status 1"));
         if n < 5 {
             assert_eq!(starts(&a), 1, "replacement {n} starts at once");
             assert_eq!(sim.svc.backoff_until, 0);
-            assert!(sim.svc.message.starts_with("replaced "), "{}", sim.svc.message);
+            assert!(
+                sim.svc.message.starts_with("replaced "),
+                "{}",
+                sim.svc.message
+            );
         } else {
             assert_eq!(starts(&a), 0, "the fifth replacement waits");
             assert_eq!(sim.svc.backoff_until, sim.now + 250);
@@ -302,21 +303,37 @@ fn a_failing_canary_aborts_and_returns_all_weight_to_the_stable_set() {
         json!(10)
     );
     // Canary instances crash: three failures abort the rollout.
+    let mut last = Vec::new();
     for _ in 0..3 {
         let id = sim.ids_of(&r.release).pop().unwrap();
         sim.seen.get_mut(&id).unwrap().exited = Some("was killed by SIGSEGV".into());
-        sim.step();
-        for id in sim.ids_of(&r.release) {
-            sim.seen.entry(id).or_default().watched = true;
-        }
+        last = sim.step();
         sim.advance(100);
+    }
+    // Every rotation from the abort on has the stable set only, all weight
+    // (the proxy never sees an aborted instance again).
+    assert!(event(&last, "release.abort").is_some());
+    let rotations: Vec<&Vec<Slot>> = last
+        .iter()
+        .filter_map(|a| match a {
+            Action::Rotate(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert!(!rotations.is_empty());
+    for rot in rotations {
+        assert_eq!(rot.len(), 2, "{rot:?}");
+        assert!(rot.iter().all(|s| s.release == "r0001" && s.weight == 1));
     }
     let a = sim.step();
     let abort = event(&sim.log, "release.abort").expect("aborted");
     assert_eq!(abort.reason.as_deref(), Some("3 instance failures"));
     assert!(sim.svc.rollout.is_none());
     assert_eq!(sim.svc.active.as_deref(), Some("r0001"));
-    assert!(sim.ids_of(&r.release).is_empty(), "canary instances removed");
+    assert!(
+        sim.ids_of(&r.release).is_empty(),
+        "canary instances removed"
+    );
     assert!(sim.svc.failed.is_some(), "not retried until a new apply");
     assert!(
         sim.svc
@@ -423,11 +440,7 @@ fn max_lifetime_rotation_starts_the_new_instance_first() {
 fn a_privacy_relevant_baseline_change_turns_a_canary_into_blue_green() {
     let dir = tempfile::tempdir().unwrap();
     let old = spec(dir.path(), OLD, "");
-    let new = spec(
-        dir.path(),
-        NEW,
-        "strategy = \"canary\"\ncanary = [10, 100]",
-    );
+    let new = spec(dir.path(), NEW, "strategy = \"canary\"\ncanary = [10, 100]");
     let before = json!({"pii": false, "log_level": "info"});
     // The same baseline: a canary.
     let mut sim = Sim::new(serving(&old, 1, Some(before.clone())), new.clone());
@@ -435,7 +448,10 @@ fn a_privacy_relevant_baseline_change_turns_a_canary_into_blue_green() {
         baseline: Some(before.clone()),
     });
     sim.step();
-    assert_eq!(sim.svc.rollout.as_ref().unwrap().canary, Some(vec![10, 100]));
+    assert_eq!(
+        sim.svc.rollout.as_ref().unwrap().canary,
+        Some(vec![10, 100])
+    );
     // A privacy-relevant change: blue-green, all-or-nothing, and said so.
     let mut sim = Sim::new(serving(&old, 1, Some(before)), new);
     sim.verdict = Some(Verdict::Pass {
@@ -446,7 +462,10 @@ fn a_privacy_relevant_baseline_change_turns_a_canary_into_blue_green() {
     assert_eq!(r.canary, None);
     let note = r.note.clone().unwrap();
     assert!(note.contains("pii: false → true"), "{note}");
-    assert!(note.contains("canary refused, rolling out blue-green"), "{note}");
+    assert!(
+        note.contains("canary refused, rolling out blue-green"),
+        "{note}"
+    );
     assert_eq!(sim.svc.message, note);
     let ev = event(&a, "release.start").unwrap();
     assert_eq!(ev.details["strategy"], json!("blue-green"));
@@ -738,10 +757,7 @@ fn debug_sessions_end_when_their_ttl_expires() {
     let actor = kiln_audit::Actor::current();
     let resp = rig.sh.debug_start("web", 5_000, false, &actor);
     assert!(resp.ok, "{resp:?}");
-    let id = resp.result["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = resp.result["id"].as_str().unwrap().to_string();
     rig.sh.tick();
     rig.clock.advance(Duration::from_millis(4_999));
     rig.sh.tick();
@@ -750,7 +766,7 @@ fn debug_sessions_end_when_their_ttl_expires() {
     rig.clock.advance(Duration::from_millis(1));
     rig.sh.tick();
     assert!(!lock(&rig.sh.world).debug.contains_key(&id));
-    assert_eq!(rig.host.st.lock().unwrap().debug_ended, [id.clone()]);
+    assert_eq!(rig.host.st.lock().unwrap().debug_ended, vec![id]);
     let stop = rig
         .audit()
         .into_iter()
@@ -798,7 +814,10 @@ fn status_answers_while_an_image_is_being_verified() {
     ticking.join().unwrap();
     rig.sh.tick();
     let web = rig.web();
-    assert_eq!(web.rollout.as_ref().map(|r| r.release.as_str()), Some("r0001"));
+    assert_eq!(
+        web.rollout.as_ref().map(|r| r.release.as_str()),
+        Some("r0001")
+    );
     let launched = rig.host.st.lock().unwrap().launched.clone();
     assert_eq!(launched.len(), 1);
     // Healthy: it joins the rotation and the release is active.
@@ -854,7 +873,12 @@ fn the_state_is_saved_after_a_tick_that_changed_it() {
         desired: desired(&s),
         ..FleetState::default()
     };
-    let rig = Rig::new(Some(st), FakeHost::default(), Arc::new(Gate { refuse: None }), false);
+    let rig = Rig::new(
+        Some(st),
+        FakeHost::default(),
+        Arc::new(Gate { refuse: None }),
+        false,
+    );
     rig.sh.tick();
     rig.sh.tick();
     assert!(!lock(&rig.sh.world).dirty);

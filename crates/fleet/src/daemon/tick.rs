@@ -125,9 +125,7 @@ impl Shared {
             .map(|inst| {
                 let live = w.live.get(&inst.id);
                 let mut seen = Seen {
-                    exited: self
-                        .host
-                        .exited(inst.pid, live.is_some_and(|l| l.child)),
+                    exited: self.host.exited(inst.pid, live.is_some_and(|l| l.child)),
                     in_flight: front.map_or(0, |f| f.proxy.in_flight(&inst.id)),
                     deliberate: w.expected_exits.contains(&inst.id),
                     ..Seen::default()
@@ -221,12 +219,11 @@ impl Shared {
     ) -> Result<(), HostError> {
         let (id, rel) = {
             let mut w = lock(&self.world);
-            let Some(rel) = w
-                .st
-                .services
-                .get(name)
-                .and_then(|s| s.release(release_id))
-                .cloned()
+            let Some(rel) =
+                w.st.services
+                    .get(name)
+                    .and_then(|s| s.release(release_id))
+                    .cloned()
             else {
                 return Ok(());
             };
