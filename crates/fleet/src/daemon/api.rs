@@ -78,11 +78,19 @@ impl Shared {
     }
 
     pub(super) fn status(&self) -> Value {
-        let w = lock(&self.world);
+        let v = lock(&self.view);
+        let stats: std::collections::HashMap<String, Value> = lock(&self.world)
+            .proxies
+            .iter()
+            .map(|(name, f)| {
+                let stats = serde_json::to_value(f.proxy.stats()).unwrap_or(Value::Null);
+                (name.clone(), stats)
+            })
+            .collect();
         let now = self.clock.now_ms();
         let mut services = Vec::new();
-        for (name, svc) in &w.st.services {
-            let desired = w.st.desired.services.get(name);
+        for (name, svc) in &v.services {
+            let desired = v.desired.services.get(name);
             let instances: Vec<Value> = svc
                 .instances
                 .values()
@@ -110,10 +118,7 @@ impl Shared {
                         && i.in_rotation
                 })
                 .count();
-            let stats = w
-                .proxies
-                .get(name)
-                .map(|f| serde_json::to_value(f.proxy.stats()).unwrap_or(Value::Null));
+            let stats = stats.get(name);
             services.push(json!({
                 "name": name,
                 "listen": desired.map(|d| d.listen.to_string()),
@@ -179,18 +184,15 @@ impl Shared {
         if let Err(e) = self.record_first(ev) {
             return Response::err(e);
         }
-        {
-            let mut w = lock(&self.world);
+        self.change(|st| {
             for (name, spec) in &d.services {
-                let changed = w.st.desired.services.get(name) != Some(spec);
-                if changed && let Some(svc) = w.st.services.get_mut(name) {
+                let changed = st.desired.services.get(name) != Some(spec);
+                if changed && let Some(svc) = st.services.get_mut(name) {
                     svc.failed = None;
                 }
             }
-            w.st.desired = d;
-            w.touch();
-        }
-        self.wake();
+            st.desired = d.clone();
+        });
         Response::ok(json!({"plan": plan, "text": plan.to_string()}))
     }
 
@@ -257,15 +259,14 @@ impl Shared {
         next.port = prev.spec.port;
         next.tmpfs_mb = prev.spec.tmpfs_mb;
         next.reason = reason.clone().or(Some(format!("rollback to {}", prev.id)));
-        {
-            let mut w = lock(&self.world);
-            w.st.desired.services.insert(service.to_string(), next);
-            if let Some(svc) = w.st.services.get_mut(service) {
+        self.change(|st| {
+            st.desired
+                .services
+                .insert(service.to_string(), next.clone());
+            if let Some(svc) = st.services.get_mut(service) {
                 svc.failed = None;
             }
-            w.touch();
-        }
-        self.wake();
+        });
         Response::ok(
             json!({"service": service, "from": active, "to": prev.id, "image": prev.image.to_string()}),
         )
@@ -283,12 +284,9 @@ impl Shared {
         if let Err(e) = self.record_first(ev) {
             return Response::err(e);
         }
-        {
-            let mut w = lock(&self.world);
-            w.st.desired.services.remove(service);
-            w.touch();
-        }
-        self.wake();
+        self.change(|st| {
+            st.desired.services.remove(service);
+        });
         Response::ok(json!({"destroying": service}))
     }
 

@@ -168,6 +168,11 @@ struct Shared {
     db: Arc<Db>,
     drift: Arc<DriftWatch>,
     world: Mutex<World>,
+    /// The state as `status` shows it: published by the reconciler once the
+    /// events of its changes are recorded (so a change is never visible
+    /// before its event is in the log), and by client changes as they are
+    /// made. Lock order: `view`, then `world`.
+    view: Mutex<FleetState>,
     wake: Condvar,
     logs: Arc<Logs>,
     stop: AtomicBool,
@@ -380,6 +385,7 @@ impl Shared {
             audit,
             db,
             drift,
+            view: Mutex::new(st.clone()),
             world: Mutex::new(World {
                 st,
                 ..World::default()
@@ -392,7 +398,28 @@ impl Shared {
             saving: Mutex::new(()),
         });
         sh.adopt();
+        sh.publish();
         Ok(sh)
+    }
+
+    /// Show the world's state in `status` (after its events are recorded).
+    fn publish(&self) {
+        let mut v = lock(&self.view);
+        let w = lock(&self.world);
+        v.clone_from(&w.st);
+    }
+
+    /// Make a client's change of the desired state (already recorded), in
+    /// the world and in what `status` shows at once.
+    fn change(&self, f: impl Fn(&mut FleetState)) {
+        {
+            let mut v = lock(&self.view);
+            let mut w = lock(&self.world);
+            f(&mut v);
+            f(&mut w.st);
+            w.touch();
+        }
+        self.wake();
     }
 
     /// Record the event of a change a client asked for, before making it:

@@ -41,6 +41,7 @@ impl Shared {
         }
         self.drift_tick();
         self.expire_debug();
+        self.publish();
         self.save();
     }
 
