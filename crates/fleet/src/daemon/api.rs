@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kiln_audit::{Actor, Event, Resource};
 use serde_json::{Value, json};
 
-use super::{DebugSession, Shared, lock, next_id};
+use super::{DebugSession, Shared, lock, next_id, release_pending};
 use crate::api::{Request, Response};
 use crate::deploy::Deployment;
 use crate::state::Phase;
@@ -126,7 +126,7 @@ impl Shared {
                 "active": svc.active_release().map(|r| json!({"id": r.id, "image": r.image.to_string(), "created": r.created})),
                 "rollout": svc.rollout.as_ref().map(|r| json!({"release": r.release, "from": r.from, "canary": r.canary, "step": r.step, "note": r.note, "failures": r.failures})),
                 "healthy": healthy,
-                "converged": svc.rollout.is_none() && desired.is_some_and(|d| healthy == d.replicas as usize) && svc.instances.values().all(|i| i.phase != Phase::Retiring),
+                "converged": svc.rollout.is_none() && desired.is_some_and(|d| healthy == d.replicas as usize && !release_pending(svc, d)) && svc.instances.values().all(|i| i.phase != Phase::Retiring),
                 "failed": svc.failed.is_some(),
                 "message": svc.message,
                 "instances": instances,

@@ -259,6 +259,15 @@ fn instance_fields_differ(a: &ServiceSpec, b: &ServiceSpec) -> bool {
     a.image != b.image || a.port != b.port || a.env != b.env || a.tmpfs_mb != b.tmpfs_mb
 }
 
+/// Whether `desired` asks for a release the reconciler has yet to start
+/// (its image is being verified): neither active nor failed.
+fn release_pending(svc: &crate::state::ServiceState, desired: &ServiceSpec) -> bool {
+    let serving = svc
+        .active_release()
+        .is_some_and(|a| !instance_fields_differ(&a.spec, desired));
+    !serving && svc.failed.as_deref() != Some(fingerprint(desired).as_str())
+}
+
 impl Daemon {
     /// Open the state, adopt or clean up what a previous daemon left, and
     /// get ready to serve. Call [`Daemon::run`] next.

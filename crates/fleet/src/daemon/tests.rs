@@ -615,20 +615,48 @@ impl ImageGate for Gate {
 /// A gate that holds every check until released.
 #[derive(Default)]
 struct BlockingGate {
-    state: Mutex<(bool, bool)>, // (entered, released)
+    /// (checks entered, checks released).
+    state: Mutex<(u32, u32)>,
     cv: Condvar,
+}
+
+impl BlockingGate {
+    /// Wait until `n` checks are in progress or done.
+    fn wait_entered(&self, n: u32) {
+        let mut g = self.state.lock().unwrap();
+        while g.0 < n {
+            g = self.cv.wait(g).unwrap();
+        }
+    }
+
+    /// Let one more check finish.
+    fn release_one(&self) {
+        self.state.lock().unwrap().1 += 1;
+        self.cv.notify_all();
+    }
 }
 
 impl ImageGate for BlockingGate {
     fn check(&self, _image: &ImageRef, _policy: &Path) -> Result<String, GateError> {
         let mut g = self.state.lock().unwrap();
-        g.0 = true;
+        g.0 += 1;
+        let me = g.0;
         self.cv.notify_all();
-        while !g.1 {
+        while g.1 < me {
             g = self.cv.wait(g).unwrap();
         }
         Ok("ok".into())
     }
+}
+
+/// `status`, from another thread; `None` if it does not answer.
+fn status_from_elsewhere(sh: &Arc<Shared>) -> Option<Value> {
+    let (tx, rx) = mpsc::channel();
+    let sh = sh.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(sh.status());
+    });
+    rx.recv_timeout(Duration::from_secs(30)).ok()
 }
 
 struct Rig {
@@ -787,30 +815,14 @@ fn status_answers_while_an_image_is_being_verified() {
     let rig = Rig::new(Some(st), FakeHost::default(), gate.clone(), false);
     let sh = rig.sh.clone();
     let ticking = std::thread::spawn(move || sh.tick());
-    {
-        let mut g = gate.state.lock().unwrap();
-        while !g.0 {
-            g = gate.cv.wait(g).unwrap();
-        }
-    }
+    gate.wait_entered(1);
     // The tick is inside the gate: status must still answer.
-    let (tx, rx) = mpsc::channel();
-    let sh = rig.sh.clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(sh.status());
-    });
-    let status = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("status answered during verification");
+    let status = status_from_elsewhere(&rig.sh).expect("status answered during verification");
     let services = status["services"].as_array().unwrap();
     assert!(services.iter().all(|s| s["active"].is_null()), "{status}");
     assert!(rig.host.st.lock().unwrap().launched.is_empty());
     // Released: the verdict is used and the release starts.
-    {
-        let mut g = gate.state.lock().unwrap();
-        g.1 = true;
-        gate.cv.notify_all();
-    }
+    gate.release_one();
     ticking.join().unwrap();
     rig.sh.tick();
     let web = rig.web();
@@ -835,6 +847,25 @@ fn status_answers_while_an_image_is_being_verified() {
     let status = rig.sh.status();
     assert_eq!(status["services"][0]["active"]["id"], json!("r0001"));
     assert_eq!(status["services"][0]["converged"], json!(true));
+    // A new image: while it is verified the old release keeps serving,
+    // status answers and does not call the service converged.
+    let new = spec(specdir.path(), NEW, "");
+    rig.sh.change(|st| {
+        st.desired.services.insert("web".into(), new.clone());
+    });
+    let sh = rig.sh.clone();
+    let ticking = std::thread::spawn(move || sh.tick());
+    gate.wait_entered(2);
+    let status = status_from_elsewhere(&rig.sh).expect("status answered during verification");
+    assert_eq!(status["services"][0]["active"]["id"], json!("r0001"));
+    assert_eq!(status["services"][0]["converged"], json!(false));
+    gate.release_one();
+    ticking.join().unwrap();
+    rig.sh.tick();
+    assert_eq!(
+        rig.web().rollout.map(|r| r.release),
+        Some("r0003".to_string())
+    );
 }
 
 #[test]
