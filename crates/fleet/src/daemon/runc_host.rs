@@ -243,12 +243,12 @@ impl Host for RuncHost {
         let clock = self.clock.clone();
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                let res = match &check.check {
+                let failure = match &check.check {
                     HealthCheck::HttpGet { path } => {
                         match kiln_runtime::http_get_in_netns(pid, port, path, check.timeout) {
-                            Ok(code) if (200..400).contains(&code) => Ok(()),
-                            Ok(code) => Err(format!("GET {path}: HTTP {code}")),
-                            Err(e) => Err(format!("GET {path}: {e}")),
+                            Ok(code) if (200..400).contains(&code) => None,
+                            Ok(code) => Some(format!("GET {path}: HTTP {code}")),
+                            Err(e) => Some(format!("GET {path}: {e}")),
                         }
                     }
                     HealthCheck::Tcp => kiln_runtime::connect_in_netns(
@@ -256,17 +256,17 @@ impl Host for RuncHost {
                         SocketAddr::from(([127, 0, 0, 1], port)),
                         check.timeout,
                     )
-                    .map(drop)
-                    .map_err(|e| format!("connect :{port}: {e}")),
+                    .err()
+                    .map(|e| format!("connect :{port}: {e}")),
                 };
-                match res {
-                    Ok(()) => {
+                match failure {
+                    None => {
                         h.ok_streak.fetch_add(1, Ordering::Relaxed);
                         h.fail_streak.store(0, Ordering::Relaxed);
                         h.ever_ok.store(true, Ordering::Relaxed);
                         let _ = h.first_ok_ms.set(clock.now_ms());
                     }
-                    Err(e) => {
+                    Some(e) => {
                         h.fail_streak.fetch_add(1, Ordering::Relaxed);
                         h.ok_streak.store(0, Ordering::Relaxed);
                         *lock(&h.last_error) = e;
