@@ -1,7 +1,7 @@
 //! Drift in the daemon: which roots and instances to check (a snapshot
 //! under the world lock), the checks themselves (unlocked: a full re-hash
-//! takes seconds), then marking the instances found drifted (locked again)
-//! and the audit events (unlocked). The reconciler replaces marked
+//! takes seconds), then the audit event (unlocked) and marking the
+//! instances found drifted (locked again). The reconciler replaces marked
 //! instances, new one first. Also `kiln drift check`.
 
 use std::collections::HashMap;
@@ -21,25 +21,26 @@ use crate::state::{Instance, Phase};
 type Target = (String, Instance, String, u16);
 
 impl Shared {
-    /// Mark every instance on a drifted root filesystem and record what was
-    /// found (the host already moved it away, or condemned it).
+    /// Record what was found on a drifted root filesystem (the host already
+    /// moved it away, or condemned it), then mark every instance on it.
     pub(super) fn apply_rootfs_drift(&self, d: &RootfsDrift) {
-        let mut affected = Vec::new();
-        {
-            let mut w = lock(&self.world);
-            for (name, svc) in w.st.services.iter_mut() {
-                for inst in svc.instances.values_mut() {
-                    if inst.rootfs.as_deref() == Some(d.rootfs.as_path())
-                        && inst.drifted.is_none()
-                        && inst.phase != Phase::Retiring
-                    {
-                        inst.drifted = Some(format!("root filesystem of {} changed", d.digest));
-                        affected.push((name.clone(), inst.id.clone()));
-                    }
-                }
-            }
-            w.touch();
-        }
+        let on_it = |inst: &Instance| {
+            inst.rootfs.as_deref() == Some(d.rootfs.as_path())
+                && inst.drifted.is_none()
+                && inst.phase != Phase::Retiring
+        };
+        let affected: Vec<(String, String)> = {
+            let w = lock(&self.world);
+            w.st.services
+                .iter()
+                .flat_map(|(name, svc)| {
+                    svc.instances
+                        .values()
+                        .filter(|i| on_it(i))
+                        .map(|i| (name.clone(), i.id.clone()))
+                })
+                .collect()
+        };
         let reason = if is_no_record(&d.diff) {
             format!(
                 "root filesystem has no unpack-time inode record, so it cannot be told apart from a tampered one ({})",
@@ -73,7 +74,20 @@ impl Shared {
         for (name, id) in &affected {
             ev = ev.resource(Resource::named("instance", id, name.clone()));
         }
+        // The event first: the reconciler replaces what is marked.
         self.record(ev);
+        let mut w = lock(&self.world);
+        for (name, id) in &affected {
+            if let Some(i) =
+                w.st.services
+                    .get_mut(name)
+                    .and_then(|s| s.instances.get_mut(id))
+                && on_it(i)
+            {
+                i.drifted = Some(format!("root filesystem of {} changed", d.digest));
+            }
+        }
+        w.touch();
     }
 
     /// A root filesystem found drifted: quarantine it, mark, record.
@@ -94,20 +108,16 @@ impl Shared {
             .map(|f| f.detail.clone())
             .collect::<Vec<_>>()
             .join("; ");
-        {
-            let mut w = lock(&self.world);
-            if let Some(i) =
-                w.st.services
-                    .get_mut(name)
-                    .and_then(|s| s.instances.get_mut(id))
-            {
-                if i.drifted.is_some() {
-                    return;
-                }
-                i.drifted = Some(summary.clone());
-                w.touch();
-            }
+        let marked = lock(&self.world)
+            .st
+            .services
+            .get(name)
+            .and_then(|s| s.instances.get(id))
+            .is_some_and(|i| i.drifted.is_some());
+        if marked {
+            return;
         }
+        // The event first: the reconciler replaces what is marked.
         self.record(
             Event::new("drift.detected", "kiln serve")
                 .resource(Resource::named("instance", id, name))
@@ -119,6 +129,15 @@ impl Shared {
                 )
                 .detail("response", "replace the instance"),
         );
+        let mut w = lock(&self.world);
+        if let Some(i) =
+            w.st.services
+                .get_mut(name)
+                .and_then(|s| s.instances.get_mut(id))
+        {
+            i.drifted = Some(summary);
+            w.touch();
+        }
     }
 
     /// Continuous detection: runtime checks every second, a root filesystem

@@ -2,8 +2,8 @@
 //! proxies and the API.
 //!
 //! One thread ticks the reconciler (every 100 ms, or at once when the API
-//! changes the desired state). Each instance has a health-check thread and a
-//! log reader. The reconciler compares desired with actual state and acts:
+//! changes the desired state), another checks for drift. Each instance has
+//! a health-check thread and a log reader. The reconciler compares desired with actual state and acts:
 //! starts instances of a new release, switches the proxy, retires and
 //! destroys old instances, replaces ones that exited, failed health checks
 //! or outlived `max_lifetime` — never repairs one. Every such action is an
@@ -15,8 +15,9 @@
 //!   desired state, persisted state, observations and the time to the new
 //!   state and a list of actions;
 //! - `tick.rs`: the shell around it — observe, decide under the world lock,
-//!   then execute the actions (verification, starts, audit events, the
-//!   database write) without it; adoption after a restart;
+//!   then execute the actions (starts, audit events, the database write)
+//!   without it, verification on a thread of its own; adoption after a
+//!   restart;
 //! - `host.rs`, `runc_host.rs`: the seam to the machine and its runc
 //!   implementation; `clock.rs`: the seam to time;
 //! - `drift.rs`, `drift_apply.rs`: drift detection and its effects;
@@ -142,6 +143,8 @@ struct World {
     expected_exits: HashSet<String>,
     /// The image gate's answers, per service: (verification key, verdict).
     verdicts: HashMap<String, (String, Verdict)>,
+    /// Verifications in flight, per service: the key being verified.
+    verifying: HashMap<String, String>,
     /// The state changed since it was last saved.
     dirty: bool,
     /// Counts changes: a save of an older snapshot leaves `dirty` set.
@@ -325,6 +328,14 @@ impl Daemon {
                 }
             }
         });
+        // Drift checks (a full re-hash takes a while) have a thread of their own.
+        let sh = self.sh.clone();
+        let drift = std::thread::spawn(move || {
+            while !sh.stop.load(Ordering::Relaxed) {
+                sh.drift_tick();
+                std::thread::sleep(sh.timing.tick);
+            }
+        });
         while !stop.load(Ordering::Relaxed) {
             self.sh.tick();
             let mut w = lock(&self.sh.world);
@@ -339,6 +350,7 @@ impl Daemon {
         }
         self.sh.stop.store(true, Ordering::Relaxed);
         let _ = api.join();
+        let _ = drift.join();
         let st = {
             let mut w = lock(&self.sh.world);
             for live in w.live.values() {

@@ -2,12 +2,15 @@
 //! (exits, health, connections in flight), runs [`decide`] per service
 //! under the world lock, stores the new state and applies the quick
 //! actions (proxy rotation, forgetting watchers); then, without the lock,
-//! it runs the slow ones in order — image verification, instance starts,
-//! destroys, audit events — followed by drift checks, debug-session expiry
-//! and the database write. Also adoption of instances after a restart.
+//! it runs the slow ones in order — instance starts, destroys, audit
+//! events — followed by debug-session expiry, publishing the state to
+//! `status` and the database write. Image verification runs on a thread of
+//! its own (its verdict feeds a later tick), drift checks on another (see
+//! `Daemon::run`). Also adoption of instances after a restart.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use kiln_audit::Resource;
@@ -21,7 +24,7 @@ use crate::state::{Instance, Phase, ServiceState};
 
 impl Shared {
     /// One round of the reconciler over every service.
-    pub(super) fn tick(&self) {
+    pub(super) fn tick(self: &Arc<Self>) {
         let mut work: Vec<(String, Vec<Action>)> = Vec::new();
         {
             let mut w = lock(&self.world);
@@ -39,7 +42,6 @@ impl Shared {
         for (name, actions) in work {
             self.execute(&name, actions);
         }
-        self.drift_tick();
         self.expire_debug();
         self.publish();
         self.save();
@@ -171,11 +173,20 @@ impl Shared {
     }
 
     /// Run the slow actions of one service, in order, without the lock.
-    fn execute(&self, name: &str, actions: Vec<Action>) {
+    fn execute(self: &Arc<Self>, name: &str, actions: Vec<Action>) {
         let mut start_failed = false;
         for a in actions {
             match a {
-                Action::Verify { key, image, policy } => self.verify(name, key, &image, &policy),
+                Action::Verify { key, image, policy } => {
+                    let mut w = lock(&self.world);
+                    if w.verifying.get(name) == Some(&key) {
+                        continue;
+                    }
+                    w.verifying.insert(name.to_string(), key.clone());
+                    drop(w);
+                    let (sh, name) = (self.clone(), name.to_string());
+                    std::thread::spawn(move || sh.verify(&name, key, &image, &policy));
+                }
                 Action::Start {
                     release,
                     replaces,
@@ -194,8 +205,9 @@ impl Shared {
         }
     }
 
-    /// Ask the image gate (and read the image's `[baseline]`); the verdict
-    /// is used by the next tick if the desired spec still has `key`.
+    /// Ask the image gate (and read the image's `[baseline]`), on a thread
+    /// of its own: the reconciler carries on meanwhile. The verdict is kept
+    /// only if the desired spec still has `key` (else it is stale).
     fn verify(&self, name: &str, key: String, image: &ImageRef, policy: &std::path::Path) {
         let verdict = match self.gate.check(image, policy) {
             Ok(_) => Verdict::Pass {
@@ -205,9 +217,27 @@ impl Shared {
                 why: why.to_string(),
             },
         };
+        {
+            let mut w = lock(&self.world);
+            let current = w.st.desired.services.get(name).map(verify_key);
+            if current.as_ref() == Some(&key) {
+                w.verdicts.insert(name.to_string(), (key.clone(), verdict));
+            }
+            if w.verifying.get(name) == Some(&key) {
+                w.verifying.remove(name);
+            }
+            w.again = true;
+        }
+        self.wake.notify_all();
+    }
+
+    /// Wait until no verification is in flight (tests).
+    #[cfg(test)]
+    pub(super) fn wait_verified(&self) {
         let mut w = lock(&self.world);
-        w.verdicts.insert(name.to_string(), (key, verdict));
-        w.again = true;
+        while !w.verifying.is_empty() {
+            w = self.wake.wait(w).unwrap_or_else(|p| p.into_inner());
+        }
     }
 
     /// Create, start and watch one instance of release `release_id`.

@@ -103,6 +103,7 @@ fn status_answers_while_an_image_is_being_verified() {
     // Released: the verdict is used and the release starts.
     gate.release_one();
     ticking.join().unwrap();
+    rig.sh.wait_verified();
     rig.sh.tick();
     let web = rig.web();
     assert_eq!(
@@ -132,19 +133,27 @@ fn status_answers_while_an_image_is_being_verified() {
     rig.sh.change(|st| {
         st.desired.services.insert("web".into(), new.clone());
     });
-    let sh = rig.sh.clone();
-    let ticking = std::thread::spawn(move || sh.tick());
+    rig.sh.tick();
     gate.wait_entered(2);
     let status = status_from_elsewhere(&rig.sh).expect("status answered during verification");
     assert_eq!(status["services"][0]["active"]["id"], json!("r0001"));
     assert_eq!(status["services"][0]["converged"], json!(false));
-    gate.release_one();
-    ticking.join().unwrap();
+    // Health-driven replacement carries on while the image is verified.
+    rig.host.kill(&launched[0]);
     rig.sh.tick();
-    assert_eq!(
-        rig.web().rollout.map(|r| r.release),
-        Some("r0003".to_string())
+    let web = rig.web();
+    assert!(!web.instances.contains_key(&launched[0]));
+    assert_eq!(rig.host.st.lock().unwrap().launched.len(), 2);
+    assert!(
+        web.rollout.is_none(),
+        "the new release waits for its verdict"
     );
+    gate.release_one();
+    rig.sh.wait_verified();
+    rig.sh.tick();
+    let web = rig.web();
+    let r = web.rollout.expect("rollout of the verified image");
+    assert_eq!(r.from.as_deref(), Some("r0001"));
 }
 
 #[test]
@@ -161,6 +170,7 @@ fn a_refused_image_never_starts() {
     let rig = Rig::new(Some(st), FakeHost::default(), gate, false);
     for _ in 0..3 {
         rig.sh.tick();
+        rig.sh.wait_verified();
     }
     let web = rig.web();
     assert!(web.rollout.is_none() && web.releases.is_empty());
@@ -194,6 +204,7 @@ fn the_state_is_saved_after_a_tick_that_changed_it() {
         false,
     );
     rig.sh.tick();
+    rig.sh.wait_verified();
     rig.sh.tick();
     assert!(!lock(&rig.sh.world).dirty);
     let saved = rig.sh.db.load().unwrap();
