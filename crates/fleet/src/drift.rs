@@ -16,9 +16,8 @@
 //! and link counts with the record taken at unpack.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -251,11 +250,7 @@ const MASK: u32 = libc::IN_MODIFY
     | libc::IN_CLOSE_WRITE;
 
 fn add_watch(fd: &OwnedFd, dir: &Path) -> bool {
-    let Ok(c) = CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: valid inotify fd and NUL-terminated path.
-    unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), MASK | libc::IN_DONT_FOLLOW) >= 0 }
+    crate::sys::inotify_add_watch(fd.as_fd(), dir, MASK)
 }
 
 fn watch_tree(fd: &OwnedFd, root: &Path) -> usize {
@@ -279,13 +274,7 @@ fn watch_tree(fd: &OwnedFd, root: &Path) -> usize {
 impl RootfsWatch {
     /// Start watching `root`; the watcher thread ends when this is dropped.
     pub fn new(root: &Path) -> std::io::Result<RootfsWatch> {
-        // SAFETY: plain inotify_init1; the fd is owned right away.
-        let raw = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = crate::sys::inotify_init()?;
         watch_tree(&fd, root);
         // Nothing is known about the time before the watch: check at once.
         let dirty = Arc::new(AtomicBool::new(true));
@@ -301,14 +290,10 @@ impl RootfsWatch {
                         events: libc::POLLIN,
                         revents: 0,
                     };
-                    // SAFETY: one valid pollfd.
-                    let r = unsafe { libc::poll(&mut pfd, 1, 200) };
-                    if r <= 0 {
+                    if !crate::sys::poll(std::slice::from_mut(&mut pfd), 200).is_ok_and(|r| r > 0) {
                         continue;
                     }
-                    // SAFETY: reading into our buffer from our fd.
-                    let n =
-                        unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                    let n = crate::sys::read(fd.as_fd(), &mut buf).unwrap_or(0);
                     if n > 0 {
                         d.store(true, Ordering::Relaxed);
                         // New directories need watches too.

@@ -2,6 +2,8 @@
 //! `file:line:col` errors and a plan against the current state) and the front proxy that
 //! spreads each service's TCP connections over its instances.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod api;
 pub mod daemon;
 pub mod deploy;
@@ -9,6 +11,7 @@ pub mod drift;
 mod pool;
 pub mod proxy;
 pub mod state;
+mod sys;
 
 pub use deploy::{
     Change, DeployError, Deployment, Health, HealthCheck, ImageRef, ListenError, Plan,

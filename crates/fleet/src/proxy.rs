@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -321,11 +321,9 @@ impl Proxy {
         if let Some(h) = handle {
             self.inner.stopping.store(true, Ordering::SeqCst);
             // Wakes the blocked accept(2) with EINVAL; the thread then drops the listener.
-            // SAFETY: the listener is owned by the accept thread, which is still running (we
-            // hold its handle), so the fd is open and refers to the listener.
-            unsafe {
-                libc::shutdown(self.listener_fd, libc::SHUT_RDWR);
-            }
+            // The listener is owned by the accept thread, which is still running (we hold
+            // its handle), so the fd is open and refers to the listener.
+            crate::sys::shutdown_owned_elsewhere(self.listener_fd);
             let _ = h.join();
         }
     }
@@ -525,13 +523,10 @@ fn duplex(a: &TcpStream, b: &TcpStream) -> io::Result<()> {
                 revents: 0,
             },
         ];
-        // SAFETY: `fds` is a valid array of two pollfd for the call.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
+        if let Err(e) = crate::sys::poll(&mut fds, -1)
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            return Err(e);
         }
     }
 }
@@ -592,27 +587,14 @@ struct Pipe {
 
 impl Pipe {
     fn new() -> io::Result<Pipe> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: fds is a valid array of two ints for pipe2 to fill.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (read, write) = crate::sys::pipe()?;
         Ok(Pipe { read, write })
     }
 
     /// A bigger pipe moves more per syscall; failure just keeps the default 64 KiB. Done only
     /// for long transfers, so short connections don't pay for the allocation.
     fn grow(&self) {
-        // SAFETY: plain fcntl on an fd we own.
-        unsafe {
-            libc::fcntl(
-                self.write.as_raw_fd(),
-                libc::F_SETPIPE_SZ,
-                CHUNK as libc::c_int,
-            );
-        }
+        crate::sys::set_pipe_size(self.write.as_fd(), CHUNK);
     }
 }
 
@@ -631,56 +613,35 @@ fn splice_copy(p: &Pipe, src: &TcpStream, dst: &TcpStream) -> Result<(), SpliceE
             p.grow();
             grown = true;
         }
-        // SAFETY: splice on fds we own/borrow for the duration of the call, null offsets.
-        let n = unsafe {
-            libc::splice(
-                src.as_raw_fd(),
-                std::ptr::null_mut(),
-                p.write.as_raw_fd(),
-                std::ptr::null_mut(),
-                CHUNK,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
+        let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE;
+        let n = match crate::sys::splice(src.as_fd(), p.write.as_fd(), CHUNK, flags) {
+            Ok(n) => n,
+            Err(e) => match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::EINVAL | libc::ENOSYS) if !moved_any => {
                     return Err(SpliceError::Unsupported);
                 }
                 _ => return Err(SpliceError::Io(e)),
-            }
-        }
+            },
+        };
         if n == 0 {
             return Ok(());
         }
         moved_any = true;
-        let mut left = n as usize;
+        let mut left = n;
         moved = moved.saturating_add(left);
         while left > 0 {
-            // SAFETY: as above; the pipe holds `left` bytes.
-            let m = unsafe {
-                libc::splice(
-                    p.read.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    dst.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    left,
-                    libc::SPLICE_F_MOVE,
-                )
+            // The pipe holds `left` bytes.
+            let m = match crate::sys::splice(p.read.as_fd(), dst.as_fd(), left, libc::SPLICE_F_MOVE)
+            {
+                Ok(m) => m,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(SpliceError::Io(e)),
             };
-            if m < 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                return Err(SpliceError::Io(e));
-            }
             if m == 0 {
                 return Err(SpliceError::Io(io::ErrorKind::WriteZero.into()));
             }
-            left -= m as usize;
+            left -= m;
         }
     }
 }

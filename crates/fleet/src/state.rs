@@ -49,7 +49,7 @@ pub struct FleetState {
 }
 
 /// One service's releases and instances.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceState {
     /// Every release of the service, oldest first.
     pub releases: Vec<Release>,
@@ -97,7 +97,7 @@ impl ServiceState {
 }
 
 /// An immutable release: one image with one instance configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Release {
     pub id: String,
     pub image: ImageRef,
@@ -109,7 +109,7 @@ pub struct Release {
 }
 
 /// A release on its way in.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
     pub release: String,
     /// The release it replaces (`None` for a first deploy).
@@ -138,7 +138,7 @@ pub enum Phase {
 }
 
 /// One runc container.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: String,
     pub release: String,

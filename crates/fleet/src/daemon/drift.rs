@@ -1,16 +1,210 @@
-//! Drift: watch each unpacked rootfs, its inode record, sweeps, quarantine and replacement, `kiln drift check`.
+//! Drift detection's machinery (no world lock here): inotify watchers per
+//! unpacked root filesystem, inode records, file baselines, the full
+//! re-hash and the metadata sweep, runtime checks and quarantine. The
+//! daemon's use of it (when to check, marking instances, events) is in
+//! `drift_apply.rs`.
 
-use super::*;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-impl Shared {
-    /// Watch a root filesystem that was just unpacked or checked.
-    pub(super) fn ensure_watch(&self, rootfs: &kiln_runtime::Rootfs) {
-        self.watch_rootfs(&rootfs.path, true);
+use kiln_oci::{Digest, Store};
+use serde_json::{Value, json};
+
+use super::clock::Clock;
+use super::host::{HostError, Quarantine};
+use super::lock;
+use crate::state::{Db, Instance};
+
+/// Paths of a rootfs that are mount points in every instance.
+const MOUNT_POINTS: [&str; 5] = ["/proc", "/sys", "/dev", "/tmp", "/run"];
+
+/// Why a drift check could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Oci(#[from] kiln_oci::OciError),
+    #[error("{digest}: {source}")]
+    Image {
+        digest: String,
+        #[source]
+        source: kiln_oci::OciError,
+    },
+    #[error(transparent)]
+    Sbom(#[from] kiln_sbom::SbomError),
+    #[error("{0} has no file manifest to compare against")]
+    NoManifest(String),
+    #[error(transparent)]
+    Drift(#[from] kiln_drift::DriftError),
+    #[error("{} has no parent directory", .0.display())]
+    NoParent(PathBuf),
+    #[error("creating {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("moving {} to {}: {source}", from.display(), to.display())]
+    Move {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What an instance of one image must look like.
+pub(super) struct Baseline {
+    manifest: kiln_sbom::FileManifest,
+    /// The manifest's entries as a drift baseline (for the sweep).
+    entries: Vec<kiln_drift::Entry>,
+    /// path → sha256 of regular files.
+    files: HashMap<String, String>,
+    /// Declared ports (image config and `[baseline] ingress`).
+    ports: Vec<u16>,
+}
+
+/// How often every unpacked root filesystem is fully re-hashed (PCI DSS
+/// asks for at least weekly). `KILN_DRIFT_FULL_SECS` overrides it.
+fn full_scan_interval() -> Duration {
+    std::env::var("KILN_DRIFT_FULL_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(3600), Duration::from_secs)
+}
+
+/// How often every unpacked root filesystem gets the cheap metadata sweep
+/// (`lstat` of every path: inode numbers and link counts, which inotify on
+/// the rootfs cannot see change from outside). `KILN_DRIFT_SWEEP_SECS`
+/// overrides the 5 s default (fractions allowed, at least 0.1 s).
+fn sweep_interval() -> Duration {
+    std::env::var("KILN_DRIFT_SWEEP_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite())
+        .map_or(Duration::from_secs(5), |s| {
+            Duration::from_secs_f64(s.clamp(0.1, 86_400.0))
+        })
+}
+
+/// The diff of a root filesystem that has no unpack-time inode record.
+fn no_record_diff() -> Value {
+    json!({"inode_record": "missing"})
+}
+
+pub(super) fn is_no_record(diff: &Value) -> bool {
+    diff.get("inode_record").and_then(Value::as_str) == Some("missing")
+}
+
+/// Which checks of one root filesystem are due.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Due {
+    /// inotify saw a change.
+    pub changed: bool,
+    /// The scheduled full re-hash.
+    pub full: bool,
+    /// The metadata sweep.
+    pub sweep: bool,
+}
+
+/// Watchers, records, baselines and the drift clocks.
+pub(super) struct DriftWatch {
+    pub db: Arc<Db>,
+    pub clock: Arc<dyn Clock>,
+    pub state_dir: PathBuf,
+    pub fleet_dir: PathBuf,
+    pub rootfs_dir: PathBuf,
+    pub bundles_dir: PathBuf,
+    exe_hashes: crate::drift::ExeHashes,
+    /// inotify watchers, per unpacked root filesystem.
+    watches: Mutex<HashMap<PathBuf, crate::drift::RootfsWatch>>,
+    /// File manifests (the drift baselines), per image digest.
+    baselines: Mutex<HashMap<String, Arc<Baseline>>>,
+    /// Inode records of unpacked root filesystems, per image digest (a
+    /// cache of the state database's `rootfs-inodes` table).
+    inodes: Mutex<HashMap<String, Arc<kiln_drift::InodeRecord>>>,
+    /// Drifted root filesystems that could not be moved into quarantine:
+    /// still at their cached path, so no instance may start on them until
+    /// a retried quarantine succeeds.
+    condemned: Mutex<HashSet<PathBuf>>,
+    /// When runtime checks last ran, and each root's full re-hash and sweep.
+    clocks: Mutex<Clocks>,
+    /// How often every root filesystem is fully re-hashed.
+    full_scan: Duration,
+    sweep_every: Duration,
+}
+
+#[derive(Default)]
+struct Clocks {
+    runtime: Duration,
+    full: HashMap<PathBuf, Duration>,
+    sweep: HashMap<PathBuf, Duration>,
+}
+
+impl DriftWatch {
+    pub fn new(db: Arc<Db>, clock: Arc<dyn Clock>, state_dir: &Path) -> DriftWatch {
+        let fleet_dir = state_dir.join("fleet");
+        let now = clock.monotonic();
+        DriftWatch {
+            db,
+            clock,
+            state_dir: state_dir.to_path_buf(),
+            rootfs_dir: fleet_dir.join("rootfs"),
+            bundles_dir: fleet_dir.join("instances"),
+            fleet_dir,
+            exe_hashes: crate::drift::ExeHashes::default(),
+            watches: Mutex::new(HashMap::new()),
+            baselines: Mutex::new(HashMap::new()),
+            inodes: Mutex::new(HashMap::new()),
+            condemned: Mutex::new(HashSet::new()),
+            clocks: Mutex::new(Clocks {
+                runtime: now,
+                ..Clocks::default()
+            }),
+            full_scan: full_scan_interval(),
+            sweep_every: sweep_interval(),
+        }
+    }
+
+    /// The config of an image in the store, by manifest digest.
+    pub fn image_config(&self, digest: &str) -> Result<kiln_oci::ImageConfig, CheckError> {
+        let e = |source| CheckError::Image {
+            digest: digest.to_string(),
+            source,
+        };
+        let store = Store::open(self.state_dir.join("store")).map_err(e)?;
+        let d: Digest = digest.parse().map_err(e)?;
+        let desc = store
+            .resolve(&kiln_oci::ImageRef::Digest {
+                name: None,
+                digest: d,
+            })
+            .map_err(e)?;
+        let bytes = store.read_descriptor(&desc).map_err(e)?;
+        let m = kiln_oci::ImageManifest::from_bytes(&bytes, "manifest").map_err(e)?;
+        let bytes = store.read_descriptor(&m.config).map_err(e)?;
+        kiln_oci::ImageConfig::from_bytes(&bytes, "config").map_err(e)
+    }
+
+    /// The image's `[baseline]` (config label `dev.kiln.baseline`).
+    pub fn baseline(&self, digest: &str) -> Option<Value> {
+        let c = self.image_config(digest).ok()?;
+        serde_json::from_str(c.config.labels.get("dev.kiln.baseline")?).ok()
+    }
+
+    pub fn is_watched(&self, root: &Path) -> bool {
+        lock(&self.watches).contains_key(root)
+    }
+
+    pub fn is_condemned(&self, root: &Path) -> bool {
+        lock(&self.condemned).contains(root)
     }
 
     /// Start an inotify watcher for `root` unless it has one. A new watcher
     /// asks for a check at once unless the tree is known to be `clean`.
-    pub(super) fn watch_rootfs(&self, root: &Path, clean: bool) {
+    pub fn watch_rootfs(&self, root: &Path, clean: bool) {
         let mut ws = lock(&self.watches);
         if !ws.contains_key(root)
             && let Ok(wt) = crate::drift::RootfsWatch::new(root)
@@ -22,24 +216,64 @@ impl Shared {
         }
     }
 
-    pub(super) fn drift_baseline(&self, digest: &str) -> Result<Arc<Baseline>, String> {
+    /// Whether runtime checks are due (once a second).
+    pub fn runtime_due(&self) -> bool {
+        let now = self.clock.monotonic();
+        let mut c = lock(&self.clocks);
+        if now.saturating_sub(c.runtime) >= Duration::from_secs(1) {
+            c.runtime = now;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Which checks of `root` are due now (a new root gets its watcher here).
+    pub fn due(&self, root: &Path) -> Due {
+        // Adopted instances' root filesystems get their watcher here.
+        self.watch_rootfs(root, false);
+        let now = self.clock.monotonic();
+        let changed = lock(&self.watches)
+            .get(root)
+            .is_some_and(|wt| wt.dirty.swap(false, Ordering::Relaxed));
+        let mut c = lock(&self.clocks);
+        let tick = |m: &mut HashMap<PathBuf, Duration>, every: Duration| {
+            let last = *m.entry(root.to_path_buf()).or_insert(now);
+            let due = now.saturating_sub(last) >= every;
+            if due {
+                m.insert(root.to_path_buf(), now);
+            }
+            due
+        };
+        let full = tick(&mut c.full, self.full_scan);
+        let sweep = tick(&mut c.sweep, self.sweep_every);
+        Due {
+            changed,
+            full,
+            sweep,
+        }
+    }
+
+    fn drift_baseline(&self, digest: &str) -> Result<Arc<Baseline>, CheckError> {
         if let Some(b) = lock(&self.baselines).get(digest) {
             return Ok(b.clone());
         }
-        let store = Store::open(self.opts.state_dir.join("store")).map_err(|e| e.to_string())?;
-        let d: Digest = digest.parse().map_err(|e| format!("{digest}: {e}"))?;
+        let store = Store::open(self.state_dir.join("store"))?;
+        let d: Digest = digest.parse().map_err(|source| CheckError::Image {
+            digest: digest.to_string(),
+            source,
+        })?;
         let mut manifest = None;
-        for (_, m) in store.referrers(&d).map_err(|e| e.to_string())? {
+        for (_, m) in store.referrers(&d)? {
             if m.artifact_type.as_deref() == Some(kiln_sbom::MEDIA_TYPE_FILE_MANIFEST)
                 && let Some(layer) = m.layers.first()
             {
-                let bytes = store.read_descriptor(layer).map_err(|e| e.to_string())?;
-                manifest = Some(kiln_sbom::FileManifest::parse(&bytes).map_err(|e| e.to_string())?);
+                let bytes = store.read_descriptor(layer)?;
+                manifest = Some(kiln_sbom::FileManifest::parse(&bytes)?);
                 break;
             }
         }
-        let manifest =
-            manifest.ok_or_else(|| format!("{digest} has no file manifest to compare against"))?;
+        let manifest = manifest.ok_or_else(|| CheckError::NoManifest(digest.to_string()))?;
         let cfg = self.image_config(digest)?;
         let mut ports: Vec<u16> = cfg
             .config
@@ -56,7 +290,7 @@ impl Shared {
                     .into_iter()
                     .flatten()
                     .filter_map(|p| p.as_u64())
-                    .map(|p| p as u16),
+                    .filter_map(|p| u16::try_from(p).ok()),
             );
         }
         let files = manifest
@@ -76,7 +310,7 @@ impl Shared {
 
     /// Keep the inode record a fresh unpack of `digest` took (in memory and
     /// in the state database); `None` (a cached rootfs) keeps what is kept.
-    pub(super) fn keep_inodes(&self, digest: &str, record: Option<kiln_drift::InodeRecord>) {
+    pub fn keep_inodes(&self, digest: &str, record: Option<kiln_drift::InodeRecord>) {
         let Some(record) = record else { return };
         if let Err(e) = self.db.save_inodes(digest, &record) {
             // Held in memory still; after a restart the rootfs has no record
@@ -87,7 +321,7 @@ impl Shared {
     }
 
     /// The inode record of the rootfs of `digest`, if one was kept.
-    pub(super) fn inode_record(&self, digest: &str) -> Option<Arc<kiln_drift::InodeRecord>> {
+    fn inode_record(&self, digest: &str) -> Option<Arc<kiln_drift::InodeRecord>> {
         if let Some(r) = lock(&self.inodes).get(digest) {
             return Some(r.clone());
         }
@@ -108,23 +342,32 @@ impl Shared {
     /// Unpack `digest` after its cached copy was moved away; anything but a
     /// fresh unpack (which takes its record before the rootfs is visible)
     /// is refused.
-    pub(super) fn unpack_fresh(
+    pub fn unpack_fresh(
         &self,
         store: &Store,
         digest: &Digest,
         image: &str,
-    ) -> Result<kiln_runtime::Rootfs, String> {
-        let mut rootfs = kiln_runtime::unpack(store, digest, &self.rootfs_dir)
-            .map_err(|e| format!("unpacking {image}: {e}"))?;
+    ) -> Result<kiln_runtime::Rootfs, HostError> {
+        let mut rootfs =
+            kiln_runtime::unpack(store, digest, &self.rootfs_dir).map_err(|source| {
+                HostError::Unpack {
+                    image: image.to_string(),
+                    source,
+                }
+            })?;
         if !rootfs.fresh {
-            return Err(refuse_drifted(image, "it is still in the cache"));
+            return Err(HostError::Drifted {
+                image: image.to_string(),
+                why: "it is still in the cache".into(),
+                drift: None,
+            });
         }
         self.keep_inodes(&digest.to_string(), rootfs.inodes.take());
         Ok(rootfs)
     }
 
     /// Forget the inode record of `digest` (its rootfs was moved away).
-    pub(super) fn forget_inodes(&self, digest: &str) {
+    fn forget_inodes(&self, digest: &str) {
         lock(&self.inodes).remove(digest);
         if let Err(e) = self.db.remove_inodes(digest) {
             eprintln!("kiln serve: {e}");
@@ -139,14 +382,13 @@ impl Shared {
     /// with the same content passes every hash and link count), so it is
     /// never recorded here — it is quarantined and unpacked afresh, and the
     /// fresh unpack takes the record.
-    pub(super) fn fs_drift(&self, rootfs: &Path, digest: &str) -> Result<Option<Value>, String> {
+    pub fn fs_drift(&self, rootfs: &Path, digest: &str) -> Result<Option<Value>, CheckError> {
         let b = self.drift_baseline(digest)?;
         let Some(record) = self.inode_record(digest) else {
             return Ok(Some(no_record_diff()));
         };
         let (diff, _) =
-            kiln_drift::check_rootfs_with(rootfs, &b.manifest, Some(&record), &MOUNT_POINTS)
-                .map_err(|e| e.to_string())?;
+            kiln_drift::check_rootfs_with(rootfs, &b.manifest, Some(&record), &MOUNT_POINTS)?;
         if diff.exit_code() == 0 {
             return Ok(None);
         }
@@ -155,19 +397,18 @@ impl Shared {
 
     /// The cheap metadata sweep of one root filesystem (see
     /// [`crate::drift::sweep_rootfs`]); no record is drift, as in
-    /// [`Shared::fs_drift`].
-    pub(super) fn sweep_drift(&self, rootfs: &Path, digest: &str) -> Result<Option<Value>, String> {
+    /// [`DriftWatch::fs_drift`].
+    pub fn sweep_drift(&self, rootfs: &Path, digest: &str) -> Result<Option<Value>, CheckError> {
         let b = self.drift_baseline(digest)?;
         let Some(record) = self.inode_record(digest) else {
             return Ok(Some(no_record_diff()));
         };
-        let diff = crate::drift::sweep_rootfs(rootfs, &b.entries, Some(&record), &MOUNT_POINTS)
-            .map_err(|e| e.to_string())?;
+        let diff = crate::drift::sweep_rootfs(rootfs, &b.entries, Some(&record), &MOUNT_POINTS)?;
         Ok(diff.map(|d| serde_json::to_value(&d).unwrap_or(Value::Null)))
     }
 
     /// Runtime checks of one instance.
-    pub(super) fn runtime_drift(
+    pub fn runtime_drift(
         &self,
         inst: &Instance,
         digest: &str,
@@ -192,305 +433,47 @@ impl Shared {
     /// (evidence, and out of the cache so the next unpack is fresh). Its
     /// inode record is forgotten only once the move succeeded: a copy left
     /// at its cached path stays held to the record (and is refused).
-    pub(super) fn quarantine_rootfs(&self, rootfs: &Path, digest: &str) -> Result<PathBuf, String> {
+    pub fn quarantine_rootfs(&self, rootfs: &Path, digest: &str) -> Result<PathBuf, CheckError> {
         let dir = rootfs
             .parent()
-            .ok_or_else(|| format!("{} has no parent directory", rootfs.display()))?;
+            .ok_or_else(|| CheckError::NoParent(rootfs.to_path_buf()))?;
         let quarantine = self.fleet_dir.join("quarantine");
-        std::fs::create_dir_all(&quarantine)
-            .map_err(|e| format!("creating {}: {e}", quarantine.display()))?;
+        std::fs::create_dir_all(&quarantine).map_err(|source| CheckError::Create {
+            path: quarantine.clone(),
+            source,
+        })?;
         let to = quarantine.join(format!(
             "{}-{}",
             dir.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            now_ms()
+            self.clock.now_ms()
         ));
-        std::fs::rename(dir, &to)
-            .map_err(|e| format!("moving {} to {}: {e}", dir.display(), to.display()))?;
+        std::fs::rename(dir, &to).map_err(|source| CheckError::Move {
+            from: dir.to_path_buf(),
+            to: to.clone(),
+            source,
+        })?;
         lock(&self.condemned).remove(rootfs);
         self.forget_inodes(digest);
         Ok(to)
     }
 
-    /// A drifted root filesystem: keep it as evidence outside the cache (so
-    /// replacements unpack a fresh copy) and mark every instance on it.
-    /// `Err` when it could not be moved away: it stays condemned, and no
-    /// instance starts on it until a retried move succeeds.
-    pub(super) fn rootfs_drifted(
-        &self,
-        w: &mut World,
-        rootfs: &Path,
-        digest: &str,
-        diff: &Value,
-        how: &str,
-    ) -> Result<(), String> {
-        let mut affected = Vec::new();
-        for (name, svc) in w.st.services.iter_mut() {
-            for inst in svc.instances.values_mut() {
-                if inst.rootfs.as_deref() == Some(rootfs)
-                    && inst.drifted.is_none()
-                    && inst.phase != Phase::Retiring
-                {
-                    inst.drifted = Some(format!("root filesystem of {digest} changed"));
-                    affected.push((name.clone(), inst.id.clone()));
-                }
-            }
-        }
+    /// A drifted root filesystem: stop watching it and move it into
+    /// quarantine; if that fails it stays condemned (no instance starts on
+    /// it until a retried move succeeds).
+    pub fn condemn(&self, rootfs: &Path, digest: &str) -> Quarantine {
         lock(&self.watches).remove(rootfs);
-        lock(&self.sweep_clock).remove(rootfs);
-        let kept = self.quarantine_rootfs(rootfs, digest);
-        if kept.is_err() {
-            lock(&self.condemned).insert(rootfs.to_path_buf());
-        }
-        w.dirty = true;
-        let reason = if is_no_record(diff) {
-            format!(
-                "root filesystem has no unpack-time inode record, so it cannot be told apart from a tampered one ({how})"
-            )
-        } else {
-            format!("root filesystem differs from the image's file manifest ({how})")
-        };
-        let mut ev = Event::new("drift.detected", "kiln serve")
-            .resource(Resource::new("image", digest))
-            .reason(Some(&reason))
-            .detail("kind", "filesystem")
-            .detail("diff", diff.clone());
-        ev = match &kept {
-            Ok(to) => ev
-                .detail(
-                    "response",
-                    "replace every instance on it; the root filesystem is kept as evidence",
-                )
-                .detail("evidence", to.display().to_string()),
-            Err(e) => ev
-                .detail(
-                    "response",
-                    "replace every instance on it; the root filesystem could not be moved away, so no instance starts on it until it can be",
-                )
-                .detail("quarantine_error", e.clone()),
-        };
-        for (name, id) in &affected {
-            ev = ev.resource(Resource::named("instance", id, name.clone()));
-        }
-        self.record(ev);
-        kept.map(|_| ())
-    }
-
-    pub(super) fn instance_drifted(
-        &self,
-        w: &mut World,
-        name: &str,
-        id: &str,
-        findings: &[crate::drift::Finding],
-        how: &str,
-    ) {
-        let summary = findings
-            .iter()
-            .map(|f| f.detail.clone())
-            .collect::<Vec<_>>()
-            .join("; ");
-        if let Some(i) =
-            w.st.services
-                .get_mut(name)
-                .and_then(|s| s.instances.get_mut(id))
         {
-            if i.drifted.is_some() {
-                return;
-            }
-            i.drifted = Some(summary.clone());
-            w.dirty = true;
+            let mut c = lock(&self.clocks);
+            c.sweep.remove(rootfs);
         }
-        self.record(
-            Event::new("drift.detected", "kiln serve")
-                .resource(Resource::named("instance", id, name))
-                .reason(Some(&format!("{summary} ({how})")))
-                .detail("kind", "runtime")
-                .detail(
-                    "findings",
-                    serde_json::to_value(findings).unwrap_or(Value::Null),
-                )
-                .detail("response", "replace the instance"),
-        );
-    }
-
-    /// Continuous detection: runtime checks every second, a root filesystem
-    /// check as soon as inotify reports a change, a metadata sweep of every
-    /// root filesystem every few seconds (what inotify cannot see: an
-    /// outside hard link), and a full re-hash on a schedule.
-    pub(super) fn drift_tick(&self, w: &mut World) {
-        let now = Instant::now();
-        let run_runtime = {
-            let mut c = lock(&self.drift_clock);
-            if now.duration_since(c.0) >= Duration::from_secs(1) {
-                c.0 = now;
-                true
-            } else {
-                false
-            }
-        };
-        // (rootfs, digest) of every live instance, and the runtime targets.
-        let mut roots: Vec<(PathBuf, String)> = Vec::new();
-        let mut targets = Vec::new();
-        for (name, svc) in &w.st.services {
-            let port = w.st.desired.services.get(name).map_or(0, |s| s.port);
-            for inst in svc.instances.values() {
-                let Some(rel) = svc.release(&inst.release) else {
-                    continue;
-                };
-                if let Some(r) = &inst.rootfs
-                    && !roots.iter().any(|(p, _)| p == r)
-                    && inst.drifted.is_none()
-                {
-                    roots.push((r.clone(), rel.image.digest.clone()));
-                }
-                if inst.phase == Phase::Healthy && inst.drifted.is_none() {
-                    targets.push((name.clone(), inst.clone(), rel.image.digest.clone(), port));
-                }
-            }
-        }
-        for (root, digest) in roots {
-            // Adopted instances' root filesystems get their watcher here.
-            self.watch_rootfs(&root, false);
-            let changed = lock(&self.watches)
-                .get(&root)
-                .is_some_and(|wt| wt.dirty.swap(false, Ordering::Relaxed));
-            let due = {
-                let mut c = lock(&self.drift_clock);
-                let last = *c.1.entry(root.clone()).or_insert(now);
-                if now.duration_since(last) >= self.full_scan {
-                    c.1.insert(root.clone(), now);
-                    true
-                } else {
-                    false
-                }
-            };
-            let sweep = {
-                let mut c = lock(&self.sweep_clock);
-                let last = *c.entry(root.clone()).or_insert(now);
-                if now.duration_since(last) >= self.sweep_every {
-                    c.insert(root.clone(), now);
-                    true
-                } else {
-                    false
-                }
-            };
-            if !(changed || due || sweep) {
-                continue;
-            }
-            let (how, result) = if changed || due {
-                let how = if changed {
-                    "change event"
-                } else {
-                    "scheduled full re-hash"
-                };
-                (how, self.fs_drift(&root, &digest))
-            } else {
-                ("metadata sweep", self.sweep_drift(&root, &digest))
-            };
-            match result {
-                Ok(Some(diff)) => {
-                    // A failed move is in the event; the rootfs stays condemned.
-                    let _ = self.rootfs_drifted(w, &root, &digest, &diff, how);
-                }
-                Ok(None) => {
-                    if due {
-                        self.record(
-                            Event::new("drift.check", "kiln serve")
-                                .resource(Resource::new("image", &digest))
-                                .detail("kind", "scheduled full re-hash")
-                                .detail("drift", false),
-                        );
-                    }
-                }
-                Err(e) => eprintln!("kiln serve: drift check of {}: {e}", root.display()),
-            }
-        }
-        if run_runtime {
-            for (name, inst, digest, port) in targets {
-                let f = self.runtime_drift(&inst, &digest, port);
-                if !f.is_empty() {
-                    self.instance_drifted(w, &name, &inst.id, &f, "runtime check");
-                }
+        match self.quarantine_rootfs(rootfs, digest) {
+            Ok(to) => Quarantine::Moved(to),
+            Err(e) => {
+                lock(&self.condemned).insert(rootfs.to_path_buf());
+                Quarantine::Failed(e.to_string())
             }
         }
     }
-
-    pub(super) fn drift_check(&self, target: Option<&str>, actor: &Actor) -> Response {
-        let mut w = lock(&self.world);
-        let mut results = Vec::new();
-        let mut checked_roots: HashMap<PathBuf, Option<Value>> = HashMap::new();
-        let mut todo = Vec::new();
-        for (name, svc) in &w.st.services {
-            let port = w.st.desired.services.get(name).map_or(0, |s| s.port);
-            for inst in svc.instances.values() {
-                let hit = target.is_none_or(|t| t == name || t == inst.id);
-                if !hit || inst.phase == Phase::Retiring {
-                    continue;
-                }
-                if let Some(rel) = svc.release(&inst.release) {
-                    todo.push((name.clone(), inst.clone(), rel.image.digest.clone(), port));
-                }
-            }
-        }
-        if todo.is_empty() {
-            return Response::err(match target {
-                Some(t) => format!("no service or instance {t:?}"),
-                None => "no instances are running".to_string(),
-            });
-        }
-        let mut drifted = 0;
-        for (name, inst, digest, port) in todo {
-            let fs = match &inst.rootfs {
-                Some(r) => match checked_roots.get(r) {
-                    Some(v) => v.clone(),
-                    None => {
-                        let v = match self.fs_drift(r, &digest) {
-                            Ok(v) => v,
-                            Err(e) => return Response::err(format!("checking {}: {e}", inst.id)),
-                        };
-                        if let Some(diff) = &v {
-                            // A failed move is in the event; the rootfs stays condemned.
-                            let _ =
-                                self.rootfs_drifted(&mut w, r, &digest, diff, "kiln drift check");
-                        }
-                        checked_roots.insert(r.clone(), v.clone());
-                        v
-                    }
-                },
-                None => None,
-            };
-            let findings = self.runtime_drift(&inst, &digest, port);
-            if !findings.is_empty() {
-                self.instance_drifted(&mut w, &name, &inst.id, &findings, "kiln drift check");
-            }
-            let any = fs.is_some() || !findings.is_empty() || inst.drifted.is_some();
-            if any {
-                drifted += 1;
-            }
-            results.push(json!({
-                "service": name,
-                "instance": inst.id,
-                "image": digest,
-                "drift": any,
-                "filesystem": fs,
-                "runtime": findings,
-                "already_marked": inst.drifted,
-            }));
-        }
-        drop(w);
-        self.wake.notify_all();
-        let mut ev = Event::new("drift.check", "kiln drift check")
-            .detail("kind", "on demand")
-            .detail("instances", results.len())
-            .detail("drifted", drifted);
-        ev.actor = actor.clone();
-        if let Some(t) = target {
-            ev = ev.resource(Resource::new("target", t));
-        }
-        self.record(ev);
-        Response::ok(json!({"instances": results, "drifted": drifted}))
-    }
-
-    // ---- API --------------------------------------------------------------
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use kiln_fleet::api::{self, Request};
-use kiln_fleet::daemon::{Daemon, ImageGate, Options};
+use kiln_fleet::daemon::{Daemon, GateError, ImageGate, Options};
 use kiln_fleet::{Deployment, ImageRef, parse_duration};
 use kiln_oci::Store;
 use serde_json::{Value, json};
@@ -91,7 +91,7 @@ struct Gate {
 }
 
 impl ImageGate for Gate {
-    fn check(&self, image: &ImageRef, policy: &Path) -> Result<String, String> {
+    fn check(&self, image: &ImageRef, policy: &Path) -> Result<String, GateError> {
         let ctx = Ctx::new(self.state_dir.clone(), false, None, "kiln serve".into());
         let store =
             Store::open(self.state_dir.join("store")).map_err(|e| format!("image store: {e}"))?;
@@ -107,7 +107,7 @@ impl ImageGate for Gate {
         if failed.is_empty() {
             Ok(format!("{} rule(s) hold", verdicts.len()))
         } else {
-            Err(failed.join("; "))
+            Err(GateError::Refused(failed.join("; ")))
         }
     }
 }

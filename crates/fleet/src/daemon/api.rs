@@ -1,6 +1,22 @@
-//! The API socket: one client at a time per thread; status, apply, rollback, destroy, logs, debug and chaos.
+//! The API socket: one client at a time per thread; status, apply, rollback,
+//! destroy, logs, debug and chaos. Client changes are checked by the image
+//! gate and recorded in the audit log without the world lock (one change
+//! at a time), then made under it.
 
-use super::*;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use kiln_audit::{Actor, Event, Resource};
+use serde_json::{Value, json};
+
+use super::{DebugSession, Shared, lock, next_id, release_pending};
+use crate::api::{Request, Response};
+use crate::deploy::Deployment;
+use crate::state::Phase;
 
 impl Shared {
     pub(super) fn serve_client(self: Arc<Self>, s: UnixStream) {
@@ -62,11 +78,19 @@ impl Shared {
     }
 
     pub(super) fn status(&self) -> Value {
-        let w = lock(&self.world);
-        let now = now_ms();
+        let v = lock(&self.view);
+        let stats: std::collections::HashMap<String, Value> = lock(&self.world)
+            .proxies
+            .iter()
+            .map(|(name, f)| {
+                let stats = serde_json::to_value(f.proxy.stats()).unwrap_or(Value::Null);
+                (name.clone(), stats)
+            })
+            .collect();
+        let now = self.clock.now_ms();
         let mut services = Vec::new();
-        for (name, svc) in &w.st.services {
-            let desired = w.st.desired.services.get(name);
+        for (name, svc) in &v.services {
+            let desired = v.desired.services.get(name);
             let instances: Vec<Value> = svc
                 .instances
                 .values()
@@ -94,10 +118,7 @@ impl Shared {
                         && i.in_rotation
                 })
                 .count();
-            let stats = w
-                .proxies
-                .get(name)
-                .map(|(_, p, _)| serde_json::to_value(p.stats()).unwrap_or(Value::Null));
+            let stats = stats.get(name);
             services.push(json!({
                 "name": name,
                 "listen": desired.map(|d| d.listen.to_string()),
@@ -105,7 +126,7 @@ impl Shared {
                 "active": svc.active_release().map(|r| json!({"id": r.id, "image": r.image.to_string(), "created": r.created})),
                 "rollout": svc.rollout.as_ref().map(|r| json!({"release": r.release, "from": r.from, "canary": r.canary, "step": r.step, "note": r.note, "failures": r.failures})),
                 "healthy": healthy,
-                "converged": svc.rollout.is_none() && desired.is_some_and(|d| healthy == d.replicas as usize) && svc.instances.values().all(|i| i.phase != Phase::Retiring),
+                "converged": svc.rollout.is_none() && desired.is_some_and(|d| healthy == d.replicas as usize && !release_pending(svc, d)) && svc.instances.values().all(|i| i.phase != Phase::Retiring),
                 "failed": svc.failed.is_some(),
                 "message": svc.message,
                 "instances": instances,
@@ -120,18 +141,25 @@ impl Shared {
             Ok(d) => d,
             Err(e) => return Response::err(e),
         };
-        let mut w = lock(&self.world);
+        let _one = lock(&self.changes);
+        let (current, ours): (Deployment, Vec<std::net::SocketAddr>) = {
+            let w = lock(&self.world);
+            let ours = w.proxies.values().map(|f| f.listen).collect();
+            (w.st.desired.clone(), ours)
+        };
         // Ports: new listen addresses must be free on the host.
         for (name, spec) in &d.services {
-            let ours = w.proxies.values().any(|(a, _, _)| *a == spec.listen);
-            if !ours && let Err(e) = crate::deploy::check_listen_free(name, spec.listen) {
+            if !ours.contains(&spec.listen)
+                && let Err(e) = crate::deploy::check_listen_free(name, spec.listen)
+            {
                 return Response::err(e);
             }
         }
-        // Only verified images: refuse the whole apply before changing anything.
+        // Only verified images: refuse the whole apply before changing
+        // anything (unlocked: `changes` keeps the desired state as it is).
         for (name, spec) in &d.services {
-            let current = w.st.desired.services.get(name);
-            if current.is_some_and(|c| c.image == spec.image && c.policy == spec.policy) {
+            let cur = current.services.get(name);
+            if cur.is_some_and(|c| c.image == spec.image && c.policy == spec.policy) {
                 continue;
             }
             if let Err(why) = self.gate.check(&spec.image, &spec.policy) {
@@ -147,7 +175,7 @@ impl Shared {
                 s.reason.get_or_insert_with(|| r.clone());
             }
         }
-        let plan = crate::deploy::plan(&w.st.desired, &d);
+        let plan = crate::deploy::plan(&current, &d);
         let mut ev = Event::new("fleet.apply", "kiln apply")
             .resource(Resource::new("deployment", path.display().to_string()))
             .reason(reason.as_deref())
@@ -156,16 +184,15 @@ impl Shared {
         if let Err(e) = self.record_first(ev) {
             return Response::err(e);
         }
-        for (name, spec) in &d.services {
-            let changed = w.st.desired.services.get(name) != Some(spec);
-            if changed && let Some(svc) = w.st.services.get_mut(name) {
-                svc.failed = None;
+        self.change(|st| {
+            for (name, spec) in &d.services {
+                let changed = st.desired.services.get(name) != Some(spec);
+                if changed && let Some(svc) = st.services.get_mut(name) {
+                    svc.failed = None;
+                }
             }
-        }
-        w.st.desired = d;
-        w.dirty = true;
-        drop(w);
-        self.wake.notify_all();
+            st.desired = d.clone();
+        });
         Response::ok(json!({"plan": plan, "text": plan.to_string()}))
     }
 
@@ -175,32 +202,36 @@ impl Shared {
         reason: Option<String>,
         actor: &Actor,
     ) -> Response {
-        let mut w = lock(&self.world);
-        let Some(svc) = w.st.services.get(service) else {
-            return Response::err(format!("unknown service {service:?}"));
-        };
-        let Some(active) = svc.active.clone() else {
-            return Response::err(format!(
-                "service {service} has no active release to roll back from"
-            ));
-        };
-        let pos = svc
-            .releases
-            .iter()
-            .position(|r| r.id == active)
-            .unwrap_or(0);
-        let Some(prev) = svc.releases[..pos]
-            .iter()
-            .rev()
-            .find(|r| r.image != svc.releases[pos].image)
-            .cloned()
-        else {
-            return Response::err(format!(
-                "service {service} has no earlier release to roll back to"
-            ));
-        };
-        let Some(spec) = w.st.desired.services.get(service).cloned() else {
-            return Response::err(format!("service {service} is being destroyed"));
+        let _one = lock(&self.changes);
+        let (active, prev, spec) = {
+            let w = lock(&self.world);
+            let Some(svc) = w.st.services.get(service) else {
+                return Response::err(format!("unknown service {service:?}"));
+            };
+            let Some(active) = svc.active.clone() else {
+                return Response::err(format!(
+                    "service {service} has no active release to roll back from"
+                ));
+            };
+            let pos = svc
+                .releases
+                .iter()
+                .position(|r| r.id == active)
+                .unwrap_or(0);
+            let Some(prev) = svc.releases[..pos]
+                .iter()
+                .rev()
+                .find(|r| r.image != svc.releases[pos].image)
+                .cloned()
+            else {
+                return Response::err(format!(
+                    "service {service} has no earlier release to roll back to"
+                ));
+            };
+            let Some(spec) = w.st.desired.services.get(service).cloned() else {
+                return Response::err(format!("service {service} is being destroyed"));
+            };
+            (active, prev, spec)
         };
         if let Err(why) = self.gate.check(&prev.image, &spec.policy) {
             return Response::err(format!(
@@ -228,21 +259,22 @@ impl Shared {
         next.port = prev.spec.port;
         next.tmpfs_mb = prev.spec.tmpfs_mb;
         next.reason = reason.clone().or(Some(format!("rollback to {}", prev.id)));
-        w.st.desired.services.insert(service.to_string(), next);
-        if let Some(svc) = w.st.services.get_mut(service) {
-            svc.failed = None;
-        }
-        w.dirty = true;
-        drop(w);
-        self.wake.notify_all();
+        self.change(|st| {
+            st.desired
+                .services
+                .insert(service.to_string(), next.clone());
+            if let Some(svc) = st.services.get_mut(service) {
+                svc.failed = None;
+            }
+        });
         Response::ok(
             json!({"service": service, "from": active, "to": prev.id, "image": prev.image.to_string()}),
         )
     }
 
     pub(super) fn destroy(&self, service: &str, reason: Option<String>, actor: &Actor) -> Response {
-        let mut w = lock(&self.world);
-        if !w.st.desired.services.contains_key(service) {
+        let _one = lock(&self.changes);
+        if !lock(&self.world).st.desired.services.contains_key(service) {
             return Response::err(format!("unknown service {service:?}"));
         }
         let mut ev = self
@@ -252,10 +284,9 @@ impl Shared {
         if let Err(e) = self.record_first(ev) {
             return Response::err(e);
         }
-        w.st.desired.services.remove(service);
-        w.dirty = true;
-        drop(w);
-        self.wake.notify_all();
+        self.change(|st| {
+            st.desired.services.remove(service);
+        });
         Response::ok(json!({"destroying": service}))
     }
 
@@ -314,49 +345,22 @@ impl Shared {
         let Some(tools) = self.opts.debug_tools.clone() else {
             return Response::err("kiln serve has no debug tools directory");
         };
-        let mut w = lock(&self.world);
-        let Some(rel) =
-            w.st.services
-                .get(service)
-                .and_then(|s| s.active_release())
-                .cloned()
-        else {
-            return Response::err(format!("service {service:?} has no active release"));
+        let (id, rel) = {
+            let mut w = lock(&self.world);
+            let Some(rel) =
+                w.st.services
+                    .get(service)
+                    .and_then(|s| s.active_release())
+                    .cloned()
+            else {
+                return Response::err(format!("service {service:?} has no active release"));
+            };
+            (next_id(&mut w, &format!("debug-{service}-")), rel)
         };
-        let id = self.next_id(&mut w, &format!("debug-{service}-"));
-        drop(w);
-        let res = (|| -> Result<Value, String> {
-            let store =
-                Store::open(self.opts.state_dir.join("store")).map_err(|e| e.to_string())?;
-            let digest: Digest = rel.image.digest.parse().map_err(|e| format!("{e}"))?;
-            let mut rootfs = kiln_runtime::unpack(&store, &digest, &self.rootfs_dir)
-                .map_err(|e| e.to_string())?;
-            self.keep_inodes(&rel.image.digest, rootfs.inodes.take());
-            if !rootfs.fresh && lock(&self.condemned).contains(&rootfs.path) {
-                return Err(refuse_drifted(
-                    &rel.image.to_string(),
-                    "it is still in the cache",
-                ));
-            }
-            let mut spec = InstanceSpec::from_image(&id, &rootfs).map_err(|e| e.to_string())?;
-            spec.args = vec!["/run/kiln-debug/busybox".into(), "sh".into()];
-            spec.terminal = terminal;
-            spec.set_env("PATH", "/run/kiln-debug:/usr/local/bin:/usr/bin:/bin");
-            spec.set_env("PS1", &format!("[kiln debug {id}] $ "));
-            spec.bind_mounts.push(kiln_runtime::BindMount {
-                source: tools.clone(),
-                destination: "/run/kiln-debug".into(),
-            });
-            spec.annotations
-                .insert("dev.kiln.debug".into(), "true".into());
-            let dir = self.fleet_dir.join("debug").join(&id);
-            Bundle::write(&dir, &spec, &rootfs.path).map_err(|e| e.to_string())?;
-            Ok(
-                json!({"id": id, "bundle": dir, "runc_root": self.runtime_root(), "image": rel.image.to_string(), "ttl_ms": ttl_ms}),
-            )
-        })();
-        match res {
-            Ok(v) => {
+        match self.host.prepare_debug(&id, &rel, &tools, terminal) {
+            Ok(mut v) => {
+                v["image"] = json!(rel.image.to_string());
+                v["ttl_ms"] = json!(ttl_ms);
                 // The bundle is prepared; the session exists (and the
                 // client may start it) only once its event is recorded.
                 let mut ev = self
@@ -378,17 +382,13 @@ impl Shared {
                     id.clone(),
                     DebugSession {
                         service: service.to_string(),
-                        expires: now_ms() + ttl_ms,
+                        expires: self.clock.now_ms() + ttl_ms,
                     },
                 );
                 Response::ok(v)
             }
             Err(e) => Response::err(format!("debug instance for {service}: {e}")),
         }
-    }
-
-    pub(super) fn runtime_root(&self) -> PathBuf {
-        self.fleet_dir.join("runc")
     }
 
     pub(super) fn chaos(
@@ -414,7 +414,7 @@ impl Shared {
         std::thread::spawn(move || {
             let service = name;
             let end = Instant::now() + Duration::from_millis(for_ms);
-            let mut seed = now_ms() ^ 0x9E37_79B9_7F4A_7C15;
+            let mut seed = sh.clock.now_ms() ^ 0x9E37_79B9_7F4A_7C15;
             while Instant::now() < end && !sh.stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(every_ms.max(50)));
                 let victim = {
@@ -437,16 +437,31 @@ impl Shared {
                     v
                 };
                 if let Some(id) = victim {
-                    let _ = sh.runtime.kill(&id, libc::SIGKILL);
+                    sh.host.kill(&id);
                     sh.record(
                         sh.event("chaos.kill", &service)
                             .resource(Resource::new("instance", &id))
                             .detail("signal", "SIGKILL"),
                     );
-                    sh.wake.notify_all();
+                    sh.wake();
                 }
             }
         });
         Response::ok(json!({"service": service, "every_ms": every_ms, "for_ms": for_ms}))
     }
+}
+
+fn reply(mut s: &UnixStream, r: &Response) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    s.write_all(&line)
+}
+
+/// The caller, from SO_PEERCRED; `None` unless root or the daemon's user.
+fn peer_actor(s: &UnixStream) -> Option<Actor> {
+    let uid = crate::sys::peer_uid(s).ok()?;
+    if uid != 0 && uid != crate::sys::euid() {
+        return None;
+    }
+    Some(Actor::for_uid(uid))
 }

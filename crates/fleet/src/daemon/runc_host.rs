@@ -1,0 +1,373 @@
+//! The real [`Host`]: instances under runc (verified bundle on a checked
+//! root filesystem, stdio FIFOs), health checks inside their network
+//! namespaces, exits through `waitpid` or `/proc`, debug bundles.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kiln_oci::{Digest, Store};
+use kiln_runtime::{Bundle, InstanceSpec, Runtime};
+use serde_json::{Value, json};
+
+use super::clock::Clock;
+use super::drift::DriftWatch;
+use super::host::{HealthCell, Host, HostError, Launched, RootfsDrift, Watch};
+use super::{Logs, lock};
+use crate::deploy::{HealthCheck, ServiceSpec};
+use crate::proxy::Dial;
+use crate::state::{Instance, Release};
+use crate::sys;
+
+/// runc, network namespaces and `/proc`.
+pub(super) struct RuncHost {
+    pub runtime: Arc<dyn Runtime>,
+    pub drift: Arc<DriftWatch>,
+    pub logs: Arc<Logs>,
+    pub clock: Arc<dyn Clock>,
+    pub state_dir: PathBuf,
+    pub fleet_dir: PathBuf,
+    pub rootfs_dir: PathBuf,
+    pub bundles_dir: PathBuf,
+}
+
+impl RuncHost {
+    fn store(&self) -> Result<Store, kiln_oci::OciError> {
+        Store::open(self.state_dir.join("store"))
+    }
+
+    /// A FIFO for the instance's stdout and stderr. The container gets it
+    /// read-write, so it never sees EPIPE while kiln restarts; kiln reads it.
+    fn stdio(&self, service: &str, id: &str, dir: &Path) -> Result<(OwnedFd, OwnedFd), HostError> {
+        let fifo = dir.join("output.fifo");
+        match sys::mkfifo(&fifo, 0o600) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(HostError::BadPath { path: fifo });
+            }
+            Err(e) => return Err(HostError::io(&fifo)(e)),
+        }
+        let rw = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .map_err(HostError::io(&fifo))?;
+        self.read_output(service, id, &fifo);
+        let out: OwnedFd = rw.into();
+        let err = out.try_clone().map_err(HostError::io(&fifo))?;
+        Ok((out, err))
+    }
+
+    fn read_output(&self, service: &str, id: &str, fifo: &Path) {
+        let Ok(f) = sys::open_fifo_reader(fifo) else {
+            return;
+        };
+        let (service, id) = (service.to_string(), id.to_string());
+        let logs = self.logs.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(f);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match r.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&line);
+                        logs.push(&service, format!("{id} | {}", text.trim_end()));
+                    }
+                }
+            }
+        });
+    }
+
+    /// Move a drifted cached copy away and describe it; `Err` when it
+    /// could not be moved (it stays condemned).
+    fn drifted_before_use(
+        &self,
+        rootfs: &Path,
+        digest: &str,
+        diff: Value,
+        image: &str,
+    ) -> Result<RootfsDrift, HostError> {
+        let quarantine = self.drift.condemn(rootfs, digest);
+        let d = RootfsDrift {
+            rootfs: rootfs.to_path_buf(),
+            digest: digest.to_string(),
+            diff,
+            how: "unwatched cached copy, checked before use".into(),
+            quarantine,
+        };
+        match &d.quarantine {
+            super::host::Quarantine::Moved(_) => Ok(d),
+            super::host::Quarantine::Failed(why) => Err(HostError::Drifted {
+                image: image.to_string(),
+                why: why.clone(),
+                drift: Some(Box::new(d.clone())),
+            }),
+        }
+    }
+}
+
+impl Host for RuncHost {
+    fn list(&self) -> Vec<(String, u32)> {
+        self.runtime
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.id, s.pid))
+            .collect()
+    }
+
+    fn alive(&self, pid: u32) -> bool {
+        sys::pid_alive(pid)
+    }
+
+    fn exited(&self, pid: u32, child: bool) -> Option<String> {
+        if child {
+            match kiln_runtime::try_reap(pid) {
+                Ok(Some(status)) => return Some(sys::describe_wait(status)),
+                Ok(None) => return None,
+                Err(_) => {}
+            }
+        }
+        (!sys::pid_alive(pid)).then(|| "exited".to_string())
+    }
+
+    fn launch(&self, service: &str, id: &str, rel: &Release) -> Result<Launched, HostError> {
+        let image = rel.image.to_string();
+        let store = self.store().map_err(HostError::Store)?;
+        let digest: Digest = rel
+            .image
+            .digest
+            .parse()
+            .map_err(|source| HostError::Image {
+                image: image.clone(),
+                source,
+            })?;
+        let unpack = |store: &Store| {
+            kiln_runtime::unpack(store, &digest, &self.rootfs_dir).map_err(|source| {
+                HostError::Unpack {
+                    image: image.clone(),
+                    source,
+                }
+            })
+        };
+        let mut rootfs = unpack(&store)?;
+        self.drift
+            .keep_inodes(&rel.image.digest, rootfs.inodes.take());
+        let mut found = None;
+        // A drifted copy that could not be moved away earlier is never used:
+        // move it now, or refuse.
+        if !rootfs.fresh && self.drift.is_condemned(&rootfs.path) {
+            self.drift
+                .quarantine_rootfs(&rootfs.path, &rel.image.digest)
+                .map_err(|e| HostError::Drifted {
+                    image: image.clone(),
+                    why: e.to_string(),
+                    drift: None,
+                })?;
+            rootfs = self.drift.unpack_fresh(&store, &digest, &image)?;
+        }
+        // A cached root filesystem nobody watched may have been changed: check
+        // it before anything runs on it, and start over from the image if so.
+        if !rootfs.fresh && !self.drift.is_watched(&rootfs.path) {
+            match self.drift.fs_drift(&rootfs.path, &rel.image.digest) {
+                Ok(None) => {}
+                Ok(Some(diff)) => {
+                    found = Some(self.drifted_before_use(
+                        &rootfs.path,
+                        &rel.image.digest,
+                        diff,
+                        &image,
+                    )?);
+                    rootfs = self.drift.unpack_fresh(&store, &digest, &image)?;
+                }
+                Err(source) => return Err(HostError::Check { image, source }),
+            }
+        }
+        let instance = |source| HostError::Instance {
+            id: id.to_string(),
+            source,
+        };
+        let mut spec = InstanceSpec::from_image(id, &rootfs).map_err(instance)?;
+        for (k, v) in &rel.spec.env {
+            spec.set_env(k, v);
+        }
+        if let Some(mb) = rel.spec.tmpfs_mb {
+            spec.tmp_size_mib = u64::from(mb);
+        }
+        spec.annotations
+            .insert("dev.kiln.service".into(), service.into());
+        spec.annotations
+            .insert("dev.kiln.release".into(), rel.id.clone());
+        spec.annotations
+            .insert("org.opencontainers.image.ref.name".into(), image.clone());
+        let dir = self.bundles_dir.join(id);
+        let bundle = Bundle::write(&dir, &spec, &rootfs.path).map_err(instance)?;
+        let (out, err) = self.stdio(service, id, &bundle.dir)?;
+        let config_sha256 = std::fs::read(bundle.config_path())
+            .ok()
+            .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)));
+        self.drift.watch_rootfs(&rootfs.path, true);
+        let pid = self
+            .runtime
+            .start(id, &bundle.dir, out, err)
+            .map_err(|source| HostError::Start {
+                id: id.to_string(),
+                source,
+            })?;
+        Ok(Launched {
+            pid,
+            config_sha256,
+            rootfs: Some(rootfs.path.clone()),
+            drift: found,
+        })
+    }
+
+    fn watch(&self, service: &str, inst: &Instance, spec: &ServiceSpec, child: bool) -> Watch {
+        let health = Arc::new(HealthCell::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (health.clone(), stop.clone());
+        let (pid, port, check) = (inst.pid, spec.port, spec.health.clone());
+        if !child {
+            // An adopted instance's output FIFO is read again.
+            let fifo = self.bundles_dir.join(&inst.id).join("output.fifo");
+            self.read_output(service, &inst.id, &fifo);
+        }
+        let clock = self.clock.clone();
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let failure = match &check.check {
+                    HealthCheck::HttpGet { path } => {
+                        match kiln_runtime::http_get_in_netns(pid, port, path, check.timeout) {
+                            Ok(code) if (200..400).contains(&code) => None,
+                            Ok(code) => Some(format!("GET {path}: HTTP {code}")),
+                            Err(e) => Some(format!("GET {path}: {e}")),
+                        }
+                    }
+                    HealthCheck::Tcp => kiln_runtime::connect_in_netns(
+                        pid,
+                        SocketAddr::from(([127, 0, 0, 1], port)),
+                        check.timeout,
+                    )
+                    .err()
+                    .map(|e| format!("connect :{port}: {e}")),
+                };
+                match failure {
+                    None => {
+                        h.ok_streak.fetch_add(1, Ordering::Relaxed);
+                        h.fail_streak.store(0, Ordering::Relaxed);
+                        h.ever_ok.store(true, Ordering::Relaxed);
+                        let _ = h.first_ok_ms.set(clock.now_ms());
+                    }
+                    Some(e) => {
+                        h.fail_streak.fetch_add(1, Ordering::Relaxed);
+                        h.ok_streak.store(0, Ordering::Relaxed);
+                        *lock(&h.last_error) = e;
+                    }
+                }
+                // Poll fast until first healthy, then at the interval.
+                let pause = if h.ever_ok.load(Ordering::Relaxed) {
+                    check.interval
+                } else {
+                    Duration::from_millis(10)
+                };
+                let until = Instant::now() + pause;
+                while Instant::now() < until && !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20).min(pause));
+                }
+            }
+        });
+        Watch {
+            health,
+            stop,
+            sockets: kiln_runtime::NetnsSockets::new(inst.pid).ok().map(Arc::new),
+        }
+    }
+
+    fn dial(&self, pid: u32, port: u16, watch: Option<&Watch>) -> Arc<dyn Dial> {
+        Arc::new(NetnsDial {
+            pid,
+            port,
+            sockets: watch.and_then(|w| w.sockets.clone()),
+        })
+    }
+
+    fn kill(&self, id: &str) {
+        let _ = self.runtime.kill(id, libc::SIGKILL);
+    }
+
+    fn destroy(&self, id: &str, pid: u32) {
+        let _ = self.runtime.kill(id, libc::SIGKILL);
+        let _ = self.runtime.delete(id, true);
+        let _ = kiln_runtime::try_reap(pid);
+        let _ = std::fs::remove_dir_all(self.bundles_dir.join(id));
+    }
+
+    fn delete(&self, id: &str) {
+        let _ = self.runtime.delete(id, true);
+    }
+
+    fn prepare_debug(
+        &self,
+        id: &str,
+        rel: &Release,
+        tools: &Path,
+        terminal: bool,
+    ) -> Result<Value, HostError> {
+        let store = self.store()?;
+        let digest: Digest = rel.image.digest.parse()?;
+        let mut rootfs = kiln_runtime::unpack(&store, &digest, &self.rootfs_dir)?;
+        self.drift
+            .keep_inodes(&rel.image.digest, rootfs.inodes.take());
+        if !rootfs.fresh && self.drift.is_condemned(&rootfs.path) {
+            return Err(HostError::Drifted {
+                image: rel.image.to_string(),
+                why: "it is still in the cache".into(),
+                drift: None,
+            });
+        }
+        let mut spec = InstanceSpec::from_image(id, &rootfs)?;
+        spec.args = vec!["/run/kiln-debug/busybox".into(), "sh".into()];
+        spec.terminal = terminal;
+        spec.set_env("PATH", "/run/kiln-debug:/usr/local/bin:/usr/bin:/bin");
+        spec.set_env("PS1", &format!("[kiln debug {id}] $ "));
+        spec.bind_mounts.push(kiln_runtime::BindMount {
+            source: tools.to_path_buf(),
+            destination: "/run/kiln-debug".into(),
+        });
+        spec.annotations
+            .insert("dev.kiln.debug".into(), "true".into());
+        let dir = self.fleet_dir.join("debug").join(id);
+        Bundle::write(&dir, &spec, &rootfs.path)?;
+        Ok(json!({"id": id, "bundle": dir, "runc_root": self.fleet_dir.join("runc")}))
+    }
+
+    fn end_debug(&self, id: &str) {
+        let _ = self.runtime.kill(id, libc::SIGKILL);
+        let _ = self.runtime.delete(id, true);
+        let _ = std::fs::remove_dir_all(self.fleet_dir.join("debug").join(id));
+    }
+}
+
+struct NetnsDial {
+    pid: u32,
+    port: u16,
+    sockets: Option<Arc<kiln_runtime::NetnsSockets>>,
+}
+
+impl Dial for NetnsDial {
+    fn dial(&self) -> std::io::Result<std::net::TcpStream> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        match &self.sockets {
+            Some(s) => s.connect(addr, Duration::from_secs(1)),
+            None => kiln_runtime::connect_in_netns(self.pid, addr, Duration::from_secs(1)),
+        }
+    }
+}
