@@ -11,6 +11,8 @@ pub mod expansion;
 pub mod gc;
 pub mod layout;
 pub mod media;
+mod pending;
+mod resolved;
 pub mod targuard;
 pub mod textpos;
 pub mod time;
@@ -19,6 +21,8 @@ pub mod untrusted;
 
 pub use digest::{Digest, Sha256Writer};
 pub use error::OciError;
+pub use pending::Pending;
+pub use resolved::Resolved;
 pub use layout::{
     ImageRef, IndexLock, MAX_MANIFEST_SIZE, Staging, Store, TaggedImage, WritebackFile,
 };

@@ -16,7 +16,7 @@ use kiln_image::export::{Tagged, export_recorded};
 use kiln_oci::{Descriptor, Digest, ImageRef, Store};
 use serde_json::json;
 
-use super::sign::image_name;
+use kiln_trust::store::image_name;
 use super::{Ctx, print_json, resolve};
 
 #[derive(clap::Args)]

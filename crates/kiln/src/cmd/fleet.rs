@@ -6,10 +6,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use kiln_fleet::api::{self, Request};
+use kiln_fleet::api::{self, Request, service};
 use kiln_fleet::daemon::{Daemon, ImageGate, Options};
 use kiln_fleet::{Deployment, ImageRef, parse_duration};
 use kiln_oci::Store;
@@ -96,9 +96,12 @@ impl ImageGate for Gate {
         let store =
             Store::open(self.state_dir.join("store")).map_err(|e| format!("image store: {e}"))?;
         let img = super::resolve(&store, &image.to_string()).map_err(|e| format!("{e:#}"))?;
-        let verdicts =
-            super::verify::evaluate(&store, &img, policy).map_err(|e| format!("{e:#}"))?;
-        let _ = super::verify::record_verdicts(&ctx, &img, policy, &verdicts);
+        let chain = |e: anyhow::Error| format!("{e:#}");
+        let rules = kiln_trust::Policy::load(policy).map_err(|e| chain(e.into()))?;
+        let report = kiln_verify::evaluate(&store, &img, &rules, SystemTime::now())
+            .map_err(|e| chain(e.into()))?;
+        let _ = ctx.record(report.audit_event(&ctx, kiln_verify::policy_resource(policy)));
+        let verdicts = report.verdicts();
         let failed: Vec<String> = verdicts
             .iter()
             .filter(|v| !v.pass)
@@ -174,52 +177,19 @@ fn status_of(ctx: &Ctx) -> Result<Value> {
     Ok(api::request(&ctx.state_dir, &Request::Status)?)
 }
 
-fn service<'a>(st: &'a Value, name: &str) -> Option<&'a Value> {
-    st["services"]
-        .as_array()?
-        .iter()
-        .find(|s| s["name"] == name)
-}
-
 /// Wait until every named service converged; fail on an aborted or refused
 /// release. Prints each new status message.
 fn wait_converged(ctx: &Ctx, names: &[String], timeout: Duration) -> Result<Value> {
-    let end = Instant::now() + timeout;
-    let mut last: Vec<String> = vec![String::new(); names.len()];
-    // Give the reconciler a tick to pick the change up.
-    std::thread::sleep(Duration::from_millis(150));
-    loop {
-        let st = status_of(ctx)?;
-        let mut done = true;
-        for (i, n) in names.iter().enumerate() {
-            let Some(s) = service(&st, n) else {
-                done = false;
-                continue;
-            };
-            let msg = s["message"].as_str().unwrap_or("").to_string();
-            if !ctx.json && msg != last[i] && !msg.is_empty() {
+    Ok(api::wait_converged(
+        &ctx.state_dir,
+        names,
+        timeout,
+        |n, msg| {
+            if !ctx.json {
                 eprintln!("{n}: {msg}");
             }
-            last[i] = msg.clone();
-            if s["failed"] == true && s["rollout"].is_null() {
-                bail!("service {n}: {msg}");
-            }
-            if s["converged"] != true {
-                done = false;
-            }
-        }
-        if done {
-            return Ok(st);
-        }
-        if Instant::now() > end {
-            bail!(
-                "not converged after {} s: {}",
-                timeout.as_secs(),
-                last.join("; ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(150));
-    }
+        },
+    )?)
 }
 
 pub fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<()> {

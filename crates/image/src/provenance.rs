@@ -1,30 +1,78 @@
-//! SLSA provenance v1 for `kiln build --sign-key`: an in-toto statement about the image
-//! manifest digest, DSSE-signed and attached next to (not inside) the image.
+//! SLSA provenance v1 of a build: the in-toto statement about the image manifest digest
+//! that `kiln build --sign-key` signs and attaches next to (not inside) the image.
+//!
+//! The predicate records the build definition (the spec and the `name:tag`, `--compression`
+//! as external parameters; the epoch and the compressor as internal ones), every input as
+//! an in-toto ResourceDescriptor ([`crate::inputs`]) plus the builder itself, and the run:
+//! builder id and version, a unique invocation id, start and finish times, and as a
+//! byproduct the Debian maintainer scripts that were not run.
+//!
+//! Which builder ran (its executable's SHA-256) and the invocation id are inputs
+//! ([`Builder`]), so a caller can pin them; [`Builder::current`] takes them from the
+//! running executable and the system's random source.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use anyhow::{Context, Result};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use kiln_image::{BuildInput, BuildReport};
-use kiln_oci::{Descriptor, Digest, media};
+use kiln_oci::{Digest, media};
 use kiln_trust::attest::{BUILD_TYPE, BUILDER_ID, PROVENANCE_PREDICATE_TYPE};
-use kiln_trust::{PrivateKey, Statement, Subject};
+use kiln_trust::{Statement, Subject};
 use serde_json::{Value, json};
 
-use super::Ctx;
-use super::approve::{Attached, attach, now_rfc3339};
+use crate::build::{BuildReport, KILN_VERSION};
+use crate::inputs::BuildInput;
+
+/// Why the facts about the running builder could not be gathered.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvenanceError {
+    #[error("locating the kiln executable")]
+    Executable(#[source] std::io::Error),
+    #[error("reading {} to hash it", path.display())]
+    Hash {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading /dev/urandom for the invocation id")]
+    Random(#[source] std::io::Error),
+}
+
+/// The builder run a provenance statement describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Builder {
+    /// SHA-256 (hex) of the kiln executable that built.
+    pub sha256: String,
+    /// A unique id of this invocation (a UUID v4 URN).
+    pub invocation_id: String,
+}
+
+impl Builder {
+    /// The running executable, with a fresh invocation id.
+    pub fn current() -> Result<Builder, ProvenanceError> {
+        let exe = std::env::current_exe().map_err(ProvenanceError::Executable)?;
+        let bytes = std::fs::read(&exe).map_err(|source| ProvenanceError::Hash {
+            path: exe.clone(),
+            source,
+        })?;
+        Ok(Builder {
+            sha256: Digest::of(&bytes).hex(),
+            invocation_id: invocation_id()?,
+        })
+    }
+}
 
 /// A unique invocation id (a random UUID v4 URN).
-fn invocation_id() -> Result<String> {
+fn invocation_id() -> Result<String, ProvenanceError> {
     let mut b = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
-        .context("reading /dev/urandom for the invocation id")?;
+        .map_err(ProvenanceError::Random)?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let h = hex::encode(b);
     Ok(format!(
         "urn:uuid:{}-{}-{}-{}-{}",
         &h[0..8],
@@ -35,12 +83,15 @@ fn invocation_id() -> Result<String> {
     ))
 }
 
-/// The sha256 of the running kiln executable.
-fn kiln_binary_sha256() -> Result<String> {
-    let exe = std::env::current_exe().context("locating the kiln executable")?;
-    let bytes =
-        std::fs::read(&exe).with_context(|| format!("reading {} to hash it", exe.display()))?;
-    Ok(Digest::of(&bytes).hex())
+/// UTC, RFC 3339 with microseconds: two statements made in the same second (two
+/// approvals by one key) still differ.
+pub fn rfc3339_micros(t: SystemTime) -> String {
+    let now = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let whole = crate::time::rfc3339(now.as_secs());
+    let base = whole.strip_suffix('Z').unwrap_or(&whole);
+    format!("{base}.{:06}Z", now.subsec_micros())
 }
 
 /// The user-facing name of a layer compression (`--compression`).
@@ -73,19 +124,21 @@ fn input_descriptor(i: &BuildInput) -> Value {
     d
 }
 
-/// The provenance predicate of build `r` of `spec_path`.
+/// The provenance predicate of build `r` of the spec at `spec_path`, run by `builder`
+/// between `started_on` and `finished_on` (RFC 3339).
 pub fn predicate(
     spec_path: &Path,
     r: &BuildReport,
+    builder: &Builder,
     started_on: &str,
     finished_on: &str,
-) -> Result<Value> {
+) -> Value {
     let mut deps: Vec<Value> = r.inputs.iter().map(input_descriptor).collect();
     deps.push(json!({
-        "uri": format!("pkg:cargo/kiln@{}", kiln_image::build::KILN_VERSION),
+        "uri": format!("pkg:cargo/kiln@{KILN_VERSION}"),
         "name": "kiln",
-        "digest": {"sha256": kiln_binary_sha256()?},
-        "annotations": {"kind": "builder", "version": kiln_image::build::KILN_VERSION},
+        "digest": {"sha256": builder.sha256},
+        "annotations": {"kind": "builder", "version": KILN_VERSION},
     }));
     let spec_name = spec_path
         .file_name()
@@ -98,8 +151,9 @@ pub fn predicate(
         .collect();
     // The byproduct is these bytes, carried inline (`content`): a ResourceDescriptor
     // needs one of uri, digest or content.
-    let scripts_json = serde_json::to_vec(&scripts).context("serialising the byproduct")?;
-    Ok(json!({
+    let scripts_json = serde_json::to_vec(&scripts)
+        .unwrap_or_else(|e| unreachable!("serialising JSON values: {e}"));
+    json!({
         "buildDefinition": {
             "buildType": BUILD_TYPE,
             "externalParameters": {
@@ -122,10 +176,10 @@ pub fn predicate(
         "runDetails": {
             "builder": {
                 "id": BUILDER_ID,
-                "version": {"kiln": kiln_image::build::KILN_VERSION},
+                "version": {"kiln": KILN_VERSION},
             },
             "metadata": {
-                "invocationId": invocation_id()?,
+                "invocationId": builder.invocation_id,
                 "startedOn": started_on,
                 "finishedOn": finished_on,
             },
@@ -140,34 +194,14 @@ pub fn predicate(
                 },
             }],
         },
-    }))
+    })
 }
 
-/// Signs the provenance of build `r` with `key` and attaches it to the image.
-pub fn attach_for_build(
-    ctx: &Ctx,
-    spec_path: &Path,
-    r: &BuildReport,
-    key: &PrivateKey,
-    started_on: &str,
-) -> Result<(Attached, super::Pending)> {
-    let store = ctx.store()?;
-    // The image is staged, not yet tagged: its event comes first.
-    let subject = Descriptor::new(media::MANIFEST, r.digest, r.manifest_size);
-    let pred = predicate(spec_path, r, started_on, &now_rfc3339())?;
-    let st = Statement::new(
+/// The in-toto statement of `predicate` about the image of build `r` (to be signed).
+pub fn statement(r: &BuildReport, predicate: Value) -> Statement {
+    Statement::new(
         vec![Subject::sha256(&r.name, r.digest.hex())],
         PROVENANCE_PREDICATE_TYPE,
-        pred,
-    );
-    let env = st.sign(&[key]);
-    attach(
-        &store,
-        &r.name,
-        &subject,
-        &env,
-        &key.public_key(),
-        PROVENANCE_PREDICATE_TYPE,
+        predicate,
     )
-    .context("attaching the provenance")
 }
