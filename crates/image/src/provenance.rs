@@ -86,9 +86,7 @@ fn invocation_id() -> Result<String, ProvenanceError> {
 /// UTC, RFC 3339 with microseconds: two statements made in the same second (two
 /// approvals by one key) still differ.
 pub fn rfc3339_micros(t: SystemTime) -> String {
-    let now = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let whole = crate::time::rfc3339(now.as_secs());
     let base = whole.strip_suffix('Z').unwrap_or(&whole);
     format!("{base}.{:06}Z", now.subsec_micros())

@@ -21,11 +21,11 @@ pub mod untrusted;
 
 pub use digest::{Digest, Sha256Writer};
 pub use error::OciError;
-pub use pending::Pending;
-pub use resolved::Resolved;
 pub use layout::{
     ImageRef, IndexLock, MAX_MANIFEST_SIZE, Staging, Store, TaggedImage, WritebackFile,
 };
+pub use pending::Pending;
+pub use resolved::Resolved;
 pub use types::{
     Descriptor, History, ImageConfig, ImageIndex, ImageManifest, Platform, RootFs, RuntimeConfig,
 };

@@ -47,8 +47,9 @@ pub fn build(rec: &dyn Recorder, req: &BuildRequest) -> Result<Built, Error> {
     let mut pending = Pending::default();
     let provenance = match req.provenance {
         Some((key, builder)) => {
-            let (at, p) = attach_provenance(&store, req.spec_path, &r, key, builder, req.started_on)
-                .map_err(Error::Provenance)?;
+            let (at, p) =
+                attach_provenance(&store, req.spec_path, &r, key, builder, req.started_on)
+                    .map_err(Error::Provenance)?;
             pending.extend(p);
             Some(at)
         }

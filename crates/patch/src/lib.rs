@@ -219,7 +219,7 @@ pub enum Key<'a> {
 /// A key in hand: borrowed or just loaded.
 pub(crate) enum HeldKey<'a> {
     Borrowed(&'a PrivateKey),
-    Owned(PrivateKey),
+    Owned(Box<PrivateKey>),
 }
 
 impl std::ops::Deref for HeldKey<'_> {
@@ -236,7 +236,7 @@ impl<'a> Key<'a> {
     pub(crate) fn get(self) -> Result<HeldKey<'a>, Error> {
         match self {
             Key::Loaded(k) => Ok(HeldKey::Borrowed(k)),
-            Key::File { path, password } => Ok(HeldKey::Owned(load_key(path, password)?)),
+            Key::File { path, password } => Ok(HeldKey::Owned(Box::new(load_key(path, password)?))),
         }
     }
 }

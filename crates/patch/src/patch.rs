@@ -226,10 +226,7 @@ pub fn patch(
                     .detail("from", p.from.clone())
                     .detail("to", p.to.clone())
                     .detail("severity", p.severity.as_str())
-                    .detail(
-                        "ingested_at",
-                        kiln_oci::time::rfc3339_millis(req.ingested),
-                    )
+                    .detail("ingested_at", kiln_oci::time::rfc3339_millis(req.ingested))
                     .detail("fixed_image_ms", ms(built_at))
                     .detail("fleet_ms", deployed.map(ms))
                     .detail("deployed", deployed.is_some()),

@@ -86,12 +86,13 @@ pub fn scan(
     now: SystemTime,
 ) -> Result<Scanned, Error> {
     let gate = settings.gate()?;
-    let mut inv = kiln_scan::inventory_from_store(store, &img.descriptor.digest).map_err(
-        |source| Error::Inventory {
-            image: img.reference.clone(),
-            source,
-        },
-    )?;
+    let mut inv =
+        kiln_scan::inventory_from_store(store, &img.descriptor.digest).map_err(|source| {
+            Error::Inventory {
+                image: img.reference.clone(),
+                source,
+            }
+        })?;
     inv.image = img.reference.clone();
     let report = kiln_scan::scan(&inv, db);
     let verdict = gate.evaluate(&report);

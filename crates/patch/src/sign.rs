@@ -30,8 +30,7 @@ pub fn sign(
     let blobs = kiln_verify::verify_image_blobs(store, img)?;
     let key = key.get()?;
     let key = &*key;
-    let (signed, pending) =
-        kiln_trust::store::stage_signature(store, &name, &img.descriptor, key)?;
+    let (signed, pending) = kiln_trust::store::stage_signature(store, &name, &img.descriptor, key)?;
     // Blobs (unreferenced) first, then the event, then the index: the signature never
     // appears without its event.
     let key_id = key.public_key().key_id();
@@ -43,7 +42,10 @@ pub fn sign(
                 img.reference.clone(),
             ))
             .key(key_id.clone())
-            .detail("signature_manifest", signed.signature_manifest.digest.to_string())
+            .detail(
+                "signature_manifest",
+                signed.signature_manifest.digest.to_string(),
+            )
             .detail("bundle_referrer", signed.bundle.digest.to_string())
             .detail("blobs_verified", blobs),
     )?;

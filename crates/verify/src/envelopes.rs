@@ -63,7 +63,7 @@ struct Located {
 
 /// One step of a rule's walk: a blob to read or a problem met finding it.
 enum Step {
-    Found(Located),
+    Found(Box<Located>),
     Problem(Problem),
 }
 
@@ -130,12 +130,12 @@ fn locate(source: &dyn Source, digest: &Digest, wanted: &Wanted) -> Result<Vec<S
             for (src, m) in tagged_manifests(source, &tag, "signature", &mut steps)? {
                 for (i, l) in m.layers.iter().enumerate() {
                     steps.push(match cosign::read_signature_layer(i, l) {
-                        Ok(sl) => Step::Found(Located {
+                        Ok(sl) => Step::Found(Box::new(Located {
                             label: format!("{src} layer {i}"),
                             blob: sl.descriptor,
                             form: Form::SimpleSigning,
                             signature: sl.signature,
-                        }),
+                        })),
                         Err(e) => Step::Problem(unreadable(format!("{src}: {e}"))),
                     });
                 }
@@ -160,12 +160,12 @@ fn locate(source: &dyn Source, digest: &Digest, wanted: &Wanted) -> Result<Vec<S
 }
 
 fn found(label: String, blob: &Descriptor, form: Form) -> Step {
-    Step::Found(Located {
+    Step::Found(Box::new(Located {
         label,
         blob: blob.clone(),
         form,
         signature: Vec::new(),
-    })
+    }))
 }
 
 /// The manifests tagged `tag`, each with its `name:tag` label; unreadable ones become
@@ -295,7 +295,8 @@ fn open(source: &dyn Source, l: &Located, wanted: &Wanted) -> Result<Option<Open
             }))
         }
         (Form::Bundle, false) => {
-            let b = Bundle::from_json(&bytes).map_err(|e| bad(format!("{label}: {}", chain(&e))))?;
+            let b =
+                Bundle::from_json(&bytes).map_err(|e| bad(format!("{label}: {}", chain(&e))))?;
             // An attestation in a bundle (provenance, approval, scan) is not a signature
             // of the image: the attestation rules read it.
             if !b

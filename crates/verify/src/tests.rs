@@ -60,8 +60,11 @@ impl Fixture {
         let img = resolve(&store, "hello:1.0").unwrap();
         let key = |name: &str, alg| {
             let k = PrivateKey::generate(alg).unwrap();
-            std::fs::write(dir.path().join(format!("{name}.pub")), k.public_key().to_pem())
-                .unwrap();
+            std::fs::write(
+                dir.path().join(format!("{name}.pub")),
+                k.public_key().to_pem(),
+            )
+            .unwrap();
             k
         };
         let ci = key("ci", KeyAlgorithm::EcdsaP256Sha256);
@@ -143,13 +146,20 @@ fn a_signature_by_a_role_key_passes_in_both_forms() {
     // The .sig layer and the bundle: two signatures, one key.
     assert_eq!(r.found, 2);
     assert_eq!(r.counted_keys, ["ci"]);
-    assert!(r.reason.contains("via .sig: ci; bundle: ci"), "{}", r.reason);
+    assert!(
+        r.reason.contains("via .sig: ci; bundle: ci"),
+        "{}",
+        r.reason
+    );
     assert_eq!(kinds(r), [ProblemKind::AlreadyCounted]);
     assert!(report.passed());
     let v = report.verdicts();
     assert_eq!(v[0].rule, "integrity");
     assert_eq!(v[1].rule, "signature (builder)");
-    assert!(v[1].details[0].ends_with("valid signature by key ci"), "{v:?}");
+    assert!(
+        v[1].details[0].ends_with("valid signature by key ci"),
+        "{v:?}"
+    );
 }
 
 #[test]
@@ -167,7 +177,11 @@ fn k_of_n_counts_distinct_keys_once() {
     let r = &f.evaluate(&p).rules[0];
     assert!(!r.pass);
     assert_eq!(r.counted_keys, ["ci"]);
-    assert!(r.reason.starts_with("role builder: 1 of 2 required"), "{}", r.reason);
+    assert!(
+        r.reason.starts_with("role builder: 1 of 2 required"),
+        "{}",
+        r.reason
+    );
     f.sign(&f.ops);
     let r = &f.evaluate(&p).rules[0];
     assert!(r.pass, "{}", r.reason);
@@ -204,7 +218,10 @@ fn a_forged_signature_annotation_does_not_verify() {
     let forged = kiln_trust::cosign::signature_layer(&payload, &f.ci.sign(b"something else"));
     let layers = vec![forged];
     let config = st
-        .put(media::CONFIG, &kiln_trust::cosign::signature_config(&layers))
+        .put(
+            media::CONFIG,
+            &kiln_trust::cosign::signature_config(&layers),
+        )
         .unwrap();
     let m = kiln_trust::cosign::signature_manifest(config, layers);
     let d = st.put(media::MANIFEST, &m.to_bytes()).unwrap();
@@ -246,7 +263,8 @@ fn an_attestation_in_three_forms_counts_once() {
     assert_eq!(r.counted_keys, ["ci"]);
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert!(
-        r.reason.contains(&format!("1 {APPROVAL_PREDICATE_TYPE} envelope(s)")),
+        r.reason
+            .contains(&format!("1 {APPROVAL_PREDICATE_TYPE} envelope(s)")),
         "{}",
         r.reason
     );
@@ -260,7 +278,11 @@ fn an_attestation_in_three_forms_counts_once() {
 fn an_attestation_by_an_outsider_is_an_unknown_key() {
     let f = Fixture::new();
     let p = f.policy("", "\"ci\"", 1, "approvals = \"builder\"");
-    f.attest(&f.eve, APPROVAL_PREDICATE_TYPE, json!({"reason": "trust me"}));
+    f.attest(
+        &f.eve,
+        APPROVAL_PREDICATE_TYPE,
+        json!({"reason": "trust me"}),
+    );
     let r = &f.evaluate(&p).rules[0];
     assert!(!r.pass);
     assert_eq!(kinds(r), [ProblemKind::UnknownKey]);
@@ -296,7 +318,11 @@ fn the_scan_rule_judges_advisory_age_at_the_time_given() {
     assert!(!r.pass);
     assert_eq!(r.found, 1);
     assert_eq!(kinds(r), [ProblemKind::Rejected]);
-    assert!(r.reason.contains("re-scan with current advisories"), "{}", r.reason);
+    assert!(
+        r.reason.contains("re-scan with current advisories"),
+        "{}",
+        r.reason
+    );
 }
 
 #[test]

@@ -132,7 +132,9 @@ impl Recorder for Ctx {
 
     fn record(&self, event: Event) -> Result<u64, AuditError> {
         if event.outcome == kiln_audit::Outcome::Failure {
-            self.failures_recorded.borrow_mut().push(event.action.clone());
+            self.failures_recorded
+                .borrow_mut()
+                .push(event.action.clone());
         }
         let log = match self.audit.get() {
             Some(l) => l,
