@@ -203,3 +203,88 @@ pub fn statement(r: &BuildReport, predicate: Value) -> Statement {
         predicate,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn report() -> BuildReport {
+        BuildReport {
+            name: "hello".into(),
+            tag: "1.0".into(),
+            digest: Digest::of(b"manifest"),
+            manifest_size: 8,
+            config_digest: Digest::of(b"config"),
+            epoch: 1_700_000_000,
+            epoch_source: "SOURCE_DATE_EPOCH".into(),
+            created: "2023-11-14T22:13:20Z".into(),
+            compression: "gzip level 6".into(),
+            compression_media_type: media::LAYER_GZIP.into(),
+            base: None,
+            layers: Vec::new(),
+            referrers: Vec::new(),
+            packages: 1,
+            files: 2,
+            spec_sha256: Digest::of(b"spec").hex(),
+            inputs: vec![BuildInput {
+                kind: "spec".into(),
+                uri: "file:kiln.toml".into(),
+                digest: BTreeMap::from([("sha256".to_owned(), Digest::of(b"spec").hex())]),
+                content: None,
+                description: None,
+            }],
+            out: None,
+            warnings: Vec::new(),
+            maintainer_scripts_not_run: BTreeMap::from([(
+                "hello-config".to_owned(),
+                vec!["postinst".to_owned()],
+            )]),
+            elapsed_ms: 0,
+            phases_ms: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_predicate_names_the_builder_run_it_is_given() {
+        let builder = Builder {
+            sha256: "ab".repeat(32),
+            invocation_id: "urn:uuid:00000000-0000-4000-8000-000000000000".into(),
+        };
+        let r = report();
+        let p = predicate(
+            Path::new("/x/kiln.toml"),
+            &r,
+            &builder,
+            "2023-11-14T22:13:20.000001Z",
+            "2023-11-14T22:13:21.000002Z",
+        );
+        let b = &p["buildDefinition"];
+        assert_eq!(b["buildType"], BUILD_TYPE);
+        assert_eq!(b["externalParameters"]["spec"], "kiln.toml");
+        assert_eq!(b["externalParameters"]["compression"], "gzip");
+        let deps = b["resolvedDependencies"].as_array().unwrap();
+        assert_eq!(deps[0]["uri"], "file:kiln.toml");
+        assert_eq!(deps[1]["digest"]["sha256"], builder.sha256);
+        let run = &p["runDetails"];
+        assert_eq!(run["builder"]["id"], BUILDER_ID);
+        assert_eq!(run["metadata"]["invocationId"], builder.invocation_id);
+        assert_eq!(run["metadata"]["finishedOn"], "2023-11-14T22:13:21.000002Z");
+        let scripts = &run["byproducts"][0]["annotations"]["packages"][0];
+        assert_eq!(scripts["package"], "hello-config");
+        let st = statement(&r, p);
+        assert_eq!(st.predicate_type, PROVENANCE_PREDICATE_TYPE);
+        assert_eq!(st.subject[0].digest["sha256"], r.digest.hex());
+    }
+
+    #[test]
+    fn invocation_ids_are_uuid_v4_urns_and_times_have_microseconds() {
+        let id = invocation_id().unwrap();
+        assert_eq!(id.len(), "urn:uuid:".len() + 36, "{id}");
+        assert_eq!(&id[9 + 14..9 + 15], "4", "{id}");
+        assert_ne!(id, invocation_id().unwrap());
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_700_000_000_000_042);
+        assert_eq!(rfc3339_micros(t), "2023-11-14T22:13:20.000042Z");
+    }
+}

@@ -5,7 +5,7 @@
 //!
 //! This crate holds that workflow and the audited steps it chains, which the CLI's
 //! `kiln build --sign-key`, `kiln scan --attest` and `kiln sign` call as well, so each
-//! exists once:
+//! exists once (`kiln approve`, the one other signing command, is here too):
 //!
 //! - [`build`]: build a spec; with a key, sign SLSA provenance and attach it; record
 //!   `image.build`; then tag the image and publish its referrers.
@@ -13,6 +13,7 @@
 //!   the result (`https://kiln.dev/scan/v2`); record `scan`; then attach the attestation.
 //! - [`sign`]: re-hash every blob of an image, sign it (cosign `.sig` and Sigstore
 //!   bundle); record `image.sign`; then tag the signature.
+//! - [`approve`]: the same for a signed approval with a reason (`kiln approve`).
 //! - [`patch`]: the whole workflow, calling the builder (`kiln-image`), the scanner
 //!   (`kiln-scan`) and the signer (`kiln-trust`) directly; [`history`] reads the advisory
 //!   → fixed image → fleet times back from the audit log.
@@ -25,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod approve;
 pub mod build;
 pub mod history;
 pub mod patch;
@@ -36,6 +38,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_trust::PrivateKey;
 
+pub use approve::{Approved, approve};
 pub use build::{BuildRequest, Built, build};
 pub use history::{PatchRecord, history};
 pub use patch::{Note, PatchRequest, Patched, Pin, patch};

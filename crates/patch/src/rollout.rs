@@ -66,3 +66,38 @@ pub(crate) fn apply(state_dir: &Path, deploy: &Path, reason: &str) -> Result<(),
     api::wait_converged(state_dir, &names, CONVERGE_TIMEOUT, |_, _| {})?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_services_on_the_specs_image_move_to_the_fixed_digest() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("deploy.toml");
+        let old = format!("hello@sha256:{}", "a".repeat(64));
+        let fixed = format!("hello@sha256:{}", "b".repeat(64));
+        let other = format!("other@sha256:{}", "c".repeat(64));
+        std::fs::write(
+            &f,
+            format!(
+                "[services.web]\n  image = \"{old}\"\nreplicas = 3\n\n[services.db]\nimage = \"{other}\"\n"
+            ),
+        )
+        .unwrap();
+        update_deploy_file(&f, "hello", &fixed).unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "[services.web]\nimage = \"{fixed}\"\nreplicas = 3\n\n[services.db]\nimage = \"{other}\"\n"
+            )
+        );
+        let e = update_deploy_file(&f, "absent", &fixed).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("no service runs absent@sha256:…; nothing to roll out"),
+            "{e}"
+        );
+    }
+}

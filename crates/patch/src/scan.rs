@@ -183,3 +183,34 @@ fn record(
     rec.record(ev)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_gate_fails_on_high_and_is_recorded_as_given() {
+        let s = GateSettings::default();
+        let g = s.gate().unwrap();
+        assert_eq!(g.fail_on, Some(Severity::High));
+        assert!(!g.fail_unfixed && !g.allow_empty_advisories && !g.allow_no_packages);
+        // The attestation's `gate` object: the settings as given, in this order.
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"{"fail_on":"high","fail_unfixed":false,"fail_findings":[],"max_advisory_age_hours":null,"allow_empty_advisories":false,"allow_no_packages":false}"#
+        );
+        let none = GateSettings {
+            fail_on: "none".into(),
+            ..GateSettings::default()
+        };
+        assert_eq!(none.gate().unwrap().fail_on, None);
+        let bad = GateSettings {
+            fail_on: "severe".into(),
+            ..GateSettings::default()
+        };
+        assert_eq!(
+            bad.gate().unwrap_err().to_string(),
+            "--fail-on \"severe\": expected none, low, medium, high or critical"
+        );
+    }
+}

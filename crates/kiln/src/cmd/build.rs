@@ -36,7 +36,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     ctx.touch(Resource::new("spec", a.file.display().to_string()));
-    let started_on = super::approve::now_rfc3339();
+    let started_on = kiln_image::provenance::rfc3339_micros(std::time::SystemTime::now());
     // Load the key first: a wrong password should fail before a long build.
     let key = match &a.sign_key {
         Some(p) => Some(super::sign::load_key(p)?),
