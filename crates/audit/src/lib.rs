@@ -9,6 +9,8 @@
 
 mod event;
 mod log;
+mod recorder;
 
 pub use event::{Actor, Event, Origin, Outcome, Resource};
 pub use log::{AuditError, AuditLog, LoggedEvent};
+pub use recorder::Recorder;

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -152,4 +153,73 @@ pub fn call(
 /// One request, one reply.
 pub fn request(state_dir: &Path, req: &Request) -> Result<Value, ApiError> {
     Ok(call(state_dir, req, |_| true)?.result)
+}
+
+/// Why waiting for services to converge failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// A release of `service` was aborted or refused.
+    #[error("service {service}: {message}")]
+    Failed { service: String, message: String },
+    #[error("not converged after {} s: {last}", timeout.as_secs())]
+    Timeout { timeout: Duration, last: String },
+}
+
+/// The status entry of service `name` in a `Status` reply.
+pub fn service<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+    status["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+}
+
+/// Poll the daemon until every service in `names` converged; fail on an aborted or
+/// refused release, or after `timeout`. `on_message(service, message)` sees each new
+/// status message. Returns the last status.
+pub fn wait_converged(
+    state_dir: &Path,
+    names: &[String],
+    timeout: Duration,
+    mut on_message: impl FnMut(&str, &str),
+) -> Result<Value, WaitError> {
+    let end = Instant::now() + timeout;
+    let mut last: Vec<String> = vec![String::new(); names.len()];
+    // Give the reconciler a tick to pick the change up.
+    std::thread::sleep(Duration::from_millis(150));
+    loop {
+        let st = request(state_dir, &Request::Status)?;
+        let mut done = true;
+        for (i, n) in names.iter().enumerate() {
+            let Some(s) = service(&st, n) else {
+                done = false;
+                continue;
+            };
+            let msg = s["message"].as_str().unwrap_or("").to_string();
+            if msg != last[i] && !msg.is_empty() {
+                on_message(n, &msg);
+            }
+            last[i] = msg.clone();
+            if s["failed"] == true && s["rollout"].is_null() {
+                return Err(WaitError::Failed {
+                    service: n.clone(),
+                    message: msg,
+                });
+            }
+            if s["converged"] != true {
+                done = false;
+            }
+        }
+        if done {
+            return Ok(st);
+        }
+        if Instant::now() > end {
+            return Err(WaitError::Timeout {
+                timeout,
+                last: last.join("; "),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
 }

@@ -5,7 +5,8 @@
 //! The pipeline, one module per step:
 //! [`spec`] parse → [`base`] verify the base → [`debs`] packages layer →
 //! [`source`] files layer → [`layer`] tar + compress (cached) →
-//! [`build`] config, manifest, referrers, commit → [`export`] `--out`.
+//! [`build`] config, manifest, referrers, commit → [`export`] `--out`;
+//! [`provenance`] the SLSA statement of a build.
 
 pub mod archive;
 pub mod base;
@@ -18,6 +19,7 @@ pub mod hostfs;
 pub mod inputs;
 pub mod layer;
 pub mod lock;
+pub mod provenance;
 pub mod source;
 pub mod spec;
 pub mod spool;

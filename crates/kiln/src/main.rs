@@ -208,7 +208,7 @@ fn main() -> ExitCode {
             }
             // A failed change is an audit event too (PCI DSS 10.2.1.x):
             // recorded with the error chain, best effort.
-            if let Some(action) = failure_action.filter(|_| !ctx.failure_recorded()) {
+            if let Some(action) = failure_action.filter(|a| !ctx.failure_recorded(a)) {
                 let why = chain.join(": ");
                 if let Err(le) = ctx.record_failure(action, &why) {
                     eprintln!(

@@ -11,6 +11,8 @@ pub mod expansion;
 pub mod gc;
 pub mod layout;
 pub mod media;
+mod pending;
+mod resolved;
 pub mod targuard;
 pub mod textpos;
 pub mod time;
@@ -22,6 +24,8 @@ pub use error::OciError;
 pub use layout::{
     ImageRef, IndexLock, MAX_MANIFEST_SIZE, Staging, Store, TaggedImage, WritebackFile,
 };
+pub use pending::Pending;
+pub use resolved::Resolved;
 pub use types::{
     Descriptor, History, ImageConfig, ImageIndex, ImageManifest, Platform, RootFs, RuntimeConfig,
 };

@@ -6,6 +6,7 @@
 //! - [`statement`]: in-toto Statement v1.
 //! - [`cosign`]: cosign simple-signing signatures and Sigstore bundles.
 //! - [`policy`]: `trust.toml` (keys, roles with thresholds, required rules).
+//! - [`store`]: signatures and attestations staged into a kiln store in every form kiln writes.
 
 pub mod attest;
 pub mod cosign;
@@ -15,6 +16,7 @@ pub mod keys;
 pub mod policy;
 mod secretbox;
 pub mod statement;
+pub mod store;
 
 pub use attest::{AttestError, Attestation};
 pub use cosign::{Bundle, CosignError, SimpleSigning};
@@ -23,3 +25,4 @@ pub use error::TrustError;
 pub use keys::{KeyAlgorithm, PrivateKey, PublicKey, ScryptParams, write_private_key};
 pub use policy::{Claim, Outcome, Policy, PolicyError, Role, Rule, Tally};
 pub use statement::{PAYLOAD_TYPE_INTOTO, STATEMENT_TYPE_V1, Statement, Subject};
+pub use store::{Attached, Signed, StoreError};

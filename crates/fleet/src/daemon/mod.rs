@@ -38,6 +38,7 @@ use serde_json::Value;
 
 use crate::api::socket_path;
 use crate::deploy::{ImageRef, ServiceSpec};
+use crate::gate::PolicyGate;
 use crate::proxy::Proxy;
 use crate::state::{Db, FleetState};
 
@@ -82,8 +83,8 @@ impl From<String> for GateError {
 }
 
 /// Decides whether an image may run: the trust policy (signatures,
-/// provenance, approvals) and every blob digest. Implemented by the CLI with
-/// `kiln verify`'s rules.
+/// provenance, approvals) and every blob digest. The daemon always uses
+/// [`PolicyGate`]; the trait is the seam tests use to block or refuse.
 pub trait ImageGate: Send + Sync {
     /// `Ok(summary)` if `image` passes `policy`, else why not.
     fn check(&self, image: &ImageRef, policy: &Path) -> Result<String, GateError>;
@@ -273,8 +274,16 @@ fn release_pending(svc: &crate::state::ServiceState, desired: &ServiceSpec) -> b
 
 impl Daemon {
     /// Open the state, adopt or clean up what a previous daemon left, and
-    /// get ready to serve. Call [`Daemon::run`] next.
-    pub fn new(
+    /// get ready to serve. Call [`Daemon::run`] next. Every release is
+    /// checked by [`PolicyGate`] (kiln-verify over the local store).
+    pub fn new(opts: Options, runtime: Arc<dyn Runtime>) -> Result<Daemon, DaemonError> {
+        let gate = PolicyGate::new(&opts.state_dir).map_err(setup("audit log"))?;
+        Daemon::with_gate(opts, runtime, Arc::new(gate))
+    }
+
+    /// [`Daemon::new`] with another image gate: a seam for tests only.
+    #[doc(hidden)]
+    pub fn with_gate(
         opts: Options,
         runtime: Arc<dyn Runtime>,
         gate: Arc<dyn ImageGate>,

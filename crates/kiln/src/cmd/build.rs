@@ -1,9 +1,13 @@
+//! `kiln build`: arguments to a build request; the build, its provenance and its event
+//! are `kiln_patch::build`.
+
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
-use kiln_image::{BuildOptions, Compression, Spec};
-
+use anyhow::{Result, bail};
 use kiln_audit::Resource;
+use kiln_image::provenance::Builder;
+use kiln_image::{BuildOptions, Compression, Spec};
+use kiln_patch::BuildRequest;
 
 use super::{Ctx, human, print_json};
 
@@ -32,7 +36,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     ctx.touch(Resource::new("spec", a.file.display().to_string()));
-    let started_on = super::approve::now_rfc3339();
+    let started_on = kiln_image::provenance::rfc3339_micros(std::time::SystemTime::now());
     // Load the key first: a wrong password should fail before a long build.
     let key = match &a.sign_key {
         Some(p) => Some(super::sign::load_key(p)?),
@@ -63,64 +67,22 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         progress: crate::progress::for_terminal(ctx.json),
     };
-    // Staged: every blob is in the store, nothing refers to it yet. The
-    // event is recorded, then the tag, referrers, provenance and `--out`
-    // appear.
-    let (r, publish) = kiln_image::build_staged(&spec, &opts)
-        .with_context(|| format!("building {}", a.file.display()))?;
-    let mut pending = super::Pending::default();
-    let provenance = match &key {
-        Some(k) => Some(
-            super::provenance::attach_for_build(ctx, &a.file, &r, k, &started_on).map(
-                |(at, p)| {
-                    pending.extend(p);
-                    at
-                },
-            )?,
-        ),
+    // Staged, recorded, then published (see `kiln_patch::build`).
+    let builder = match &key {
+        Some(_) => Some(Builder::current()?),
         None => None,
     };
-    let image = Resource::named(
-        "image",
-        r.digest.to_string(),
-        format!("{}:{}", r.name, r.tag),
-    );
-    let mut ev = ctx
-        .event("image.build")
-        .resource(image)
-        .detail("spec_sha256", r.spec_sha256.clone())
-        .detail("config", r.config_digest.to_string())
-        .detail(
-            "layers",
-            r.layers
-                .iter()
-                .map(|l| l.digest.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .detail(
-            "referrers",
-            r.referrers
-                .iter()
-                .map(|x| serde_json::json!({"artifact_type": x.artifact_type, "digest": x.digest}))
-                .collect::<Vec<_>>(),
-        )
-        .detail("epoch", r.epoch)
-        .detail(
-            "provenance",
-            provenance.as_ref().map(|p| p.referrer.digest.to_string()),
-        )
-        .detail(
-            "provenance_bundle",
-            provenance.as_ref().map(|p| p.bundle.digest.to_string()),
-        );
-    if let Some(k) = &key {
-        ev = ev.key(k.public_key().key_id());
-    }
-    ctx.record(ev)?;
-    publish
-        .apply()
-        .with_context(|| format!("publishing {}:{}", r.name, r.tag))?;
-    pending.apply(&ctx.store()?)?;
+    let built = kiln_patch::build(
+        ctx,
+        &BuildRequest {
+            spec_path: &a.file,
+            spec: &spec,
+            options: &opts,
+            provenance: key.as_ref().zip(builder.as_ref()),
+            started_on: &started_on,
+        },
+    )?;
+    let (r, provenance) = (built.report, built.provenance);
     if ctx.json {
         let mut v = serde_json::to_value(&r)?;
         if let (Some(p), Some(obj)) = (&provenance, v.as_object_mut()) {

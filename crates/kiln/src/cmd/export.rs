@@ -16,8 +16,8 @@ use kiln_image::export::{Tagged, export_recorded};
 use kiln_oci::{Descriptor, Digest, ImageRef, Store};
 use serde_json::json;
 
-use super::sign::image_name;
 use super::{Ctx, print_json, resolve};
+use kiln_trust::store::image_name;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use kiln_fleet::api::{self, Request};
-use kiln_fleet::daemon::{Daemon, GateError, ImageGate, Options};
-use kiln_fleet::{Deployment, ImageRef, parse_duration};
-use kiln_oci::Store;
+use kiln_fleet::api::{self, Request, service};
+use kiln_fleet::daemon::{Daemon, Options};
+use kiln_fleet::{Deployment, parse_duration};
 use serde_json::{Value, json};
 
 use super::{Ctx, print_json};
@@ -84,34 +83,6 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
 }
 
-/// `kiln verify`'s rules as the daemon's gate: every image passes the
-/// service's policy (and every blob digest) before an instance starts.
-struct Gate {
-    state_dir: PathBuf,
-}
-
-impl ImageGate for Gate {
-    fn check(&self, image: &ImageRef, policy: &Path) -> Result<String, GateError> {
-        let ctx = Ctx::new(self.state_dir.clone(), false, None, "kiln serve".into());
-        let store =
-            Store::open(self.state_dir.join("store")).map_err(|e| format!("image store: {e}"))?;
-        let img = super::resolve(&store, &image.to_string()).map_err(|e| format!("{e:#}"))?;
-        let verdicts =
-            super::verify::evaluate(&store, &img, policy).map_err(|e| format!("{e:#}"))?;
-        let _ = super::verify::record_verdicts(&ctx, &img, policy, &verdicts);
-        let failed: Vec<String> = verdicts
-            .iter()
-            .filter(|v| !v.pass)
-            .map(|v| format!("{}: {}", v.rule, v.reason))
-            .collect();
-        if failed.is_empty() {
-            Ok(format!("{} rule(s) hold", verdicts.len()))
-        } else {
-            Err(GateError::Refused(failed.join("; ")))
-        }
-    }
-}
-
 pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
@@ -138,9 +109,6 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
             debug_tools,
         },
         Arc::new(runc),
-        Arc::new(Gate {
-            state_dir: ctx.state_dir.clone(),
-        }),
     )?;
     eprintln!(
         "kiln serve: API on {} (root only); instances keep running if kiln serve stops",
@@ -174,52 +142,19 @@ fn status_of(ctx: &Ctx) -> Result<Value> {
     Ok(api::request(&ctx.state_dir, &Request::Status)?)
 }
 
-fn service<'a>(st: &'a Value, name: &str) -> Option<&'a Value> {
-    st["services"]
-        .as_array()?
-        .iter()
-        .find(|s| s["name"] == name)
-}
-
 /// Wait until every named service converged; fail on an aborted or refused
 /// release. Prints each new status message.
 fn wait_converged(ctx: &Ctx, names: &[String], timeout: Duration) -> Result<Value> {
-    let end = Instant::now() + timeout;
-    let mut last: Vec<String> = vec![String::new(); names.len()];
-    // Give the reconciler a tick to pick the change up.
-    std::thread::sleep(Duration::from_millis(150));
-    loop {
-        let st = status_of(ctx)?;
-        let mut done = true;
-        for (i, n) in names.iter().enumerate() {
-            let Some(s) = service(&st, n) else {
-                done = false;
-                continue;
-            };
-            let msg = s["message"].as_str().unwrap_or("").to_string();
-            if !ctx.json && msg != last[i] && !msg.is_empty() {
+    Ok(api::wait_converged(
+        &ctx.state_dir,
+        names,
+        timeout,
+        |n, msg| {
+            if !ctx.json {
                 eprintln!("{n}: {msg}");
             }
-            last[i] = msg.clone();
-            if s["failed"] == true && s["rollout"].is_null() {
-                bail!("service {n}: {msg}");
-            }
-            if s["converged"] != true {
-                done = false;
-            }
-        }
-        if done {
-            return Ok(st);
-        }
-        if Instant::now() > end {
-            bail!(
-                "not converged after {} s: {}",
-                timeout.as_secs(),
-                last.join("; ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(150));
-    }
+        },
+    )?)
 }
 
 pub fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<()> {

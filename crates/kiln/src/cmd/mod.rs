@@ -13,7 +13,6 @@ pub mod import;
 pub mod inspect;
 pub mod key;
 pub mod log;
-pub mod provenance;
 pub mod pull;
 pub mod push;
 pub mod sbom;
@@ -26,8 +25,8 @@ use std::path::PathBuf;
 use std::cell::{OnceCell, RefCell};
 
 use anyhow::{Context, Result};
-use kiln_audit::{AuditLog, Event, Resource};
-use kiln_oci::{Descriptor, ImageConfig, ImageManifest, ImageRef, Store};
+use kiln_audit::{AuditError, AuditLog, Event, Recorder, Resource};
+use kiln_oci::Store;
 
 /// What every command gets.
 pub struct Ctx {
@@ -40,7 +39,8 @@ pub struct Ctx {
     pub command: String,
     audit: OnceCell<AuditLog>,
     touched: RefCell<Vec<Resource>>,
-    failure_recorded: std::cell::Cell<bool>,
+    /// Actions this command recorded failure events for.
+    failures_recorded: RefCell<Vec<String>>,
 }
 
 impl Ctx {
@@ -52,7 +52,7 @@ impl Ctx {
             command,
             audit: OnceCell::new(),
             touched: RefCell::new(Vec::new()),
-            failure_recorded: std::cell::Cell::new(false),
+            failures_recorded: RefCell::new(Vec::new()),
         }
     }
 
@@ -72,15 +72,15 @@ impl Ctx {
 
     /// Record an event durably; call before reporting success.
     pub fn record(&self, event: Event) -> Result<u64> {
-        if event.outcome == kiln_audit::Outcome::Failure {
-            self.failure_recorded.set(true);
-        }
-        Ok(self.audit_log()?.record(&event)?)
+        self.audit_log()?;
+        Ok(Recorder::record(self, event)?)
     }
 
-    /// Whether this command already recorded its own failure event.
-    pub fn failure_recorded(&self) -> bool {
-        self.failure_recorded.get()
+    /// Whether this command already recorded the failure of `action` itself (a failed
+    /// verification, a failing scan gate). A library step's failure of another action
+    /// (a patch's scan) does not stand for the command's own.
+    pub fn failure_recorded(&self, action: &str) -> bool {
+        self.failures_recorded.borrow().iter().any(|a| a == action)
     }
 
     /// Note a resource this command is acting on, so that a failure event
@@ -117,65 +117,34 @@ impl Ctx {
     }
 }
 
-/// Changes to the store's `index.json` a command has staged (its blobs are
-/// committed, unreferenced, which changes nothing a user sees). They are
-/// applied only after the command's audit event is recorded, so a change
-/// never exists without its event.
-#[derive(Default)]
-pub struct Pending {
-    tags: Vec<(String, String, Descriptor)>,
-    untagged: Vec<Descriptor>,
-}
+pub use kiln_oci::Resolved;
 
-impl Pending {
-    pub fn tag(&mut self, name: &str, tag: &str, d: &Descriptor) {
-        self.tags.push((name.to_owned(), tag.to_owned(), d.clone()));
-    }
-
-    pub fn untagged(&mut self, d: &Descriptor) {
-        self.untagged.push(d.clone());
-    }
-
-    pub fn extend(&mut self, other: Pending) {
-        self.tags.extend(other.tags);
-        self.untagged.extend(other.untagged);
-    }
-
-    /// Apply the staged index changes (call after recording the event).
-    pub fn apply(self, store: &Store) -> Result<()> {
-        if !self.untagged.is_empty() {
-            store.add_untagged(&self.untagged)?;
-        }
-        for (name, tag, d) in &self.tags {
-            store.tag(name, tag, d)?;
-        }
-        Ok(())
-    }
-}
-
-/// A resolved image: its descriptor, manifest and config, all verified.
-pub struct Resolved {
-    pub reference: String,
-    pub descriptor: Descriptor,
-    pub manifest: ImageManifest,
-    pub config: ImageConfig,
-}
-
+/// The image `reference` names in the store, its manifest and config read and checked.
 pub fn resolve(store: &Store, reference: &str) -> Result<Resolved> {
-    let r = ImageRef::parse(reference)?;
-    let descriptor = store.resolve(&r)?;
-    let mbytes = store.read_descriptor(&descriptor)?;
-    let manifest = ImageManifest::from_bytes(&mbytes, &descriptor.digest.to_string())?;
-    let cbytes = store
-        .read_descriptor(&manifest.config)
-        .with_context(|| format!("config of {reference}"))?;
-    let config = ImageConfig::from_bytes(&cbytes, "image config")?;
-    Ok(Resolved {
-        reference: reference.to_string(),
-        descriptor,
-        manifest,
-        config,
-    })
+    Ok(kiln_verify::resolve(store, reference)?)
+}
+
+/// Library steps record through the command's context: same command name, reason and log.
+impl Recorder for Ctx {
+    fn event(&self, action: &str) -> Event {
+        Ctx::event(self, action)
+    }
+
+    fn record(&self, event: Event) -> Result<u64, AuditError> {
+        if event.outcome == kiln_audit::Outcome::Failure {
+            self.failures_recorded
+                .borrow_mut()
+                .push(event.action.clone());
+        }
+        let log = match self.audit.get() {
+            Some(l) => l,
+            None => {
+                let l = AuditLog::open(&self.state_dir)?;
+                self.audit.get_or_init(|| l)
+            }
+        };
+        log.record(&event)
+    }
 }
 
 /// The audit resource for a resolved image: digest, and the reference used.
