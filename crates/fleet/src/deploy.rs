@@ -268,53 +268,9 @@ pub enum HealthCheck {
 // Durations
 // ---------------------------------------------------------------------------------------------
 
-const UNITS: [(&str, u64); 5] = [
-    ("d", 86_400_000),
-    ("h", 3_600_000),
-    ("m", 60_000),
-    ("s", 1_000),
-    ("ms", 1),
-];
-
-/// Parses `"<digits><unit>"` with unit `ms`, `s`, `m`, `h` or `d` (e.g. `"500ms"`, `"7d"`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!(
-            "{s:?} is not a duration (expected digits and a unit: \"500ms\", \"5s\", \"15m\", \"24h\", \"7d\")"
-        )
-    };
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (digits, unit) = s.split_at(split);
-    if digits.is_empty() || digits.len() > 20 {
-        return Err(bad());
-    }
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let per = UNITS
-        .iter()
-        .find(|(u, _)| *u == unit)
-        .map(|(_, ms)| *ms)
-        .ok_or_else(bad)?;
-    let ms = n
-        .checked_mul(per)
-        .ok_or_else(|| format!("{s:?} is too long a duration"))?;
-    Ok(Duration::from_millis(ms))
-}
-
-/// Formats a duration in the largest unit that is exact; sub-millisecond parts are dropped.
-/// `parse_duration(&format_duration(d)) == d` for every whole number of milliseconds.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
-    }
-    for (unit, per) in UNITS {
-        let per = u128::from(per);
-        if ms.is_multiple_of(per) {
-            return format!("{}{unit}", ms / per);
-        }
-    }
-    format!("{ms}ms")
-}
+/// The workspace's one duration parser (`500ms`, `5s`, `15m`, `24h`, `7d`, `2w`), re-exported
+/// so `kiln_fleet::parse_duration` keeps working.
+pub use kiln_oci::duration::{DurationError, format_duration, parse_duration};
 
 mod serde_duration {
     use super::{format_duration, parse_duration};

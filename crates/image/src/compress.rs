@@ -21,6 +21,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use kiln_oci::sync::lock;
 use kiln_oci::{Digest, Sha256Writer, WritebackFile, media};
 use sha2::{Digest as _, Sha256};
 
@@ -349,8 +350,7 @@ fn worker(jobs: Arc<Mutex<Receiver<Job>>>, done: SyncSender<Done>) {
     let mut c = libdeflater::Compressor::new(level);
     loop {
         let job = {
-            let Ok(rx) = jobs.lock() else { return };
-            match rx.recv() {
+            match lock(&jobs).recv() {
                 Ok(j) => j,
                 Err(_) => return,
             }

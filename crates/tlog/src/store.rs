@@ -42,9 +42,10 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
+
+use kiln_oci::sync::{lock, wait};
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::hash::{EMPTY_ROOT, Hash, leaf_hash, node_hash};
