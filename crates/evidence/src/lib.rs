@@ -18,6 +18,8 @@
 //! artifacts/sha256/<hex>    SBOMs, provenance, approvals, signatures, configs…
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod artifacts;
 pub mod framework;
 mod generate;

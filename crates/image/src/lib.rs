@@ -7,6 +7,8 @@
 //! [`source`] files layer → [`layer`] tar + compress (cached) →
 //! [`build`] config, manifest, referrers, commit → [`export`] `--out`.
 
+#![forbid(unsafe_code)]
+
 pub mod archive;
 pub mod base;
 pub mod build;

@@ -783,16 +783,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
 /// file) to the device without waiting, so a later fsync finds little left
 /// to do. A hint only: errors are ignored (fsync reports real failures).
 pub fn start_writeback(f: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid open fd and plain integers; the call only schedules I/O.
-    unsafe {
-        libc::sync_file_range(
-            f.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
+    crate::sys::start_writeback(f, offset, len);
 }
 
 /// A file writer that starts background writeback of every completed

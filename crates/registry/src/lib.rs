@@ -12,6 +12,8 @@
 //! Authentication answers `WWW-Authenticate` challenges: Basic (with the
 //! configured credentials) and Bearer (a token from the challenge's realm).
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod error;
 mod ops;

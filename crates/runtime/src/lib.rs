@@ -19,9 +19,12 @@
 //! - [`set_child_subreaper`] and [`try_reap`]: so a daemon becomes the parent
 //!   of detached containers and can collect their exit status.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 mod netns;
 mod runc;
 mod spec;
+mod sys;
 mod unpack;
 
 use std::path::PathBuf;

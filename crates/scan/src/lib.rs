@@ -11,6 +11,8 @@
 //! * [`report`]: the [`ScanReport`], its table / JSON / SARIF 2.1.0 forms, and
 //!   the [`Gate`] policy.
 
+#![forbid(unsafe_code)]
+
 pub mod baseline;
 pub mod cvss;
 pub mod inventory;

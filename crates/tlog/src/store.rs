@@ -733,24 +733,16 @@ struct Flock<'a>(&'a File);
 
 impl<'a> Flock<'a> {
     fn exclusive(f: &'a File, path: &Path) -> Result<Self, LogError> {
-        // SAFETY: flock on a descriptor we own; released in Drop.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(io(path)(std::io::Error::last_os_error()));
-        }
+        // `File::lock` is `flock(LOCK_EX)` on Linux, as other kiln processes expect.
+        f.lock().map_err(io(path))?;
         Ok(Flock(f))
     }
 }
 
 impl Drop for Flock<'_> {
     fn drop(&mut self) {
-        // SAFETY: unlocking our own descriptor.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        let _ = self.0.unlock();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Log {

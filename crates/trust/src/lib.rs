@@ -7,6 +7,8 @@
 //! - [`cosign`]: cosign simple-signing signatures and Sigstore bundles.
 //! - [`policy`]: `trust.toml` (keys, roles with thresholds, required rules).
 
+#![forbid(unsafe_code)]
+
 pub mod attest;
 pub mod cosign;
 pub mod dsse;
