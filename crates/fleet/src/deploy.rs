@@ -131,40 +131,58 @@ fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-impl FromStr for ImageRef {
-    type Err = String;
+const PIN_HINT: &str = "pin the image by digest: `name@sha256:<hex>`, with the `sha256:<hex>` that `kiln build` prints as its last line (or `kiln images` lists)";
 
-    fn from_str(s: &str) -> Result<ImageRef, String> {
-        let pin_hint = "pin the image by digest: `name@sha256:<hex>`, with the `sha256:<hex>` that `kiln build` prints as its last line (or `kiln images` lists)";
+/// Why a deployment's image reference is refused: it must be pinned by digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageRefError {
+    #[error("image {0:?} is a tag, not a digest: tags can move, so they are refused; {PIN_HINT}")]
+    Tag(String),
+    #[error("image {0:?}: the digest must be sha256:<64 hex characters>; {PIN_HINT}")]
+    NotSha256(String),
+    #[error("image {0:?}: the digest must be sha256: followed by 64 lowercase hex characters")]
+    BadHex(String),
+    #[error(
+        "image {image:?} names both a tag and a digest; drop the tag (\":{tag}\") and keep the digest"
+    )]
+    TagAndDigest { image: String, tag: String },
+    #[error("image {image:?}: {source}")]
+    Name {
+        image: String,
+        #[source]
+        source: kiln_oci::layout::NameError,
+    },
+}
+
+impl FromStr for ImageRef {
+    type Err = ImageRefError;
+
+    fn from_str(s: &str) -> Result<ImageRef, ImageRefError> {
         let (name, digest) = match s.rsplit_once('@') {
             Some((n, d)) => (Some(n), d),
             None if s.starts_with("sha256:") => (None, s),
-            None => {
-                return Err(format!(
-                    "image {s:?} is a tag, not a digest: tags can move, so they are refused; {pin_hint}"
-                ));
-            }
+            None => return Err(ImageRefError::Tag(s.into())),
         };
         let Some(hex) = digest.strip_prefix("sha256:") else {
-            return Err(format!(
-                "image {s:?}: the digest must be sha256:<64 hex characters>; {pin_hint}"
-            ));
+            return Err(ImageRefError::NotSha256(s.into()));
         };
         if !is_sha256_hex(hex) {
-            return Err(format!(
-                "image {s:?}: the digest must be sha256: followed by 64 lowercase hex characters"
-            ));
+            return Err(ImageRefError::BadHex(s.into()));
         }
         let name = match name {
             Some(n) => {
                 if let Some((_, tag)) = n.rsplit_once(':')
                     && !tag.contains('/')
                 {
-                    return Err(format!(
-                        "image {s:?} names both a tag and a digest; drop the tag (\":{tag}\") and keep the digest"
-                    ));
+                    return Err(ImageRefError::TagAndDigest {
+                        image: s.into(),
+                        tag: tag.into(),
+                    });
                 }
-                kiln_oci::layout::validate_name(n).map_err(|m| format!("image {s:?}: {m}"))?;
+                kiln_oci::layout::validate_name(n).map_err(|source| ImageRefError::Name {
+                    image: s.into(),
+                    source,
+                })?;
                 Some(n.to_string())
             }
             None => None,

@@ -69,14 +69,19 @@ impl Compression {
     }
 }
 
+/// A compression name other than `gzip`, `zstd` or `none`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown compression {0:?} (gzip, zstd or none)")]
+pub struct UnknownCompression(pub String);
+
 impl std::str::FromStr for Compression {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownCompression;
+    fn from_str(s: &str) -> Result<Self, UnknownCompression> {
         match s {
             "gzip" => Ok(Compression::Gzip),
             "zstd" => Ok(Compression::Zstd),
             "none" => Ok(Compression::None),
-            _ => Err(format!("unknown compression {s:?} (gzip, zstd or none)")),
+            _ => Err(UnknownCompression(s.into())),
         }
     }
 }

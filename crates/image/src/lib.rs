@@ -65,6 +65,13 @@ pub enum BuildError {
     Oci(#[from] kiln_oci::OciError),
     #[error("{0}")]
     Output(String),
+    /// The caller's step before an output is put in place failed (e.g.
+    /// recording its audit event); nothing was put in place.
+    #[error("{source}")]
+    Aborted {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -24,4 +24,4 @@ pub use client::{Client, DEFAULT_CHUNK_SIZE, MAX_MANIFEST_SIZE, Options};
 pub use error::RegistryError;
 pub use ops::{Pulled, fallback_tag};
 pub use reference::Reference;
-pub use speed::{LowSpeed, LowSpeedLimit, LowSpeedReader, Timeouts, TooSlow};
+pub use speed::{BadLowSpeedLimit, LowSpeed, LowSpeedLimit, LowSpeedReader, Timeouts, TooSlow};

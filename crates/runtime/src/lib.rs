@@ -35,7 +35,7 @@ pub use spec::{
     BindMount, Bundle, DEFAULT_PATH, InstanceSpec, User, resolve_user, runtime_config,
     seccomp_profile,
 };
-pub use unpack::{Rootfs, normalize_path, unpack};
+pub use unpack::{EntryPathError, Rootfs, normalize_path, unpack};
 
 /// Errors from unpacking, spec generation and the runc driver.
 #[derive(Debug, thiserror::Error)]

@@ -79,8 +79,16 @@ pub enum LogError {
     Checkpoint(#[from] CheckpointError),
     #[error("this log handle has no signing key")]
     ReadOnly,
-    #[error("append failed in another writer of this batch: {0}")]
-    Batch(String),
+    #[error("append failed in another writer of this batch: {source}")]
+    Batch {
+        /// The error the batch's writer got, shared by every caller in the batch.
+        #[source]
+        source: Arc<LogError>,
+    },
+    /// The batch writer's own error, while the other callers of its batch
+    /// still hold it (see [`LogError::Batch`]); displays as that error.
+    #[error(transparent)]
+    Shared(Arc<LogError>),
 }
 
 /// A failed verification, naming the first bad event where one can be named.
@@ -715,7 +723,7 @@ struct Queue {
     pending: Vec<Vec<u8>>,
     batch: u64,
     leader: bool,
-    done: HashMap<u64, (Result<u64, String>, usize)>,
+    done: HashMap<u64, (Result<u64, Arc<LogError>>, usize)>,
     waiting: HashMap<u64, usize>,
 }
 
@@ -832,7 +840,9 @@ impl Log {
             if let Some((res, left)) = q.done.get_mut(&my_batch) {
                 let out = match res {
                     Ok(first) => Ok(*first + offset),
-                    Err(msg) => Err(LogError::Batch(msg.clone())),
+                    Err(e) => Err(LogError::Batch {
+                        source: Arc::clone(e),
+                    }),
                 };
                 *left -= 1;
                 if *left == 0 {
@@ -846,20 +856,19 @@ impl Log {
                 let waiters = q.waiting.remove(&my_batch).unwrap_or(1);
                 q.batch += 1;
                 drop(q);
-                let res = self.commit(&batch, signer);
+                let res = self.commit(&batch, signer).map_err(Arc::new);
                 q = lock(&self.queue);
                 q.leader = false;
-                let shared = match &res {
-                    Ok(first) => Ok(*first),
-                    Err(e) => Err(e.to_string()),
-                };
                 if waiters > 1 {
-                    q.done.insert(my_batch, (shared, waiters - 1));
+                    q.done.insert(my_batch, (res.clone(), waiters - 1));
                 }
                 self.cv.notify_all();
-                return res.map(|first| first + offset);
+                // The writer's own error: unwrapped unless other callers still hold it.
+                return res
+                    .map(|first| first + offset)
+                    .map_err(|e| Arc::try_unwrap(e).unwrap_or_else(LogError::Shared));
             }
-            q = self.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+            q = wait(&self.cv, q);
         }
     }
 

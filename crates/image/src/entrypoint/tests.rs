@@ -5,7 +5,11 @@ use crate::tree::{Content, Origin, Tree};
 struct Mem<'a>(&'a Tree);
 
 impl Contents for Mem<'_> {
-    fn open(&self, _: &str, node: &Node) -> Result<Option<Box<dyn ReadSeek + '_>>, String> {
+    fn open(
+        &self,
+        _: &str,
+        node: &Node,
+    ) -> Result<Option<Box<dyn ReadSeek + '_>>, EntrypointError> {
         Ok(match &node.content {
             Content::Bytes(b) => Some(Box::new(io::Cursor::new(ArcBytes(b.clone())))),
             _ => None,
@@ -50,6 +54,8 @@ fn link(t: &mut Tree, path: &str, target: &str) {
     );
 }
 
+/// The check's outcome, its error as the message a build shows (which is
+/// what these tests compare).
 fn run(t: &Tree, arch: &str, argv0: &str) -> Result<Outcome, String> {
     check(
         t,
@@ -62,6 +68,7 @@ fn run(t: &Tree, arch: &str, argv0: &str) -> Result<Outcome, String> {
             workdir: None,
         },
     )
+    .map_err(|e| e.to_string())
 }
 
 fn host_arch() -> Option<&'static str> {

@@ -199,7 +199,7 @@ fn scan_predicate_ok(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    kiln_trust::policy::check_scan_predicate(p, max_age_hours, now)
+    kiln_trust::policy::check_scan_predicate(p, max_age_hours, now).map_err(|e| e.to_string())
 }
 
 /// The audit event of a verification: each rule's verdict, failure if any failed.
