@@ -286,8 +286,8 @@ pub enum HealthCheck {
 // Durations
 // ---------------------------------------------------------------------------------------------
 
-/// The workspace's one duration parser (`500ms`, `5s`, `15m`, `24h`, `7d`, `2w`), re-exported
-/// so `kiln_fleet::parse_duration` keeps working.
+/// The workspace's one duration parser in its deploy grammar (`500ms`, `5s`, `15m`, `24h`,
+/// `7d`), re-exported so `kiln_fleet::parse_duration` keeps working.
 pub use kiln_oci::duration::{DurationError, format_duration, parse_duration};
 
 mod serde_duration {

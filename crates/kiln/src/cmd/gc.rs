@@ -27,10 +27,11 @@ pub struct Args {
     dry_run: bool,
 }
 
-/// `<n><unit>` in whole seconds, by the workspace's duration parser (units ms, s, m,
-/// h, d, w), with this command's own wording of the error.
+/// `<n><unit>` with unit s, m, h, d or w, in seconds: the workspace's duration
+/// parser in its `kiln gc` grammar, with this command's wording of the error.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
-    kiln_oci::duration::parse_duration(s)
+    use kiln_oci::duration::{Grammar, parse_duration_in};
+    parse_duration_in(s, Grammar::GC)
         .map(|d| d.as_secs())
         .map_err(|_| format!("{s:?} is not a duration like 7d, 12h, 30m or 0s"))
 }
