@@ -3,14 +3,18 @@
 //! ELF or a script) and, split at the first 0xff 0xfe, a library it may load.
 use std::io::Cursor;
 
-use kiln_image::entrypoint::{Contents, ReadSeek, Target, check};
+use kiln_image::entrypoint::{Contents, EntrypointError, ReadSeek, Target, check};
 use kiln_image::tree::{Content, Lookup, Node, Origin, Tree};
 use libfuzzer_sys::fuzz_target;
 
 struct Mem<'a>(&'a Tree);
 
 impl Contents for Mem<'_> {
-    fn open(&self, _: &str, node: &Node) -> Result<Option<Box<dyn ReadSeek + '_>>, String> {
+    fn open(
+        &self,
+        _: &str,
+        node: &Node,
+    ) -> Result<Option<Box<dyn ReadSeek + '_>>, EntrypointError> {
         Ok(match &node.content {
             Content::Bytes(b) => Some(Box::new(Cursor::new(b.as_slice().to_vec()))),
             _ => None,

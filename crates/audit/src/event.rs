@@ -5,6 +5,8 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::sys;
+
 /// Success or failure of the audited action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -181,7 +183,7 @@ impl Actor {
     /// The user with `uid` (e.g. a daemon's API caller, from SO_PEERCRED).
     pub fn for_uid(uid: u32) -> Actor {
         Actor {
-            user: user_name(uid).unwrap_or_else(|| format!("uid:{uid}")),
+            user: sys::user_name(uid).unwrap_or_else(|| format!("uid:{uid}")),
             uid,
             sudo_user: None,
             key: None,
@@ -190,10 +192,9 @@ impl Actor {
 
     /// The effective user of this process.
     pub fn current() -> Actor {
-        // SAFETY: geteuid cannot fail.
-        let uid = unsafe { libc::geteuid() };
+        let uid = sys::geteuid();
         Actor {
-            user: user_name(uid).unwrap_or_else(|| format!("uid:{uid}")),
+            user: sys::user_name(uid).unwrap_or_else(|| format!("uid:{uid}")),
             uid,
             sudo_user: std::env::var("SUDO_USER").ok().filter(|s| !s.is_empty()),
             key: None,
@@ -201,35 +202,11 @@ impl Actor {
     }
 }
 
-fn user_name(uid: u32) -> Option<String> {
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the call; `buf` outlives `pwd`'s
-    // string fields, which are copied before it is dropped.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if rc != 0 || out.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name points into `buf`, NUL-terminated by getpwuid_r.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
-}
-
 /// This host's name (`uname -n`).
 pub fn hostname() -> String {
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: uname fills the struct we own.
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return "localhost".to_string();
-    }
-    // SAFETY: nodename is NUL-terminated by uname.
-    let n = unsafe { std::ffi::CStr::from_ptr(u.nodename.as_ptr()) };
-    let n = n.to_string_lossy().into_owned();
-    if n.is_empty() {
-        "localhost".to_string()
-    } else {
-        n
+    match sys::nodename() {
+        Some(n) if !n.is_empty() => n,
+        _ => "localhost".to_string(),
     }
 }
 

@@ -7,9 +7,12 @@
 //! the outcome, where from ([`Origin`]), the affected [`Resource`]s and a
 //! reason. Events hold digests and names, never secrets or file contents.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 mod event;
 mod log;
 mod recorder;
+mod sys;
 
 pub use event::{Actor, Event, Origin, Outcome, Resource};
 pub use log::{AuditError, AuditLog, LoggedEvent};

@@ -17,6 +17,7 @@
 //!   outside file, or a file given a name outside the tree, is drift even
 //!   when every hash matches; [`sweep`] is the cheap `lstat`-only check.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 mod cache;

@@ -24,6 +24,7 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use kiln_oci::sync::{lock, wait};
 use sha2::{Digest, Sha256};
 
 use crate::cache::Cache;
@@ -173,10 +174,7 @@ fn worker(sh: &Shared<'_>) -> (Vec<Entry>, Stats) {
     let mut new_jobs = Vec::new();
     loop {
         let job = {
-            let mut q = match sh.queue.lock() {
-                Ok(q) => q,
-                Err(p) => p.into_inner(),
-            };
+            let mut q = lock(&sh.queue);
             loop {
                 if let Some(j) = q.jobs.pop() {
                     q.active += 1;
@@ -186,10 +184,7 @@ fn worker(sh: &Shared<'_>) -> (Vec<Entry>, Stats) {
                     sh.cv.notify_all();
                     return (out, stats);
                 }
-                q = match sh.cv.wait(q) {
-                    Ok(q) => q,
-                    Err(p) => p.into_inner(),
-                };
+                q = wait(&sh.cv, q);
             }
         };
         match job {
@@ -206,10 +201,7 @@ fn worker(sh: &Shared<'_>) -> (Vec<Entry>, Stats) {
                 out.push(hash_file(&parent, &name, path, st, &mut buf, &mut stats));
             }
         }
-        let mut q = match sh.queue.lock() {
-            Ok(q) => q,
-            Err(p) => p.into_inner(),
-        };
+        let mut q = lock(&sh.queue);
         let pushed = !new_jobs.is_empty();
         q.jobs.append(&mut new_jobs);
         q.active -= 1;

@@ -183,11 +183,31 @@ fn a_file_growing_while_hashed_is_unstable() {
     );
 }
 
+/// Set in the copy of the test binary that runs without root's permission
+/// overrides.
+const NO_DAC_ENV: &str = "KILN_TEST_WITHOUT_DAC_OVERRIDE";
+
 #[test]
 fn unreadable_entries_are_reported_not_fatal() {
-    if is_root() {
-        // Root reads everything (CAP_DAC_OVERRIDE); nothing to simulate.
-        eprintln!("skipped: running as root");
+    if is_root() && std::env::var_os(NO_DAC_ENV).is_none() {
+        // Root reads everything (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH): run
+        // this test again in a copy of the test binary without them, where
+        // mode 000 keeps root out as it keeps anyone else.
+        let name = "unreadable_entries_are_reported_not_fatal";
+        let o = std::process::Command::new("setpriv")
+            .arg("--bounding-set=-dac_override,-dac_read_search")
+            .arg(std::env::current_exe().expect("test binary"))
+            .args(["--exact", name, "--nocapture"])
+            .env(NO_DAC_ENV, "1")
+            .output()
+            .expect("setpriv (util-linux)");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && out.contains("1 passed"),
+            "{name} without CAP_DAC_OVERRIDE: {}\n{out}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
         return;
     }
     use std::os::unix::fs::PermissionsExt;

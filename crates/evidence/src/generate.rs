@@ -3,6 +3,7 @@
 //! temporary sibling of `--out`, sign the MANIFEST, rename into place.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -437,20 +438,23 @@ pub fn generate(
     store: Option<&Store>,
     opts: &Options,
 ) -> Result<Generated, EvidenceError> {
-    generate_then(log, signer, store, opts, |_| Ok(()))
+    generate_then(log, signer, store, opts, |_| Ok::<_, Infallible>(()))
 }
 
 /// [`generate`], calling `before_swap` with the finished bundle (still under
 /// its temporary name) before renaming it into place; an error from it
 /// removes the temporary bundle and leaves `opts.out` as it was. Lets the
 /// caller record the bundle's audit event first.
-pub fn generate_then(
+pub fn generate_then<E>(
     log: &AuditLog,
     signer: &Signer,
     store: Option<&Store>,
     opts: &Options,
-    before_swap: impl FnOnce(&Generated) -> Result<(), String>,
-) -> Result<Generated, EvidenceError> {
+    before_swap: impl FnOnce(&Generated) -> Result<(), E>,
+) -> Result<Generated, EvidenceError>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if let (Some(s), Some(u)) = (opts.since, opts.until)
         && s > u
     {
@@ -781,7 +785,7 @@ pub fn generate_then(
         manifest_digest: format!("sha256:{}", hex::encode(sha256(signed.as_bytes()))),
         files: files.len() + 1,
     };
-    before_swap(&generated).map_err(EvidenceError::Aborted)?;
+    before_swap(&generated).map_err(|e| EvidenceError::Aborted { source: e.into() })?;
 
     // Swap into place.
     if out_exists {

@@ -18,6 +18,8 @@
 //! artifacts/sha256/<hex>    SBOMs, provenance, approvals, signatures, configs…
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod artifacts;
 pub mod framework;
 mod generate;
@@ -74,6 +76,9 @@ pub enum EvidenceError {
     Internal(String),
     /// The caller's step before the rename failed (e.g. recording the
     /// bundle's audit event); nothing was put in place.
-    #[error("not written: {0}")]
-    Aborted(String),
+    #[error("not written: {source}")]
+    Aborted {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }

@@ -131,40 +131,58 @@ fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-impl FromStr for ImageRef {
-    type Err = String;
+const PIN_HINT: &str = "pin the image by digest: `name@sha256:<hex>`, with the `sha256:<hex>` that `kiln build` prints as its last line (or `kiln images` lists)";
 
-    fn from_str(s: &str) -> Result<ImageRef, String> {
-        let pin_hint = "pin the image by digest: `name@sha256:<hex>`, with the `sha256:<hex>` that `kiln build` prints as its last line (or `kiln images` lists)";
+/// Why a deployment's image reference is refused: it must be pinned by digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageRefError {
+    #[error("image {0:?} is a tag, not a digest: tags can move, so they are refused; {PIN_HINT}")]
+    Tag(String),
+    #[error("image {0:?}: the digest must be sha256:<64 hex characters>; {PIN_HINT}")]
+    NotSha256(String),
+    #[error("image {0:?}: the digest must be sha256: followed by 64 lowercase hex characters")]
+    BadHex(String),
+    #[error(
+        "image {image:?} names both a tag and a digest; drop the tag (\":{tag}\") and keep the digest"
+    )]
+    TagAndDigest { image: String, tag: String },
+    #[error("image {image:?}: {source}")]
+    Name {
+        image: String,
+        #[source]
+        source: kiln_oci::layout::NameError,
+    },
+}
+
+impl FromStr for ImageRef {
+    type Err = ImageRefError;
+
+    fn from_str(s: &str) -> Result<ImageRef, ImageRefError> {
         let (name, digest) = match s.rsplit_once('@') {
             Some((n, d)) => (Some(n), d),
             None if s.starts_with("sha256:") => (None, s),
-            None => {
-                return Err(format!(
-                    "image {s:?} is a tag, not a digest: tags can move, so they are refused; {pin_hint}"
-                ));
-            }
+            None => return Err(ImageRefError::Tag(s.into())),
         };
         let Some(hex) = digest.strip_prefix("sha256:") else {
-            return Err(format!(
-                "image {s:?}: the digest must be sha256:<64 hex characters>; {pin_hint}"
-            ));
+            return Err(ImageRefError::NotSha256(s.into()));
         };
         if !is_sha256_hex(hex) {
-            return Err(format!(
-                "image {s:?}: the digest must be sha256: followed by 64 lowercase hex characters"
-            ));
+            return Err(ImageRefError::BadHex(s.into()));
         }
         let name = match name {
             Some(n) => {
                 if let Some((_, tag)) = n.rsplit_once(':')
                     && !tag.contains('/')
                 {
-                    return Err(format!(
-                        "image {s:?} names both a tag and a digest; drop the tag (\":{tag}\") and keep the digest"
-                    ));
+                    return Err(ImageRefError::TagAndDigest {
+                        image: s.into(),
+                        tag: tag.into(),
+                    });
                 }
-                kiln_oci::layout::validate_name(n).map_err(|m| format!("image {s:?}: {m}"))?;
+                kiln_oci::layout::validate_name(n).map_err(|source| ImageRefError::Name {
+                    image: s.into(),
+                    source,
+                })?;
                 Some(n.to_string())
             }
             None => None,
@@ -268,53 +286,9 @@ pub enum HealthCheck {
 // Durations
 // ---------------------------------------------------------------------------------------------
 
-const UNITS: [(&str, u64); 5] = [
-    ("d", 86_400_000),
-    ("h", 3_600_000),
-    ("m", 60_000),
-    ("s", 1_000),
-    ("ms", 1),
-];
-
-/// Parses `"<digits><unit>"` with unit `ms`, `s`, `m`, `h` or `d` (e.g. `"500ms"`, `"7d"`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!(
-            "{s:?} is not a duration (expected digits and a unit: \"500ms\", \"5s\", \"15m\", \"24h\", \"7d\")"
-        )
-    };
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (digits, unit) = s.split_at(split);
-    if digits.is_empty() || digits.len() > 20 {
-        return Err(bad());
-    }
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let per = UNITS
-        .iter()
-        .find(|(u, _)| *u == unit)
-        .map(|(_, ms)| *ms)
-        .ok_or_else(bad)?;
-    let ms = n
-        .checked_mul(per)
-        .ok_or_else(|| format!("{s:?} is too long a duration"))?;
-    Ok(Duration::from_millis(ms))
-}
-
-/// Formats a duration in the largest unit that is exact; sub-millisecond parts are dropped.
-/// `parse_duration(&format_duration(d)) == d` for every whole number of milliseconds.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        return "0s".into();
-    }
-    for (unit, per) in UNITS {
-        let per = u128::from(per);
-        if ms.is_multiple_of(per) {
-            return format!("{}{unit}", ms / per);
-        }
-    }
-    format!("{ms}ms")
-}
+/// The workspace's one duration parser in its deploy grammar (`500ms`, `5s`, `15m`, `24h`,
+/// `7d`), re-exported so `kiln_fleet::parse_duration` keeps working.
+pub use kiln_oci::duration::{DurationError, format_duration, parse_duration};
 
 mod serde_duration {
     use super::{format_duration, parse_duration};

@@ -56,12 +56,7 @@ impl ExeHashes {
             m.size(),
             m.ctime() * 1_000_000_000 + m.ctime_nsec(),
         );
-        if let Some(h) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(h) = kiln_oci::sync::lock(&self.cache).get(&key) {
             return Some(h.clone());
         }
         let mut h = Sha256::new();
@@ -74,10 +69,7 @@ impl ExeHashes {
             }
         }
         let hex = hex::encode(h.finalize());
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, hex.clone());
+        kiln_oci::sync::lock(&self.cache).insert(key, hex.clone());
         Some(hex)
     }
 }

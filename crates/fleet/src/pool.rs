@@ -25,7 +25,7 @@ static IDLE_WORKERS: Mutex<Idle> = Mutex::new(Idle {
 });
 
 fn idle() -> MutexGuard<'static, Idle> {
-    IDLE_WORKERS.lock().unwrap_or_else(|p| p.into_inner())
+    kiln_oci::sync::lock(&IDLE_WORKERS)
 }
 
 /// Runs `job` on a pooled thread named `name` (the name of a new thread only).

@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::pool;
@@ -163,9 +163,7 @@ struct Inner {
     drained_lock: Mutex<()>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use kiln_oci::sync::lock;
 
 /// A running front proxy. Dropping it stops it.
 pub struct Proxy {
@@ -277,12 +275,7 @@ impl Proxy {
             }
             // Bounded wait, in case a notification raced the check above.
             let wait = (deadline - now).min(Duration::from_millis(50));
-            guard = self
-                .inner
-                .drained
-                .wait_timeout(guard, wait)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            guard = kiln_oci::sync::wait_timeout(&self.inner.drained, guard, wait).0;
         }
     }
 

@@ -82,14 +82,17 @@ fn tar_header(path: &str, size: u64) -> Result<tar::Header, BuildError> {
 /// archive at `out`: written to a temporary name beside it, then `record` is
 /// called (the audit event), then renamed into place; an error from `record`
 /// removes the temporary file and leaves `out` as it was.
-pub fn write_archive(
+pub fn write_archive<E>(
     store: &Store,
     image: &Descriptor,
     reference: Option<&str>,
     format: ArchiveFormat,
     out: &Path,
-    record: impl FnOnce() -> Result<(), String>,
-) -> Result<(), BuildError> {
+    record: impl FnOnce() -> Result<(), E>,
+) -> Result<(), BuildError>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if out.is_dir() {
         return Err(out_err(format!(
             "--out {}: is a directory; an archive is a file",
@@ -197,7 +200,7 @@ pub fn write_archive(
     f.sync_all().map_err(|e| BuildError::io(&tmp, e))?;
     // The change and its audit event both happen or neither does: the
     // archive becomes visible only once `record` has succeeded.
-    record().map_err(BuildError::Output)?;
+    record().map_err(|e| BuildError::Aborted { source: e.into() })?;
     fs::rename(&tmp, out).map_err(|e| BuildError::io(out, e))?;
     let _ = kiln_oci::layout::sync_dir(&parent);
     Ok(())

@@ -27,6 +27,48 @@ pub struct BaseImage {
     pub warnings: Vec<String>,
 }
 
+/// Why a base layer could not be read or is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// The layer's content is refused: a sentence naming the path at fault.
+    #[error("{0}")]
+    Refused(String),
+    #[error("path {0:?} escapes the root")]
+    Escapes(String),
+    #[error("unsupported layer media type {0}")]
+    MediaType(String),
+    #[error("{0}")]
+    Blob(#[source] kiln_oci::OciError),
+    #[error("{0}")]
+    Io(#[source] io::Error),
+    #[error("corrupt tar: {0}")]
+    CorruptTar(#[source] io::Error),
+    #[error("{path}: {source}")]
+    Entry {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("uncompressed content hashes to {actual}, the config's diff_id is {diff_id}")]
+    DiffId { actual: Digest, diff_id: Digest },
+    #[error("spool: {0}")]
+    Spool(#[source] io::Error),
+    #[error("layer {index} ({digest}): {source}")]
+    InLayer {
+        index: usize,
+        digest: Digest,
+        #[source]
+        source: Box<LayerError>,
+    },
+}
+
+fn entry_err(path: &str) -> impl FnOnce(io::Error) -> LayerError + '_ {
+    move |source| LayerError::Entry {
+        path: path.to_string(),
+        source,
+    }
+}
+
 fn base_err(spec: &str, message: impl Into<String>) -> BuildError {
     BuildError::Base {
         base: spec.to_string(),
@@ -141,7 +183,11 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// The decoder of a layer blob of `size` bytes, bounded: a compressed layer
 /// may expand to 16 MiB plus 100 times its size, no more.
-fn decompressor<'a>(mt: &str, f: impl Read + 'a, size: u64) -> Result<Box<dyn Read + 'a>, String> {
+fn decompressor<'a>(
+    mt: &str,
+    f: impl Read + 'a,
+    size: u64,
+) -> Result<Box<dyn Read + 'a>, LayerError> {
     let f = io::BufReader::with_capacity(1 << 20, f);
     let bounded = |r: Box<dyn Read + 'a>| -> Box<dyn Read + 'a> {
         Box::new(Bounded::for_compressed(r, size))
@@ -151,10 +197,10 @@ fn decompressor<'a>(mt: &str, f: impl Read + 'a, size: u64) -> Result<Box<dyn Re
             bounded(Box::new(flate2::read::MultiGzDecoder::new(f)))
         }
         media::LAYER_ZSTD => bounded(Box::new(
-            zstd::Decoder::with_buffer(f).map_err(|e| e.to_string())?,
+            zstd::Decoder::with_buffer(f).map_err(LayerError::Io)?,
         )),
         media::LAYER_TAR => Box::new(f),
-        other => return Err(format!("unsupported layer media type {other}")),
+        other => return Err(LayerError::MediaType(other.into())),
     })
 }
 
@@ -170,27 +216,29 @@ pub(crate) fn extract_files(
     base: &BaseImage,
     wanted: &std::collections::BTreeSet<String>,
     spool: &crate::spool::Spool,
-) -> Result<std::collections::HashMap<String, (u64, u64)>, String> {
+) -> Result<std::collections::HashMap<String, (u64, u64)>, LayerError> {
     let mut out = std::collections::HashMap::new();
-    let mut sink = crate::spool::SpoolWriter::new(spool).map_err(|e| format!("spool: {e}"))?;
+    let mut sink = crate::spool::SpoolWriter::new(spool).map_err(LayerError::Spool)?;
     for (i, layer) in base.manifest.layers.iter().enumerate() {
-        let what = |m: String| format!("layer {i} ({}): {m}", layer.digest);
+        let what = |e: LayerError| LayerError::InLayer {
+            index: i,
+            digest: layer.digest,
+            source: Box::new(e),
+        };
         // A regular file of exactly the descriptor's size, read no further.
         let f = base
             .store
             .open_blob(layer)
-            .map_err(|e| what(e.to_string()))?;
+            .map_err(|e| what(LayerError::Blob(e)))?;
         let r = decompressor(&layer.media_type, f, layer.size).map_err(what)?;
         let mut ar = tar::Archive::new(TarGuard::new(r));
-        for e in ar.entries().map_err(|e| what(e.to_string()))? {
-            let mut e = e.map_err(|e| what(format!("corrupt tar: {e}")))?;
+        for e in ar.entries().map_err(|e| what(LayerError::Io(e)))? {
+            let mut e = e.map_err(|e| what(LayerError::CorruptTar(e)))?;
             if !e.header().entry_type().is_file() {
                 continue;
             }
             let raw = e.path_bytes();
-            let Ok(Some(path)) = std::str::from_utf8(&raw)
-                .map_err(|_| String::new())
-                .and_then(normalize_tar_path)
+            let Some(Ok(Some(path))) = std::str::from_utf8(&raw).ok().map(normalize_tar_path)
             else {
                 continue;
             };
@@ -199,7 +247,7 @@ pub(crate) fn extract_files(
             }
             let size = e.size();
             let h = kiln_deb::ContentSink::store(&mut sink, &path, size, &mut e)
-                .map_err(|e| what(format!("{path}: {e}")))?;
+                .map_err(|e| what(entry_err(&path)(e)))?;
             let st = sink.stored[usize::try_from(h)
                 .unwrap_or(usize::MAX)
                 .min(sink.stored.len() - 1)];
@@ -210,12 +258,12 @@ pub(crate) fn extract_files(
 }
 
 /// Normalise a tar path to an absolute image path; refuse escapes.
-pub(crate) fn normalize_tar_path(raw: &str) -> Result<Option<String>, String> {
+pub(crate) fn normalize_tar_path(raw: &str) -> Result<Option<String>, LayerError> {
     let mut parts = Vec::new();
     for c in raw.split('/') {
         match c {
             "" | "." => {}
-            ".." => return Err(format!("path {raw:?} escapes the root")),
+            ".." => return Err(LayerError::Escapes(raw.into())),
             c => parts.push(c),
         }
     }
@@ -232,20 +280,21 @@ fn read_layer(
     tree: &mut Tree,
     dpkg_status: &mut Option<Vec<u8>>,
     warnings: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), LayerError> {
     // A regular file of exactly the descriptor's size, read no further.
-    let f = store.open_blob(layer).map_err(|e| e.to_string())?;
+    let f = store.open_blob(layer).map_err(LayerError::Blob)?;
     let mut r = HashingReader {
         inner: decompressor(&layer.media_type, f, layer.size)?,
         h: sha2::Sha256::new(),
     };
     apply_tar(&mut r, tree, dpkg_status, warnings)?;
-    io::copy(&mut r, &mut io::sink()).map_err(|e| e.to_string())?;
+    io::copy(&mut r, &mut io::sink()).map_err(LayerError::Io)?;
     let actual = Digest::from_bytes(r.h.finalize().into());
     if actual != *diff_id {
-        return Err(format!(
-            "uncompressed content hashes to {actual}, the config's diff_id is {diff_id}"
-        ));
+        return Err(LayerError::DiffId {
+            actual,
+            diff_id: *diff_id,
+        });
     }
     Ok(())
 }
@@ -258,17 +307,22 @@ pub fn apply_tar(
     tree: &mut Tree,
     dpkg_status: &mut Option<Vec<u8>>,
     warnings: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), LayerError> {
     let mut upper = Tree::new();
     let mut whiteouts: Vec<(String, bool)> = Vec::new();
     {
         let mut ar = tar::Archive::new(TarGuard::new(r));
-        let entries = ar.entries().map_err(|e| e.to_string())?;
+        let entries = ar.entries().map_err(LayerError::Io)?;
         for e in entries {
-            let mut e = e.map_err(|e| format!("corrupt tar: {e}"))?;
+            let mut e = e.map_err(LayerError::CorruptTar)?;
             let raw = e.path_bytes();
             let raw = std::str::from_utf8(&raw)
-                .map_err(|_| format!("non-UTF-8 path {:?}", String::from_utf8_lossy(&raw)))?
+                .map_err(|_| {
+                    LayerError::Refused(format!(
+                        "non-UTF-8 path {:?}",
+                        String::from_utf8_lossy(&raw)
+                    ))
+                })?
                 .to_string();
             let Some(path) = normalize_tar_path(&raw)? else {
                 continue;
@@ -284,9 +338,9 @@ pub fn apply_tar(
                 continue;
             }
             let h = e.header();
-            let mode = h.mode().map_err(|e| format!("{path}: {e}"))? & 0o7777;
-            let uid = h.uid().map_err(|e| format!("{path}: {e}"))? as u32;
-            let gid = h.gid().map_err(|e| format!("{path}: {e}"))? as u32;
+            let mode = h.mode().map_err(entry_err(&path))? & 0o7777;
+            let uid = h.uid().map_err(entry_err(&path))? as u32;
+            let gid = h.gid().map_err(entry_err(&path))? as u32;
             let et = h.entry_type();
             let node = if et.is_dir() {
                 Node::dir(mode, uid, gid, Origin::Base)
@@ -298,7 +352,7 @@ pub fn apply_tar(
                 let mut buf = [0u8; 64 * 1024];
                 let mut size = 0u64;
                 loop {
-                    let k = e.read(&mut buf).map_err(|e| format!("{path}: {e}"))?;
+                    let k = e.read(&mut buf).map_err(entry_err(&path))?;
                     if k == 0 {
                         break;
                     }
@@ -306,9 +360,9 @@ pub fn apply_tar(
                     b.update(&buf[..k]);
                     if keep {
                         if (data.len() + k) as u64 > MAX_DPKG_STATUS {
-                            return Err(format!(
+                            return Err(LayerError::Refused(format!(
                                 "{path} is larger than {MAX_DPKG_STATUS} bytes; refused"
-                            ));
+                            )));
                         }
                         data.extend_from_slice(&buf[..k]);
                     }
@@ -333,14 +387,16 @@ pub fn apply_tar(
                 let target = e
                     .link_name_bytes()
                     .map(|b| String::from_utf8_lossy(&b).to_string())
-                    .ok_or_else(|| format!("{path}: link without a target"))?;
+                    .ok_or_else(|| LayerError::Refused(format!("{path}: link without a target")))?;
                 let (kind, link, (sha, sha1), size) = if et.is_hard_link() {
-                    let t = normalize_tar_path(&target)?
-                        .ok_or_else(|| format!("{path}: hard link to the root"))?;
-                    let tn = upper
-                        .get(&t)
-                        .or_else(|| tree.get(&t))
-                        .ok_or_else(|| format!("{path}: hard link to {t}, which does not exist"))?;
+                    let t = normalize_tar_path(&target)?.ok_or_else(|| {
+                        LayerError::Refused(format!("{path}: hard link to the root"))
+                    })?;
+                    let tn = upper.get(&t).or_else(|| tree.get(&t)).ok_or_else(|| {
+                        LayerError::Refused(format!(
+                            "{path}: hard link to {t}, which does not exist"
+                        ))
+                    })?;
                     (EntryType::Hardlink, t, (tn.sha256, tn.sha1), tn.size)
                 } else {
                     (EntryType::Symlink, target, (None, None), 0)
@@ -405,12 +461,14 @@ pub fn apply_tar(
                     EntryType::Hardlink => "a hard link, not a directory".to_string(),
                     _ => "a regular file, not a directory".to_string(),
                 };
-                return Err(format!("{path}: its parent {dir} is {what}"));
+                return Err(LayerError::Refused(format!(
+                    "{path}: its parent {dir} is {what}"
+                )));
             }
             None => {
-                return Err(format!(
+                return Err(LayerError::Refused(format!(
                     "{path}: its parent directory {dir} is in neither this layer nor a lower one (a layer must list every directory it writes into)"
-                ));
+                )));
             }
         }
     }
@@ -470,8 +528,9 @@ mod tests {
         w.finish().unwrap()
     }
 
+    /// Applies a layer; its error as the message a build shows.
     fn apply(tree: &mut Tree, bytes: &[u8]) -> Result<(), String> {
-        apply_tar(&mut &bytes[..], tree, &mut None, &mut Vec::new())
+        apply_tar(&mut &bytes[..], tree, &mut None, &mut Vec::new()).map_err(|e| e.to_string())
     }
 
     #[test]

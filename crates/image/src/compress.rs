@@ -21,6 +21,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use kiln_oci::sync::lock;
 use kiln_oci::{Digest, Sha256Writer, WritebackFile, media};
 use sha2::{Digest as _, Sha256};
 
@@ -68,14 +69,19 @@ impl Compression {
     }
 }
 
+/// A compression name other than `gzip`, `zstd` or `none`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown compression {0:?} (gzip, zstd or none)")]
+pub struct UnknownCompression(pub String);
+
 impl std::str::FromStr for Compression {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownCompression;
+    fn from_str(s: &str) -> Result<Self, UnknownCompression> {
         match s {
             "gzip" => Ok(Compression::Gzip),
             "zstd" => Ok(Compression::Zstd),
             "none" => Ok(Compression::None),
-            _ => Err(format!("unknown compression {s:?} (gzip, zstd or none)")),
+            _ => Err(UnknownCompression(s.into())),
         }
     }
 }
@@ -349,8 +355,7 @@ fn worker(jobs: Arc<Mutex<Receiver<Job>>>, done: SyncSender<Done>) {
     let mut c = libdeflater::Compressor::new(level);
     loop {
         let job = {
-            let Ok(rx) = jobs.lock() else { return };
-            match rx.recv() {
+            match lock(&jobs).recv() {
                 Ok(j) => j,
                 Err(_) => return,
             }

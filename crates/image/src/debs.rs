@@ -42,7 +42,11 @@ fn deb_err(spec: &Spec, d: &DebSpec, message: impl Into<String>) -> BuildError {
 /// symlink: it resolves to that directory instead of replacing the link
 /// with an empty one. A non-directory entry replaces whatever is at its
 /// path. Resolution never leaves the root.
-pub fn resolve_entry(fs: &dyn tree::Lookup, path: &str, is_dir: bool) -> Result<String, String> {
+pub fn resolve_entry(
+    fs: &dyn tree::Lookup,
+    path: &str,
+    is_dir: bool,
+) -> Result<String, tree::SymlinkLoop> {
     let resolved = tree::resolve_parents(fs, path)?;
     if !is_dir {
         return Ok(resolved);
@@ -65,9 +69,7 @@ pub fn resolve_entry(fs: &dyn tree::Lookup, path: &str, is_dir: bool) -> Result<
             _ => return Ok(resolved),
         }
     }
-    Err(format!(
-        "too many levels of symbolic links resolving {path}"
-    ))
+    Err(tree::SymlinkLoop(path.into()))
 }
 
 /// The packages unpacked so far over the lower layers: the upper entry of a
@@ -168,7 +170,7 @@ pub fn build(
         for e in &deb.data {
             let fs = Over(&layer, lower);
             let path = resolve_entry(&fs, &e.path, e.kind == EntryKind::Dir)
-                .map_err(|m| deb_err(spec, d, m))?;
+                .map_err(|m| deb_err(spec, d, m.to_string()))?;
             let origin = Origin::Package(name.clone());
             let node = match &e.kind {
                 EntryKind::Dir => Node::dir(e.mode, e.uid, e.gid, origin),
@@ -205,7 +207,8 @@ pub fn build(
                     content: Content::None,
                 },
                 EntryKind::Hardlink(t) => {
-                    let t = resolve_entry(&fs, t, false).map_err(|m| deb_err(spec, d, m))?;
+                    let t = resolve_entry(&fs, t, false)
+                        .map_err(|m| deb_err(spec, d, m.to_string()))?;
                     let target = layer
                         .get(&t)
                         .filter(|n| n.kind == EntryType::File)
@@ -439,11 +442,13 @@ mod tests {
         assert!(
             resolve_entry(&t, "/a", true)
                 .unwrap_err()
+                .to_string()
                 .contains("too many levels")
         );
         assert!(
             resolve_entry(&t, "/a/x", false)
                 .unwrap_err()
+                .to_string()
                 .contains("too many levels")
         );
     }

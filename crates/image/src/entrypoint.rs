@@ -45,7 +45,11 @@ impl<T: Read + Seek> ReadSeek for T {}
 pub trait Contents {
     /// The bytes of the regular file at `path` (its `node` given), or
     /// `Ok(None)` when they are not available yet.
-    fn open(&self, path: &str, node: &Node) -> Result<Option<Box<dyn ReadSeek + '_>>, String>;
+    fn open(
+        &self,
+        path: &str,
+        node: &Node,
+    ) -> Result<Option<Box<dyn ReadSeek + '_>>, EntrypointError>;
     /// The names of the entries directly in directory `dir`.
     fn list(&self, dir: &str) -> Vec<String>;
 }
@@ -95,7 +99,10 @@ const MAX_NEEDED: usize = 65_536;
 const MAX_PROBES: usize = 1 << 20;
 
 mod elfinfo;
+mod error;
 use elfinfo::{ElfInfo, Machine, default_dirs, machine_name, machine_of, parse_elf};
+pub use error::{ElfError, EntrypointError};
+use error::{elf_err, read_err, refused};
 
 /// A regular file found in the image: its real path and node.
 struct Found<'a> {
@@ -105,7 +112,7 @@ struct Found<'a> {
 
 /// Resolves `path` within the image, following symlinks (also in its
 /// parents) and hard links; `None` when nothing is there.
-fn follow<'a>(fs: &'a dyn Lookup, path: &str) -> Result<Option<Found<'a>>, String> {
+fn follow<'a>(fs: &'a dyn Lookup, path: &str) -> Result<Option<Found<'a>>, EntrypointError> {
     let mut cur = tree::lexical_join("/", path);
     for _ in 0..40 {
         cur = tree::resolve_parents(fs, &cur)?;
@@ -130,9 +137,7 @@ fn follow<'a>(fs: &'a dyn Lookup, path: &str) -> Result<Option<Found<'a>>, Strin
             _ => return Ok(Some(Found { real: cur, node: n })),
         }
     }
-    Err(format!(
-        "too many levels of symbolic links resolving {path}"
-    ))
+    Err(crate::tree::SymlinkLoop(path.into()).into())
 }
 
 struct Run<'a> {
@@ -152,9 +157,17 @@ struct Run<'a> {
 }
 
 /// Checks that `target` can start in the image (`fs` and its `contents`).
-pub fn check(fs: &dyn Lookup, contents: &dyn Contents, target: &Target) -> Result<Outcome, String> {
-    let m = machine_of(target.arch)
-        .ok_or_else(|| format!("architecture {} is not known to the check", target.arch))?;
+pub fn check(
+    fs: &dyn Lookup,
+    contents: &dyn Contents,
+    target: &Target,
+) -> Result<Outcome, EntrypointError> {
+    let m = machine_of(target.arch).ok_or_else(|| {
+        refused(format!(
+            "architecture {} is not known to the check",
+            target.arch
+        ))
+    })?;
     let run = Run {
         fs,
         contents,
@@ -184,7 +197,7 @@ impl<'a> Run<'a> {
         !self.pending.borrow().is_empty()
     }
 
-    fn open(&self, f: &Found<'_>) -> Result<Option<Box<dyn ReadSeek + 'a>>, String> {
+    fn open(&self, f: &Found<'_>) -> Result<Option<Box<dyn ReadSeek + 'a>>, EntrypointError> {
         let r = self.contents.open(&f.real, f.node)?;
         if r.is_none() {
             self.pending.borrow_mut().insert(f.real.clone());
@@ -193,7 +206,7 @@ impl<'a> Run<'a> {
     }
 
     /// `argv[0]` as `execvp` finds it.
-    fn find_program(&self, argv0: &str) -> Result<Option<Found<'a>>, String> {
+    fn find_program(&self, argv0: &str) -> Result<Option<Found<'a>>, EntrypointError> {
         if argv0.contains('/') {
             let abs = if argv0.starts_with('/') {
                 argv0.to_string()
@@ -202,7 +215,7 @@ impl<'a> Run<'a> {
             };
             return match follow(self.fs, &abs)? {
                 Some(f) => Ok(Some(f)),
-                None => Err(format!("{argv0} is not in the image")),
+                None => Err(refused(format!("{argv0} is not in the image"))),
             };
         }
         let path = self.target.path.unwrap_or(DEFAULT_PATH);
@@ -214,51 +227,54 @@ impl<'a> Run<'a> {
                 return Ok(Some(f));
             }
         }
-        Err(format!("{argv0} is not found in the image's PATH ({path})"))
+        Err(refused(format!(
+            "{argv0} is not found in the image's PATH ({path})"
+        )))
     }
 
     /// Checks that the file `f` (reached as `shown`) can be executed.
-    fn exec(&self, shown: &str, f: &Found<'_>, depth: usize) -> Result<(), String> {
+    fn exec(&self, shown: &str, f: &Found<'_>, depth: usize) -> Result<(), EntrypointError> {
         if f.node.kind != EntryType::File {
-            return Err(format!("{shown} is not a regular file"));
+            return Err(refused(format!("{shown} is not a regular file")));
         }
         if f.node.mode & 0o111 == 0 {
-            return Err(format!(
+            return Err(refused(format!(
                 "{shown} is not executable (mode {:o})",
                 f.node.mode
-            ));
+            )));
         }
         let Some(mut r) = self.open(f)? else {
             return Ok(());
         };
         let mut head = [0u8; 256];
-        let n = read_up_to(&mut r, &mut head).map_err(|e| format!("{shown}: {e}"))?;
+        let n = read_up_to(&mut r, &mut head).map_err(read_err(shown))?;
         let head = &head[..n];
         if head.starts_with(b"#!") {
             return self.script(shown, head, depth);
         }
         if !head.starts_with(b"\x7fELF") {
-            return Err(format!(
+            return Err(refused(format!(
                 "{shown} is neither an ELF executable nor a #! script"
-            ));
+            )));
         }
-        r.seek(SeekFrom::Start(0))
-            .map_err(|e| format!("{shown}: {e}"))?;
-        let info = parse_elf(r).map_err(|e| format!("{shown}: {e}"))?;
+        r.seek(SeekFrom::Start(0)).map_err(read_err(shown))?;
+        let info = parse_elf(r).map_err(elf_err(shown))?;
         self.compatible(shown, &info)?;
         if !matches!(info.e_type, elf::ET_EXEC | elf::ET_DYN) {
-            return Err(format!("{shown} is an ELF file but not an executable"));
+            return Err(refused(format!(
+                "{shown} is an ELF file but not an executable"
+            )));
         }
         if let Some(interp) = &info.interp {
             match follow(self.fs, interp)? {
                 None => {
-                    return Err(format!(
+                    return Err(refused(format!(
                         "{shown} needs the program interpreter {interp} (PT_INTERP), which is not in the image"
-                    ));
+                    )));
                 }
                 Some(loader) => {
                     if let Some(r) = self.open(&loader)? {
-                        let li = parse_elf(r).map_err(|e| format!("{interp}: {e}"))?;
+                        let li = parse_elf(r).map_err(elf_err(interp))?;
                         self.compatible(interp, &li)?;
                     }
                 }
@@ -267,26 +283,28 @@ impl<'a> Run<'a> {
         self.libraries(shown, &f.real, Rc::new(info))
     }
 
-    fn script(&self, shown: &str, head: &[u8], depth: usize) -> Result<(), String> {
+    fn script(&self, shown: &str, head: &[u8], depth: usize) -> Result<(), EntrypointError> {
         if depth >= MAX_SCRIPT_DEPTH {
-            return Err(format!("{shown}: too many levels of #! interpreters"));
+            return Err(refused(format!(
+                "{shown}: too many levels of #! interpreters"
+            )));
         }
         let line = head[2..].split(|&b| b == b'\n').next().unwrap_or(&[]);
         if line.len() == head.len() - 2 && head.len() == 256 {
-            return Err(format!("{shown}: the #! line is too long"));
+            return Err(refused(format!("{shown}: the #! line is too long")));
         }
         let line = String::from_utf8_lossy(line);
         let mut words = line.trim().splitn(2, [' ', '\t']);
         let interp = words.next().unwrap_or("").to_string();
         let arg = words.next().map(str::trim).unwrap_or("");
         if interp.is_empty() {
-            return Err(format!("{shown}: empty #! line"));
+            return Err(refused(format!("{shown}: empty #! line")));
         }
         let abs = tree::lexical_join(self.target.workdir.unwrap_or("/"), &interp);
         let Some(f) = follow(self.fs, &abs)? else {
-            return Err(format!(
+            return Err(refused(format!(
                 "{shown} is a script for {interp}, which is not in the image"
-            ));
+            )));
         };
         self.exec(&interp, &f, depth + 1)?;
         // `#!/usr/bin/env NAME`: NAME is looked up in PATH at run time.
@@ -296,26 +314,26 @@ impl<'a> Run<'a> {
             && !arg.contains('=')
         {
             let name = arg.split_whitespace().next().unwrap_or(arg);
-            if let Some(p) = self
-                .find_program(name)
-                .map_err(|e| format!("{shown} runs {name} through env: {e}"))?
-            {
+            if let Some(p) = self.find_program(name).map_err(|e| EntrypointError::Via {
+                what: format!("{shown} runs {name} through env"),
+                source: Box::new(e),
+            })? {
                 self.exec(name, &p, depth + 1)?;
             }
         }
         Ok(())
     }
 
-    fn compatible(&self, shown: &str, info: &ElfInfo) -> Result<(), String> {
+    fn compatible(&self, shown: &str, info: &ElfInfo) -> Result<(), EntrypointError> {
         if info.machine != self.m.machine || info.class64 != self.m.class64 {
-            return Err(format!(
+            return Err(refused(format!(
                 "{shown} is a {}-bit {} ELF, but the image is {} ({}-bit {})",
                 if info.class64 { 64 } else { 32 },
                 machine_name(info.machine),
                 self.target.arch,
                 if self.m.class64 { 64 } else { 32 },
                 machine_name(self.m.machine)
-            ));
+            )));
         }
         Ok(())
     }
@@ -324,7 +342,12 @@ impl<'a> Run<'a> {
     /// transitively, depth first as the loader would. An explicit stack, not
     /// recursion: a dependency chain as long as an image can hold must not
     /// overflow the stack.
-    fn libraries(&self, shown: &str, exe_real: &str, exe: Rc<ElfInfo>) -> Result<(), String> {
+    fn libraries(
+        &self,
+        shown: &str,
+        exe_real: &str,
+        exe: Rc<ElfInfo>,
+    ) -> Result<(), EntrypointError> {
         let conf = self.conf_dirs()?;
         let defaults = default_dirs(&self.m);
         let mut stack = vec![Frame {
@@ -342,10 +365,10 @@ impl<'a> Run<'a> {
             let top = &*top;
             self.needed.set(self.needed.get() + 1);
             if self.needed.get() > MAX_NEEDED {
-                return Err(format!(
+                return Err(refused(format!(
                     "{} needs more than {MAX_NEEDED} libraries (DT_NEEDED) in all",
                     self.target.argv0
-                ));
+                )));
             }
             let origin = tree::parent(&top.real).unwrap_or("/");
             let dirs = self.search_dirs(&top.real, &top.info, &exe, exe_real, &conf, &defaults)?;
@@ -387,12 +410,12 @@ impl<'a> Run<'a> {
                 }
                 None if waiting || self.pending() => {}
                 None => {
-                    return Err(format!(
+                    return Err(refused(format!(
                         "{} needs {name} (DT_NEEDED), which is not in the image for {} (searched {})",
                         top.shown,
                         self.target.arch,
                         dirs.join(", ")
-                    ));
+                    )));
                 }
             }
         }
@@ -411,7 +434,7 @@ impl<'a> Run<'a> {
         exe_real: &str,
         conf: &[String],
         defaults: &[String],
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, EntrypointError> {
         let origin = tree::parent(real).unwrap_or("/");
         let exe_origin = tree::parent(exe_real).unwrap_or("/");
         let mut all: Vec<(&str, &str)> = Vec::new();
@@ -429,10 +452,10 @@ impl<'a> Run<'a> {
         self.probes
             .set(self.probes.get().saturating_add(all.len() + fixed));
         if self.probes.get() > MAX_PROBES {
-            return Err(format!(
+            return Err(refused(format!(
                 "resolving the libraries of {} looks in more than {MAX_PROBES} directories in all",
                 self.target.argv0
-            ));
+            )));
         }
         let mut seen = HashSet::new();
         let mut dirs = Vec::new();
@@ -446,7 +469,7 @@ impl<'a> Run<'a> {
     }
 
     /// The ELF headers of the library candidate `f`, parsed once per run.
-    fn elf_info(&self, f: &Found<'_>) -> Result<Probe, String> {
+    fn elf_info(&self, f: &Found<'_>) -> Result<Probe, EntrypointError> {
         if let Some(cached) = self.elves.borrow().get(&f.real) {
             return Ok(cached.clone().map_or(Probe::Bad, Probe::Elf));
         }
@@ -460,7 +483,7 @@ impl<'a> Run<'a> {
 
     /// Directories named by `/etc/ld.so.conf` (with its `include`s) and the
     /// `*.conf` files of `/etc/ld.so.conf.d`, without repeats.
-    fn conf_dirs(&self) -> Result<Rc<[String]>, String> {
+    fn conf_dirs(&self) -> Result<Rc<[String]>, EntrypointError> {
         if let Some(d) = self.conf_dirs.borrow().as_ref() {
             return Ok(d.clone());
         }
@@ -478,7 +501,7 @@ impl<'a> Run<'a> {
     /// `include`s. A file is read once for each directory its relative
     /// `include`s are resolved against, however many names (links,
     /// aliased directories) reach it; every kind of work is capped.
-    fn conf_file(&self, path: &str, conf: &mut Conf, depth: usize) -> Result<(), String> {
+    fn conf_file(&self, path: &str, conf: &mut Conf, depth: usize) -> Result<(), EntrypointError> {
         if depth > 8 {
             return Ok(());
         }
@@ -500,12 +523,12 @@ impl<'a> Run<'a> {
         let mut text = String::new();
         r.take(MAX_CONF_FILE.min(left + 1))
             .read_to_string(&mut text)
-            .map_err(|e| format!("{path}: {e}"))?;
+            .map_err(read_err(path))?;
         conf.bytes += text.len() as u64;
         if conf.bytes > MAX_CONF_BYTES {
-            return Err(format!(
+            return Err(refused(format!(
                 "{path}: the ld.so.conf files are larger than {MAX_CONF_BYTES} bytes in all"
-            ));
+            )));
         }
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("").trim();
@@ -516,9 +539,9 @@ impl<'a> Run<'a> {
                 }
                 conf.includes += 1;
                 if conf.includes > MAX_CONF_INCLUDES {
-                    return Err(format!(
+                    return Err(refused(format!(
                         "{path}: more than {MAX_CONF_INCLUDES} include lines in the ld.so.conf files"
-                    ));
+                    )));
                 }
                 let pattern = if pattern.starts_with('/') {
                     pattern.to_string()
@@ -537,9 +560,9 @@ impl<'a> Run<'a> {
                 let dir = tree::lexical_join("/", dir);
                 if conf.seen_dirs.insert(dir.clone()) {
                     if conf.dirs.len() >= MAX_CONF_DIRS {
-                        return Err(format!(
+                        return Err(refused(format!(
                             "{path}: the ld.so.conf files name more than {MAX_CONF_DIRS} library directories"
-                        ));
+                        )));
                     }
                     conf.dirs.push(dir);
                 }
@@ -551,7 +574,7 @@ impl<'a> Run<'a> {
     /// Matches a pattern whose last component may hold `*` and `?`, sorted.
     /// Directory listings are kept for the ld.so.conf pass; the files
     /// matched count against [`MAX_CONF_FILES`].
-    fn glob(&self, pattern: &str, conf: &mut Conf) -> Result<Vec<String>, String> {
+    fn glob(&self, pattern: &str, conf: &mut Conf) -> Result<Vec<String>, EntrypointError> {
         let (dir, name) = pattern.rsplit_once('/').unwrap_or(("", pattern));
         let dir = if dir.is_empty() { "/" } else { dir };
         let Some(resolved) = follow_dir(self.fs, dir) else {
@@ -569,9 +592,9 @@ impl<'a> Run<'a> {
             .collect();
         conf.matched += out.len();
         if conf.matched > MAX_CONF_FILES {
-            return Err(format!(
+            return Err(refused(format!(
                 "{pattern}: the ld.so.conf includes match more than {MAX_CONF_FILES} files in all"
-            ));
+            )));
         }
         out.sort();
         Ok(out)
@@ -739,7 +762,11 @@ struct BuildContents<'a> {
 }
 
 impl Contents for BuildContents<'_> {
-    fn open(&self, path: &str, node: &Node) -> Result<Option<Box<dyn ReadSeek + '_>>, String> {
+    fn open(
+        &self,
+        path: &str,
+        node: &Node,
+    ) -> Result<Option<Box<dyn ReadSeek + '_>>, EntrypointError> {
         use crate::tree::Content;
         Ok(Some(match &node.content {
             Content::Bytes(b) => Box::new(io::Cursor::new(ArcBytes(b.clone()))),
@@ -751,15 +778,13 @@ impl Contents for BuildContents<'_> {
                     .read(true)
                     .custom_flags(libc::O_NONBLOCK)
                     .open(host)
-                    .map_err(|e| format!("{}: {e}", host.display()))?;
-                let meta = f
-                    .metadata()
-                    .map_err(|e| format!("{}: {e}", host.display()))?;
+                    .map_err(read_err(host.display()))?;
+                let meta = f.metadata().map_err(read_err(host.display()))?;
                 if !meta.is_file() || crate::source::StatKey::of(&meta) != *key {
-                    return Err(format!(
+                    return Err(refused(format!(
                         "{}: the file changed during the build; build again",
                         host.display()
-                    ));
+                    )));
                 }
                 Box::new(Range {
                     f,
@@ -815,7 +840,7 @@ pub(crate) fn check_build(
     layers: &[&crate::tree::Tree],
     base: Option<&crate::base::BaseImage>,
     spool_dir: &std::path::Path,
-) -> Result<(), String> {
+) -> Result<(), EntrypointError> {
     let stack = tree::Stack(layers.to_vec());
     let mut contents = BuildContents {
         fs: &stack,
@@ -831,24 +856,26 @@ pub(crate) fn check_build(
         };
         let new: BTreeSet<String> = wanted.difference(&asked).cloned().collect();
         let Some(base) = base.filter(|_| !new.is_empty()) else {
-            return Err(format!(
+            return Err(refused(format!(
                 "cannot read {} from the image",
                 wanted.into_iter().collect::<Vec<_>>().join(", ")
-            ));
+            )));
         };
         if contents.base_spool.is_none() {
-            contents.base_spool = Some(
-                crate::spool::Spool::new(spool_dir)
-                    .map_err(|e| format!("{}: {e}", spool_dir.display()))?,
-            );
+            contents.base_spool =
+                Some(crate::spool::Spool::new(spool_dir).map_err(read_err(spool_dir.display()))?);
         }
-        let spool = contents.base_spool.as_ref().ok_or("no spool")?;
-        let got = crate::base::extract_files(base, &new, spool)
-            .map_err(|e| format!("reading the base: {e}"))?;
+        let spool = contents
+            .base_spool
+            .as_ref()
+            .ok_or_else(|| refused("no spool".into()))?;
+        let got = crate::base::extract_files(base, &new, spool).map_err(EntrypointError::Base)?;
         contents.base_files.extend(got);
         asked.extend(new);
     }
-    Err("the entrypoint's dependencies are nested too deeply".into())
+    Err(refused(
+        "the entrypoint's dependencies are nested too deeply".into(),
+    ))
 }
 
 #[cfg(test)]

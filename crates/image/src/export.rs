@@ -48,7 +48,7 @@ pub fn export_with(
         referrers,
         tagged,
         dir,
-        || Ok(()),
+        || Ok::<_, std::convert::Infallible>(()),
     )
 }
 
@@ -57,15 +57,18 @@ pub fn export_with(
 /// `record` once the layout is complete under its temporary name and before
 /// it is renamed into place; an error from `record` removes the temporary
 /// layout and leaves `dir` as it was.
-pub fn export_recorded(
+pub fn export_recorded<E>(
     store: &Store,
     name_tag: Option<(&str, &str)>,
     image: &Descriptor,
     referrers: &[Descriptor],
     tagged: &[Tagged],
     dir: &Path,
-    record: impl FnOnce() -> Result<(), String>,
-) -> Result<(), BuildError> {
+    record: impl FnOnce() -> Result<(), E>,
+) -> Result<(), BuildError>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if dir.exists() {
         let is_layout = dir.join("oci-layout").is_file();
         let empty = fs::read_dir(dir)
@@ -119,7 +122,7 @@ pub fn export_recorded(
         out.tag(&t.name, &t.tag, &t.descriptor)?;
     }
     fs::remove_dir_all(tmp.join(".kiln")).map_err(|e| BuildError::io(&tmp, e))?;
-    record().map_err(BuildError::Output)?;
+    record().map_err(|e| BuildError::Aborted { source: e.into() })?;
     // Swap into place.
     let old = parent.join(format!(".{base}.kiln-old-{}", std::process::id()));
     if dir.exists() {

@@ -8,6 +8,8 @@
 //! [`build`] config, manifest, referrers, commit → [`export`] `--out`;
 //! [`provenance`] the SLSA statement of a build.
 
+#![forbid(unsafe_code)]
+
 pub mod archive;
 pub mod base;
 pub mod build;
@@ -65,6 +67,13 @@ pub enum BuildError {
     Oci(#[from] kiln_oci::OciError),
     #[error("{0}")]
     Output(String),
+    /// The caller's step before an output is put in place failed (e.g.
+    /// recording its audit event); nothing was put in place.
+    #[error("{source}")]
+    Aborted {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -9,9 +9,10 @@ use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
+use kiln_oci::sync::lock;
 use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
 
@@ -273,15 +274,13 @@ fn walk_parallel(
                     if failed.load(Ordering::Relaxed) {
                         break Ok(());
                     }
-                    let item = match queue.lock() {
-                        Ok(mut q) => {
-                            let it = q.pop();
-                            if it.is_some() {
-                                busy.fetch_add(1, Ordering::SeqCst);
-                            }
-                            it
+                    let item = {
+                        let mut q = lock(&queue);
+                        let it = q.pop();
+                        if it.is_some() {
+                            busy.fetch_add(1, Ordering::SeqCst);
                         }
-                        Err(_) => break Ok(()),
+                        it
                     };
                     let Some((rel, child, depth)) = item else {
                         if busy.load(Ordering::SeqCst) == 0 {
@@ -292,9 +291,7 @@ fn walk_parallel(
                     };
                     let res = walk_level(spec, f, root, &rel, None, &child, &mut t, &mut l, depth);
                     let res = res.map(|subs| {
-                        if let Ok(mut q) = queue.lock() {
-                            q.extend(subs.into_iter().map(|(h, c)| (h, c, depth + 1)));
-                        }
+                        lock(&queue).extend(subs.into_iter().map(|(h, c)| (h, c, depth + 1)));
                     });
                     busy.fetch_sub(1, Ordering::SeqCst);
                     if let Err(e) = res {
@@ -302,14 +299,12 @@ fn walk_parallel(
                         break Err(e);
                     }
                 };
-                if let Ok(mut v) = results.lock() {
-                    v.push(r.map(|()| (t, l)));
-                }
+                lock(&results).push(r.map(|()| (t, l)));
             });
         }
     });
     let mut parts = vec![(top, top_links)];
-    for r in results.into_inner().unwrap_or_default() {
+    for r in results.into_inner().unwrap_or_else(PoisonError::into_inner) {
         parts.push(r?);
     }
     // Nothing else under `dst` yet (the usual case): a linear merge.
@@ -374,9 +369,7 @@ fn walk_level(
         });
     }
     #[cfg(test)]
-    if let Ok(h) = BEFORE_LEVEL.lock()
-        && let Some(h) = h.as_ref()
-    {
+    if let Some(h) = lock(&BEFORE_LEVEL).as_ref() {
         h(&dir);
     }
     let fd = match fd {
@@ -552,14 +545,10 @@ pub fn hash_files(
                     match hash_host(host, key, &mut buf) {
                         Ok(h) => {
                             progress(key.size);
-                            if let Ok(mut r) = results.lock() {
-                                r.push((i, h));
-                            }
+                            lock(&results).push((i, h));
                         }
                         Err(e) => {
-                            if let Ok(mut fe) = first_err.lock() {
-                                fe.get_or_insert(e);
-                            }
+                            lock(&first_err).get_or_insert(e);
                             next.store(usize::MAX / 2, Ordering::Relaxed);
                             break;
                         }
@@ -568,10 +557,13 @@ pub fn hash_files(
             });
         }
     });
-    if let Some(e) = first_err.into_inner().ok().flatten() {
+    if let Some(e) = first_err
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+    {
         return Err(e);
     }
-    for (i, (a, b)) in results.into_inner().unwrap_or_default() {
+    for (i, (a, b)) in results.into_inner().unwrap_or_else(PoisonError::into_inner) {
         if let Some(n) = layer.get_mut(&work[i].0) {
             n.sha256 = Some(a);
             n.sha1 = Some(b);

@@ -483,32 +483,72 @@ impl Cx<'_> {
     }
 }
 
+/// Why the value of a spec field is refused (the [`SpecError`] it becomes
+/// adds the field and where it is).
+#[derive(Debug, thiserror::Error)]
+pub enum FieldError {
+    #[error("{0:?} is not an octal mode like \"0644\"")]
+    Mode(String),
+    #[error("{0:?} has bits beyond 07777")]
+    ModeBits(String),
+    #[error("{0:?} must be numeric \"uid:gid\"")]
+    Owner(String),
+    #[error("uid {0:?} is not a number")]
+    Uid(String),
+    #[error("gid {0:?} is not a number")]
+    Gid(String),
+    #[error("{0:?} must be user, uid, user:group or uid:gid")]
+    User(String),
+    #[error("{0:?} must be an absolute path in the image")]
+    NotAbsolute(String),
+    #[error("contains a NUL byte")]
+    Nul,
+    #[error("{0:?} contains '..', which could escape the image root")]
+    DotDot(String),
+    #[error("empty path")]
+    EmptyPath,
+    #[error("{0:?} must be relative to the spec's directory")]
+    NotRelative(String),
+    #[error("{0:?} leaves the spec's directory")]
+    LeavesDir(String),
+    #[error("{path:?} {source}")]
+    Resolve {
+        path: String,
+        #[source]
+        source: crate::hostfs::ResolveError,
+    },
+    #[error("{0:?} must be \"scratch\" or \"oci:<layout path>@sha256:<hex>\"")]
+    Base(String),
+    #[error("{0:?} must be pinned by digest: \"oci:<layout path>@sha256:<hex>\"")]
+    Unpinned(String),
+    #[error("{0}")]
+    Digest(#[source] kiln_oci::OciError),
+    #[error("the layout path is empty")]
+    EmptyLayoutPath,
+}
+
 /// Parse an octal mode string such as `"0755"` or `"4755"`.
-pub fn parse_mode(s: &str) -> Result<u32, String> {
+pub fn parse_mode(s: &str) -> Result<u32, FieldError> {
     if s.is_empty() || s.len() > 5 || !s.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
-        return Err(format!("{s:?} is not an octal mode like \"0644\""));
+        return Err(FieldError::Mode(s.into()));
     }
-    let v = u32::from_str_radix(s, 8).map_err(|e| e.to_string())?;
+    let v = u32::from_str_radix(s, 8).map_err(|_| FieldError::Mode(s.into()))?;
     if v > 0o7777 {
-        return Err(format!("{s:?} has bits beyond 07777"));
+        return Err(FieldError::ModeBits(s.into()));
     }
     Ok(v)
 }
 
-fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+fn parse_owner(s: &str) -> Result<(u32, u32), FieldError> {
     let (u, g) = s
         .split_once(':')
-        .ok_or_else(|| format!("{s:?} must be numeric \"uid:gid\""))?;
-    let u = u
-        .parse()
-        .map_err(|_| format!("uid {u:?} is not a number"))?;
-    let g = g
-        .parse()
-        .map_err(|_| format!("gid {g:?} is not a number"))?;
+        .ok_or_else(|| FieldError::Owner(s.into()))?;
+    let u = u.parse().map_err(|_| FieldError::Uid(u.into()))?;
+    let g = g.parse().map_err(|_| FieldError::Gid(g.into()))?;
     Ok((u, g))
 }
 
-fn validate_user(s: &str) -> Result<(), String> {
+fn validate_user(s: &str) -> Result<(), FieldError> {
     let ok_part = |p: &str| {
         !p.is_empty()
             && p.len() <= 32
@@ -522,28 +562,26 @@ fn validate_user(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{s:?} must be user, uid, user:group or uid:gid"))
+        Err(FieldError::User(s.into()))
     }
 }
 
 /// Normalise an image path: absolute, no `.`/`..`/empty components after
 /// resolution, and never above `/`. A trailing `/` is kept as a marker for
 /// "into this directory".
-pub fn normalize_dst(s: &str) -> Result<String, String> {
+pub fn normalize_dst(s: &str) -> Result<String, FieldError> {
     if !s.starts_with('/') {
-        return Err(format!("{s:?} must be an absolute path in the image"));
+        return Err(FieldError::NotAbsolute(s.into()));
     }
     if s.contains('\0') {
-        return Err("contains a NUL byte".into());
+        return Err(FieldError::Nul);
     }
     let mut parts: Vec<&str> = Vec::new();
     for c in s.split('/') {
         match c {
             "" | "." => {}
             ".." => {
-                return Err(format!(
-                    "{s:?} contains '..', which could escape the image root"
-                ));
+                return Err(FieldError::DotDot(s.into()));
             }
             c => parts.push(c),
         }
@@ -558,17 +596,17 @@ pub fn normalize_dst(s: &str) -> Result<String, String> {
 /// Resolve a source path relative to the spec directory; it must stay inside
 /// it (also after following symlinks in its parents).
 /// A path relative to the spec's directory that stays inside it.
-pub(crate) fn resolve_in(dir: &Path, s: &str) -> Result<PathBuf, String> {
+pub(crate) fn resolve_in(dir: &Path, s: &str) -> Result<PathBuf, FieldError> {
     resolve_src(dir, s)
 }
 
-fn resolve_src(dir: &Path, s: &str) -> Result<PathBuf, String> {
+fn resolve_src(dir: &Path, s: &str) -> Result<PathBuf, FieldError> {
     if s.is_empty() {
-        return Err("empty path".into());
+        return Err(FieldError::EmptyPath);
     }
     let p = Path::new(s);
     if p.is_absolute() {
-        return Err(format!("{s:?} must be relative to the spec's directory"));
+        return Err(FieldError::NotRelative(s.into()));
     }
     let mut depth = 0i32;
     for c in p.components() {
@@ -578,7 +616,7 @@ fn resolve_src(dir: &Path, s: &str) -> Result<PathBuf, String> {
             _ => {}
         }
         if depth < 0 {
-            return Err(format!("{s:?} leaves the spec's directory"));
+            return Err(FieldError::LeavesDir(s.into()));
         }
     }
     let joined = dir.join(p);
@@ -595,24 +633,27 @@ fn resolve_src(dir: &Path, s: &str) -> Result<PathBuf, String> {
             e @ (crate::hostfs::ResolveError::Escapes { .. }
             | crate::hostfs::ResolveError::Leaves
             | crate::hostfs::ResolveError::Loop),
-        ) => Err(format!("{s:?} {e}")),
+        ) => Err(FieldError::Resolve {
+            path: s.into(),
+            source: e,
+        }),
         _ => Ok(joined),
     }
 }
 
-fn parse_base(s: &str, dir: &Path) -> Result<Base, String> {
+fn parse_base(s: &str, dir: &Path) -> Result<Base, FieldError> {
     if s == "scratch" {
         return Ok(Base::Scratch);
     }
-    let rest = s.strip_prefix("oci:").ok_or_else(|| {
-        format!("{s:?} must be \"scratch\" or \"oci:<layout path>@sha256:<hex>\"")
-    })?;
-    let (p, d) = rest.rsplit_once('@').ok_or_else(|| {
-        format!("{s:?} must be pinned by digest: \"oci:<layout path>@sha256:<hex>\"")
-    })?;
-    let digest: kiln_oci::Digest = d.parse().map_err(|e: kiln_oci::OciError| e.to_string())?;
+    let rest = s
+        .strip_prefix("oci:")
+        .ok_or_else(|| FieldError::Base(s.into()))?;
+    let (p, d) = rest
+        .rsplit_once('@')
+        .ok_or_else(|| FieldError::Unpinned(s.into()))?;
+    let digest: kiln_oci::Digest = d.parse().map_err(FieldError::Digest)?;
     if p.is_empty() {
-        return Err("the layout path is empty".into());
+        return Err(FieldError::EmptyLayoutPath);
     }
     let path = if Path::new(p).is_absolute() {
         PathBuf::from(p)
@@ -713,7 +754,7 @@ mod tests {
             "etclink/passwd",
             "alias/../etclink/ssl/",
         ] {
-            let e = resolve_src(&dir, bad).unwrap_err();
+            let e = resolve_src(&dir, bad).unwrap_err().to_string();
             assert!(e.contains("outside the spec's directory"), "{bad}: {e}");
             assert!(e.contains("etclink -> /etc"), "{bad}: {e}");
         }

@@ -124,11 +124,16 @@ pub fn parent(path: &str) -> Option<&str> {
     }
 }
 
+/// A chain of more than 40 symbolic links (or a loop) while resolving a path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("too many levels of symbolic links resolving {0}")]
+pub struct SymlinkLoop(pub String);
+
 /// Resolve symlinks among the *ancestors* of `path` using `lower`, so that
 /// writing `/bin/x` over a base whose `/bin` is a symlink to `usr/bin`
 /// lands in `/usr/bin/x` (as dpkg and BuildKit do) instead of replacing the
 /// symlink with a directory. Resolution never leaves the root.
-pub fn resolve_parents(lower: &dyn Lookup, path: &str) -> Result<String, String> {
+pub fn resolve_parents(lower: &dyn Lookup, path: &str) -> Result<String, SymlinkLoop> {
     let mut hops = 0;
     let mut cur = path.to_string();
     'again: loop {
@@ -145,9 +150,7 @@ pub fn resolve_parents(lower: &dyn Lookup, path: &str) -> Result<String, String>
             {
                 hops += 1;
                 if hops > 40 {
-                    return Err(format!(
-                        "too many levels of symbolic links resolving {path}"
-                    ));
+                    return Err(SymlinkLoop(path.into()));
                 }
                 let target = n.link.clone().unwrap_or_default();
                 let base = if target.starts_with('/') {

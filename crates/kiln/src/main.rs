@@ -1,6 +1,8 @@
 //! `kiln`: the command-line front end. Thin by design: every capability
 //! lives in a library crate named after its pipeline stage.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 mod cmd;
 mod progress;
 

@@ -155,7 +155,7 @@ impl ImageRef {
             });
         }
         if let Some((name, digest)) = s.split_once('@') {
-            validate_name(name).map_err(|r| bad(&r))?;
+            validate_name(name).map_err(|r| bad(&r.to_string()))?;
             return Ok(ImageRef::Digest {
                 name: Some(name.to_string()),
                 digest: digest.parse()?,
@@ -165,8 +165,8 @@ impl ImageRef {
             Some(i) if !s[i + 1..].contains('/') => (&s[..i], &s[i + 1..]),
             _ => return Err(bad("expected name:tag, name@sha256:<hex> or sha256:<hex>")),
         };
-        validate_name(name).map_err(|r| bad(&r))?;
-        validate_tag(tag).map_err(|r| bad(&r))?;
+        validate_name(name).map_err(|r| bad(&r.to_string()))?;
+        validate_tag(tag).map_err(|r| bad(&r.to_string()))?;
         Ok(ImageRef::Tag {
             name: name.to_string(),
             tag: tag.to_string(),
@@ -187,11 +187,26 @@ impl std::fmt::Display for ImageRef {
     }
 }
 
+/// Why a repository name or tag is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("the name must be 1 to 255 characters")]
+    Length,
+    #[error("registry host {0:?} is not valid")]
+    Host(String),
+    #[error(
+        "name component {0:?} must be lowercase letters and digits, separated by '.', '_', '__' or '-'"
+    )]
+    Component(String),
+    #[error("tag {0:?} must match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")]
+    Tag(String),
+}
+
 /// distribution-spec repository name: components of `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
 /// joined by `/`, optionally behind a registry host (`localhost:5000/`).
-pub fn validate_name(name: &str) -> Result<(), String> {
+pub fn validate_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() || name.len() > 255 {
-        return Err("the name must be 1 to 255 characters".into());
+        return Err(NameError::Length);
     }
     let mut parts: Vec<&str> = name.split('/').collect();
     if parts.len() > 1
@@ -202,7 +217,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':'));
         if !ok || host.starts_with(['.', '-', ':']) {
-            return Err(format!("registry host {host:?} is not valid"));
+            return Err(NameError::Host(host.into()));
         }
     }
     for p in parts {
@@ -214,16 +229,14 @@ pub fn validate_name(name: &str) -> Result<(), String> {
             && !p.contains("..")
             && !p.contains("___");
         if !ok {
-            return Err(format!(
-                "name component {p:?} must be lowercase letters and digits, separated by '.', '_', '__' or '-'"
-            ));
+            return Err(NameError::Component(p.into()));
         }
     }
     Ok(())
 }
 
 /// distribution-spec tag: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
-pub fn validate_tag(tag: &str) -> Result<(), String> {
+pub fn validate_tag(tag: &str) -> Result<(), NameError> {
     let b = tag.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= 128
@@ -233,9 +246,7 @@ pub fn validate_tag(tag: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "tag {tag:?} must match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}"
-        ))
+        Err(NameError::Tag(tag.into()))
     }
 }
 
@@ -783,16 +794,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
 /// file) to the device without waiting, so a later fsync finds little left
 /// to do. A hint only: errors are ignored (fsync reports real failures).
 pub fn start_writeback(f: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid open fd and plain integers; the call only schedules I/O.
-    unsafe {
-        libc::sync_file_range(
-            f.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
+    crate::sys::start_writeback(f, offset, len);
 }
 
 /// A file writer that starts background writeback of every completed

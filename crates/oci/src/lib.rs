@@ -4,8 +4,17 @@
 //! The store *is* an OCI image layout (`oci-layout`, `index.json`,
 //! `blobs/sha256/<hex>`), so `skopeo inspect oci:<store>:name:tag` and
 //! `umoci unpack --image <store>:name:tag` work on it directly.
+//!
+//! Every other kiln crate depends on this one, so it also holds the workspace's
+//! shared primitives, each implemented once: [`time`] (the civil-date code and
+//! RFC 3339 timestamps), [`duration`] (the `7d`/`500ms` parser), [`sync`] (the
+//! lock-poison policy), [`untrusted`] (bounded reads of untrusted files) and
+//! [`textpos`] (line/column positions for error messages).
+
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod digest;
+pub mod duration;
 mod error;
 pub mod expansion;
 pub mod gc;
@@ -13,6 +22,8 @@ pub mod layout;
 pub mod media;
 mod pending;
 mod resolved;
+pub mod sync;
+mod sys;
 pub mod targuard;
 pub mod textpos;
 pub mod time;

@@ -13,6 +13,21 @@ pub const MAX_EXTENSION: u64 = 1 << 20;
 
 const BLOCK: u64 = 512;
 
+/// What the guard refused: the message of the `InvalidData` error it returns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TarRefusal {
+    #[error("a tar header has a malformed size field")]
+    MalformedSize,
+    #[error(
+        "a tar extension header ({kind}) of {size} bytes; at most {MAX_EXTENSION} are accepted"
+    )]
+    ExtensionTooLarge { kind: char, size: u64 },
+    #[error("a GNU sparse tar entry")]
+    Sparse,
+    #[error("a tar entry size overflows")]
+    SizeOverflow,
+}
+
 /// Wraps a tar stream: bytes pass through unchanged; an oversized extension
 /// header (or a GNU sparse entry, which kiln never writes) is an
 /// `InvalidData` error before the `tar` crate sees it.
@@ -26,7 +41,7 @@ pub struct TarGuard<R> {
     pax: Option<Vec<u8>>,
     /// A `size` from the last PAX header, for the next entry.
     pax_size: Option<u64>,
-    failed: Option<String>,
+    failed: Option<TarRefusal>,
     /// Set on a header with a bad checksum: the `tar` crate refuses it
     /// with its own error, so the guard steps aside.
     off: bool,
@@ -52,7 +67,7 @@ impl<R: Read> TarGuard<R> {
         self.inner
     }
 
-    fn observe(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+    fn observe(&mut self, mut bytes: &[u8]) -> Result<(), TarRefusal> {
         while !bytes.is_empty() && !self.off {
             if self.data_left > 0 {
                 let k = bytes
@@ -82,7 +97,7 @@ impl<R: Read> TarGuard<R> {
         Ok(())
     }
 
-    fn header_done(&mut self) -> Result<(), String> {
+    fn header_done(&mut self) -> Result<(), TarRefusal> {
         let h = &self.header;
         if h.iter().all(|&b| b == 0) {
             return Ok(());
@@ -102,29 +117,29 @@ impl<R: Read> TarGuard<R> {
             self.off = true;
             return Ok(());
         }
-        let size = parse_size(&h[124..136]).ok_or("a tar header has a malformed size field")?;
+        let size = parse_size(&h[124..136]).ok_or(TarRefusal::MalformedSize)?;
         let kind = h[156];
         let size = match kind {
             b'x' | b'g' | b'L' | b'K' => {
                 if size > MAX_EXTENSION {
-                    return Err(format!(
-                        "a tar extension header ({}) of {size} bytes; at most {MAX_EXTENSION} are accepted",
-                        char::from(kind)
-                    ));
+                    return Err(TarRefusal::ExtensionTooLarge {
+                        kind: char::from(kind),
+                        size,
+                    });
                 }
                 if kind == b'x' {
                     self.pax = Some(Vec::new());
                 }
                 size
             }
-            b'S' => return Err("a GNU sparse tar entry".into()),
+            b'S' => return Err(TarRefusal::Sparse),
             _ => self.pax_size.take().unwrap_or(size),
         };
         // Data is padded to whole blocks.
         self.data_left = size
             .checked_add(BLOCK - 1)
             .map(|s| s / BLOCK * BLOCK)
-            .ok_or("a tar entry size overflows")?;
+            .ok_or(TarRefusal::SizeOverflow)?;
         if self.data_left == 0
             && let Some(p) = self.pax.take()
         {

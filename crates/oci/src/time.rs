@@ -1,4 +1,6 @@
-//! RFC 3339 timestamps from Unix seconds, without a date library.
+//! Dates and RFC 3339 timestamps without a date library: the workspace's one
+//! civil-date implementation (proleptic Gregorian, Howard Hinnant's algorithms),
+//! Unix seconds to and from `YYYY-MM-DDThh:mm:ssZ`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,22 +40,7 @@ pub fn parse_utc(s: &str) -> Option<u64> {
         return None;
     }
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let dim = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&m) || d < 1 || d > dim[(m - 1) as usize] {
+    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
         return None;
     }
     let (mut hh, mut mm, mut ss) = (0, 0, 0);
@@ -73,7 +60,24 @@ pub fn parse_utc(s: &str) -> Option<u64> {
     u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+/// Is `y` a leap year of the proleptic Gregorian calendar?
+pub fn is_leap_year(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+/// Days in month `m` (1-12) of year `y`; February of a leap year has 29.
+pub fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if is_leap_year(y) => 29,
+        _ => 28,
+    }
+}
+
+/// Days since 1970-01-01 of the date `y-m-d` (Howard Hinnant's days-from-civil;
+/// `m` is 1-12, dates before the epoch are negative).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -83,8 +87,9 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+/// The date `(year, month 1-12, day 1-31)` of a day count since 1970-01-01
+/// (Howard Hinnant's civil-from-days; the inverse of [`days_from_civil`]).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -132,6 +137,21 @@ mod tests {
         }
         let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_042);
         assert_eq!(rfc3339_millis(t), "2023-11-14T22:13:20.042Z");
+    }
+
+    #[test]
+    fn calendar_helpers() {
+        assert!(is_leap_year(2000) && is_leap_year(2024));
+        assert!(!is_leap_year(1900) && !is_leap_year(2026));
+        assert_eq!(days_in_month(2024, 2), 29);
+        assert_eq!(days_in_month(2100, 2), 28);
+        assert_eq!(days_in_month(2026, 4), 30);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(1969, 12, 31), -1);
+        for z in [-719_468i64, -1, 0, 1, 11_016, 20_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, i64::from(m), i64::from(d)), z);
+        }
     }
 
     #[test]

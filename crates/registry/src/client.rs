@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use kiln_oci::sync::lock;
 use ureq::Body;
 use ureq::http::Response;
 
@@ -289,11 +290,7 @@ impl Client {
             .strip_prefix(origin)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         let current = if same_origin {
-            self.auth
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(origin)
-                .cloned()
+            lock(&self.auth).get(origin).cloned()
         } else {
             None
         };
@@ -313,10 +310,7 @@ impl Client {
                 reason: "HTTP 401 without a WWW-Authenticate challenge".into(),
             })?;
         let new = self.answer_challenge(url, &challenge, scope)?;
-        self.auth
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(origin.to_string(), new.clone());
+        lock(&self.auth).insert(origin.to_string(), new.clone());
         let resp = self.send_once(method, url, headers, body, Some(&new))?;
         if resp.status().as_u16() == 401 {
             return Err(RegistryError::Unauthorized {

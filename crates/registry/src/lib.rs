@@ -12,6 +12,8 @@
 //! Authentication answers `WWW-Authenticate` challenges: Basic (with the
 //! configured credentials) and Bearer (a token from the challenge's realm).
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod error;
 mod ops;
@@ -22,4 +24,4 @@ pub use client::{Client, DEFAULT_CHUNK_SIZE, MAX_MANIFEST_SIZE, Options};
 pub use error::RegistryError;
 pub use ops::{Pulled, fallback_tag};
 pub use reference::Reference;
-pub use speed::{LowSpeed, LowSpeedLimit, LowSpeedReader, Timeouts, TooSlow};
+pub use speed::{BadLowSpeedLimit, LowSpeed, LowSpeedLimit, LowSpeedReader, Timeouts, TooSlow};

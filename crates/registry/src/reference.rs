@@ -33,7 +33,7 @@ impl Reference {
         let (registry, rest) = s
             .split_once('/')
             .ok_or_else(|| bad("expected host[:port]/repository[:tag|@sha256:<hex>]"))?;
-        validate_host(registry).map_err(|r| bad(&r))?;
+        validate_host(registry).map_err(|r| bad(&r.to_string()))?;
         let (name_tag, digest) = match rest.split_once('@') {
             Some((n, d)) => (
                 n,
@@ -50,9 +50,9 @@ impl Reference {
             }
             _ => (name_tag, None),
         };
-        validate_name(repository).map_err(|r| bad(&r))?;
+        validate_name(repository).map_err(|r| bad(&r.to_string()))?;
         if let Some(t) = &tag {
-            validate_tag(t).map_err(|r| bad(&r))?;
+            validate_tag(t).map_err(|r| bad(&r.to_string()))?;
         }
         if tag.is_none() && digest.is_none() {
             return Err(bad("a tag (:tag) or a digest (@sha256:<hex>) is required"));
@@ -118,25 +118,41 @@ pub(crate) fn host_is_loopback(hostport: &str) -> bool {
     host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn validate_host(h: &str) -> Result<(), String> {
+/// Why a registry host is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HostError {
+    #[error("empty registry host")]
+    Empty,
+    #[error("unterminated IPv6 literal in the registry host")]
+    UnterminatedIpv6,
+    #[error("bad IPv6 address {0:?}")]
+    Ipv6(String),
+    #[error("junk after the IPv6 literal in the registry host")]
+    JunkAfterIpv6,
+    #[error("bad registry host {0:?}")]
+    Host(String),
+    #[error(
+        "{0:?} does not look like a registry host (expected e.g. localhost:5000 or registry.example.com)"
+    )]
+    NotAHost(String),
+    #[error("bad port {0:?}")]
+    Port(String),
+}
+
+fn validate_host(h: &str) -> Result<(), HostError> {
     if h.is_empty() {
-        return Err("empty registry host".into());
+        return Err(HostError::Empty);
     }
     let (host, port) = if let Some(rest) = h.strip_prefix('[') {
-        let (ip, after) = rest
-            .split_once(']')
-            .ok_or("unterminated IPv6 literal in the registry host")?;
+        let (ip, after) = rest.split_once(']').ok_or(HostError::UnterminatedIpv6)?;
         if ip.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("bad IPv6 address {ip:?}"));
+            return Err(HostError::Ipv6(ip.into()));
         }
         match after {
             "" => (ip, None),
             p => (
                 ip,
-                Some(
-                    p.strip_prefix(':')
-                        .ok_or("junk after the IPv6 literal in the registry host")?,
-                ),
+                Some(p.strip_prefix(':').ok_or(HostError::JunkAfterIpv6)?),
             ),
         }
     } else {
@@ -151,18 +167,16 @@ fn validate_host(h: &str) -> Result<(), String> {
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'.' || c == b'-')
         {
-            return Err(format!("bad registry host {host:?}"));
+            return Err(HostError::Host(host.into()));
         }
         if port.is_none() && !host.contains('.') && host != "localhost" {
-            return Err(format!(
-                "{host:?} does not look like a registry host (expected e.g. localhost:5000 or registry.example.com)"
-            ));
+            return Err(HostError::NotAHost(host.into()));
         }
     }
     if let Some(p) = port
         && p.parse::<u16>().map_or(true, |p| p == 0)
     {
-        return Err(format!("bad port {p:?}"));
+        return Err(HostError::Port(p.into()));
     }
     Ok(())
 }

@@ -58,10 +58,15 @@ impl Default for LowSpeedLimit {
     }
 }
 
+/// A low-speed limit that is not `BYTES/SECONDS`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not BYTES/SECONDS (e.g. 1024/30)")]
+pub struct BadLowSpeedLimit(pub String);
+
 impl LowSpeedLimit {
     /// Parse `BYTES/SECONDS` (e.g. `1024/30`), as in `KILN_REGISTRY_LOW_SPEED`.
-    pub fn parse(s: &str) -> Result<LowSpeedLimit, String> {
-        let bad = || format!("{s:?} is not BYTES/SECONDS (e.g. 1024/30)");
+    pub fn parse(s: &str) -> Result<LowSpeedLimit, BadLowSpeedLimit> {
+        let bad = || BadLowSpeedLimit(s.into());
         let (b, w) = s.split_once('/').ok_or_else(bad)?;
         let bytes: u64 = b.trim().parse().map_err(|_| bad())?;
         let secs: f64 = w.trim().parse().map_err(|_| bad())?;

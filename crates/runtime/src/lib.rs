@@ -19,9 +19,12 @@
 //! - [`set_child_subreaper`] and [`try_reap`]: so a daemon becomes the parent
 //!   of detached containers and can collect their exit status.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 mod netns;
 mod runc;
 mod spec;
+mod sys;
 mod unpack;
 
 use std::path::PathBuf;
@@ -32,7 +35,7 @@ pub use spec::{
     BindMount, Bundle, DEFAULT_PATH, InstanceSpec, User, resolve_user, runtime_config,
     seccomp_profile,
 };
-pub use unpack::{Rootfs, normalize_path, unpack};
+pub use unpack::{EntryPathError, Rootfs, normalize_path, unpack};
 
 /// Errors from unpacking, spec generation and the runc driver.
 #[derive(Debug, thiserror::Error)]

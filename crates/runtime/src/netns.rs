@@ -3,8 +3,11 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+
+use kiln_oci::sync::lock;
+
+use crate::sys;
 
 /// Connect to `addr` from inside the network namespace of process `pid`.
 ///
@@ -18,12 +21,8 @@ pub fn connect_in_netns(pid: u32, addr: SocketAddr, timeout: Duration) -> io::Re
     std::thread::Builder::new()
         .name(format!("netns-{pid}"))
         .spawn(move || {
-            // SAFETY: `ns` is an open namespace fd owned by this closure;
-            // setns only changes this (dedicated, short-lived) thread's
-            // network namespace.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            // Only this dedicated, short-lived thread changes namespace.
+            sys::setns_net(&ns)?;
             drop(ns);
             TcpStream::connect_timeout(&addr, timeout)
         })?
@@ -52,25 +51,16 @@ impl NetnsSockets {
         std::thread::Builder::new()
             .name(format!("netns-sockets-{pid}"))
             .spawn(move || {
-                // SAFETY: `ns` is an open namespace fd owned by this closure;
-                // setns changes only this dedicated thread's namespace.
-                if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    let _ = ready_tx.send(Err(io::Error::last_os_error()));
+                // Only this dedicated thread changes namespace.
+                if let Err(e) = sys::setns_net(&ns) {
+                    let _ = ready_tx.send(Err(e));
                     return;
                 }
                 drop(ns);
                 let _ = ready_tx.send(Ok(()));
                 loop {
-                    // SAFETY: plain socket(2); the fd is owned right away.
-                    let fd = unsafe {
-                        libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-                    };
-                    if fd < 0 {
+                    let Ok(owned) = sys::tcp_socket() else {
                         return;
-                    }
-                    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-                    let owned = unsafe {
-                        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
                     };
                     if tx.send(owned).is_err() {
                         return;
@@ -96,54 +86,10 @@ impl NetnsSockets {
         let SocketAddr::V4(v4) = addr else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "IPv4 only"));
         };
-        let fd = self
-            .rx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let fd = lock(&self.rx)
             .recv_timeout(timeout)
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no socket from the namespace"))?;
-        let tv = libc::timeval {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-        };
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*v4.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: setsockopt/connect on a socket we own, with correctly
-        // sized arguments. SO_SNDTIMEO bounds a blocking connect on Linux.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
-            if libc::connect(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            let zero = libc::timeval {
-                tv_sec: 0,
-                tv_usec: 0,
-            };
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDTIMEO,
-                (&zero as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            );
-        }
+        sys::connect_v4(&fd, v4, timeout)?;
         Ok(TcpStream::from(fd))
     }
 }
@@ -218,12 +164,7 @@ fn parse_status(b: &[u8]) -> Option<u16> {
 /// never `waitpid(-1)`, which would steal the exit status of the runc
 /// commands `std::process::Command` waits for.
 pub fn set_child_subreaper() -> io::Result<()> {
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument
-    // and has no memory effects.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys::set_child_subreaper()
 }
 
 /// Reap `pid` if it has exited: `Ok(Some(wait status))` (as `waitpid`
@@ -232,14 +173,7 @@ pub fn set_child_subreaper() -> io::Result<()> {
 pub fn try_reap(pid: u32) -> io::Result<Option<i32>> {
     let pid = libc::pid_t::try_from(pid)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "pid out of range"))?;
-    let mut status: libc::c_int = 0;
-    // SAFETY: `status` is a valid out-pointer for the duration of the call.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    match r {
-        0 => Ok(None),
-        r if r == pid => Ok(Some(status)),
-        _ => Err(io::Error::last_os_error()),
-    }
+    sys::waitpid_nohang(pid)
 }
 
 #[cfg(test)]

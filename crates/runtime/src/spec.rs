@@ -185,8 +185,8 @@ pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<User, RuntimeEr
             additional_gids: Vec::new(),
         });
     }
-    let passwd = read_in_rootfs(rootfs, "etc/passwd").map_err(&err)?;
-    let group = read_in_rootfs(rootfs, "etc/group").map_err(&err)?;
+    let passwd = read_in_rootfs(rootfs, "etc/passwd").map_err(|e| err(e.to_string()))?;
+    let group = read_in_rootfs(rootfs, "etc/group").map_err(|e| err(e.to_string()))?;
     let pw: Vec<Vec<&str>> = lines(passwd.as_deref());
     let gr: Vec<Vec<&str>> = lines(group.as_deref());
     let num = u.parse::<u32>().ok();
@@ -246,39 +246,64 @@ fn lines(b: Option<&str>) -> Vec<Vec<&str>> {
         .collect()
 }
 
+/// Why a file of the rootfs could not be read.
+#[derive(Debug, thiserror::Error)]
+enum RootfsReadError {
+    #[error("/{0} in the image is a symlink; refusing to follow it")]
+    Symlink(String),
+    #[error("/{0} in the image is not a regular file")]
+    NotAFile(String),
+    #[error("{path}: {source}", path = .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("/{rel}: {source}")]
+    Read {
+        rel: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// Read a small file of the rootfs without following any symlink.
 /// `Ok(None)` if it does not exist.
-fn read_in_rootfs(rootfs: &Path, rel: &str) -> Result<Option<String>, String> {
+fn read_in_rootfs(rootfs: &Path, rel: &str) -> Result<Option<String>, RootfsReadError> {
+    let at = |p: &Path| {
+        let path = p.to_path_buf();
+        move |source| RootfsReadError::Io { path, source }
+    };
     let comps: Vec<&str> = rel.split('/').collect();
     let mut p = rootfs.to_path_buf();
     for (i, c) in comps.iter().enumerate() {
         p.push(c);
         match fs::symlink_metadata(&p) {
             Ok(md) if md.file_type().is_symlink() => {
-                return Err(format!(
-                    "/{} in the image is a symlink; refusing to follow it",
-                    comps[..=i].join("/")
-                ));
+                return Err(RootfsReadError::Symlink(comps[..=i].join("/")));
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", p.display())),
+            Err(e) => return Err(at(&p)(e)),
         }
     }
     let mut f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&p)
-        .map_err(|e| format!("{}: {e}", p.display()))?;
-    let md = f.metadata().map_err(|e| format!("{}: {e}", p.display()))?;
+        .map_err(at(&p))?;
+    let md = f.metadata().map_err(at(&p))?;
     if !md.is_file() {
-        return Err(format!("/{rel} in the image is not a regular file"));
+        return Err(RootfsReadError::NotAFile(rel.into()));
     }
     let mut s = String::new();
     (&mut f)
         .take(4 << 20)
         .read_to_string(&mut s)
-        .map_err(|e| format!("/{rel}: {e}"))?;
+        .map_err(|source| RootfsReadError::Read {
+            rel: rel.into(),
+            source,
+        })?;
     Ok(Some(s))
 }
 

@@ -35,7 +35,7 @@ use kiln_oci::expansion::Bounded;
 use kiln_oci::{Descriptor, Digest, ImageConfig, ImageManifest, Store, media};
 use sha2::{Digest as _, Sha256};
 
-use crate::RuntimeError;
+use crate::{RuntimeError, sys};
 
 /// An unpacked image: `dir` is `root/<hex>`, `path` is `root/<hex>/rootfs`.
 #[derive(Clone, Debug)]
@@ -262,32 +262,40 @@ fn cstr(p: &Path) -> Result<CString, RuntimeError> {
 
 fn sync_fs(dir: &Path) -> Result<(), RuntimeError> {
     let f = File::open(dir).map_err(|e| RuntimeError::io(dir, e))?;
-    // SAFETY: a valid open fd; syncfs only flushes the filesystem.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(RuntimeError::io(dir, io::Error::last_os_error()));
-    }
-    Ok(())
+    sys::syncfs(&f).map_err(|e| RuntimeError::io(dir, e))
 }
 
 fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let inv = |_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path");
     let f = CString::new(from.as_os_str().as_bytes()).map_err(inv)?;
     let t = CString::new(to.as_os_str().as_bytes()).map_err(inv)?;
-    // SAFETY: two valid NUL-terminated paths; renameat2 does not retain them.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    sys::rename_noreplace(&f, &t)
+}
+
+/// Why a tar entry's path (or a parent directory on its way) is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryPathError {
+    #[error("absolute path")]
+    Absolute,
+    #[error("NUL in path")]
+    Nul,
+    #[error("`..` component")]
+    DotDot,
+    #[error("parent {0:?} is a symlink (refusing to write through it)")]
+    SymlinkParent(String),
+    #[error("parent {0:?} is not a directory")]
+    NotADirectory(String),
+    /// A parent directory does not exist (and was not to be created).
+    #[error("missing parent")]
+    MissingParent,
+    #[error("{0}")]
+    CreateParent(#[source] RuntimeError),
+    #[error("{path}: {source}", path = .path.display())]
+    Stat {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Normalise a tar entry path to its components below the root.
@@ -298,18 +306,18 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 /// is the root itself. Every returned component is non-empty and is neither
 /// `.` nor `..` and contains no `/`, so joining them under a directory can
 /// never leave it lexically.
-pub fn normalize_path(raw: &[u8]) -> Result<Vec<&OsStr>, String> {
+pub fn normalize_path(raw: &[u8]) -> Result<Vec<&OsStr>, EntryPathError> {
     if raw.first() == Some(&b'/') {
-        return Err("absolute path".into());
+        return Err(EntryPathError::Absolute);
     }
     if raw.contains(&0) {
-        return Err("NUL in path".into());
+        return Err(EntryPathError::Nul);
     }
     let mut out = Vec::new();
     for c in raw.split(|b| *b == b'/') {
         match c {
             b"" | b"." => continue,
-            b".." => return Err("`..` component".into()),
+            b".." => return Err(EntryPathError::DotDot),
             c => out.push(OsStr::from_bytes(c)),
         }
     }
@@ -365,8 +373,7 @@ impl Extractor {
             root: root.to_path_buf(),
             warnings: Vec::new(),
             dir_times: BTreeMap::new(),
-            // SAFETY: geteuid has no preconditions.
-            is_root: unsafe { libc::geteuid() } == 0,
+            is_root: sys::geteuid() == 0,
         }
     }
 
@@ -481,7 +488,7 @@ impl Extractor {
                 entry: String::from_utf8_lossy(&raw).into_owned(),
                 reason,
             };
-            let comps = normalize_path(&raw).map_err(unsafe_entry)?;
+            let comps = normalize_path(&raw).map_err(|r| unsafe_entry(r.to_string()))?;
             let et = e.header().entry_type();
             if matches!(et, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader) {
                 continue;
@@ -489,7 +496,9 @@ impl Extractor {
             let name = comps.last().map(|c| c.as_bytes()).unwrap_or(b"");
             if name == b".wh..wh..opq" {
                 let dir = &comps[..comps.len() - 1];
-                let d = self.parents(dir, true).map_err(unsafe_entry)?;
+                let d = self
+                    .parents(dir, true)
+                    .map_err(|r| unsafe_entry(r.to_string()))?;
                 let rel: PathBuf = dir.iter().collect();
                 self.clear_opaque(&d, &rel, &written)
                     .map_err(|err| unsafe_entry(format!("opaque whiteout: {err}")))?;
@@ -505,8 +514,8 @@ impl Extractor {
                         let v = d.join(OsStr::from_bytes(victim));
                         remove_any(&v).map_err(|err| unsafe_entry(format!("whiteout: {err}")))?;
                     }
-                    Err(reason) if reason == MISSING => {}
-                    Err(reason) => return Err(unsafe_entry(reason)),
+                    Err(EntryPathError::MissingParent) => {}
+                    Err(reason) => return Err(unsafe_entry(reason.to_string())),
                 }
                 continue;
             }
@@ -574,7 +583,7 @@ impl Extractor {
             }
             let parent = self
                 .parents(&comps[..comps.len() - 1], true)
-                .map_err(unsafe_entry)?;
+                .map_err(|r| unsafe_entry(r.to_string()))?;
             let target = parent.join(comps[comps.len() - 1]);
             let rel: PathBuf = comps.iter().collect();
             self.write_entry(&target, kind, &mut e, uid, gid, mode, mtime)
@@ -598,31 +607,25 @@ impl Extractor {
 
     /// Check (and with `create`, make) the parent directories `comps` under
     /// the root; every existing component must be a real directory.
-    fn parents(&self, comps: &[&OsStr], create: bool) -> Result<PathBuf, String> {
+    fn parents(&self, comps: &[&OsStr], create: bool) -> Result<PathBuf, EntryPathError> {
         let mut p = self.root.clone();
         for c in comps {
             p.push(c);
             match fs::symlink_metadata(&p) {
                 Ok(md) if md.file_type().is_symlink() => {
-                    return Err(format!(
-                        "parent {:?} is a symlink (refusing to write through it)",
-                        rel(&self.root, &p)
-                    ));
+                    return Err(EntryPathError::SymlinkParent(rel(&self.root, &p)));
                 }
                 Ok(md) if md.is_dir() => {}
                 Ok(_) => {
-                    return Err(format!(
-                        "parent {:?} is not a directory",
-                        rel(&self.root, &p)
-                    ));
+                    return Err(EntryPathError::NotADirectory(rel(&self.root, &p)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if !create {
-                        return Err(MISSING.into());
+                        return Err(EntryPathError::MissingParent);
                     }
-                    mkdir(&p, 0o755).map_err(|e| e.to_string())?;
+                    mkdir(&p, 0o755).map_err(EntryPathError::CreateParent)?;
                 }
-                Err(e) => return Err(format!("{}: {e}", p.display())),
+                Err(source) => return Err(EntryPathError::Stat { path: p, source }),
             }
         }
         Ok(p)
@@ -695,11 +698,9 @@ impl Extractor {
             Kind::HardLink(from) => fs::hard_link(&from, target).map_err(io_err),
             Kind::Fifo => {
                 let c = cstr(target)?;
-                // SAFETY: a valid NUL-terminated path; mkfifo creates the final
-                // component and fails if it exists (never follows a symlink).
-                if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-                    return Err(io_err(io::Error::last_os_error()));
-                }
+                // mkfifo creates the final component and fails if it exists
+                // (never follows a symlink).
+                sys::mkfifo(&c).map_err(io_err)?;
                 self.meta(target, uid, gid, mode)?;
                 set_times_nofollow(target, mtime)
             }
@@ -762,8 +763,6 @@ impl Extractor {
     }
 }
 
-const MISSING: &str = "missing parent";
-
 fn rel(root: &Path, p: &Path) -> String {
     p.strip_prefix(root).unwrap_or(p).display().to_string()
 }
@@ -779,25 +778,7 @@ fn remove_any(p: &Path) -> io::Result<()> {
 
 fn set_times_nofollow(p: &Path, mtime: u64) -> Result<(), RuntimeError> {
     let c = cstr(p)?;
-    let ts = libc::timespec {
-        tv_sec: mtime.min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: 0,
-    };
-    let times = [ts, ts];
-    // SAFETY: a valid NUL-terminated path and a two-element timespec array
-    // that outlives the call; AT_SYMLINK_NOFOLLOW never follows a symlink.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(RuntimeError::io(p, io::Error::last_os_error()));
-    }
-    Ok(())
+    sys::set_times_nofollow(&c, mtime).map_err(|e| RuntimeError::io(p, e))
 }
 
 #[cfg(test)]

@@ -1,100 +1,20 @@
 //! Real runc: start a busybox httpd instance, health-check it through its
 //! network namespace, and prove the isolation from inside a second instance.
-//! Needs root and runc: skipped with a note otherwise, unless
-//! KILN_REQUIRE_INTEROP=1 (then a missing prerequisite fails the test).
+//! Needs root, runc and /bin/busybox: every test is `#[ignore]`d, and run by
+//! `scripts/test.sh` (`--include-ignored`), where a missing prerequisite
+//! fails it. The start-up latency benchmark is `benches/startup_latency.rs`.
 
 mod common;
+mod runc_env;
 
-use std::fs::File;
 use std::io::Read;
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_oci::Store;
 use kiln_runtime::{
-    BindMount, Bundle, InstanceSpec, Rootfs, Runc, Runtime, Status, http_get_in_netns,
-    set_child_subreaper, try_reap, unpack,
+    BindMount, InstanceSpec, Runtime, Status, http_get_in_netns, set_child_subreaper, try_reap,
 };
-
-fn prerequisites() -> bool {
-    let mut missing = Vec::new();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        missing.push("root");
-    }
-    if !Runc::new("/nonexistent").available() {
-        missing.push("runc");
-    }
-    if !Path::new("/bin/busybox").exists() {
-        missing.push("/bin/busybox");
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("interop test needs {}", missing.join(", "));
-    if std::env::var("KILN_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("{msg} (KILN_REQUIRE_INTEROP=1)");
-    }
-    eprintln!("SKIPPED: {msg}; set KILN_REQUIRE_INTEROP=1 to make this a failure");
-    false
-}
-
-struct Env {
-    tmp: tempfile::TempDir,
-    runc: Runc,
-    rootfs: Rootfs,
-}
-
-impl Env {
-    fn new() -> Env {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open_or_init(tmp.path().join("store")).unwrap();
-        let d = common::busybox_image(&store);
-        let rootfs = unpack(&store, &d, &tmp.path().join("images")).unwrap();
-        let runc = Runc::new(tmp.path().join("runc"));
-        Env { tmp, runc, rootfs }
-    }
-
-    fn bundle(&self, spec: &InstanceSpec) -> PathBuf {
-        let dir = self.tmp.path().join("bundles").join(&spec.id);
-        Bundle::write(&dir, spec, &self.rootfs.path).unwrap();
-        dir
-    }
-}
-
-/// Force-deletes the container when dropped (also on test failure).
-struct Guard<'a>(&'a Runc, String);
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.delete(&self.1, true);
-    }
-}
-
-fn pipe() -> (File, OwnedFd) {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is a valid two-int array for pipe2 to fill.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by us alone.
-    unsafe {
-        use std::os::fd::FromRawFd;
-        (File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
-    }
-}
-
-fn wait_healthy(pid: u32, deadline: Duration) -> Duration {
-    let t = Instant::now();
-    loop {
-        if let Ok(200) = http_get_in_netns(pid, 8080, "/", Duration::from_millis(300)) {
-            return t.elapsed();
-        }
-        assert!(
-            t.elapsed() < deadline,
-            "instance not healthy after {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
+use runc_env::{Env, Guard, pipe, prerequisites, wait_healthy};
 
 /// Run a short script in a fresh instance of the image; its stdout.
 /// A read-only bind mount of a host tools dir is at /run/tools.
@@ -124,10 +44,9 @@ fn run_script(env: &Env, id: &str, script: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root, runc and /bin/busybox"]
 fn serves_health_checks_and_is_isolated() {
-    if !prerequisites() {
-        return;
-    }
+    prerequisites();
     // Become the parent of the detached containers, as the daemon does.
     set_child_subreaper().unwrap();
     let env = Env::new();
@@ -251,10 +170,9 @@ fn serves_health_checks_and_is_isolated() {
 }
 
 #[test]
+#[ignore = "needs root, runc and /bin/busybox"]
 fn a_bad_command_is_a_clear_error() {
-    if !prerequisites() {
-        return;
-    }
+    prerequisites();
     let env = Env::new();
     let mut spec = InstanceSpec::from_image("bad-1", &env.rootfs).unwrap();
     spec.args = vec!["/no/such/binary".into()];
@@ -270,75 +188,10 @@ fn a_bad_command_is_a_clear_error() {
     );
 }
 
-/// Informational: start → first healthy GET, p50 over 20 runs, against bare
-/// `runc run --detach` of the same bundle. `cargo test -p kiln-runtime
-/// --release --test runc -- --ignored --nocapture startup_latency`
 #[test]
-#[ignore]
-fn startup_latency() {
-    if !prerequisites() {
-        return;
-    }
-    let env = Env::new();
-    let spec = InstanceSpec::from_image("lat", &env.rootfs).unwrap();
-    let b = env.bundle(&spec);
-    let p50 = |mut v: Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let (mut kiln, mut kiln_cmd, mut bare_cmd, mut bare_health) = (vec![], vec![], vec![], vec![]);
-    for i in 0..20 {
-        let id = format!("lat-{i}");
-        let (_o, ow) = pipe();
-        let (_e, ew) = pipe();
-        let t = Instant::now();
-        let pid = env.runc.start(&id, &b, ow, ew).unwrap();
-        kiln_cmd.push(t.elapsed());
-        wait_healthy(pid, Duration::from_secs(5));
-        kiln.push(t.elapsed());
-        env.runc.delete(&id, true).unwrap();
-
-        let id = format!("bare-{i}");
-        let pidf = env.tmp.path().join("bare.pid");
-        let t = Instant::now();
-        let st = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(&env.runc.root)
-            .args(["run", "--detach", "--bundle"])
-            .arg(&b)
-            .arg("--pid-file")
-            .arg(&pidf)
-            .arg(&id)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success());
-        bare_cmd.push(t.elapsed());
-        let pid: u32 = std::fs::read_to_string(&pidf)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        wait_healthy(pid, Duration::from_secs(5));
-        bare_health.push(t.elapsed());
-        env.runc.delete(&id, true).unwrap();
-    }
-    let (k, kc, bc, bh) = (p50(kiln), p50(kiln_cmd), p50(bare_cmd), p50(bare_health));
-    eprintln!(
-        "p50 over 20: kiln start {kc:?}, start→healthy {k:?}; bare `runc run -d` {bc:?}, →healthy {bh:?}; \
-         ratio start→healthy / bare runc run: {:.2}x, vs bare →healthy: {:.2}x",
-        k.as_secs_f64() / bc.as_secs_f64(),
-        k.as_secs_f64() / bh.as_secs_f64()
-    );
-}
-
-#[test]
+#[ignore = "needs root, runc and /bin/busybox"]
 fn cgroup_limits_apply() {
-    if !prerequisites() {
-        return;
-    }
+    prerequisites();
     let env = Env::new();
     let mut spec = InstanceSpec::from_image("limits-1", &env.rootfs).unwrap();
     spec.args = vec![

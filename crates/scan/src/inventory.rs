@@ -217,12 +217,17 @@ pub fn parse_status(bytes: &[u8], file: &str, missing_status_ok: bool) -> Result
     Ok(out)
 }
 
+/// A `Source` field that is neither `name` nor `name (version)`.
+#[derive(Debug, thiserror::Error)]
+#[error("bad Source field {0:?}")]
+struct BadSource(String);
+
 /// `Source: name` or `Source: name (version)`.
-fn parse_source(src: &str, version: &str) -> std::result::Result<(String, String), String> {
+fn parse_source(src: &str, version: &str) -> std::result::Result<(String, String), BadSource> {
     match src.split_once('(') {
         None => {
             if src.contains(char::is_whitespace) || src.contains(')') {
-                return Err(format!("bad Source field {src:?}"));
+                return Err(BadSource(src.into()));
             }
             Ok((src.to_string(), version.to_string()))
         }
@@ -236,7 +241,7 @@ fn parse_source(src: &str, version: &str) -> std::result::Result<(String, String
                 Some(v) if !n.is_empty() && !n.contains(char::is_whitespace) => {
                     Ok((n.to_string(), v.to_string()))
                 }
-                _ => Err(format!("bad Source field {src:?}")),
+                _ => Err(BadSource(src.into())),
             }
         }
     }

@@ -11,6 +11,8 @@
 //! * [`report`]: the [`ScanReport`], its table / JSON / SARIF 2.1.0 forms, and
 //!   the [`Gate`] policy.
 
+#![forbid(unsafe_code)]
+
 pub mod baseline;
 pub mod cvss;
 pub mod inventory;
@@ -100,12 +102,15 @@ impl fmt::Display for Severity {
     }
 }
 
+/// A severity name other than unknown, low, medium, high or critical.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a severity (unknown, low, medium, high, critical)")]
+pub struct UnknownSeverity(pub String);
+
 impl std::str::FromStr for Severity {
-    type Err = String;
+    type Err = UnknownSeverity;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Severity::parse(s).ok_or_else(|| {
-            format!("{s:?} is not a severity (unknown, low, medium, high, critical)")
-        })
+        Severity::parse(s).ok_or_else(|| UnknownSeverity(s.into()))
     }
 }
 

@@ -6,6 +6,8 @@
 //!   `golang.org/x/mod/sumdb/note`).
 //! * [`checkpoint`]: C2SP `tlog-checkpoint` bodies.
 
+#![forbid(unsafe_code)]
+
 pub mod checkpoint;
 pub mod hash;
 pub mod note;

@@ -42,9 +42,10 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
+
+use kiln_oci::sync::{lock, wait};
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::hash::{EMPTY_ROOT, Hash, leaf_hash, node_hash};
@@ -78,8 +79,16 @@ pub enum LogError {
     Checkpoint(#[from] CheckpointError),
     #[error("this log handle has no signing key")]
     ReadOnly,
-    #[error("append failed in another writer of this batch: {0}")]
-    Batch(String),
+    #[error("append failed in another writer of this batch: {source}")]
+    Batch {
+        /// The error the batch's writer got, shared by every caller in the batch.
+        #[source]
+        source: Arc<LogError>,
+    },
+    /// The batch writer's own error, while the other callers of its batch
+    /// still hold it (see [`LogError::Batch`]); displays as that error.
+    #[error(transparent)]
+    Shared(Arc<LogError>),
 }
 
 /// A failed verification, naming the first bad event where one can be named.
@@ -714,7 +723,7 @@ struct Queue {
     pending: Vec<Vec<u8>>,
     batch: u64,
     leader: bool,
-    done: HashMap<u64, (Result<u64, String>, usize)>,
+    done: HashMap<u64, (Result<u64, Arc<LogError>>, usize)>,
     waiting: HashMap<u64, usize>,
 }
 
@@ -732,24 +741,16 @@ struct Flock<'a>(&'a File);
 
 impl<'a> Flock<'a> {
     fn exclusive(f: &'a File, path: &Path) -> Result<Self, LogError> {
-        // SAFETY: flock on a descriptor we own; released in Drop.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(io(path)(std::io::Error::last_os_error()));
-        }
+        // `File::lock` is `flock(LOCK_EX)` on Linux, as other kiln processes expect.
+        f.lock().map_err(io(path))?;
         Ok(Flock(f))
     }
 }
 
 impl Drop for Flock<'_> {
     fn drop(&mut self) {
-        // SAFETY: unlocking our own descriptor.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+        let _ = self.0.unlock();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Log {
@@ -839,7 +840,9 @@ impl Log {
             if let Some((res, left)) = q.done.get_mut(&my_batch) {
                 let out = match res {
                     Ok(first) => Ok(*first + offset),
-                    Err(msg) => Err(LogError::Batch(msg.clone())),
+                    Err(e) => Err(LogError::Batch {
+                        source: Arc::clone(e),
+                    }),
                 };
                 *left -= 1;
                 if *left == 0 {
@@ -853,20 +856,19 @@ impl Log {
                 let waiters = q.waiting.remove(&my_batch).unwrap_or(1);
                 q.batch += 1;
                 drop(q);
-                let res = self.commit(&batch, signer);
+                let res = self.commit(&batch, signer).map_err(Arc::new);
                 q = lock(&self.queue);
                 q.leader = false;
-                let shared = match &res {
-                    Ok(first) => Ok(*first),
-                    Err(e) => Err(e.to_string()),
-                };
                 if waiters > 1 {
-                    q.done.insert(my_batch, (shared, waiters - 1));
+                    q.done.insert(my_batch, (res.clone(), waiters - 1));
                 }
                 self.cv.notify_all();
-                return res.map(|first| first + offset);
+                // The writer's own error: unwrapped unless other callers still hold it.
+                return res
+                    .map(|first| first + offset)
+                    .map_err(|e| Arc::try_unwrap(e).unwrap_or_else(LogError::Shared));
             }
-            q = self.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+            q = wait(&self.cv, q);
         }
     }
 

@@ -50,8 +50,11 @@ pub enum TilesError {
     Inconsistent(String),
     /// The caller's step before the rename failed (e.g. recording the
     /// export's audit event); nothing was put in place.
-    #[error("not exported: {0}")]
-    Aborted(String),
+    #[error("not exported: {source}")]
+    Aborted {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("event {index}: {len} bytes do not fit a 16-bit entry-bundle length")]
     EntryTooLarge { index: u64, len: usize },
     #[error("{path}: {source}")]
@@ -283,17 +286,20 @@ fn check_replaceable(out: &Path) -> Result<bool, TilesError> {
 /// On error nothing new is left behind and an existing export is untouched.
 /// An existing `out` that is not a previous export is refused.
 pub fn export(log: &Log, out: &Path) -> Result<ExportReport, TilesError> {
-    export_then(log, out, |_, _| Ok(()))
+    export_then(log, out, |_, _| Ok::<_, std::convert::Infallible>(()))
 }
 
 /// [`export`], calling `before_swap` with the finished export (under its
 /// temporary name) and its report before renaming it into place; an error
 /// from it removes the temporary export and leaves `out` as it was.
-pub fn export_then(
+pub fn export_then<E>(
     log: &Log,
     out: &Path,
-    before_swap: impl FnOnce(&Path, &ExportReport) -> Result<(), String>,
-) -> Result<ExportReport, TilesError> {
+    before_swap: impl FnOnce(&Path, &ExportReport) -> Result<(), E>,
+) -> Result<ExportReport, TilesError>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (cp, note) = log.checkpoint().ok_or(TilesError::NoCheckpoint)?;
     let replace = check_replaceable(out)?;
     let name = out
@@ -329,7 +335,7 @@ pub fn export_then(
         entry_bundles,
         bytes: w.bytes,
     };
-    before_swap(&tmp, &report).map_err(TilesError::Aborted)?;
+    before_swap(&tmp, &report).map_err(|e| TilesError::Aborted { source: e.into() })?;
 
     // Swap into place.
     let old = parent.join(format!(".{name}.tiles-old-{suffix}"));

@@ -410,8 +410,8 @@ fn kill_9_loses_no_acknowledged_event() {
                 acked.push((i, e.to_string()));
             }
         }
-        // SIGKILL mid-stream.
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        // SIGKILL mid-stream (`Child::kill` sends SIGKILL).
+        child.kill().unwrap();
         child.wait().unwrap();
         let log = open(d.path());
         for (i, e) in &acked {

@@ -15,10 +15,11 @@ const STANDARD_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD
 const URL_SAFE_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
 
 /// Decodes standard or URL-safe base64, padded or not (but not a mix of alphabets).
-pub(crate) fn decode_b64(s: &str) -> Result<Vec<u8>, String> {
+/// A failure is reported as the standard alphabet's error.
+pub(crate) fn decode_b64(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
     match STANDARD_LENIENT.decode(s) {
         Ok(v) => Ok(v),
-        Err(std_err) => URL_SAFE_LENIENT.decode(s).map_err(|_| std_err.to_string()),
+        Err(std_err) => URL_SAFE_LENIENT.decode(s).map_err(|_| std_err),
     }
 }
 
@@ -84,18 +85,18 @@ impl TryFrom<WireEnvelope> for Envelope {
     type Error = TrustError;
 
     fn try_from(w: WireEnvelope) -> Result<Self, TrustError> {
-        let payload = decode_b64(&w.payload).map_err(|reason| TrustError::Base64 {
+        let payload = decode_b64(&w.payload).map_err(|source| TrustError::Base64 {
             field: "payload".into(),
-            reason,
+            source,
         })?;
         let signatures = w
             .signatures
             .into_iter()
             .enumerate()
             .map(|(i, s)| {
-                let sig = decode_b64(&s.sig).map_err(|reason| TrustError::Base64 {
+                let sig = decode_b64(&s.sig).map_err(|source| TrustError::Base64 {
                     field: format!("signatures[{i}].sig"),
-                    reason,
+                    source,
                 })?;
                 Ok(Signature {
                     keyid: s.keyid,

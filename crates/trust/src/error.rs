@@ -28,8 +28,12 @@ pub enum TrustError {
     MalformedSignature(String),
     #[error("invalid DSSE envelope: {0}")]
     Envelope(String),
-    #[error("invalid base64 in {field}: {reason}")]
-    Base64 { field: String, reason: String },
+    #[error("invalid base64 in {field}: {source}")]
+    Base64 {
+        field: String,
+        #[source]
+        source: base64::DecodeError,
+    },
     #[error("invalid threshold {0}: must be at least 1")]
     InvalidThreshold(usize),
     #[error(

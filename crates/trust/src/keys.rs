@@ -161,9 +161,9 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
 }
 
 fn b64_field(field: &str, value: &str) -> Result<Vec<u8>, TrustError> {
-    crate::dsse::decode_b64(value).map_err(|reason| TrustError::Base64 {
+    crate::dsse::decode_b64(value).map_err(|source| TrustError::Base64 {
         field: field.to_owned(),
-        reason,
+        source,
     })
 }
 

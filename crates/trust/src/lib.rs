@@ -8,6 +8,8 @@
 //! - [`policy`]: `trust.toml` (keys, roles with thresholds, required rules).
 //! - [`store`]: signatures and attestations staged into a kiln store in every form kiln writes.
 
+#![forbid(unsafe_code)]
+
 pub mod attest;
 pub mod cosign;
 pub mod dsse;

@@ -397,6 +397,50 @@ impl Policy {
 /// treated as unknown.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 3600;
 
+/// Why a scan attestation's predicate does not satisfy the scan rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanPredicateError {
+    #[error("scan attestation records a failed gate")]
+    FailedGate,
+    #[error("scan attestation does not name its advisory set (advisories.digest)")]
+    NoAdvisoryDigest,
+    #[error("scan attestation has no advisories.count")]
+    NoAdvisoryCount,
+    #[error(
+        "scan attestation was made against no advisories (advisories.count 0{}): \
+         it shows nothing; re-scan with advisories for the image's release",
+        allowed_note(.allowed)
+    )]
+    NoAdvisories {
+        /// The scan allowed an empty advisory set (`--allow-empty-advisories`).
+        allowed: bool,
+    },
+    #[error("scan attestation has no valid advisories.newest_modified ({0:?})")]
+    NoNewestModified(String),
+    #[error(
+        "scan attestation's newest advisory was modified {0}, in the future: \
+         the age of its data is unknown"
+    )]
+    InTheFuture(String),
+    #[error(
+        "scan attestation's advisory data is {hours} h old (newest advisory modified {newest}); \
+         policy allows {max_hours} h: re-scan with current advisories"
+    )]
+    Stale {
+        hours: u64,
+        newest: String,
+        max_hours: u64,
+    },
+}
+
+fn allowed_note(allowed: &bool) -> &'static str {
+    if *allowed {
+        ", allowed by --allow-empty-advisories"
+    } else {
+        ""
+    }
+}
+
 /// Whether the predicate of a `https://kiln.dev/scan/v2` attestation satisfies the scan rule
 /// at `now` (Unix seconds): the gate passed; `advisories.digest` names the set; at least one
 /// advisory applied (`advisories.count` > 0, even when the scan allowed an empty set); and
@@ -406,49 +450,39 @@ pub fn check_scan_predicate(
     p: &serde_json::Value,
     max_age_hours: Option<u64>,
     now: u64,
-) -> Result<(), String> {
+) -> Result<(), ScanPredicateError> {
     if p["result"]["pass"] != true {
-        return Err("scan attestation records a failed gate".into());
+        return Err(ScanPredicateError::FailedGate);
     }
     let a = &p["advisories"];
     let digest = a["digest"].as_str().unwrap_or("");
     let hex = digest.strip_prefix("sha256:").unwrap_or("");
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("scan attestation does not name its advisory set (advisories.digest)".into());
+        return Err(ScanPredicateError::NoAdvisoryDigest);
     }
     match a["count"].as_u64() {
-        None => return Err("scan attestation has no advisories.count".into()),
+        None => return Err(ScanPredicateError::NoAdvisoryCount),
         Some(0) => {
-            return Err(format!(
-                "scan attestation was made against no advisories (advisories.count 0{}): \
-                 it shows nothing; re-scan with advisories for the image's release",
-                if p["gate"]["allow_empty_advisories"] == true {
-                    ", allowed by --allow-empty-advisories"
-                } else {
-                    ""
-                }
-            ));
+            return Err(ScanPredicateError::NoAdvisories {
+                allowed: p["gate"]["allow_empty_advisories"] == true,
+            });
         }
         Some(_) => {}
     }
     if let Some(h) = max_age_hours {
         let stamp = a["newest_modified"].as_str().unwrap_or("");
-        let newest = kiln_oci::time::parse_utc(stamp).ok_or_else(|| {
-            format!("scan attestation has no valid advisories.newest_modified ({stamp:?})")
-        })?;
+        let newest = kiln_oci::time::parse_utc(stamp)
+            .ok_or_else(|| ScanPredicateError::NoNewestModified(stamp.into()))?;
         if newest > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
-            return Err(format!(
-                "scan attestation's newest advisory was modified {stamp}, in the future: \
-                 the age of its data is unknown"
-            ));
+            return Err(ScanPredicateError::InTheFuture(stamp.into()));
         }
         let age = now.saturating_sub(newest);
         if age > h.saturating_mul(3600) {
-            return Err(format!(
-                "scan attestation's advisory data is {} h old (newest advisory modified {stamp}); \
-                 policy allows {h} h: re-scan with current advisories",
-                age / 3600
-            ));
+            return Err(ScanPredicateError::Stale {
+                hours: age / 3600,
+                newest: stamp.into(),
+                max_hours: h,
+            });
         }
     }
     Ok(())
@@ -692,14 +726,20 @@ mod tests {
         assert_eq!(check_scan_predicate(&ok, None, T), Ok(()));
         assert_eq!(check_scan_predicate(&ok, Some(24), T + 23 * 3600), Ok(()));
         // Stale: measured from the data's newest modified, whenever it was scanned.
-        let e = check_scan_predicate(&ok, Some(24), T + 25 * 3600).unwrap_err();
+        let e = check_scan_predicate(&ok, Some(24), T + 25 * 3600)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("25 h old") && e.contains("re-scan"), "{e}");
         // In the future: the age means nothing.
-        let e = check_scan_predicate(&ok, Some(24), T - 2 * 3600).unwrap_err();
+        let e = check_scan_predicate(&ok, Some(24), T - 2 * 3600)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("in the future"), "{e}");
         // A scan of nothing never counts, allowed or not, with or without an age limit.
         for max in [None, Some(24)] {
-            let e = check_scan_predicate(&scan_predicate(0, ""), max, T).unwrap_err();
+            let e = check_scan_predicate(&scan_predicate(0, ""), max, T)
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains("no advisories") && e.contains("--allow-empty-advisories"),
                 "{e}"
@@ -710,6 +750,7 @@ mod tests {
         assert!(
             check_scan_predicate(&failed, None, T)
                 .unwrap_err()
+                .to_string()
                 .contains("failed gate")
         );
         // v1 predicates had neither digest nor count.
@@ -720,6 +761,7 @@ mod tests {
         assert!(
             check_scan_predicate(&v1, None, T)
                 .unwrap_err()
+                .to_string()
                 .contains("advisories.digest")
         );
         let mut no_count = ok.clone();

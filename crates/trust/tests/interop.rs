@@ -1,36 +1,26 @@
 //! Interop with independent implementations: OpenSSL, securesystemslib (Python) and a Python
 //! implementation of cosign's encrypted key format.
 //!
-//! A missing tool makes a test print "skipped: ..." and pass, unless `KILN_REQUIRE_INTEROP=1`,
-//! in which case it fails.
+//! Every test needs a tool, so each is `#[ignore]`d; `scripts/test.sh` runs them
+//! (`--include-ignored`), where a missing tool fails the test.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use kiln_trust::{Envelope, KeyAlgorithm, PAYLOAD_TYPE_INTOTO, PrivateKey, PublicKey, TrustError};
 
-fn required() -> bool {
-    std::env::var("KILN_REQUIRE_INTEROP").is_ok_and(|v| v == "1")
-}
-
-/// Returns false (after printing "skipped") when the tool is missing and interop is optional.
-fn have(what: &str, probe: &mut Command) -> bool {
+/// Panics unless `probe` runs and succeeds: the tool the test needs is there.
+fn require(what: &str, probe: &mut Command) {
     let ok = probe.output().is_ok_and(|o| o.status.success());
-    if !ok {
-        if required() {
-            panic!("KILN_REQUIRE_INTEROP=1 but {what} is not available");
-        }
-        println!("skipped: {what} is not available");
-    }
-    ok
+    assert!(ok, "{what} is not available (scripts/install-deps.sh)");
 }
 
 fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned())
 }
 
-fn have_python_modules(modules: &str) -> bool {
-    have(
+fn require_python_modules(modules: &str) {
+    require(
         &format!("python modules {modules}"),
         Command::new(python()).args(["-c", &format!("import {modules}")]),
     )
@@ -55,10 +45,9 @@ fn run(cmd: &mut Command) -> Output {
 }
 
 #[test]
+#[ignore = "needs openssl"]
 fn openssl_verifies_kiln_ecdsa() {
-    if !have("openssl", Command::new("openssl").arg("version")) {
-        return;
-    }
+    require("openssl", Command::new("openssl").arg("version"));
     let dir = tempfile::tempdir().unwrap();
     let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256Sha256).unwrap();
     let pub_pem = dir.path().join("pub.pem");
@@ -164,10 +153,9 @@ fn rand_name() -> String {
 }
 
 #[test]
+#[ignore = "needs python3 with securesystemslib and cryptography"]
 fn securesystemslib_verifies_kiln_dsse() {
-    if !have_python_modules("securesystemslib.dsse, securesystemslib.signer, cryptography") {
-        return;
-    }
+    require_python_modules("securesystemslib.dsse, securesystemslib.signer, cryptography");
     let dir = tempfile::tempdir().unwrap();
     let statement = br#"{"_type":"https://in-toto.io/Statement/v1","subject":[{"name":"x","digest":{"sha256":"00"}}],"predicateType":"https://example.com/p","predicate":{}}"#;
     let ec = PrivateKey::generate(KeyAlgorithm::EcdsaP256Sha256).unwrap();
@@ -218,10 +206,9 @@ fn securesystemslib_verifies_kiln_dsse() {
 }
 
 #[test]
+#[ignore = "needs python3 with securesystemslib and cryptography"]
 fn kiln_verifies_securesystemslib_dsse() {
-    if !have_python_modules("securesystemslib.dsse, securesystemslib.signer, cryptography") {
-        return;
-    }
+    require_python_modules("securesystemslib.dsse, securesystemslib.signer, cryptography");
     let dir = tempfile::tempdir().unwrap();
     let payload = dir.path().join("payload");
     std::fs::write(&payload, b"hello from python").unwrap();
@@ -246,10 +233,9 @@ fn kiln_verifies_securesystemslib_dsse() {
 }
 
 #[test]
+#[ignore = "needs python3 with pynacl and cryptography"]
 fn cosign_key_format_interop() {
-    if !have_python_modules("nacl.secret, cryptography") {
-        return;
-    }
+    require_python_modules("nacl.secret, cryptography");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 

@@ -27,7 +27,10 @@ use crate::report::{Problem, ProblemKind};
 use crate::source::{Source, SourceError, chain};
 
 /// A check of an attestation's predicate: `Err` says why it does not count.
-pub(crate) type PredicateCheck<'a> = &'a dyn Fn(&serde_json::Value) -> Result<(), String>;
+/// Why a predicate does not satisfy its rule (each rule has its own error type).
+pub(crate) type PredicateError = Box<dyn std::error::Error + Send + Sync>;
+
+pub(crate) type PredicateCheck<'a> = &'a dyn Fn(&serde_json::Value) -> Result<(), PredicateError>;
 
 /// What a rule counts.
 pub(crate) enum Wanted<'a> {

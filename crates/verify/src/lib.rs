@@ -129,7 +129,8 @@ fn evaluate_rule(
             Rule::Scan { max_age_hours, .. } => *max_age_hours,
             _ => None,
         };
-        kiln_trust::policy::check_scan_predicate(p, max_age_hours, now).map_err(|e| e.to_string())
+        kiln_trust::policy::check_scan_predicate(p, max_age_hours, now)
+            .map_err(|e| Box::new(e) as envelopes::PredicateError)
     };
     let (wanted, predicate_type) = match kind {
         RuleKind::Signature => (Wanted::ImageSignature, None),

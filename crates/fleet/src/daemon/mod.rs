@@ -29,7 +29,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use kiln_audit::{AuditLog, Event, Resource};
@@ -101,9 +101,7 @@ pub struct Options {
 /// Lines of output kept per service.
 const LOG_LINES: usize = 5000;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use kiln_oci::sync::lock;
 
 /// A watched instance of this daemon.
 struct Live {

@@ -236,7 +236,7 @@ impl Shared {
     pub(super) fn wait_verified(&self) {
         let mut w = lock(&self.world);
         while !w.verifying.is_empty() {
-            w = self.wake.wait(w).unwrap_or_else(|p| p.into_inner());
+            w = kiln_oci::sync::wait(&self.wake, w);
         }
     }
 

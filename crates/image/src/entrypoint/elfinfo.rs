@@ -5,6 +5,7 @@
 use object::read::elf::{Dyn as _, FileHeader, ProgramHeader as _};
 use object::{Endianness, ReadCache, ReadRef, elf};
 
+use super::error::ElfError;
 use super::{MAX_DYNAMIC, ReadSeek};
 
 /// What the image's architecture expects of an ELF file.
@@ -72,23 +73,21 @@ pub(super) struct ElfInfo {
 }
 
 /// Parses the loader-relevant parts of an ELF file, reading only what it needs.
-pub(super) fn parse_elf(r: Box<dyn ReadSeek + '_>) -> Result<ElfInfo, String> {
+pub(super) fn parse_elf(r: Box<dyn ReadSeek + '_>) -> Result<ElfInfo, ElfError> {
     let cache = ReadCache::new(r);
     let data = &cache;
-    let ident = data
-        .read_bytes_at(0, 16)
-        .map_err(|_| "too short for an ELF header".to_string())?;
+    let ident = data.read_bytes_at(0, 16).map_err(|_| ElfError::TooShort)?;
     match ident[4] {
         elf::ELFCLASS64 => parse_elf_as::<elf::FileHeader64<Endianness>, _>(data),
         elf::ELFCLASS32 => parse_elf_as::<elf::FileHeader32<Endianness>, _>(data),
-        c => Err(format!("unknown ELF class {c}")),
+        c => Err(ElfError::UnknownClass(c)),
     }
 }
 
 pub(super) fn parse_elf_as<'d, H: FileHeader<Endian = Endianness>, R: ReadRef<'d>>(
     data: R,
-) -> Result<ElfInfo, String> {
-    let bad = |e: object::read::Error| format!("malformed ELF: {e}");
+) -> Result<ElfInfo, ElfError> {
+    let bad = ElfError::Malformed;
     let h = H::parse(data).map_err(bad)?;
     let e = h.endian().map_err(bad)?;
     let mut info = ElfInfo {
@@ -104,7 +103,7 @@ pub(super) fn parse_elf_as<'d, H: FileHeader<Endian = Endianness>, R: ReadRef<'d
             elf::PT_INTERP => {
                 let (_, size) = ph.file_range(e);
                 if size > 4096 {
-                    return Err("PT_INTERP is implausibly long".into());
+                    return Err(ElfError::LongInterp);
                 }
                 let i = ph.interpreter(e, data).map_err(bad)?.unwrap_or_default();
                 info.interp = Some(String::from_utf8_lossy(i).into_owned());
@@ -112,7 +111,7 @@ pub(super) fn parse_elf_as<'d, H: FileHeader<Endian = Endianness>, R: ReadRef<'d
             elf::PT_DYNAMIC => {
                 let (_, size) = ph.file_range(e);
                 if size > MAX_DYNAMIC {
-                    return Err("the dynamic segment is implausibly large".into());
+                    return Err(ElfError::LargeDynamic);
                 }
                 dynamic = ph.dynamic(e, data).map_err(bad)?;
             }
@@ -136,7 +135,7 @@ pub(super) fn parse_elf_as<'d, H: FileHeader<Endian = Endianness>, R: ReadRef<'d
         return Ok(info);
     };
     if strsz > MAX_DYNAMIC {
-        return Err("the dynamic string table is implausibly large".into());
+        return Err(ElfError::LargeStrtab);
     }
     // The table's file offset, from the PT_LOAD that maps it: only the
     // table is read, never the whole segment.
@@ -153,12 +152,12 @@ pub(super) fn parse_elf_as<'d, H: FileHeader<Endian = Endianness>, R: ReadRef<'d
             break;
         }
     }
-    let strings = strings.ok_or("the dynamic string table is outside the file")?;
-    let get = |off: u64| -> Result<String, String> {
+    let strings = strings.ok_or(ElfError::StrtabOutside)?;
+    let get = |off: u64| -> Result<String, ElfError> {
         let tail = usize::try_from(off)
             .ok()
             .and_then(|o| strings.get(o..))
-            .ok_or("a dynamic string is outside its table")?;
+            .ok_or(ElfError::StringOutside)?;
         let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
         Ok(String::from_utf8_lossy(&tail[..end]).into_owned())
     };

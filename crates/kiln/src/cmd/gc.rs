@@ -27,24 +27,13 @@ pub struct Args {
     dry_run: bool,
 }
 
-/// `<n><unit>` with unit s, m, h, d or w, in seconds.
+/// `<n><unit>` with unit s, m, h, d or w, in seconds: the workspace's duration
+/// parser in its `kiln gc` grammar, with this command's wording of the error.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not a duration like 7d, 12h, 30m or 0s");
-    let i = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (n, unit) = s.split_at(i);
-    if n.is_empty() || n.len() > 12 {
-        return Err(bad());
-    }
-    let n: u64 = n.parse().map_err(|_| bad())?;
-    let mul = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(mul).ok_or_else(bad)
+    use kiln_oci::duration::{Grammar, parse_duration_in};
+    parse_duration_in(s, Grammar::GC)
+        .map(|d| d.as_secs())
+        .map_err(|_| format!("{s:?} is not a duration like 7d, 12h, 30m or 0s"))
 }
 
 /// Image digests the fleet references, from the daemon or its state.

@@ -154,10 +154,9 @@ fn export_carries_signatures_and_import_then_verify_passes() {
 }
 
 #[test]
+#[ignore = "needs skopeo"]
 fn skopeo_reads_the_export_and_its_copy_keeps_the_digest() {
-    if !have("skopeo") {
-        return;
-    }
+    require("skopeo");
     let e = Env::new();
     let (digest, out, policy) = signed_export(&e);
     assert_eq!(
@@ -615,10 +614,9 @@ fn podman(dir: &Path) -> Command {
 }
 
 #[test]
+#[ignore = "needs podman"]
 fn podman_loads_both_archives_with_kilns_digest_and_config() {
-    if !have("podman") {
-        return;
-    }
+    require("podman");
     let e = Env::new();
     let digest = e.build(&[]);
     for format in ["oci-archive", "docker-archive"] {

@@ -1,8 +1,8 @@
 //! `kiln serve` with real parts: runc instances of the example busybox-httpd
 //! image behind kiln's front proxy, checked over real HTTP.
 //!
-//! Needs root and runc; with KILN_REQUIRE_INTEROP=1 (CI) a missing runc
-//! fails instead of skipping.
+//! Needs root and runc: every test is `#[ignore]`d; `scripts/test.sh` runs
+//! them, where a missing prerequisite fails them.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -17,18 +17,10 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn can_run() -> bool {
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ok = root && have("runc");
-    if !ok {
-        assert!(
-            std::env::var_os("KILN_REQUIRE_INTEROP").is_none(),
-            "fleet tests need root and runc"
-        );
-        eprintln!("SKIPPED: fleet tests need root and runc");
-    }
-    ok
+/// Panics unless this runs as root with runc.
+fn require_root_and_runc() {
+    require_root();
+    require("runc");
 }
 
 fn free_port() -> u16 {
@@ -275,10 +267,9 @@ fn pids(w: &Value) -> Vec<(String, u32)> {
 }
 
 #[test]
+#[ignore = "needs root and runc"]
 fn replicas_heal_and_blue_green_drops_no_request() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_runc();
     let f = Fleet::new();
     let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
     let o = f.apply(&f.deploy_file(&v1, ""));
@@ -367,10 +358,9 @@ fn replicas_heal_and_blue_green_drops_no_request() {
 }
 
 #[test]
+#[ignore = "needs root and runc"]
 fn privacy_change_is_never_a_canary_and_unsigned_never_runs() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_runc();
     let f = Fleet::new();
     let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
     let canary = "strategy = \"canary\"\ncanary = [10, 50, 100]\n";
@@ -445,10 +435,9 @@ fn privacy_change_is_never_a_canary_and_unsigned_never_runs() {
 }
 
 #[test]
+#[ignore = "needs root and runc"]
 fn instances_are_read_only_offline_and_observable_only_through_kiln() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_runc();
     let f = Fleet::new();
     // The image probes its own sandbox at start and serves the results.
     let probe = f.image("1.0.0", "probe\n", |s| {
@@ -507,10 +496,9 @@ fn instances_are_read_only_offline_and_observable_only_through_kiln() {
 }
 
 #[test]
+#[ignore = "needs root and runc"]
 fn bad_input_changes_nothing() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_runc();
     let f = Fleet::new();
     let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
     // A tag instead of a digest.
@@ -553,10 +541,9 @@ fn bad_input_changes_nothing() {
 }
 
 #[test]
+#[ignore = "needs root and runc"]
 fn max_lifetime_rotates_new_first_and_chaos_is_measured() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_runc();
     let f = Fleet::new();
     let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
     let file = f.deploy_file(&v1, "max_lifetime = \"3s\"\n");
@@ -602,10 +589,9 @@ fn max_lifetime_rotates_new_first_and_chaos_is_measured() {
 }
 
 #[test]
+#[ignore = "needs root and runc"]
 fn a_failing_canary_aborts_and_the_stable_release_keeps_serving() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_runc();
     let f = Fleet::new();
     let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
     let file = f.deploy_file(&v1, "canary = [50, 100]\n");
@@ -659,10 +645,9 @@ fn rootfs_dir(f: &Fleet) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs root and runc"]
 fn drift_is_detected_logged_and_replaced_while_serving() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_runc();
     let f = Fleet::new();
     let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
     let file = f.deploy_file(&v1, "");
@@ -770,10 +755,9 @@ fn drift_is_detected_logged_and_replaced_while_serving() {
 }
 
 #[test]
+#[ignore = "needs root and runc"]
 fn patch_reaches_the_fleet_through_the_normal_rollout() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_runc();
     let f = Fleet::new();
     let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
     let file = f.deploy_file(&v1, "");
@@ -845,10 +829,9 @@ fn patch_reaches_the_fleet_through_the_normal_rollout() {
 /// edited from there without any event in the tree), must still get the
 /// instances replaced. A hard link the image itself has is no drift.
 #[test]
+#[ignore = "needs root and runc"]
 fn hard_links_from_outside_the_rootfs_are_drift() {
-    if !can_run() {
-        return;
-    }
+    require_root_and_runc();
     let f = Fleet::new();
     // A legitimate hard link inside the image.
     let www = f.e.spec_dir().join("www");
@@ -977,11 +960,10 @@ fn index_record(db: &Path, digest: &str) -> Option<u64> {
 }
 
 #[test]
+#[ignore = "needs root and runc"]
 fn hard_links_cannot_be_trusted_into_a_rootfs_without_an_inode_record() {
     use std::os::unix::fs::MetadataExt;
-    if !can_run() {
-        return;
-    }
+    require_root_and_runc();
     let mut f = Fleet::new();
     let v1 = f.image("1.0.0", "<h1>v1</h1>\n", |s| s);
     let digest = v1[v1.find('@').unwrap() + 1..].to_string();

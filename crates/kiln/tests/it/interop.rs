@@ -19,10 +19,9 @@ fn skopeo_digest(reference: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs skopeo"]
 fn skopeo_reads_the_store_and_the_export_and_copies_keep_the_digest() {
-    if !have("skopeo") {
-        return;
-    }
+    require("skopeo");
     let e = Env::new();
     let out = e.path().join("out");
     let d = e.build(&["--out", out.to_str().unwrap(), "--tag", "hello:1.0.0"]);
@@ -67,12 +66,16 @@ impl Drop for Container {
 }
 
 #[test]
+#[ignore = "needs root, umoci, runc, nsenter and /bin/busybox"]
 fn umoci_unpacks_and_runc_serves_the_page() {
-    if !(have("umoci") && have("runc") && have("nsenter") && Path::new("/bin/busybox").exists()
-        || require_runc())
-    {
-        return;
+    require_root();
+    for tool in ["umoci", "runc", "nsenter"] {
+        require(tool);
     }
+    assert!(
+        Path::new("/bin/busybox").exists(),
+        "/bin/busybox (busybox-static) is not installed"
+    );
     let e = Env::new();
     e.build(&[]);
     let bundle = e.path().join("bundle");
@@ -135,23 +138,15 @@ fn umoci_unpacks_and_runc_serves_the_page() {
     assert!(body.contains("hello from kiln"), "{body}");
 }
 
-fn require_runc() -> bool {
-    if std::env::var("KILN_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("runc, umoci, nsenter and busybox-static are required (KILN_REQUIRE_INTEROP=1)");
-    }
-    false
-}
-
 fn validate(kind: &str, file: &Path) {
     let script = repo().join("scripts/validate-sbom.py");
     let o = run(Command::new("python3").arg(&script).arg(kind).arg(file));
-    if o.status.code() == Some(3) {
-        if std::env::var("KILN_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("validator packages missing: {}", stderr(&o));
-        }
-        eprintln!("skipped: {}", stderr(&o));
-        return;
-    }
+    assert_ne!(
+        o.status.code(),
+        Some(3),
+        "validator packages missing (scripts/install-deps.sh): {}",
+        stderr(&o)
+    );
     assert!(
         o.status.success(),
         "{kind} validation failed:\n{}{}",
@@ -161,10 +156,10 @@ fn validate(kind: &str, file: &Path) {
 }
 
 #[test]
+#[ignore = "needs python3 with spdx-tools (pyspdxtools) and cyclonedx-python-lib"]
 fn sboms_pass_the_reference_validators() {
-    if !have("python3") {
-        return;
-    }
+    require("python3");
+    require("pyspdxtools");
     let e = Env::new();
     e.build(&[]);
     for (fmt, kind, name) in [
@@ -179,17 +174,15 @@ fn sboms_pass_the_reference_validators() {
         assert!(o.status.success(), "{}", stderr(&o));
         validate(kind, &f);
     }
-    if have("pyspdxtools") {
-        let o = run(Command::new("pyspdxtools")
-            .arg("-i")
-            .arg(e.path().join("sbom.spdx.json")));
-        assert!(
-            o.status.success(),
-            "pyspdxtools: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            stderr(&o)
-        );
-    }
+    let o = run(Command::new("pyspdxtools")
+        .arg("-i")
+        .arg(e.path().join("sbom.spdx.json")));
+    assert!(
+        o.status.success(),
+        "pyspdxtools: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
 }
 
 // ---- in-toto provenance, Sigstore bundles and cosign (issue 11, items 11-12) ----
@@ -205,13 +198,9 @@ fn ci_cache() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/kiln-ci"))
 }
 
-/// Skip (or, under KILN_REQUIRE_INTEROP=1, fail) for lack of `what`.
-fn missing(what: &str) -> bool {
-    if std::env::var("KILN_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("{what} is required (KILN_REQUIRE_INTEROP=1); run scripts/install-deps.sh");
-    }
-    eprintln!("skipped: {what} not installed (scripts/install-deps.sh)");
-    false
+/// Fails the test for lack of `what`.
+fn missing(what: &str) -> ! {
+    panic!("{what} is not installed (scripts/install-deps.sh)")
 }
 
 fn build_signed(e: &Env, key: &Path) -> serde_json::Value {
@@ -592,13 +581,12 @@ fn provenance_resource_descriptors_follow_the_in_toto_rules() {
     }
 }
 
-/// Runs tests/it/intoto_validate.py; `None` when its Python packages are missing.
-fn intoto_validate(kind: &str, file: &Path) -> Option<serde_json::Value> {
+/// Runs tests/it/intoto_validate.py; fails the test when its Python packages are missing.
+fn intoto_validate(kind: &str, file: &Path) -> serde_json::Value {
     let script = repo().join("crates/kiln/tests/it/intoto_validate.py");
     let o = run(Command::new("python3").arg(&script).arg(kind).arg(file));
     if o.status.code() == Some(3) {
         missing(&stderr(&o));
-        return None;
     }
     assert!(
         o.status.success(),
@@ -606,14 +594,13 @@ fn intoto_validate(kind: &str, file: &Path) -> Option<serde_json::Value> {
         file.display(),
         stderr(&o)
     );
-    Some(json(&o))
+    json(&o)
 }
 
 #[test]
+#[ignore = "needs python3 with in-toto-attestation"]
 fn provenance_parses_with_the_in_toto_attestation_library() {
-    if !have("python3") {
-        return;
-    }
+    require("python3");
     let e = Env::new();
     rich_spec(&e);
     let key = keygen(&e, "ci");
@@ -621,9 +608,7 @@ fn provenance_parses_with_the_in_toto_attestation_library() {
     let st = provenance_statement(&e, r["digest"].as_str().unwrap());
     let f = e.path().join("provenance.json");
     fs::write(&f, serde_json::to_vec(&st).unwrap()).unwrap();
-    let Some(out) = intoto_validate("provenance", &f) else {
-        return;
-    };
+    let out = intoto_validate("provenance", &f);
     assert!(out["descriptors"].as_u64().unwrap() >= 8, "{out}");
     // The validator is not a rubber stamp: a byproduct with none of uri, digest, content
     // (what kiln wrote before) and an unknown field are refused.
@@ -648,16 +633,15 @@ fn provenance_parses_with_the_in_toto_attestation_library() {
 }
 
 /// The node_modules scripts/install-deps.sh made from tests/it/node/package-lock.json.
-fn sigstore_js() -> Option<PathBuf> {
+fn sigstore_js() -> PathBuf {
     let lock = fs::read(repo().join("crates/kiln/tests/it/node/package-lock.json")).unwrap();
     let dir = ci_cache()
         .join(format!("node-{}", &kiln_oci::Digest::of(&lock).hex()[..16]))
         .join("node_modules");
-    if !(have("node") && dir.join("@sigstore/verify").is_dir()) {
-        missing(&format!("@sigstore/verify in {}", dir.display()));
-        return None;
+    if !(on_path("node") && dir.join("@sigstore/verify").is_dir()) {
+        missing(&format!("node with @sigstore/verify in {}", dir.display()));
     }
-    Some(dir)
+    dir
 }
 
 fn node_verify(modules: &Path, bundle: &Path, key: &Path) -> std::process::Output {
@@ -687,7 +671,10 @@ fn bundles_of(e: &Env, digest: &str, predicate_type: &str) -> Vec<Vec<u8>> {
 }
 
 #[test]
+#[ignore = "needs node with @sigstore/verify and python3 with sigstore-protobuf-specs"]
 fn sigstore_bundle_parses_and_verifies_with_sigstore_clients() {
+    require("python3");
+    let modules = sigstore_js();
     let e = Env::new();
     let key = keygen(&e, "ci");
     let rogue = keygen(&e, "rogue");
@@ -717,20 +704,16 @@ fn sigstore_bundle_parses_and_verifies_with_sigstore_clients() {
     let pf = e.path().join("provenance-bundle.json");
     fs::write(&pf, &provenance[0]).unwrap();
 
-    if have("python3") {
-        for (file, predicate) in [
-            (&f, "https://sigstore.dev/cosign/sign/v1"),
-            (&pf, PROVENANCE),
-        ] {
-            if let Some(out) = intoto_validate("bundle", file) {
-                assert_eq!(out["mediaType"], BUNDLE);
-                assert_eq!(out["signatures"], 1);
-                assert_eq!(out["predicateType"], predicate);
-            }
-        }
+    for (file, predicate) in [
+        (&f, "https://sigstore.dev/cosign/sign/v1"),
+        (&pf, PROVENANCE),
+    ] {
+        let out = intoto_validate("bundle", file);
+        assert_eq!(out["mediaType"], BUNDLE);
+        assert_eq!(out["signatures"], 1);
+        assert_eq!(out["predicateType"], predicate);
     }
 
-    let Some(modules) = sigstore_js() else { return };
     for (file, predicate) in [
         (&f, "https://sigstore.dev/cosign/sign/v1"),
         (&pf, PROVENANCE),
@@ -776,7 +759,7 @@ fn sigstore_bundle_parses_and_verifies_with_sigstore_clients() {
 
 /// The cosign that scripts/install-deps.sh built from the Go module proxy (its version is
 /// the script's COSIGN_VERSION).
-fn cosign() -> Option<PathBuf> {
+fn cosign() -> PathBuf {
     let script = fs::read_to_string(repo().join("scripts/install-deps.sh")).unwrap();
     let version = script
         .lines()
@@ -786,9 +769,8 @@ fn cosign() -> Option<PathBuf> {
     let bin = ci_cache().join(format!("cosign-{version}/cosign"));
     if !bin.is_file() {
         missing(&format!("cosign {version} at {}", bin.display()));
-        return None;
     }
-    Some(bin)
+    bin
 }
 
 /// The in-toto statements in cosign's `verify-attestation --output json` (one DSSE envelope
@@ -813,11 +795,10 @@ fn cosign_statements(o: &std::process::Output) -> Vec<serde_json::Value> {
 /// cosign 2.6 reads attestations only from Sigstore bundle referrers once an image has any
 /// bundle, so kiln writes each attestation as a bundle too.
 #[test]
+#[ignore = "needs cosign (built by scripts/install-deps.sh) and docker-registry"]
 fn real_cosign_verifies_kiln_signatures_and_provenance_in_a_registry() {
-    let Some(cosign) = cosign() else { return };
-    let Some(reg) = crate::distribute::Registry::start() else {
-        return;
-    };
+    let cosign = cosign();
+    let reg = crate::distribute::Registry::start();
     let e = Env::new();
     let key = keygen(&e, "ci");
     let alice = keygen(&e, "alice");

@@ -1,8 +1,9 @@
 //! kiln's integration suite: one test binary, driving the real `kiln`
 //! executable and, for interop, the real tools (skopeo, umoci, runc,
-//! pyspdxtools, cyclonedx-python-lib). `.ci/run` installs those tools and
-//! sets KILN_REQUIRE_INTEROP=1 so that a missing tool fails instead of
-//! skipping.
+//! pyspdxtools, cyclonedx-python-lib). Tests that need root or such a tool
+//! are `#[ignore = "needs ..."]`: a plain `cargo test` reports them as
+//! ignored; `scripts/test.sh` installs the tools and runs them too
+//! (`--include-ignored`), where a missing tool fails the test.
 
 mod attest;
 mod audit;

@@ -180,7 +180,9 @@ fn scan_reports_vulnerable_and_unfixed_with_sarif_and_gate() {
 }
 
 #[test]
+#[ignore = "needs dpkg-deb"]
 fn patch_pins_rebuilds_scans_signs_and_the_policy_can_require_the_scan() {
+    require("dpkg-deb");
     let e = Env::new();
     let key = keygen(&e, "ci");
     e.build(&[]);

@@ -144,22 +144,28 @@ pub fn set_mode(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Is `tool` on PATH? Without it the test is skipped — unless
-/// KILN_REQUIRE_INTEROP=1 (as in CI), where its absence is a failure.
-pub fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
+/// Is `tool` on PATH?
+pub fn on_path(tool: &str) -> bool {
+    Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        if std::env::var("KILN_REQUIRE_INTEROP").as_deref() == Ok("1") {
-            panic!("{tool} is required (KILN_REQUIRE_INTEROP=1) but not installed");
-        }
-        eprintln!("skipped: {tool} not installed");
-    }
-    found
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Panics unless `tool` is on PATH. Tests that need a tool are `#[ignore]`d;
+/// `scripts/test.sh` runs them, where a missing tool is a failure.
+pub fn require(tool: &str) {
+    assert!(
+        on_path(tool),
+        "{tool} is not installed (scripts/install-deps.sh)"
+    );
+}
+
+/// Panics unless this runs as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
 }
 
 pub fn json(o: &Output) -> serde_json::Value {

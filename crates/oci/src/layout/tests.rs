@@ -91,9 +91,7 @@ fn corrupt_blob_detected() {
 }
 
 fn mkfifo(p: &Path) {
-    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    crate::sys::mkfifo(p);
 }
 
 /// A blob replaced by a symlink to /dev/zero, a FIFO, a longer or a

@@ -9,17 +9,10 @@ use std::time::{Duration, Instant};
 
 use kiln_oci::{Descriptor, Digest, ImageManifest, Store, media};
 
-/// Whether an external tool is usable. Missing tools fail the test when
-/// `KILN_REQUIRE_INTEROP=1`, else the test prints "skipped: ..." and returns.
-pub fn have_tool(path: &str, why: &str) -> bool {
-    if Path::new(path).exists() {
-        return true;
-    }
-    if std::env::var("KILN_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("KILN_REQUIRE_INTEROP=1 but {path} is missing ({why})");
-    }
-    eprintln!("skipped: {path} is not installed ({why})");
-    false
+/// Panics unless the external tool at `path` is installed (`how`: how to
+/// install it). Tests that need one are `#[ignore]`d.
+pub fn require_tool(path: &str, how: &str) {
+    assert!(Path::new(path).exists(), "{path} is not installed ({how})");
 }
 
 pub fn free_port() -> u16 {
