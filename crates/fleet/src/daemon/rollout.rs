@@ -3,7 +3,7 @@
 //! the active release at its replica count and rotating instances past
 //! their maximum lifetime or with drift, new instance first.
 
-use kiln_audit::Resource;
+use kiln_audit::{Event, Resource};
 use serde_json::Value;
 
 use super::fingerprint;
@@ -60,13 +60,7 @@ impl Decide<'_> {
                 self.svc.rollout = None;
                 self.svc.message = format!("serving {} ({healthy} healthy)", r.release);
                 let ev = self
-                    .event("release.switch")
-                    .resource(Resource::new("release", &r.release))
-                    .resource(Resource::named(
-                        "image",
-                        &rel.image.digest,
-                        rel.image.to_string(),
-                    ))
+                    .switch_event(&r, &rel)
                     .detail("from", Value::Null)
                     .detail("instances", healthy);
                 self.record(ev);
@@ -140,13 +134,7 @@ impl Decide<'_> {
         self.svc.message = format!("serving {} ({})", r.release, rel.image);
         self.sync_rotation();
         let mut ev = self
-            .event("release.switch")
-            .resource(Resource::new("release", &r.release))
-            .resource(Resource::named(
-                "image",
-                &rel.image.digest,
-                rel.image.to_string(),
-            ))
+            .switch_event(r, rel)
             .detail("from", r.from.clone())
             .detail(
                 "strategy",
@@ -162,6 +150,17 @@ impl Decide<'_> {
             ev = ev.detail("guardrail", n.clone());
         }
         self.record(ev);
+    }
+
+    /// The `release.switch` event of release `rel` of rollout `r`, before its details.
+    fn switch_event(&self, r: &Rollout, rel: &Release) -> Event {
+        self.event("release.switch")
+            .resource(Resource::new("release", &r.release))
+            .resource(Resource::named(
+                "image",
+                &rel.image.digest,
+                rel.image.to_string(),
+            ))
     }
 
     /// Give up on a rollout: the new instances go, the old ones keep

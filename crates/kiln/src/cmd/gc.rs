@@ -177,39 +177,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
+    /// The grammar itself is tested in `kiln_oci::duration`; here only what
+    /// this wrapper adds: seconds, and the command's wording of the error.
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("7d"), Ok(7 * 86_400));
-        assert_eq!(parse_duration("12h"), Ok(12 * 3600));
-        assert_eq!(parse_duration("30m"), Ok(1800));
-        assert_eq!(parse_duration("0s"), Ok(0));
+    fn seconds_and_the_commands_wording() {
         assert_eq!(parse_duration("2w"), Ok(14 * 86_400));
-        for bad in [
-            "",
-            "7",
-            "d",
-            "-1d",
-            "1.5h",
-            "7D",
-            "7 d",
-            "1y",
-            "99999999999999d",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn duration_parser_never_panics(s in ".{0,20}") {
-            let _ = parse_duration(&s);
-        }
-
-        #[test]
-        fn durations_round_trip(n in 0u64..1_000_000, u in prop::sample::select(vec![("s", 1u64), ("m", 60), ("h", 3600), ("d", 86_400)])) {
-            prop_assert_eq!(parse_duration(&format!("{n}{}", u.0)), Ok(n * u.1));
-        }
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(
+            parse_duration("7 d"),
+            Err("\"7 d\" is not a duration like 7d, 12h, 30m or 0s".to_owned())
+        );
     }
 }
