@@ -93,7 +93,12 @@ impl Cache {
 
     /// The cached file, if present and intact: its size must be `size`, and
     /// an index is re-hashed too. A damaged entry is removed.
-    pub fn get(&self, kind: Kind, digest: &Digest, size: u64) -> Result<Option<PathBuf>, RepoError> {
+    pub fn get(
+        &self,
+        kind: Kind,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Option<PathBuf>, RepoError> {
         let p = self.path(kind, digest);
         let meta = match fs::symlink_metadata(&p) {
             Ok(m) => m,
@@ -157,7 +162,8 @@ impl Cache {
             return Ok((d, p));
         }
         let p = self.insert_with(kind, &d, |w| {
-            w.write_all(bytes).map_err(|e| RepoError::io("(cache temporary file)", e))
+            w.write_all(bytes)
+                .map_err(|e| RepoError::io("(cache temporary file)", e))
         })?;
         Ok((d, p))
     }
@@ -213,7 +219,11 @@ mod tests {
         let (d2, _) = c.insert_bytes(Kind::Deb, b"two").unwrap();
         assert_eq!(fs::read(&p1).unwrap(), b"one");
         assert_eq!(c.get(Kind::Index, &d1, 3).unwrap(), Some(p1.clone()));
-        assert_eq!(c.get(Kind::Index, &d1, 4).unwrap(), None, "wrong size is a miss");
+        assert_eq!(
+            c.get(Kind::Index, &d1, 4).unwrap(),
+            None,
+            "wrong size is a miss"
+        );
         // A damaged index is detected and dropped.
         c.insert_bytes(Kind::Index, b"one").unwrap();
         fs::write(&p1, b"ONE").unwrap();
@@ -225,7 +235,10 @@ mod tests {
             Err(RepoError::Config("boom".into()))
         });
         assert!(e.is_err());
-        let names: Vec<_> = fs::read_dir(c.dir(Kind::Deb)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(c.dir(Kind::Deb))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
         let keep: BTreeSet<_> = [d2].into();
         c.insert_bytes(Kind::Index, b"three").unwrap();
@@ -256,6 +269,10 @@ mod tests {
         let c = Cache::new(t.path());
         let p = c.get(Kind::Deb, &d, data.len() as u64).unwrap().unwrap();
         assert_eq!(fs::read(p).unwrap(), data);
-        assert_eq!(fs::read_dir(c.dir(Kind::Deb)).unwrap().count(), 1, "no temporary files left");
+        assert_eq!(
+            fs::read_dir(c.dir(Kind::Deb)).unwrap().count(),
+            1,
+            "no temporary files left"
+        );
     }
 }

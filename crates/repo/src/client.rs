@@ -1,10 +1,10 @@
-//! The verified chain, as apt walks it: a suite's `InRelease` (or `Release`
-//! + `Release.gpg`) is verified against the repository's keyring and its
-//! validity window; a `Packages` index is fetched (by hash when the Release
-//! says `Acquire-By-Hash: yes`) and checked against the Release's SHA256 and
-//! size before it is decompressed; a `.deb` is checked against its
-//! `Packages` SHA256 and size before anything reads it. Everything verified
-//! lands in the [`Cache`]; nothing else does.
+//! The verified chain, as apt walks it: a suite's `InRelease` (or its
+//! `Release` with `Release.gpg`) is verified against the repository's
+//! keyring and its validity window; a `Packages` index is fetched (by hash
+//! when the Release says `Acquire-By-Hash: yes`) and checked against the
+//! Release's SHA256 and size before it is decompressed; a `.deb` is checked
+//! against its `Packages` SHA256 and size before anything reads it.
+//! Everything verified lands in the [`Cache`]; nothing else does.
 
 use std::fs::File;
 use std::io::Read;
@@ -131,10 +131,13 @@ impl RepoClient {
             status: 404,
         })?;
         let sig_url = format!("{url}.gpg");
-        let sig = self.http.get_small(&sig_url, limit)?.ok_or(RepoError::Status {
-            url: sig_url,
-            status: 404,
-        })?;
+        let sig = self
+            .http
+            .get_small(&sig_url, limit)?
+            .ok_or(RepoError::Status {
+                url: sig_url,
+                status: 404,
+            })?;
         let by = keyring.verify_detached(&url, &data, &sig, now)?;
         let text = std::str::from_utf8(&data).map_err(|_| RepoError::Invalid {
             what: url.clone(),
@@ -265,7 +268,10 @@ impl RepoClient {
         }
         let mut urls = Vec::new();
         if suite.release.acquire_by_hash {
-            urls.push(format!("{dists}/{dir}/by-hash/SHA256/{}", entry.sha256.hex()));
+            urls.push(format!(
+                "{dists}/{dir}/by-hash/SHA256/{}",
+                entry.sha256.hex()
+            ));
         }
         urls.push(url.clone());
         let file = self.obtain(Kind::Index, &entry, &urls, &url)?;
@@ -273,13 +279,7 @@ impl RepoClient {
         parse_packages(&text).map_err(|source| RepoError::Parse { what: url, source })
     }
 
-    fn decompress(
-        &self,
-        file: &Path,
-        url: &str,
-        size: u64,
-        xz: bool,
-    ) -> Result<String, RepoError> {
+    fn decompress(&self, file: &Path, url: &str, size: u64, xz: bool) -> Result<String, RepoError> {
         let f = File::open(file).map_err(|e| RepoError::io(file, e))?;
         let mut out = Vec::new();
         if xz {

@@ -41,10 +41,9 @@ pub fn check_relative_path(s: &str) -> Result<(), &'static str> {
             "." | ".." => return Err("it has a `.` or `..` segment (leaves the repository root)"),
             _ => {}
         }
-        if !seg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'~' | b':' | b'-'))
-        {
+        if !seg.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'~' | b':' | b'-')
+        }) {
             return Err("it has a character outside A-Za-z0-9._+~:-");
         }
     }
@@ -61,12 +60,20 @@ impl RepositoryConfig {
             .strip_prefix("http://")
             .or_else(|| self.url.strip_prefix("https://"));
         match rest {
-            None => return bad(format!("url {:?} must start with http:// or https://", self.url)),
+            None => {
+                return bad(format!(
+                    "url {:?} must start with http:// or https://",
+                    self.url
+                ));
+            }
             Some(r) if r.is_empty() || r.starts_with('/') => {
                 return bad(format!("url {:?} has no host", self.url));
             }
             Some(r) if r.contains(['?', '#', ' ', '\\']) || r.chars().any(char::is_control) => {
-                return bad(format!("url {:?} must not have a query, fragment or blanks", self.url));
+                return bad(format!(
+                    "url {:?} must not have a query, fragment or blanks",
+                    self.url
+                ));
             }
             Some(_) => {}
         }
@@ -78,9 +85,8 @@ impl RepositoryConfig {
         }
         for (what, list) in [("suite", &self.suites), ("component", &self.components)] {
             for s in list {
-                check_relative_path(s).or_else(|r| {
-                    bad(format!("repository {}: {what} {s:?}: {r}", self.url))
-                })?;
+                check_relative_path(s)
+                    .or_else(|r| bad(format!("repository {}: {what} {s:?}: {r}", self.url)))?;
             }
         }
         Ok(())
@@ -106,10 +112,15 @@ pub fn repositories_from_sources(text: &str) -> Result<Vec<RepositoryConfig>, De
         if !words("Types").iter().any(|t| t == "deb") {
             continue;
         }
-        if p.get("Enabled").is_some_and(|v| v.eq_ignore_ascii_case("no")) {
+        if p.get("Enabled")
+            .is_some_and(|v| v.eq_ignore_ascii_case("no"))
+        {
             continue;
         }
-        let Some(keyring) = p.get("Signed-By").filter(|k| k.starts_with('/') && !k.contains('\n')) else {
+        let Some(keyring) = p
+            .get("Signed-By")
+            .filter(|k| k.starts_with('/') && !k.contains('\n'))
+        else {
             continue;
         };
         for uri in words("URIs") {
@@ -162,10 +173,26 @@ keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
     #[test]
     fn paths() {
-        for ok in ["pool/main/b/base-files/base-files_12.4+deb12u11_amd64.deb", "a", "updates/main"] {
+        for ok in [
+            "pool/main/b/base-files/base-files_12.4+deb12u11_amd64.deb",
+            "a",
+            "updates/main",
+        ] {
             assert!(check_relative_path(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "pool/../../x", "pool//x", "./x", "a/..", "a b", "a?b", "a%2e", "a\\b", "a\0"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "pool/../../x",
+            "pool//x",
+            "./x",
+            "a/..",
+            "a b",
+            "a?b",
+            "a%2e",
+            "a\\b",
+            "a\0",
+        ] {
             assert!(check_relative_path(bad).is_err(), "{bad:?}");
         }
     }

@@ -49,7 +49,11 @@ pub enum RepoError {
     TooLarge { url: String, limit: u64 },
 
     #[error("GET {url}: truncated download: {got} of {expected} bytes arrived")]
-    Truncated { url: String, expected: u64, got: u64 },
+    Truncated {
+        url: String,
+        expected: u64,
+        got: u64,
+    },
 
     #[error("{what}: size mismatch: expected {expected} bytes, got {got}")]
     SizeMismatch {

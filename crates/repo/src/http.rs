@@ -91,7 +91,11 @@ impl Http {
     /// GET `url`: `Ok(None)` on 404 or 410, the whole body when it is at
     /// most `limit` bytes.
     pub(crate) fn get_small(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>, RepoError> {
-        let mut resp = self.agent.get(url).call().map_err(|e| self.http_error(url, e))?;
+        let mut resp = self
+            .agent
+            .get(url)
+            .call()
+            .map_err(|e| self.http_error(url, e))?;
         match resp.status().as_u16() {
             200 => {}
             404 | 410 => return Ok(None),
@@ -129,7 +133,11 @@ impl Http {
         sha256: &Digest,
         w: &mut dyn Write,
     ) -> Result<bool, RepoError> {
-        let mut resp = self.agent.get(url).call().map_err(|e| self.http_error(url, e))?;
+        let mut resp = self
+            .agent
+            .get(url)
+            .call()
+            .map_err(|e| self.http_error(url, e))?;
         match resp.status().as_u16() {
             200 => {}
             404 | 410 => return Ok(false),

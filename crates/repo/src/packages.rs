@@ -54,10 +54,7 @@ pub struct Package {
 /// Parse a whole `Packages` text. A stanza that lacks a required field or
 /// has a malformed one is an error naming its line.
 pub fn parse_packages(text: &str) -> Result<Vec<Package>, Deb822Error> {
-    deb822::parse(text)?
-        .iter()
-        .map(package_from)
-        .collect()
+    deb822::parse(text)?.iter().map(package_from).collect()
 }
 
 /// One stanza to a [`Package`].
@@ -96,7 +93,8 @@ pub fn package_from(p: &Paragraph<'_>) -> Result<Package, Deb822Error> {
                     let v = rest
                         .strip_suffix(')')
                         .ok_or_else(|| ctx("Source", format!("{s:?} lacks `)`")))?;
-                    let v = DebVersion::parse(v.trim()).map_err(|e| ctx("Source", e.to_string()))?;
+                    let v =
+                        DebVersion::parse(v.trim()).map_err(|e| ctx("Source", e.to_string()))?;
                     (n.trim(), v)
                 }
                 None => (s.trim(), version.clone()),
@@ -204,12 +202,18 @@ SHA256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
         let t = SAMPLE.replace("Size: 1798460", "Size: many");
         let e = parse_packages(&t).unwrap_err();
         assert_eq!(e.line, 18);
-        assert!(e.reason.contains("libpython3.11-stdlib") && e.reason.contains("Size"), "{e}");
+        assert!(
+            e.reason.contains("libpython3.11-stdlib") && e.reason.contains("Size"),
+            "{e}"
+        );
         let t = SAMPLE.replace("Multi-Arch: same", "Multi-Arch: maybe");
         assert!(parse_packages(&t).is_err());
         let t = SAMPLE.replace("Pre-Depends: awk", "Pre-Depends: awk (>>)");
         assert!(parse_packages(&t).is_err());
-        let t = SAMPLE.replace("Filename: pool/main/b/base-files/base-files_12.4+deb12u11_amd64.deb\n", "");
+        let t = SAMPLE.replace(
+            "Filename: pool/main/b/base-files/base-files_12.4+deb12u11_amd64.deb\n",
+            "",
+        );
         assert!(parse_packages(&t).unwrap_err().reason.contains("Filename"));
     }
 

@@ -206,7 +206,8 @@ pub fn parse_alternative(s: &str) -> Result<Alternative, String> {
         if arch_restrictions.is_empty() {
             return Err(format!("empty architecture list after {name:?}"));
         }
-        if arch_restrictions.iter().any(|a| a.negated) && !arch_restrictions.iter().all(|a| a.negated)
+        if arch_restrictions.iter().any(|a| a.negated)
+            && !arch_restrictions.iter().all(|a| a.negated)
         {
             return Err(format!(
                 "architecture list after {name:?} mixes negated and plain entries"
@@ -330,7 +331,11 @@ mod tests {
             (">", Op::Ge),
         ] {
             let r = parse_relations(&format!("a ({t} 1.0)")).unwrap();
-            assert_eq!(r[0].alternatives[0].constraint.as_ref().unwrap().op, op, "{t}");
+            assert_eq!(
+                r[0].alternatives[0].constraint.as_ref().unwrap().op,
+                op,
+                "{t}"
+            );
         }
         let c = |s: &str| {
             parse_relations(s).unwrap()[0].alternatives[0]
@@ -346,7 +351,8 @@ mod tests {
 
     #[test]
     fn restrictions_and_profiles() {
-        let r = parse_relations("foo [amd64 arm64] <!nocheck> <stage1 cross>, bar [!i386]").unwrap();
+        let r =
+            parse_relations("foo [amd64 arm64] <!nocheck> <stage1 cross>, bar [!i386]").unwrap();
         let a = &r[0].alternatives[0];
         assert_eq!(a.arch_restrictions.len(), 2);
         assert_eq!(a.profiles, ["!nocheck", "stage1 cross"]);

@@ -84,9 +84,12 @@ impl Release {
                     reason,
                 };
                 let mut it = line.split_whitespace();
-                let (Some(h), Some(sz), Some(path), None) = (it.next(), it.next(), it.next(), it.next())
+                let (Some(h), Some(sz), Some(path), None) =
+                    (it.next(), it.next(), it.next(), it.next())
                 else {
-                    return Err(bad(format!("SHA256 entry {line:?} is not `hash size path`")));
+                    return Err(bad(format!(
+                        "SHA256 entry {line:?} is not `hash size path`"
+                    )));
                 };
                 let sha = Digest::from_hex(h).map_err(|e| bad(format!("SHA256 entry: {e}")))?;
                 let size: u64 = sz
@@ -159,7 +162,11 @@ pub fn parse_date(s: &str) -> Option<u64> {
     let hh: i64 = t.next()?.parse().ok()?;
     let mm: i64 = t.next()?.parse().ok()?;
     let ss: i64 = t.next().map_or(Some(0), |x| x.parse().ok())?;
-    if t.next().is_some() || !(0..24).contains(&hh) || !(0..60).contains(&mm) || !(0..=60).contains(&ss) {
+    if t.next().is_some()
+        || !(0..24).contains(&hh)
+        || !(0..60).contains(&mm)
+        || !(0..=60).contains(&ss)
+    {
         return None;
     }
     let offset = match zone {
@@ -223,8 +230,18 @@ SHA256:
         assert_eq!(parse_date("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
         assert_eq!(parse_date("Thu, 01 Jan 1970 01:00:00 +0100"), Some(0));
         assert_eq!(parse_date("1 Jan 1970 00:00:10 GMT"), Some(10));
-        assert_eq!(parse_date("Sat, 11 Jul 2026 10:16:37 UTC"), Some(1_783_764_997));
-        for bad in ["", "Sat, 32 Jul 2026 10:16:37 UTC", "Sat, 11 Foo 2026 10:16:37 UTC", "11 Jul 2026 25:00:00 UTC", "11 Jul 2026 10:00:00 CEST", "11 Jul 2026 10:00:00 UTC x"] {
+        assert_eq!(
+            parse_date("Sat, 11 Jul 2026 10:16:37 UTC"),
+            Some(1_783_764_997)
+        );
+        for bad in [
+            "",
+            "Sat, 32 Jul 2026 10:16:37 UTC",
+            "Sat, 11 Foo 2026 10:16:37 UTC",
+            "11 Jul 2026 25:00:00 UTC",
+            "11 Jul 2026 10:00:00 CEST",
+            "11 Jul 2026 10:00:00 UTC x",
+        ] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
     }

@@ -72,15 +72,12 @@ impl Keyring {
     /// Read a keyring file: binary OpenPGP certificates (as in
     /// `/usr/share/keyrings/*.gpg`) or ASCII-armored ones.
     pub fn load(path: &Path) -> Result<Keyring, RepoError> {
-        let bytes = kiln_oci::untrusted::read_capped(
-            path,
-            MAX_KEYRING,
-            kiln_oci::untrusted::Follow::Yes,
-        )
-        .map_err(|e| RepoError::Keyring {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let bytes =
+            kiln_oci::untrusted::read_capped(path, MAX_KEYRING, kiln_oci::untrusted::Follow::Yes)
+                .map_err(|e| RepoError::Keyring {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         Keyring::from_bytes(&bytes, &path.display().to_string())
     }
 
@@ -113,7 +110,11 @@ impl Keyring {
             let pk = &cert.primary_key;
             let primary = hex(&pk.fingerprint());
             certificates.push(primary.clone());
-            let revoked = cert.details.revocation_signatures.iter().any(|s| s.verify_key(pk).is_ok());
+            let revoked = cert
+                .details
+                .revocation_signatures
+                .iter()
+                .any(|s| s.verify_key(pk).is_ok());
             if revoked {
                 continue;
             }
@@ -152,10 +153,10 @@ impl Keyring {
                     }
                     match s.typ() {
                         Some(SignatureType::SubkeyRevocation) => sub_revoked = true,
-                        Some(SignatureType::SubkeyBinding) => {
-                            if binding.is_none_or(|b| s.created() > b.created()) {
-                                binding = Some(s);
-                            }
+                        Some(SignatureType::SubkeyBinding)
+                            if binding.is_none_or(|b| s.created() > b.created()) =>
+                        {
+                            binding = Some(s);
                         }
                         _ => {}
                     }
@@ -273,10 +274,15 @@ impl Keyring {
             return Ok(g);
         }
         if !expired.is_empty() {
-            return Err(bad(format!("signed only by expired keys ({})", expired.join(", "))));
+            return Err(bad(format!(
+                "signed only by expired keys ({})",
+                expired.join(", ")
+            )));
         }
         if weak {
-            return Err(bad("signed only with a weak digest (MD5, SHA-1 or RIPEMD-160)".into()));
+            return Err(bad(
+                "signed only with a weak digest (MD5, SHA-1 or RIPEMD-160)".into(),
+            ));
         }
         Err(RepoError::UnknownKey {
             url: url.to_string(),

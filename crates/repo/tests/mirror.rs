@@ -26,7 +26,10 @@ fn mirror() -> kiln_repo::RepositoryConfig {
 #[ignore = "needs the Debian mirror"]
 fn bookworm_from_the_machines_mirror() {
     let repo = mirror();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let keyring = Keyring::load(&repo.keyring).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let client = RepoClient::new(dir.path(), Options::default());
@@ -42,7 +45,10 @@ fn bookworm_from_the_machines_mirror() {
     let pkgs = client.fetch_packages(&suite, "main", "amd64").unwrap();
     println!("{} packages in main/binary-amd64", pkgs.len());
     assert!(pkgs.len() > 50_000, "{}", pkgs.len());
-    let base = pkgs.iter().find(|p| p.name == "base-files").expect("base-files");
+    let base = pkgs
+        .iter()
+        .find(|p| p.name == "base-files")
+        .expect("base-files");
     assert!(base.essential);
     let deb = client.fetch_deb(&suite.base_url, base).unwrap();
     let bytes = std::fs::read(&deb).unwrap();

@@ -25,9 +25,15 @@ use sha2::{Digest, Sha256};
 pub enum Answer {
     Body(Vec<u8>),
     /// Announce the full length, send `sent` bytes, then close.
-    CutShort { body: Vec<u8>, sent: usize },
+    CutShort {
+        body: Vec<u8>,
+        sent: usize,
+    },
     /// Announce the full length, send `sent` bytes, then go silent.
-    Stall { body: Vec<u8>, sent: usize },
+    Stall {
+        body: Vec<u8>,
+        sent: usize,
+    },
 }
 
 #[derive(Clone, Default)]
@@ -57,11 +63,17 @@ impl Server {
     }
 
     pub fn set(&self, path: &str, a: Answer) {
-        self.routes.lock().unwrap().insert(format!("/debian/{path}"), a);
+        self.routes
+            .lock()
+            .unwrap()
+            .insert(format!("/debian/{path}"), a);
     }
 
     pub fn remove(&self, path: &str) {
-        self.routes.lock().unwrap().remove(&format!("/debian/{path}"));
+        self.routes
+            .lock()
+            .unwrap()
+            .remove(&format!("/debian/{path}"));
     }
 
     pub fn clear(&self) {
@@ -87,10 +99,14 @@ impl Server {
         let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
         self.hits.lock().unwrap().push(path.clone());
         let answer = self.routes.lock().unwrap().get(&path).cloned();
-        let head = |len: usize| format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n");
+        let head = |len: usize| {
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
+        };
         match answer {
             None => {
-                let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = conn.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
             }
             Some(Answer::Body(b)) => {
                 let _ = conn.write_all(head(b.len()).as_bytes());
@@ -177,9 +193,21 @@ impl Signer {
         let rng = StdRng::seed_from_u64(8);
         let pw = Password::empty();
         let sig = if self.subkey {
-            DetachedSignature::sign_binary_data(rng, &self.secret.secret_subkeys[0].key, &pw, HashAlgorithm::Sha256, data)
+            DetachedSignature::sign_binary_data(
+                rng,
+                &self.secret.secret_subkeys[0].key,
+                &pw,
+                HashAlgorithm::Sha256,
+                data,
+            )
         } else {
-            DetachedSignature::sign_binary_data(rng, &self.secret.primary_key, &pw, HashAlgorithm::Sha256, data)
+            DetachedSignature::sign_binary_data(
+                rng,
+                &self.secret.primary_key,
+                &pw,
+                HashAlgorithm::Sha256,
+                data,
+            )
         }
         .unwrap();
         sig.to_armored_bytes(ArmorOptions::default()).unwrap()
@@ -234,7 +262,12 @@ impl Fixture {
 
     /// The Release text; `extra` lines go before the SHA256 list, and
     /// `xz_digest` overrides the listed digest of Packages.xz.
-    pub fn release(&self, suite: &str, valid_until: Option<&str>, xz_digest: Option<&str>) -> String {
+    pub fn release(
+        &self,
+        suite: &str,
+        valid_until: Option<&str>,
+        xz_digest: Option<&str>,
+    ) -> String {
         let mut r = format!(
             "Origin: Test\nLabel: Test\nSuite: {suite}\nCodename: {suite}\nDate: {DATE_TEXT}\n"
         );
