@@ -1,0 +1,42 @@
+//! kiln-repo: signed Debian repositories, read the way apt reads them.
+//!
+//! The chain of trust is apt's: a suite's `InRelease` is verified against
+//! an OpenPGP keyring ([`signature`]) and its `Valid-Until`/`Date`; the
+//! Release ([`release`]) lists the SHA256 and size of every index; a
+//! `Packages` index ([`packages`]) is checked against it before it is
+//! decompressed; a `.deb` is checked against its `Packages` entry before
+//! anything reads it. Downloads are bounded in size and time;
+//! what passed lands in a content-addressed [`cache`]. Dependency fields are
+//! parsed into the small tree of [`relations`], which the solver uses.
+//!
+//! Module map:
+//! - [`config`]: `[[repositories]]` and apt `.sources` entries.
+//! - [`deb822`]: the control-file syntax.
+//! - [`release`], [`packages`], [`relations`]: the typed indexes.
+//! - [`signature`]: keyrings and signature checks (rPGP).
+//! - [`client`]: [`RepoClient`], the verified chain over HTTP.
+//! - [`cache`]: the content-addressed cache and `prune`.
+//! - [`error`]: the typed errors.
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod client;
+pub mod config;
+pub mod deb822;
+pub mod error;
+mod http;
+pub mod packages;
+pub mod relations;
+pub mod release;
+pub mod signature;
+
+pub use cache::{Cache, Kind, Pruned};
+pub use client::{Options, RepoClient, Suite};
+pub use config::{RepositoryConfig, check_relative_path, repositories_from_sources};
+pub use error::{Deb822Error, RelationError, RepoError};
+pub use kiln_registry::{LowSpeedLimit, Timeouts};
+pub use kiln_scan::DebVersion;
+pub use packages::{MultiArch, Package, SourceRef, parse_packages};
+pub use relations::{Alternative, Constraint, Op, Relation, parse_relations};
+pub use release::{IndexEntry, Release};
+pub use signature::{Keyring, SignedBy};

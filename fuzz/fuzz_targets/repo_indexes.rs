@@ -1,0 +1,26 @@
+#![no_main]
+//! Debian repository metadata: Release and Packages files, relationship
+//! fields, OpenPGP keyrings and signed InRelease files, as kiln-repo reads
+//! them from a mirror.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = kiln_repo::Release::parse(s);
+        if let Ok(pkgs) = kiln_repo::parse_packages(s) {
+            for p in pkgs {
+                // The canonical form of every parsed relation parses back.
+                let text = kiln_repo::relations::format_relations(&p.depends);
+                assert_eq!(kiln_repo::parse_relations(&text).ok(), Some(p.depends));
+            }
+        }
+        if let Ok(rels) = kiln_repo::parse_relations(s) {
+            let text = kiln_repo::relations::format_relations(&rels);
+            assert_eq!(kiln_repo::parse_relations(&text).ok(), Some(rels));
+        }
+        let _ = kiln_repo::repositories_from_sources(s);
+    }
+    if let Ok(k) = kiln_repo::Keyring::from_bytes(data, "fuzz") {
+        let _ = k.verify_inrelease("fuzz", data, 0);
+    }
+});
