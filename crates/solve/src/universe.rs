@@ -214,6 +214,7 @@ impl Universe {
                 .then_with(|| a.pkg.architecture.cmp(&b.pkg.architecture))
                 .then_with(|| a.pkg.origin.cmp(&b.pkg.origin))
                 .then_with(|| a.pkg.version.cmp(&b.pkg.version))
+                .then_with(|| content_key(&a.pkg).cmp(&content_key(&b.pkg)))
         });
         entries.dedup_by(|later, first| {
             later.pkg.name == first.pkg.name
@@ -290,6 +291,33 @@ impl Universe {
             .find(|(n, _)| n == virt)
             .map(|(_, v)| v.as_ref())
     }
+}
+
+/// A total order among entries that agree on everything else (the same
+/// name, version and architecture listed twice with different contents),
+/// so that which one is kept never depends on input order.
+fn content_key(p: &Package) -> String {
+    use crate::relation::format_field;
+    let flat = |rs: &[Relation]| {
+        rs.iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{:?}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}",
+        p.multi_arch,
+        format_field(&p.pre_depends),
+        format_field(&p.depends),
+        format_field(&p.recommends),
+        flat(&p.provides),
+        flat(&p.conflicts),
+        flat(&p.breaks),
+        p.essential,
+        p.important,
+        p.pin_priority,
+        p.priority,
+    )
 }
 
 /// Whether a relation's architecture qualifier is satisfied by `target`,
