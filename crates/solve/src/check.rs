@@ -16,7 +16,10 @@ use crate::universe::{MultiArch, Package};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
     Duplicate(String),
-    BadVersion { package: String, version: String },
+    BadVersion {
+        package: String,
+        version: String,
+    },
     Unsatisfied {
         package: String,
         field: &'static str,
@@ -98,19 +101,20 @@ pub fn check_closure(packages: &[&Package], native: &str) -> Result<(), Vec<Viol
         .map(|(k, _)| *k)
         .collect();
     dups.sort_unstable();
-    violations.extend(dups.into_iter().map(|d| Violation::Duplicate(d.to_string())));
+    violations.extend(
+        dups.into_iter()
+            .map(|d| Violation::Duplicate(d.to_string())),
+    );
 
-    let arch_ok = |r: &Relation, target: &Package, depender: &Package| match r
-        .arch_qualifier
-        .as_deref()
-    {
-        None | Some("native") => true,
-        Some("any") => {
-            target.multi_arch == MultiArch::Allowed
-                || matches!(depender.multi_arch, MultiArch::Allowed | MultiArch::Foreign)
-        }
-        Some(a) => a == native || a == "all",
-    };
+    let arch_ok =
+        |r: &Relation, target: &Package, depender: &Package| match r.arch_qualifier.as_deref() {
+            None | Some("native") => true,
+            Some("any") => {
+                target.multi_arch == MultiArch::Allowed
+                    || matches!(depender.multi_arch, MultiArch::Allowed | MultiArch::Foreign)
+            }
+            Some(a) => a == native || a == "all",
+        };
     let version_ok = |r: &Relation, o: &Offer<'_>| match (&r.constraint, &o.version) {
         (None, _) => true,
         (Some(c), Some(v)) => c.op.accepts(v.cmp(&c.version)),
@@ -130,8 +134,7 @@ pub fn check_closure(packages: &[&Package], native: &str) -> Result<(), Vec<Viol
                 }
                 let ok = applicable.iter().any(|r| {
                     offers.get(r.name.as_str()).is_some_and(|os| {
-                        os.iter()
-                            .any(|o| version_ok(r, o) && arch_ok(r, o.pkg, p))
+                        os.iter().any(|o| version_ok(r, o) && arch_ok(r, o.pkg, p))
                     })
                 });
                 if !ok {

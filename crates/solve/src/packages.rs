@@ -94,8 +94,16 @@ fn stanza(
         field: field.to_string(),
         source,
     };
-    let groups = |f: &str| get(f).map_or(Ok(Vec::new()), |v| relation::parse(v).map_err(|e| err(f, e)));
-    let flat = |f: &str| get(f).map_or(Ok(Vec::new()), |v| relation::parse_flat(v).map_err(|e| err(f, e)));
+    let groups = |f: &str| {
+        get(f).map_or(Ok(Vec::new()), |v| {
+            relation::parse(v).map_err(|e| err(f, e))
+        })
+    };
+    let flat = |f: &str| {
+        get(f).map_or(Ok(Vec::new()), |v| {
+            relation::parse_flat(v).map_err(|e| err(f, e))
+        })
+    };
     let pre_depends = groups("Pre-Depends")?;
     let depends = groups("Depends")?;
     let recommends = groups("Recommends")?;
@@ -133,14 +141,21 @@ mod tests {
     fn errors() {
         assert!(matches!(
             parse("Package: a\nVersion: 1\n", 500, ""),
-            Err(PackagesError::Missing { field: "Architecture", .. })
+            Err(PackagesError::Missing {
+                field: "Architecture",
+                ..
+            })
         ));
         assert!(matches!(
             parse(" x\n", 500, ""),
             Err(PackagesError::Syntax { line: 1, .. })
         ));
         assert!(matches!(
-            parse("Package: a\nVersion: 1\nArchitecture: all\nConflicts: a | b\n", 500, ""),
+            parse(
+                "Package: a\nVersion: 1\nArchitecture: all\nConflicts: a | b\n",
+                500,
+                ""
+            ),
             Err(PackagesError::Relation { .. })
         ));
     }

@@ -124,9 +124,8 @@ impl Relation {
         let arch_ok = if self.arch_restriction.is_empty() {
             true
         } else {
-            let hit = |t: &str| {
-                t == arch || t == "any" || t == "linux-any" || t == format!("any-{arch}")
-            };
+            let hit =
+                |t: &str| t == arch || t == "any" || t == "linux-any" || t == format!("any-{arch}");
             let negated = self.arch_restriction.iter().any(|t| t.starts_with('!'));
             if negated {
                 !self
@@ -238,7 +237,8 @@ fn is_arch_char(c: char) -> bool {
 /// Parse one alternative.
 fn parse_one(text: &str) -> Result<Relation, RelationError> {
     let whole = text.trim();
-    let err_unexpected = |rest: &str| RelationError::Unexpected(whole.to_string(), rest.to_string());
+    let err_unexpected =
+        |rest: &str| RelationError::Unexpected(whole.to_string(), rest.to_string());
     let name_end = whole.find(|c| !is_name_char(c)).unwrap_or(whole.len());
     if name_end == 0 {
         return Err(RelationError::MissingName(whole.to_string()));
@@ -285,10 +285,10 @@ fn parse_one(text: &str) -> Result<Relation, RelationError> {
         let close = r.find(']').ok_or_else(|| err_unexpected(rest))?;
         rel.arch_restriction = r[..close].split_whitespace().map(str::to_string).collect();
         if rel.arch_restriction.is_empty()
-            || rel
-                .arch_restriction
-                .iter()
-                .any(|t| t.trim_start_matches('!').is_empty() || !t.trim_start_matches('!').chars().all(is_arch_char))
+            || rel.arch_restriction.iter().any(|t| {
+                t.trim_start_matches('!').is_empty()
+                    || !t.trim_start_matches('!').chars().all(is_arch_char)
+            })
         {
             return Err(err_unexpected(rest));
         }
@@ -321,7 +321,8 @@ mod tests {
 
     #[test]
     fn example_field() {
-        let g = parse("a (>= 1.0) | b, c:any, d [amd64],, e(<<2)<!nocheck> <stage1 cross>").unwrap();
+        let g =
+            parse("a (>= 1.0) | b, c:any, d [amd64],, e(<<2)<!nocheck> <stage1 cross>").unwrap();
         assert_eq!(g.len(), 4);
         assert_eq!(g[0].alternatives.len(), 2);
         let a = &g[0].alternatives[0];
@@ -349,15 +350,7 @@ mod tests {
     #[test]
     fn errors() {
         for bad in [
-            "(>= 1)",
-            "a (>= 1",
-            "a (=> 1)",
-            "a (>= )",
-            "a b",
-            "a:",
-            "a []",
-            "a <>",
-            "a | ",
+            "(>= 1)", "a (>= 1", "a (=> 1)", "a (>= )", "a b", "a:", "a []", "a <>", "a | ",
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }

@@ -169,7 +169,10 @@ pub enum SolveError {
     #[error("package {0} is unknown (no package or provider has that name)")]
     UnknownPackage(String),
     #[error("package {name} is virtual; select one of its providers: {}", providers.join(", "))]
-    AmbiguousVirtual { name: String, providers: Vec<String> },
+    AmbiguousVirtual {
+        name: String,
+        providers: Vec<String>,
+    },
     #[error("package {name} has no version {version} (available: {})", available.join(", "))]
     PinNotFound {
         name: String,
@@ -558,7 +561,10 @@ impl<'u> Solver<'u> {
             }
             any_applies = true;
             if let Some(&s) = self.selected.get(alt.name.as_str())
-                && alt.constraint.as_ref().is_none_or(|k| k.matches(u.version(s)))
+                && alt
+                    .constraint
+                    .as_ref()
+                    .is_none_or(|k| k.matches(u.version(s)))
                 && arch_satisfied(u.native(), alt, u.package(s), Some(depender))
             {
                 return true;
@@ -678,7 +684,9 @@ impl<'u> Solver<'u> {
             for r in rels {
                 if let Some(&s) = self.selected.get(r.name.as_str())
                     && u.package(s).name != te.pkg.name
-                    && r.constraint.as_ref().is_none_or(|k| k.matches(u.version(s)))
+                    && r.constraint
+                        .as_ref()
+                        .is_none_or(|k| k.matches(u.version(s)))
                 {
                     return Some(format!(
                         "{} {} {} {} {}",
@@ -726,13 +734,7 @@ impl<'u> Solver<'u> {
                     provide_matches(r.constraint.as_ref(), version)
                 };
                 if hit {
-                    return Some(format!(
-                        "{} {} {} {}",
-                        sp.name,
-                        sp.version,
-                        verb(breaks),
-                        r
-                    ));
+                    return Some(format!("{} {} {} {}", sp.name, sp.version, verb(breaks), r));
                 }
             }
         }

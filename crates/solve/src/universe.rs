@@ -174,13 +174,12 @@ impl Universe {
             if pkg.architecture != native && pkg.architecture != "all" {
                 continue;
             }
-            let version = DebVersion::parse(&pkg.version).map_err(|source| {
-                UniverseError::BadVersion {
+            let version =
+                DebVersion::parse(&pkg.version).map_err(|source| UniverseError::BadVersion {
                     name: pkg.name.clone(),
                     version: pkg.version.clone(),
                     source,
-                }
-            })?;
+                })?;
             let mut provides = Vec::with_capacity(pkg.provides.len());
             for p in &pkg.provides {
                 let v = match &p.constraint {

@@ -6,7 +6,7 @@
 //! except where a difference is listed with its reason, and must pass
 //! `check_closure` either way.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -32,11 +32,14 @@ fn index_files() -> Vec<PathBuf> {
 fn load() -> Universe {
     let files = index_files();
     assert!(
-        files.iter().any(|f| f.to_string_lossy().contains("_bookworm_main_")),
+        files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("_bookworm_main_")),
         "no bookworm main index in {LISTS} (run apt-get update): {files:?}"
     );
     let t = Instant::now();
     let mut all: Vec<Package> = Vec::new();
+    let mut read = std::time::Duration::ZERO;
     for f in &files {
         let out = Command::new("/usr/lib/apt/apt-helper")
             .arg("cat-file")
@@ -45,21 +48,30 @@ fn load() -> Universe {
             .expect("run apt-helper");
         assert!(out.status.success(), "apt-helper cat-file {f:?} failed");
         let text = String::from_utf8(out.stdout).expect("utf-8 index");
-        let origin = f.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        let t_read = Instant::now();
+        let origin = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
         let ps = packages::parse(&text, 500, &origin).expect("parse index");
+        read += t_read.elapsed();
         eprintln!("{origin}: {} packages", ps.len());
         all.extend(ps);
     }
+    let t_universe = Instant::now();
     let u = Universe::new(all, "amd64").expect("universe");
     eprintln!(
-        "universe: {} packages, loaded in {:.2?}",
+        "universe: {} packages, loaded in {:.2?} (parsing {read:.2?}, indexing {:.2?})",
         u.len(),
-        t.elapsed()
+        t.elapsed(),
+        t_universe.elapsed()
     );
     u
 }
 
-fn apt_names(set: &[&str]) -> BTreeSet<String> {
+/// apt's `Inst` lines: name to version.
+fn apt_install(set: &[&str]) -> BTreeMap<String, String> {
     let out = Command::new("apt-get")
         .args([
             "-s",
@@ -85,15 +97,25 @@ fn apt_names(set: &[&str]) -> BTreeSet<String> {
     stdout
         .lines()
         .filter_map(|l| l.strip_prefix("Inst "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(|n| n.split(':').next().unwrap_or(n).to_string())
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next()?;
+            let version = words.next()?.trim_start_matches('(');
+            Some((
+                name.split(':').next().unwrap_or(name).to_string(),
+                version.to_string(),
+            ))
+        })
         .collect()
 }
 
 /// Package sets, chosen to hit alternatives, virtual packages,
 /// Pre-Depends and version constraints; with the differences from apt
 /// that kiln makes deliberately (package, reason).
-const SETS: &[(&[&str], &[(&str, &str)])] = &[
+/// (package, why kiln differs)
+type Known = &'static [(&'static str, &'static str)];
+
+const SETS: &[(&[&str], Known)] = &[
     (&["python3-flask"], &[]),
     (&["curl"], &[]),
     (&["nginx-light"], &[]),
@@ -114,6 +136,26 @@ const SETS: &[(&[&str], &[(&str, &str)])] = &[
     (&["apache2"], &[]),
     (&["rsyslog"], &[]),
     (&["ruby"], &[]),
+    (&["bsd-mailx"], &[]),
+    (&["mutt"], &[]),
+    (&["cron"], &[]),
+    (&["logrotate"], &[]),
+    (&["sudo"], &[]),
+    (&["openssh-server"], &[]),
+    (&["systemd"], &[]),
+    (&["dbus"], &[]),
+    (&["python3-pip"], &[]),
+    (&["build-essential"], &[]),
+    (&["php-cli"], &[]),
+    (&["default-mysql-client"], &[]),
+    (&["postfix"], &[]),
+    (&["rsync"], &[]),
+    (&["man-db"], &[]),
+    (&["exim4"], &[]),
+    (&["emacs-nox"], &[]),
+    (&["libreoffice-core"], &[]),
+    (&["nodejs"], &[]),
+    (&["golang-go"], &[]),
 ];
 
 #[test]
@@ -134,11 +176,25 @@ fn closures_match_apt() {
         if let Err(v) = check_closure(&pkgs, "amd64") {
             panic!(
                 "{set:?}: closure is inconsistent: {}",
-                v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; ")
+                v.iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
         }
         let ours: BTreeSet<String> = closure.names().into_iter().map(str::to_string).collect();
-        let apt = apt_names(set);
+        let apt_versions = apt_install(set);
+        let apt: BTreeSet<String> = apt_versions.keys().cloned().collect();
+        for p in &closure.packages {
+            if let Some(v) = apt_versions.get(&p.name)
+                && *v != p.version
+            {
+                unexplained.push(format!(
+                    "{set:?}: {} {} but apt installs {v}",
+                    p.name, p.version
+                ));
+            }
+        }
         let only_ours: Vec<&String> = ours.difference(&apt).collect();
         let only_apt: Vec<&String> = apt.difference(&ours).collect();
         eprintln!(

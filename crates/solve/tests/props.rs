@@ -68,25 +68,34 @@ fn package(i: usize) -> impl Strategy<Value = Package> {
     (
         1..4u8,
         prop_oneof![Just("amd64"), Just("all")],
-        prop_oneof![Just(MultiArch::No), Just(MultiArch::Allowed), Just(MultiArch::Foreign)],
+        prop_oneof![
+            Just(MultiArch::No),
+            Just(MultiArch::Allowed),
+            Just(MultiArch::Foreign)
+        ],
         groups(3),
         groups(2),
         flat(2, true),
         flat(2, false),
         flat(2, false),
     )
-        .prop_map(move |(v, arch, ma, dep, pre, provides, conflicts, breaks)| {
-            let mut p = Package::new(&name(i), &v.to_string(), arch);
-            p.multi_arch = ma;
-            p.depends = relation::parse(&dep).unwrap();
-            p.pre_depends = relation::parse(&pre).unwrap();
-            // Provides only of virtual names (dpkg allows real ones, but keep
-            // the model simple).
-            p.provides = provides.into_iter().filter(|r| r.name.starts_with('v')).collect();
-            p.conflicts = conflicts;
-            p.breaks = breaks;
-            p
-        })
+        .prop_map(
+            move |(v, arch, ma, dep, pre, provides, conflicts, breaks)| {
+                let mut p = Package::new(&name(i), &v.to_string(), arch);
+                p.multi_arch = ma;
+                p.depends = relation::parse(&dep).unwrap();
+                p.pre_depends = relation::parse(&pre).unwrap();
+                // Provides only of virtual names (dpkg allows real ones, but keep
+                // the model simple).
+                p.provides = provides
+                    .into_iter()
+                    .filter(|r| r.name.starts_with('v'))
+                    .collect();
+                p.conflicts = conflicts;
+                p.breaks = breaks;
+                p
+            },
+        )
 }
 
 fn universe_packages() -> impl Strategy<Value = Vec<Package>> {

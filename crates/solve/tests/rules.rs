@@ -170,7 +170,14 @@ fn pre_depends_and_reasons() {
         pkg("c", "1", ""),
     ]));
     let c = solve(&u, &request(&["a"])).unwrap();
-    let reason = |n: &str| c.packages.iter().find(|p| p.name == n).unwrap().reason.clone();
+    let reason = |n: &str| {
+        c.packages
+            .iter()
+            .find(|p| p.name == n)
+            .unwrap()
+            .reason
+            .clone()
+    };
     assert_eq!(reason("a"), Reason::Requested);
     assert_eq!(
         reason("b"),
@@ -262,7 +269,11 @@ fn pinned_version_and_suites() {
 #[test]
 fn unsatisfiable_chain_message() {
     let u = universe(&text(&[
-        pkg("python3-flask", "2.2.2-3", "Depends: python3-werkzeug (>= 2.2), python3:any"),
+        pkg(
+            "python3-flask",
+            "2.2.2-3",
+            "Depends: python3-werkzeug (>= 2.2), python3:any",
+        ),
         pkg("python3-werkzeug", "2.0.1-1", ""),
         pkg("python3", "3.11.2-1", "Multi-Arch: allowed"),
     ]));
