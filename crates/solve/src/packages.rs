@@ -26,32 +26,38 @@ pub enum PackagesError {
 /// Parse `text`; every package gets `pin_priority` and `origin`.
 pub fn parse(text: &str, pin_priority: i32, origin: &str) -> Result<Vec<Package>, PackagesError> {
     let mut out = Vec::new();
-    let mut fields: Vec<(&str, String)> = Vec::new();
+    // (name, value start, value end) as byte offsets into `text`; a
+    // multi-line value is one span (relation parsing treats the line
+    // breaks as blanks), so nothing is copied.
+    let mut fields: Vec<(&str, usize, usize)> = Vec::new();
     let mut start = 1usize;
-    for (i, line) in text.lines().enumerate() {
+    let mut offset = 0usize;
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
         let lineno = i + 1;
+        let line_start = offset;
+        offset += raw.len();
+        let line = raw.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             if !fields.is_empty() {
-                out.push(stanza(&fields, start, pin_priority, origin)?);
+                out.push(stanza(text, &fields, start, pin_priority, origin)?);
                 fields.clear();
             }
             continue;
         }
         if line.starts_with(' ') || line.starts_with('\t') {
-            let Some((_, value)) = fields.last_mut() else {
+            let Some((_, _, end)) = fields.last_mut() else {
                 return Err(PackagesError::Syntax {
                     line: lineno,
                     message: "continuation line outside a field".to_string(),
                 });
             };
-            value.push('\n');
-            value.push_str(line.trim());
+            *end = line_start + line.len();
             continue;
         }
         if line.starts_with('#') {
             continue;
         }
-        let Some((name, value)) = line.split_once(':') else {
+        let Some((name, _)) = line.split_once(':') else {
             return Err(PackagesError::Syntax {
                 line: lineno,
                 message: format!("not a field: {line:?}"),
@@ -60,16 +66,21 @@ pub fn parse(text: &str, pin_priority: i32, origin: &str) -> Result<Vec<Package>
         if fields.is_empty() {
             start = lineno;
         }
-        fields.push((name.trim(), value.trim().to_string()));
+        fields.push((
+            name.trim(),
+            line_start + name.len() + 1,
+            line_start + line.len(),
+        ));
     }
     if !fields.is_empty() {
-        out.push(stanza(&fields, start, pin_priority, origin)?);
+        out.push(stanza(text, &fields, start, pin_priority, origin)?);
     }
     Ok(out)
 }
 
 fn stanza(
-    fields: &[(&str, String)],
+    text: &str,
+    fields: &[(&str, usize, usize)],
     line: usize,
     pin_priority: i32,
     origin: &str,
@@ -77,8 +88,9 @@ fn stanza(
     let get = |f: &str| {
         fields
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(f))
-            .map(|(_, v)| v.as_str())
+            .find(|(n, _, _)| n.eq_ignore_ascii_case(f))
+            .and_then(|&(_, s, e)| text.get(s..e))
+            .map(str::trim)
     };
     let need = |f: &'static str| get(f).ok_or(PackagesError::Missing { line, field: f });
     let mut p = Package::new(need("Package")?, need("Version")?, need("Architecture")?);

@@ -204,7 +204,10 @@ impl Universe {
                 provides,
             });
         }
-        entries.sort_by(|a, b| {
+        // Sort indices, not the (large) entries, then move each entry once.
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by(|&i, &j| {
+            let (a, b) = (&entries[i], &entries[j]);
             a.pkg
                 .name
                 .cmp(&b.pkg.name)
@@ -215,6 +218,11 @@ impl Universe {
                 .then_with(|| a.pkg.version.cmp(&b.pkg.version))
                 .then_with(|| content_key(&a.pkg).cmp(&content_key(&b.pkg)))
         });
+        let mut slots: Vec<Option<Entry>> = entries.into_iter().map(Some).collect();
+        let mut entries: Vec<Entry> = order
+            .into_iter()
+            .filter_map(|i| slots.get_mut(i).and_then(Option::take))
+            .collect();
         entries.dedup_by(|later, first| {
             later.pkg.name == first.pkg.name
                 && later.version == first.version

@@ -71,18 +71,15 @@ fn load() -> Universe {
 }
 
 /// apt's `Inst` lines: name to version.
-fn apt_install(set: &[&str]) -> BTreeMap<String, String> {
+fn apt_install(set: &[&str], recommends: bool) -> BTreeMap<String, String> {
     let out = Command::new("apt-get")
-        .args([
-            "-s",
-            "-q",
-            "-o",
-            "Dir::State::status=/dev/null",
-            "--no-install-recommends",
-            "install",
-            "base-files",
-            "base-passwd",
-        ])
+        .args(["-s", "-q", "-o", "Dir::State::status=/dev/null"])
+        .arg(if recommends {
+            "--install-recommends"
+        } else {
+            "--no-install-recommends"
+        })
+        .args(["install", "base-files", "base-passwd"])
         .args(set)
         .env("LC_ALL", "C")
         .output()
@@ -183,7 +180,7 @@ fn closures_match_apt() {
             );
         }
         let ours: BTreeSet<String> = closure.names().into_iter().map(str::to_string).collect();
-        let apt_versions = apt_install(set);
+        let apt_versions = apt_install(set, false);
         let apt: BTreeSet<String> = apt_versions.keys().cloned().collect();
         for p in &closure.packages {
             if let Some(v) = apt_versions.get(&p.name)
@@ -212,4 +209,62 @@ fn closures_match_apt() {
         unexplained.is_empty(),
         "differences from apt: {unexplained:?}"
     );
+}
+
+/// With `recommends = true` against apt's `--install-recommends`.
+#[test]
+#[ignore = "needs the Debian mirror indexes in /var/lib/apt/lists and apt-get"]
+fn recommends_compared_with_apt() {
+    let u = load();
+    for set in [
+        "python3-flask",
+        "curl",
+        "git",
+        "openssh-client",
+        "nginx-light",
+        "postgresql-client",
+    ] {
+        let mut req = Request::new(&["base-files", "base-passwd", set]);
+        req.recommends = true;
+        let t = Instant::now();
+        let closure = solve(&u, &req).unwrap_or_else(|e| panic!("{set}: {e}"));
+        let took = t.elapsed();
+        let pkgs: Vec<&Package> = closure.ids().into_iter().map(|id| u.package(id)).collect();
+        if let Err(v) = check_closure(&pkgs, "amd64") {
+            panic!("{set}: closure is inconsistent: {v:?}");
+        }
+        let ours: BTreeSet<String> = closure.names().into_iter().map(str::to_string).collect();
+        let apt: BTreeSet<String> = apt_install(&[set], true).into_keys().collect();
+        let only_ours: Vec<&String> = ours.difference(&apt).collect();
+        let only_apt: Vec<&String> = apt.difference(&ours).collect();
+        eprintln!(
+            "{set} with recommends: {} packages in {took:.2?}; only kiln: {only_ours:?}; only apt: {only_apt:?}",
+            ours.len(),
+        );
+        assert!(
+            only_ours.is_empty() && only_apt.is_empty(),
+            "{set}: differs from apt"
+        );
+    }
+}
+
+/// Load the real universe and solve the sets, printing how long
+/// each step takes (no apt; nothing asserted about time).
+#[test]
+#[ignore = "needs the Debian mirror indexes in /var/lib/apt/lists"]
+fn timing() {
+    let u = load();
+    for set in [
+        "python3-flask",
+        "curl",
+        "nginx-light",
+        "postgresql-client",
+        "openssh-client",
+        "perl",
+    ] {
+        let req = Request::new(&["base-files", "base-passwd", set]);
+        let t = Instant::now();
+        let n = solve(&u, &req).map(|c| c.packages.len());
+        eprintln!("{set}: {n:?} packages in {:.2?}", t.elapsed());
+    }
 }
