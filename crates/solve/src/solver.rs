@@ -34,8 +34,12 @@
 //! chronologically to the latest choice point with an untried option. That
 //! makes it complete for the candidate-only model (bounded by
 //! [`Request::max_steps`]), while on the common path it makes exactly apt's
-//! greedy choices. When everything fails, the error reports the failure
-//! reached with the largest selection, which is the most specific one.
+//! greedy choices. A dependency that no candidate can satisfy whatever
+//! else is selected (no such package, no matching version, excluded)
+//! backjumps straight to the choice that selected its package, so such
+//! failures cost no exponential search; failures caused by conflicts
+//! backtrack chronologically. When everything fails, the error reports the
+//! failure reached with the largest selection, the most specific one.
 //!
 //! Why not `resolvo` or `pubgrub`: pubgrub has no alternatives, virtual
 //! packages or conflicts; resolvo has conflicts (constraints) and unions,
@@ -412,12 +416,15 @@ impl<'u> Solver<'u> {
             if self.satisfied(clause) {
                 continue;
             }
-            let (mut options, why) = self.options(clause);
+            let (mut options, why, dynamic) = self.options(clause);
             if options.is_empty() {
                 if clause.kind == DepKind::Recommends {
                     continue;
                 }
                 self.record_failure(clause, why);
+                if !dynamic {
+                    self.backjump(clause.by, &mut choices);
+                }
                 if !self.backtrack(&mut choices, &mut agenda)? {
                     let f = self.failure.take();
                     let (chain, reason) = f.map(|f| (f.chain, f.reason)).unwrap_or_default();
@@ -485,6 +492,18 @@ impl<'u> Solver<'u> {
             }
         }
         Ok(false)
+    }
+
+    /// A dependency of `by` failed whatever else is selected: only undoing
+    /// the choice that selected `by` can help, so drop the choice points
+    /// made after it (the next backtrack resumes at that choice).
+    fn backjump(&mut self, by: PkgId, choices: &mut Vec<Choice<'u>>) {
+        let Some(k) = self.trail.iter().position(|&x| x == by) else {
+            return;
+        };
+        while choices.last().is_some_and(|c| c.trail_len > k) {
+            choices.pop();
+        }
     }
 
     /// Queue `id`'s dependencies so that they pop in apt's order.
@@ -583,9 +602,12 @@ impl<'u> Solver<'u> {
         !any_applies
     }
 
-    /// The packages that could satisfy `c` now, in preference order, and
-    /// why each alternative offers nothing (for the error message).
-    fn options(&self, c: Clause<'u>) -> (Vec<Option<PkgId>>, String) {
+    /// The packages that could satisfy `c` now, in preference order; why
+    /// each alternative offers nothing (for the error message); and whether
+    /// any option was lost to the current selection (a conflict, another
+    /// version) rather than to the universe and the request alone.
+    fn options(&self, c: Clause<'u>) -> (Vec<Option<PkgId>>, String, bool) {
+        let mut dynamic = false;
         let u = self.u;
         let depender = u.package(c.by);
         let mut options: Vec<Option<PkgId>> = Vec::new();
@@ -654,6 +676,7 @@ impl<'u> Solver<'u> {
                 if self.exclude.contains(tp.name.as_str()) {
                     alt_why.push(format!("{} is excluded", tp.name));
                 } else if let Some(&s) = self.selected.get(tp.name.as_str()) {
+                    dynamic = true;
                     alt_why.push(format!(
                         "{} {} is selected, not {}",
                         tp.name,
@@ -661,6 +684,7 @@ impl<'u> Solver<'u> {
                         tp.version
                     ));
                 } else if let Some(conflict) = self.conflict(t) {
+                    dynamic = true;
                     alt_why.push(conflict);
                 } else if !options.contains(&Some(t)) {
                     options.push(Some(t));
@@ -672,7 +696,7 @@ impl<'u> Solver<'u> {
                 why.extend(alt_why);
             }
         }
-        (options, why.join("; "))
+        (options, why.join("; "), dynamic)
     }
 
     /// Why `t` cannot join the selection because of Conflicts/Breaks.

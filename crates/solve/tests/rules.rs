@@ -333,3 +333,63 @@ fn deterministic_under_shuffled_input() {
         assert_eq!(strip(&got), strip(&reference));
     }
 }
+
+/// `a` depends on `n` two-way or-groups and then on something missing.
+fn many_choices(n: usize, last: &str, extra: &[String]) -> Universe {
+    let mut deps: Vec<String> = (0..n).map(|i| format!("x{i}a | x{i}b")).collect();
+    deps.push(last.to_string());
+    let mut stanzas = vec![pkg("a", "1", &format!("Depends: {}", deps.join(", ")))];
+    for i in 0..n {
+        stanzas.push(pkg(&format!("x{i}a"), "1", ""));
+        stanzas.push(pkg(&format!("x{i}b"), "1", ""));
+    }
+    stanzas.extend_from_slice(extra);
+    universe(&text(&stanzas))
+}
+
+#[test]
+fn static_failures_backjump() {
+    // 2^20 combinations of earlier choices cannot help a dependency that
+    // nothing satisfies.
+    let u = many_choices(20, "y1 | y2", &[]);
+    let mut req = request(&["a"]);
+    req.max_steps = 1000;
+    let err = solve(&u, &req).unwrap_err();
+    assert!(
+        matches!(&err, SolveError::Unsatisfiable { chain, .. } if chain == &["a", "y1 | y2"]),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "cannot satisfy a -> y1 | y2: y1: no such package; y2: no such package"
+    );
+}
+
+#[test]
+fn search_limit() {
+    // Failures caused by conflicts backtrack chronologically, so this one
+    // hits the step limit.
+    let u = many_choices(
+        20,
+        "y1 | y2",
+        &[pkg("y1", "1", "Conflicts: a"), pkg("y2", "1", "Breaks: a")],
+    );
+    let mut req = request(&["a"]);
+    req.max_steps = 1000;
+    let err = solve(&u, &req).unwrap_err();
+    assert!(
+        matches!(err, SolveError::SearchLimit { steps: 1000, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("y1 conflicts with a"), "{err}");
+    // Small enough, it is searched to the end.
+    let u = many_choices(
+        3,
+        "y1 | y2",
+        &[pkg("y1", "1", "Conflicts: a"), pkg("y2", "1", "Breaks: a")],
+    );
+    assert!(matches!(
+        solve(&u, &request(&["a"])),
+        Err(SolveError::Unsatisfiable { .. })
+    ));
+}
