@@ -189,8 +189,22 @@ pub fn dir(state_dir: &Path) -> PathBuf {
     state_dir.join("advisories")
 }
 
-/// Fetch, check, store and make current the export at `opts.url`.
+/// Fetch, check, store and make current the export at `opts.url`
+/// ([`fetch`] then [`make_current`]).
 pub fn sync(state_dir: &Path, opts: &SyncOptions, now: SystemTime) -> Result<Synced, FeedError> {
+    let s = fetch(state_dir, opts, now)?;
+    make_current(state_dir, &s.set)?;
+    Ok(s)
+}
+
+/// Make `set` (stored by [`fetch`]) the one scans use: `current` replaced atomically.
+pub fn make_current(state_dir: &Path, set: &SyncedSet) -> Result<(), FeedError> {
+    write_pointer(&dir(state_dir).join("current"), set)
+}
+
+/// Fetch, check and store the export at `opts.url`, without making it current
+/// (a caller records the change first, then calls [`make_current`]).
+pub fn fetch(state_dir: &Path, opts: &SyncOptions, now: SystemTime) -> Result<Synced, FeedError> {
     let root = dir(state_dir);
     fs::create_dir_all(&root).map_err(|e| FeedError::io(&root, e))?;
     let previous = current(state_dir)?;
@@ -206,7 +220,6 @@ pub fn sync(state_dir: &Path, opts: &SyncOptions, now: SystemTime) -> Result<Syn
         let _ = fs::remove_dir_all(&tmp);
     }
     let (set, unchanged) = res?;
-    write_pointer(&root.join("current"), &set)?;
     Ok(Synced {
         set,
         unchanged,

@@ -250,6 +250,13 @@ impl ScanReport {
             a.newest_modified.as_deref().unwrap_or("-"),
             a.digest,
         );
+        if let Some(f) = &a.feed {
+            let _ = writeln!(
+                s,
+                "synced from {}, fetched {}, archive {}",
+                f.url, f.fetched_at, f.archive_digest
+            );
+        }
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }
@@ -475,7 +482,7 @@ impl ScanReport {
                 }],
             }));
         }
-        json!({
+        let mut out = json!({
             "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
             "version": "2.1.0",
             "runs": [{
@@ -492,10 +499,15 @@ impl ScanReport {
                     "image": self.image,
                     "digest": self.digest,
                     "advisories": self.advisories,
-                    "vex": self.vex,
                 }
             }]
-        })
+        });
+        if let Some(vex) = &self.vex
+            && let Some(p) = out["runs"][0]["properties"].as_object_mut()
+        {
+            p.insert("vex".into(), json!(vex));
+        }
+        out
     }
 }
 
