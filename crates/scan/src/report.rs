@@ -357,7 +357,7 @@ impl ScanReport {
         if !self.suppressed.is_empty() {
             let _ = writeln!(
                 s,
-                "{} more suppressed by VEX (listed above, not counted)",
+                "{} suppressed by VEX (listed above, not counted)",
                 self.suppressed.len()
             );
         }
