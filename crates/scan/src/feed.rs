@@ -17,7 +17,8 @@
 //! `osv/` (the records) and `set.json` ([`SyncedSet`]); it is written as a
 //! temporary directory and renamed into place whole. `current` names the set
 //! scans use (a [`SyncedSet`] in JSON, with this fetch's time), replaced by
-//! an atomic rename. Nothing changes when any check fails.
+//! an atomic rename. Nothing changes when any check fails. [`prune`] removes
+//! sets other than the current and the previous one.
 //!
 //! Loading ([`load_current`]) reads `current`, loads that set's records and
 //! checks that their set digest ([`AdvisoryDb::set_digest`]) is the one
@@ -202,12 +203,48 @@ pub fn make_current(state_dir: &Path, set: &SyncedSet) -> Result<(), FeedError> 
     write_pointer(&dir(state_dir).join("current"), set)
 }
 
+/// Remove stored sets other than the current one and `keep` (the previous one, which a
+/// scan that started before the switch may still be reading), and temporaries of syncs
+/// that died. Best effort: what cannot be removed stays; the names of what was removed.
+pub fn prune(state_dir: &Path, keep: &[&SyncedSet]) -> Vec<String> {
+    let root = dir(state_dir);
+    let mut keep: Vec<String> = keep
+        .iter()
+        .filter_map(|s| s.archive_digest.strip_prefix("sha256:").map(str::to_string))
+        .collect();
+    match current(state_dir) {
+        Ok(Some(c)) => keep.extend(c.archive_digest.strip_prefix("sha256:").map(str::to_string)),
+        // Without a readable pointer nothing is known to be unused.
+        _ => return Vec::new(),
+    }
+    let mut removed = Vec::new();
+    let Ok(rd) = fs::read_dir(&root) else {
+        return removed;
+    };
+    let day = Duration::from_secs(86_400);
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let is_set = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        let stale_tmp = (name.starts_with(".tmp-") || name.starts_with(".old-"))
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > day));
+        if ((is_set && !keep.contains(&name)) || stale_tmp) && fs::remove_dir_all(e.path()).is_ok()
+        {
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    removed
+}
+
 /// Fetch, check and store the export at `opts.url`, without making it current
 /// (a caller records the change first, then calls [`make_current`]).
 pub fn fetch(state_dir: &Path, opts: &SyncOptions, now: SystemTime) -> Result<Synced, FeedError> {
     let root = dir(state_dir);
     fs::create_dir_all(&root).map_err(|e| FeedError::io(&root, e))?;
-    let previous = current(state_dir)?;
+    // A damaged pointer must not stop the sync that replaces it.
+    let previous = current(state_dir).ok().flatten();
     let tmp = root.join(format!(
         ".tmp-{}-{}",
         std::process::id(),
@@ -278,7 +315,15 @@ fn fetch_into(
         fs::rename(&target, &trash).map_err(|e| FeedError::io(&target, e))?;
         let _ = fs::remove_dir_all(&trash);
     }
-    fs::rename(tmp, &target).map_err(|e| FeedError::io(&target, e))?;
+    if let Err(e) = fs::rename(tmp, &target) {
+        // Another sync of the same export got there first.
+        let theirs = AdvisoryDb::load(&[target.join("osv")])
+            .is_ok_and(|old| old.set_digest() == set.set_digest);
+        if theirs {
+            return Ok((set, true));
+        }
+        return Err(FeedError::io(&target, e));
+    }
     sync_dir(root);
     Ok((set, false))
 }

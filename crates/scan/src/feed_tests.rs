@@ -235,3 +235,34 @@ fn changed_records_are_detected_and_a_sync_repairs_them() {
     assert!(!again.unchanged, "a damaged set is replaced");
     assert!(load_current(state.path()).unwrap().is_some());
 }
+
+#[test]
+fn prune_keeps_the_current_and_the_previous_set() {
+    let state = tempfile::tempdir().unwrap();
+    let a = export();
+    let b = zip_of(&[(
+        "DSA-9-1.json",
+        record("DSA-9-1", "curl", "2026-04-01T00:00:00Z", "Debian:12"),
+    )]);
+    let c = zip_of(&[(
+        "DSA-8-1.json",
+        record("DSA-8-1", "curl", "2026-05-01T00:00:00Z", "Debian:12"),
+    )]);
+    let url = serve(vec![Reply::zip(a), Reply::zip(b), Reply::zip(c)]);
+    let first = sync(state.path(), &opts(&url), at(1_800_000_000)).unwrap();
+    let second = sync(state.path(), &opts(&url), at(1_800_000_001)).unwrap();
+    let third = sync(state.path(), &opts(&url), at(1_800_000_002)).unwrap();
+    assert_eq!(listing(state.path()).len(), 4);
+    let removed = prune(state.path(), &[third.previous.as_ref().unwrap()]);
+    let hex = |s: &SyncedSet| {
+        s.archive_digest
+            .strip_prefix("sha256:")
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(removed, [hex(&first.set)]);
+    let mut want = vec![hex(&second.set), hex(&third.set), "current".to_string()];
+    want.sort();
+    assert_eq!(listing(state.path()), want);
+    assert!(load_current(state.path()).unwrap().is_some());
+}

@@ -87,6 +87,11 @@ fn sync(ctx: &Ctx, a: SyncArgs) -> Result<()> {
             ),
     )?;
     feed::make_current(&ctx.state_dir, set)?;
+    // Older sets go; the previous one stays for scans that started before the switch.
+    let pruned = feed::prune(&ctx.state_dir, &s.previous.iter().collect::<Vec<_>>());
+    if !pruned.is_empty() && !ctx.json {
+        eprintln!("removed      {} older advisory set(s)", pruned.len());
+    }
     if ctx.json {
         return print_json(&json!({"set": set, "unchanged": s.unchanged}));
     }
