@@ -210,6 +210,24 @@ fn vex_suppresses_with_the_reason_and_an_expired_risk_is_not_applied() {
         "vulnerable_code_not_in_execute_path"
     );
     assert!(p["vex"]["digest"].as_str().unwrap().starts_with("sha256:"));
+    // The attestation of a scan that passes thanks to VEX satisfies a policy that requires a
+    // passing scan: it still records the advisory set it used.
+    let policy = e.path().join("trust.toml");
+    fs::write(
+        &policy,
+        "[keys]\nci = \"ci.pub\"\n[roles.builder]\nkeys = [\"ci\"]\nthreshold = 1\n[require]\nscan = \"builder\"\nscan_max_age_hours = 24\n",
+    )
+    .unwrap();
+    let o = run(e
+        .kiln()
+        .args(["verify", "hello:1.0.0", "--policy"])
+        .arg(&policy));
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
     // The scan event lists the suppression too.
     let o = run(e.kiln().args(["--json", "log", "show", "--action", "scan"]));
     assert!(
