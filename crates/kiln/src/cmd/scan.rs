@@ -80,18 +80,23 @@ impl GateArgs {
     }
 }
 
+/// The advisories given, or else the set `kiln advisories sync` stored (fail closed
+/// without either).
+fn advisories(ctx: &Ctx, given: &[PathBuf]) -> Result<AdvisoryDb> {
+    if !given.is_empty() {
+        return Ok(AdvisoryDb::load(given)?);
+    }
+    match kiln_scan::feed::load_current(&ctx.state_dir)? {
+        Some((_, db)) => Ok(db),
+        None => bail!("no advisories: run kiln advisories sync or pass --advisories"),
+    }
+}
+
 pub fn scan(ctx: &Ctx, a: ScanArgs) -> Result<()> {
     let store = ctx.store()?;
     let img = resolve(&store, &a.image)?;
     ctx.touch(image_resource(&img));
-    let db = if a.advisories.is_empty() {
-        match kiln_scan::feed::load_current(&ctx.state_dir)? {
-            Some((_, db)) => db,
-            None => bail!("no advisories: run kiln advisories sync or pass --advisories"),
-        }
-    } else {
-        AdvisoryDb::load(&a.advisories)?
-    };
+    let db = advisories(ctx, &a.advisories)?;
     let vex = a.vex.as_deref().map(kiln_scan::vex::load).transpose()?;
     let settings = a.gate.settings();
     // The gate first: a bad --fail-on is an error before anything is read.
@@ -172,7 +177,7 @@ pub struct PatchArgs {
     /// The image spec (kiln.toml); kiln.lock is written beside it.
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
-    /// OSV advisories: files or directories.
+    /// OSV advisories: files or directories. Without it, the set `kiln advisories sync` stored.
     #[arg(long, num_args = 1..)]
     advisories: Vec<PathBuf>,
     /// A directory of .deb files with fixed versions.
@@ -220,10 +225,7 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
         .key
         .clone()
         .context("kiln patch needs --key (the fixed image is signed)")?;
-    if a.advisories.is_empty() {
-        bail!("kiln patch needs --advisories");
-    }
-    let db = AdvisoryDb::load(&a.advisories)?;
+    let db = advisories(ctx, &a.advisories)?;
     let password = super::sign::key_password();
     let builder = Builder::current()?;
     let threads = std::thread::available_parallelism()
