@@ -253,6 +253,26 @@ sed -i 's/^Version: .*/Version: 1.0-2/' "$demo/pkg/DEBIAN/control"
 dpkg-deb --root-owner-group -Zgzip --build "$demo/pkg" "$demo/pool/hello-config_1.0-2_all.deb" >/dev/null
 "$KILN" scan hello:2.0.0 --advisories "$demo/osv" || echo "(expected) the gate fails: a high-severity fix is available"
 "$KILN" scan hello:2.0.0 --advisories "$demo/osv" --fail-on none --sarif | jq -c '{version, results: [.runs[0].results[].ruleId]}'
+# The same advisory as a feed (osv.dev's <ecosystem>/all.zip layout) from a local web server:
+# kiln advisories sync checks and stores it, and kiln scan uses it without --advisories.
+mkdir -p "$demo/feed/Debian"
+(cd "$demo/osv" && python3 -c 'import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+    [z.write(f) for f in sys.argv[2:]]' "$demo/feed/Debian/all.zip" ./*.json)
+feedport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 -m http.server "$feedport" --bind 127.0.0.1 --directory "$demo/feed" >/dev/null 2>&1 &
+feedpid=$!
+for _ in $(seq 50); do curl -fsI "http://127.0.0.1:$feedport/Debian/all.zip" >/dev/null 2>&1 && break; sleep 0.1; done
+"$KILN" advisories sync --url "http://127.0.0.1:$feedport/Debian/all.zip"
+kill "$feedpid"
+"$KILN" scan hello:2.0.0 --fail-on none | sed -n 1,3p
+# An accepted risk, written down (OpenVEX with kiln:expires): suppressed with its reason, not dropped.
+cat > "$demo/vex.json" <<JSON
+{"@context":"https://openvex.dev/ns/v0.2.0","@id":"https://example.com/vex/hello","author":"demo","timestamp":"$modified","version":1,
+ "statements":[{"vulnerability":{"name":"CVE-2026-1000"},"products":[{"@id":"pkg:deb/debian/hello-config"}],"status":"affected",
+  "action_statement":"debug endpoint not reachable: ingress allows / only; patched below","kiln:expires":"$(date -u -d '+7 days' +%Y-%m-%dT%H:%M:%SZ)"}]}
+JSON
+"$KILN" scan hello:2.0.0 --vex "$demo/vex.json" | sed -n '/SUPPRESSED/,$p'
 export KILN_KEY_PASSWORD=demo
 # The patch policy: signature + provenance + a passing scan no older than 24 h, all of
 # which kiln patch produces itself (human approvals would gate it the same way).

@@ -92,6 +92,9 @@ enum Command {
     Fim(cmd::drift::FimCmd),
     /// Known vulnerabilities (OSV advisories) and baseline findings of an image; exit 1 if the gate fails.
     Scan(cmd::scan::ScanArgs),
+    /// The OSV advisory feed `kiln scan` uses without --advisories: sync it, show it.
+    #[command(subcommand)]
+    Advisories(cmd::advisories::AdvisoriesCmd),
     /// Patching is rebuilding: pin fixed packages (kiln.lock), rebuild, scan, sign, roll out.
     Patch(cmd::scan::PatchArgs),
     /// Print a shell completion script (bash, zsh or fish).
@@ -138,6 +141,7 @@ impl Command {
             Command::Fim(cmd::drift::FimCmd::Init(_)) => ("kiln fim init", Some("fim.init")),
             Command::Fim(cmd::drift::FimCmd::Check(_)) => ("kiln fim check", None),
             Command::Scan(_) => ("kiln scan", Some("scan")),
+            Command::Advisories(c) => (c.command_name(), c.failure_action()),
             Command::Patch(a) => (
                 cmd::scan::patch_command_name(a),
                 cmd::scan::patch_failure_action(a),
@@ -198,6 +202,7 @@ fn main() -> ExitCode {
         Command::Drift(c) => cmd::drift::run(&ctx, c),
         Command::Fim(c) => cmd::drift::fim(&ctx, c),
         Command::Scan(a) => cmd::scan::scan(&ctx, a),
+        Command::Advisories(c) => cmd::advisories::run(&ctx, c),
         Command::Patch(a) => cmd::scan::patch(&ctx, a),
     };
     match res {

@@ -42,7 +42,7 @@ pub use approve::{Approved, approve};
 pub use build::{BuildRequest, Built, build};
 pub use history::{PatchRecord, history};
 pub use patch::{Note, PatchRequest, Patched, Pin, patch};
-pub use scan::{GateSettings, Scanned, scan};
+pub use scan::{GateSettings, Scanned, scan, scan_with};
 pub use sign::{SignedImage, sign};
 
 /// Why a step or the patch failed.

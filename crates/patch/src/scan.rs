@@ -1,5 +1,6 @@
 //! The scan step (`kiln scan`): an image's packages against OSV advisories and the
-//! baseline findings, judged by a gate; optionally the signed result attached to the
+//! baseline findings, with OpenVEX statements applied (suppressed findings listed, not
+//! dropped), judged by a gate; optionally the signed result attached to the
 //! image (`https://kiln.dev/scan/v2`); the `scan` event recorded (a failure when the
 //! gate fails); then the attestation made visible.
 //!
@@ -11,6 +12,7 @@ use std::time::SystemTime;
 
 use kiln_audit::Recorder;
 use kiln_oci::{Pending, Resolved, Store};
+use kiln_scan::vex::VexDocument;
 use kiln_scan::{AdvisoryDb, Gate, ScanReport, Severity, Verdict};
 use kiln_trust::attest::SCAN_PREDICATE_TYPE;
 use kiln_trust::{Attached, Statement, Subject};
@@ -85,6 +87,24 @@ pub fn scan(
     attest_key: Option<Key>,
     now: SystemTime,
 ) -> Result<Scanned, Error> {
+    scan_with(rec, store, img, db, None, settings, attest_key, now)
+}
+
+/// [`scan`] with the OpenVEX statements of `vex` applied (at `now`) before the gate
+/// judges: the vulnerabilities they suppress are listed under `suppressed` in the
+/// report, the event and the attestation, each with its statement, and no longer count
+/// against the gate; an expired statement is not applied (the report's notes say so).
+#[allow(clippy::too_many_arguments)]
+pub fn scan_with(
+    rec: &dyn Recorder,
+    store: &Store,
+    img: &Resolved,
+    db: &AdvisoryDb,
+    vex: Option<&VexDocument>,
+    settings: &GateSettings,
+    attest_key: Option<Key>,
+    now: SystemTime,
+) -> Result<Scanned, Error> {
     let gate = settings.gate()?;
     let mut inv =
         kiln_scan::inventory_from_store(store, &img.descriptor.digest).map_err(|source| {
@@ -94,7 +114,13 @@ pub fn scan(
             }
         })?;
     inv.image = img.reference.clone();
-    let report = kiln_scan::scan(&inv, db);
+    let mut report = kiln_scan::scan(&inv, db);
+    if let Some(doc) = vex {
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        kiln_scan::vex::apply(&mut report, doc, secs);
+    }
     let verdict = gate.evaluate(&report);
     let refusals = gate.refusals(&report);
     if !refusals.is_empty() {
@@ -122,6 +148,8 @@ pub fn scan(
                     "counts": report.counts,
                 },
                 "vulnerabilities": report.vulnerabilities,
+                "suppressed": report.suppressed,
+                "vex": report.vex,
                 "findings": report.findings,
                 "scanned_at": kiln_oci::time::rfc3339_millis(now),
             }),
@@ -177,6 +205,16 @@ fn record(
             report.findings.iter().map(|f| f.id.clone()).collect::<Vec<_>>(),
         )
         .detail("gate_pass", verdict.pass);
+    if let Some(vex) = &report.vex {
+        ev = ev.detail("vex", serde_json::to_value(vex)?).detail(
+            "suppressed",
+            report
+                .suppressed
+                .iter()
+                .map(|x| json!({"id": x.vuln.id, "package": x.vuln.package, "installed": x.vuln.installed, "severity": x.vuln.severity, "status": x.suppression.status, "reason": x.suppression.reason, "expires": x.suppression.expires}))
+                .collect::<Vec<_>>(),
+        );
+    }
     if !verdict.pass {
         ev = ev.failed(&format!("gate failed: {}", verdict.reasons.join("; ")));
     }

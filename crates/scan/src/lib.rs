@@ -7,6 +7,10 @@
 //!   image config and file manifest.
 //! * [`osv`]: OSV advisories (ecosystem `Debian:<N>`), loading, indexing and
 //!   matching by source package.
+//! * [`feed`]: the synced advisory set (`kiln advisories sync`): an OSV
+//!   export fetched, checked ([`osvzip`] unpacks it safely) and stored.
+//! * [`vex`]: OpenVEX statements (`kiln scan --vex`): findings that do not
+//!   apply, or whose risk is accepted until an expiry, shown as suppressed.
 //! * [`baseline`]: configuration findings (`KILN-BASE-001`…).
 //! * [`report`]: the [`ScanReport`], its table / JSON / SARIF 2.1.0 forms, and
 //!   the [`Gate`] policy.
@@ -15,10 +19,13 @@
 
 pub mod baseline;
 pub mod cvss;
+pub mod feed;
 pub mod inventory;
 pub mod osv;
+pub mod osvzip;
 pub mod report;
 pub mod version;
+pub mod vex;
 
 use std::fmt;
 use std::path::PathBuf;

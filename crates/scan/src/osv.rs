@@ -169,6 +169,8 @@ pub struct AdvisoryDb {
     file_digests: Vec<[u8; 32]>,
     /// When loading finished, RFC 3339 UTC.
     pub loaded_at: String,
+    /// The synced feed these came from ([`crate::feed::load_current`]).
+    pub feed: Option<crate::feed::FeedRecord>,
 }
 
 /// What matching an inventory produced.

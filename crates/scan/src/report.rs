@@ -10,6 +10,7 @@ use crate::Severity;
 use crate::baseline::{Finding, baseline_findings};
 use crate::inventory::{Inventory, Package};
 use crate::osv::AdvisoryDb;
+use crate::vex::{Suppressed, VexSummary};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -82,6 +83,10 @@ pub struct AdvisorySummary {
     pub non_debian: usize,
     /// When the files were read (informational only).
     pub loaded_at: String,
+    /// The synced feed the advisories came from (`kiln advisories sync`):
+    /// its URL, archive digest and fetch time. Absent for `--advisories`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<crate::feed::FeedRecord>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +123,13 @@ pub struct ScanReport {
     /// How matching went (release used, unparseable versions, …).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Vulnerabilities a VEX statement suppressed (`kiln scan --vex`): not
+    /// counted, not judged by the gate, and listed with the statement.
+    #[serde(default)]
+    pub suppressed: Vec<Suppressed>,
+    /// The VEX document applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vex: Option<VexSummary>,
 }
 
 /// Scan `inv` against `db`: vulnerabilities plus baseline findings.
@@ -190,13 +202,28 @@ impl ScanReport {
                 withdrawn: db.withdrawn,
                 non_debian: db.non_debian,
                 loaded_at: db.loaded_at.clone(),
+                feed: db.feed.clone(),
             },
             packages: inv.packages.clone(),
             vulnerabilities,
             findings,
             counts,
             notes,
+            suppressed: Vec::new(),
+            vex: None,
         }
+    }
+
+    /// Count the (unsuppressed) vulnerabilities and the findings again.
+    pub fn recount(&mut self) {
+        let mut counts = Counts::default();
+        for v in &self.vulnerabilities {
+            counts.add(v.severity);
+        }
+        for f in &self.findings {
+            counts.add(f.severity);
+        }
+        self.counts = counts;
     }
 
     /// Pretty JSON.
@@ -223,6 +250,13 @@ impl ScanReport {
             a.newest_modified.as_deref().unwrap_or("-"),
             a.digest,
         );
+        if let Some(f) = &a.feed {
+            let _ = writeln!(
+                s,
+                "synced from {}, fetched {}, archive {}",
+                f.url, f.fetched_at, f.archive_digest
+            );
+        }
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }
@@ -292,6 +326,22 @@ impl ScanReport {
                 );
             }
         }
+        if !self.suppressed.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nSUPPRESSED BY VEX ({}, from {})",
+                self.suppressed.len(),
+                self.vex.as_ref().map_or("?", |v| v.file.as_str())
+            );
+            for x in &self.suppressed {
+                let v = &x.vuln;
+                let _ = writeln!(
+                    s,
+                    "  {}  {} {}  ({})  {}",
+                    v.id, v.package, v.installed, v.severity, x.suppression.reason
+                );
+            }
+        }
         let c = &self.counts;
         let _ = writeln!(
             s,
@@ -304,6 +354,13 @@ impl ScanReport {
             c.low,
             c.unknown
         );
+        if !self.suppressed.is_empty() {
+            let _ = writeln!(
+                s,
+                "{} suppressed by VEX (listed above, not counted)",
+                self.suppressed.len()
+            );
+        }
         s
     }
 
@@ -324,7 +381,12 @@ impl ScanReport {
                 }
             };
         let mut results = Vec::new();
-        for v in &self.vulnerabilities {
+        let all = self.vulnerabilities.iter().map(|v| (v, None)).chain(
+            self.suppressed
+                .iter()
+                .map(|x| (&x.vuln, Some(&x.suppression))),
+        );
+        for (v, suppression) in all {
             let idx = rule_index(
                 &v.id,
                 &|| {
@@ -358,7 +420,7 @@ impl ScanReport {
                     v.package, v.installed, v.source, v.source_version, v.id
                 ),
             };
-            results.push(json!({
+            let mut result = json!({
                 "ruleId": v.id,
                 "ruleIndex": idx,
                 "level": sarif_level(v.severity),
@@ -373,7 +435,19 @@ impl ScanReport {
                     "package": v.package, "source": v.source, "installed": v.installed,
                     "fixed": v.fixed, "state": v.state, "severity": v.severity,
                 }
-            }));
+            });
+            if let (Some(x), Some(o)) = (suppression, result.as_object_mut()) {
+                o.insert(
+                    "suppressions".into(),
+                    json!([{
+                        "kind": "external",
+                        "status": "accepted",
+                        "justification": x.reason,
+                        "properties": x,
+                    }]),
+                );
+            }
+            results.push(result);
         }
         for f in &self.findings {
             let idx = rule_index(
@@ -408,7 +482,7 @@ impl ScanReport {
                 }],
             }));
         }
-        json!({
+        let mut out = json!({
             "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
             "version": "2.1.0",
             "runs": [{
@@ -427,7 +501,13 @@ impl ScanReport {
                     "advisories": self.advisories,
                 }
             }]
-        })
+        });
+        if let Some(vex) = &self.vex
+            && let Some(p) = out["runs"][0]["properties"].as_object_mut()
+        {
+            p.insert("vex".into(), json!(vex));
+        }
+        out
     }
 }
 

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod advisories;
 pub mod approve;
 pub mod build;
 pub mod completions;

@@ -1,5 +1,5 @@
-//! `kiln scan` (known vulnerabilities from OSV advisories, and the baseline
-//! findings) and `kiln patch` (patching is rebuilding: pin the fixed
+//! `kiln scan` (known vulnerabilities from OSV advisories — given, or the synced
+//! feed — with OpenVEX statements applied, and the baseline findings) and `kiln patch` (patching is rebuilding: pin the fixed
 //! package, rebuild, scan, sign and roll out — with the time each advisory
 //! took to reach the fleet). Both are `kiln-patch` library calls; this module
 //! maps arguments and prints.
@@ -20,9 +20,15 @@ use super::{Ctx, image_resource, print_json, resolve};
 pub struct ScanArgs {
     /// NAME:TAG, NAME@sha256:<hex> or sha256:<hex>.
     image: String,
-    /// OSV advisories: files or directories (osv.dev's export format).
-    #[arg(long, required = true, num_args = 1..)]
+    /// OSV advisories: files or directories (osv.dev's export format). Without it, the set
+    /// `kiln advisories sync` stored.
+    #[arg(long, num_args = 1..)]
     advisories: Vec<PathBuf>,
+    /// OpenVEX statements: findings they say do not apply (not_affected with a
+    /// justification), or whose risk is accepted (affected, a reason and kiln:expires), are
+    /// shown as suppressed and do not fail the gate; an expired one is not applied.
+    #[arg(long)]
+    vex: Option<PathBuf>,
     #[command(flatten)]
     gate: GateArgs,
     /// SARIF 2.1.0 on stdout, for code-scanning UIs.
@@ -74,11 +80,24 @@ impl GateArgs {
     }
 }
 
+/// The advisories given, or else the set `kiln advisories sync` stored (fail closed
+/// without either).
+fn advisories(ctx: &Ctx, given: &[PathBuf]) -> Result<AdvisoryDb> {
+    if !given.is_empty() {
+        return Ok(AdvisoryDb::load(given)?);
+    }
+    match kiln_scan::feed::load_current(&ctx.state_dir)? {
+        Some((_, db)) => Ok(db),
+        None => bail!("no advisories: run kiln advisories sync or pass --advisories"),
+    }
+}
+
 pub fn scan(ctx: &Ctx, a: ScanArgs) -> Result<()> {
     let store = ctx.store()?;
     let img = resolve(&store, &a.image)?;
     ctx.touch(image_resource(&img));
-    let db = AdvisoryDb::load(&a.advisories)?;
+    let db = advisories(ctx, &a.advisories)?;
+    let vex = a.vex.as_deref().map(kiln_scan::vex::load).transpose()?;
     let settings = a.gate.settings();
     // The gate first: a bad --fail-on is an error before anything is read.
     settings.gate()?;
@@ -95,7 +114,16 @@ pub fn scan(ctx: &Ctx, a: ScanArgs) -> Result<()> {
         report,
         verdict,
         attested,
-    } = kiln_patch::scan(ctx, &store, &img, &db, &settings, key, SystemTime::now())?;
+    } = kiln_patch::scan_with(
+        ctx,
+        &store,
+        &img,
+        &db,
+        vex.as_ref(),
+        &settings,
+        key,
+        SystemTime::now(),
+    )?;
     if a.sarif {
         print_json(&report.sarif())?;
     } else if ctx.json {
@@ -149,7 +177,7 @@ pub struct PatchArgs {
     /// The image spec (kiln.toml); kiln.lock is written beside it.
     #[arg(short = 'f', long = "file")]
     file: Option<PathBuf>,
-    /// OSV advisories: files or directories.
+    /// OSV advisories: files or directories. Without it, the set `kiln advisories sync` stored.
     #[arg(long, num_args = 1..)]
     advisories: Vec<PathBuf>,
     /// A directory of .deb files with fixed versions.
@@ -197,10 +225,7 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
         .key
         .clone()
         .context("kiln patch needs --key (the fixed image is signed)")?;
-    if a.advisories.is_empty() {
-        bail!("kiln patch needs --advisories");
-    }
-    let db = AdvisoryDb::load(&a.advisories)?;
+    let db = advisories(ctx, &a.advisories)?;
     let password = super::sign::key_password();
     let builder = Builder::current()?;
     let threads = std::thread::available_parallelism()

@@ -5,6 +5,7 @@
 //! ignored; `scripts/test.sh` installs the tools and runs them too
 //! (`--include-ignored`), where a missing tool fails the test.
 
+mod advisories;
 mod attest;
 mod audit;
 mod build;

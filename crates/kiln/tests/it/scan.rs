@@ -10,7 +10,7 @@ use crate::support::*;
 
 /// An RFC 3339 time `hours_ago` hours before now: fixtures are dated relative to the
 /// clock, never hard-coded (a fixed date goes stale, and a future one is always "fresh").
-fn hours_ago(hours: u64) -> String {
+pub(crate) fn hours_ago(hours: u64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -18,7 +18,7 @@ fn hours_ago(hours: u64) -> String {
     kiln_oci::time::rfc3339(now - hours * 3600)
 }
 
-fn advisory(dir: &Path, id: &str, package: &str, fixed: Option<&str>, extra: &str) {
+pub(crate) fn advisory(dir: &Path, id: &str, package: &str, fixed: Option<&str>, extra: &str) {
     advisory_at(dir, id, package, fixed, extra, &hours_ago(0));
 }
 
@@ -290,7 +290,7 @@ fn patch_pins_rebuilds_scans_signs_and_the_policy_can_require_the_scan() {
 }
 
 /// The predicate of the scan attestation at referrer manifest `referrer`.
-fn scan_predicate(e: &Env, referrer: &str) -> serde_json::Value {
+pub(crate) fn scan_predicate(e: &Env, referrer: &str) -> serde_json::Value {
     use base64::Engine as _;
     let store = e.store();
     let m = manifest(&store, referrer);
