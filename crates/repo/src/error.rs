@@ -15,14 +15,6 @@ pub struct Deb822Error {
     pub reason: String,
 }
 
-/// Why a dependency field (`Depends`, `Provides`, …) does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?}: {reason}")]
-pub struct RelationError {
-    pub input: String,
-    pub reason: String,
-}
-
 /// Everything that can go wrong reading a repository.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
