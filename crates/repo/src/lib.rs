@@ -12,7 +12,7 @@
 //!
 //! Module map:
 //! - [`config`]: `[[repositories]]` and apt `.sources` entries.
-//! - [`deb822`]: the control-file syntax.
+//! - [`deb822`]: the control-file syntax (kiln-solve's, re-exported).
 //! - [`release`], [`packages`]: the typed indexes.
 //! - [`resolve`]: names to a closure with URLs, hashes and suite digests.
 //! - [`signature`]: keyrings and signature checks (rPGP).
@@ -24,7 +24,6 @@
 pub mod cache;
 pub mod client;
 pub mod config;
-pub mod deb822;
 pub mod error;
 mod http;
 pub mod packages;
@@ -38,8 +37,8 @@ pub use config::{RepositoryConfig, check_relative_path, repositories_from_source
 pub use error::{Deb822Error, RepoError};
 pub use kiln_registry::{LowSpeedLimit, Timeouts};
 pub use kiln_scan::DebVersion;
-pub use kiln_solve::relation;
 pub use kiln_solve::relation::{Constraint, Op, OrGroup, Relation, RelationError};
+pub use kiln_solve::{deb822, relation};
 pub use packages::{MultiArch, Package, SourceRef, parse_packages};
 pub use release::{IndexEntry, Release};
 pub use resolve::{LockedPackage, LockedSuite, Resolution, ResolveError, resolve};

@@ -5,9 +5,9 @@
 use kiln_oci::Digest;
 use kiln_scan::DebVersion;
 
-use crate::deb822::{self, Paragraph};
 use crate::error::Deb822Error;
 pub use kiln_solve::MultiArch;
+use kiln_solve::deb822::{self, Paragraph};
 use kiln_solve::relation::{self, OrGroup, Relation};
 
 /// `Source: name (version)`, filled from the binary's own name and version
