@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::deb822;
 use crate::error::{Deb822Error, RepoError};
+use kiln_solve::deb822;
 
 /// One repository: a base URL, the suites and components to read from it,
 /// and the OpenPGP keyring (binary or ASCII-armored) its `InRelease` files

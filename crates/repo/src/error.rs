@@ -6,22 +6,7 @@ use std::path::PathBuf;
 
 use kiln_oci::Digest;
 
-/// Why a deb822 text (Release, Packages, sources) is malformed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {reason}")]
-pub struct Deb822Error {
-    /// 1-based line number.
-    pub line: usize,
-    pub reason: String,
-}
-
-/// Why a dependency field (`Depends`, `Provides`, …) does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?}: {reason}")]
-pub struct RelationError {
-    pub input: String,
-    pub reason: String,
-}
+pub use kiln_solve::deb822::Deb822Error;
 
 /// Everything that can go wrong reading a repository.
 #[derive(Debug, thiserror::Error)]

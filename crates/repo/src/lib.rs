@@ -7,12 +7,14 @@
 //! decompressed; a `.deb` is checked against its `Packages` entry before
 //! anything reads it. Downloads are bounded in size and time;
 //! what passed lands in a content-addressed [`cache`]. Dependency fields are
-//! parsed into the small tree of [`relations`], which the solver uses.
+//! parsed by kiln-solve's [`relation`] module (re-exported), and
+//! [`resolve`] turns names into a verified, solved closure.
 //!
 //! Module map:
 //! - [`config`]: `[[repositories]]` and apt `.sources` entries.
-//! - [`deb822`]: the control-file syntax.
-//! - [`release`], [`packages`], [`relations`]: the typed indexes.
+//! - [`deb822`]: the control-file syntax (kiln-solve's, re-exported).
+//! - [`release`], [`packages`]: the typed indexes.
+//! - [`resolve`]: names to a closure with URLs, hashes and suite digests.
 //! - [`signature`]: keyrings and signature checks (rPGP).
 //! - [`client`]: [`RepoClient`], the verified chain over HTTP.
 //! - [`cache`]: the content-addressed cache and `prune`.
@@ -22,21 +24,22 @@
 pub mod cache;
 pub mod client;
 pub mod config;
-pub mod deb822;
 pub mod error;
 mod http;
 pub mod packages;
-pub mod relations;
 pub mod release;
+pub mod resolve;
 pub mod signature;
 
 pub use cache::{Cache, Kind, Pruned};
 pub use client::{Options, RepoClient, Suite};
 pub use config::{RepositoryConfig, check_relative_path, repositories_from_sources};
-pub use error::{Deb822Error, RelationError, RepoError};
+pub use error::{Deb822Error, RepoError};
 pub use kiln_registry::{LowSpeedLimit, Timeouts};
 pub use kiln_scan::DebVersion;
+pub use kiln_solve::relation::{Constraint, Op, OrGroup, Relation, RelationError};
+pub use kiln_solve::{deb822, relation};
 pub use packages::{MultiArch, Package, SourceRef, parse_packages};
-pub use relations::{Alternative, Constraint, Op, Relation, parse_relations};
 pub use release::{IndexEntry, Release};
+pub use resolve::{LockedPackage, LockedSuite, Resolution, ResolveError, resolve};
 pub use signature::{Keyring, SignedBy};

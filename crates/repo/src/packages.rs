@@ -1,22 +1,14 @@
 //! `Packages` indexes: one typed [`Package`] per stanza, with its
-//! relationship fields parsed into [`crate::relations`] trees.
+//! relationship fields parsed by [`kiln_solve::relation`], and
+//! [`Package::to_solver`], the solver's view of it.
 
 use kiln_oci::Digest;
 use kiln_scan::DebVersion;
 
-use crate::deb822::{self, Paragraph};
 use crate::error::Deb822Error;
-use crate::relations::{Relation, parse_relations};
-
-/// `Multi-Arch` (Policy §5.6.27 / the MultiArch spec).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum MultiArch {
-    #[default]
-    No,
-    Same,
-    Foreign,
-    Allowed,
-}
+pub use kiln_solve::MultiArch;
+use kiln_solve::deb822::{self, Paragraph};
+use kiln_solve::relation::{self, OrGroup, Relation};
 
 /// `Source: name (version)`, filled from the binary's own name and version
 /// when absent (as dpkg does).
@@ -37,13 +29,16 @@ pub struct Package {
     pub priority: Option<String>,
     pub section: Option<String>,
     pub source: SourceRef,
-    pub depends: Vec<Relation>,
-    pub pre_depends: Vec<Relation>,
+    pub depends: Vec<OrGroup>,
+    pub pre_depends: Vec<OrGroup>,
+    /// The fields below admit no alternatives (`a | b` is an error).
     pub provides: Vec<Relation>,
     pub conflicts: Vec<Relation>,
     pub breaks: Vec<Relation>,
     pub replaces: Vec<Relation>,
-    pub recommends: Vec<Relation>,
+    pub recommends: Vec<OrGroup>,
+    /// `Important: yes`.
+    pub important: bool,
     /// Path below the repository root (checked by [`crate::safe_filename`]
     /// before any download).
     pub filename: String,
@@ -69,10 +64,16 @@ pub fn package_from(p: &Paragraph<'_>) -> Result<Package, Deb822Error> {
     let name = req("Package")?;
     let ctx = |field: &str, e: String| bad(format!("package {name}: {field}: {e}"));
     let version = DebVersion::parse(req("Version")?).map_err(|e| ctx("Version", e.to_string()))?;
-    let rel = |field: &str| -> Result<Vec<Relation>, Deb822Error> {
+    let rel = |field: &str| -> Result<Vec<OrGroup>, Deb822Error> {
         match p.get(field) {
             None => Ok(Vec::new()),
-            Some(v) => parse_relations(v).map_err(|e| ctx(field, e.reason)),
+            Some(v) => relation::parse(v).map_err(|e| ctx(field, e.to_string())),
+        }
+    };
+    let flat = |field: &str| -> Result<Vec<Relation>, Deb822Error> {
+        match p.get(field) {
+            None => Ok(Vec::new()),
+            Some(v) => relation::parse_flat(v).map_err(|e| ctx(field, e.to_string())),
         }
     };
     let multi_arch = match p.get("Multi-Arch").map(str::to_ascii_lowercase).as_deref() {
@@ -129,15 +130,43 @@ pub fn package_from(p: &Paragraph<'_>) -> Result<Package, Deb822Error> {
         source,
         depends: rel("Depends")?,
         pre_depends: rel("Pre-Depends")?,
-        provides: rel("Provides")?,
-        conflicts: rel("Conflicts")?,
-        breaks: rel("Breaks")?,
-        replaces: rel("Replaces")?,
+        provides: flat("Provides")?,
+        conflicts: flat("Conflicts")?,
+        breaks: flat("Breaks")?,
+        replaces: flat("Replaces")?,
         recommends: rel("Recommends")?,
+        important: p
+            .get("Important")
+            .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
         filename: req("Filename")?.to_string(),
         size,
         sha256,
     })
+}
+
+impl Package {
+    /// The solver's view: the relations, Multi-Arch, Essential/Important
+    /// and Priority, with the pin priority and origin of the suite it was
+    /// read from.
+    pub fn to_solver(&self, pin_priority: i32, origin: &str) -> kiln_solve::Package {
+        let mut p = kiln_solve::Package::new(&self.name, self.version.as_str(), &self.architecture);
+        p.multi_arch = self.multi_arch;
+        p.pre_depends = self.pre_depends.clone();
+        p.depends = self.depends.clone();
+        p.recommends = self.recommends.clone();
+        p.provides = self.provides.clone();
+        p.conflicts = self.conflicts.clone();
+        p.breaks = self.breaks.clone();
+        p.essential = self.essential;
+        p.important = self.important;
+        p.priority = self
+            .priority
+            .as_deref()
+            .and_then(kiln_solve::Priority::from_field);
+        p.pin_priority = pin_priority;
+        p.origin = origin.to_string();
+        p
+    }
 }
 
 #[cfg(test)]

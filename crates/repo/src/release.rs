@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use kiln_oci::Digest;
 use kiln_oci::time::days_from_civil;
 
-use crate::deb822;
 use crate::error::Deb822Error;
+use kiln_solve::deb822;
 
 /// An index file listed in a Release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

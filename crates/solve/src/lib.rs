@@ -10,7 +10,9 @@
 //!   in; the rules are in that module's documentation.
 //! * [`check`]: [`check_closure`], an independent consistency check of any
 //!   closure (dependencies satisfied, no conflicts).
-//! * [`packages`]: a minimal `Packages` index parser (tests, small tools).
+//! * [`deb822`]: the control-file syntax (shared with kiln-repo).
+//! * [`packages`]: a `Packages` index read into solver [`Package`]s
+//!   (tests, small tools; kiln-repo reads the full typed stanza).
 //!
 //! Versions compare with kiln's dpkg-exact order, `kiln_scan::version`.
 //! Nothing here touches the network or the file system.
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod deb822;
 pub mod packages;
 pub mod relation;
 pub mod solver;

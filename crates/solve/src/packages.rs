@@ -1,16 +1,18 @@
-//! A minimal parser for an (uncompressed) APT `Packages` index: the fields
-//! the solver needs, per stanza, into [`Package`]s. Fetching, verifying and
-//! the full field set are kiln-repo's job; this one serves tests and small
-//! tools.
+//! A `Packages` index read into solver [`Package`]s: the stanzas split by
+//! [`crate::deb822`] (the one control-file reader, shared with kiln-repo),
+//! and of each stanza only the fields the solver needs. Fetching,
+//! verifying and the full field set are kiln-repo's job; this serves tests
+//! and small tools.
 
+use crate::deb822::{self, Deb822Error, Paragraph};
 use crate::relation::{self, RelationError};
 use crate::universe::{MultiArch, Package, Priority};
 
 /// Why a `Packages` index does not parse.
 #[derive(Debug, thiserror::Error)]
 pub enum PackagesError {
-    #[error("line {line}: {message}")]
-    Syntax { line: usize, message: String },
+    #[error("control syntax")]
+    Syntax(#[source] Deb822Error),
     #[error("stanza at line {line}: missing {field}")]
     Missing { line: usize, field: &'static str },
     #[error("stanza at line {line} ({package}): field {field}")]
@@ -25,73 +27,16 @@ pub enum PackagesError {
 
 /// Parse `text`; every package gets `pin_priority` and `origin`.
 pub fn parse(text: &str, pin_priority: i32, origin: &str) -> Result<Vec<Package>, PackagesError> {
-    let mut out = Vec::new();
-    // (name, value start, value end) as byte offsets into `text`; a
-    // multi-line value is one span (relation parsing treats the line
-    // breaks as blanks), so nothing is copied.
-    let mut fields: Vec<(&str, usize, usize)> = Vec::new();
-    let mut start = 1usize;
-    let mut offset = 0usize;
-    for (i, raw) in text.split_inclusive('\n').enumerate() {
-        let lineno = i + 1;
-        let line_start = offset;
-        offset += raw.len();
-        let line = raw.trim_end_matches(['\n', '\r']);
-        if line.trim().is_empty() {
-            if !fields.is_empty() {
-                out.push(stanza(text, &fields, start, pin_priority, origin)?);
-                fields.clear();
-            }
-            continue;
-        }
-        if line.starts_with(' ') || line.starts_with('\t') {
-            let Some((_, _, end)) = fields.last_mut() else {
-                return Err(PackagesError::Syntax {
-                    line: lineno,
-                    message: "continuation line outside a field".to_string(),
-                });
-            };
-            *end = line_start + line.len();
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some((name, _)) = line.split_once(':') else {
-            return Err(PackagesError::Syntax {
-                line: lineno,
-                message: format!("not a field: {line:?}"),
-            });
-        };
-        if fields.is_empty() {
-            start = lineno;
-        }
-        fields.push((
-            name.trim(),
-            line_start + name.len() + 1,
-            line_start + line.len(),
-        ));
-    }
-    if !fields.is_empty() {
-        out.push(stanza(text, &fields, start, pin_priority, origin)?);
-    }
-    Ok(out)
+    deb822::parse(text)
+        .map_err(PackagesError::Syntax)?
+        .iter()
+        .map(|p| stanza(p, pin_priority, origin))
+        .collect()
 }
 
-fn stanza(
-    text: &str,
-    fields: &[(&str, usize, usize)],
-    line: usize,
-    pin_priority: i32,
-    origin: &str,
-) -> Result<Package, PackagesError> {
-    let get = |f: &str| {
-        fields
-            .iter()
-            .find(|(n, _, _)| n.eq_ignore_ascii_case(f))
-            .and_then(|&(_, s, e)| text.get(s..e))
-            .map(str::trim)
-    };
+fn stanza(para: &Paragraph<'_>, pin_priority: i32, origin: &str) -> Result<Package, PackagesError> {
+    let line = para.line;
+    let get = |f: &str| para.get(f).map(str::trim);
     let need = |f: &'static str| get(f).ok_or(PackagesError::Missing { line, field: f });
     let mut p = Package::new(need("Package")?, need("Version")?, need("Architecture")?);
     p.pin_priority = pin_priority;
@@ -160,7 +105,7 @@ mod tests {
         ));
         assert!(matches!(
             parse(" x\n", 500, ""),
-            Err(PackagesError::Syntax { line: 1, .. })
+            Err(PackagesError::Syntax(Deb822Error { line: 1, .. }))
         ));
         assert!(matches!(
             parse(

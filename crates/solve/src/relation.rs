@@ -243,6 +243,10 @@ fn parse_one(text: &str) -> Result<Relation, RelationError> {
     if name_end == 0 {
         return Err(RelationError::MissingName(whole.to_string()));
     }
+    if !whole.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        // Policy §5.6.1: a package name starts with an alphanumeric.
+        return Err(err_unexpected(whole));
+    }
     let mut rel = Relation::named(&whole[..name_end]);
     let mut rest = &whole[name_end..];
     if let Some(r) = rest.strip_prefix(':') {
@@ -284,11 +288,15 @@ fn parse_one(text: &str) -> Result<Relation, RelationError> {
     if let Some(r) = rest.strip_prefix('[') {
         let close = r.find(']').ok_or_else(|| err_unexpected(rest))?;
         rel.arch_restriction = r[..close].split_whitespace().map(str::to_string).collect();
+        let negated = |t: &String| t.starts_with('!');
         if rel.arch_restriction.is_empty()
             || rel.arch_restriction.iter().any(|t| {
                 t.trim_start_matches('!').is_empty()
                     || !t.trim_start_matches('!').chars().all(is_arch_char)
             })
+            // All entries are negated or none (Policy §7.1).
+            || (rel.arch_restriction.iter().any(negated)
+                && !rel.arch_restriction.iter().all(negated))
         {
             return Err(err_unexpected(rest));
         }
@@ -361,6 +369,79 @@ mod tests {
     }
 
     #[test]
+    fn a_real_depends_line() {
+        let v = |s: &str| DebVersion::parse(s).unwrap();
+        let r = parse(
+            "libc6 (>= 2.34), debconf (>= 0.5) | debconf-2.0, python3:any (<< 3.12~),\n perl:any",
+        )
+        .unwrap();
+        assert_eq!(r.len(), 4);
+        assert_eq!(r[1].alternatives.len(), 2);
+        assert_eq!(r[1].alternatives[1].name, "debconf-2.0");
+        let c = r[0].alternatives[0].constraint.as_ref().unwrap();
+        assert_eq!(c.op, Op::Ge);
+        assert!(c.matches(&v("2.36-9+deb12u10")));
+        assert!(!c.matches(&v("2.31")));
+        assert_eq!(r[2].alternatives[0].arch_qualifier.as_deref(), Some("any"));
+        assert_eq!(r[3].alternatives[0].name, "perl");
+        assert_eq!(
+            format_field(&r),
+            "libc6 (>= 2.34), debconf (>= 0.5) | debconf-2.0, python3:any (<< 3.12~), perl:any"
+        );
+    }
+
+    #[test]
+    fn every_operator() {
+        for (t, op) in [
+            ("<<", Op::Lt),
+            ("<=", Op::Le),
+            ("=", Op::Eq),
+            (">=", Op::Ge),
+            (">>", Op::Gt),
+            ("<", Op::Le),
+            (">", Op::Ge),
+        ] {
+            let r = parse(&format!("a ({t} 1.0)")).unwrap();
+            assert_eq!(
+                r[0].alternatives[0].constraint.as_ref().unwrap().op,
+                op,
+                "{t}"
+            );
+        }
+        let v = |s: &str| DebVersion::parse(s).unwrap();
+        let c = |s: &str| parse_one(s).unwrap().constraint.unwrap();
+        assert!(c("a (<< 1.0)").matches(&v("1.0~rc1")));
+        assert!(!c("a (<< 1.0)").matches(&v("1.0")));
+    }
+
+    #[test]
+    fn restrictions_and_profiles_round_trip() {
+        let r = parse("foo [amd64 arm64] <!nocheck> <stage1 cross>, bar [!i386]").unwrap();
+        let a = &r[0].alternatives[0];
+        assert_eq!(a.arch_restriction.len(), 2);
+        assert_eq!(a.profiles, [vec!["!nocheck"], vec!["stage1", "cross"]]);
+        assert!(r[1].alternatives[0].arch_restriction[0].starts_with('!'));
+        assert_eq!(
+            format_field(&r),
+            "foo [amd64 arm64] <!nocheck> <stage1 cross>, bar [!i386]"
+        );
+    }
+
+    #[test]
+    fn more_garbage() {
+        // Names start with an alphanumeric; an architecture list is all
+        // negated or all plain; no text after the last part.
+        for bad in ["-a", "a [amd64 !i386]", "a (>= 1 2)", "a (~ 1)", "a, b c"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        // dpkg skips empty entries between commas.
+        assert_eq!(parse("a,,b").unwrap().len(), 2);
+        assert_eq!(parse(",a").unwrap().len(), 1);
+        assert_eq!(parse("a, b,").unwrap().len(), 2);
+        assert!(parse("").unwrap().is_empty());
+    }
+
+    #[test]
     fn restrictions_apply() {
         let r = |s: &str| parse_one(s).unwrap();
         assert!(r("a [amd64]").applies_to("amd64"));
@@ -402,7 +483,10 @@ mod tests {
             name(),
             proptest::option::of("any|native|amd64|all"),
             proptest::option::of((op, version)),
-            proptest::collection::vec("!?[a-z0-9-]{1,8}", 0..3),
+            (
+                any::<bool>(),
+                proptest::collection::vec("[a-z0-9-]{1,8}", 0..3),
+            ),
             proptest::collection::vec(proptest::collection::vec("!?[a-z0-9]{1,6}", 1..3), 0..2),
         )
             .prop_map(|(name, q, c, arches, profiles)| Relation {
@@ -412,7 +496,11 @@ mod tests {
                     op,
                     version: DebVersion::parse(&v).unwrap(),
                 }),
-                arch_restriction: arches,
+                arch_restriction: arches
+                    .1
+                    .into_iter()
+                    .map(|a| if arches.0 { format!("!{a}") } else { a })
+                    .collect(),
                 profiles,
             })
     }

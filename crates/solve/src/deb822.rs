@@ -9,7 +9,14 @@
 //! with `#` at column 0 are comments (allowed in `.sources`, absent from
 //! archive indexes).
 
-use crate::error::Deb822Error;
+/// Why a deb822 text (Release, Packages, sources) is malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct Deb822Error {
+    /// 1-based line number.
+    pub line: usize,
+    pub reason: String,
+}
 
 /// One field: its name and its raw value (first line trimmed, continuation
 /// lines kept with their newlines and indentation; see [`Field::lines`]).
