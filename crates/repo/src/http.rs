@@ -88,24 +88,30 @@ impl Http {
         }
     }
 
-    /// GET `url`: `Ok(None)` on 404 or 410, the whole body when it is at
-    /// most `limit` bytes.
-    pub(crate) fn get_small(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>, RepoError> {
-        let mut resp = self
+    /// GET `url`: the response when the server answers 200, `None` on 404 or 410
+    /// (the file is not there), any other status an error.
+    fn get(&self, url: &str) -> Result<Option<ureq::http::Response<ureq::Body>>, RepoError> {
+        let resp = self
             .agent
             .get(url)
             .call()
             .map_err(|e| self.http_error(url, e))?;
         match resp.status().as_u16() {
-            200 => {}
-            404 | 410 => return Ok(None),
-            status => {
-                return Err(RepoError::Status {
-                    url: url.to_string(),
-                    status,
-                });
-            }
+            200 => Ok(Some(resp)),
+            404 | 410 => Ok(None),
+            status => Err(RepoError::Status {
+                url: url.to_string(),
+                status,
+            }),
         }
+    }
+
+    /// GET `url`: `Ok(None)` on 404 or 410, the whole body when it is at
+    /// most `limit` bytes.
+    pub(crate) fn get_small(&self, url: &str, limit: u64) -> Result<Option<Vec<u8>>, RepoError> {
+        let Some(mut resp) = self.get(url)? else {
+            return Ok(None);
+        };
         let mut r = kiln_registry::LowSpeedReader::new(
             resp.body_mut().as_reader().take(limit.saturating_add(1)),
             self.timeouts.low_speed,
@@ -133,21 +139,9 @@ impl Http {
         sha256: &Digest,
         w: &mut dyn Write,
     ) -> Result<bool, RepoError> {
-        let mut resp = self
-            .agent
-            .get(url)
-            .call()
-            .map_err(|e| self.http_error(url, e))?;
-        match resp.status().as_u16() {
-            200 => {}
-            404 | 410 => return Ok(false),
-            status => {
-                return Err(RepoError::Status {
-                    url: url.to_string(),
-                    status,
-                });
-            }
-        }
+        let Some(mut resp) = self.get(url)? else {
+            return Ok(false);
+        };
         let mut r = kiln_registry::LowSpeedReader::new(
             resp.body_mut().as_reader().take(size.saturating_add(1)),
             self.timeouts.low_speed,
