@@ -21,6 +21,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# kiln-solve's apt oracle (crates/solve/tests/apt_oracle.rs) compares kiln's closures with
+# `apt-get -s` over the machine's own package indexes: they must have been downloaded.
+if ! compgen -G '/var/lib/apt/lists/*_binary-amd64_Packages*' >/dev/null; then
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  echo "install-deps: apt-get update (package indexes for the apt oracle)" >&2
+  $SUDO apt-get update -qq
+fi
+
 # podman: `podman load` of kiln's oci-archive and docker-archive exports
 # (crates/kiln/tests/it/export.rs). Tests use a temporary --root/--runroot.
 if ! command -v podman >/dev/null 2>&1; then
