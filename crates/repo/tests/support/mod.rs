@@ -15,7 +15,7 @@ use pgp::composed::{
 };
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::ser::Serialize;
-use pgp::types::Password;
+use pgp::types::{Password, Timestamp};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use sha2::{Digest, Sha256};
@@ -138,8 +138,12 @@ pub struct Signer {
 impl Signer {
     pub fn new(seed: u64, subkey: bool) -> Signer {
         let mut rng = StdRng::seed_from_u64(seed);
+        // A fixed creation time: the fingerprint hashes it, so a key made
+        // from the same seed a second later would otherwise be another key.
+        let created = Timestamp::from_secs(KEY_CREATED);
         let mut p = SecretKeyParamsBuilder::default();
         p.key_type(KeyType::Ed25519Legacy)
+            .created_at(created)
             .can_certify(true)
             .can_sign(!subkey)
             .can_encrypt(EncryptionCaps::None)
@@ -147,6 +151,7 @@ impl Signer {
         if subkey {
             let mut s = SubkeyParamsBuilder::default();
             s.key_type(KeyType::Ed25519Legacy)
+                .created_at(created)
                 .can_sign(true)
                 .can_encrypt(EncryptionCaps::None)
                 .can_authenticate(false);
@@ -225,6 +230,8 @@ pub fn xz(b: &[u8]) -> Vec<u8> {
 }
 
 /// 2026-07-11 10:16:37 UTC, the fixture Release's Date.
+/// When every test key was made (2025-01-01), before any date the tests use.
+pub const KEY_CREATED: u32 = 1_735_689_600;
 pub const DATE: u64 = 1_783_764_997;
 pub const DATE_TEXT: &str = "Sat, 11 Jul 2026 10:16:37 UTC";
 pub const VALID_UNTIL_TEXT: &str = "Sat, 18 Jul 2026 10:16:37 UTC";
