@@ -25,6 +25,7 @@ pub mod provenance;
 pub mod source;
 pub mod spec;
 pub mod spool;
+pub mod system;
 pub mod tarw;
 pub use kiln_oci::time;
 pub mod tree;

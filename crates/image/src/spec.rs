@@ -235,6 +235,8 @@ pub struct Spec {
     pub check_entrypoint: bool,
     pub files: Vec<FileSpec>,
     pub debs: Vec<DebSpec>,
+    /// Accounts, extra CAs and the merged-/usr layout (see [`crate::system`]).
+    pub system: crate::system::System,
     pub baseline: Baseline,
     /// SHA-256 of the spec file's bytes.
     pub sha256: String,
@@ -439,6 +441,7 @@ impl Spec {
             stop_signal: img.stop_signal,
             files,
             debs,
+            system: Default::default(),
             baseline,
             sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
             text: text.to_string(),
