@@ -308,6 +308,15 @@ pub fn build(
                 .filter(|s| !s.get("Package").is_some_and(|p| names.contains(p))),
         );
     }
+    // The info database's format: 1 names the files of `Multi-Arch: same`
+    // packages `<pkg>:<arch>.*`, as kiln_deb does; without this file dpkg
+    // reads the database as format 0 and finds none of them.
+    if lower.node("/var/lib/dpkg/info/format").is_none() {
+        layer.insert(
+            "/var/lib/dpkg/info/format".into(),
+            Node::bytes(b"1\n".to_vec(), 0o644, 0, 0, Origin::Spec),
+        );
+    }
     stanzas.sort_by(|a, b| {
         (a.get("Package"), a.get("Architecture")).cmp(&(b.get("Package"), b.get("Architecture")))
     });

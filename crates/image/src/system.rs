@@ -200,6 +200,9 @@ pub(crate) fn is_clean_abs(p: &str) -> bool {
             .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
+#[cfg(test)]
+mod mirror_tests;
+
 fn note(notes: &mut Notes, pkg: &str, text: String) {
     notes.entry(pkg.to_string()).or_default().push(text);
 }

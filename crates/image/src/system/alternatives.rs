@@ -166,7 +166,7 @@ fn check(i: &Install) -> Result<(), String> {
 
 /// Whether `path` names something in the image, following symlinks (as
 /// `stat` does).
-fn exists(fs: &dyn tree::Lookup, path: &str) -> Result<bool, SystemError> {
+pub(crate) fn exists(fs: &dyn tree::Lookup, path: &str) -> Result<bool, SystemError> {
     let mut cur = tree::resolve_parents(fs, path)?;
     for _ in 0..40 {
         match fs.node(&cur) {
