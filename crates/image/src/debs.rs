@@ -4,7 +4,7 @@
 //! so Debian tooling and scanners see them. Maintainer scripts are never
 //! run; the SBOM records which ones a package has.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use sha2::Digest as _;
 use crate::BuildError;
 use crate::spec::{DebSpec, Spec};
 use crate::spool::{Spool, SpoolWriter, Stored};
+use crate::system::{self, Over};
 use crate::tarw::EntryType;
 use crate::tree::{self, Content, Node, Origin, Tree};
 
@@ -70,26 +71,6 @@ pub fn resolve_entry(
         }
     }
     Err(tree::SymlinkLoop(path.into()))
-}
-
-/// The packages unpacked so far over the lower layers: the upper entry of a
-/// path wins, and a non-directory in it hides what is beneath in `lower`.
-struct Over<'a>(&'a Tree, &'a dyn tree::Lookup);
-
-impl tree::Lookup for Over<'_> {
-    fn node(&self, path: &str) -> Option<&Node> {
-        if let Some(n) = self.0.get(path) {
-            return Some(n);
-        }
-        let mut a = tree::parent(path);
-        while let Some(x) = a {
-            if self.0.get(x).is_some_and(|n| n.kind != EntryType::Dir) {
-                return None;
-            }
-            a = tree::parent(x);
-        }
-        self.1.node(path)
-    }
 }
 
 /// SHA-256 of everything read through it.
@@ -159,12 +140,19 @@ pub fn build(
     let mut stanzas: Vec<Stanza> = Vec::new();
     let mut installed = Vec::new();
     let mut names = BTreeSet::new();
+    let mut postinsts = BTreeMap::new();
     let spool = Arc::new(Spool::new(spool_dir).map_err(|e| BuildError::io(spool_dir, e))?);
+    if spec.system.merged_usr {
+        system::usr::add_merged_usr(&mut layer, lower, &spec.arch);
+    }
     for d in &spec.debs {
         let (deb, stored, actual) = read_deb(spec, d, &spool)?;
         let name = deb.name().to_string();
         if !names.insert(name.clone()) {
             return Err(deb_err(spec, d, format!("package {name} is listed twice")));
+        }
+        if let Some(p) = deb.control_files.get("postinst") {
+            postinsts.insert(name.clone(), p.clone());
         }
         let mut owned = Vec::new();
         for e in &deb.data {
@@ -241,10 +229,15 @@ pub fn build(
                     Origin::Package(p) => p.clone(),
                     _ => "another input".into(),
                 };
+                let at = if path == e.path {
+                    path.clone()
+                } else {
+                    format!("{} (at {path})", e.path)
+                };
                 return Err(deb_err(
                     spec,
                     d,
-                    format!("{name} ships {path}, which {owner} already ships"),
+                    format!("{name} ships {at}, which {owner} already ships"),
                 ));
             }
             if node.kind != EntryType::Dir {
@@ -284,7 +277,24 @@ pub fn build(
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            done_by_kiln: Vec::new(),
         });
+    }
+    // What the maintainer scripts would have made: accounts, the CA bundle,
+    // alternatives.
+    let notes = system::apply(
+        &spec.system,
+        &mut layer,
+        lower,
+        &system::Installed {
+            names: &names,
+            postinsts: &postinsts,
+        },
+    )?;
+    for p in &mut installed {
+        if let Some(n) = notes.get(&p.name) {
+            p.done_by_kiln = n.clone();
+        }
     }
     // Keep the base's installed packages (minus those replaced here).
     if let Some(st) = base_status {
@@ -296,6 +306,15 @@ pub fn build(
         stanzas.extend(
             base.into_iter()
                 .filter(|s| !s.get("Package").is_some_and(|p| names.contains(p))),
+        );
+    }
+    // The info database's format: 1 names the files of `Multi-Arch: same`
+    // packages `<pkg>:<arch>.*`, as kiln_deb does; without this file dpkg
+    // reads the database as format 0 and finds none of them.
+    if lower.node("/var/lib/dpkg/info/format").is_none() {
+        layer.insert(
+            "/var/lib/dpkg/info/format".into(),
+            Node::bytes(b"1\n".to_vec(), 0o644, 0, 0, Origin::Spec),
         );
     }
     stanzas.sort_by(|a, b| {
@@ -359,6 +378,7 @@ pub fn base_packages(status: &[u8], replaced: &BTreeSet<String>) -> Vec<Package>
             origin: PackageOrigin::Base,
             files: Vec::new(),
             maintainer_scripts_not_run: Vec::new(),
+            done_by_kiln: Vec::new(),
         });
     }
     out

@@ -75,6 +75,8 @@ pub enum BuildError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(transparent)]
+    System(#[from] system::SystemError),
     #[error("internal error: {0}")]
     Internal(String),
 }

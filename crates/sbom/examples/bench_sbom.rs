@@ -210,6 +210,7 @@ pub fn synthesize() -> Inventory {
             },
             files,
             maintainer_scripts_not_run: vec!["postinst".into()],
+            done_by_kiln: vec![],
         })
         .collect();
     Inventory {

@@ -282,6 +282,15 @@ pub fn cyclonedx_json(inv: &Inventory) -> Vec<u8> {
         } else {
             p.maintainer_scripts_not_run.join(",")
         };
+        let mut properties = vec![
+            ("kiln:package:origin", origin),
+            ("kiln:package:source-name", source_name),
+            ("kiln:package:source-version", source_version),
+            ("kiln:package:maintainer-scripts-not-run", scripts.as_str()),
+        ];
+        for n in &p.done_by_kiln {
+            properties.push(("kiln:package:done-by-kiln", n.as_str()));
+        }
         w.element();
         Component {
             bom_ref: Some(package_ref),
@@ -303,12 +312,7 @@ pub fn cyclonedx_json(inv: &Inventory) -> Vec<u8> {
                 .as_deref()
                 .map(str::trim)
                 .filter(|h| is_plain_web_url(h)),
-            properties: &[
-                ("kiln:package:origin", origin),
-                ("kiln:package:source-name", source_name),
-                ("kiln:package:source-version", source_version),
-                ("kiln:package:maintainer-scripts-not-run", &scripts),
-            ],
+            properties: &properties,
             ..Component::new("library", &p.name)
         }
         .write(&mut w);

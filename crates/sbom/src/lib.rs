@@ -118,6 +118,10 @@ pub struct Package {
     /// Maintainer scripts the package ships that kiln did not run
     /// (`preinst`, `postinst`, ...).
     pub maintainer_scripts_not_run: Vec<String>,
+    /// What kiln did in the scripts' place (`kiln: generated /etc/passwd
+    /// ...`, `kiln: alternatives awk -> /usr/bin/mawk ...`) and what it could
+    /// not (`kiln: not done: ...`).
+    pub done_by_kiln: Vec<String>,
 }
 
 /// Where a package came from.

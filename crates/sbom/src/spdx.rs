@@ -304,7 +304,14 @@ fn package_comment(p: &Package) -> String {
     } else {
         p.maintainer_scripts_not_run.join(", ")
     };
-    format!("{origin} Maintainer scripts not run: {scripts}.")
+    if p.done_by_kiln.is_empty() {
+        format!("{origin} Maintainer scripts not run: {scripts}.")
+    } else {
+        format!(
+            "{origin} Maintainer scripts not run: {scripts}. In their place: {}.",
+            p.done_by_kiln.join("; ")
+        )
+    }
 }
 
 pub(crate) fn document_namespace(name: &str, digest: &str) -> String {

@@ -119,6 +119,7 @@ pub fn small() -> Inventory {
                 },
                 files: vec!["/bin".into(), "/bin/busybox".into()],
                 maintainer_scripts_not_run: vec![],
+                done_by_kiln: vec![],
             },
             Package {
                 name: "base-files".into(),
@@ -133,6 +134,7 @@ pub fn small() -> Inventory {
                 origin: PackageOrigin::Base,
                 files: vec!["/etc".into(), "/etc/debian_version".into()],
                 maintainer_scripts_not_run: vec![],
+                done_by_kiln: vec![],
             },
         ],
         files: sorted(vec![
@@ -253,6 +255,7 @@ pub fn realistic() -> Inventory {
                     "postinst".into(),
                     "postrm".into(),
                 ],
+                done_by_kiln: vec![],
             },
             Package {
                 name: "busybox".into(),
@@ -275,6 +278,7 @@ pub fn realistic() -> Inventory {
                     "/usr/share/doc/busybox/copyright".into(),
                 ],
                 maintainer_scripts_not_run: vec!["postinst".into(), "prerm".into()],
+                done_by_kiln: vec![],
             },
             Package {
                 name: "libc6".into(),
@@ -297,6 +301,7 @@ pub fn realistic() -> Inventory {
                     "/usr/lib64/ld-linux-x86-64.so.2".into(),
                 ],
                 maintainer_scripts_not_run: vec![],
+                done_by_kiln: vec![],
             },
         ],
         files: sorted(files),
@@ -360,6 +365,7 @@ pub fn hostile() -> Inventory {
         },
         files: vec![path.into()],
         maintainer_scripts_not_run: vec!["preinst".into(), "postinst".into()],
+        done_by_kiln: vec![],
     };
     let mut amd64 = libfoo("amd64", "/usr/lib/libfoo++.so");
     amd64.files.push("/usr/lib/same-content".into());
@@ -392,6 +398,7 @@ pub fn hostile() -> Inventory {
                 origin: PackageOrigin::Base,
                 files: vec![],
                 maintainer_scripts_not_run: vec![],
+                done_by_kiln: vec![],
             },
         ],
         files,
