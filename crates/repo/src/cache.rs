@@ -372,6 +372,97 @@ impl Cache {
     }
 }
 
+/// Files and bytes of one part of the cache ([`Cache::usage`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// `debs`, `indexes` or `parsed`.
+    pub kind: &'static str,
+    pub files: usize,
+    pub bytes: u64,
+    /// Temporary files (downloads in progress, or left by a crash).
+    pub temporary: usize,
+}
+
+/// Every SHA256 digest (64 hex digits standing alone) written in `text`:
+/// what a lock file or a Release names.
+pub fn digests_in(text: &str) -> BTreeSet<Digest> {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|w| w.len() == 64)
+        .filter_map(|w| Digest::from_hex(&w.to_ascii_lowercase()).ok())
+        .collect()
+}
+
+impl Cache {
+    /// Files and bytes per kind.
+    pub fn usage(&self) -> Result<Vec<Usage>, RepoError> {
+        let mut out = Vec::new();
+        for kind in Kind::ALL {
+            let mut u = Usage {
+                kind: kind.name(),
+                files: 0,
+                bytes: 0,
+                temporary: 0,
+            };
+            let dir = self.dir(kind);
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    out.push(u);
+                    continue;
+                }
+                Err(e) => return Err(RepoError::io(&dir, e)),
+            };
+            for ent in rd {
+                let ent = ent.map_err(|e| RepoError::io(&dir, e))?;
+                let Ok(meta) = ent.metadata() else { continue };
+                if ent.file_name().to_string_lossy().starts_with(".tmp-") {
+                    u.temporary += 1;
+                } else {
+                    u.files += 1;
+                    u.bytes += meta.len();
+                }
+            }
+            out.push(u);
+        }
+        Ok(out)
+    }
+
+    /// What the newest verified Release of every suite needs kept: the
+    /// Release files, and every index (and compact index) they list.
+    pub fn newest_release_digests(&self) -> Result<BTreeSet<Digest>, RepoError> {
+        let mut keep = BTreeSet::new();
+        for p in self.last_releases()? {
+            for d in p.last.digests() {
+                keep.insert(d);
+                if let Ok(text) = fs::read_to_string(self.path(Kind::Index, &d)) {
+                    keep.extend(digests_in(&text));
+                }
+            }
+        }
+        Ok(keep)
+    }
+
+    /// Forget every suite's last verified Release (for `prune --all`).
+    pub fn forget_releases(&self) -> Result<usize, RepoError> {
+        let dir = self.suites_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(RepoError::io(&dir, e)),
+        };
+        let mut n = 0;
+        for ent in rd {
+            let ent = ent.map_err(|e| RepoError::io(&dir, e))?;
+            if ent.file_name().to_string_lossy().starts_with(".tmp-") {
+                continue;
+            }
+            fs::remove_file(ent.path()).map_err(|e| RepoError::io(ent.path(), e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,7 @@ pub mod release;
 pub mod resolve;
 pub mod signature;
 
-pub use cache::{Cache, Kind, LastRelease, Pruned, SuitePointer};
+pub use cache::{Cache, Kind, LastRelease, Pruned, SuitePointer, Usage, digests_in};
 pub use client::{Options, RepoClient, Suite};
 pub use config::{RepositoryConfig, check_relative_path, repositories_from_sources};
 pub use error::{Deb822Error, RepoError};
