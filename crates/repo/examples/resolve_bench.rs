@@ -100,20 +100,39 @@ fn main() {
     // resolve() decodes only what the request reaches; it must give the
     // closure the full universe gives.
     for set in [
-        "python3-flask", "nginx-light", "curl", "postgresql-client", "openssh-client", "perl",
-        "default-jre-headless", "ca-certificates", "git", "python3-pip",
+        "python3-flask",
+        "nginx-light",
+        "curl",
+        "postgresql-client",
+        "openssh-client",
+        "perl",
+        "default-jre-headless",
+        "ca-certificates",
+        "git",
+        "python3-pip",
     ] {
         let req = Request::new(&[set]);
         let r = resolve(&client, &repos, &req, "amd64", now).expect("resolve");
         let mut full = req.clone();
-        full.include.extend(["base-files".into(), "base-passwd".into()]);
+        full.include
+            .extend(["base-files".into(), "base-passwd".into()]);
         let c = kiln_solve::solve(&u, &full).expect("solve");
-        let mut want: Vec<(String, String)> =
-            c.packages.iter().map(|p| (p.name.clone(), p.version.clone())).collect();
+        let mut want: Vec<(String, String)> = c
+            .packages
+            .iter()
+            .map(|p| (p.name.clone(), p.version.clone()))
+            .collect();
         want.sort();
-        let got: Vec<(String, String)> =
-            r.packages.iter().map(|p| (p.name.clone(), p.version.clone())).collect();
-        println!("  {set}: {} packages, same as the full universe: {}", got.len(), got == want);
+        let got: Vec<(String, String)> = r
+            .packages
+            .iter()
+            .map(|p| (p.name.clone(), p.version.clone()))
+            .collect();
+        println!(
+            "  {set}: {} packages, same as the full universe: {}",
+            got.len(),
+            got == want
+        );
         assert_eq!(got, want, "{set}");
     }
 }

@@ -3,8 +3,6 @@
 //! verified Release of a suite lists are kept, the rest goes; `--all`
 //! empties; an unreadable lock removes nothing.
 
-use std::io::Write;
-
 use kiln_repo::{Cache, Kind, LastRelease};
 
 use crate::support::{Env, json, run, stderr};
