@@ -95,6 +95,9 @@ enum Command {
     /// The OSV advisory feed `kiln scan` uses without --advisories: sync it, show it.
     #[command(subcommand)]
     Advisories(cmd::advisories::AdvisoriesCmd),
+    /// The package cache shared by builds: show it, prune it.
+    #[command(subcommand)]
+    Cache(cmd::cache::CacheCmd),
     /// Patching is rebuilding: pin fixed packages (kiln.lock), rebuild, scan, sign, roll out.
     Patch(cmd::scan::PatchArgs),
     /// Print a shell completion script (bash, zsh or fish).
@@ -142,6 +145,7 @@ impl Command {
             Command::Fim(cmd::drift::FimCmd::Check(_)) => ("kiln fim check", None),
             Command::Scan(_) => ("kiln scan", Some("scan")),
             Command::Advisories(c) => (c.command_name(), c.failure_action()),
+            Command::Cache(c) => (c.command_name(), None),
             Command::Patch(a) => (
                 cmd::scan::patch_command_name(a),
                 cmd::scan::patch_failure_action(a),
@@ -203,6 +207,7 @@ fn main() -> ExitCode {
         Command::Fim(c) => cmd::drift::fim(&ctx, c),
         Command::Scan(a) => cmd::scan::scan(&ctx, a),
         Command::Advisories(c) => cmd::advisories::run(&ctx, c),
+        Command::Cache(c) => cmd::cache::run(&ctx, c),
         Command::Patch(a) => cmd::scan::patch(&ctx, a),
     };
     match res {

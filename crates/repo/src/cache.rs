@@ -27,13 +27,25 @@ use crate::error::RepoError;
 pub enum Kind {
     Deb,
     Index,
+    /// The compact form of a `Packages` index ([`crate::index`]), named
+    /// by the SHA256 of the index it was made from.
+    Parsed,
 }
 
 impl Kind {
+    /// Every kind, in the order listings show them.
+    pub const ALL: [Kind; 3] = [Kind::Deb, Kind::Index, Kind::Parsed];
+
+    /// The directory name, also the name listings use.
+    pub fn name(self) -> &'static str {
+        self.dir()
+    }
+
     fn dir(self) -> &'static str {
         match self {
             Kind::Deb => "debs",
             Kind::Index => "indexes",
+            Kind::Parsed => "parsed",
         }
     }
 }
@@ -173,7 +185,7 @@ impl Cache {
     pub fn prune(&self, keep: &BTreeSet<Digest>) -> Result<Pruned, RepoError> {
         let mut out = Pruned::default();
         let now = SystemTime::now();
-        for kind in [Kind::Deb, Kind::Index] {
+        for kind in Kind::ALL {
             let dir = self.dir(kind);
             let rd = match fs::read_dir(&dir) {
                 Ok(rd) => rd,
@@ -204,6 +216,250 @@ impl Cache {
             }
         }
         Ok(out)
+    }
+}
+
+/// The last Release of a suite that was verified online, as the cache
+/// keeps it for offline use: the `InRelease`, or a `Release` and its
+/// `Release.gpg`, each in the index part of the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastRelease {
+    InRelease(Digest),
+    Detached { release: Digest, signature: Digest },
+}
+
+impl LastRelease {
+    /// The cache entries it names.
+    pub fn digests(&self) -> Vec<Digest> {
+        match self {
+            LastRelease::InRelease(d) => vec![*d],
+            LastRelease::Detached { release, signature } => vec![*release, *signature],
+        }
+    }
+}
+
+/// A suite's pointer to its [`LastRelease`], as [`Cache::last_releases`]
+/// lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuitePointer {
+    pub url: String,
+    pub suite: String,
+    pub last: LastRelease,
+}
+
+impl Cache {
+    fn suites_dir(&self) -> PathBuf {
+        self.root.join("suites")
+    }
+
+    fn pointer_path(&self, base_url: &str, suite: &str) -> PathBuf {
+        let key = Digest::of(format!("{base_url}\n{suite}").as_bytes());
+        self.suites_dir().join(key.hex())
+    }
+
+    fn pointer_text(base_url: &str, suite: &str, last: &LastRelease) -> String {
+        let mut t = format!("url {base_url}\nsuite {suite}\n");
+        match last {
+            LastRelease::InRelease(d) => t.push_str(&format!("inrelease {}\n", d.hex())),
+            LastRelease::Detached { release, signature } => t.push_str(&format!(
+                "release {}\nsignature {}\n",
+                release.hex(),
+                signature.hex()
+            )),
+        }
+        t
+    }
+
+    fn parse_pointer(text: &str) -> Option<SuitePointer> {
+        let mut url = None;
+        let mut suite = None;
+        let mut inrelease = None;
+        let mut release = None;
+        let mut signature = None;
+        for line in text.lines() {
+            let (k, v) = line.split_once(' ')?;
+            let d = || Digest::from_hex(v).ok();
+            match k {
+                "url" => url = Some(v.to_string()),
+                "suite" => suite = Some(v.to_string()),
+                "inrelease" => inrelease = Some(d()?),
+                "release" => release = Some(d()?),
+                "signature" => signature = Some(d()?),
+                _ => return None,
+            }
+        }
+        let last = match (inrelease, release, signature) {
+            (Some(d), None, None) => LastRelease::InRelease(d),
+            (None, Some(release), Some(signature)) => LastRelease::Detached { release, signature },
+            _ => return None,
+        };
+        Some(SuitePointer {
+            url: url?,
+            suite: suite?,
+            last,
+        })
+    }
+
+    /// Remember `last` as the suite's last verified Release (the files it
+    /// names must be in the cache already). Atomic; unchanged pointers are
+    /// not rewritten.
+    pub fn set_last_release(
+        &self,
+        base_url: &str,
+        suite: &str,
+        last: &LastRelease,
+    ) -> Result<(), RepoError> {
+        let path = self.pointer_path(base_url, suite);
+        let text = Cache::pointer_text(base_url, suite, last);
+        if fs::read_to_string(&path).is_ok_and(|t| t == text) {
+            return Ok(());
+        }
+        let dir = self.suites_dir();
+        fs::create_dir_all(&dir).map_err(|e| RepoError::io(&dir, e))?;
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let r = fs::write(&tmp, &text).and_then(|()| fs::rename(&tmp, &path));
+        if let Err(e) = r {
+            let _ = fs::remove_file(&tmp);
+            return Err(RepoError::io(&path, e));
+        }
+        Ok(())
+    }
+
+    /// The suite's last verified Release, if one was recorded.
+    pub fn last_release(
+        &self,
+        base_url: &str,
+        suite: &str,
+    ) -> Result<Option<LastRelease>, RepoError> {
+        let path = self.pointer_path(base_url, suite);
+        match fs::read_to_string(&path) {
+            Ok(t) => Ok(Cache::parse_pointer(&t)
+                .filter(|p| p.url == base_url && p.suite == suite)
+                .map(|p| p.last)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(RepoError::io(&path, e)),
+        }
+    }
+
+    /// Every suite pointer in the cache (unreadable ones are skipped),
+    /// sorted by URL and suite.
+    pub fn last_releases(&self) -> Result<Vec<SuitePointer>, RepoError> {
+        let dir = self.suites_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(RepoError::io(&dir, e)),
+        };
+        let mut out = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| RepoError::io(&dir, e))?;
+            if ent.file_name().to_string_lossy().starts_with(".tmp-") {
+                continue;
+            }
+            if let Some(p) = fs::read_to_string(ent.path())
+                .ok()
+                .and_then(|t| Cache::parse_pointer(&t))
+            {
+                out.push(p);
+            }
+        }
+        out.sort_by(|a, b| (&a.url, &a.suite).cmp(&(&b.url, &b.suite)));
+        Ok(out)
+    }
+}
+
+/// Files and bytes of one part of the cache ([`Cache::usage`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// `debs`, `indexes` or `parsed`.
+    pub kind: &'static str,
+    pub files: usize,
+    pub bytes: u64,
+    /// Temporary files (downloads in progress, or left by a crash).
+    pub temporary: usize,
+}
+
+/// Every SHA256 digest (64 hex digits standing alone) written in `text`:
+/// what a lock file or a Release names.
+pub fn digests_in(text: &str) -> BTreeSet<Digest> {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|w| w.len() == 64)
+        .filter_map(|w| Digest::from_hex(&w.to_ascii_lowercase()).ok())
+        .collect()
+}
+
+impl Cache {
+    /// Files and bytes per kind.
+    pub fn usage(&self) -> Result<Vec<Usage>, RepoError> {
+        let mut out = Vec::new();
+        for kind in Kind::ALL {
+            let mut u = Usage {
+                kind: kind.name(),
+                files: 0,
+                bytes: 0,
+                temporary: 0,
+            };
+            let dir = self.dir(kind);
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    out.push(u);
+                    continue;
+                }
+                Err(e) => return Err(RepoError::io(&dir, e)),
+            };
+            for ent in rd {
+                let ent = ent.map_err(|e| RepoError::io(&dir, e))?;
+                let Ok(meta) = ent.metadata() else { continue };
+                if ent.file_name().to_string_lossy().starts_with(".tmp-") {
+                    u.temporary += 1;
+                } else {
+                    u.files += 1;
+                    u.bytes += meta.len();
+                }
+            }
+            out.push(u);
+        }
+        Ok(out)
+    }
+
+    /// What the newest verified Release of every suite needs kept: the
+    /// Release files, and every index (and compact index) they list.
+    pub fn newest_release_digests(&self) -> Result<BTreeSet<Digest>, RepoError> {
+        let mut keep = BTreeSet::new();
+        for p in self.last_releases()? {
+            for d in p.last.digests() {
+                keep.insert(d);
+                if let Ok(text) = fs::read_to_string(self.path(Kind::Index, &d)) {
+                    keep.extend(digests_in(&text));
+                }
+            }
+        }
+        Ok(keep)
+    }
+
+    /// Forget every suite's last verified Release (for `prune --all`).
+    pub fn forget_releases(&self) -> Result<usize, RepoError> {
+        let dir = self.suites_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(RepoError::io(&dir, e)),
+        };
+        let mut n = 0;
+        for ent in rd {
+            let ent = ent.map_err(|e| RepoError::io(&dir, e))?;
+            if ent.file_name().to_string_lossy().starts_with(".tmp-") {
+                continue;
+            }
+            fs::remove_file(ent.path()).map_err(|e| RepoError::io(ent.path(), e))?;
+            n += 1;
+        }
+        Ok(n)
     }
 }
 

@@ -6,7 +6,7 @@
 //! against its `Packages` SHA256 and size before anything reads it.
 //! Everything verified lands in the [`Cache`]; nothing else does.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -14,16 +14,24 @@ use kiln_oci::Digest;
 use kiln_oci::expansion::Bounded;
 use kiln_registry::Timeouts;
 
-use crate::cache::{Cache, Kind};
+use crate::cache::{Cache, Kind, LastRelease};
 use crate::config::{RepositoryConfig, check_relative_path};
 use crate::error::RepoError;
 use crate::http::Http;
+use crate::index::PackageIndex;
 use crate::packages::{Package, parse_packages};
 use crate::release::{IndexEntry, Release};
 use crate::signature::{Keyring, SignedBy};
 
 /// The most memory the xz decoder may use (Debian indexes need ~10 MiB).
 const XZ_MEMLIMIT: u64 = 256 << 20;
+
+#[derive(Debug, Clone, Copy)]
+enum Compression {
+    Xz,
+    Gz,
+    None,
+}
 
 /// Limits and modes of a [`RepoClient`].
 #[derive(Debug, Clone, Copy)]
@@ -106,9 +114,7 @@ impl RepoClient {
             .map_err(|r| RepoError::Config(format!("suite {suite:?}: {r}")))?;
         let base = base_url.trim_end_matches('/');
         if self.options.offline {
-            return Err(RepoError::NotCached {
-                what: format!("{base}/dists/{suite}/InRelease (use the digest from the lock)"),
-            });
+            return self.last_release(base, suite, keyring, now);
         }
         let url = format!("{base}/dists/{suite}/InRelease");
         let limit = self.options.max_release;
@@ -116,6 +122,8 @@ impl RepoClient {
             let (text, by) = keyring.verify_inrelease(&url, &bytes, now)?;
             let release = self.check_release(&url, suite, &text, now)?;
             let (digest, _) = self.cache.insert_bytes(Kind::Index, &bytes)?;
+            self.cache
+                .set_last_release(base, suite, &LastRelease::InRelease(digest))?;
             return Ok(Suite {
                 base_url: base.to_string(),
                 suite: suite.to_string(),
@@ -144,11 +152,21 @@ impl RepoClient {
             reason: "not UTF-8 text".into(),
         })?;
         let release = self.check_release(&url, suite, text, now)?;
+        let (data_digest, _) = self.cache.insert_bytes(Kind::Index, &data)?;
+        let (sig_digest, _) = self.cache.insert_bytes(Kind::Index, &sig)?;
+        self.cache.set_last_release(
+            base,
+            suite,
+            &LastRelease::Detached {
+                release: data_digest,
+                signature: sig_digest,
+            },
+        )?;
         Ok(Suite {
             base_url: base.to_string(),
             suite: suite.to_string(),
             url,
-            signed_sha256: Digest::of(&data),
+            signed_sha256: data_digest,
             signed_by: by,
             release,
         })
@@ -189,6 +207,72 @@ impl RepoClient {
             signed_by: by,
             release,
         })
+    }
+
+    /// Offline: the suite's last verified Release from the cache, verified
+    /// again (signature and validity window, as of `now`).
+    fn last_release(
+        &self,
+        base: &str,
+        suite: &str,
+        keyring: &Keyring,
+        now: u64,
+    ) -> Result<Suite, RepoError> {
+        let missing = |what: String| RepoError::NotCached {
+            what: format!(
+                "{what} (no verified Release of suite {suite} from {base} is cached; run once with the network)"
+            ),
+        };
+        let read = |d: &Digest, what: &str| -> Result<Vec<u8>, RepoError> {
+            let path = self.cache.path(Kind::Index, d);
+            match kiln_oci::untrusted::read_capped(
+                &path,
+                self.options.max_release,
+                kiln_oci::untrusted::Follow::No,
+            ) {
+                Ok(b) if Digest::of(&b) == *d => Ok(b),
+                _ => Err(missing(format!("{what} ({d})"))),
+            }
+        };
+        let last = self
+            .cache
+            .last_release(base, suite)?
+            .ok_or_else(|| missing(format!("{base}/dists/{suite}/InRelease")))?;
+        match last {
+            LastRelease::InRelease(d) => {
+                let url = format!("{base}/dists/{suite}/InRelease");
+                let bytes = read(&d, &url)?;
+                let (text, by) = keyring.verify_inrelease(&url, &bytes, now)?;
+                let release = self.check_release(&url, suite, &text, now)?;
+                Ok(Suite {
+                    base_url: base.to_string(),
+                    suite: suite.to_string(),
+                    url,
+                    signed_sha256: d,
+                    signed_by: by,
+                    release,
+                })
+            }
+            LastRelease::Detached { release, signature } => {
+                let url = format!("{base}/dists/{suite}/Release");
+                let data = read(&release, &url)?;
+                let sig = read(&signature, &format!("{url}.gpg"))?;
+                let by = keyring.verify_detached(&url, &data, &sig, now)?;
+                let text = std::str::from_utf8(&data).map_err(|_| RepoError::Invalid {
+                    what: url.clone(),
+                    reason: "not UTF-8 text".into(),
+                })?;
+                let parsed = self.check_release(&url, suite, text, now)?;
+                Ok(Suite {
+                    base_url: base.to_string(),
+                    suite: suite.to_string(),
+                    url,
+                    signed_sha256: release,
+                    signed_by: by,
+                    release: parsed,
+                })
+            }
+        }
     }
 
     fn check_release(
@@ -244,11 +328,29 @@ impl RepoClient {
         component: &str,
         arch: &str,
     ) -> Result<Vec<Package>, RepoError> {
+        let idx = self.fetch_index(suite, component, arch)?;
+        idx.packages().map_err(|source| RepoError::Compact {
+            what: format!("{}/dists/{}/{component}", suite.base_url, suite.suite),
+            source,
+        })
+    }
+
+    /// The `Packages` index of `component` for `arch` in its compact form
+    /// ([`crate::index`]): from the cache when an intact one is there under
+    /// the digest the Release lists, else made from the index (`.xz`, else
+    /// `.gz`, else uncompressed), which is fetched (by hash when the Release
+    /// says `Acquire-By-Hash`) and checked against the Release first.
+    pub fn fetch_index(
+        &self,
+        suite: &Suite,
+        component: &str,
+        arch: &str,
+    ) -> Result<PackageIndex, RepoError> {
         for (what, s) in [("component", component), ("architecture", arch)] {
             check_relative_path(s).map_err(|r| RepoError::Config(format!("{what} {s:?}: {r}")))?;
         }
         let dir = format!("{component}/binary-{arch}");
-        let (path, entry) = ["Packages.xz", "Packages"]
+        let (path, entry) = ["Packages.xz", "Packages.gz", "Packages"]
             .iter()
             .find_map(|f| {
                 let p = format!("{dir}/{f}");
@@ -266,6 +368,18 @@ impl RepoClient {
                 limit: self.options.max_index,
             });
         }
+        let parsed = self.cache.path(Kind::Parsed, &entry.sha256);
+        match fs::read(&parsed) {
+            Ok(bytes) => match PackageIndex::from_bytes(bytes, &entry.sha256) {
+                Ok(idx) => return Ok(idx),
+                // Damaged: made again below.
+                Err(_) => {
+                    let _ = fs::remove_file(&parsed);
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(RepoError::io(&parsed, e)),
+        }
         let mut urls = Vec::new();
         if suite.release.acquire_by_hash {
             urls.push(format!(
@@ -275,33 +389,66 @@ impl RepoClient {
         }
         urls.push(url.clone());
         let file = self.obtain(Kind::Index, &entry, &urls, &url)?;
-        let text = self.decompress(&file, &url, entry.size, path.ends_with(".xz"))?;
-        parse_packages(&text).map_err(|source| RepoError::Parse { what: url, source })
+        let compression = if path.ends_with(".xz") {
+            Compression::Xz
+        } else if path.ends_with(".gz") {
+            Compression::Gz
+        } else {
+            Compression::None
+        };
+        let text = self.decompress(&file, &url, entry.size, compression)?;
+        let pkgs = parse_packages(&text).map_err(|source| RepoError::Parse {
+            what: url.clone(),
+            source,
+        })?;
+        let compact = |source| RepoError::Compact {
+            what: url.clone(),
+            source,
+        };
+        let bytes = crate::index::encode(&entry.sha256, &pkgs).map_err(compact)?;
+        self.cache.insert_with(Kind::Parsed, &entry.sha256, |w| {
+            w.write_all(&bytes)
+                .map_err(|e| RepoError::io("(cache temporary file)", e))
+        })?;
+        PackageIndex::from_bytes(bytes, &entry.sha256).map_err(compact)
     }
 
-    fn decompress(&self, file: &Path, url: &str, size: u64, xz: bool) -> Result<String, RepoError> {
+    fn decompress(
+        &self,
+        file: &Path,
+        url: &str,
+        size: u64,
+        compression: Compression,
+    ) -> Result<String, RepoError> {
         let f = File::open(file).map_err(|e| RepoError::io(file, e))?;
         let mut out = Vec::new();
-        if xz {
-            let stream = liblzma::stream::Stream::new_stream_decoder(
-                XZ_MEMLIMIT,
-                liblzma::stream::CONCATENATED,
-            )
-            .map_err(|e| RepoError::Decompress {
-                what: url.to_string(),
-                source: e.into(),
-            })?;
-            let dec = liblzma::read::XzDecoder::new_stream(f.take(size), stream);
-            Bounded::for_compressed(dec, size)
-                .read_to_end(&mut out)
-                .map_err(|source| RepoError::Decompress {
-                    what: url.to_string(),
-                    source,
-                })?;
-        } else {
-            f.take(size)
-                .read_to_end(&mut out)
-                .map_err(|e| RepoError::io(file, e))?;
+        let failed = |source| RepoError::Decompress {
+            what: url.to_string(),
+            source,
+        };
+        match compression {
+            Compression::Xz => {
+                let stream = liblzma::stream::Stream::new_stream_decoder(
+                    XZ_MEMLIMIT,
+                    liblzma::stream::CONCATENATED,
+                )
+                .map_err(|e| failed(e.into()))?;
+                let dec = liblzma::read::XzDecoder::new_stream(f.take(size), stream);
+                Bounded::for_compressed(dec, size)
+                    .read_to_end(&mut out)
+                    .map_err(failed)?;
+            }
+            Compression::Gz => {
+                let dec = flate2::read::MultiGzDecoder::new(f.take(size));
+                Bounded::for_compressed(dec, size)
+                    .read_to_end(&mut out)
+                    .map_err(failed)?;
+            }
+            Compression::None => {
+                f.take(size)
+                    .read_to_end(&mut out)
+                    .map_err(|e| RepoError::io(file, e))?;
+            }
         }
         String::from_utf8(out).map_err(|_| RepoError::Invalid {
             what: url.to_string(),
@@ -373,6 +520,43 @@ impl RepoClient {
             Err(RepoError::NotCached {
                 what: name.to_string(),
             })
+        })
+    }
+
+    /// Every suite of `repo` verified with its keyring, and the compact
+    /// index of each component for `arch`, in the order the configuration
+    /// lists them. Suites are read in parallel (each is mostly waiting for
+    /// the network, then reading its cached index).
+    pub fn fetch_repository_indexes(
+        &self,
+        repo: &RepositoryConfig,
+        arch: &str,
+        now: u64,
+    ) -> Result<Vec<(Suite, Vec<PackageIndex>)>, RepoError> {
+        repo.validate()?;
+        let keyring = Keyring::load(&repo.keyring)?;
+        let one = |s: &String| -> Result<(Suite, Vec<PackageIndex>), RepoError> {
+            let suite = self.fetch_release(repo.base_url(), s, &keyring, now)?;
+            let idx = repo
+                .components
+                .iter()
+                .map(|c| self.fetch_index(&suite, c, arch))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((suite, idx))
+        };
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = repo
+                .suites
+                .iter()
+                .map(|s| scope.spawn(move || one(s)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
         })
     }
 

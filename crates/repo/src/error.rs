@@ -110,6 +110,13 @@ pub enum RepoError {
         source: io::Error,
     },
 
+    #[error("{what}: {source}")]
+    Compact {
+        what: String,
+        #[source]
+        source: crate::index::FormatError,
+    },
+
     #[error("offline: {what} is not in the cache")]
     NotCached { what: String },
 }

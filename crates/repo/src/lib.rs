@@ -18,6 +18,8 @@
 //! - [`signature`]: keyrings and signature checks (rPGP).
 //! - [`client`]: [`RepoClient`], the verified chain over HTTP.
 //! - [`cache`]: the content-addressed cache and `prune`.
+//! - [`index`]: the cached compact form of a `Packages` index, and
+//!   [`index::select`], the packages a request can reach.
 //! - [`error`]: the typed errors.
 #![forbid(unsafe_code)]
 
@@ -26,15 +28,17 @@ pub mod client;
 pub mod config;
 pub mod error;
 mod http;
+pub mod index;
 pub mod packages;
 pub mod release;
 pub mod resolve;
 pub mod signature;
 
-pub use cache::{Cache, Kind, Pruned};
+pub use cache::{Cache, Kind, LastRelease, Pruned, SuitePointer, Usage, digests_in};
 pub use client::{Options, RepoClient, Suite};
 pub use config::{RepositoryConfig, check_relative_path, repositories_from_sources};
 pub use error::{Deb822Error, RepoError};
+pub use index::PackageIndex;
 pub use kiln_registry::{LowSpeedLimit, Timeouts};
 pub use kiln_scan::DebVersion;
 pub use kiln_solve::relation::{Constraint, Op, OrGroup, Relation, RelationError};

@@ -94,14 +94,14 @@ pub fn resolve(
     let mut suites: Vec<LockedSuite> = Vec::new();
     // Per suite, its packages; the universe's `origin` names the suite by
     // index, so an installed package maps back to its stanza.
-    let mut indexes: Vec<Vec<Package>> = Vec::new();
+    let mut compact = Vec::new();
     for repo in repos {
-        let fetched = client.fetch_repository(repo, arch, now).map_err(|source| {
-            ResolveError::Repository {
+        let fetched = client
+            .fetch_repository_indexes(repo, arch, now)
+            .map_err(|source| ResolveError::Repository {
                 url: repo.url.clone(),
                 source,
-            }
-        })?;
+            })?;
         for (suite, pkgs) in fetched {
             suites.push(LockedSuite {
                 url: suite.base_url.clone(),
@@ -110,9 +110,26 @@ pub fn resolve(
                 signing_key: suite.signed_by.key.clone(),
                 signing_certificate: suite.signed_by.primary.clone(),
             });
-            indexes.push(pkgs);
+            compact.push(pkgs);
         }
     }
+    let mut request = request.clone();
+    for name in ALWAYS_INCLUDED {
+        let named = |e: &String| e == name || e.split_once('=').is_some_and(|(n, _)| n == name);
+        if !request.include.iter().any(named) {
+            request.include.push(name.to_string());
+        }
+    }
+    // Only what the request can reach is decoded (see crate::index::select).
+    let indexes = crate::index::select_for_request(&compact, &request).map_err(|source| {
+        ResolveError::Repository {
+            url: "(cached Packages indexes)".into(),
+            source: RepoError::Compact {
+                what: "decoding".into(),
+                source,
+            },
+        }
+    })?;
     let origin = |i: usize| format!("{i:06}");
     let mut all = Vec::new();
     let mut stanzas: HashMap<(&str, &str, &str, String), &Package> = HashMap::new();
@@ -125,13 +142,6 @@ pub fn resolve(
         }
     }
     let universe = Universe::new(all, arch).map_err(ResolveError::Universe)?;
-    let mut request = request.clone();
-    for name in ALWAYS_INCLUDED {
-        let named = |e: &String| e == name || e.split_once('=').is_some_and(|(n, _)| n == name);
-        if !request.include.iter().any(named) {
-            request.include.push(name.to_string());
-        }
-    }
     let closure = kiln_solve::solve(&universe, &request).map_err(ResolveError::Solve)?;
     let mut packages = Vec::with_capacity(closure.packages.len());
     for installed in &closure.packages {

@@ -119,15 +119,27 @@ fn the_whole_chain_and_the_cache() {
     let pkgs2 = offline.fetch_packages(&again, "main", "amd64").unwrap();
     assert_eq!(pkgs2, pkgs);
     assert_eq!(offline.fetch_deb(&suite.base_url, hello).unwrap(), deb);
-    let e = offline
+    // The suite's last verified Release, verified again without the network.
+    let last = offline
         .fetch_release(&s.server.base, "bookworm", &k, NOW)
+        .unwrap();
+    assert_eq!(last.signed_sha256, suite.signed_sha256);
+    assert_eq!(last.release, suite.release);
+    let e = offline
+        .fetch_release(&s.server.base, "trixie", &k, NOW)
         .unwrap_err();
-    assert!(matches!(e, RepoError::NotCached { .. }), "{e}");
+    assert!(
+        matches!(e, RepoError::NotCached { .. }) && e.to_string().contains("trixie"),
+        "{e}"
+    );
 
     // Prune keeps what it is told to.
     let keep = [hello.sha256].into();
     let pruned = s.client.cache().prune(&keep).unwrap();
-    assert_eq!(pruned.files, 2, "the InRelease and the index go");
+    assert_eq!(
+        pruned.files, 3,
+        "the InRelease, the index and its compact form go"
+    );
     assert!(
         s.client
             .cache()

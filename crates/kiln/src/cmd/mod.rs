@@ -3,6 +3,7 @@
 pub mod advisories;
 pub mod approve;
 pub mod build;
+pub mod cache;
 pub mod completions;
 pub mod drift;
 pub mod evidence;

@@ -9,6 +9,7 @@ mod advisories;
 mod attest;
 mod audit;
 mod build;
+mod cache;
 mod cli;
 mod distribute;
 mod evidence;
