@@ -21,9 +21,11 @@ pub mod hostfs;
 pub mod inputs;
 pub mod layer;
 pub mod lock;
+pub mod packages;
 pub mod provenance;
 pub mod source;
 pub mod spec;
+pub mod spec_repos;
 pub mod spool;
 pub mod system;
 pub mod tarw;
@@ -44,6 +46,8 @@ pub use spec::{Spec, SpecError};
 pub enum BuildError {
     #[error(transparent)]
     Spec(#[from] SpecError),
+    #[error(transparent)]
+    Packages(#[from] packages::PackagesError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

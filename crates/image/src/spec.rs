@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::spec_repos::{
+    RawAccount, RawCa, RawPackages, RawRepository, parse_accounts, parse_packages,
+    parse_repositories,
+};
+
 /// A spec error located in its file.
 #[derive(Debug, thiserror::Error)]
 pub struct SpecError {
@@ -57,6 +62,14 @@ struct RawSpec {
     debs: Vec<RawDeb>,
     #[serde(default)]
     baseline: Option<Baseline>,
+    #[serde(default)]
+    repositories: Vec<Spanned<RawRepository>>,
+    #[serde(default)]
+    packages: Option<Spanned<RawPackages>>,
+    #[serde(default)]
+    accounts: Vec<Spanned<RawAccount>>,
+    #[serde(default)]
+    ca_certificates: Vec<RawCa>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,13 +210,29 @@ pub struct FileSpec {
     pub(crate) src_loc: Loc,
 }
 
-/// One `[[debs]]` entry, validated.
+/// One `[[debs]]` entry, validated; or a repository package of the lock,
+/// fetched into the cache (then `from` says which, for errors and the SBOM).
 #[derive(Clone, Debug)]
 pub struct DebSpec {
     pub index: usize,
     pub path: PathBuf,
     pub sha256: String,
     pub(crate) loc: Loc,
+    /// For a repository package: `name version (url)`; `None` for `[[debs]]`.
+    pub from: Option<String>,
+    /// For a repository package: its suite's codename (the purl `distro`).
+    pub distro: Option<String>,
+}
+
+/// The `[packages]` table: what to resolve against `[[repositories]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackageRequest {
+    /// `name` or `name=version`, as written (order kept).
+    pub include: Vec<String>,
+    /// Names never to install.
+    pub exclude: Vec<String>,
+    /// Install `Recommends` too (default false).
+    pub recommends: bool,
 }
 
 /// A position in the spec file, for error messages raised after parsing.
@@ -235,6 +264,17 @@ pub struct Spec {
     pub check_entrypoint: bool,
     pub files: Vec<FileSpec>,
     pub debs: Vec<DebSpec>,
+    /// `[[repositories]]`, validated (a relative keyring is made absolute,
+    /// inside the spec directory).
+    pub repositories: Vec<kiln_repo::RepositoryConfig>,
+    /// `[packages]`, when the image installs packages from repositories.
+    pub packages: Option<PackageRequest>,
+    /// `kiln.lock` as read beside the spec (its `[[deb]]` pins are already
+    /// applied to `debs`).
+    pub lock: Option<crate::lock::Lock>,
+    /// The SHA-256 of each `[[debs]]` entry as written (before `kiln patch`
+    /// pins), a resolution input of the lock.
+    pub local_debs_as_written: Vec<String>,
     /// Accounts, extra CAs and the merged-/usr layout (see [`crate::system`]).
     pub system: crate::system::System,
     pub baseline: Baseline,
@@ -269,6 +309,7 @@ impl Spec {
         if let Some((lock, sha)) = crate::lock::Lock::load(&spec.dir)? {
             lock.apply(&mut spec)?;
             spec.lock_sha256 = Some(sha);
+            spec.lock = Some(lock);
         }
         Ok(spec)
     }
@@ -411,9 +452,47 @@ impl Spec {
                 path,
                 sha256: sha.clone(),
                 loc: cx.loc(d.path.span()),
+                from: None,
+                distro: None,
             });
         }
         let baseline = raw.baseline.unwrap_or_default();
+        let repositories = parse_repositories(&cx, &dir, &raw.repositories)?;
+        let packages = parse_packages(&cx, raw.packages.as_ref())?;
+        match (&raw.packages, raw.repositories.first()) {
+            (Some(p), None) => {
+                return Err(cx.err(
+                    p.span(),
+                    "[packages] needs at least one [[repositories]] entry to resolve against"
+                        .into(),
+                ));
+            }
+            (None, Some(r)) => {
+                return Err(cx.err(
+                    r.span(),
+                    "[[repositories]] without [packages]: say what to install from it".into(),
+                ));
+            }
+            _ => {}
+        }
+        let local_debs_as_written = debs.iter().map(|d| d.sha256.clone()).collect();
+        let system = crate::system::System {
+            merged_usr: packages.is_some(),
+            accounts: parse_accounts(&cx, &raw.accounts)?,
+            ca_certificates: raw
+                .ca_certificates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    resolve_src(&dir, c.src.get_ref())
+                        .map(|src| crate::system::ExtraCa {
+                            src,
+                            src_text: c.src.get_ref().clone(),
+                        })
+                        .map_err(|m| cx.err(c.src.span(), format!("ca_certificates[{i}].src: {m}")))
+                })
+                .collect::<Result<_, _>>()?,
+        };
         Ok(Spec {
             path: dir.join(path.file_name().unwrap_or_default()),
             dir,
@@ -441,7 +520,11 @@ impl Spec {
             stop_signal: img.stop_signal,
             files,
             debs,
-            system: Default::default(),
+            local_debs_as_written,
+            repositories,
+            packages,
+            lock: None,
+            system,
             baseline,
             sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
             text: text.to_string(),
@@ -461,7 +544,7 @@ impl Spec {
     }
 }
 
-struct Cx<'a> {
+pub(crate) struct Cx<'a> {
     file: &'a Path,
     text: &'a str,
 }
@@ -470,11 +553,11 @@ impl Cx<'_> {
     fn line_col(&self, offset: usize) -> (usize, usize) {
         kiln_oci::textpos::line_col(self.text, offset)
     }
-    fn loc(&self, span: Range<usize>) -> Loc {
+    pub(crate) fn loc(&self, span: Range<usize>) -> Loc {
         let (line, column) = self.line_col(span.start);
         Loc { line, column }
     }
-    fn err(&self, span: Range<usize>, message: String) -> SpecError {
+    pub(crate) fn err(&self, span: Range<usize>, message: String) -> SpecError {
         let (line, column) = self.line_col(span.start);
         SpecError {
             file: self.file.to_path_buf(),
@@ -603,7 +686,7 @@ pub(crate) fn resolve_in(dir: &Path, s: &str) -> Result<PathBuf, FieldError> {
     resolve_src(dir, s)
 }
 
-fn resolve_src(dir: &Path, s: &str) -> Result<PathBuf, FieldError> {
+pub(crate) fn resolve_src(dir: &Path, s: &str) -> Result<PathBuf, FieldError> {
     if s.is_empty() {
         return Err(FieldError::EmptyPath);
     }
