@@ -157,25 +157,9 @@ pub fn resolve_with(
         }
     }
     let origin = |i: usize| format!("{i:06}");
-    let mut all = Vec::new();
     let mut stanzas: HashMap<(&str, &str, &str, String), &Package> = HashMap::new();
-    let preferred: std::collections::HashSet<(&str, &str, &str)> = extras
-        .prefer
-        .iter()
-        .map(|(n, v, a)| (n.as_str(), v.as_str(), a.as_str()))
-        .collect();
     for (i, pkgs) in indexes.iter().enumerate() {
         for p in pkgs {
-            let pin = if preferred.contains(&(
-                p.name.as_str(),
-                p.version.as_str(),
-                p.architecture.as_str(),
-            )) {
-                PREFERRED_PIN_PRIORITY
-            } else {
-                DEFAULT_PIN_PRIORITY
-            };
-            all.push(p.to_solver(pin, &origin(i)));
             stanzas
                 .entry((&p.name, p.version.as_str(), &p.architecture, origin(i)))
                 .or_insert(p);
@@ -183,24 +167,71 @@ pub fn resolve_with(
     }
     let mut request = request.clone();
     for l in &extras.local {
-        let mut l = l.clone();
-        l.pin_priority = LOCAL_PIN_PRIORITY;
-        l.origin = LOCAL_ORIGIN.to_string();
         let named =
             |e: &String| e == &l.name || e.split_once('=').is_some_and(|(n, _)| n == l.name);
         if !request.include.iter().any(named) {
             request.include.push(format!("{}={}", l.name, l.version));
         }
-        all.push(l);
     }
-    let universe = Universe::new(all, arch).map_err(ResolveError::Universe)?;
     for name in ALWAYS_INCLUDED {
         let named = |e: &String| e == name || e.split_once('=').is_some_and(|(n, _)| n == name);
         if !request.include.iter().any(named) {
             request.include.push(name.to_string());
         }
     }
-    let closure = kiln_solve::solve(&universe, &request).map_err(ResolveError::Solve)?;
+    // The solver installs a name's candidate only (as apt does): a preferred
+    // version that a dependency rules out is given up (that name moves to
+    // the newest) and the request solved again, until it solves or no
+    // preference is to blame.
+    let mut preferred: std::collections::HashSet<(&str, &str, &str)> = extras
+        .prefer
+        .iter()
+        .map(|(n, v, a)| (n.as_str(), v.as_str(), a.as_str()))
+        .collect();
+    let (universe, closure) = loop {
+        let mut all = Vec::new();
+        for (i, pkgs) in indexes.iter().enumerate() {
+            for p in pkgs {
+                let key = (p.name.as_str(), p.version.as_str(), p.architecture.as_str());
+                let pin = if preferred.contains(&key) {
+                    PREFERRED_PIN_PRIORITY
+                } else {
+                    DEFAULT_PIN_PRIORITY
+                };
+                all.push(p.to_solver(pin, &origin(i)));
+            }
+        }
+        for l in &extras.local {
+            let mut l = l.clone();
+            l.pin_priority = LOCAL_PIN_PRIORITY;
+            l.origin = LOCAL_ORIGIN.to_string();
+            all.push(l);
+        }
+        let universe = Universe::new(all, arch).map_err(ResolveError::Universe)?;
+        match kiln_solve::solve(&universe, &request) {
+            Ok(c) => break (universe, c),
+            Err(e) => {
+                let blamed: Vec<&str> = match &e {
+                    SolveError::Unsatisfiable { chain, .. }
+                    | SolveError::SearchLimit { chain, .. } => chain
+                        .last()
+                        .map(|rel| {
+                            rel.split('|')
+                                .filter_map(|alt| alt.split_whitespace().next())
+                                .map(|n| n.split(':').next().unwrap_or(n))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                let before = preferred.len();
+                preferred.retain(|(n, _, _)| !blamed.contains(n));
+                if preferred.len() == before {
+                    return Err(ResolveError::Solve(e));
+                }
+            }
+        }
+    };
     let mut packages = Vec::with_capacity(closure.packages.len());
     for installed in &closure.packages {
         let from = universe.package(installed.id);
