@@ -422,6 +422,208 @@ impl Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn inputs() -> Inputs {
+        Inputs {
+            digest: String::new(),
+            architecture: "amd64".into(),
+            include: vec!["python3-flask".into(), "libexpat1=2.5.0-1".into()],
+            exclude: vec!["perl".into()],
+            recommends: false,
+            local_debs: vec!["b".repeat(64)],
+            repositories: vec![InputRepository {
+                url: "http://mirror.invalid/debian".into(),
+                suites: vec!["bookworm".into()],
+                components: vec!["main".into()],
+                keyring_sha256: "c".repeat(64),
+            }],
+        }
+        .sealed()
+    }
+
+    fn resolved() -> Lock {
+        Lock {
+            version: Some(LOCK_VERSION),
+            inputs: Some(inputs()),
+            repositories: vec![LockedRepository {
+                url: "http://mirror.invalid/debian".into(),
+                suite: "bookworm".into(),
+                codename: Some("bookworm".into()),
+                inrelease_sha256: "d".repeat(64),
+                signing_key: "AB".into(),
+                signing_certificate: "CD".into(),
+            }],
+            packages: vec![LockedPackage {
+                name: "base-files".into(),
+                version: "12.4+deb12u11".into(),
+                architecture: "amd64".into(),
+                source: "base-files".into(),
+                source_version: "12.4+deb12u11".into(),
+                url: "http://mirror.invalid/debian/pool/main/b/base-files/base-files_12.4+deb12u11_amd64.deb".into(),
+                sha256: "e".repeat(64),
+                size: 70956,
+                repository: 0,
+            }],
+            deb: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn staleness_says_what_changed() {
+        let lock = resolved();
+        assert_eq!(lock.state(&inputs()), Ok(()));
+        let mut want = inputs();
+        want.include.push("curl".into());
+        want.include.retain(|i| i != "python3-flask");
+        want.recommends = true;
+        want.repositories[0].keyring_sha256 = "f".repeat(64);
+        want.architecture = "arm64".into();
+        let Err(LockState::Stale(why)) = lock.state(&want.sealed()) else {
+            panic!("not stale")
+        };
+        let text = why.join("; ");
+        for part in [
+            "image.arch is arm64",
+            "packages.include added curl",
+            "packages.include removed python3-flask",
+            "packages.recommends is true",
+            "the keyring's content changed",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        // Hand-edited inputs are caught by their digest.
+        let mut edited = resolved();
+        if let Some(i) = edited.inputs.as_mut() {
+            i.exclude.clear();
+        }
+        let Err(LockState::Stale(why)) = edited.state(&inputs()) else {
+            panic!("not stale")
+        };
+        assert!(why[0].contains("digest"), "{why:?}");
+        assert_eq!(Lock::default().state(&inputs()), Err(LockState::Unresolved));
+    }
+
+    #[test]
+    fn package_urls_stay_inside_their_repository() {
+        let mut lock = resolved();
+        lock.validate().unwrap();
+        for bad in [
+            "http://elsewhere.invalid/debian/pool/x.deb",
+            "http://mirror.invalid/debian/../x.deb",
+            "http://mirror.invalid/debianx/pool/x.deb",
+        ] {
+            lock.packages[0].url = bad.into();
+            assert!(lock.validate().is_err(), "{bad}");
+        }
+        let mut lock = resolved();
+        lock.packages[0].repository = 3;
+        assert!(lock.validate().is_err());
+        let mut lock = resolved();
+        lock.version = Some(99);
+        assert!(lock.validate().unwrap_err().contains("newer kiln"));
+    }
+
+    fn arb_word() -> impl Strategy<Value = String> {
+        "[a-z0-9][a-z0-9+.~-]{0,12}"
+    }
+
+    fn arb_lock() -> impl Strategy<Value = Lock> {
+        let hex = "[0-9a-f]{64}";
+        let inputs = (
+            prop::collection::vec(arb_word(), 0..4),
+            prop::collection::vec(arb_word(), 0..3),
+            any::<bool>(),
+            prop::collection::vec(hex, 0..3),
+            prop::collection::vec((arb_word(), hex), 0..3),
+        )
+            .prop_map(|(include, exclude, recommends, local_debs, repos)| {
+                Inputs {
+                    digest: String::new(),
+                    architecture: "amd64".into(),
+                    include,
+                    exclude,
+                    recommends,
+                    local_debs,
+                    repositories: repos
+                        .into_iter()
+                        .map(|(s, k)| InputRepository {
+                            url: format!("http://m.invalid/{s}"),
+                            suites: vec![s.clone()],
+                            components: vec!["main".into()],
+                            keyring_sha256: k,
+                        })
+                        .collect(),
+                }
+                .sealed()
+            });
+        let pkg =
+            (arb_word(), arb_word(), hex, any::<u64>()).prop_map(|(n, v, h, size)| LockedPackage {
+                url: format!("http://m.invalid/debian/pool/{n}_{v}.deb"),
+                name: n.clone(),
+                version: v.clone(),
+                architecture: "all".into(),
+                source: n,
+                source_version: v,
+                sha256: h,
+                size,
+                repository: 0,
+            });
+        let deb = (
+            arb_word(),
+            arb_word(),
+            hex,
+            prop::collection::vec(arb_word(), 0..2),
+        )
+            .prop_map(|(p, v, h, advisories)| LockedDeb {
+                replaces: format!("debs/{p}.deb"),
+                path: format!("debs/{p}_{v}.deb"),
+                package: p,
+                version: v,
+                sha256: h,
+                advisories,
+            });
+        (
+            prop::option::of(inputs),
+            prop::collection::vec(pkg, 0..4),
+            prop::collection::vec(deb, 0..3),
+            prop::option::of(arb_word()),
+        )
+            .prop_map(|(inputs, packages, deb, codename)| {
+                let resolved = inputs.is_some();
+                Lock {
+                    version: resolved.then_some(LOCK_VERSION),
+                    inputs,
+                    repositories: if resolved {
+                        vec![LockedRepository {
+                            url: "http://m.invalid/debian".into(),
+                            suite: "bookworm".into(),
+                            codename,
+                            inrelease_sha256: "a".repeat(64),
+                            signing_key: "K".into(),
+                            signing_certificate: "C".into(),
+                        }]
+                    } else {
+                        Vec::new()
+                    },
+                    packages: if resolved { packages } else { Vec::new() },
+                    deb,
+                }
+            })
+    }
+
+    proptest! {
+        /// render → parse is the identity, rendering is deterministic, and
+        /// what kiln writes passes its own checks.
+        #[test]
+        fn render_parse_is_identity(lock in arb_lock()) {
+            let text = lock.render();
+            prop_assert_eq!(&text, &lock.clone().render());
+            let back: Lock = toml::from_str(&text).unwrap();
+            prop_assert!(back.validate().is_ok());
+            prop_assert_eq!(back, lock);
+        }
+    }
 
     #[test]
     fn render_round_trips_and_refuses_bad_pins() {
@@ -434,6 +636,7 @@ mod tests {
                 sha256: "a".repeat(64),
                 advisories: vec!["DEBIAN-CVE-1".into()],
             }],
+            ..Lock::default()
         };
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join(LOCK_FILE), lock.render()).unwrap();

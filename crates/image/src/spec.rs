@@ -857,6 +857,125 @@ mod tests {
         assert_eq!((e.line, e.column), (5, 8), "{e}");
     }
 
+    const REPO: &str = "[[repositories]]\nurl = \"http://mirror.invalid/debian/\"\nsuites = [\"bookworm\"]\ncomponents = [\"main\"]\nkeyring = \"/usr/share/keyrings/debian-archive-keyring.gpg\"\n";
+
+    #[test]
+    fn packages_repositories_accounts_and_cas() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(d.path()).unwrap();
+        let text = format!(
+            "{MIN}{REPO}[packages]\ninclude = [\"python3-flask\", \"libexpat1=2.5.0-1+deb12u1\"]\nexclude = [\"perl\"]\n\
+             [[accounts]]\nname = \"app\"\nuid = 10001\ngid = 10001\nhome = \"/home/app/\"\n\
+             [[ca_certificates]]\nsrc = \"certs/ca.crt\"\n"
+        );
+        let s = Spec::parse(&dir.join("kiln.toml"), &text).unwrap();
+        assert_eq!(s.repositories[0].url, "http://mirror.invalid/debian");
+        let p = s.packages.as_ref().unwrap();
+        assert_eq!(p.include.len(), 2);
+        assert_eq!(p.exclude, ["perl"]);
+        assert!(!p.recommends);
+        assert!(s.system.merged_usr);
+        assert_eq!(s.system.accounts[0].home.as_deref(), Some("/home/app"));
+        assert_eq!(s.system.accounts[0].shell, None);
+        assert_eq!(s.system.ca_certificates[0].src, dir.join("certs/ca.crt"));
+        // Without [packages]: no merged /usr.
+        assert!(!parse(MIN).unwrap().system.merged_usr);
+    }
+
+    #[test]
+    fn package_table_errors_are_located() {
+        let pk = "[packages]\ninclude = [\"curl\"]\n";
+        let cases: Vec<(String, &str, usize, usize)> = vec![
+            (pk.into(), "needs at least one [[repositories]]", 4, 1),
+            (REPO.into(), "without [packages]", 4, 1),
+            (
+                format!("{REPO}[packages]\ninclude = [\"Bad_Name\"]\n"),
+                "not a Debian package name",
+                10,
+                12,
+            ),
+            (
+                format!("{REPO}[packages]\ninclude = [\"a1=\"]\n"),
+                "not a Debian version",
+                10,
+                12,
+            ),
+            (
+                format!("{REPO}[packages]\ninclude = [\"curl\", \"curl=1\"]\n"),
+                "listed twice",
+                10,
+                20,
+            ),
+            (
+                format!("{REPO}[packages]\ninclude = [\"curl\"]\nexclude = [\"curl\"]\n"),
+                "also in include",
+                11,
+                12,
+            ),
+            (
+                format!("{REPO}[packages]\nincluded = []\n"),
+                "unknown field",
+                10,
+                1,
+            ),
+            (
+                REPO.replace("http://mirror.invalid/debian/", "ftp://x") + pk,
+                "http:// or https://",
+                5,
+                7,
+            ),
+            (
+                REPO.replace("[\"main\"]", "[\"../x\"]") + pk,
+                "component",
+                5,
+                7,
+            ),
+            (
+                format!("{REPO}{pk}[[accounts]]\nname = \"Root!\"\nuid = 5\ngid = 5\n"),
+                "accounts[0].name",
+                12,
+                8,
+            ),
+            (
+                format!("{REPO}{pk}[[accounts]]\nname = \"a\"\nuid = 0\ngid = 0\n"),
+                "root",
+                13,
+                7,
+            ),
+            (
+                format!(
+                    "{REPO}{pk}[[accounts]]\nname = \"a\"\nuid = 5\ngid = 5\n[[accounts]]\nname = \"b\"\nuid = 5\ngid = 6\n"
+                ),
+                "is also a's",
+                17,
+                7,
+            ),
+            (
+                format!("{REPO}{pk}[[accounts]]\nname = \"a\"\nuid = -1\ngid = 5\n"),
+                "",
+                13,
+                7,
+            ),
+            (
+                format!("{REPO}{pk}[[accounts]]\nname = \"a\"\nuid = 5\ngid = 5\nhome = \"rel\"\n"),
+                "accounts[0].home",
+                15,
+                8,
+            ),
+            (
+                format!("{REPO}{pk}[[ca_certificates]]\nsrc = \"../ca.crt\"\n"),
+                "ca_certificates[0].src",
+                12,
+                7,
+            ),
+        ];
+        for (extra, want, line, col) in cases {
+            let e = parse(&format!("{MIN}{extra}")).unwrap_err();
+            assert!(e.to_string().contains(want), "{want}: {e}");
+            assert_eq!((e.line, e.column), (line, col), "{want}: {e}");
+        }
+    }
+
     #[test]
     fn dst_normalisation() {
         assert_eq!(normalize_dst("/a//b/./c").unwrap(), "/a/b/c");
