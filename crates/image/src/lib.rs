@@ -47,7 +47,7 @@ pub enum BuildError {
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
-    Packages(#[from] packages::PackagesError),
+    Packages(Box<packages::PackagesError>),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -81,6 +81,12 @@ pub enum BuildError {
     },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<packages::PackagesError> for BuildError {
+    fn from(e: packages::PackagesError) -> BuildError {
+        BuildError::Packages(Box::new(e))
+    }
 }
 
 impl BuildError {

@@ -52,7 +52,7 @@ pub enum PackagesError {
     #[error("{path}: its control file is not a usable package stanza: {reason}")]
     LocalControl { path: PathBuf, reason: String },
     #[error(transparent)]
-    Resolve(#[from] ResolveError),
+    Resolve(Box<ResolveError>),
     #[error("--update {0}: no such package in kiln.lock")]
     NotLocked(String),
     #[error(
@@ -69,10 +69,16 @@ pub enum PackagesError {
         version: String,
         url: String,
         #[source]
-        source: RepoError,
+        source: Box<RepoError>,
     },
     #[error("kiln.lock: {0}")]
     BadLock(String),
+}
+
+impl From<ResolveError> for PackagesError {
+    fn from(e: ResolveError) -> PackagesError {
+        PackagesError::Resolve(Box::new(e))
+    }
 }
 
 /// Where the repository cache lives under a state directory.
@@ -375,7 +381,7 @@ pub fn fetch_all(
                             name: p.name.clone(),
                             version: p.version.clone(),
                             url: p.url.clone(),
-                            source,
+                            source: Box::new(source),
                         });
                     progress.advance(pkg.size);
                     let failed = r.is_err();

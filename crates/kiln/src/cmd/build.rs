@@ -58,12 +58,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 // As cargo does: resolve, write the lock, say so.
                 let update = kiln_image::packages::Update::Keep;
                 super::lock::resolve_and_write(&ctx.state_dir, &spec, &update)?;
-                if !ctx.json {
-                    eprintln!(
-                        "kiln: {why}; resolved and wrote {}",
-                        spec.dir.join(kiln_image::lock::LOCK_FILE).display()
-                    );
-                }
+                // On stderr, also with --json (stdout stays the report).
+                eprintln!(
+                    "kiln: {why}; resolved and wrote {}",
+                    spec.dir.join(kiln_image::lock::LOCK_FILE).display()
+                );
                 spec = Spec::load(&a.file)?;
             }
             Err(e) => {

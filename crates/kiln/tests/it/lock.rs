@@ -428,7 +428,7 @@ fn python3_flask_from_the_mirror_is_reproducible() {
     let mut text =
         String::from("[image]\nname = \"flask\"\ntag = \"1\"\ncheck_entrypoint = false\n\n");
     for r in &repos {
-        text.push_str(&r);
+        text.push_str(r);
     }
     text.push_str("[packages]\ninclude = [\"python3-flask\"]\n");
     fs::write(e.spec(), text).unwrap();
