@@ -487,3 +487,54 @@ fn kiln_repo_sources(text: &str) -> Vec<String> {
     }
     out
 }
+
+/// Signed provenance of a build from a lock: `kiln.lock` with its digest,
+/// the suite by its InRelease, every package by URL and SHA-256, each a
+/// valid in-toto ResourceDescriptor.
+#[test]
+fn provenance_lists_the_lock_its_suites_and_packages() {
+    use crate::interop::{build_signed, check_provenance, provenance_statement};
+    let repo = Repo::new();
+    repo.publish(&v1());
+    let e = fresh_env();
+    write_spec(&e, &repo, &["app"]);
+    let o = run(e.kiln().args(["lock", "-f"]).arg(e.spec()));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key = keygen(&e, "ci");
+    let r = build_signed(&e, &key);
+    let st = provenance_statement(&e, r["digest"].as_str().unwrap());
+    check_provenance(&st);
+    let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let lock = fs::read(e.spec_dir().join("kiln.lock")).unwrap();
+    let l = deps.iter().find(|d| d["uri"] == "file:kiln.lock").unwrap();
+    assert_eq!(
+        l["digest"]["sha256"].as_str(),
+        Some(sha256_hex(&lock).as_str())
+    );
+    let suite = deps
+        .iter()
+        .find(|d| d["annotations"]["kind"] == "repository")
+        .unwrap();
+    assert_eq!(
+        suite["uri"].as_str().unwrap(),
+        format!("{}/dists/bookworm/InRelease", repo.server.base)
+    );
+    let t = lock_toml(&e);
+    assert_eq!(
+        suite["digest"]["sha256"].as_str(),
+        t["repository"][0]["inrelease_sha256"].as_str()
+    );
+    let pkgs: Vec<_> = deps
+        .iter()
+        .filter(|d| d["annotations"]["kind"] == "package")
+        .collect();
+    assert_eq!(pkgs.len(), 4);
+    assert!(
+        pkgs.iter()
+            .all(|d| d["uri"].as_str().unwrap().starts_with("http://")
+                && d["digest"]["sha256"].as_str().unwrap().len() == 64)
+    );
+}
