@@ -883,6 +883,39 @@ mod tests {
     }
 
     #[test]
+    fn repositories_from_apt_sources() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(d.path()).unwrap();
+        std::fs::write(
+            dir.join("debian.sources"),
+            "Types: deb\nURIs: http://a.invalid/debian/\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /k.gpg\n\n\
+             Types: deb-src\nURIs: http://b.invalid/debian\nSuites: x\nComponents: main\nSigned-By: /k.gpg\n",
+        )
+        .unwrap();
+        let pk = "[packages]\ninclude = [\"curl\"]\n";
+        let text = format!("{MIN}[[repositories]]\napt_sources = \"debian.sources\"\n{pk}");
+        let s = Spec::parse(&dir.join("kiln.toml"), &text).unwrap();
+        assert_eq!(s.repositories.len(), 1);
+        assert_eq!(s.repositories[0].url, "http://a.invalid/debian");
+        assert_eq!(s.repositories[0].suites, ["bookworm", "bookworm-updates"]);
+        for (extra, want) in [
+            ("apt_sources = \"missing.sources\"\n", "cannot read"),
+            (
+                "apt_sources = \"debian.sources\"\nurl = \"http://x.invalid\"\n",
+                "stands alone",
+            ),
+            (
+                "url = \"http://x.invalid\"\n",
+                "needs url, suites, components and keyring",
+            ),
+        ] {
+            let text = format!("{MIN}[[repositories]]\n{extra}{pk}");
+            let e = Spec::parse(&dir.join("kiln.toml"), &text).unwrap_err();
+            assert!(e.to_string().contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
     fn package_table_errors_are_located() {
         let pk = "[packages]\ninclude = [\"curl\"]\n";
         let cases: Vec<(String, &str, usize, usize)> = vec![

@@ -15,10 +15,18 @@ use crate::system::Account;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRepository {
-    pub(crate) url: Spanned<String>,
-    pub(crate) suites: Vec<String>,
-    pub(crate) components: Vec<String>,
-    pub(crate) keyring: Spanned<String>,
+    #[serde(default)]
+    pub(crate) url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(crate) suites: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) components: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) keyring: Option<Spanned<String>>,
+    /// An apt deb822 `.sources` file instead: its `Types: deb` entries with
+    /// a `Signed-By` path (this machine's mirror, without naming a host).
+    #[serde(default)]
+    pub(crate) apt_sources: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,25 +76,71 @@ pub(crate) fn parse_repositories(
     raw: &[Spanned<RawRepository>],
 ) -> Result<Vec<kiln_repo::RepositoryConfig>, SpecError> {
     let mut out = Vec::new();
-    for (i, r) in raw.iter().enumerate() {
-        let r = r.get_ref();
-        let k = r.keyring.get_ref();
+    for (i, spanned) in raw.iter().enumerate() {
+        let r = spanned.get_ref();
+        if let Some(src) = &r.apt_sources {
+            if r.url.is_some()
+                || r.suites.is_some()
+                || r.components.is_some()
+                || r.keyring.is_some()
+            {
+                return Err(cx.err(
+                    src.span(),
+                    format!("repositories[{i}]: apt_sources stands alone (no url, suites, components or keyring beside it)"),
+                ));
+            }
+            let at = |m: String| cx.err(src.span(), format!("repositories[{i}].apt_sources: {m}"));
+            let path = if Path::new(src.get_ref()).is_absolute() {
+                PathBuf::from(src.get_ref())
+            } else {
+                resolve_src(dir, src.get_ref()).map_err(|m| at(m.to_string()))?
+            };
+            let bytes = crate::hostfs::read_named(&path, crate::hostfs::MAX_TEXT)
+                .map_err(|e| at(format!("cannot read {}: {e}", path.display())))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| at(format!("{} is not UTF-8", path.display())))?;
+            let found = kiln_repo::repositories_from_sources(&text)
+                .map_err(|e| at(format!("{}: {e}", path.display())))?;
+            if found.is_empty() {
+                return Err(at(format!(
+                    "{} has no enabled `Types: deb` entry with a Signed-By keyring path",
+                    path.display()
+                )));
+            }
+            for mut c in found {
+                c.url = c.url.trim_end_matches('/').to_string();
+                c.validate().map_err(|e| at(e.to_string()))?;
+                out.push(c);
+            }
+            continue;
+        }
+        let (Some(url), Some(suites), Some(components), Some(keyring)) =
+            (&r.url, &r.suites, &r.components, &r.keyring)
+        else {
+            return Err(cx.err(
+                spanned.span(),
+                format!(
+                    "repositories[{i}]: needs url, suites, components and keyring (or apt_sources)"
+                ),
+            ));
+        };
+        let k = keyring.get_ref();
         // A system keyring by absolute path, or one beside the spec.
-        let keyring = if Path::new(k).is_absolute() {
+        let keyring_path = if Path::new(k).is_absolute() {
             PathBuf::from(k)
         } else {
             resolve_src(dir, k)
-                .map_err(|m| cx.err(r.keyring.span(), format!("repositories[{i}].keyring: {m}")))?
+                .map_err(|m| cx.err(keyring.span(), format!("repositories[{i}].keyring: {m}")))?
         };
         let config = kiln_repo::RepositoryConfig {
-            url: r.url.get_ref().trim_end_matches('/').to_string(),
-            suites: r.suites.clone(),
-            components: r.components.clone(),
-            keyring,
+            url: url.get_ref().trim_end_matches('/').to_string(),
+            suites: suites.clone(),
+            components: components.clone(),
+            keyring: keyring_path,
         };
         config
             .validate()
-            .map_err(|e| cx.err(r.url.span(), format!("repositories[{i}]: {e}")))?;
+            .map_err(|e| cx.err(url.span(), format!("repositories[{i}]: {e}")))?;
         out.push(config);
     }
     Ok(out)

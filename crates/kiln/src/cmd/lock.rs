@@ -122,7 +122,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         }));
     }
     print_summary(&lock);
-    for c in &changed {
+    // Which versions moved (a first lock lists nothing: everything is new).
+    for c in changed.iter().filter(|_| !before.is_empty()) {
         println!(
             "  {}  {} -> {}",
             c["name"].as_str().unwrap_or(""),
