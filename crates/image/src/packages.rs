@@ -3,8 +3,9 @@
 //! fresh lock into `.deb` files in the shared cache that the packages layer
 //! installs like `[[debs]]` ([`for_build`]).
 //!
-//! The cache is `<state>/cache/repo` ([`cache_root`]), kiln-repo's
-//! content-addressed cache: a `.deb` enters it only after its size and
+//! The cache is `<state>/cache` ([`cache_root`]), kiln-repo's
+//! content-addressed cache (beside the build's own `layers/`, `hashes/`,
+//! `spool/`): a `.deb` enters it only after its size and
 //! SHA-256 matched the `Packages` entry the lock recorded, and the packages
 //! layer hashes it again while reading it.
 //!
@@ -83,7 +84,7 @@ impl From<ResolveError> for PackagesError {
 
 /// Where the repository cache lives under a state directory.
 pub fn cache_root(state_dir: &Path) -> PathBuf {
-    state_dir.join("cache").join("repo")
+    state_dir.join("cache")
 }
 
 /// A repository client caching under `state_dir` ([`cache_root`]).
