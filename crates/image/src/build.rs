@@ -53,6 +53,9 @@ pub struct BuildOptions {
     /// The `SOURCE_DATE_EPOCH` value, if set.
     pub source_date_epoch: Option<String>,
     pub progress: Arc<dyn Progress>,
+    /// Repository packages only from the cache: a missing `.deb` is an
+    /// error naming it (see [`crate::packages::for_build`]).
+    pub offline: bool,
 }
 
 /// What a build produced.
@@ -236,7 +239,10 @@ pub fn build_staged(
     let empty = Tree::new();
     let base_tree = base.as_ref().map(|b| &b.tree).unwrap_or(&empty);
 
-    // 2. Packages layer.
+    // 2. Packages layer: the lock's repository packages (from the cache,
+    // fetched when missing) before the spec's own [[debs]].
+    let with_repo = crate::packages::for_build(spec, &opts.state_dir, opts.offline, p.as_ref())?;
+    let spec = with_repo.as_ref().unwrap_or(spec);
     let pkgs = debs::build(
         spec,
         base_tree,

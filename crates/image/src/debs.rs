@@ -29,9 +29,15 @@ pub struct PackagesLayer {
 
 fn deb_err(spec: &Spec, d: &DebSpec, message: impl Into<String>) -> BuildError {
     BuildError::Deb {
-        spec_loc: format!("{}:{}:{}", spec.path.display(), d.loc.line, d.loc.column),
+        spec_loc: match &d.from {
+            Some(_) => spec.dir.join(crate::lock::LOCK_FILE).display().to_string(),
+            None => format!("{}:{}:{}", spec.path.display(), d.loc.line, d.loc.column),
+        },
         path: d.path.clone(),
-        message: format!("debs[{}]: {}", d.index, message.into()),
+        message: match &d.from {
+            Some(from) => format!("{from}: {}", message.into()),
+            None => format!("debs[{}]: {}", d.index, message.into()),
+        },
     }
 }
 
@@ -269,7 +275,7 @@ pub fn build(
                 .get("Description")
                 .and_then(|s| s.lines().next())
                 .map(str::to_string),
-            distro: None,
+            distro: d.distro.clone(),
             origin: PackageOrigin::Deb { sha256: actual },
             files: owned,
             maintainer_scripts_not_run: deb

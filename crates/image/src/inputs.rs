@@ -34,7 +34,8 @@ use crate::tree::{Content, Lookup, Tree};
 /// in-toto DigestSet key of a directory digest (see the module docs).
 pub const DIR_HASH: &str = "dirHash";
 
-/// One input of a build: `kind` (spec, lock, base, file, directory, symlink, deb), a URI
+/// One input of a build: `kind` (spec, lock, repository, package, base, file, directory,
+/// symlink, deb), a URI
 /// and an in-toto DigestSet. At least one of `digest` and `content` is set, except for a
 /// directory whose names `dirHash` cannot encode (then `description` says so).
 #[derive(Clone, Debug, Serialize)]
@@ -109,8 +110,28 @@ pub(crate) fn build_inputs(
             format!("file:{}", crate::lock::LOCK_FILE),
             sha.clone(),
         );
-        lock.description = Some("package pins written by kiln patch".into());
+        lock.description = Some(match &spec.packages {
+            Some(_) => "the resolved package closure (and any kiln patch pins)".into(),
+            None => "package pins written by kiln patch".into(),
+        });
         out.push(lock);
+    }
+    if let (Some(_), Some(lock)) = (&spec.packages, &spec.lock) {
+        // Each suite by its verified InRelease, each package by its download.
+        for r in &lock.repositories {
+            let mut i = BuildInput::sha256(
+                "repository",
+                format!("{}/dists/{}/InRelease", r.url, r.suite),
+                r.inrelease_sha256.clone(),
+            );
+            i.description = Some(format!("signed by {}", r.signing_key));
+            out.push(i);
+        }
+        for p in &lock.packages {
+            let mut i = BuildInput::sha256("package", p.url.clone(), p.sha256.clone());
+            i.description = Some(format!("{} {} {}", p.name, p.version, p.architecture));
+            out.push(i);
+        }
     }
     if let Some((name, d)) = base {
         out.push(BuildInput::sha256("base", format!("oci:{name}"), d.hex()));
@@ -118,7 +139,7 @@ pub(crate) fn build_inputs(
     for f in &spec.files {
         out.push(files_input(spec, f, files_tree, lower));
     }
-    for d in &spec.debs {
+    for d in spec.debs.iter().filter(|d| d.from.is_none()) {
         out.push(BuildInput::sha256(
             "deb",
             format!("file:{}", relative(spec, &d.path)),

@@ -21,9 +21,11 @@ pub mod hostfs;
 pub mod inputs;
 pub mod layer;
 pub mod lock;
+pub mod packages;
 pub mod provenance;
 pub mod source;
 pub mod spec;
+pub mod spec_repos;
 pub mod spool;
 pub mod system;
 pub mod tarw;
@@ -44,6 +46,8 @@ pub use spec::{Spec, SpecError};
 pub enum BuildError {
     #[error(transparent)]
     Spec(#[from] SpecError),
+    #[error(transparent)]
+    Packages(Box<packages::PackagesError>),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -79,6 +83,12 @@ pub enum BuildError {
     System(#[from] system::SystemError),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<packages::PackagesError> for BuildError {
+    fn from(e: packages::PackagesError) -> BuildError {
+        BuildError::Packages(Box::new(e))
+    }
 }
 
 impl BuildError {

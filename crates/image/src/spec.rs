@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::spec_repos::{
+    RawAccount, RawCa, RawPackages, RawRepository, parse_accounts, parse_packages,
+    parse_repositories,
+};
+
 /// A spec error located in its file.
 #[derive(Debug, thiserror::Error)]
 pub struct SpecError {
@@ -57,6 +62,14 @@ struct RawSpec {
     debs: Vec<RawDeb>,
     #[serde(default)]
     baseline: Option<Baseline>,
+    #[serde(default)]
+    repositories: Vec<Spanned<RawRepository>>,
+    #[serde(default)]
+    packages: Option<Spanned<RawPackages>>,
+    #[serde(default)]
+    accounts: Vec<Spanned<RawAccount>>,
+    #[serde(default)]
+    ca_certificates: Vec<RawCa>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,13 +210,29 @@ pub struct FileSpec {
     pub(crate) src_loc: Loc,
 }
 
-/// One `[[debs]]` entry, validated.
+/// One `[[debs]]` entry, validated; or a repository package of the lock,
+/// fetched into the cache (then `from` says which, for errors and the SBOM).
 #[derive(Clone, Debug)]
 pub struct DebSpec {
     pub index: usize,
     pub path: PathBuf,
     pub sha256: String,
     pub(crate) loc: Loc,
+    /// For a repository package: `name version (url)`; `None` for `[[debs]]`.
+    pub from: Option<String>,
+    /// For a repository package: its suite's codename (the purl `distro`).
+    pub distro: Option<String>,
+}
+
+/// The `[packages]` table: what to resolve against `[[repositories]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackageRequest {
+    /// `name` or `name=version`, as written (order kept).
+    pub include: Vec<String>,
+    /// Names never to install.
+    pub exclude: Vec<String>,
+    /// Install `Recommends` too (default false).
+    pub recommends: bool,
 }
 
 /// A position in the spec file, for error messages raised after parsing.
@@ -235,6 +264,17 @@ pub struct Spec {
     pub check_entrypoint: bool,
     pub files: Vec<FileSpec>,
     pub debs: Vec<DebSpec>,
+    /// `[[repositories]]`, validated (a relative keyring is made absolute,
+    /// inside the spec directory).
+    pub repositories: Vec<kiln_repo::RepositoryConfig>,
+    /// `[packages]`, when the image installs packages from repositories.
+    pub packages: Option<PackageRequest>,
+    /// `kiln.lock` as read beside the spec (its `[[deb]]` pins are already
+    /// applied to `debs`).
+    pub lock: Option<crate::lock::Lock>,
+    /// The SHA-256 of each `[[debs]]` entry as written (before `kiln patch`
+    /// pins), a resolution input of the lock.
+    pub local_debs_as_written: Vec<String>,
     /// Accounts, extra CAs and the merged-/usr layout (see [`crate::system`]).
     pub system: crate::system::System,
     pub baseline: Baseline,
@@ -269,6 +309,7 @@ impl Spec {
         if let Some((lock, sha)) = crate::lock::Lock::load(&spec.dir)? {
             lock.apply(&mut spec)?;
             spec.lock_sha256 = Some(sha);
+            spec.lock = Some(lock);
         }
         Ok(spec)
     }
@@ -411,9 +452,47 @@ impl Spec {
                 path,
                 sha256: sha.clone(),
                 loc: cx.loc(d.path.span()),
+                from: None,
+                distro: None,
             });
         }
         let baseline = raw.baseline.unwrap_or_default();
+        let repositories = parse_repositories(&cx, &dir, &raw.repositories)?;
+        let packages = parse_packages(&cx, raw.packages.as_ref())?;
+        match (&raw.packages, raw.repositories.first()) {
+            (Some(p), None) => {
+                return Err(cx.err(
+                    p.span(),
+                    "[packages] needs at least one [[repositories]] entry to resolve against"
+                        .into(),
+                ));
+            }
+            (None, Some(r)) => {
+                return Err(cx.err(
+                    r.span(),
+                    "[[repositories]] without [packages]: say what to install from it".into(),
+                ));
+            }
+            _ => {}
+        }
+        let local_debs_as_written = debs.iter().map(|d| d.sha256.clone()).collect();
+        let system = crate::system::System {
+            merged_usr: packages.is_some(),
+            accounts: parse_accounts(&cx, &raw.accounts)?,
+            ca_certificates: raw
+                .ca_certificates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    resolve_src(&dir, c.src.get_ref())
+                        .map(|src| crate::system::ExtraCa {
+                            src,
+                            src_text: c.src.get_ref().clone(),
+                        })
+                        .map_err(|m| cx.err(c.src.span(), format!("ca_certificates[{i}].src: {m}")))
+                })
+                .collect::<Result<_, _>>()?,
+        };
         Ok(Spec {
             path: dir.join(path.file_name().unwrap_or_default()),
             dir,
@@ -441,7 +520,11 @@ impl Spec {
             stop_signal: img.stop_signal,
             files,
             debs,
-            system: Default::default(),
+            local_debs_as_written,
+            repositories,
+            packages,
+            lock: None,
+            system,
             baseline,
             sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes())),
             text: text.to_string(),
@@ -461,7 +544,7 @@ impl Spec {
     }
 }
 
-struct Cx<'a> {
+pub(crate) struct Cx<'a> {
     file: &'a Path,
     text: &'a str,
 }
@@ -470,11 +553,11 @@ impl Cx<'_> {
     fn line_col(&self, offset: usize) -> (usize, usize) {
         kiln_oci::textpos::line_col(self.text, offset)
     }
-    fn loc(&self, span: Range<usize>) -> Loc {
+    pub(crate) fn loc(&self, span: Range<usize>) -> Loc {
         let (line, column) = self.line_col(span.start);
         Loc { line, column }
     }
-    fn err(&self, span: Range<usize>, message: String) -> SpecError {
+    pub(crate) fn err(&self, span: Range<usize>, message: String) -> SpecError {
         let (line, column) = self.line_col(span.start);
         SpecError {
             file: self.file.to_path_buf(),
@@ -603,7 +686,7 @@ pub(crate) fn resolve_in(dir: &Path, s: &str) -> Result<PathBuf, FieldError> {
     resolve_src(dir, s)
 }
 
-fn resolve_src(dir: &Path, s: &str) -> Result<PathBuf, FieldError> {
+pub(crate) fn resolve_src(dir: &Path, s: &str) -> Result<PathBuf, FieldError> {
     if s.is_empty() {
         return Err(FieldError::EmptyPath);
     }
@@ -772,6 +855,158 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("debs[0].path"), "{e}");
         assert_eq!((e.line, e.column), (5, 8), "{e}");
+    }
+
+    const REPO: &str = "[[repositories]]\nurl = \"http://mirror.invalid/debian/\"\nsuites = [\"bookworm\"]\ncomponents = [\"main\"]\nkeyring = \"/usr/share/keyrings/debian-archive-keyring.gpg\"\n";
+
+    #[test]
+    fn packages_repositories_accounts_and_cas() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(d.path()).unwrap();
+        let text = format!(
+            "{MIN}{REPO}[packages]\ninclude = [\"python3-flask\", \"libexpat1=2.5.0-1+deb12u1\"]\nexclude = [\"perl\"]\n\
+             [[accounts]]\nname = \"app\"\nuid = 10001\ngid = 10001\nhome = \"/home/app/\"\n\
+             [[ca_certificates]]\nsrc = \"certs/ca.crt\"\n"
+        );
+        let s = Spec::parse(&dir.join("kiln.toml"), &text).unwrap();
+        assert_eq!(s.repositories[0].url, "http://mirror.invalid/debian");
+        let p = s.packages.as_ref().unwrap();
+        assert_eq!(p.include.len(), 2);
+        assert_eq!(p.exclude, ["perl"]);
+        assert!(!p.recommends);
+        assert!(s.system.merged_usr);
+        assert_eq!(s.system.accounts[0].home.as_deref(), Some("/home/app"));
+        assert_eq!(s.system.accounts[0].shell, None);
+        assert_eq!(s.system.ca_certificates[0].src, dir.join("certs/ca.crt"));
+        // Without [packages]: no merged /usr.
+        assert!(!parse(MIN).unwrap().system.merged_usr);
+    }
+
+    #[test]
+    fn repositories_from_apt_sources() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(d.path()).unwrap();
+        std::fs::write(
+            dir.join("debian.sources"),
+            "Types: deb\nURIs: http://a.invalid/debian/\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /k.gpg\n\n\
+             Types: deb-src\nURIs: http://b.invalid/debian\nSuites: x\nComponents: main\nSigned-By: /k.gpg\n",
+        )
+        .unwrap();
+        let pk = "[packages]\ninclude = [\"curl\"]\n";
+        let text = format!("{MIN}[[repositories]]\napt_sources = \"debian.sources\"\n{pk}");
+        let s = Spec::parse(&dir.join("kiln.toml"), &text).unwrap();
+        assert_eq!(s.repositories.len(), 1);
+        assert_eq!(s.repositories[0].url, "http://a.invalid/debian");
+        assert_eq!(s.repositories[0].suites, ["bookworm", "bookworm-updates"]);
+        for (extra, want) in [
+            ("apt_sources = \"missing.sources\"\n", "cannot read"),
+            (
+                "apt_sources = \"debian.sources\"\nurl = \"http://x.invalid\"\n",
+                "stands alone",
+            ),
+            (
+                "url = \"http://x.invalid\"\n",
+                "needs url, suites, components and keyring",
+            ),
+        ] {
+            let text = format!("{MIN}[[repositories]]\n{extra}{pk}");
+            let e = Spec::parse(&dir.join("kiln.toml"), &text).unwrap_err();
+            assert!(e.to_string().contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn package_table_errors_are_located() {
+        let pk = "[packages]\ninclude = [\"curl\"]\n";
+        let cases: Vec<(String, &str, usize, usize)> = vec![
+            (pk.into(), "needs at least one [[repositories]]", 4, 1),
+            (REPO.into(), "without [packages]", 4, 1),
+            (
+                format!("{REPO}[packages]\ninclude = [\"Bad_Name\"]\n"),
+                "not a Debian package name",
+                10,
+                12,
+            ),
+            (
+                format!("{REPO}[packages]\ninclude = [\"a1=\"]\n"),
+                "not a Debian version",
+                10,
+                12,
+            ),
+            (
+                format!("{REPO}[packages]\ninclude = [\"curl\", \"curl=1\"]\n"),
+                "listed twice",
+                10,
+                20,
+            ),
+            (
+                format!("{REPO}[packages]\ninclude = [\"curl\"]\nexclude = [\"curl\"]\n"),
+                "also in include",
+                11,
+                12,
+            ),
+            (
+                format!("{REPO}[packages]\nincluded = []\n"),
+                "unknown field",
+                10,
+                1,
+            ),
+            (
+                REPO.replace("http://mirror.invalid/debian/", "ftp://x") + pk,
+                "http:// or https://",
+                5,
+                7,
+            ),
+            (
+                REPO.replace("[\"main\"]", "[\"../x\"]") + pk,
+                "component",
+                5,
+                7,
+            ),
+            (
+                format!("{REPO}{pk}[[accounts]]\nname = \"Root!\"\nuid = 5\ngid = 5\n"),
+                "accounts[0].name",
+                12,
+                8,
+            ),
+            (
+                format!("{REPO}{pk}[[accounts]]\nname = \"a\"\nuid = 0\ngid = 0\n"),
+                "root",
+                13,
+                7,
+            ),
+            (
+                format!(
+                    "{REPO}{pk}[[accounts]]\nname = \"a\"\nuid = 5\ngid = 5\n[[accounts]]\nname = \"b\"\nuid = 5\ngid = 6\n"
+                ),
+                "is also a's",
+                17,
+                7,
+            ),
+            (
+                format!("{REPO}{pk}[[accounts]]\nname = \"a\"\nuid = -1\ngid = 5\n"),
+                "",
+                13,
+                7,
+            ),
+            (
+                format!("{REPO}{pk}[[accounts]]\nname = \"a\"\nuid = 5\ngid = 5\nhome = \"rel\"\n"),
+                "accounts[0].home",
+                15,
+                8,
+            ),
+            (
+                format!("{REPO}{pk}[[ca_certificates]]\nsrc = \"../ca.crt\"\n"),
+                "ca_certificates[0].src",
+                12,
+                7,
+            ),
+        ];
+        for (extra, want, line, col) in cases {
+            let e = parse(&format!("{MIN}{extra}")).unwrap_err();
+            assert!(e.to_string().contains(want), "{want}: {e}");
+            assert_eq!((e.line, e.column), (line, col), "{want}: {e}");
+        }
     }
 
     #[test]

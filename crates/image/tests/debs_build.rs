@@ -129,6 +129,7 @@ fn build(dir: &Path, spec: &str) -> Result<kiln_image::BuildReport, kiln_image::
             threads: 1,
             source_date_epoch: Some("0".into()),
             progress: Arc::new(Quiet),
+            offline: false,
         },
     )
 }

@@ -35,6 +35,8 @@ struct Cli {
 enum Command {
     /// Build a reproducible OCI image from a spec; prints the digest last.
     Build(cmd::build::Args),
+    /// Resolve the spec's [packages] into kiln.lock (the whole closure) and print a summary.
+    Lock(cmd::lock::Args),
     /// List the images in the store (--all: also signatures, referrers, untagged images).
     Images(cmd::images::Args),
     /// Show an image's config, layers, SBOM summary and annotations.
@@ -112,6 +114,7 @@ impl Command {
     fn audit_names(&self) -> (&'static str, Option<&'static str>) {
         match self {
             Command::Build(_) => ("kiln build", Some("image.build")),
+            Command::Lock(_) => ("kiln lock", None),
             Command::Images(_) => ("kiln images", None),
             Command::Inspect(_) => ("kiln inspect", None),
             Command::Sbom(_) => ("kiln sbom", None),
@@ -179,6 +182,7 @@ fn main() -> ExitCode {
     }
     let res = match cli.command {
         Command::Build(a) => cmd::build::run(&ctx, a),
+        Command::Lock(a) => cmd::lock::run(&ctx, a),
         Command::Images(a) => cmd::images::run(&ctx, a),
         Command::Inspect(a) => cmd::inspect::run(&ctx, a),
         Command::Sbom(a) => cmd::sbom::run(&ctx, a),

@@ -3,6 +3,14 @@
 //! chain, gathered into a [`kiln_solve::Universe`] (all suites at apt's
 //! default pin priority, so the newest version wins), solved, and the
 //! closure described with everything a lock file needs ([`Resolution`]).
+//!
+//! [`resolve_with`] adds two things a lock needs: local packages (a spec's
+//! `[[debs]]`, which join the universe and satisfy dependencies like
+//! repository packages) and preferred versions (`kiln lock --update PKG`
+//! keeps every other locked version when it can: those versions get
+//! [`PREFERRED_PIN_PRIORITY`], above apt's default 500, so each is the
+//! candidate of its name, while a name with no preferred version falls back
+//! to the newest, as apt does).
 
 use std::collections::HashMap;
 
@@ -19,12 +27,34 @@ use crate::packages::Package;
 /// Packages every image gets, whatever the request says (issue 13).
 pub const ALWAYS_INCLUDED: [&str; 2] = ["base-files", "base-passwd"];
 
+/// Pin priority of a preferred (locked) version: above apt's default, below
+/// local packages.
+pub const PREFERRED_PIN_PRIORITY: i32 = 990;
+/// Pin priority of a local package: it wins over any repository version.
+pub const LOCAL_PIN_PRIORITY: i32 = 1000;
+/// The universe origin of local packages.
+pub const LOCAL_ORIGIN: &str = "local";
+
+/// What [`resolve_with`] adds to the repositories' packages.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Local packages (the solver's view of their control files), always
+    /// installed; they satisfy dependencies but are not in
+    /// [`Resolution::packages`] (there is nothing to download).
+    pub local: Vec<kiln_solve::Package>,
+    /// `(name, version, architecture)` to keep when still possible.
+    pub prefer: Vec<(String, String, String)>,
+}
+
 /// One verified suite that took part in a resolution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockedSuite {
     /// Repository URL without a trailing slash.
     pub url: String,
     pub suite: String,
+    /// The Release's `Codename` (e.g. `bookworm`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codename: Option<String>,
     /// SHA256 of the signed `InRelease` (or `Release`) that was verified.
     pub inrelease_sha256: Digest,
     /// Fingerprint of the key (or subkey) that made the signature.
@@ -91,6 +121,18 @@ pub fn resolve(
     arch: &str,
     now: u64,
 ) -> Result<Resolution, ResolveError> {
+    resolve_with(client, repos, request, arch, now, &Extras::default())
+}
+
+/// [`resolve`] with local packages and preferred versions ([`Extras`]).
+pub fn resolve_with(
+    client: &RepoClient,
+    repos: &[RepositoryConfig],
+    request: &Request,
+    arch: &str,
+    now: u64,
+    extras: &Extras,
+) -> Result<Resolution, ResolveError> {
     let mut suites: Vec<LockedSuite> = Vec::new();
     // Per suite, its packages; the universe's `origin` names the suite by
     // index, so an installed package maps back to its stanza.
@@ -106,6 +148,7 @@ pub fn resolve(
             suites.push(LockedSuite {
                 url: suite.base_url.clone(),
                 suite: suite.suite.clone(),
+                codename: suite.release.codename.clone(),
                 inrelease_sha256: suite.signed_sha256,
                 signing_key: suite.signed_by.key.clone(),
                 signing_certificate: suite.signed_by.primary.clone(),
@@ -114,14 +157,36 @@ pub fn resolve(
         }
     }
     let mut request = request.clone();
+    for l in &extras.local {
+        let named =
+            |e: &String| e == &l.name || e.split_once('=').is_some_and(|(n, _)| n == l.name);
+        if !request.include.iter().any(named) {
+            request.include.push(format!("{}={}", l.name, l.version));
+        }
+    }
     for name in ALWAYS_INCLUDED {
         let named = |e: &String| e == name || e.split_once('=').is_some_and(|(n, _)| n == name);
         if !request.include.iter().any(named) {
             request.include.push(name.to_string());
         }
     }
-    // Only what the request can reach is decoded (see crate::index::select).
-    let indexes = crate::index::select_for_request(&compact, &request).map_err(|source| {
+    // Only what the request can reach is decoded (see crate::index::select);
+    // local packages are not in the indexes, so what they depend on is a
+    // root too.
+    let mut reach = request.clone();
+    for l in &extras.local {
+        let recommends = if request.recommends {
+            &l.recommends[..]
+        } else {
+            &[]
+        };
+        for g in l.pre_depends.iter().chain(&l.depends).chain(recommends) {
+            reach
+                .include
+                .extend(g.alternatives.iter().map(|r| r.name.clone()));
+        }
+    }
+    let indexes = crate::index::select_for_request(&compact, &reach).map_err(|source| {
         ResolveError::Repository {
             url: "(cached Packages indexes)".into(),
             source: RepoError::Compact {
@@ -131,21 +196,73 @@ pub fn resolve(
         }
     })?;
     let origin = |i: usize| format!("{i:06}");
-    let mut all = Vec::new();
     let mut stanzas: HashMap<(&str, &str, &str, String), &Package> = HashMap::new();
     for (i, pkgs) in indexes.iter().enumerate() {
         for p in pkgs {
-            all.push(p.to_solver(DEFAULT_PIN_PRIORITY, &origin(i)));
             stanzas
                 .entry((&p.name, p.version.as_str(), &p.architecture, origin(i)))
                 .or_insert(p);
         }
     }
-    let universe = Universe::new(all, arch).map_err(ResolveError::Universe)?;
-    let closure = kiln_solve::solve(&universe, &request).map_err(ResolveError::Solve)?;
+    // The solver installs a name's candidate only (as apt does): a preferred
+    // version that a dependency rules out is given up (that name moves to
+    // the newest) and the request solved again, until it solves or no
+    // preference is to blame.
+    let mut preferred: std::collections::HashSet<(&str, &str, &str)> = extras
+        .prefer
+        .iter()
+        .map(|(n, v, a)| (n.as_str(), v.as_str(), a.as_str()))
+        .collect();
+    let (universe, closure) = loop {
+        let mut all = Vec::new();
+        for (i, pkgs) in indexes.iter().enumerate() {
+            for p in pkgs {
+                let key = (p.name.as_str(), p.version.as_str(), p.architecture.as_str());
+                let pin = if preferred.contains(&key) {
+                    PREFERRED_PIN_PRIORITY
+                } else {
+                    DEFAULT_PIN_PRIORITY
+                };
+                all.push(p.to_solver(pin, &origin(i)));
+            }
+        }
+        for l in &extras.local {
+            let mut l = l.clone();
+            l.pin_priority = LOCAL_PIN_PRIORITY;
+            l.origin = LOCAL_ORIGIN.to_string();
+            all.push(l);
+        }
+        let universe = Universe::new(all, arch).map_err(ResolveError::Universe)?;
+        match kiln_solve::solve(&universe, &request) {
+            Ok(c) => break (universe, c),
+            Err(e) => {
+                let blamed: Vec<&str> = match &e {
+                    SolveError::Unsatisfiable { chain, .. }
+                    | SolveError::SearchLimit { chain, .. } => chain
+                        .last()
+                        .map(|rel| {
+                            rel.split('|')
+                                .filter_map(|alt| alt.split_whitespace().next())
+                                .map(|n| n.split(':').next().unwrap_or(n))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                let before = preferred.len();
+                preferred.retain(|(n, _, _)| !blamed.contains(n));
+                if preferred.len() == before {
+                    return Err(ResolveError::Solve(e));
+                }
+            }
+        }
+    };
     let mut packages = Vec::with_capacity(closure.packages.len());
     for installed in &closure.packages {
         let from = universe.package(installed.id);
+        if from.origin == LOCAL_ORIGIN {
+            continue;
+        }
         let suite: usize = from.origin.parse().unwrap_or(usize::MAX);
         let stanza = stanzas
             .get(&(

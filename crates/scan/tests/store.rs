@@ -53,6 +53,7 @@ fn hello_image_inventory_and_scan() {
             threads: 2,
             source_date_epoch: Some("1700000000".into()),
             progress: Arc::new(kiln_image::build::Quiet),
+            offline: false,
         },
     )
     .expect("build");

@@ -114,6 +114,8 @@ fn a_debian_system_from_the_mirror() {
             path,
             sha256: lp.sha256.hex(),
             loc: Loc::default(),
+            from: None,
+            distro: None,
         });
     }
     // A CA and a server certificate it signed.

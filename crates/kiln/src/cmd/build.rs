@@ -32,6 +32,14 @@ pub struct Args {
     /// and attach it (OCI referrer and cosign `.att`). The image digest does not change.
     #[arg(long, value_name = "KEY")]
     sign_key: Option<PathBuf>,
+    /// With [packages]: a missing or stale kiln.lock is an error (exit status 1)
+    /// instead of being resolved and written.
+    #[arg(long)]
+    locked: bool,
+    /// No network: repository packages only from the cache (a missing .deb is an
+    /// error naming it); needs a fresh kiln.lock (implies --locked).
+    #[arg(long)]
+    offline: bool,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
@@ -42,7 +50,29 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         Some(p) => Some(super::sign::load_key(p)?),
         None => None,
     };
-    let spec = Spec::load(&a.file)?;
+    let mut spec = Spec::load(&a.file)?;
+    if spec.packages.is_some() {
+        match kiln_image::packages::check_fresh(&spec) {
+            Ok(()) => {}
+            Err(kiln_image::packages::PackagesError::Lock(why)) if !(a.locked || a.offline) => {
+                // As cargo does: resolve, write the lock, say so.
+                let update = kiln_image::packages::Update::Keep;
+                super::lock::resolve_and_write(&ctx.state_dir, &spec, &update)?;
+                // On stderr, also with --json (stdout stays the report).
+                eprintln!(
+                    "kiln: {why}; resolved and wrote {}",
+                    spec.dir.join(kiln_image::lock::LOCK_FILE).display()
+                );
+                spec = Spec::load(&a.file)?;
+            }
+            Err(e) => {
+                let flag = if a.offline { "--offline" } else { "--locked" };
+                return Err(
+                    anyhow::Error::new(e).context(format!("{flag}: the lock cannot be used"))
+                );
+            }
+        }
+    }
     let tag = match &a.tag {
         None => None,
         Some(t) => match kiln_oci::ImageRef::parse(t)? {
@@ -66,6 +96,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         threads,
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         progress: crate::progress::for_terminal(ctx.json),
+        offline: a.offline,
     };
     // Staged, recorded, then published (see `kiln_patch::build`).
     let builder = match &key {

@@ -14,6 +14,7 @@ pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod key;
+pub mod lock;
 pub mod log;
 pub mod pull;
 pub mod push;

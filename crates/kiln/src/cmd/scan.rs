@@ -239,6 +239,7 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
         threads,
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
         progress: Arc::new(kiln_image::build::Quiet),
+        offline: false,
     };
     let req = PatchRequest {
         spec_path: &file,

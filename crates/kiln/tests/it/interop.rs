@@ -203,7 +203,7 @@ fn missing(what: &str) -> ! {
     panic!("{what} is not installed (scripts/install-deps.sh)")
 }
 
-fn build_signed(e: &Env, key: &Path) -> serde_json::Value {
+pub(crate) fn build_signed(e: &Env, key: &Path) -> serde_json::Value {
     let o = run(e
         .kiln()
         .env("KILN_KEY_PASSWORD", PASSWORD)
@@ -228,7 +228,7 @@ fn referrer_layers(e: &Env, digest: &str, artifact_type: &str) -> Vec<Vec<u8>> {
 }
 
 /// The provenance statement kiln attached to `digest` (the newest, if several).
-fn provenance_statement(e: &Env, digest: &str) -> serde_json::Value {
+pub(crate) fn provenance_statement(e: &Env, digest: &str) -> serde_json::Value {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
     let st = referrer_layers(e, digest, DSSE)
@@ -387,7 +387,7 @@ fn check_descriptor(d: &serde_json::Value, at: &str) {
 /// Walks a whole SLSA v1 provenance statement: every field is one the specs define, and
 /// every ResourceDescriptor (subject, resolvedDependencies, byproducts,
 /// builderDependencies) passes [`check_descriptor`]. Returns how many it checked.
-fn check_provenance(st: &serde_json::Value) -> usize {
+pub(crate) fn check_provenance(st: &serde_json::Value) -> usize {
     fn keys(v: &serde_json::Value, at: &str, allowed: &[&str], required: &[&str]) {
         let o = v
             .as_object()

@@ -19,6 +19,9 @@ mod fleet;
 mod habits;
 mod hostile;
 mod interop;
+mod lock;
+#[path = "../../../repo/tests/support/mod.rs"]
+mod repo_support;
 mod scan;
 mod sign;
 mod support;
