@@ -51,8 +51,9 @@ fn images_inspect_and_sbom() {
         spdx_sum["summary"]["packages"], 1,
         "hello-config: {spdx_sum}"
     );
-    // busybox, index.html, status, hello.conf, copyright, and info/ list, md5sums, conffiles, postinst.
-    assert_eq!(spdx_sum["summary"]["files"], 9, "{spdx_sum}");
+    // busybox, index.html, status, hello.conf, copyright, and info/ format,
+    // list, md5sums, conffiles, postinst.
+    assert_eq!(spdx_sum["summary"]["files"], 10, "{spdx_sum}");
     // By digest too, and human output.
     let o = run(e.kiln().args(["inspect", &d]));
     assert!(o.status.success(), "{}", stderr(&o));
