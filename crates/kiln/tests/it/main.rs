@@ -20,6 +20,7 @@ mod habits;
 mod hostile;
 mod interop;
 mod lock;
+mod packages;
 #[path = "../../../repo/tests/support/mod.rs"]
 mod repo_support;
 mod scan;

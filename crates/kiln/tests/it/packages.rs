@@ -111,7 +111,10 @@ fn check_dpkg(root: &Path) {
     );
     let o = run(Command::new("apt-get")
         .arg("-o")
-        .arg(format!("Dir::State::status={}", admin.join("status").display()))
+        .arg(format!(
+            "Dir::State::status={}",
+            admin.join("status").display()
+        ))
         .arg("-o")
         .arg("Debug::NoLocking=1")
         .arg("check"));
@@ -138,7 +141,12 @@ impl Drop for Running {
 }
 
 impl Running {
-    fn start(tmp: &Path, rootfs: &kiln_runtime::Rootfs, id: &str, args: Option<&[&str]>) -> Running {
+    fn start(
+        tmp: &Path,
+        rootfs: &kiln_runtime::Rootfs,
+        id: &str,
+        args: Option<&[&str]>,
+    ) -> Running {
         let mut spec = InstanceSpec::from_image(id, rootfs).unwrap();
         if let Some(a) = args {
             spec.args = a.iter().map(|s| s.to_string()).collect();
@@ -191,9 +199,11 @@ fn prerequisites() {
         missing.push("runc");
     }
     for tool in ["openssl", "nsenter", "dpkg", "apt-get"] {
-        if !run(Command::new("sh").arg("-c").arg(format!("command -v {tool}")))
-            .status
-            .success()
+        if !run(Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}")))
+        .status
+        .success()
         {
             missing.push(tool);
         }
@@ -372,7 +382,9 @@ src = "certs/internal-ca.crt"
         .arg("-t")
         .arg(r.pid.to_string())
         .arg("-n")
-        .args(["openssl", "s_server", "-quiet", "-naccept", "1", "-www", "-accept", "8443"])
+        .args([
+            "openssl", "s_server", "-quiet", "-naccept", "1", "-www", "-accept", "8443",
+        ])
         .arg("-cert")
         .arg(pki.path().join("server.crt"))
         .arg("-key")
