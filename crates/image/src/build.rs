@@ -84,6 +84,9 @@ pub struct BuildReport {
     pub out: Option<PathBuf>,
     pub warnings: Vec<String>,
     pub maintainer_scripts_not_run: BTreeMap<String, Vec<String>>,
+    /// Per package, what kiln did in place of its scripts (accounts, the CA
+    /// bundle, alternatives; see [`crate::system`]).
+    pub done_by_kiln: BTreeMap<String, Vec<String>>,
     pub elapsed_ms: u128,
     /// Wall-clock milliseconds per phase, in order.
     pub phases_ms: Vec<(String, u128)>,
@@ -424,13 +427,13 @@ pub fn build_staged(
     // so an unchanged rebuild reuses them instead of regenerating.
     ph.mark("config");
     let inv_key = hex::encode(sha2::Sha256::digest(format!(
-        "kiln-inventory-v1\n{KILN_VERSION}\n{}\n{name}\n{tag}\n",
+        "kiln-inventory-v2\n{KILN_VERSION}\n{}\n{name}\n{tag}\n",
         mdesc.digest
     )));
     let ref_cache = cache_dir.join("referrers").join(format!("{inv_key}.json"));
     let cached_refs = cached_referrers(&store, &ref_cache);
-    let (referrers, n_packages, n_files, scripts, ref_cached) = match cached_refs {
-        Some(c) => (c.referrers, c.packages, c.files, c.scripts, true),
+    let (referrers, n_packages, n_files, (scripts, done), ref_cached) = match cached_refs {
+        Some(c) => (c.referrers, c.packages, c.files, (c.scripts, c.done), true),
         None => {
             let mut files =
                 Vec::with_capacity(files_tree.len() + pkgs_tree.len() + base_tree.len());
@@ -450,6 +453,11 @@ pub fn build_staged(
                 .iter()
                 .filter(|p| !p.maintainer_scripts_not_run.is_empty())
                 .map(|p| (p.name.clone(), p.maintainer_scripts_not_run.clone()))
+                .collect();
+            let done: BTreeMap<String, Vec<String>> = packages
+                .iter()
+                .filter(|p| !p.done_by_kiln.is_empty())
+                .map(|p| (p.name.clone(), p.done_by_kiln.clone()))
                 .collect();
             let inv = Inventory {
                 image: ImageSubject {
@@ -472,7 +480,7 @@ pub fn build_staged(
             // Freeing ~100k small allocations is measurable; the process
             // does not need to wait for it.
             std::thread::spawn(move || drop(inv));
-            (refs, counts.0, counts.1, scripts, false)
+            (refs, counts.0, counts.1, (scripts, done), false)
         }
     };
     ph.mark("sbom");
@@ -489,6 +497,7 @@ pub fn build_staged(
             packages: n_packages,
             files: n_files,
             scripts: scripts.clone(),
+            done: done.clone(),
         };
         if let Ok(bytes) = serde_json::to_vec(&entry)
             && let Some(dir) = ref_cache.parent()
@@ -558,6 +567,7 @@ pub fn build_staged(
         out,
         warnings,
         maintainer_scripts_not_run: scripts,
+        done_by_kiln: done,
         elapsed_ms: started.elapsed().as_millis(),
         phases_ms: ph.done,
     };
@@ -571,6 +581,8 @@ struct CachedReferrers {
     packages: usize,
     files: usize,
     scripts: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    done: BTreeMap<String, Vec<String>>,
 }
 
 /// The cached referrers, if every blob they need is still in the store.

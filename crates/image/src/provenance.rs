@@ -142,10 +142,15 @@ pub fn predicate(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| spec_path.to_string_lossy().into_owned());
+    // Per package: the scripts not run and, where kiln did their work in
+    // their place, what it did.
     let scripts: Vec<Value> = r
         .maintainer_scripts_not_run
         .iter()
-        .map(|(pkg, s)| json!({"package": pkg, "scripts": s}))
+        .map(|(pkg, s)| match r.done_by_kiln.get(pkg) {
+            Some(done) => json!({"package": pkg, "scripts": s, "doneByKiln": done}),
+            None => json!({"package": pkg, "scripts": s}),
+        })
         .collect();
     // The byproduct is these bytes, carried inline (`content`): a ResourceDescriptor
     // needs one of uri, digest or content.
@@ -241,6 +246,7 @@ mod tests {
                 "hello-config".to_owned(),
                 vec!["postinst".to_owned()],
             )]),
+            done_by_kiln: BTreeMap::new(),
             elapsed_ms: 0,
             phases_ms: Vec::new(),
         }
@@ -273,6 +279,18 @@ mod tests {
         assert_eq!(run["metadata"]["finishedOn"], "2023-11-14T22:13:21.000002Z");
         let scripts = &run["byproducts"][0]["annotations"]["packages"][0];
         assert_eq!(scripts["package"], "hello-config");
+        assert!(scripts.get("doneByKiln").is_none());
+        // What kiln did in a package's scripts' place is listed beside them.
+        let mut r2 = report();
+        r2.done_by_kiln.insert(
+            "hello-config".into(),
+            vec!["kiln: alternatives hello -> /usr/bin/hello".into()],
+        );
+        let p2 = predicate(Path::new("kiln.toml"), &r2, &builder, "a", "b");
+        assert_eq!(
+            p2["runDetails"]["byproducts"][0]["annotations"]["packages"][0]["doneByKiln"][0],
+            "kiln: alternatives hello -> /usr/bin/hello"
+        );
         let st = statement(&r, p);
         assert_eq!(st.predicate_type, PROVENANCE_PREDICATE_TYPE);
         assert_eq!(st.subject[0].digest["sha256"], r.digest.hex());

@@ -151,6 +151,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
         println!("  referrer  {}  {}", rf.digest, rf.artifact_type);
     }
     println!("  contents  {} packages, {} paths", r.packages, r.files);
+    // Maintainer scripts are never run (the warning above lists them); what
+    // kiln did in their place, per package:
+    for (pkg, done) in &r.done_by_kiln {
+        for d in done {
+            println!("  in place  {pkg}: {}", d.strip_prefix("kiln: ").unwrap_or(d));
+        }
+    }
     if let Some(p) = &provenance {
         println!(
             "  provenance {}  (SLSA v1, also {})",
