@@ -155,7 +155,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     // kiln did in their place, per package:
     for (pkg, done) in &r.done_by_kiln {
         for d in done {
-            println!("  in place  {pkg}: {}", d.strip_prefix("kiln: ").unwrap_or(d));
+            println!(
+                "  in place  {pkg}: {}",
+                d.strip_prefix("kiln: ").unwrap_or(d)
+            );
         }
     }
     if let Some(p) = &provenance {
