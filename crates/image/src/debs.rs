@@ -396,18 +396,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn link(t: &str) -> Node {
-        Node {
-            kind: EntryType::Symlink,
-            mode: 0o777,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            sha256: None,
-            sha1: None,
-            link: Some(t.into()),
-            origin: Origin::Base,
-            content: Content::None,
-        }
+        Node::symlink(t, Origin::Base)
     }
 
     fn dir() -> Node {

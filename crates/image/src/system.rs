@@ -174,18 +174,7 @@ pub(crate) fn read_node(path: &str, n: &Node, limit: u64) -> Result<Vec<u8>, Sys
 
 /// A symlink node made by kiln.
 pub(crate) fn symlink(target: &str) -> Node {
-    Node {
-        kind: EntryType::Symlink,
-        mode: 0o777,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        sha256: None,
-        sha1: None,
-        link: Some(target.to_string()),
-        origin: tree::Origin::Spec,
-        content: Content::None,
-    }
+    Node::symlink(target, tree::Origin::Spec)
 }
 
 /// An absolute path with no empty, `.` or `..` component and no NUL or

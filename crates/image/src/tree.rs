@@ -61,6 +61,22 @@ impl Node {
         }
     }
 
+    /// A symbolic link (owned by root, mode 0777 as on Linux).
+    pub fn symlink(target: &str, origin: Origin) -> Node {
+        Node {
+            kind: EntryType::Symlink,
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            sha256: None,
+            sha1: None,
+            link: Some(target.to_string()),
+            origin,
+            content: Content::None,
+        }
+    }
+
     /// A regular file held in memory, hashed here.
     pub fn bytes(data: Vec<u8>, mode: u32, uid: u32, gid: u32, origin: Origin) -> Node {
         use sha1::Digest as _;
@@ -296,18 +312,7 @@ mod tests {
     use super::*;
 
     fn link(t: &str) -> Node {
-        Node {
-            kind: EntryType::Symlink,
-            mode: 0o777,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            sha256: None,
-            sha1: None,
-            link: Some(t.into()),
-            origin: Origin::Base,
-            content: Content::None,
-        }
+        Node::symlink(t, Origin::Base)
     }
 
     #[test]
