@@ -30,6 +30,7 @@ pub mod approve;
 pub mod build;
 pub mod history;
 pub mod patch;
+pub mod repo;
 mod rollout;
 pub mod scan;
 pub mod sign;
@@ -169,6 +170,23 @@ pub enum Error {
     FixedVersion,
     #[error("deb file name")]
     DebFileName { path: PathBuf },
+    #[error(
+        "{} ([[debs]] of the spec) need a fix: pass --debs DIR with the fixed .deb files",
+        packages.join(", ")
+    )]
+    NeedDebs { packages: Vec<String> },
+    #[error("the packages of {}", spec.display())]
+    Lock {
+        spec: PathBuf,
+        #[source]
+        source: Box<kiln_image::packages::PackagesError>,
+    },
+    /// The repositories publish no fixed version (yet): nothing was changed.
+    #[error(
+        "no fix published: {}; kiln.lock is unchanged",
+        unfixed.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    NotFixed { unfixed: Vec<repo::Unfixed> },
 
     // ---- roll-out
     #[error("{}: no service runs {name}@sha256:…; nothing to roll out", path.display())]
