@@ -363,7 +363,11 @@ mod tests {
             }]
         );
         let text = unfixed[0].to_string();
-        for part in ["libexpat1 2.5.0-1+deb12u1", "DEBIAN-CVE-1", "2.5.0-1+deb12u2"] {
+        for part in [
+            "libexpat1 2.5.0-1+deb12u1",
+            "DEBIAN-CVE-1",
+            "2.5.0-1+deb12u2",
+        ] {
             assert!(text.contains(part), "{text}");
         }
         // Nothing newer at all: the same.
