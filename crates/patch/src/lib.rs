@@ -15,8 +15,9 @@
 //!   bundle); record `image.sign`; then tag the signature.
 //! - [`approve`]: the same for a signed approval with a reason (`kiln approve`).
 //! - [`patch`]: the whole workflow, calling the builder (`kiln-image`), the scanner
-//!   (`kiln-scan`) and the signer (`kiln-trust`) directly; [`history`] reads the advisory
-//!   → fixed image → fleet times back from the audit log.
+//!   (`kiln-scan`) and the signer (`kiln-trust`) directly; [`repo`] is its part for
+//!   repository packages (match the lock, re-lock, check the fix); [`history`] reads the
+//!   advisory → fixed image → fleet times back from the audit log.
 //!
 //! It is a crate of its own (not part of the builder, scanner or signer) because it is
 //! the one place that combines them with the audit log and the fleet: each of those

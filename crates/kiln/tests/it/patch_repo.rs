@@ -38,6 +38,9 @@ fn dpkg_deb(dir: &Path, name: &str, version: &str, files: &[(&str, &str)]) -> Ve
     fs::read(out).unwrap()
 }
 
+/// A package to publish: name, version, extra files `(path, contents)`.
+type Published<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
 /// A signed repository (suite `bookworm`, component `main`).
 struct Repo {
     server: Server,
@@ -58,7 +61,7 @@ impl Repo {
     fn publish(&self, pkgs: &[(&str, &str)]) {
         self.server.clear();
         let mut index = String::new();
-        let base: [(&str, &str, &[(&str, &str)]); 2] = [
+        let base: [Published<'_>; 2] = [
             ("base-files", "12.4", &[("etc/os-release", "ID=debian\n")]),
             (
                 "base-passwd",
