@@ -15,8 +15,9 @@
 //!   bundle); record `image.sign`; then tag the signature.
 //! - [`approve`]: the same for a signed approval with a reason (`kiln approve`).
 //! - [`patch`]: the whole workflow, calling the builder (`kiln-image`), the scanner
-//!   (`kiln-scan`) and the signer (`kiln-trust`) directly; [`history`] reads the advisory
-//!   → fixed image → fleet times back from the audit log.
+//!   (`kiln-scan`) and the signer (`kiln-trust`) directly; [`repo`] is its part for
+//!   repository packages (match the lock, re-lock, check the fix); [`history`] reads the
+//!   advisory → fixed image → fleet times back from the audit log.
 //!
 //! It is a crate of its own (not part of the builder, scanner or signer) because it is
 //! the one place that combines them with the audit log and the fleet: each of those
@@ -30,6 +31,7 @@ pub mod approve;
 pub mod build;
 pub mod history;
 pub mod patch;
+pub mod repo;
 mod rollout;
 pub mod scan;
 pub mod sign;
@@ -169,6 +171,23 @@ pub enum Error {
     FixedVersion,
     #[error("deb file name")]
     DebFileName { path: PathBuf },
+    #[error(
+        "{} ([[debs]] of the spec) need a fix: pass --debs DIR with the fixed .deb files",
+        packages.join(", ")
+    )]
+    NeedDebs { packages: Vec<String> },
+    #[error("the packages of {}", spec.display())]
+    Lock {
+        spec: PathBuf,
+        #[source]
+        source: Box<kiln_image::packages::PackagesError>,
+    },
+    /// The repositories publish no fixed version (yet): nothing was changed.
+    #[error(
+        "no fix published: {}; kiln.lock is unchanged",
+        unfixed.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    NotFixed { unfixed: Vec<repo::Unfixed> },
 
     // ---- roll-out
     #[error("{}: no service runs {name}@sha256:…; nothing to roll out", path.display())]

@@ -1,7 +1,11 @@
 //! `kiln patch`: advisory → pinned fix → rebuilt, scanned, signed image → fleet.
 //!
-//! 1. Each `.deb` of the spec is matched against the advisories; for every package a
-//!    fixable advisory affects, the highest fixed version in the `--debs` pool is pinned
+//! 1. The spec's packages are matched against the advisories. Repository packages
+//!    (`[packages]`, the lock's `[[package]]` closure): the affected ones are re-locked
+//!    to the newest the repositories offer, every other package keeping its version, and
+//!    the new versions must fix every advisory, or the patch fails with the lock
+//!    unchanged ([`crate::repo`]). Local `[[debs]]`: for every package a fixable advisory
+//!    affects, the highest fixed version in the `--debs` pool (needed only then) is pinned
 //!    in `kiln.lock` (copied beside the spec, so the pin is self-contained).
 //! 2. `patch.start` is recorded, then the copies and the lock are written.
 //! 3. The spec is rebuilt with signed provenance, scanned with an attested result
@@ -34,8 +38,9 @@ pub struct PatchRequest<'a> {
     pub db: &'a AdvisoryDb,
     /// When the advisories were read: the start of every time reported.
     pub ingested: SystemTime,
-    /// A directory of `.deb` files with fixed versions.
-    pub debs: &'a Path,
+    /// A directory of `.deb` files with fixed versions of the spec's `[[debs]]`
+    /// (needed only when one of them is affected).
+    pub debs: Option<&'a Path>,
     /// The key that signs the provenance, the scan attestation and the image, and its
     /// password (loaded when the build starts, as `kiln build --sign-key` does).
     pub key_path: &'a Path,
@@ -106,8 +111,25 @@ pub fn patch(
         });
     }
     let spec = Spec::load(req.spec_path)?;
-    let planned = plan(&spec, db, req.debs, note)?;
-    let Planned { lock, pins, copies } = planned;
+    // Repository packages first: their re-lock keeps the lock's [[deb]] pins.
+    let (start, mut pins) = if spec.packages.is_some() {
+        let r = crate::repo::plan(&spec, db, &req.build.state_dir)?;
+        (Some(r.lock), r.pins)
+    } else {
+        (None, Vec::new())
+    };
+    let start = match start {
+        Some(l) => l,
+        None => kiln_image::lock::Lock::load(&spec.dir)?
+            .map(|(l, _)| l)
+            .unwrap_or_default(),
+    };
+    let Planned {
+        lock,
+        pins: deb_pins,
+        copies,
+    } = plan(&spec, db, req.debs, start, note)?;
+    pins.extend(deb_pins);
     if pins.is_empty() {
         return Ok(Patched::Nothing {
             spec: spec.name.clone(),
@@ -273,20 +295,33 @@ struct Planned {
     copies: Vec<(PathBuf, tempfile::NamedTempFile)>,
 }
 
-/// Match the spec's packages against the advisories and pick the fixes from `debs_dir`.
+/// Match the spec's `[[debs]]` against the advisories and pick the fixes from
+/// `debs_dir` (an error without one when a package needs a fix), pinning them in
+/// `lock`.
 fn plan(
     spec: &Spec,
     db: &AdvisoryDb,
-    debs_dir: &Path,
+    debs_dir: Option<&Path>,
+    mut lock: kiln_image::lock::Lock,
     note: &mut dyn FnMut(Note),
 ) -> Result<Planned, Error> {
-    let read_err = |source| Error::Read {
-        path: debs_dir.to_path_buf(),
-        source,
-    };
     let mut pool: Vec<(PathBuf, kiln_deb::Deb)> = Vec::new();
-    for e in std::fs::read_dir(debs_dir).map_err(read_err)? {
-        let p = e.map_err(read_err)?.path();
+    let listing = match debs_dir {
+        Some(dir) => std::fs::read_dir(dir)
+            .map_err(|source| Error::Read {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .map(|e| {
+                e.map(|e| e.path()).map_err(|source| Error::Read {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    for p in listing {
         if p.extension().and_then(|x| x.to_str()) != Some("deb") {
             continue;
         }
@@ -299,10 +334,8 @@ fn plan(
             ))),
         }
     }
-    let mut lock = kiln_image::lock::Lock::load(&spec.dir)?
-        .map(|(l, _)| l)
-        .unwrap_or_default();
     let mut pins: Vec<Pin> = Vec::new();
+    let mut need_debs: Vec<String> = Vec::new();
     let mut copies: Vec<(PathBuf, tempfile::NamedTempFile)> = Vec::new();
     for entry in &spec.debs {
         let deb = kiln_deb::Deb::read_path(&entry.path).map_err(|source| Error::Deb {
@@ -342,6 +375,10 @@ fn plan(
             .filter(|(_, v)| *v >= need)
             .max_by(|x, y| x.1.cmp(&y.1));
         let ids: Vec<String> = vulns.iter().map(|v| v.id.clone()).collect();
+        if debs_dir.is_none() {
+            need_debs.push(format!("{} {} ({})", c.name, c.version, ids.join(", ")));
+            continue;
+        }
         let Some((src, version)) = candidate else {
             note(Note::Warning(format!(
                 "{} {} is affected by {} but --debs has no version >= {}",
@@ -394,6 +431,11 @@ fn plan(
             to: version.as_str().to_string(),
             advisories: ids,
             severity,
+        });
+    }
+    if !need_debs.is_empty() {
+        return Err(Error::NeedDebs {
+            packages: need_debs,
         });
     }
     Ok(Planned { lock, pins, copies })

@@ -180,7 +180,8 @@ pub struct PatchArgs {
     /// OSV advisories: files or directories. Without it, the set `kiln advisories sync` stored.
     #[arg(long, num_args = 1..)]
     advisories: Vec<PathBuf>,
-    /// A directory of .deb files with fixed versions.
+    /// A directory of .deb files with fixed versions of the spec's [[debs]] (needed only
+    /// when one of them is affected; repository packages are re-locked instead).
     #[arg(long)]
     debs: Option<PathBuf>,
     /// Signing key: provenance, signature and scan attestation of the fixed image.
@@ -220,7 +221,6 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
     let t0 = Instant::now();
     let ingested = SystemTime::now();
     let file = a.file.clone().context("kiln patch needs -f kiln.toml")?;
-    let debs = a.debs.clone().context("kiln patch needs --debs DIR")?;
     let key = a
         .key
         .clone()
@@ -245,7 +245,7 @@ pub fn patch(ctx: &Ctx, a: PatchArgs) -> Result<()> {
         spec_path: &file,
         db: &db,
         ingested,
-        debs: &debs,
+        debs: a.debs.as_deref(),
         key_path: &key,
         key_password: password.as_deref(),
         builder: &builder,

@@ -21,6 +21,7 @@ mod hostile;
 mod interop;
 mod lock;
 mod packages;
+mod patch_repo;
 #[path = "../../../repo/tests/support/mod.rs"]
 mod repo_support;
 mod scan;
