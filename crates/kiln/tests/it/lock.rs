@@ -5,128 +5,10 @@
 //! One ignored test uses the machine's Debian mirror.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::repo_support::{Answer, Server, Signer, sha256_hex, xz};
+use crate::debrepo::{Pkg, Repo, base, dpkg_deb, lock_toml, locked};
+use crate::repo_support::sha256_hex;
 use crate::support::*;
-
-/// A package: name, version, Depends, extra files `(path, contents)`.
-struct Pkg<'a> {
-    name: &'a str,
-    version: &'a str,
-    depends: &'a str,
-    files: &'a [(&'a str, &'a str)],
-}
-
-fn dpkg_deb(dir: &Path, p: &Pkg<'_>) -> Vec<u8> {
-    let root = dir.join(format!("src-{}-{}", p.name, p.version));
-    fs::create_dir_all(root.join("DEBIAN")).unwrap();
-    let mut control = format!(
-        "Package: {}\nVersion: {}\nArchitecture: all\nMaintainer: Test <t@test.invalid>\nDescription: test package {}\n",
-        p.name, p.version, p.name
-    );
-    if !p.depends.is_empty() {
-        control.push_str(&format!("Depends: {}\n", p.depends));
-    }
-    fs::write(root.join("DEBIAN/control"), control).unwrap();
-    let doc = format!("usr/share/doc/{}/v", p.name);
-    for (path, text) in p.files.iter().copied().chain([(doc.as_str(), p.version)]) {
-        let f = root.join(path);
-        fs::create_dir_all(f.parent().unwrap()).unwrap();
-        fs::write(f, text).unwrap();
-    }
-    let out = dir.join(format!("{}_{}_all.deb", p.name, p.version));
-    let o = run(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zgzip", "--build"])
-        .arg(&root)
-        .arg(&out));
-    assert!(o.status.success(), "{}", stderr(&o));
-    fs::read(out).unwrap()
-}
-
-/// The repository: suite `bookworm`, component `main`, signed by `signer`,
-/// serving `pkgs` (replacing what was served before).
-struct Repo {
-    server: Server,
-    signer: Signer,
-    dir: tempfile::TempDir,
-}
-
-impl Repo {
-    fn new() -> Repo {
-        Repo {
-            server: Server::start(),
-            signer: Signer::new(31, true),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn publish(&self, pkgs: &[Pkg<'_>]) {
-        self.server.clear();
-        let mut index = String::new();
-        for p in pkgs {
-            let deb = dpkg_deb(self.dir.path(), p);
-            let filename = format!("pool/main/{}_{}_all.deb", p.name, p.version);
-            index.push_str(&format!(
-                "Package: {}\nVersion: {}\nArchitecture: all\n{}Priority: optional\nFilename: {filename}\nSize: {}\nSHA256: {}\n\n",
-                p.name,
-                p.version,
-                if p.depends.is_empty() { String::new() } else { format!("Depends: {}\n", p.depends) },
-                deb.len(),
-                sha256_hex(&deb)
-            ));
-            self.server.set(&filename, Answer::Body(deb));
-        }
-        let packages_xz = xz(index.as_bytes());
-        let release = format!(
-            "Origin: Test\nSuite: bookworm\nCodename: bookworm\nDate: Sat, 01 Mar 2025 00:00:00 UTC\n\
-             Acquire-By-Hash: yes\nArchitectures: amd64\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages.xz\n",
-            sha256_hex(&packages_xz),
-            packages_xz.len()
-        );
-        self.server.set(
-            "dists/bookworm/InRelease",
-            Answer::Body(self.signer.clearsign(&release)),
-        );
-        self.server.set(
-            &format!(
-                "dists/bookworm/main/binary-amd64/by-hash/SHA256/{}",
-                sha256_hex(&packages_xz)
-            ),
-            Answer::Body(packages_xz),
-        );
-    }
-
-    fn keyring(&self) -> PathBuf {
-        let k = self.dir.path().join("keyring.gpg");
-        fs::write(&k, self.signer.keyring_binary()).unwrap();
-        k
-    }
-}
-
-const PASSWD: &str = "root:*:0:0:root:/root:/bin/sh\n";
-const GROUP: &str = "root:*:0:\n";
-
-fn base<'a>() -> [Pkg<'a>; 2] {
-    [
-        Pkg {
-            name: "base-files",
-            version: "12.4",
-            depends: "",
-            files: &[("etc/os-release", "ID=debian\n")],
-        },
-        Pkg {
-            name: "base-passwd",
-            version: "3.6.1",
-            depends: "",
-            files: &[
-                ("usr/share/base-passwd/passwd.master", PASSWD),
-                ("usr/share/base-passwd/group.master", GROUP),
-            ],
-        },
-    ]
-}
 
 fn v1<'a>() -> Vec<Pkg<'a>> {
     let mut v = Vec::from(base());
@@ -193,26 +75,6 @@ fn write_spec(e: &Env, repo: &Repo, include: &[&str]) {
     fs::write(e.spec(), text).unwrap();
 }
 
-fn lock_toml(e: &Env) -> toml::Table {
-    toml::from_str(&fs::read_to_string(e.spec_dir().join("kiln.lock")).unwrap()).unwrap()
-}
-
-/// `name -> version` of the lock's packages.
-fn locked(e: &Env) -> Vec<(String, String)> {
-    let t = lock_toml(e);
-    t["package"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap().to_string(),
-                p["version"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
 fn fresh_env() -> Env {
     let e = Env::new();
     fs::remove_dir_all(e.spec_dir()).unwrap();
@@ -221,7 +83,7 @@ fn fresh_env() -> Env {
 
 #[test]
 fn lock_build_stale_locked_offline_and_update() {
-    let repo = Repo::new();
+    let repo = Repo::new(31);
     repo.publish(&v1());
     let e = fresh_env();
     write_spec(&e, &repo, &["app"]);
@@ -363,7 +225,7 @@ fn lock_build_stale_locked_offline_and_update() {
 
 #[test]
 fn local_debs_satisfy_dependencies() {
-    let repo = Repo::new();
+    let repo = Repo::new(31);
     let mut pkgs = Vec::from(base());
     pkgs.push(Pkg {
         name: "tool",
@@ -494,7 +356,7 @@ fn kiln_repo_sources(text: &str) -> Vec<String> {
 #[test]
 fn provenance_lists_the_lock_its_suites_and_packages() {
     use crate::interop::{build_signed, check_provenance, provenance_statement};
-    let repo = Repo::new();
+    let repo = Repo::new(31);
     repo.publish(&v1());
     let e = fresh_env();
     write_spec(&e, &repo, &["app"]);

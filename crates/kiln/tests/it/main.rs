@@ -11,6 +11,7 @@ mod audit;
 mod build;
 mod cache;
 mod cli;
+mod debrepo;
 mod distribute;
 mod evidence;
 mod export;

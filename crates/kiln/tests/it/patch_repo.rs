@@ -5,131 +5,22 @@
 //! versions), and the rebuilt image passes its scan.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use crate::repo_support::{Answer, Server, Signer, sha256_hex, xz};
+use crate::debrepo::{Pkg, Repo, base, locked};
 use crate::scan::advisory;
 use crate::support::*;
 
-/// `(name, version)` of a package with nothing but a doc file.
-fn dpkg_deb(dir: &Path, name: &str, version: &str, files: &[(&str, &str)]) -> Vec<u8> {
-    let root = dir.join(format!("src-{name}-{version}"));
-    fs::create_dir_all(root.join("DEBIAN")).unwrap();
-    fs::write(
-        root.join("DEBIAN/control"),
-        format!(
-            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: Test <t@test.invalid>\nDescription: test package {name}\n"
-        ),
-    )
-    .unwrap();
-    let doc = format!("usr/share/doc/{name}/v");
-    for (path, text) in files.iter().copied().chain([(doc.as_str(), version)]) {
-        let f = root.join(path);
-        fs::create_dir_all(f.parent().unwrap()).unwrap();
-        fs::write(f, text).unwrap();
-    }
-    let out = dir.join(format!("{name}_{version}_all.deb"));
-    let o = run(Command::new("dpkg-deb")
-        .args(["--root-owner-group", "-Zgzip", "--build"])
-        .arg(&root)
-        .arg(&out));
-    assert!(o.status.success(), "{}", stderr(&o));
-    fs::read(out).unwrap()
-}
-
-/// A package to publish: name, version, extra files `(path, contents)`.
-type Published<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
-
-/// A signed repository (suite `bookworm`, component `main`).
-struct Repo {
-    server: Server,
-    signer: Signer,
-    dir: tempfile::TempDir,
-}
-
-impl Repo {
-    fn new() -> Repo {
-        Repo {
-            server: Server::start(),
-            signer: Signer::new(37, true),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// Serve base-files, base-passwd and `pkgs` (`(name, version)`).
-    fn publish(&self, pkgs: &[(&str, &str)]) {
-        self.server.clear();
-        let mut index = String::new();
-        let base: [Published<'_>; 2] = [
-            ("base-files", "12.4", &[("etc/os-release", "ID=debian\n")]),
-            (
-                "base-passwd",
-                "3.6.1",
-                &[
-                    (
-                        "usr/share/base-passwd/passwd.master",
-                        "root:*:0:0:root:/root:/bin/sh\n",
-                    ),
-                    ("usr/share/base-passwd/group.master", "root:*:0:\n"),
-                ],
-            ),
-        ];
-        let all = base
-            .into_iter()
-            .chain(pkgs.iter().map(|&(n, v)| (n, v, &[][..])));
-        for (name, version, files) in all {
-            let deb = dpkg_deb(self.dir.path(), name, version, files);
-            let filename = format!("pool/main/{name}_{version}_all.deb");
-            index.push_str(&format!(
-                "Package: {name}\nVersion: {version}\nArchitecture: all\nPriority: optional\nFilename: {filename}\nSize: {}\nSHA256: {}\n\n",
-                deb.len(),
-                sha256_hex(&deb)
-            ));
-            self.server.set(&filename, Answer::Body(deb));
-        }
-        let packages_xz = xz(index.as_bytes());
-        let release = format!(
-            "Origin: Test\nSuite: bookworm\nCodename: bookworm\nDate: Sat, 01 Mar 2025 00:00:00 UTC\n\
-             Acquire-By-Hash: yes\nArchitectures: amd64\nComponents: main\nSHA256:\n {} {} main/binary-amd64/Packages.xz\n",
-            sha256_hex(&packages_xz),
-            packages_xz.len()
-        );
-        self.server.set(
-            "dists/bookworm/InRelease",
-            Answer::Body(self.signer.clearsign(&release)),
-        );
-        self.server.set(
-            &format!(
-                "dists/bookworm/main/binary-amd64/by-hash/SHA256/{}",
-                sha256_hex(&packages_xz)
-            ),
-            Answer::Body(packages_xz),
-        );
-    }
-
-    fn keyring(&self) -> PathBuf {
-        let k = self.dir.path().join("keyring.gpg");
-        fs::write(&k, self.signer.keyring_binary()).unwrap();
-        k
-    }
-}
-
-/// `name -> version` of the lock's packages.
-fn locked(e: &Env) -> Vec<(String, String)> {
-    let t: toml::Table =
-        toml::from_str(&fs::read_to_string(e.spec_dir().join("kiln.lock")).unwrap()).unwrap();
-    t["package"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap().to_string(),
-                p["version"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+/// base-files, base-passwd and `pkgs` (`(name, version)`, no dependencies).
+fn publish(repo: &Repo, pkgs: &[(&str, &str)]) {
+    let mut all = Vec::from(base());
+    all.extend(pkgs.iter().map(|&(name, version)| Pkg {
+        name,
+        version,
+        depends: "",
+        files: &[],
+    }));
+    repo.publish(&all);
 }
 
 fn patch(e: &Env, osv: &Path, key: &Path) -> std::process::Output {
@@ -159,8 +50,8 @@ fn patch_actions(e: &Env) -> Vec<String> {
 
 #[test]
 fn patch_relocks_repository_packages_and_fails_closed_without_a_fix() {
-    let repo = Repo::new();
-    repo.publish(&[("app", "1.0-1"), ("libb", "1.0")]);
+    let repo = Repo::new(37);
+    publish(&repo, &[("app", "1.0-1"), ("libb", "1.0")]);
     let e = Env::new();
     fs::remove_dir_all(e.spec_dir()).unwrap();
     fs::create_dir_all(e.spec_dir()).unwrap();
@@ -201,12 +92,15 @@ fn patch_relocks_repository_packages_and_fails_closed_without_a_fix() {
 
     // The fix is published (and a newer libb, which must not move): the lock
     // moves app to it, the image is rebuilt, scanned, signed.
-    repo.publish(&[
-        ("app", "1.0-1"),
-        ("app", "1.0-2"),
-        ("libb", "1.0"),
-        ("libb", "1.1"),
-    ]);
+    publish(
+        &repo,
+        &[
+            ("app", "1.0-1"),
+            ("app", "1.0-2"),
+            ("libb", "1.0"),
+            ("libb", "1.1"),
+        ],
+    );
     let o = patch(&e, &osv, &key);
     assert!(o.status.success(), "{}", stderr(&o));
     let r = json(&o);
