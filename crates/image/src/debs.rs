@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kiln_deb::{Deb, EntryKind, Limits, Stanza};
 use kiln_oci::untrusted::{Follow, open_regular};
@@ -131,6 +132,56 @@ fn read_deb(
     Ok((deb, sink.stored, actual))
 }
 
+/// One `.deb` read: its metadata, where its files are in its spool, its
+/// SHA-256 (hex), and the spool.
+type Read1 = (Deb, Vec<Stored>, String, Arc<Spool>);
+
+/// Read every `.deb` of the spec, a few at a time (decompressing the data
+/// archives is most of a warm build), each into a spool file of its own;
+/// results in spec order, and the first failure in spec order is the error
+/// whatever finished first.
+fn read_all(spec: &Spec, spool_dir: &Path) -> Result<Vec<Read1>, BuildError> {
+    let n = spec.debs.len();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .clamp(1, 4)
+        .min(n.max(1));
+    let next = AtomicUsize::new(0);
+    let read_one = |d: &DebSpec| -> Result<Read1, BuildError> {
+        let spool = Arc::new(Spool::new(spool_dir).map_err(|e| BuildError::io(spool_dir, e))?);
+        let (deb, stored, actual) = read_deb(spec, d, &spool)?;
+        Ok((deb, stored, actual, spool))
+    };
+    let mut done: Vec<(usize, Result<Read1, BuildError>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(d) = spec.debs.get(i) else { break };
+                        out.push((i, read_one(d)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    vec![(
+                        0,
+                        Err(BuildError::Internal("a .deb reader panicked".into())),
+                    )]
+                })
+            })
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
 /// Build the packages layer over `lower` (whose dpkg status, if any, is
 /// `base_status`). Returns `None` when the spec has no debs.
 pub fn build(
@@ -147,12 +198,11 @@ pub fn build(
     let mut installed = Vec::new();
     let mut names = BTreeSet::new();
     let mut postinsts = BTreeMap::new();
-    let spool = Arc::new(Spool::new(spool_dir).map_err(|e| BuildError::io(spool_dir, e))?);
     if spec.system.merged_usr {
         system::usr::add_merged_usr(&mut layer, lower, &spec.arch);
     }
-    for d in &spec.debs {
-        let (deb, stored, actual) = read_deb(spec, d, &spool)?;
+    for (d, read) in spec.debs.iter().zip(read_all(spec, spool_dir)?) {
+        let (deb, stored, actual, spool) = read;
         let name = deb.name().to_string();
         if !names.insert(name.clone()) {
             return Err(deb_err(spec, d, format!("package {name} is listed twice")));
