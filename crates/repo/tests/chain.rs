@@ -448,3 +448,57 @@ fn fetch_repository_reads_every_suite() {
         .unwrap_err();
     assert!(matches!(e, RepoError::MissingIndex { .. }), "{e}");
 }
+
+#[test]
+fn a_busy_or_unreachable_mirror_is_tried_again_then_refused() {
+    let s = setup();
+    let k = keyring(&s.signer);
+    let path = "dists/bookworm/InRelease";
+    let release = s.fixture.release("bookworm", Some(VALID_UNTIL_TEXT), None);
+    let body = s.signer.clearsign(&release);
+    let gets = |srv: &Server| srv.hits().iter().filter(|h| h.ends_with(path)).count();
+    // Two 503s, then the file: the third attempt gets it.
+    s.server.set(
+        path,
+        Answer::Busy {
+            times: 2,
+            then: Box::new(Answer::Body(body.clone())),
+        },
+    );
+    s.client
+        .fetch_release(&s.server.base, "bookworm", &k, NOW)
+        .unwrap();
+    assert_eq!(gets(&s.server), 3);
+    // Busy on every attempt: a clear error after three, nothing cached.
+    let t = setup();
+    t.server.set(
+        path,
+        Answer::Busy {
+            times: 5,
+            then: Box::new(Answer::Body(body)),
+        },
+    );
+    let e = t
+        .client
+        .fetch_release(&t.server.base, "bookworm", &k, NOW)
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("503"), "{e:?}");
+    assert_eq!(gets(&t.server), 3);
+    assert!(cached(t.dir.path(), "indexes").is_empty());
+    // Nobody listening: refused three times, then an error naming the URL.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = t
+        .client
+        .fetch_release(
+            &format!("http://127.0.0.1:{port}/debian"),
+            "bookworm",
+            &k,
+            NOW,
+        )
+        .unwrap_err();
+    assert!(format!("{e:?}").contains(&port.to_string()), "{e:?}");
+}

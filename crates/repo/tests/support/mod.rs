@@ -34,6 +34,11 @@ pub enum Answer {
         body: Vec<u8>,
         sent: usize,
     },
+    /// `503 Service Unavailable` the next `times` requests, then `then`.
+    Busy {
+        times: usize,
+        then: Box<Answer>,
+    },
 }
 
 #[derive(Clone, Default)]
@@ -98,11 +103,33 @@ impl Server {
         }
         let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
         self.hits.lock().unwrap().push(path.clone());
-        let answer = self.routes.lock().unwrap().get(&path).cloned();
+        let answer = {
+            let mut routes = self.routes.lock().unwrap();
+            match routes.get(&path).cloned() {
+                Some(Answer::Busy { times: 0, then }) => {
+                    routes.insert(path.clone(), (*then).clone());
+                    Some(*then)
+                }
+                Some(Answer::Busy { times, then }) => {
+                    let left = Answer::Busy {
+                        times: times - 1,
+                        then,
+                    };
+                    routes.insert(path.clone(), left.clone());
+                    Some(left)
+                }
+                other => other,
+            }
+        };
         let head = |len: usize| {
             format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
         };
         match answer {
+            Some(Answer::Busy { .. }) => {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
             None => {
                 let _ = conn.write_all(
                     b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
