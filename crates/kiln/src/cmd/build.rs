@@ -10,6 +10,7 @@ use kiln_image::{BuildOptions, Compression, Spec};
 use kiln_patch::BuildRequest;
 
 use super::{Ctx, human, print_json};
+use kiln_image::lock::LockState;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,8 +33,8 @@ pub struct Args {
     /// and attach it (OCI referrer and cosign `.att`). The image digest does not change.
     #[arg(long, value_name = "KEY")]
     sign_key: Option<PathBuf>,
-    /// With [packages]: a missing or stale kiln.lock is an error (exit status 1)
-    /// instead of being resolved and written.
+    /// With [packages]: a missing kiln.lock is an error (exit status 1) instead of
+    /// being resolved and written. (A stale lock is always an error: `kiln lock`.)
     #[arg(long)]
     locked: bool,
     /// No network: repository packages only from the cache (a missing .deb is an
@@ -54,8 +55,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
     if spec.packages.is_some() {
         match kiln_image::packages::check_fresh(&spec) {
             Ok(()) => {}
-            Err(kiln_image::packages::PackagesError::Lock(why)) if !(a.locked || a.offline) => {
-                // As cargo does: resolve, write the lock, say so.
+            // No lock yet: as cargo does, resolve, write the lock, say so. A
+            // lock that no longer matches the spec is never re-resolved by a
+            // build (the lock is the build): that is `kiln lock`'s job.
+            Err(kiln_image::packages::PackagesError::Lock(
+                why @ (LockState::Missing | LockState::Unresolved),
+            )) if !(a.locked || a.offline) => {
                 let update = kiln_image::packages::Update::Keep;
                 super::lock::resolve_and_write(&ctx.state_dir, &spec, &update)?;
                 // On stderr, also with --json (stdout stays the report).
@@ -66,10 +71,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<()> {
                 spec = Spec::load(&a.file)?;
             }
             Err(e) => {
-                let flag = if a.offline { "--offline" } else { "--locked" };
-                return Err(
-                    anyhow::Error::new(e).context(format!("{flag}: the lock cannot be used"))
-                );
+                let context = if a.offline {
+                    "--offline: the lock cannot be used"
+                } else if a.locked {
+                    "--locked: the lock cannot be used"
+                } else {
+                    "the lock cannot be used"
+                };
+                return Err(anyhow::Error::new(e).context(context));
             }
         }
     }

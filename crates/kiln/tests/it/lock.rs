@@ -149,17 +149,22 @@ fn lock_build_stale_locked_offline_and_update() {
         "{err}"
     );
 
-    // A stale lock: --locked refuses and says what changed.
+    // A stale lock: a build never re-resolves it, with or without --locked;
+    // it refuses, says what changed, and leaves the lock as it was.
     repo.publish(&v2());
     write_spec(&e, &repo, &["app", "libb"]);
-    let o = run(e.kiln().args(["build", "--locked", "-f"]).arg(e.spec()));
-    assert!(!o.status.success());
-    let err = stderr(&o);
-    assert!(
-        err.contains("stale") && err.contains("packages.include added libb"),
-        "{err}"
-    );
-    assert!(err.contains("kiln lock"), "{err}");
+    let before = fs::read(e.spec_dir().join("kiln.lock")).unwrap();
+    for extra in [&["--locked"][..], &[]] {
+        let o = run(e.kiln().arg("build").args(extra).arg("-f").arg(e.spec()));
+        assert!(!o.status.success(), "{extra:?}");
+        let err = stderr(&o);
+        assert!(
+            err.contains("stale") && err.contains("packages.include added libb"),
+            "{err}"
+        );
+        assert!(err.contains("kiln lock"), "{err}");
+        assert_eq!(fs::read(e.spec_dir().join("kiln.lock")).unwrap(), before);
+    }
 
     // `kiln lock` keeps what is locked; libb joins at its newest.
     let o = run(e.kiln().args(["lock", "-f"]).arg(e.spec()));
