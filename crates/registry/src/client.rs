@@ -139,7 +139,9 @@ impl Client {
         auth: Option<&str>,
     ) -> Result<Response<Body>, RegistryError> {
         let res = match method {
-            Method::Get | Method::Head => {
+            // Reads are safe to repeat: tried again when they fail
+            // transiently (see `retry`). Uploads are not repeated.
+            Method::Get | Method::Head => crate::retry::call_with_retries(|| {
                 let mut rb = if method == Method::Get {
                     self.agent.get(url)
                 } else {
@@ -152,7 +154,7 @@ impl Client {
                     rb = rb.header("Authorization", a);
                 }
                 rb.call()
-            }
+            }),
             Method::Post | Method::Put | Method::Patch => {
                 let mut rb = match method {
                     Method::Post => self.agent.post(url),

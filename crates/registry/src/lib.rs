@@ -18,6 +18,7 @@ mod client;
 mod error;
 mod ops;
 mod reference;
+pub mod retry;
 mod speed;
 
 pub use client::{Client, DEFAULT_CHUNK_SIZE, MAX_MANIFEST_SIZE, Options};

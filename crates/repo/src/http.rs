@@ -8,40 +8,11 @@
 use std::io::{self, Read, Write};
 
 use kiln_oci::Digest;
+use kiln_registry::retry::call_with_retries;
 use kiln_registry::{Timeouts, TooSlow};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::RepoError;
-
-/// The waits before the second and third attempt of a request that failed
-/// transiently (see [`Http::get`]).
-pub(crate) const RETRY_DELAYS: [std::time::Duration; 2] = [
-    std::time::Duration::from_millis(250),
-    std::time::Duration::from_secs(1),
-];
-
-/// Whether a request error is worth one more try: no answer came because
-/// the name did not resolve or the connection failed, not because the
-/// server stalled or answered badly.
-fn transient(e: &ureq::Error) -> bool {
-    match e {
-        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
-        ureq::Error::Io(io) => {
-            matches!(
-                io.kind(),
-                io::ErrorKind::ConnectionRefused
-                    | io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::NotConnected
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::UnexpectedEof
-                    | io::ErrorKind::HostUnreachable
-                    | io::ErrorKind::NetworkUnreachable
-            ) || io.to_string().contains("lookup address")
-        }
-        _ => false,
-    }
-}
 
 pub(crate) struct Http {
     agent: ureq::Agent,
@@ -123,34 +94,18 @@ impl Http {
     ///
     /// A request that fails before any answer in a way that is usually
     /// transient (the name did not resolve, the connection was refused or
-    /// reset) or that gets 502, 503 or 504 is tried again after
-    /// [`RETRY_DELAYS`], as apt's `Acquire::Retries` does. A stalled
-    /// server (a timeout) is not retried: its time is already spent.
+    /// reset) or that gets 502, 503 or 504 is tried again
+    /// ([`kiln_registry::retry`]).
     fn get(&self, url: &str) -> Result<Option<ureq::http::Response<ureq::Body>>, RepoError> {
-        let mut delays = RETRY_DELAYS.iter();
-        loop {
-            let err = match self.agent.get(url).call() {
-                Ok(resp) => match resp.status().as_u16() {
-                    200 => return Ok(Some(resp)),
-                    404 | 410 => return Ok(None),
-                    status @ (502..=504) => RepoError::Status {
-                        url: url.to_string(),
-                        status,
-                    },
-                    status => {
-                        return Err(RepoError::Status {
-                            url: url.to_string(),
-                            status,
-                        });
-                    }
-                },
-                Err(e) if transient(&e) => self.http_error(url, e),
-                Err(e) => return Err(self.http_error(url, e)),
-            };
-            match delays.next() {
-                Some(d) => std::thread::sleep(*d),
-                None => return Err(err),
-            }
+        let resp = call_with_retries(|| self.agent.get(url).call())
+            .map_err(|e| self.http_error(url, e))?;
+        match resp.status().as_u16() {
+            200 => Ok(Some(resp)),
+            404 | 410 => Ok(None),
+            status => Err(RepoError::Status {
+                url: url.to_string(),
+                status,
+            }),
         }
     }
 

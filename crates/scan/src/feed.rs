@@ -340,10 +340,13 @@ fn download(opts: &SyncOptions, to: &Path) -> Result<(String, u64), FeedError> {
         .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
         .build();
     let agent = ureq::Agent::new_with_config(config);
-    let mut resp = agent.get(url).call().map_err(|e| FeedError::Http {
-        url: url.clone(),
-        source: Box::new(e),
-    })?;
+    let mut resp =
+        kiln_registry::retry::call_with_retries(|| agent.get(url).call()).map_err(|e| {
+            FeedError::Http {
+                url: url.clone(),
+                source: Box::new(e),
+            }
+        })?;
     let status = resp.status().as_u16();
     if status != 200 {
         return Err(FeedError::Status {
