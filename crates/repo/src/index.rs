@@ -38,8 +38,8 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use kiln_debversion::DebVersion;
 use kiln_oci::Digest;
-use kiln_scan::DebVersion;
 use kiln_solve::MultiArch;
 use kiln_solve::relation::{self, Relation, format_field};
 use sha2::{Digest as _, Sha256};

@@ -2,8 +2,8 @@
 //! relationship fields parsed by [`kiln_solve::relation`], and
 //! [`Package::to_solver`], the solver's view of it.
 
+use kiln_debversion::DebVersion;
 use kiln_oci::Digest;
-use kiln_scan::DebVersion;
 
 use crate::error::Deb822Error;
 pub use kiln_solve::MultiArch;

@@ -24,7 +24,7 @@ pub mod inventory;
 pub mod osv;
 pub mod osvzip;
 pub mod report;
-pub mod version;
+pub use kiln_debversion as version;
 pub mod vex;
 
 use std::fmt;

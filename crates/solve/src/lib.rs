@@ -14,7 +14,7 @@
 //! * [`packages`]: a `Packages` index read into solver [`Package`]s
 //!   (tests, small tools; kiln-repo reads the full typed stanza).
 //!
-//! Versions compare with kiln's dpkg-exact order, `kiln_scan::version`.
+//! Versions compare with kiln's dpkg-exact order, `kiln_debversion`.
 //! Nothing here touches the network or the file system.
 
 #![forbid(unsafe_code)]

@@ -15,7 +15,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-pub use kiln_scan::version::{DebVersion, VersionError};
+pub use kiln_debversion::{DebVersion, VersionError};
 
 /// Why a relation field does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,6 +11,11 @@
 //!
 //! One deliberate difference: dpkg's `strtol` accepts a sign (`+1:2`) and
 //! leading blanks in the epoch; kiln requires plain digits.
+//!
+//! Its own crate because the scanner, the solver and the repository client
+//! all compare versions, and none of them should depend on another for it.
+
+#![forbid(unsafe_code)]
 
 use std::cmp::Ordering;
 use std::fmt;

@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use kiln_scan::DebVersion;
+use kiln_debversion::DebVersion;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
