@@ -75,6 +75,14 @@ pub struct Suite {
     pub release: Release,
 }
 
+/// A signed Release as the archive serves it.
+enum Signed<'a> {
+    /// `InRelease`: clear-signed.
+    Inline(&'a [u8]),
+    /// `Release` and its detached `Release.gpg`.
+    Detached(&'a [u8], &'a [u8]),
+}
+
 /// Reads repositories through the verified chain into a cache.
 pub struct RepoClient {
     http: Http,
@@ -119,19 +127,21 @@ impl RepoClient {
         let url = format!("{base}/dists/{suite}/InRelease");
         let limit = self.options.max_release;
         if let Some(bytes) = self.http.get_small(&url, limit)? {
-            let (text, by) = keyring.verify_inrelease(&url, &bytes, now)?;
-            let release = self.check_release(&url, suite, &text, now)?;
-            let (digest, _) = self.cache.insert_bytes(Kind::Index, &bytes)?;
-            self.cache
-                .set_last_release(base, suite, &LastRelease::InRelease(digest))?;
-            return Ok(Suite {
-                base_url: base.to_string(),
-                suite: suite.to_string(),
-                url,
-                signed_sha256: digest,
-                signed_by: by,
-                release,
-            });
+            let verified = self.verify(
+                base,
+                suite,
+                Signed::Inline(&bytes),
+                Digest::of(&bytes),
+                keyring,
+                now,
+            )?;
+            self.cache.insert_bytes(Kind::Index, &bytes)?;
+            self.cache.set_last_release(
+                base,
+                suite,
+                &LastRelease::InRelease(verified.signed_sha256),
+            )?;
+            return Ok(verified);
         }
         let url = format!("{base}/dists/{suite}/Release");
         let data = self.http.get_small(&url, limit)?.ok_or(RepoError::Status {
@@ -146,12 +156,14 @@ impl RepoClient {
                 url: sig_url,
                 status: 404,
             })?;
-        let by = keyring.verify_detached(&url, &data, &sig, now)?;
-        let text = std::str::from_utf8(&data).map_err(|_| RepoError::Invalid {
-            what: url.clone(),
-            reason: "not UTF-8 text".into(),
-        })?;
-        let release = self.check_release(&url, suite, text, now)?;
+        let verified = self.verify(
+            base,
+            suite,
+            Signed::Detached(&data, &sig),
+            Digest::of(&data),
+            keyring,
+            now,
+        )?;
         let (data_digest, _) = self.cache.insert_bytes(Kind::Index, &data)?;
         let (sig_digest, _) = self.cache.insert_bytes(Kind::Index, &sig)?;
         self.cache.set_last_release(
@@ -162,14 +174,7 @@ impl RepoClient {
                 signature: sig_digest,
             },
         )?;
-        Ok(Suite {
-            base_url: base.to_string(),
-            suite: suite.to_string(),
-            url,
-            signed_sha256: data_digest,
-            signed_by: by,
-            release,
-        })
+        Ok(verified)
     }
 
     /// Re-verify an `InRelease` kept in the cache under `digest` (as a lock
@@ -184,26 +189,64 @@ impl RepoClient {
     ) -> Result<Suite, RepoError> {
         let base = base_url.trim_end_matches('/');
         let url = format!("{base}/dists/{suite}/InRelease");
+        let bytes = self
+            .read_release(digest)
+            .ok_or_else(|| RepoError::NotCached {
+                what: format!("{url} ({digest})"),
+            })?;
+        self.verify(base, suite, Signed::Inline(&bytes), *digest, keyring, now)
+    }
+
+    /// A Release file kept in the cache under `digest`, if it is there
+    /// whole (bounded, not through a symlink, hashing to its name).
+    fn read_release(&self, digest: &Digest) -> Option<Vec<u8>> {
         let path = self.cache.path(Kind::Index, digest);
-        let bytes = match kiln_oci::untrusted::read_capped(
+        match kiln_oci::untrusted::read_capped(
             &path,
             self.options.max_release,
             kiln_oci::untrusted::Follow::No,
         ) {
-            Ok(b) if Digest::of(&b) == *digest => b,
-            _ => {
-                return Err(RepoError::NotCached {
-                    what: format!("{url} ({digest})"),
-                });
+            Ok(b) if Digest::of(&b) == *digest => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Verify a suite's signed Release (`InRelease`, or `Release` with its
+    /// detached `Release.gpg`) against `keyring` and check its validity
+    /// window as of `now`; `digest` is the SHA-256 of the signed bytes.
+    fn verify(
+        &self,
+        base: &str,
+        suite: &str,
+        signed: Signed<'_>,
+        digest: Digest,
+        keyring: &Keyring,
+        now: u64,
+    ) -> Result<Suite, RepoError> {
+        let (url, text, by) = match signed {
+            Signed::Inline(bytes) => {
+                let url = format!("{base}/dists/{suite}/InRelease");
+                let (text, by) = keyring.verify_inrelease(&url, bytes, now)?;
+                (url, text, by)
+            }
+            Signed::Detached(data, sig) => {
+                let url = format!("{base}/dists/{suite}/Release");
+                let by = keyring.verify_detached(&url, data, sig, now)?;
+                let text = std::str::from_utf8(data)
+                    .map_err(|_| RepoError::Invalid {
+                        what: url.clone(),
+                        reason: "not UTF-8 text".into(),
+                    })?
+                    .to_string();
+                (url, text, by)
             }
         };
-        let (text, by) = keyring.verify_inrelease(&url, &bytes, now)?;
         let release = self.check_release(&url, suite, &text, now)?;
         Ok(Suite {
             base_url: base.to_string(),
             suite: suite.to_string(),
             url,
-            signed_sha256: *digest,
+            signed_sha256: digest,
             signed_by: by,
             release,
         })
@@ -224,15 +267,8 @@ impl RepoClient {
             ),
         };
         let read = |d: &Digest, what: &str| -> Result<Vec<u8>, RepoError> {
-            let path = self.cache.path(Kind::Index, d);
-            match kiln_oci::untrusted::read_capped(
-                &path,
-                self.options.max_release,
-                kiln_oci::untrusted::Follow::No,
-            ) {
-                Ok(b) if Digest::of(&b) == *d => Ok(b),
-                _ => Err(missing(format!("{what} ({d})"))),
-            }
+            self.read_release(d)
+                .ok_or_else(|| missing(format!("{what} ({d})")))
         };
         let last = self
             .cache
@@ -240,37 +276,21 @@ impl RepoClient {
             .ok_or_else(|| missing(format!("{base}/dists/{suite}/InRelease")))?;
         match last {
             LastRelease::InRelease(d) => {
-                let url = format!("{base}/dists/{suite}/InRelease");
-                let bytes = read(&d, &url)?;
-                let (text, by) = keyring.verify_inrelease(&url, &bytes, now)?;
-                let release = self.check_release(&url, suite, &text, now)?;
-                Ok(Suite {
-                    base_url: base.to_string(),
-                    suite: suite.to_string(),
-                    url,
-                    signed_sha256: d,
-                    signed_by: by,
-                    release,
-                })
+                let bytes = read(&d, &format!("{base}/dists/{suite}/InRelease"))?;
+                self.verify(base, suite, Signed::Inline(&bytes), d, keyring, now)
             }
             LastRelease::Detached { release, signature } => {
                 let url = format!("{base}/dists/{suite}/Release");
                 let data = read(&release, &url)?;
                 let sig = read(&signature, &format!("{url}.gpg"))?;
-                let by = keyring.verify_detached(&url, &data, &sig, now)?;
-                let text = std::str::from_utf8(&data).map_err(|_| RepoError::Invalid {
-                    what: url.clone(),
-                    reason: "not UTF-8 text".into(),
-                })?;
-                let parsed = self.check_release(&url, suite, text, now)?;
-                Ok(Suite {
-                    base_url: base.to_string(),
-                    suite: suite.to_string(),
-                    url,
-                    signed_sha256: release,
-                    signed_by: by,
-                    release: parsed,
-                })
+                self.verify(
+                    base,
+                    suite,
+                    Signed::Detached(&data, &sig),
+                    release,
+                    keyring,
+                    now,
+                )
             }
         }
     }
