@@ -236,17 +236,12 @@ pub fn resolve_with(
         match kiln_solve::solve(&universe, &request) {
             Ok(c) => break (universe, c),
             Err(e) => {
+                // The solver names the packages of the relation that failed.
                 let blamed: Vec<&str> = match &e {
-                    SolveError::Unsatisfiable { chain, .. }
-                    | SolveError::SearchLimit { chain, .. } => chain
-                        .last()
-                        .map(|rel| {
-                            rel.split('|')
-                                .filter_map(|alt| alt.split_whitespace().next())
-                                .map(|n| n.split(':').next().unwrap_or(n))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
+                    SolveError::Unsatisfiable { names, .. }
+                    | SolveError::SearchLimit { names, .. } => {
+                        names.iter().map(String::as_str).collect()
+                    }
                     _ => Vec::new(),
                 };
                 let before = preferred.len();

@@ -181,7 +181,7 @@ fn unsatisfiable_include_names_the_chain() {
         NOW,
     )
     .unwrap_err();
-    let ResolveError::Solve(SolveError::Unsatisfiable { chain, reason }) = &e else {
+    let ResolveError::Solve(SolveError::Unsatisfiable { chain, reason, .. }) = &e else {
         panic!("{e:?}")
     };
     assert_eq!(

@@ -191,13 +191,20 @@ pub enum SolveError {
     },
     #[error("package {0} is both included and excluded")]
     IncludedAndExcluded(String),
+    /// `names`: the package names of the relation that failed (the last
+    /// link of `chain`), for a caller that gives up a preference on them.
     #[error("cannot satisfy {}: {reason}", chain.join(" -> "))]
-    Unsatisfiable { chain: Vec<String>, reason: String },
+    Unsatisfiable {
+        chain: Vec<String>,
+        reason: String,
+        names: Vec<String>,
+    },
     #[error("gave up after {steps} choices; the most specific failure: {}: {reason}", chain.join(" -> "))]
     SearchLimit {
         steps: usize,
         chain: Vec<String>,
         reason: String,
+        names: Vec<String>,
     },
 }
 
@@ -218,11 +225,12 @@ struct Choice<'u> {
     next: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Failure {
     depth: usize,
     chain: Vec<String>,
     reason: String,
+    names: Vec<String>,
 }
 
 struct Solver<'u> {
@@ -393,6 +401,7 @@ impl<'u> Solver<'u> {
                 return Err(SolveError::Unsatisfiable {
                     chain: vec![name.to_string()],
                     reason: why,
+                    names: vec![name.to_string()],
                 });
             }
             if let Some(&other) = self.selected.get(name) {
@@ -426,9 +435,12 @@ impl<'u> Solver<'u> {
                     self.backjump(clause.by, &mut choices);
                 }
                 if !self.backtrack(&mut choices, &mut agenda)? {
-                    let f = self.failure.take();
-                    let (chain, reason) = f.map(|f| (f.chain, f.reason)).unwrap_or_default();
-                    return Err(SolveError::Unsatisfiable { chain, reason });
+                    let f = self.failure.take().unwrap_or_default();
+                    return Err(SolveError::Unsatisfiable {
+                        chain: f.chain,
+                        reason: f.reason,
+                        names: f.names,
+                    });
                 }
                 continue;
             }
@@ -456,12 +468,12 @@ impl<'u> Solver<'u> {
     ) -> Result<(), SolveError> {
         self.steps += 1;
         if self.steps > self.req.max_steps {
-            let f = self.failure.clone();
-            let (chain, reason) = f.map(|f| (f.chain, f.reason)).unwrap_or_default();
+            let f = self.failure.clone().unwrap_or_default();
             return Err(SolveError::SearchLimit {
                 steps: self.req.max_steps,
-                chain,
-                reason,
+                chain: f.chain,
+                reason: f.reason,
+                names: f.names,
             });
         }
         if let Some(id) = opt {
@@ -781,6 +793,12 @@ impl<'u> Solver<'u> {
             depth,
             chain,
             reason,
+            names: c
+                .group
+                .alternatives
+                .iter()
+                .map(|r| r.name.clone())
+                .collect(),
         });
     }
 }

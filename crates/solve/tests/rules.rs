@@ -359,6 +359,11 @@ fn static_failures_backjump() {
         matches!(&err, SolveError::Unsatisfiable { chain, .. } if chain == &["a", "y1 | y2"]),
         "{err}"
     );
+    // The relation that failed, by package name, for callers that react to it.
+    assert!(
+        matches!(&err, SolveError::Unsatisfiable { names, .. } if names == &["y1", "y2"]),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
         "cannot satisfy a -> y1 | y2: y1: no such package; y2: no such package"
