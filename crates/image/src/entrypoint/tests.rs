@@ -37,21 +37,7 @@ fn put(t: &mut Tree, path: &str, data: Vec<u8>, mode: u32) {
 }
 
 fn link(t: &mut Tree, path: &str, target: &str) {
-    t.insert(
-        path.into(),
-        Node {
-            kind: EntryType::Symlink,
-            mode: 0o777,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            sha256: None,
-            sha1: None,
-            link: Some(target.into()),
-            origin: Origin::Base,
-            content: Content::None,
-        },
-    );
+    t.insert(path.into(), Node::symlink(target, Origin::Base));
 }
 
 /// The check's outcome, its error as the message a build shows (which is
