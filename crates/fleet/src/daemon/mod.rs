@@ -47,6 +47,7 @@ mod clock;
 mod drift;
 mod drift_apply;
 mod host;
+mod host_paths;
 mod reconcile;
 mod rollout;
 mod runc_host;
@@ -303,6 +304,7 @@ impl Daemon {
                     fleet_dir: drift.fleet_dir.clone(),
                     rootfs_dir: drift.rootfs_dir.clone(),
                     bundles_dir: drift.bundles_dir.clone(),
+                    tag: host_paths::state_tag(&drift.state_dir),
                 })
             },
         )?;

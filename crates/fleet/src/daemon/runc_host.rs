@@ -34,6 +34,8 @@ pub(super) struct RuncHost {
     pub fleet_dir: PathBuf,
     pub rootfs_dir: PathBuf,
     pub bundles_dir: PathBuf,
+    /// This state directory's tag ([`super::host_paths::state_tag`]).
+    pub tag: String,
 }
 
 impl RuncHost {
@@ -199,6 +201,7 @@ impl Host for RuncHost {
         for (k, v) in &rel.spec.env {
             spec.set_env(k, v);
         }
+        spec.cgroups_path = Some(super::host_paths::cgroup_path(&self.tag, id));
         if let Some(mb) = rel.spec.tmpfs_mb {
             spec.tmp_size_mib = u64::from(mb);
         }
