@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod drift;
 pub mod gate;
+pub mod limits;
 mod pool;
 pub mod proxy;
 pub mod state;
@@ -16,7 +17,7 @@ mod sys;
 
 pub use deploy::{
     Change, DeployError, Deployment, Health, HealthCheck, ImageRef, ListenError, Plan,
-    ServiceAction, ServiceSpec, Strategy, check_listen_free, format_duration, parse_duration, plan,
+    Limits, ServiceAction, ServiceSpec, Strategy, check_listen_free, format_duration, parse_duration, plan,
 };
 pub use proxy::{
     Backend, BackendStats, Dial, Proxy, ProxyStats, StepWeights, TcpDial, weights_for_step,
