@@ -16,8 +16,8 @@ pub mod state;
 mod sys;
 
 pub use deploy::{
-    Change, DeployError, Deployment, Health, HealthCheck, ImageRef, ListenError, Plan,
-    Limits, ServiceAction, ServiceSpec, Strategy, check_listen_free, format_duration, parse_duration, plan,
+    Change, DeployError, Deployment, Health, HealthCheck, ImageRef, Limits, ListenError, Plan,
+    ServiceAction, ServiceSpec, Strategy, check_listen_free, format_duration, parse_duration, plan,
 };
 pub use proxy::{
     Backend, BackendStats, Dial, Proxy, ProxyStats, StepWeights, TcpDial, weights_for_step,

@@ -99,7 +99,9 @@ impl fmt::Display for Limits {
 /// Why a size (`"256MiB"`) is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SizeError {
-    #[error("{0:?} is not a size: expected a whole number with KiB, MiB, GiB or TiB (e.g. \"256MiB\"), or plain bytes")]
+    #[error(
+        "{0:?} is not a size: expected a whole number with KiB, MiB, GiB or TiB (e.g. \"256MiB\"), or plain bytes"
+    )]
     Malformed(String),
     #[error(
         "{0:?}: decimal units are ambiguous; use the binary ones (KiB, MiB, GiB, TiB = powers of 1024)"
@@ -130,9 +132,7 @@ pub fn parse_size(s: &str) -> Result<u64, SizeError> {
             None => return Err(SizeError::Malformed(s.into())),
         },
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| SizeError::Overflow(s.into()))?;
+    let n: u64 = digits.parse().map_err(|_| SizeError::Overflow(s.into()))?;
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| SizeError::Overflow(s.into()))
 }
@@ -271,7 +271,9 @@ fn cpu_millicores(cores: f64) -> Option<u32> {
     }
     let m = cores * 1000.0;
     let r = m.round();
-    if (m - r).abs() > 1e-6 || r < f64::from(MIN_CPU_MILLICORES) || r > f64::from(MAX_CPU_MILLICORES)
+    if (m - r).abs() > 1e-6
+        || r < f64::from(MIN_CPU_MILLICORES)
+        || r > f64::from(MAX_CPU_MILLICORES)
     {
         return None;
     }
@@ -361,7 +363,10 @@ mod tests {
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert_eq!(parse_size("64KiB"), Ok(64 << 10));
         assert_eq!(parse_size("2TiB"), Ok(2 << 40));
-        assert!(matches!(parse_size("256MB"), Err(SizeError::DecimalUnit(_))));
+        assert!(matches!(
+            parse_size("256MB"),
+            Err(SizeError::DecimalUnit(_))
+        ));
         assert!(matches!(parse_size("256M"), Err(SizeError::DecimalUnit(_))));
         for bad in ["", "MiB", "-1MiB", "1.5GiB", "12 parsecs", "0x10", " MiB 3"] {
             assert!(
@@ -486,7 +491,8 @@ mod tests {
     fn parses_the_table_with_defaults() {
         let d = parse("").unwrap();
         assert_eq!(d.services["web"].limits, Limits::default());
-        let d = parse("[service.web.limits]\nmemory = \"256MiB\"\npids = 256\ncpu = 1.5\n").unwrap();
+        let d =
+            parse("[service.web.limits]\nmemory = \"256MiB\"\npids = 256\ncpu = 1.5\n").unwrap();
         assert_eq!(
             d.services["web"].limits,
             Limits {
@@ -507,16 +513,46 @@ mod tests {
     #[test]
     fn each_bad_value_names_its_place() {
         let cases = [
-            ("memory = \"2MiB\"\n", 7, 10, "below the smallest limit an instance can start with (4 MiB)"),
+            (
+                "memory = \"2MiB\"\n",
+                7,
+                10,
+                "below the smallest limit an instance can start with (4 MiB)",
+            ),
             ("memory = \"256MB\"\n", 7, 10, "decimal units are ambiguous"),
-            ("memory = \"lots\"\n", 7, 10, "service.web.limits.memory: \"lots\" is not a size"),
-            ("memory = \"8TiB\"\n", 7, 10, "is more than the largest limit (4 TiB)"),
+            (
+                "memory = \"lots\"\n",
+                7,
+                10,
+                "service.web.limits.memory: \"lots\" is not a size",
+            ),
+            (
+                "memory = \"8TiB\"\n",
+                7,
+                10,
+                "is more than the largest limit (4 TiB)",
+            ),
             ("memory = -5\n", 7, 10, "-5 is negative"),
             ("memory = 1.5\n", 7, 10, "found a float"),
-            ("pids = 4\n", 7, 8, "service.web.limits.pids: 4 is out of range (8..=4194304)"),
+            (
+                "pids = 4\n",
+                7,
+                8,
+                "service.web.limits.pids: 4 is out of range (8..=4194304)",
+            ),
             ("pids = \"64\"\n", 7, 8, "invalid type: string"),
-            ("cpu = 0\n", 7, 7, "service.web.limits.cpu: 0 is not a number of cores"),
-            ("cpu = 2000.0\n", 7, 7, "is not a number of cores from 0.01 to 1024"),
+            (
+                "cpu = 0\n",
+                7,
+                7,
+                "service.web.limits.cpu: 0 is not a number of cores",
+            ),
+            (
+                "cpu = 2000.0\n",
+                7,
+                7,
+                "is not a number of cores from 0.01 to 1024",
+            ),
             ("cpu = 0.0005\n", 7, 7, "at most three decimals"),
             ("cpu = \"1\"\n", 7, 7, "found a string"),
             ("swap = \"1GiB\"\n", 7, 1, "unknown field `swap`"),
@@ -533,13 +569,23 @@ mod tests {
         let d = parse("[service.web.limits]\nmemory = \"1GiB\"\ncpu = 4\n").unwrap();
         let e = d.check_limits_fit(Some(2), None).unwrap_err();
         assert_eq!((e.line, e.column), (8, 7), "{e}");
-        assert!(e.message.contains("4 cores is more than this host has (2)"), "{e}");
+        assert!(
+            e.message.contains("4 cores is more than this host has (2)"),
+            "{e}"
+        );
         let e = d.check_limits_fit(None, Some(512 << 20)).unwrap_err();
         assert_eq!((e.line, e.column), (7, 10), "{e}");
-        assert!(e.message.contains("1 GiB is more than this host's memory (512 MiB)"), "{e}");
+        assert!(
+            e.message
+                .contains("1 GiB is more than this host's memory (512 MiB)"),
+            "{e}"
+        );
         d.check_limits_fit(Some(4), Some(1 << 30)).unwrap();
         // Defaults are not checked (nothing was written).
-        parse("").unwrap().check_limits_fit(Some(0), Some(0)).unwrap();
+        parse("")
+            .unwrap()
+            .check_limits_fit(Some(0), Some(0))
+            .unwrap();
     }
 
     #[test]

@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 
 /// How cgroups are mounted here, as runc's cgroupfs driver sees it: v2 when
 /// `/sys/fs/cgroup` itself is a `cgroup2` mount, else v1 hierarchies (a
-/// `cgroup2` mount elsewhere, as in hybrid mode, is not used for resources).
+/// `cgroup2` mount elsewhere, as in hybrid mode, carries no controllers but
+/// runc makes the instance's directory there too).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CgroupLayout {
     V1 {
         /// Mount point of each v1 hierarchy, with the controllers it carries
-        /// (`memory`, `cpu,cpuacct`, `name=systemd`...).
+        /// (`memory`, `cpu,cpuacct`, `name=systemd`...; none for hybrid
+        /// mode's `cgroup2` mount).
         hierarchies: Vec<(PathBuf, Vec<String>)>,
     },
     V2 {
@@ -55,11 +57,9 @@ pub fn layout_from_mountinfo(text: &str) -> Option<CgroupLayout> {
         let Some(dash) = fields.iter().position(|f| *f == "-") else {
             continue;
         };
-        let (Some(mount_point), Some(fstype), Some(superopts)) = (
-            fields.get(4),
-            fields.get(dash + 1),
-            fields.get(dash + 3),
-        ) else {
+        let (Some(mount_point), Some(fstype), Some(superopts)) =
+            (fields.get(4), fields.get(dash + 1), fields.get(dash + 3))
+        else {
             continue;
         };
         let mount_point = PathBuf::from(unescape(mount_point));
@@ -67,6 +67,7 @@ pub fn layout_from_mountinfo(text: &str) -> Option<CgroupLayout> {
             "cgroup2" if mount_point == Path::new("/sys/fs/cgroup") => {
                 return Some(CgroupLayout::V2 { root: mount_point });
             }
+            "cgroup2" => hierarchies.push((mount_point, Vec::new())),
             "cgroup" => {
                 let controllers = superopts
                     .split(',')
@@ -265,6 +266,12 @@ mod tests {
             Path::new("/sys/fs/cgroup/systemd/kiln/abc/web-0001")
         );
         assert!(v1.dir("blkio", p).is_none());
+        let CgroupLayout::V1 { hierarchies } = &v1 else {
+            unreachable!()
+        };
+        // Hybrid mode's unified mount: no controller, but a directory to clean up.
+        assert!(hierarchies.contains(&("/sys/fs/cgroup/unified".into(), vec![])));
+        assert_eq!(hierarchies.len(), 6);
 
         let v2 = layout_from_mountinfo(UNIFIED).unwrap();
         assert_eq!(

@@ -712,7 +712,10 @@ mod tests {
         let mut s = spec();
         (s.memory_swap_bytes, s.cpu_quota_us, s.cpu_period_us) = (None, None, None);
         let v2 = runtime_config(&s);
-        assert_eq!(v2["linux"]["resources"]["memory"], json!({"limit": 64 << 20}));
+        assert_eq!(
+            v2["linux"]["resources"]["memory"],
+            json!({"limit": 64 << 20})
+        );
         assert!(v2["linux"]["resources"].get("cpu").is_none());
         assert_eq!(v["linux"]["cgroupsPath"], "/kiln/web-1");
         let names = &v["linux"]["seccomp"]["syscalls"][0]["names"];

@@ -65,7 +65,11 @@ impl Daemon {
         let sock = d.e.state().join("fleet/kiln.sock");
         let end = Instant::now() + Duration::from_secs(20);
         while !sock.exists() {
-            assert!(Instant::now() < end, "kiln serve did not start: {}", d.log());
+            assert!(
+                Instant::now() < end,
+                "kiln serve did not start: {}",
+                d.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         d
@@ -161,30 +165,55 @@ impl Daemon {
         }
     }
 
-    /// The instance's `config.json`.
+    /// The instance's `config.json` (`None` once it is gone).
+    fn try_config(&self, id: &str) -> Option<Value> {
+        let p = self
+            .e
+            .state()
+            .join("fleet/instances")
+            .join(id)
+            .join("config.json");
+        serde_json::from_slice(&fs::read(p).ok()?).ok()
+    }
+
     fn config(&self, id: &str) -> Value {
-        let p = self.e.state().join("fleet/instances").join(id).join("config.json");
-        serde_json::from_slice(&fs::read(&p).unwrap()).unwrap()
+        self.try_config(id)
+            .unwrap_or_else(|| panic!("no config.json for {id}"))
     }
 
     /// The directory of the instance's cgroup for `controller` (v1) or the unified one (v2).
-    fn cgroup_dir(&self, id: &str, controller: &str) -> PathBuf {
-        let cg = self.config(id)["linux"]["cgroupsPath"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches('/')
-            .to_string();
+    fn try_cgroup_dir(&self, id: &str, controller: &str) -> Option<PathBuf> {
+        let config = self.try_config(id)?;
+        let cg = config["linux"]["cgroupsPath"]
+            .as_str()?
+            .trim_start_matches('/');
         let root = Path::new("/sys/fs/cgroup");
-        if root.join("cgroup.controllers").exists() {
+        Some(if root.join("cgroup.controllers").exists() {
             root.join(cg)
         } else {
             root.join(controller).join(cg)
-        }
+        })
+    }
+
+    fn cgroup_dir(&self, id: &str, controller: &str) -> PathBuf {
+        self.try_cgroup_dir(id, controller)
+            .unwrap_or_else(|| panic!("no cgroup for {id}"))
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Through the daemon first, so it removes its cgroups as it would in use.
+        if self.serve.is_some()
+            && let Ok(o) = self.e.kiln().args(["--json", "status"]).output()
+            && let Ok(st) = serde_json::from_slice::<Value>(&o.stdout)
+        {
+            for s in st["services"].as_array().into_iter().flatten() {
+                if let Some(name) = s["name"].as_str() {
+                    let _ = run(self.e.kiln().args(["destroy", name]));
+                }
+            }
+        }
         if let Some(mut c) = self.serve.take() {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
@@ -381,7 +410,9 @@ fn limits_reach_the_cgroup_a_hog_is_oom_killed_and_a_fork_bomb_is_contained() {
             return false;
         };
         let id = i["id"].as_str().unwrap();
-        let dir = d.cgroup_dir(id, "pids");
+        let Some(dir) = d.try_cgroup_dir(id, "pids") else {
+            return false; // replaced meanwhile
+        };
         let (Ok(cur), Ok(events), Ok(max)) = (
             fs::read_to_string(dir.join("pids.current")),
             fs::read_to_string(dir.join("pids.events")),
@@ -416,7 +447,10 @@ fn limits_reach_the_cgroup_a_hog_is_oom_killed_and_a_fork_bomb_is_contained() {
         ok + failed
     );
     assert!(ok > 20, "load loop too slow: {ok}");
-    eprintln!("web: {ok} requests, none failed; hog: {}", d.svc("hog")["message"]);
+    eprintln!(
+        "web: {ok} requests, none failed; hog: {}",
+        d.svc("hog")["message"]
+    );
 
     // Removing them leaves web as it was.
     let o = d.apply(&d.write_deploy(&web_only));
@@ -434,7 +468,10 @@ fn bad_limits_are_refused_where_written_and_a_limit_change_is_a_new_release() {
     let o = d.apply(&d.write_deploy(&good));
     assert!(o.status.success(), "{}\n{}", stderr(&o), d.log());
     let before = d.svc("web");
-    assert_eq!(before["limits"]["memory"], "512 MiB", "defaults: {before:#}");
+    assert_eq!(
+        before["limits"]["memory"], "512 MiB",
+        "defaults: {before:#}"
+    );
     assert_eq!(before["limits"]["pids"], 512);
     assert_eq!(before["limits"]["cpu"], 1.0);
 
@@ -457,12 +494,17 @@ fn bad_limits_are_refused_where_written_and_a_limit_change_is_a_new_release() {
             "{body}: {err}"
         );
         let now = d.svc("web");
-        assert_eq!(now["active"], before["active"], "{body} changed the release");
+        assert_eq!(
+            now["active"], before["active"],
+            "{body} changed the release"
+        );
         assert_eq!(ids(&now), ids(&before), "{body} changed the instances");
     }
 
     // A limit change rolls a new release with new instances, like any instance setting.
-    let file = d.write_deploy(&format!("{good}[service.web.limits]\nmemory = \"128MiB\"\n"));
+    let file = d.write_deploy(&format!(
+        "{good}[service.web.limits]\nmemory = \"128MiB\"\n"
+    ));
     let o = d.apply(&file);
     assert!(o.status.success(), "{}\n{}", stderr(&o), d.log());
     let plan = String::from_utf8_lossy(&o.stdout);
@@ -529,7 +571,12 @@ fn two_daemons_on_one_host_never_touch_each_other() {
     assert_eq!(get(a_at), Some(200));
     load_stop.store(true, Ordering::Relaxed);
     let (ok, failed) = load_b.join().unwrap();
-    assert_eq!(failed, 0, "{failed} of {} requests to b failed", ok + failed);
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests to b failed",
+        ok + failed
+    );
     let wb = b.svc("web");
     let b_after: Vec<(String, u64)> = wb["instances"]
         .as_array()
@@ -541,6 +588,21 @@ fn two_daemons_on_one_host_never_touch_each_other() {
     assert_eq!(wb["healthy"], 2);
     assert!(b.events("instance.replace").is_empty());
     assert!(b.cgroup_dir(&victim, "memory").is_dir());
-    assert!(!victim_cgroup.exists(), "a's destroyed instance left its cgroup");
+    assert!(
+        !victim_cgroup.exists(),
+        "a's destroyed instance left its cgroup"
+    );
+
+    // When a's last instance is gone, so is a's cgroup directory; b's stays.
+    let a_dir = a.cgroup_dir(&ids(&a.svc("web"))[0], "memory");
+    let a_dir = a_dir.parent().unwrap();
+    let b_dir = b.cgroup_dir(&victim, "memory");
+    let b_dir = b_dir.parent().unwrap();
+    let o = run(a.e.kiln().args(["destroy", "web"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    a.wait_for("a's service gone", 30, |a| a.svc("web").is_null());
+    assert!(!a_dir.exists(), "{} is left", a_dir.display());
+    assert!(b_dir.is_dir());
+    assert_eq!(get(b_at), Some(200));
     assert!(!a.events("instance.replace").is_empty());
 }
