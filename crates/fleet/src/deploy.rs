@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::limits::{HostCapacity, Limits};
+pub use crate::limits::Limits;
 
 /// Most replicas a service may ask for.
 pub const MAX_REPLICAS: u32 = 64;

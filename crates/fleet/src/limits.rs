@@ -317,24 +317,16 @@ pub fn oom_reason(how: &str, v: &kiln_runtime::cgroup::MemoryVerdict) -> Option<
     })
 }
 
-/// What this host has, for [`crate::Deployment::check_limits_fit`].
-#[derive(Clone, Copy, Debug)]
-pub struct HostCapacity {
-    pub cpus: u32,
-    pub memory_bytes: u64,
-}
-
-impl HostCapacity {
-    /// Online CPUs and `MemTotal` of this host (`None` for what cannot be read).
-    pub fn of_this_host() -> (Option<u32>, Option<u64>) {
-        // SAFETY: sysconf has no memory-safety preconditions.
-        let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-        let cpus = u32::try_from(cpus).ok().filter(|n| *n > 0);
-        let mem = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|t| mem_total(&t));
-        (cpus, mem)
-    }
+/// Online CPUs and `MemTotal` of this host (`None` for what cannot be read), for
+/// [`crate::Deployment::check_limits_fit`].
+pub fn host_capacity() -> (Option<u32>, Option<u64>) {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let cpus = u32::try_from(cpus).ok().filter(|n| *n > 0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| mem_total(&t));
+    (cpus, mem)
 }
 
 /// `MemTotal` of a `/proc/meminfo` text, in bytes.

@@ -158,7 +158,7 @@ impl Shared {
             }
         }
         // Limits this host cannot give one instance.
-        let (cpus, memory) = crate::limits::HostCapacity::of_this_host();
+        let (cpus, memory) = crate::limits::host_capacity();
         if let Err(e) = d.check_limits_fit(cpus, memory) {
             return Response::err(e);
         }
