@@ -15,6 +15,11 @@
 //! tmpfs_mb = 64                     # optional
 //! env = { MODE = "prod" }           # optional
 //! reason = "CHG-42"                 # optional
+//!
+//! [service.web.limits]              # optional; see `crate::limits`
+//! memory = "256MiB"                 # default 512MiB
+//! pids = 256                        # default 512
+//! cpu = 1.0                         # cores, default 1
 //! ```
 //!
 //! Parsing is strict: unknown keys, wrong types and invalid values are errors that name
@@ -29,6 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::limits::Limits;
 
 /// Most replicas a service may ask for.
 pub const MAX_REPLICAS: u32 = 64;
@@ -73,6 +80,8 @@ struct Origin {
     text: String,
     /// Byte offset of each service's `listen` value.
     listen_at: BTreeMap<String, usize>,
+    /// Byte offsets of each service's explicit limits.
+    limits_at: BTreeMap<String, crate::limits::LimitsAt>,
 }
 
 /// One `[service.<name>]`.
@@ -99,6 +108,10 @@ pub struct ServiceSpec {
     /// Free text for the audit log; not part of the plan comparison.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Memory, pids and CPU of each instance (defaults when the table is absent, and for
+    /// releases stored before limits existed).
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// An image pinned by digest: `name@sha256:<hex>` or `sha256:<hex>`.
@@ -375,6 +388,55 @@ impl Deployment {
                     },
                     None => error_unlocated(Path::new("deploy.toml"), message),
                 });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Deployment {
+    /// Refuses explicit limits this host cannot give one instance: more cores than it has
+    /// online, or more memory than its `MemTotal` (`None`: not checked). The error names the
+    /// value's `file:line:col` when the deployment was parsed from a file.
+    pub fn check_limits_fit(
+        &self,
+        cpus: Option<u32>,
+        memory_bytes: Option<u64>,
+    ) -> Result<(), DeployError> {
+        let Some(o) = &self.origin else {
+            return Ok(());
+        };
+        for (name, svc) in &self.services {
+            let Some(at) = o.limits_at.get(name) else {
+                continue;
+            };
+            let l = &svc.limits;
+            if let (Some(cpus), Some(off)) = (cpus, at.cpu)
+                && u64::from(l.cpu_millicores) > u64::from(cpus) * 1000
+            {
+                return Err(error_at(
+                    &o.file,
+                    &o.text,
+                    off,
+                    format!(
+                        "service.{name}.limits.cpu: {} cores is more than this host has ({cpus})",
+                        l.cpu_cores()
+                    ),
+                ));
+            }
+            if let (Some(mem), Some(off)) = (memory_bytes, at.memory)
+                && l.memory_bytes > mem
+            {
+                return Err(error_at(
+                    &o.file,
+                    &o.text,
+                    off,
+                    format!(
+                        "service.{name}.limits.memory: {} is more than this host's memory ({})",
+                        crate::limits::format_size(l.memory_bytes),
+                        crate::limits::format_size(mem)
+                    ),
+                ));
             }
         }
         Ok(())

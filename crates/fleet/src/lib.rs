@@ -9,13 +9,14 @@ pub mod daemon;
 pub mod deploy;
 pub mod drift;
 pub mod gate;
+pub mod limits;
 mod pool;
 pub mod proxy;
 pub mod state;
 mod sys;
 
 pub use deploy::{
-    Change, DeployError, Deployment, Health, HealthCheck, ImageRef, ListenError, Plan,
+    Change, DeployError, Deployment, Health, HealthCheck, ImageRef, Limits, ListenError, Plan,
     ServiceAction, ServiceSpec, Strategy, check_listen_free, format_duration, parse_duration, plan,
 };
 pub use proxy::{

@@ -16,11 +16,14 @@
 //! - [`Runtime`] and [`Runc`]: start/kill/delete/state/list via the runc CLI.
 //! - [`connect_in_netns`] and [`http_get_in_netns`]: sockets created inside an
 //!   instance's network namespace (the only way in: the namespace has only `lo`).
+//! - [`cgroup`]: where runc put an instance's cgroup (v1 or v2) and whether
+//!   the kernel OOM-killed it.
 //! - [`set_child_subreaper`] and [`try_reap`]: so a daemon becomes the parent
 //!   of detached containers and can collect their exit status.
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod cgroup;
 mod netns;
 mod runc;
 mod spec;

@@ -50,7 +50,14 @@ pub struct InstanceSpec {
     pub run_size_mib: u64,
     pub cgroups_path: Option<String>,
     pub memory_limit_bytes: Option<i64>,
+    /// Memory + swap (set it equal to the memory limit to allow no swap);
+    /// only where the host accounts swap (v1 `memory.memsw.*`).
+    pub memory_swap_bytes: Option<i64>,
     pub pids_limit: Option<i64>,
+    /// CFS quota and period in microseconds (`cpu.cfs_quota_us` /
+    /// `cpu.cfs_period_us` on v1, `cpu.max` on v2).
+    pub cpu_quota_us: Option<i64>,
+    pub cpu_period_us: Option<u64>,
     pub bind_mounts: Vec<BindMount>,
     pub annotations: BTreeMap<String, String>,
 }
@@ -84,7 +91,10 @@ impl InstanceSpec {
             run_size_mib: 16,
             cgroups_path: None,
             memory_limit_bytes: None,
+            memory_swap_bytes: None,
             pids_limit: None,
+            cpu_quota_us: None,
+            cpu_period_us: None,
             bind_mounts: Vec::new(),
             annotations: BTreeMap::new(),
         };
@@ -455,10 +465,24 @@ pub fn runtime_config(spec: &InstanceSpec) -> Value {
     });
     let mut resources = serde_json::Map::new();
     if let Some(m) = spec.memory_limit_bytes {
-        resources.insert("memory".into(), json!({"limit": m, "swap": m}));
+        let mut mem = json!({"limit": m});
+        if let Some(s) = spec.memory_swap_bytes {
+            mem["swap"] = json!(s);
+        }
+        resources.insert("memory".into(), mem);
     }
     if let Some(p) = spec.pids_limit {
         resources.insert("pids".into(), json!({"limit": p}));
+    }
+    if spec.cpu_quota_us.is_some() || spec.cpu_period_us.is_some() {
+        let mut cpu = serde_json::Map::new();
+        if let Some(q) = spec.cpu_quota_us {
+            cpu.insert("quota".into(), json!(q));
+        }
+        if let Some(p) = spec.cpu_period_us {
+            cpu.insert("period".into(), json!(p));
+        }
+        resources.insert("cpu".into(), Value::Object(cpu));
     }
     if !resources.is_empty() {
         linux["resources"] = Value::Object(resources);
@@ -626,7 +650,10 @@ mod tests {
             run_size_mib: 4,
             cgroups_path: Some("/kiln/web-1".into()),
             memory_limit_bytes: Some(64 << 20),
+            memory_swap_bytes: Some(64 << 20),
             pids_limit: Some(64),
+            cpu_quota_us: Some(150_000),
+            cpu_period_us: Some(100_000),
             bind_mounts: vec![],
             annotations: BTreeMap::from([("kiln.service".into(), "web".into())]),
         }
@@ -675,7 +702,21 @@ mod tests {
                 .unwrap()
                 .contains(&json!("noexec"))
         );
-        assert_eq!(v["linux"]["resources"]["pids"]["limit"], 64);
+        // OCI `linux.resources`: runc writes these to v1 files or translates
+        // them for v2 (memory.max, memory.swap.max = swap - limit, pids.max,
+        // cpu.max = "quota period").
+        let r = &v["linux"]["resources"];
+        assert_eq!(r["pids"]["limit"], 64);
+        assert_eq!(r["memory"], json!({"limit": 64 << 20, "swap": 64 << 20}));
+        assert_eq!(r["cpu"], json!({"quota": 150_000, "period": 100_000}));
+        let mut s = spec();
+        (s.memory_swap_bytes, s.cpu_quota_us, s.cpu_period_us) = (None, None, None);
+        let v2 = runtime_config(&s);
+        assert_eq!(
+            v2["linux"]["resources"]["memory"],
+            json!({"limit": 64 << 20})
+        );
+        assert!(v2["linux"]["resources"].get("cpu").is_none());
         assert_eq!(v["linux"]["cgroupsPath"], "/kiln/web-1");
         let names = &v["linux"]["seccomp"]["syscalls"][0]["names"];
         for s in ["mount", "ptrace", "unshare", "setns", "bpf", "kexec_load"] {

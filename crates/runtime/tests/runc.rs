@@ -205,6 +205,7 @@ fn cgroup_limits_apply() {
     spec.cgroups_path = Some(format!("/kiln-test/limits-{}", std::process::id()));
     spec.pids_limit = Some(32);
     spec.memory_limit_bytes = Some(64 << 20);
+    spec.memory_swap_bytes = Some(64 << 20);
     let b = env.bundle(&spec);
     let (mut out, w) = pipe();
     let (mut err, ew) = pipe();

@@ -106,6 +106,7 @@ impl Shared {
                         "in_rotation": i.in_rotation,
                         "replaces": i.replaces,
                         "start_to_healthy_ms": i.start_to_healthy_ms,
+                        "limits": svc.release(&i.release).map(|r| r.spec.limits.to_json()),
                     })
                 })
                 .collect();
@@ -123,6 +124,7 @@ impl Shared {
                 "name": name,
                 "listen": desired.map(|d| d.listen.to_string()),
                 "replicas": desired.map(|d| d.replicas),
+                "limits": desired.map(|d| d.limits.to_json()),
                 "active": svc.active_release().map(|r| json!({"id": r.id, "image": r.image.to_string(), "created": r.created})),
                 "rollout": svc.rollout.as_ref().map(|r| json!({"release": r.release, "from": r.from, "canary": r.canary, "step": r.step, "note": r.note, "failures": r.failures})),
                 "healthy": healthy,
@@ -154,6 +156,11 @@ impl Shared {
             {
                 return Response::err(e);
             }
+        }
+        // Limits this host cannot give one instance.
+        let (cpus, memory) = crate::limits::host_capacity();
+        if let Err(e) = d.check_limits_fit(cpus, memory) {
+            return Response::err(e);
         }
         // Only verified images: refuse the whole apply before changing
         // anything (unlocked: `changes` keeps the desired state as it is).

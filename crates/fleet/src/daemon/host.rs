@@ -151,9 +151,10 @@ pub trait Host: Send + Sync {
     fn list(&self) -> Vec<(String, u32)>;
     /// Whether process `pid` is running (not a zombie).
     fn alive(&self, pid: u32) -> bool;
-    /// How the instance with init `pid` ended, if it did. `child`: started
-    /// by this daemon (its status can be reaped), else adopted.
-    fn exited(&self, pid: u32, child: bool) -> Option<String>;
+    /// How instance `id` with init `pid` ended, if it did (an OOM kill by
+    /// its memory limit says so). `child`: started by this daemon (its
+    /// status can be reaped), else adopted. Called before [`Host::destroy`].
+    fn exited(&self, id: &str, pid: u32, child: bool) -> Option<String>;
     /// Create and start instance `id` of `rel` for `service`.
     fn launch(&self, service: &str, id: &str, rel: &Release) -> Result<Launched, HostError>;
     /// Start watching an instance's health and output. `child` as in

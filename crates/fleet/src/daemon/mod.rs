@@ -253,13 +253,17 @@ pub fn privacy_diff(old: Option<&Value>, new: Option<&Value>) -> Vec<String> {
 /// new apply changes it.
 fn fingerprint(spec: &ServiceSpec) -> String {
     format!(
-        "{}|{}|{:?}|{:?}",
-        spec.image, spec.port, spec.env, spec.tmpfs_mb
+        "{}|{}|{:?}|{:?}|{:?}",
+        spec.image, spec.port, spec.env, spec.tmpfs_mb, spec.limits
     )
 }
 
 fn instance_fields_differ(a: &ServiceSpec, b: &ServiceSpec) -> bool {
-    a.image != b.image || a.port != b.port || a.env != b.env || a.tmpfs_mb != b.tmpfs_mb
+    a.image != b.image
+        || a.port != b.port
+        || a.env != b.env
+        || a.tmpfs_mb != b.tmpfs_mb
+        || a.limits != b.limits
 }
 
 /// Whether `desired` asks for a release the reconciler has yet to start

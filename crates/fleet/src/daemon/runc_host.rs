@@ -1,17 +1,19 @@
 //! The real [`Host`]: instances under runc (verified bundle on a checked
 //! root filesystem, stdio FIFOs), health checks inside their network
-//! namespaces, exits through `waitpid` or `/proc`, debug bundles.
+//! namespaces, exits through `waitpid` or `/proc` (with the memory
+//! controller's word on OOM kills), cgroup limits, debug bundles.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use kiln_oci::{Digest, Store};
+use kiln_runtime::cgroup::CgroupLayout;
 use kiln_runtime::{Bundle, InstanceSpec, Runtime};
 use serde_json::{Value, json};
 
@@ -116,6 +118,23 @@ impl RuncHost {
     }
 }
 
+/// This host's cgroup layout (the mount table does not change under a daemon).
+fn cgroups() -> Option<&'static CgroupLayout> {
+    static LAYOUT: OnceLock<Option<CgroupLayout>> = OnceLock::new();
+    LAYOUT.get_or_init(CgroupLayout::detect).as_ref()
+}
+
+impl RuncHost {
+    /// Removes this daemon's cgroup directory (`/kiln/<tag>`) once its last
+    /// instance is gone (a busy one stays).
+    fn remove_cgroup_parent(&self, id: &str) {
+        let path = super::host_paths::cgroup_path(&self.tag, id);
+        if let (Some(c), Some((parent, _))) = (cgroups(), path.rsplit_once('/')) {
+            c.remove_if_empty(parent);
+        }
+    }
+}
+
 impl Host for RuncHost {
     fn list(&self) -> Vec<(String, u32)> {
         self.runtime
@@ -130,15 +149,27 @@ impl Host for RuncHost {
         sys::pid_alive(pid)
     }
 
-    fn exited(&self, pid: u32, child: bool) -> Option<String> {
-        if child {
-            match kiln_runtime::try_reap(pid) {
-                Ok(Some(status)) => return Some(sys::describe_wait(status)),
-                Ok(None) => return None,
-                Err(_) => {}
+    fn exited(&self, id: &str, pid: u32, child: bool) -> Option<String> {
+        let how = 'how: {
+            if child {
+                match kiln_runtime::try_reap(pid) {
+                    Ok(Some(status)) => break 'how sys::describe_wait(status),
+                    Ok(None) => return None,
+                    Err(_) => {}
+                }
             }
-        }
-        (!sys::pid_alive(pid)).then(|| "exited".to_string())
+            if sys::pid_alive(pid) {
+                return None;
+            }
+            "exited".to_string()
+        };
+        // Its cgroup is still there (runc delete comes with destroy): did
+        // the memory limit kill it?
+        let cgroup = super::host_paths::cgroup_path(&self.tag, id);
+        let oom = cgroups()
+            .and_then(|c| c.memory_verdict(&cgroup))
+            .and_then(|v| crate::limits::oom_reason(&how, &v));
+        Some(oom.unwrap_or(how))
     }
 
     fn launch(&self, service: &str, id: &str, rel: &Release) -> Result<Launched, HostError> {
@@ -202,6 +233,8 @@ impl Host for RuncHost {
             spec.set_env(k, v);
         }
         spec.cgroups_path = Some(super::host_paths::cgroup_path(&self.tag, id));
+        let swap_accounted = cgroups().is_none_or(CgroupLayout::swap_limit_supported);
+        rel.spec.limits.apply_to(&mut spec, swap_accounted);
         if let Some(mb) = rel.spec.tmpfs_mb {
             spec.tmp_size_mib = u64::from(mb);
         }
@@ -311,10 +344,12 @@ impl Host for RuncHost {
         let _ = self.runtime.delete(id, true);
         let _ = kiln_runtime::try_reap(pid);
         let _ = std::fs::remove_dir_all(self.bundles_dir.join(id));
+        self.remove_cgroup_parent(id);
     }
 
     fn delete(&self, id: &str) {
         let _ = self.runtime.delete(id, true);
+        self.remove_cgroup_parent(id);
     }
 
     fn prepare_debug(

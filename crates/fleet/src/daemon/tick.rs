@@ -128,7 +128,9 @@ impl Shared {
             .map(|inst| {
                 let live = w.live.get(&inst.id);
                 let mut seen = Seen {
-                    exited: self.host.exited(inst.pid, live.is_some_and(|l| l.child)),
+                    exited: self
+                        .host
+                        .exited(&inst.id, inst.pid, live.is_some_and(|l| l.child)),
                     in_flight: front.map_or(0, |f| f.proxy.in_flight(&inst.id)),
                     deliberate: w.expected_exits.contains(&inst.id),
                     ..Seen::default()

@@ -41,6 +41,8 @@ struct RawService {
     env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     #[serde(default)]
     reason: Option<Spanned<String>>,
+    #[serde(default)]
+    limits: Option<crate::limits::RawLimits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +168,7 @@ impl Deployment {
 
         let mut out = BTreeMap::new();
         let mut listen_at = BTreeMap::new();
+        let mut limits_at = BTreeMap::new();
         let mut listens: Vec<(String, SocketAddr)> = Vec::new();
         for (name, svc) in services {
             let name_span = name.span();
@@ -176,9 +179,16 @@ impl Deployment {
                     format!("service name {name:?} must be 1 to 63 characters of a-z, 0-9 and '-'"),
                 ));
             }
-            let svc = svc.into_inner();
+            let mut svc = svc.into_inner();
             let listen_span = svc.listen.span();
-            let spec = parse_service(&cx, &dir, &name, svc)?;
+            let raw_limits = svc.limits.take();
+            let mut spec = parse_service(&cx, &dir, &name, svc)?;
+            if let Some(raw) = raw_limits {
+                let (limits, at) = crate::limits::from_raw(&format!("service.{name}.limits"), raw)
+                    .map_err(|e| cx.err(e.span, e.message))?;
+                spec.limits = limits;
+                limits_at.insert(name.clone(), at);
+            }
             if let Some((other, addr)) = listens.iter().find(|(_, a)| listen_clash(a, &spec.listen))
             {
                 let (line, _) = listen_at.get(other).map_or((0, 0), |&o| line_col(text, o));
@@ -200,6 +210,7 @@ impl Deployment {
                 file: path.to_path_buf(),
                 text: text.to_string(),
                 listen_at,
+                limits_at,
             })),
         })
     }
@@ -434,6 +445,7 @@ fn parse_service(
         tmpfs_mb,
         env,
         reason: raw.reason.map(Spanned::into_inner),
+        limits: Limits::default(),
     })
 }
 

@@ -47,6 +47,11 @@ pub enum Change {
         from: Option<u32>,
         to: Option<u32>,
     },
+    /// Memory, pids and CPU of each instance.
+    Limits {
+        from: Limits,
+        to: Limits,
+    },
     /// Variable names only: values may be secrets.
     Env {
         added: Vec<String>,
@@ -57,7 +62,8 @@ pub enum Change {
 
 impl Change {
     /// Whether the change needs new instances (a new release): instances are immutable, so
-    /// anything baked into them (image, port, environment, tmpfs size) means replacing them.
+    /// anything baked into them (image, port, environment, tmpfs size, limits) means replacing
+    /// them.
     /// The rest (replicas, listen, strategy, timings, health, policy) applies to the running
     /// release.
     pub fn needs_new_release(&self) -> bool {
@@ -67,6 +73,7 @@ impl Change {
                 | Change::Port { .. }
                 | Change::Env { .. }
                 | Change::TmpfsMb { .. }
+                | Change::Limits { .. }
         )
     }
 }
@@ -93,6 +100,7 @@ impl fmt::Display for Change {
                 write!(f, "policy {} -> {}", from.display(), to.display())
             }
             Change::TmpfsMb { from, to } => write!(f, "tmpfs_mb {} -> {}", opt(from), opt(to)),
+            Change::Limits { from, to } => write!(f, "limits {from} -> {to}"),
             Change::Env {
                 added,
                 removed,
@@ -225,6 +233,12 @@ fn diff(a: &ServiceSpec, b: &ServiceSpec) -> Vec<Change> {
         out.push(Change::TmpfsMb {
             from: a.tmpfs_mb,
             to: b.tmpfs_mb,
+        });
+    }
+    if a.limits != b.limits {
+        out.push(Change::Limits {
+            from: a.limits,
+            to: b.limits,
         });
     }
     if a.env != b.env {

@@ -57,7 +57,7 @@ impl Host for FakeHost {
         st.running.values().any(|r| r.0 == pid && r.1.is_none())
     }
 
-    fn exited(&self, pid: u32, _child: bool) -> Option<String> {
+    fn exited(&self, _id: &str, pid: u32, _child: bool) -> Option<String> {
         let st = self.st.lock().unwrap();
         match st.running.values().find(|r| r.0 == pid) {
             Some(r) => r.1.clone(),

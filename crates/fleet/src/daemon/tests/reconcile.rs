@@ -263,3 +263,44 @@ fn a_privacy_relevant_baseline_change_turns_a_canary_into_blue_green() {
     assert_eq!(ev.details["strategy"], json!("blue-green"));
     assert_eq!(ev.details["guardrail"], json!(note));
 }
+
+#[test]
+fn a_limits_change_is_an_ordinary_new_release_and_an_oom_exit_is_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = spec(dir.path(), OLD, "");
+    let new = spec(
+        dir.path(),
+        OLD,
+        "strategy = \"canary\"\ncanary = [50, 100]\n[service.web.limits]\nmemory = \"256MiB\"",
+    );
+    assert_ne!(fingerprint(&old), fingerprint(&new));
+    assert!(instance_fields_differ(&old, &new));
+    let baseline = json!({"pii": false});
+    let mut sim = Sim::new(serving(&old, 1, Some(baseline.clone())), new);
+    sim.verdict = Some(Verdict::Pass {
+        baseline: Some(baseline),
+    });
+    let a = sim.step();
+    // Same image, new limits: a new release, and an ordinary one (the canary stays).
+    let r = sim.svc.rollout.as_ref().expect("a rollout");
+    assert_ne!(r.release, "r0001");
+    assert_eq!(r.canary, Some(vec![50, 100]));
+    assert_eq!(r.note, None);
+    assert_eq!(starts(&a), 1);
+    let rel = sim.svc.release(&r.release).unwrap();
+    assert_eq!(rel.spec.limits.memory_bytes, 256 << 20);
+
+    // The host's OOM description is the replacement's reason.
+    let s = spec(dir.path(), OLD, "[service.web.limits]\nmemory = \"32MiB\"");
+    let mut sim = Sim::new(serving(&s, 1, None), s);
+    let id = sim.ids_of("r0001").pop().unwrap();
+    sim.seen.get_mut(&id).unwrap().exited =
+        Some("was killed by the kernel: out of memory (limit 32 MiB)".into());
+    let a = sim.step();
+    let ev = event(&a, "instance.replace").unwrap();
+    assert_eq!(
+        ev.reason.as_deref(),
+        Some("instance was killed by the kernel: out of memory (limit 32 MiB)")
+    );
+    assert!(sim.svc.message.contains("out of memory (limit 32 MiB)"));
+}
