@@ -15,6 +15,9 @@
 //! tmpfs_mb = 64                     # optional
 //! env = { MODE = "prod" }           # optional
 //! reason = "CHG-42"                 # optional
+//!
+//! [service.web.secrets]             # optional: see crate::secrets
+//! DB_PASSWORD = { file = "/etc/kiln/secrets/orders-db", env = false }
 //! ```
 //!
 //! Parsing is strict: unknown keys, wrong types and invalid values are errors that name
@@ -73,6 +76,8 @@ struct Origin {
     text: String,
     /// Byte offset of each service's `listen` value.
     listen_at: BTreeMap<String, usize>,
+    /// Byte offset of each secret's `file` value, per (service, secret name).
+    secret_at: BTreeMap<(String, String), usize>,
 }
 
 /// One `[service.<name>]`.
@@ -99,6 +104,10 @@ pub struct ServiceSpec {
     /// Free text for the audit log; not part of the plan comparison.
     #[serde(default)]
     pub reason: Option<String>,
+    /// `[service.<name>.secrets]`, per secret name: where each value is read from and its
+    /// HMAC, never the value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, crate::secrets::SecretRef>,
 }
 
 /// An image pinned by digest: `name@sha256:<hex>` or `sha256:<hex>`.
@@ -378,6 +387,20 @@ impl Deployment {
             }
         }
         Ok(())
+    }
+}
+
+impl Deployment {
+    /// An error at secret `name` of `service` (its `file` value) when the deployment was
+    /// parsed from a file.
+    pub(crate) fn secret_error(&self, service: &str, name: &str, message: String) -> DeployError {
+        match &self.origin {
+            Some(o) => match o.secret_at.get(&(service.to_string(), name.to_string())) {
+                Some(&at) => error_at(&o.file, &o.text, at, message),
+                None => error_unlocated(&o.file, message),
+            },
+            None => error_unlocated(Path::new("deploy.toml"), message),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ pub mod drift;
 pub mod gate;
 mod pool;
 pub mod proxy;
+pub mod secrets;
 pub mod state;
 mod sys;
 

@@ -422,7 +422,14 @@ impl DriftWatch {
         let mut f = crate::drift::process_drift(inst.pid, &b.files, &self.exe_hashes);
         f.extend(crate::drift::socket_drift(inst.pid, &allowed));
         if let Some(want) = &inst.config_sha256
-            && let Some(x) = crate::drift::config_drift(&self.bundles_dir.join(&inst.id), want)
+            && let Some(x) = crate::drift::config_drift(
+                &super::host_paths::bundle_dir(
+                    &self.bundles_dir,
+                    &super::host_paths::state_tag(&self.state_dir),
+                    &inst.id,
+                ),
+                want,
+            )
         {
             f.push(x);
         }

@@ -130,6 +130,12 @@ pub enum HostError {
         #[source]
         source: kiln_runtime::RuntimeError,
     },
+    /// The daemon does not hold these secrets (it restarted since the last apply).
+    #[error(
+        "waiting for secrets: run kiln apply ({} not held: kiln serve keeps secret values in memory only)",
+        names.join(", ")
+    )]
+    WaitingForSecrets { names: Vec<String> },
     #[error(transparent)]
     Oci(#[from] kiln_oci::OciError),
     #[error(transparent)]

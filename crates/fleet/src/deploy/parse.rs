@@ -41,6 +41,8 @@ struct RawService {
     env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     #[serde(default)]
     reason: Option<Spanned<String>>,
+    #[serde(default)]
+    secrets: Option<BTreeMap<Spanned<String>, Spanned<crate::secrets::RawSecret>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +168,7 @@ impl Deployment {
 
         let mut out = BTreeMap::new();
         let mut listen_at = BTreeMap::new();
+        let mut secret_at = BTreeMap::new();
         let mut listens: Vec<(String, SocketAddr)> = Vec::new();
         for (name, svc) in services {
             let name_span = name.span();
@@ -178,7 +181,7 @@ impl Deployment {
             }
             let svc = svc.into_inner();
             let listen_span = svc.listen.span();
-            let spec = parse_service(&cx, &dir, &name, svc)?;
+            let spec = parse_service(&cx, &dir, &name, svc, &mut secret_at)?;
             if let Some((other, addr)) = listens.iter().find(|(_, a)| listen_clash(a, &spec.listen))
             {
                 let (line, _) = listen_at.get(other).map_or((0, 0), |&o| line_col(text, o));
@@ -200,6 +203,7 @@ impl Deployment {
                 file: path.to_path_buf(),
                 text: text.to_string(),
                 listen_at,
+                secret_at,
             })),
         })
     }
@@ -246,6 +250,7 @@ fn parse_service(
     dir: &Path,
     name: &str,
     raw: RawService,
+    secret_at: &mut BTreeMap<(String, String), usize>,
 ) -> Result<ServiceSpec, DeployError> {
     let k = |f: &str| format!("service.{name}.{f}");
 
@@ -421,6 +426,15 @@ fn parse_service(
         env.insert(key.into_inner(), value.into_inner());
     }
 
+    let (secrets, at) = crate::secrets::parse_table(
+        name,
+        dir,
+        raw.secrets.unwrap_or_default(),
+        &env,
+        |span, m| cx.err(span, m),
+    )?;
+    secret_at.extend(at.into_iter().map(|(k, v)| ((name.to_string(), k), v)));
+
     Ok(ServiceSpec {
         image,
         replicas,
@@ -434,6 +448,7 @@ fn parse_service(
         tmpfs_mb,
         env,
         reason: raw.reason.map(Spanned::into_inner),
+        secrets,
     })
 }
 
