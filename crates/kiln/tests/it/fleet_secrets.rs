@@ -316,8 +316,8 @@ fn an_env_secret_keeps_its_bundle_on_tmpfs() {
     assert!(!text.contains(&value), "{text}");
     // Drift checks read the tmpfs bundle's config.json: unchanged, then changed.
     let drift = || {
+        // Exits 1 when it finds drift.
         let o = run(f.e.kiln().args(["--json", "drift", "check", "web"]));
-        assert!(o.status.success(), "{}", stderr(&o));
         json(&o)
     };
     assert_eq!(drift()["drifted"], 0, "{:#}", drift());
@@ -414,6 +414,10 @@ fn bad_secret_files_are_refused_and_change_nothing() {
         assert!(!err.contains(&value), "{what}: {err}");
     }
     assert!(f.status()["services"].as_array().unwrap().is_empty());
-    assert!(f.events("fleet.apply").is_empty());
+    // Each refusal is audited as a failure, with the error (never the value).
+    let applies = f.events("fleet.apply");
+    assert_eq!(applies.len(), 6, "{applies:#?}");
+    assert!(applies.iter().all(|e| e["outcome"] == "failure"), "{applies:#?}");
+    assert!(!serde_json::to_string(&applies).unwrap().contains(&value));
     assert_eq!(fs::read(&redb).ok(), before, "fleet.redb changed");
 }
