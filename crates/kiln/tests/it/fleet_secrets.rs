@@ -133,6 +133,12 @@ fn logs(f: &Fleet) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
+fn status_text(f: &Fleet) -> String {
+    let o = run(f.e.kiln().arg("status"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
 fn secret_image(f: &Fleet, tag: &str, page: &str) -> String {
     f.image(tag, page, |s| s.replace(HELLO_ENTRYPOINT, ENTRYPOINT))
 }
@@ -198,6 +204,11 @@ fn secrets_never_persist_and_never_leak() {
     assert_eq!(instances(&w), before);
     assert_eq!(w["secrets_missing"], serde_json::json!(["DB_PASSWORD"]));
     check_instances(&w, &one);
+    assert!(
+        status_text(&f).contains("secrets not held since kiln serve restarted (DB_PASSWORD)"),
+        "{}",
+        status_text(&f)
+    );
     assert_nowhere(&f, &run_dir, &[&one], &skip, "after restart");
 
     // An instance that must be replaced meanwhile waits for the secret.
@@ -210,6 +221,11 @@ fn secrets_never_persist_and_never_leak() {
             .is_some_and(|m| m.starts_with("waiting for secrets: run kiln apply"))
     });
     assert_eq!(w["healthy"], 2, "{w:#}");
+    assert!(
+        status_text(&f).contains("  waiting for secrets: run kiln apply (DB_PASSWORD"),
+        "{}",
+        status_text(&f)
+    );
     assert!(!fs::exists(run_dir.0.join("secrets").join(&dead_id)).unwrap());
     // The same file again: nothing new to roll out, the waiting instance starts.
     let o = f.apply(&file);
@@ -417,7 +433,10 @@ fn bad_secret_files_are_refused_and_change_nothing() {
     // Each refusal is audited as a failure, with the error (never the value).
     let applies = f.events("fleet.apply");
     assert_eq!(applies.len(), 6, "{applies:#?}");
-    assert!(applies.iter().all(|e| e["outcome"] == "failure"), "{applies:#?}");
+    assert!(
+        applies.iter().all(|e| e["outcome"] == "failure"),
+        "{applies:#?}"
+    );
     assert!(!serde_json::to_string(&applies).unwrap().contains(&value));
     assert_eq!(fs::read(&redb).ok(), before, "fleet.redb changed");
 }

@@ -119,6 +119,17 @@ fn secrets_are_read_at_apply_rotations_are_releases_and_a_restart_waits_for_appl
         .rfind(|e| e.action == "fleet.apply")
         .unwrap();
     assert_ne!(ev.details["secrets"]["web"][0]["hmac"], hmac1.as_str());
+    let starts: Vec<_> = rig
+        .audit()
+        .into_iter()
+        .filter(|e| e.action == "release.start")
+        .collect();
+    assert_eq!(starts.len(), 2);
+    assert_eq!(starts[0].details["secrets"][0]["hmac"], hmac1.as_str());
+    assert_eq!(
+        starts[1].details["secrets"][0]["hmac"],
+        ev.details["secrets"]["web"][0]["hmac"]
+    );
 
     // A restarted daemon (same key, same state) holds no secret: the instance that must be
     // replaced waits, and status says so, until the file is applied again.
