@@ -169,20 +169,9 @@ impl SecretKey {
             path: path.to_path_buf(),
             source,
         };
-        match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-        {
-            Ok(f) => return Self::read(path, f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                return Err(SecretKeyError::Refused {
-                    path: path.to_path_buf(),
-                    why: "it is a symbolic link".into(),
-                });
-            }
-            Err(e) => return Err(io(e)),
+        match Self::load(path) {
+            Err(SecretKeyError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            other => return other,
         }
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         getrandom::fill(&mut key[..]).map_err(|e| SecretKeyError::Random {
@@ -212,6 +201,25 @@ impl SecretKey {
             .and_then(|()| f.sync_all())
             .map_err(io)?;
         Ok(SecretKey { key })
+    }
+
+    /// Loads the existing key at `path` (checked as for [`SecretKey::load_or_create`]).
+    pub fn load(path: &Path) -> Result<SecretKey, SecretKeyError> {
+        match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => Self::read(path, f),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(SecretKeyError::Refused {
+                path: path.to_path_buf(),
+                why: "it is a symbolic link".into(),
+            }),
+            Err(source) => Err(SecretKeyError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
     }
 
     fn read(path: &Path, mut f: File) -> Result<SecretKey, SecretKeyError> {

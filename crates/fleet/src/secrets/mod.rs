@@ -181,6 +181,36 @@ pub fn env_value(value: &[u8]) -> Option<Zeroizing<String>> {
     (!s.contains('\0')).then(|| Zeroizing::new(s.to_string()))
 }
 
+/// Prefix of an instance's recorded `config.json` hash when that file holds a secret (an
+/// `env = true` one): an HMAC under the secret key instead of a SHA-256, because kiln generates
+/// the file, so a plain hash of it would let anyone holding the state directory test guesses
+/// of the secret.
+pub const CONFIG_HMAC_PREFIX: &str = "hmac-sha256:";
+
+/// The recorded hash of a `config.json` (`bytes`) that holds a secret.
+pub(crate) fn config_mac(key: &SecretKey, bytes: &[u8]) -> String {
+    format!("{CONFIG_HMAC_PREFIX}{}", key.hmac(bytes))
+}
+
+/// The drift check of a bundle whose `config.json` was recorded by [`config_mac`] (`want`)
+/// under the key in `fleet_dir`; `None` when it matches (or cannot be read, as for a plain one).
+pub(crate) fn config_drift_keyed(
+    bundle: &Path,
+    want: &str,
+    fleet_dir: &Path,
+) -> Option<crate::drift::Finding> {
+    let bytes = std::fs::read(bundle.join("config.json")).ok()?;
+    let key = SecretKey::load(&fleet_dir.join(KEY_FILE)).ok()?;
+    let got = config_mac(&key, &bytes);
+    (got != want).then(|| crate::drift::Finding {
+        kind: "config".into(),
+        detail: format!(
+            "{}/config.json has {got}, kiln generated {want}",
+            bundle.display()
+        ),
+    })
+}
+
 /// Values read at apply, per service.
 pub type SecretValues = BTreeMap<String, Vec<SecretValue>>;
 

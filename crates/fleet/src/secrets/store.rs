@@ -38,6 +38,11 @@ impl SecretStore {
         Ok(key)
     }
 
+    /// The HMAC key, if an apply has loaded it.
+    pub fn loaded_key(&self) -> Option<Arc<SecretKey>> {
+        lock(&self.key).clone()
+    }
+
     /// Hold the values read at an apply (older values stay until [`SecretStore::retain`]
     /// drops them).
     pub fn insert(&self, values: &SecretValues) {

@@ -263,3 +263,24 @@ fn instance_secret_files_are_0400_in_a_0500_dir_of_the_user() {
     assert!(!dir.exists());
     remove_instance_dir(&dir).unwrap();
 }
+
+#[test]
+fn a_config_that_holds_a_secret_is_recorded_by_its_hmac() {
+    let t = tempfile::tempdir().unwrap();
+    assert!(SecretKey::load(&t.path().join(KEY_FILE)).is_err());
+    let key = SecretKey::load_or_create(&t.path().join(KEY_FILE)).unwrap();
+    let bundle = t.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    std::fs::write(bundle.join("config.json"), b"{\"env\":[\"A=pw\"]}").unwrap();
+    let want = config_mac(&key, b"{\"env\":[\"A=pw\"]}");
+    assert!(want.starts_with(CONFIG_HMAC_PREFIX));
+    assert!(config_drift_keyed(&bundle, &want, t.path()).is_none());
+    std::fs::write(bundle.join("config.json"), b"{\"env\":[\"A=pw2\"]}").unwrap();
+    let f = config_drift_keyed(&bundle, &want, t.path()).unwrap();
+    assert_eq!(f.kind, "config");
+    assert!(
+        f.detail.contains("config.json has hmac-sha256:"),
+        "{}",
+        f.detail
+    );
+}

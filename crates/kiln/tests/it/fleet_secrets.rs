@@ -339,12 +339,21 @@ fn an_env_secret_keeps_its_bundle_on_tmpfs() {
     assert_eq!(drift()["drifted"], 0, "{:#}", drift());
     let (id0, _) = instances(&w)[0].clone();
     let config = run_dir.0.join("bundles").join(&id0).join("config.json");
+    // Its record is keyed: a plain SHA-256 of a file kiln generates would let anyone with the
+    // state directory test guesses of the secret.
+    let plain = hex::encode(Sha256::digest(fs::read(&config).unwrap()));
+    let redb = fs::read(f.e.state().join("fleet/fleet.redb")).unwrap();
+    assert!(!redb.windows(plain.len()).any(|w| w == plain.as_bytes()));
+    assert!(redb.windows(12).any(|w| w == b"hmac-sha256:"));
     let mut bytes = fs::read(&config).unwrap();
     bytes.push(b'\n');
     fs::write(&config, bytes).unwrap();
     let d = drift();
     assert_eq!(d["drifted"], 1, "{d:#}");
-    assert!(d.to_string().contains("config.json has sha256"), "{d:#}");
+    assert!(
+        d.to_string().contains("config.json has hmac-sha256:"),
+        "{d:#}"
+    );
     let ids: Vec<String> = instances(&w).into_iter().map(|(id, _)| id).collect();
     let o = run(f.e.kiln().args(["destroy", "web"]));
     assert!(o.status.success(), "{}", stderr(&o));
