@@ -1,6 +1,9 @@
 //! The daemon's secret values, in memory only (zeroed when dropped), keyed by service, name and
 //! the value's HMAC (so a release keeps the value it was made with while a newer one rolls
 //! out); and the redaction of those values in instance output before `kiln logs` sees it.
+//!
+//! Redaction knows only the values held: after a daemon restart, output of adopted instances
+//! is redacted again from the next `kiln apply` on.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
