@@ -20,6 +20,9 @@
 //! memory = "256MiB"                 # default 512MiB
 //! pids = 256                        # default 512
 //! cpu = 1.0                         # cores, default 1
+//!
+//! [service.web.secrets]             # optional: see crate::secrets
+//! DB_PASSWORD = { file = "/etc/kiln/secrets/orders-db", env = false }
 //! ```
 //!
 //! Parsing is strict: unknown keys, wrong types and invalid values are errors that name
@@ -82,6 +85,8 @@ struct Origin {
     listen_at: BTreeMap<String, usize>,
     /// Byte offsets of each service's explicit limits.
     limits_at: BTreeMap<String, crate::limits::LimitsAt>,
+    /// Byte offset of each secret's `file` value, per (service, secret name).
+    secret_at: BTreeMap<(String, String), usize>,
 }
 
 /// One `[service.<name>]`.
@@ -112,6 +117,10 @@ pub struct ServiceSpec {
     /// releases stored before limits existed).
     #[serde(default)]
     pub limits: Limits,
+    /// `[service.<name>.secrets]`, per secret name: where each value is read from and its
+    /// HMAC, never the value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, crate::secrets::SecretRef>,
 }
 
 /// An image pinned by digest: `name@sha256:<hex>` or `sha256:<hex>`.
@@ -440,6 +449,18 @@ impl Deployment {
             }
         }
         Ok(())
+    }
+
+    /// An error at secret `name` of `service` (its `file` value) when the deployment was
+    /// parsed from a file.
+    pub(crate) fn secret_error(&self, service: &str, name: &str, message: String) -> DeployError {
+        match &self.origin {
+            Some(o) => match o.secret_at.get(&(service.to_string(), name.to_string())) {
+                Some(&at) => error_at(&o.file, &o.text, at, message),
+                None => error_unlocated(&o.file, message),
+            },
+            None => error_unlocated(Path::new("deploy.toml"), message),
+        }
     }
 }
 

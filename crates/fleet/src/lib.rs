@@ -12,6 +12,7 @@ pub mod gate;
 pub mod limits;
 mod pool;
 pub mod proxy;
+pub mod secrets;
 pub mod state;
 mod sys;
 

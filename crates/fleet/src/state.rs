@@ -156,7 +156,8 @@ pub struct Instance {
     /// Milliseconds from `runc run` to the first passed health check.
     #[serde(default)]
     pub start_to_healthy_ms: Option<u64>,
-    /// SHA-256 of the `config.json` kiln generated for it.
+    /// SHA-256 of the `config.json` kiln generated for it (an HMAC when the file holds a
+    /// secret: see [`crate::secrets::CONFIG_HMAC_PREFIX`]).
     #[serde(default)]
     pub config_sha256: Option<String>,
     /// The unpacked root filesystem it runs on.

@@ -133,6 +133,8 @@ impl Shared {
                 "message": svc.message,
                 "instances": instances,
                 "proxy": stats,
+                "secrets": desired.map(|d| d.secrets.keys().collect::<Vec<_>>()),
+                "secrets_missing": desired.map(|d| self.secrets.missing(name, &d.secrets)),
             }));
         }
         json!({ "services": services })
@@ -144,6 +146,28 @@ impl Shared {
             Err(e) => return Response::err(e),
         };
         let _one = lock(&self.changes);
+        // Secrets: read here, by the daemon, before anything is checked or changed; a secret
+        // that cannot be read refuses the whole apply.
+        let values = if d.has_secrets() {
+            let key = match self.secrets.key(&self.fleet_dir) {
+                Ok(k) => k,
+                Err(e) => return Response::err(format!("{e}; nothing was changed")),
+            };
+            match d.read_secrets(&key) {
+                Ok(v) => v,
+                Err(e) => return Response::err(e),
+            }
+        } else {
+            crate::secrets::SecretValues::new()
+        };
+        // Services whose secrets the daemon lacked (it restarted): this apply lets them start,
+        // even if it changes nothing else.
+        let waiting: Vec<String> = d
+            .services
+            .iter()
+            .filter(|(n, s)| !self.secrets.missing(n, &s.secrets).is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
         let (current, ours): (Deployment, Vec<std::net::SocketAddr>) = {
             let w = lock(&self.world);
             let ours = w.proxies.values().map(|f| f.listen).collect();
@@ -187,13 +211,30 @@ impl Shared {
             .resource(Resource::new("deployment", path.display().to_string()))
             .reason(reason.as_deref())
             .detail("plan", serde_json::to_value(&plan).unwrap_or(Value::Null));
+        if !values.is_empty() {
+            // Names and HMACs only: a rotation is visible, the value is not.
+            let secrets: serde_json::Map<String, Value> = values
+                .iter()
+                .filter(|(_, vs)| !vs.is_empty())
+                .map(|(svc, vs)| {
+                    let list = vs
+                        .iter()
+                        .map(|v| json!({"name": v.name, "hmac": v.hmac, "env": v.env}))
+                        .collect();
+                    (svc.clone(), Value::Array(list))
+                })
+                .collect();
+            ev = ev.detail("secrets", Value::Object(secrets));
+        }
         ev.actor = actor.clone();
         if let Err(e) = self.record_first(ev) {
             return Response::err(e);
         }
         self.change(|st| {
+            // Under the world lock, with the desired state: the tick's pruning keeps them.
+            self.secrets.insert(&values);
             for (name, spec) in &d.services {
-                let changed = st.desired.services.get(name) != Some(spec);
+                let changed = st.desired.services.get(name) != Some(spec) || waiting.contains(name);
                 if changed && let Some(svc) = st.services.get_mut(name) {
                     svc.failed = None;
                 }

@@ -421,10 +421,15 @@ impl DriftWatch {
         allowed.push(port);
         let mut f = crate::drift::process_drift(inst.pid, &b.files, &self.exe_hashes);
         f.extend(crate::drift::socket_drift(inst.pid, &allowed));
-        if let Some(want) = &inst.config_sha256
-            && let Some(x) = crate::drift::config_drift(&self.bundles_dir.join(&inst.id), want)
-        {
-            f.push(x);
+        if let Some(want) = &inst.config_sha256 {
+            let tag = super::host_paths::state_tag(&self.state_dir);
+            let bundle = super::host_paths::bundle_dir(&self.bundles_dir, &tag, &inst.id);
+            let x = if want.starts_with(crate::secrets::CONFIG_HMAC_PREFIX) {
+                crate::secrets::config_drift_keyed(&bundle, want, &self.fleet_dir)
+            } else {
+                crate::drift::config_drift(&bundle, want)
+            };
+            f.extend(x);
         }
         f
     }

@@ -50,7 +50,8 @@ impl Watch {
 #[derive(Debug, Clone)]
 pub struct Launched {
     pub pid: u32,
-    /// SHA-256 of the `config.json` generated for it.
+    /// SHA-256 of the `config.json` generated for it (an HMAC when the file holds a secret:
+    /// see [`crate::secrets::CONFIG_HMAC_PREFIX`]).
     pub config_sha256: Option<String>,
     /// The unpacked root filesystem it runs on.
     pub rootfs: Option<PathBuf>,
@@ -130,6 +131,12 @@ pub enum HostError {
         #[source]
         source: kiln_runtime::RuntimeError,
     },
+    /// The daemon does not hold these secrets (it restarted since the last apply).
+    #[error(
+        "waiting for secrets: run kiln apply ({} not held: kiln serve keeps secret values in memory only)",
+        names.join(", ")
+    )]
+    WaitingForSecrets { names: Vec<String> },
     #[error(transparent)]
     Oci(#[from] kiln_oci::OciError),
     #[error(transparent)]

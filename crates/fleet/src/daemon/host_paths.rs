@@ -22,10 +22,27 @@ pub(crate) fn cgroup_path(tag: &str, id: &str) -> String {
     format!("/kiln/{tag}/{id}")
 }
 
-/// The daemon's directory under `/run` (for memory-only files).
-#[allow(dead_code)] // the secrets delivery is next
+/// The daemon's directory under `/run` (for memory-only files): a tmpfs, mounted by the
+/// daemon itself when `/run` is not one.
 pub(crate) fn run_dir(tag: &str) -> PathBuf {
     Path::new("/run/kiln").join(tag)
+}
+
+/// Instance `id`'s secret files (bind-mounted read-only at `/run/secrets`).
+pub(crate) fn secrets_dir(tag: &str, id: &str) -> PathBuf {
+    run_dir(tag).join("secrets").join(id)
+}
+
+/// The bundle of instance `id` when its `config.json` holds a secret (an `env = true` one).
+pub(crate) fn tmpfs_bundle_dir(tag: &str, id: &str) -> PathBuf {
+    run_dir(tag).join("bundles").join(id)
+}
+
+/// Where instance `id`'s bundle is: on the tmpfs if it is there, else in `bundles_dir`
+/// (`<state>/fleet/instances`).
+pub(crate) fn bundle_dir(bundles_dir: &Path, tag: &str, id: &str) -> PathBuf {
+    let t = tmpfs_bundle_dir(tag, id);
+    if t.is_dir() { t } else { bundles_dir.join(id) }
 }
 
 #[cfg(test)]
@@ -42,5 +59,13 @@ mod tests {
         assert_eq!(ta, state_tag(&a.path().join(".")));
         assert_eq!(cgroup_path(&ta, "web-0001"), format!("/kiln/{ta}/web-0001"));
         assert!(run_dir(&ta).starts_with("/run/kiln"));
+        assert_eq!(
+            secrets_dir(&ta, "web-0001"),
+            run_dir(&ta).join("secrets/web-0001")
+        );
+        assert_eq!(
+            bundle_dir(Path::new("/s/fleet/instances"), &ta, "web-0001"),
+            Path::new("/s/fleet/instances/web-0001")
+        );
     }
 }

@@ -40,6 +40,7 @@ use crate::api::socket_path;
 use crate::deploy::{ImageRef, ServiceSpec};
 use crate::gate::PolicyGate;
 use crate::proxy::Proxy;
+use crate::secrets::SecretStore;
 use crate::state::{Db, FleetState};
 
 mod api;
@@ -178,6 +179,8 @@ struct Shared {
     view: Mutex<FleetState>,
     wake: Condvar,
     logs: Arc<Logs>,
+    /// Secret values, in memory only (the same store redacts `logs`).
+    secrets: Arc<SecretStore>,
     stop: AtomicBool,
     /// One drift check (or instance start, which may check a cached root
     /// filesystem) at a time.
@@ -253,8 +256,13 @@ pub fn privacy_diff(old: Option<&Value>, new: Option<&Value>) -> Vec<String> {
 /// new apply changes it.
 fn fingerprint(spec: &ServiceSpec) -> String {
     format!(
-        "{}|{}|{:?}|{:?}|{:?}",
-        spec.image, spec.port, spec.env, spec.tmpfs_mb, spec.limits
+        "{}|{}|{:?}|{:?}|{:?}|{}",
+        spec.image,
+        spec.port,
+        spec.env,
+        spec.tmpfs_mb,
+        spec.limits,
+        crate::secrets::fingerprint(&spec.secrets)
     )
 }
 
@@ -264,6 +272,7 @@ fn instance_fields_differ(a: &ServiceSpec, b: &ServiceSpec) -> bool {
         || a.env != b.env
         || a.tmpfs_mb != b.tmpfs_mb
         || a.limits != b.limits
+        || crate::secrets::deliveries_differ(&a.secrets, &b.secrets)
 }
 
 /// Whether `desired` asks for a release the reconciler has yet to start
@@ -309,6 +318,7 @@ impl Daemon {
                     rootfs_dir: drift.rootfs_dir.clone(),
                     bundles_dir: drift.bundles_dir.clone(),
                     tag: host_paths::state_tag(&drift.state_dir),
+                    secrets: logs.secrets.clone(),
                 })
             },
         )?;
@@ -425,6 +435,7 @@ impl Shared {
                 ..World::default()
             }),
             wake: Condvar::new(),
+            secrets: logs.secrets.clone(),
             logs,
             stop: AtomicBool::new(false),
             drift_busy: Mutex::new(()),
@@ -500,10 +511,16 @@ fn next_id(w: &mut World, prefix: &str) -> String {
 struct Logs {
     rings: Mutex<HashMap<String, LogRing>>,
     cv: Condvar,
+    /// The values redacted from each line before it enters a ring.
+    secrets: Arc<SecretStore>,
 }
 
 impl Logs {
     fn push(&self, service: &str, line: String) {
+        let line = match self.secrets.redact(service, &line) {
+            std::borrow::Cow::Borrowed(_) => line,
+            std::borrow::Cow::Owned(redacted) => redacted,
+        };
         let mut m = lock(&self.rings);
         let ring = m.entry(service.to_string()).or_default();
         let n = ring.next;

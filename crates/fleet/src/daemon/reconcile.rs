@@ -411,6 +411,15 @@ impl Decide<'_> {
         if let Some(n) = note {
             ev = ev.detail("guardrail", n);
         }
+        if !spec.secrets.is_empty() {
+            // Names and HMACs (never values): which secrets this release runs with.
+            let secrets: Vec<Value> = spec
+                .secrets
+                .iter()
+                .map(|(n, s)| serde_json::json!({"name": n, "hmac": s.hmac, "env": s.env}))
+                .collect();
+            ev = ev.detail("secrets", secrets);
+        }
         self.record(ev);
         true
     }

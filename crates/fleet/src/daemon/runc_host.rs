@@ -20,9 +20,11 @@ use serde_json::{Value, json};
 use super::clock::Clock;
 use super::drift::DriftWatch;
 use super::host::{HealthCell, Host, HostError, Launched, RootfsDrift, Watch};
+use super::host_paths::{bundle_dir, run_dir, secrets_dir, tmpfs_bundle_dir};
 use super::{Logs, lock};
 use crate::deploy::{HealthCheck, ServiceSpec};
 use crate::proxy::Dial;
+use crate::secrets::SecretStore;
 use crate::state::{Instance, Release};
 use crate::sys;
 
@@ -38,6 +40,8 @@ pub(super) struct RuncHost {
     pub bundles_dir: PathBuf,
     /// This state directory's tag ([`super::host_paths::state_tag`]).
     pub tag: String,
+    /// Secret values (memory only), delivered at launch.
+    pub secrets: Arc<SecretStore>,
 }
 
 impl RuncHost {
@@ -132,6 +136,57 @@ impl RuncHost {
         if let (Some(c), Some((parent, _))) = (cgroups(), path.rsplit_once('/')) {
             c.remove_if_empty(parent);
         }
+    }
+
+    /// Put `rel`'s secrets for instance `id` of `service` on the daemon's tmpfs and into
+    /// `spec`: the files (mode 0400, the image user's) bind-mounted read-only at
+    /// `/run/secrets`, and the `env = true` ones as variables. `true` when `spec` now holds a
+    /// secret (its bundle must go on the tmpfs too).
+    fn deliver_secrets(
+        &self,
+        service: &str,
+        id: &str,
+        rel: &Release,
+        spec: &mut InstanceSpec,
+    ) -> Result<bool, HostError> {
+        if rel.spec.secrets.is_empty() {
+            return Ok(false);
+        }
+        let mut held = Vec::new();
+        let mut missing = Vec::new();
+        for (name, s) in &rel.spec.secrets {
+            match self.secrets.get(service, name, &s.hmac) {
+                Some(v) => held.push((name.as_str(), s.env, v)),
+                None => missing.push(name.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(HostError::WaitingForSecrets { names: missing });
+        }
+        let run = run_dir(&self.tag);
+        crate::secrets::ensure_tmpfs(&run).map_err(HostError::io(&run))?;
+        let dir = secrets_dir(&self.tag, id);
+        let files: Vec<(&str, &[u8])> = held.iter().map(|(n, _, v)| (*n, v.as_slice())).collect();
+        crate::secrets::write_instance_secrets(&dir, &files, spec.user.uid, spec.user.gid)
+            .map_err(HostError::io(&dir))?;
+        spec.bind_mounts.push(kiln_runtime::BindMount {
+            source: dir,
+            destination: "/run/secrets".into(),
+        });
+        let mut in_env = false;
+        for (name, env, v) in &held {
+            if *env && let Some(value) = crate::secrets::env_value(v) {
+                spec.set_env(name, &value);
+                in_env = true;
+            }
+        }
+        Ok(in_env)
+    }
+
+    /// Remove instance `id`'s secret files and tmpfs bundle, if any.
+    fn remove_memory_files(&self, id: &str) {
+        let _ = crate::secrets::remove_instance_dir(&secrets_dir(&self.tag, id));
+        let _ = crate::secrets::remove_instance_dir(&tmpfs_bundle_dir(&self.tag, id));
     }
 }
 
@@ -244,20 +299,36 @@ impl Host for RuncHost {
             .insert("dev.kiln.release".into(), rel.id.clone());
         spec.annotations
             .insert("org.opencontainers.image.ref.name".into(), image.clone());
-        let dir = self.bundles_dir.join(id);
-        let bundle = Bundle::write(&dir, &spec, &rootfs.path).map_err(instance)?;
-        let (out, err) = self.stdio(service, id, &bundle.dir)?;
-        let config_sha256 = std::fs::read(bundle.config_path())
-            .ok()
-            .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)));
-        self.drift.watch_rootfs(&rootfs.path, true);
-        let pid = self
-            .runtime
-            .start(id, &bundle.dir, out, err)
-            .map_err(|source| HostError::Start {
-                id: id.to_string(),
-                source,
-            })?;
+        let on_tmpfs = self.deliver_secrets(service, id, rel, &mut spec)?;
+        let started = (|| {
+            // An env secret is in config.json: that bundle lives on the tmpfs.
+            let dir = if on_tmpfs {
+                tmpfs_bundle_dir(&self.tag, id)
+            } else {
+                self.bundles_dir.join(id)
+            };
+            let bundle = Bundle::write(&dir, &spec, &rootfs.path).map_err(instance)?;
+            let (out, err) = self.stdio(service, id, &bundle.dir)?;
+            let config_sha256 = std::fs::read(bundle.config_path()).ok().and_then(|b| {
+                if on_tmpfs {
+                    // It holds a secret: keyed, so the record is no oracle for guesses.
+                    let key = self.secrets.loaded_key()?;
+                    Some(crate::secrets::config_mac(&key, &b))
+                } else {
+                    Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)))
+                }
+            });
+            self.drift.watch_rootfs(&rootfs.path, true);
+            let pid = self
+                .runtime
+                .start(id, &bundle.dir, out, err)
+                .map_err(|source| HostError::Start {
+                    id: id.to_string(),
+                    source,
+                })?;
+            Ok::<_, HostError>((pid, config_sha256))
+        })();
+        let (pid, config_sha256) = started.inspect_err(|_| self.remove_memory_files(id))?;
         Ok(Launched {
             pid,
             config_sha256,
@@ -273,7 +344,7 @@ impl Host for RuncHost {
         let (pid, port, check) = (inst.pid, spec.port, spec.health.clone());
         if !child {
             // An adopted instance's output FIFO is read again.
-            let fifo = self.bundles_dir.join(&inst.id).join("output.fifo");
+            let fifo = bundle_dir(&self.bundles_dir, &self.tag, &inst.id).join("output.fifo");
             self.read_output(service, &inst.id, &fifo);
         }
         let clock = self.clock.clone();
@@ -345,11 +416,13 @@ impl Host for RuncHost {
         let _ = kiln_runtime::try_reap(pid);
         let _ = std::fs::remove_dir_all(self.bundles_dir.join(id));
         self.remove_cgroup_parent(id);
+        self.remove_memory_files(id);
     }
 
     fn delete(&self, id: &str) {
         let _ = self.runtime.delete(id, true);
         self.remove_cgroup_parent(id);
+        self.remove_memory_files(id);
     }
 
     fn prepare_debug(

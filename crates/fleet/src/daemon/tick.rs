@@ -43,8 +43,39 @@ impl Shared {
             self.execute(&name, actions);
         }
         self.expire_debug();
+        self.prune_secrets();
         self.publish();
         self.save();
+    }
+
+    /// Forget (and zero) the secret values no release still needs: those of the desired
+    /// spec, the active and rolling-out releases and any release with instances stay.
+    fn prune_secrets(&self) {
+        if self.secrets.is_empty() {
+            return;
+        }
+        let w = lock(&self.world);
+        let mut keep = std::collections::HashSet::new();
+        let mut add = |svc: &str, spec: &ServiceSpec| {
+            for (n, s) in &spec.secrets {
+                keep.insert((svc.to_string(), n.clone(), s.hmac.clone()));
+            }
+        };
+        for (name, spec) in &w.st.desired.services {
+            add(name, spec);
+        }
+        for (name, svc) in &w.st.services {
+            for r in &svc.releases {
+                let used = svc.active.as_deref() == Some(r.id.as_str())
+                    || svc.rollout.as_ref().is_some_and(|ro| ro.release == r.id)
+                    || svc.instances.values().any(|i| i.release == r.id);
+                if used {
+                    add(name, &r.spec);
+                }
+            }
+        }
+        self.secrets
+            .retain(|s, n, h| keep.contains(&(s.to_string(), n.to_string(), h.to_string())));
     }
 
     /// Observe, decide and apply one service's state and quick actions;
@@ -262,6 +293,20 @@ impl Shared {
             };
             (next_id(&mut w, &format!("{name}-")), rel)
         };
+        // After a restart the daemon holds no secret until the next apply: wait for it.
+        let missing = self.secrets.missing(name, &rel.spec.secrets);
+        if !missing.is_empty() {
+            let e = HostError::WaitingForSecrets { names: missing };
+            let msg = e.to_string();
+            let mut w = lock(&self.world);
+            if let Some(svc) = w.st.services.get_mut(name)
+                && svc.message != msg
+            {
+                svc.message = msg;
+                w.touch();
+            }
+            return Err(e);
+        }
         let t0 = self.clock.now_ms();
         let launched = {
             let _one = lock(&self.drift_busy);

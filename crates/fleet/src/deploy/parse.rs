@@ -43,6 +43,7 @@ struct RawService {
     reason: Option<Spanned<String>>,
     #[serde(default)]
     limits: Option<crate::limits::RawLimits>,
+    secrets: Option<BTreeMap<Spanned<String>, Spanned<crate::secrets::RawSecret>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +170,7 @@ impl Deployment {
         let mut out = BTreeMap::new();
         let mut listen_at = BTreeMap::new();
         let mut limits_at = BTreeMap::new();
+        let mut secret_at = BTreeMap::new();
         let mut listens: Vec<(String, SocketAddr)> = Vec::new();
         for (name, svc) in services {
             let name_span = name.span();
@@ -182,7 +184,7 @@ impl Deployment {
             let mut svc = svc.into_inner();
             let listen_span = svc.listen.span();
             let raw_limits = svc.limits.take();
-            let mut spec = parse_service(&cx, &dir, &name, svc)?;
+            let mut spec = parse_service(&cx, &dir, &name, svc, &mut secret_at)?;
             if let Some(raw) = raw_limits {
                 let (limits, at) = crate::limits::from_raw(&format!("service.{name}.limits"), raw)
                     .map_err(|e| cx.err(e.span, e.message))?;
@@ -211,6 +213,7 @@ impl Deployment {
                 text: text.to_string(),
                 listen_at,
                 limits_at,
+                secret_at,
             })),
         })
     }
@@ -257,6 +260,7 @@ fn parse_service(
     dir: &Path,
     name: &str,
     raw: RawService,
+    secret_at: &mut BTreeMap<(String, String), usize>,
 ) -> Result<ServiceSpec, DeployError> {
     let k = |f: &str| format!("service.{name}.{f}");
 
@@ -432,6 +436,15 @@ fn parse_service(
         env.insert(key.into_inner(), value.into_inner());
     }
 
+    let (secrets, at) = crate::secrets::parse_table(
+        name,
+        dir,
+        raw.secrets.unwrap_or_default(),
+        &env,
+        |span, m| cx.err(span, m),
+    )?;
+    secret_at.extend(at.into_iter().map(|(k, v)| ((name.to_string(), k), v)));
+
     Ok(ServiceSpec {
         image,
         replicas,
@@ -446,6 +459,7 @@ fn parse_service(
         env,
         reason: raw.reason.map(Spanned::into_inner),
         limits: Limits::default(),
+        secrets,
     })
 }
 

@@ -58,6 +58,12 @@ pub enum Change {
         removed: Vec<String>,
         changed: Vec<String>,
     },
+    /// Secret names only; `changed`: a new value (its HMAC) or `env` flag.
+    Secrets {
+        added: Vec<String>,
+        removed: Vec<String>,
+        changed: Vec<String>,
+    },
 }
 
 impl Change {
@@ -74,6 +80,7 @@ impl Change {
                 | Change::Env { .. }
                 | Change::TmpfsMb { .. }
                 | Change::Limits { .. }
+                | Change::Secrets { .. }
         )
     }
 }
@@ -105,21 +112,29 @@ impl fmt::Display for Change {
                 added,
                 removed,
                 changed,
-            } => {
-                let mut parts = Vec::new();
-                if !added.is_empty() {
-                    parts.push(format!("+{}", added.join(" +")));
-                }
-                if !removed.is_empty() {
-                    parts.push(format!("-{}", removed.join(" -")));
-                }
-                if !changed.is_empty() {
-                    parts.push(format!("~{}", changed.join(" ~")));
-                }
-                write!(f, "env {}", parts.join(" "))
-            }
+            } => write!(f, "env {}", names_diff(added, removed, changed)),
+            Change::Secrets {
+                added,
+                removed,
+                changed,
+            } => write!(f, "secrets {}", names_diff(added, removed, changed)),
         }
     }
+}
+
+/// `+added -removed ~changed`.
+fn names_diff(added: &[String], removed: &[String], changed: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !added.is_empty() {
+        parts.push(format!("+{}", added.join(" +")));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("-{}", removed.join(" -")));
+    }
+    if !changed.is_empty() {
+        parts.push(format!("~{}", changed.join(" ~")));
+    }
+    parts.join(" ")
 }
 
 /// What converging does to one service.
@@ -261,6 +276,35 @@ fn diff(a: &ServiceSpec, b: &ServiceSpec) -> Vec<Change> {
             .map(|(k, _)| k.clone())
             .collect();
         out.push(Change::Env {
+            added,
+            removed,
+            changed,
+        });
+    }
+    if crate::secrets::deliveries_differ(&a.secrets, &b.secrets) {
+        let added = b
+            .secrets
+            .keys()
+            .filter(|k| !a.secrets.contains_key(*k))
+            .cloned()
+            .collect();
+        let removed = a
+            .secrets
+            .keys()
+            .filter(|k| !b.secrets.contains_key(*k))
+            .cloned()
+            .collect();
+        let changed = a
+            .secrets
+            .iter()
+            .filter(|(k, v)| {
+                b.secrets
+                    .get(*k)
+                    .is_some_and(|w| w.hmac != v.hmac || w.env != v.env)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        out.push(Change::Secrets {
             added,
             removed,
             changed,

@@ -533,6 +533,7 @@ fn service(image: &str) -> ServiceSpec {
         env: BTreeMap::from([("A".into(), "1".into()), ("B".into(), "2".into())]),
         reason: None,
         limits: Limits::default(),
+        secrets: BTreeMap::new(),
     }
 }
 

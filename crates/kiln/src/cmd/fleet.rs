@@ -213,8 +213,21 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             s["active"]["id"].as_str().unwrap_or("-"),
             s["active"]["image"].as_str().unwrap_or("")
         );
-        if let Some(m) = s["message"].as_str().filter(|m| !m.is_empty()) {
+        let message = s["message"].as_str().filter(|m| !m.is_empty());
+        if let Some(m) = message {
             println!("  {m}");
+        }
+        let missing: Vec<&str> = s["secrets_missing"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !missing.is_empty() && !message.is_some_and(|m| m.starts_with("waiting for secrets")) {
+            println!(
+                "  secrets not held since kiln serve restarted ({}): an instance that must be replaced waits for them; run kiln apply",
+                missing.join(", ")
+            );
         }
         for i in s["instances"].as_array().into_iter().flatten() {
             let age = i["age_ms"].as_u64().unwrap_or(0) / 1000;

@@ -18,12 +18,12 @@ use serde_json::Value;
 use crate::support::*;
 
 /// Panics unless this runs as root with runc.
-fn require_root_and_runc() {
+pub(crate) fn require_root_and_runc() {
     require_root();
     require("runc");
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -32,16 +32,16 @@ fn free_port() -> u16 {
 }
 
 /// An env with a signing key, a policy, and a running `kiln serve`.
-struct Fleet {
-    e: Env,
+pub(crate) struct Fleet {
+    pub(crate) e: Env,
     serve: Option<Child>,
-    listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     policy: PathBuf,
     key: PathBuf,
 }
 
 impl Fleet {
-    fn new() -> Fleet {
+    pub(crate) fn new() -> Fleet {
         let e = Env::new();
         let key = keygen(&e, "ci");
         let policy = e.path().join("trust.toml");
@@ -62,7 +62,7 @@ impl Fleet {
         f
     }
 
-    fn start(&mut self) {
+    pub(crate) fn start(&mut self) {
         let log = fs::File::create(self.e.path().join("serve.log")).unwrap();
         let child = self
             .e
@@ -85,7 +85,7 @@ impl Fleet {
         }
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.serve.take() {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
@@ -93,12 +93,12 @@ impl Fleet {
         }
     }
 
-    fn serve_log(&self) -> String {
+    pub(crate) fn serve_log(&self) -> String {
         fs::read_to_string(self.e.path().join("serve.log")).unwrap_or_default()
     }
 
     /// Build (with `spec` edits applied) and sign; returns `hello@sha256:…`.
-    fn image(&self, tag: &str, page: &str, edit: impl Fn(String) -> String) -> String {
+    pub(crate) fn image(&self, tag: &str, page: &str, edit: impl Fn(String) -> String) -> String {
         fs::write(self.e.spec_dir().join("www/index.html"), page).unwrap();
         let spec = self.e.spec_text();
         let spec = spec.replace("tag = \"1.0.0\"", &format!("tag = \"{tag}\""));
@@ -116,7 +116,7 @@ impl Fleet {
         format!("hello@{digest}")
     }
 
-    fn deploy_file(&self, image: &str, extra: &str) -> PathBuf {
+    pub(crate) fn deploy_file(&self, image: &str, extra: &str) -> PathBuf {
         let p = self.e.path().join("deploy.toml");
         fs::write(
             &p,
@@ -130,7 +130,7 @@ impl Fleet {
         p
     }
 
-    fn apply(&self, file: &Path) -> std::process::Output {
+    pub(crate) fn apply(&self, file: &Path) -> std::process::Output {
         run(self
             .e
             .kiln()
@@ -138,13 +138,13 @@ impl Fleet {
             .arg(file))
     }
 
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let o = run(self.e.kiln().args(["--json", "status"]));
         assert!(o.status.success(), "{}", stderr(&o));
         json(&o)
     }
 
-    fn web(&self) -> Value {
+    pub(crate) fn web(&self) -> Value {
         self.status()["services"]
             .as_array()
             .unwrap()
@@ -154,7 +154,7 @@ impl Fleet {
             .unwrap_or(Value::Null)
     }
 
-    fn events(&self, prefix: &str) -> Vec<Value> {
+    pub(crate) fn events(&self, prefix: &str) -> Vec<Value> {
         let o = run(self
             .e
             .kiln()
@@ -167,7 +167,12 @@ impl Fleet {
             .collect()
     }
 
-    fn wait_for(&self, what: &str, secs: u64, mut f: impl FnMut(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        secs: u64,
+        mut f: impl FnMut(&Value) -> bool,
+    ) -> Value {
         let end = Instant::now() + Duration::from_secs(secs);
         loop {
             let w = self.web();
@@ -208,7 +213,7 @@ impl Drop for Fleet {
 }
 
 /// GET `path` through the front proxy: (status, body).
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())

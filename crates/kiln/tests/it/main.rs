@@ -18,6 +18,7 @@ mod export;
 mod fim;
 mod fleet;
 mod fleet_limits;
+mod fleet_secrets;
 mod habits;
 mod hostile;
 mod interop;

@@ -5,6 +5,7 @@
 
 mod fakes;
 mod reconcile;
+mod secrets;
 mod shell;
 
 use std::collections::HashMap;

@@ -1,0 +1,286 @@
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::*;
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A deploy file in `dir` with `table` as `[service.web.secrets]`.
+fn parse(dir: &Path, table: &str) -> Result<Deployment, DeployError> {
+    std::fs::write(dir.join("trust.toml"), "").unwrap();
+    let text = format!(
+        "[service.web]\nimage = \"sha256:{}\"\nlisten = \"127.0.0.1:18080\"\nport = 8080\npolicy = \"trust.toml\"\nenv = {{ MODE = \"prod\" }}\n\n[service.web.secrets]\n{table}",
+        "1".repeat(64)
+    );
+    Deployment::parse(&dir.join("deploy.toml"), &text)
+}
+
+#[test]
+fn the_table_parses_strictly() {
+    let t = tempfile::tempdir().unwrap();
+    let d = parse(
+        t.path(),
+        "DB_PASSWORD = { file = \"/etc/kiln/db\" }\nTOKEN = { file = \"tok\", env = true }\n",
+    )
+    .unwrap();
+    let s = &d.services["web"].secrets;
+    assert_eq!(s["DB_PASSWORD"].path, Path::new("/etc/kiln/db"));
+    assert!(!s["DB_PASSWORD"].env);
+    assert_eq!(s["TOKEN"].path, t.path().join("tok"));
+    assert!(s["TOKEN"].env);
+    assert!(s["TOKEN"].hmac.is_empty());
+
+    let err = |table: &str| parse(t.path(), table).unwrap_err().to_string();
+    let e = err("1BAD = { file = \"x\" }\n");
+    assert!(
+        e.contains("deploy.toml:9:1") && e.contains("not a secret name"),
+        "{e}"
+    );
+    let e = err(&format!("{} = {{ file = \"x\" }}\n", "A".repeat(65)));
+    assert!(e.contains("not a secret name"), "{e}");
+    let e = err("A = { file = \"x\", mode = 1 }\n");
+    assert!(
+        e.contains("deploy.toml:9") && e.contains("unknown field"),
+        "{e}"
+    );
+    let e = err("A = { env = true }\n");
+    assert!(e.contains("file"), "{e}");
+    let e = err("A = { file = \"\" }\n");
+    assert!(e.contains("service.web.secrets.A.file"), "{e}");
+    let e = err("MODE = { file = \"x\", env = true }\n");
+    assert!(e.contains("service.web.env sets too"), "{e}");
+    // Without env = true the name may equal an env variable's.
+    parse(t.path(), "MODE = { file = \"x\" }\n").unwrap();
+}
+
+#[test]
+fn secret_files_are_checked_before_they_are_read() {
+    let t = tempfile::tempdir().unwrap();
+    let ok = t.path().join("ok");
+    std::fs::write(&ok, "hunter22\n").unwrap();
+    chmod(&ok, 0o600);
+    assert_eq!(&read_secret_file(&ok).unwrap()[..], b"hunter22\n");
+    chmod(&ok, 0o640);
+    read_secret_file(&ok).unwrap();
+
+    let e = |p: &Path| read_secret_file(p).unwrap_err();
+    assert!(matches!(
+        e(&t.path().join("nope")),
+        SecretFileError::NotFound { .. }
+    ));
+    let msg = e(t.path()).to_string();
+    assert!(msg.contains("a directory, not a regular file"), "{msg}");
+    let fifo = t.path().join("fifo");
+    crate::sys::mkfifo(&fifo, 0o600).unwrap();
+    assert!(e(&fifo).to_string().contains("a FIFO"));
+    assert!(e(Path::new("/dev/null")).to_string().contains("a device"));
+    let link = t.path().join("link");
+    std::os::unix::fs::symlink(&ok, &link).unwrap();
+    assert!(matches!(e(&link), SecretFileError::Symlink { .. }));
+    chmod(&ok, 0o644);
+    let msg = e(&ok).to_string();
+    assert!(msg.contains("world-readable (mode 0644)"), "{msg}");
+    chmod(&ok, 0o602);
+    let msg = e(&ok).to_string();
+    assert!(msg.contains("is world-writable (mode 0602)"), "{msg}");
+    chmod(&ok, 0o666);
+    assert!(
+        e(&ok)
+            .to_string()
+            .contains("world-readable and world-writable")
+    );
+    // No message ever carries the value.
+    assert!(!msg.contains("hunter22"));
+    let big = t.path().join("big");
+    std::fs::write(&big, vec![b'x'; MAX_SECRET_BYTES as usize + 1]).unwrap();
+    chmod(&big, 0o600);
+    assert!(matches!(e(&big), SecretFileError::TooLarge { .. }));
+    std::fs::write(&big, vec![b'x'; MAX_SECRET_BYTES as usize]).unwrap();
+    assert_eq!(
+        read_secret_file(&big).unwrap().len(),
+        MAX_SECRET_BYTES as usize
+    );
+}
+
+#[test]
+fn the_key_is_created_once_0600_and_refused_with_other_modes() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join(KEY_FILE);
+    let k1 = SecretKey::load_or_create(&p).unwrap();
+    let md = std::fs::metadata(&p).unwrap();
+    assert_eq!(md.permissions().mode() & 0o7777, 0o600);
+    assert_eq!(md.len(), 32);
+    let k2 = SecretKey::load_or_create(&p).unwrap();
+    assert_eq!(k1.hmac(b"v"), k2.hmac(b"v"));
+    assert_ne!(k1.hmac(b"v"), k1.hmac(b"w"));
+    assert_eq!(k1.hmac(b"v").len(), 64);
+    let other = SecretKey::load_or_create(&t.path().join("other.key")).unwrap();
+    assert_ne!(k1.hmac(b"v"), other.hmac(b"v"));
+
+    chmod(&p, 0o644);
+    let e = SecretKey::load_or_create(&p).unwrap_err().to_string();
+    assert!(e.contains("mode is 0644, not 0600"), "{e}");
+    chmod(&p, 0o600);
+    std::fs::write(&p, b"short").unwrap();
+    let e = SecretKey::load_or_create(&p).unwrap_err().to_string();
+    assert!(e.contains("5 bytes"), "{e}");
+    let link = t.path().join("link.key");
+    std::os::unix::fs::symlink(&p, &link).unwrap();
+    let e = SecretKey::load_or_create(&link).unwrap_err().to_string();
+    assert!(e.contains("symbolic link"), "{e}");
+}
+
+#[test]
+fn read_secrets_fills_hmacs_and_locates_failures() {
+    let t = tempfile::tempdir().unwrap();
+    let key = SecretKey::fixed(7);
+    let table = "A = { file = \"a\" }\nB = { file = \"b\", env = true }\n";
+    for (n, v) in [("a", "value-a"), ("b", "value-b\n")] {
+        std::fs::write(t.path().join(n), v).unwrap();
+        chmod(&t.path().join(n), 0o600);
+    }
+    let mut d = parse(t.path(), table).unwrap();
+    let values = d.read_secrets(&key).unwrap();
+    let web = &values["web"];
+    assert_eq!(web.len(), 2);
+    assert_eq!(web[0].hmac, key.hmac(b"value-a"));
+    assert_eq!(d.services["web"].secrets["A"].hmac, key.hmac(b"value-a"));
+    assert!(!format!("{web:?}").contains("value-a"));
+    assert_eq!(&*env_value(&web[1].value).unwrap(), "value-b");
+
+    chmod(&t.path().join("b"), 0o604);
+    let mut d = parse(t.path(), table).unwrap();
+    let e = d.read_secrets(&key).unwrap_err();
+    assert_eq!((e.line, e.column), (10, 14), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("service.web.secrets.B") && msg.contains("world-readable"),
+        "{msg}"
+    );
+    assert!(!msg.contains("value-b"), "{msg}");
+
+    // env = true needs text.
+    std::fs::write(t.path().join("b"), b"bin\0ary").unwrap();
+    chmod(&t.path().join("b"), 0o600);
+    let mut d = parse(t.path(), table).unwrap();
+    let msg = d.read_secrets(&key).unwrap_err().to_string();
+    assert!(msg.contains("UTF-8 value without NUL"), "{msg}");
+}
+
+#[test]
+fn a_new_value_or_env_flag_is_a_new_delivery_a_new_path_is_not() {
+    let r = |path: &str, env: bool, hmac: &str| SecretRef {
+        path: path.into(),
+        env,
+        hmac: hmac.into(),
+    };
+    let a = BTreeMap::from([("A".to_string(), r("/a", false, "h1"))]);
+    let moved = BTreeMap::from([("A".to_string(), r("/b", false, "h1"))]);
+    let rotated = BTreeMap::from([("A".to_string(), r("/a", false, "h2"))]);
+    let env = BTreeMap::from([("A".to_string(), r("/a", true, "h1"))]);
+    assert!(!deliveries_differ(&a, &moved));
+    assert_eq!(fingerprint(&a), fingerprint(&moved));
+    assert!(deliveries_differ(&a, &rotated));
+    assert!(deliveries_differ(&a, &env));
+    assert!(deliveries_differ(&a, &BTreeMap::new()));
+    assert_ne!(fingerprint(&a), fingerprint(&rotated));
+}
+
+#[test]
+fn redaction_replaces_values_within_a_line() {
+    let s: &[(&str, &[u8])] = &[
+        ("DB", b"hunter22\n"),
+        ("PIN", b"123"),
+        (
+            "PEM",
+            b"-----BEGIN KEY-----\nQUJDREVGR0g=\n-----END KEY-----\n",
+        ),
+        ("LONG", b"hunter22-and-more"),
+    ];
+    assert_eq!(redact_line("pw=hunter22!", s), "pw=[redacted secret DB]!");
+    assert_eq!(
+        redact_line("hunter22-and-more hunter22", s),
+        "[redacted secret LONG] [redacted secret DB]"
+    );
+    // Too short to redact.
+    assert_eq!(redact_line("pin 123", s), "pin 123");
+    // A multi-line value: line by line.
+    assert_eq!(
+        redact_line("key QUJDREVGR0g= end", s),
+        "key [redacted secret PEM] end"
+    );
+    assert!(matches!(
+        redact_line("nothing here", s),
+        std::borrow::Cow::Borrowed(_)
+    ));
+
+    let store = SecretStore::default();
+    let mut values = SecretValues::new();
+    values.insert(
+        "web".into(),
+        vec![SecretValue {
+            name: "DB".into(),
+            hmac: "h1".into(),
+            env: false,
+            value: Zeroizing::new(b"hunter22".to_vec()),
+        }],
+    );
+    store.insert(&values);
+    assert_eq!(store.redact("web", "x hunter22"), "x [redacted secret DB]");
+    assert_eq!(store.redact("api", "x hunter22"), "x hunter22");
+    let refs = BTreeMap::from([(
+        "DB".to_string(),
+        SecretRef {
+            path: "/x".into(),
+            env: false,
+            hmac: "h1".into(),
+        },
+    )]);
+    assert!(store.missing("web", &refs).is_empty());
+    assert_eq!(store.missing("api", &refs), vec!["DB".to_string()]);
+    assert_eq!(&store.get("web", "DB", "h1").unwrap()[..], b"hunter22");
+    assert!(store.get("web", "DB", "h2").is_none());
+    store.retain(|_, _, h| h != "h1");
+    assert!(store.is_empty());
+}
+
+#[test]
+fn instance_secret_files_are_0400_in_a_0500_dir_of_the_user() {
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("secrets/web-0001");
+    // SAFETY: geteuid and getegid cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    write_instance_secrets(&dir, &[("A", b"one"), ("B", b"two")], uid, gid).unwrap();
+    let md = std::fs::metadata(&dir).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o500, uid, gid));
+    let f = std::fs::metadata(dir.join("A")).unwrap();
+    assert_eq!((f.mode() & 0o7777, f.uid(), f.gid()), (0o400, uid, gid));
+    assert_eq!(std::fs::read(dir.join("B")).unwrap(), b"two");
+    remove_instance_dir(&dir).unwrap();
+    assert!(!dir.exists());
+    remove_instance_dir(&dir).unwrap();
+}
+
+#[test]
+fn a_config_that_holds_a_secret_is_recorded_by_its_hmac() {
+    let t = tempfile::tempdir().unwrap();
+    assert!(SecretKey::load(&t.path().join(KEY_FILE)).is_err());
+    let key = SecretKey::load_or_create(&t.path().join(KEY_FILE)).unwrap();
+    let bundle = t.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    std::fs::write(bundle.join("config.json"), b"{\"env\":[\"A=pw\"]}").unwrap();
+    let want = config_mac(&key, b"{\"env\":[\"A=pw\"]}");
+    assert!(want.starts_with(CONFIG_HMAC_PREFIX));
+    assert!(config_drift_keyed(&bundle, &want, t.path()).is_none());
+    std::fs::write(bundle.join("config.json"), b"{\"env\":[\"A=pw2\"]}").unwrap();
+    let f = config_drift_keyed(&bundle, &want, t.path()).unwrap();
+    assert_eq!(f.kind, "config");
+    assert!(
+        f.detail.contains("config.json has hmac-sha256:"),
+        "{}",
+        f.detail
+    );
+}
