@@ -29,7 +29,10 @@ mod unpack;
 
 use std::path::PathBuf;
 
-pub use netns::{NetnsSockets, connect_in_netns, http_get_in_netns, set_child_subreaper, try_reap};
+pub use netns::{
+    NetnsSockets, connect_in_netns, http_get_in_netns, listen_in_netns, set_child_subreaper,
+    try_reap,
+};
 pub use runc::{Runc, Runtime, State, Status};
 pub use spec::{
     BindMount, Bundle, DEFAULT_PATH, InstanceSpec, User, resolve_user, runtime_config,

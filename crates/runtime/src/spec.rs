@@ -523,13 +523,19 @@ impl Bundle {
             if !under_tmpfs {
                 let rel = b.destination.trim_start_matches('/');
                 let mut p = rootfs.clone();
-                for c in rel.split('/') {
+                let parts: Vec<&str> = rel.split('/').collect();
+                // A file (e.g. an instance's /etc/hosts) may be bound over a
+                // regular file of the image; everything above it is a directory.
+                let file_source = fs::metadata(&b.source).is_ok_and(|m| m.is_file());
+                for (i, c) in parts.iter().enumerate() {
                     p.push(OsStr::new(c));
+                    let last = i + 1 == parts.len();
                     match fs::symlink_metadata(&p) {
                         Ok(m) if m.is_dir() => {}
+                        Ok(m) if last && file_source && m.is_file() => {}
                         _ => {
                             return Err(RuntimeError::Spec(format!(
-                                "bind mount destination {} is neither under /tmp or /run nor a directory of the image (runc would have to write the shared rootfs)",
+                                "bind mount destination {} is neither under /tmp or /run nor a directory (or, for a file, a regular file) of the image (runc would have to write the shared rootfs)",
                                 b.destination
                             )));
                         }

@@ -46,6 +46,7 @@ mod api;
 mod clock;
 mod drift;
 mod drift_apply;
+mod egress_audit;
 mod host;
 mod host_paths;
 mod reconcile;
@@ -187,6 +188,8 @@ struct Shared {
     changes: Mutex<()>,
     /// One database write at a time.
     saving: Mutex<()>,
+    /// The egress forwarders the `fleet.egress` audit follows.
+    egress: Mutex<egress_audit::Followed>,
 }
 
 /// The daemon.
@@ -253,13 +256,17 @@ pub fn privacy_diff(old: Option<&Value>, new: Option<&Value>) -> Vec<String> {
 /// new apply changes it.
 fn fingerprint(spec: &ServiceSpec) -> String {
     format!(
-        "{}|{}|{:?}|{:?}",
-        spec.image, spec.port, spec.env, spec.tmpfs_mb
+        "{}|{}|{:?}|{:?}|{:?}",
+        spec.image, spec.port, spec.env, spec.tmpfs_mb, spec.egress
     )
 }
 
 fn instance_fields_differ(a: &ServiceSpec, b: &ServiceSpec) -> bool {
-    a.image != b.image || a.port != b.port || a.env != b.env || a.tmpfs_mb != b.tmpfs_mb
+    a.image != b.image
+        || a.port != b.port
+        || a.env != b.env
+        || a.tmpfs_mb != b.tmpfs_mb
+        || a.egress != b.egress
 }
 
 /// Whether `desired` asks for a release the reconciler has yet to start
@@ -305,6 +312,7 @@ impl Daemon {
                     rootfs_dir: drift.rootfs_dir.clone(),
                     bundles_dir: drift.bundles_dir.clone(),
                     tag: host_paths::state_tag(&drift.state_dir),
+                    egress: Mutex::default(),
                 })
             },
         )?;
@@ -347,6 +355,7 @@ impl Daemon {
         });
         while !stop.load(Ordering::Relaxed) {
             self.sh.tick();
+            self.sh.egress_audit();
             let mut w = lock(&self.sh.world);
             if std::mem::take(&mut w.again) {
                 continue;
@@ -426,6 +435,7 @@ impl Shared {
             drift_busy: Mutex::new(()),
             changes: Mutex::new(()),
             saving: Mutex::new(()),
+            egress: Mutex::default(),
         });
         sh.adopt();
         sh.publish();

@@ -41,6 +41,8 @@ struct RawService {
     env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     #[serde(default)]
     reason: Option<Spanned<String>>,
+    #[serde(default)]
+    egress: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +168,7 @@ impl Deployment {
 
         let mut out = BTreeMap::new();
         let mut listen_at = BTreeMap::new();
+        let mut egress_at = BTreeMap::new();
         let mut listens: Vec<(String, SocketAddr)> = Vec::new();
         for (name, svc) in services {
             let name_span = name.span();
@@ -178,7 +181,12 @@ impl Deployment {
             }
             let svc = svc.into_inner();
             let listen_span = svc.listen.span();
-            let spec = parse_service(&cx, &dir, &name, svc)?;
+            let mut spans = crate::egress::Spans {
+                image: svc.image.span().start,
+                ..Default::default()
+            };
+            let spec = parse_service(&cx, &dir, &name, svc, &mut spans)?;
+            egress_at.insert(name.clone(), spans);
             if let Some((other, addr)) = listens.iter().find(|(_, a)| listen_clash(a, &spec.listen))
             {
                 let (line, _) = listen_at.get(other).map_or((0, 0), |&o| line_col(text, o));
@@ -200,6 +208,7 @@ impl Deployment {
                 file: path.to_path_buf(),
                 text: text.to_string(),
                 listen_at,
+                egress_at,
             })),
         })
     }
@@ -246,6 +255,7 @@ fn parse_service(
     dir: &Path,
     name: &str,
     raw: RawService,
+    egress_spans: &mut crate::egress::Spans,
 ) -> Result<ServiceSpec, DeployError> {
     let k = |f: &str| format!("service.{name}.{f}");
 
@@ -434,6 +444,10 @@ fn parse_service(
         tmpfs_mb,
         env,
         reason: raw.reason.map(Spanned::into_inner),
+        egress: match raw.egress {
+            Some(t) => parse_egress(cx, &k("egress"), t, egress_spans)?,
+            None => BTreeMap::new(),
+        },
     })
 }
 
@@ -510,4 +524,56 @@ fn parse_health(cx: &Cx<'_>, key: &str, h: Spanned<RawHealth>) -> Result<Health,
         healthy_after,
         unhealthy_after,
     })
+}
+
+/// `[service.X.egress]`: declared `host:port` (a host name) → destination `host:port`.
+fn parse_egress(
+    cx: &Cx<'_>,
+    key: &str,
+    t: Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+    spans: &mut crate::egress::Spans,
+) -> Result<crate::egress::EgressMap, DeployError> {
+    use crate::egress::{Host, parse_host_port};
+    spans.table = Some(t.span().start);
+    let t = t.into_inner();
+    if t.len() > crate::egress::MAX_ROUTES {
+        return Err(cx.err(
+            spans.table.unwrap_or(0)..0,
+            format!("{key}: more than {} destinations", crate::egress::MAX_ROUTES),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (to, dest) in t {
+        match parse_host_port(to.get_ref()) {
+            Ok(hp) if matches!(hp.host, Host::Name(_)) => {
+                // The canonical (lowercased) form is what the image declares.
+                if hp.to_string() != *to.get_ref() {
+                    return Err(cx.err(
+                        to.span(),
+                        format!("{key}: write {:?} as {:?}", to.get_ref(), hp.to_string()),
+                    ));
+                }
+            }
+            Ok(_) => {
+                return Err(cx.err(
+                    to.span(),
+                    format!(
+                        "{key}: {:?} must be a declared host name and port, not an IP address",
+                        to.get_ref()
+                    ),
+                ));
+            }
+            Err(e) => return Err(cx.err(to.span(), format!("{key}: {e}"))),
+        }
+        if let Err(e) = parse_host_port(dest.get_ref()) {
+            return Err(cx.err(
+                dest.span(),
+                format!("{key}.\"{}\": {e}", to.get_ref()),
+            ));
+        }
+        spans.keys.insert(to.get_ref().clone(), to.span().start);
+        spans.values.insert(to.get_ref().clone(), dest.span().start);
+        out.insert(to.into_inner(), dest.into_inner());
+    }
+    Ok(out)
 }

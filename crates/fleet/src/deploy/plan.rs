@@ -53,6 +53,12 @@ pub enum Change {
         removed: Vec<String>,
         changed: Vec<String>,
     },
+    /// `[service.X.egress]` entries as `to = dest`.
+    Egress {
+        added: Vec<String>,
+        removed: Vec<String>,
+        changed: Vec<String>,
+    },
 }
 
 impl Change {
@@ -67,6 +73,7 @@ impl Change {
                 | Change::Port { .. }
                 | Change::Env { .. }
                 | Change::TmpfsMb { .. }
+                | Change::Egress { .. }
         )
     }
 }
@@ -109,6 +116,17 @@ impl fmt::Display for Change {
                     parts.push(format!("~{}", changed.join(" ~")));
                 }
                 write!(f, "env {}", parts.join(" "))
+            }
+            Change::Egress {
+                added,
+                removed,
+                changed,
+            } => {
+                let mut parts = Vec::new();
+                parts.extend(added.iter().map(|e| format!("+{e}")));
+                parts.extend(removed.iter().map(|e| format!("-{e}")));
+                parts.extend(changed.iter().map(|e| format!("~{e}")));
+                write!(f, "egress {}", parts.join(" "))
             }
         }
     }
@@ -250,6 +268,29 @@ fn diff(a: &ServiceSpec, b: &ServiceSpec) -> Vec<Change> {
             added,
             removed,
             changed,
+        });
+    }
+    if a.egress != b.egress {
+        let entry = |(k, v): (&String, &String)| format!("{k} = {v}");
+        out.push(Change::Egress {
+            added: b
+                .egress
+                .iter()
+                .filter(|(k, _)| !a.egress.contains_key(*k))
+                .map(entry)
+                .collect(),
+            removed: a
+                .egress
+                .iter()
+                .filter(|(k, _)| !b.egress.contains_key(*k))
+                .map(entry)
+                .collect(),
+            changed: b
+                .egress
+                .iter()
+                .filter(|(k, v)| a.egress.get(*k).is_some_and(|w| w != *v))
+                .map(entry)
+                .collect(),
         });
     }
     out

@@ -532,6 +532,7 @@ fn service(image: &str) -> ServiceSpec {
         tmpfs_mb: None,
         env: BTreeMap::from([("A".into(), "1".into()), ("B".into(), "2".into())]),
         reason: None,
+        egress: BTreeMap::new(),
     }
 }
 
