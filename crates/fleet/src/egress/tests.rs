@@ -322,3 +322,26 @@ fn apply_errors_are_located() {
         .check_egress("web", None, &[listen])
         .unwrap();
 }
+
+#[test]
+fn a_mapping_change_is_an_ordinary_release() {
+    let a = parse_deploy("\n[service.web.egress]\n\"db.internal:5432\" = \"127.0.0.1:15432\"\n")
+        .unwrap();
+    let b = parse_deploy("\n[service.web.egress]\n\"db.internal:5432\" = \"db.example:5432\"\n")
+        .unwrap();
+    let p = crate::deploy::plan(&a, &b);
+    let text = p.to_string();
+    assert!(
+        text.contains("egress ~db.internal:5432 = db.example:5432"),
+        "{text}"
+    );
+    let crate::deploy::ServiceAction::Update(changes) = &p.services["web"] else {
+        panic!("{p:?}");
+    };
+    // (The policy path differs too: each parse has its own directory.)
+    assert!(
+        changes
+            .iter()
+            .any(|c| matches!(c, crate::deploy::Change::Egress { .. }) && c.needs_new_release())
+    );
+}
