@@ -81,7 +81,8 @@ pub(super) struct Baseline {
     entries: Vec<kiln_drift::Entry>,
     /// path → sha256 of regular files.
     files: HashMap<String, String>,
-    /// Declared ports (image config and `[baseline] ingress`).
+    /// Declared ports (image config and `[baseline] ingress`), and those of its declared
+    /// egress (where kiln listens inside each instance).
     ports: Vec<u16>,
     /// Paths the drift checks leave out ([`ignored_paths`]).
     ignore: Vec<String>,
@@ -311,6 +312,14 @@ impl DriftWatch {
         if let Some(b) = cfg.config.labels.get("dev.kiln.baseline")
             && let Ok(v) = serde_json::from_str::<Value>(b)
         {
+            // kiln's own egress listeners in the instance's namespace, one per declared
+            // destination's port (see crate::egress).
+            ports.extend(
+                crate::egress::declared(Some(&v))
+                    .iter()
+                    .filter_map(|to| crate::egress::parse_host_port(to).ok())
+                    .map(|hp| hp.port),
+            );
             ports.extend(
                 v["ingress"]
                     .as_array()

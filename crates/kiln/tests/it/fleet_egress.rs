@@ -434,6 +434,13 @@ fn declared_egress_reaches_redis_and_echo_and_nothing_else() {
         (f.route("cache.internal:6379")["opened"].as_u64() >= Some(1)).then_some(())
     });
 
+    // kiln's own listeners are not drift: the runtime check (every second) leaves the
+    // instance alone.
+    std::thread::sleep(Duration::from_secs(3));
+    let drift = f.events("drift.detected");
+    assert!(drift.is_empty(), "{drift:#?}");
+    assert_eq!(f.web()["instances"][0]["id"], id.as_str(), "not replaced");
+
     // Destroyed: a final fleet.egress event with the counts, no payload.
     let o = run(f.e.kiln().args(["destroy", "web"]));
     assert!(o.status.success(), "{}", stderr(&o));
