@@ -405,8 +405,7 @@ impl Deployment {
             return Ok(());
         };
         let declared = crate::egress::declared(baseline);
-        let Err(e) = crate::egress::check_mapping(service, &spec.egress, &declared, listens)
-        else {
+        let Err(e) = crate::egress::check_mapping(service, &spec.egress, &declared, listens) else {
             return Ok(());
         };
         let message = e.to_string();

@@ -96,7 +96,9 @@ pub fn parse_host_port(s: &str) -> Result<HostPort, AddrError> {
         let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| AddrError::Host(s.into()))?;
         (Host::Ip(IpAddr::V6(ip)), port)
     } else {
-        let (host, port) = s.rsplit_once(':').ok_or_else(|| AddrError::Shape(s.into()))?;
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| AddrError::Shape(s.into()))?;
         if host.contains(':') {
             return Err(AddrError::Shape(s.into()));
         }

@@ -566,11 +566,7 @@ fn copy(src: &TcpStream, dst: &TcpStream, count: Option<&AtomicU64>) -> io::Resu
     }
 }
 
-fn rw_copy(
-    mut src: &TcpStream,
-    mut dst: &TcpStream,
-    count: Option<&AtomicU64>,
-) -> io::Result<()> {
+fn rw_copy(mut src: &TcpStream, mut dst: &TcpStream, count: Option<&AtomicU64>) -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match src.read(&mut buf) {

@@ -539,7 +539,10 @@ fn parse_egress(
     if t.len() > crate::egress::MAX_ROUTES {
         return Err(cx.err(
             spans.table.unwrap_or(0)..0,
-            format!("{key}: more than {} destinations", crate::egress::MAX_ROUTES),
+            format!(
+                "{key}: more than {} destinations",
+                crate::egress::MAX_ROUTES
+            ),
         ));
     }
     let mut out = BTreeMap::new();
@@ -566,10 +569,7 @@ fn parse_egress(
             Err(e) => return Err(cx.err(to.span(), format!("{key}: {e}"))),
         }
         if let Err(e) = parse_host_port(dest.get_ref()) {
-            return Err(cx.err(
-                dest.span(),
-                format!("{key}.\"{}\": {e}", to.get_ref()),
-            ));
+            return Err(cx.err(dest.span(), format!("{key}.\"{}\": {e}", to.get_ref())));
         }
         spans.keys.insert(to.get_ref().clone(), to.span().start);
         spans.values.insert(to.get_ref().clone(), dest.span().start);

@@ -76,7 +76,10 @@ pub struct Egress {
 impl std::fmt::Debug for Egress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Egress")
-            .field("routes", &self.routes.iter().map(|l| &l.route).collect::<Vec<_>>())
+            .field(
+                "routes",
+                &self.routes.iter().map(|l| &l.route).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -98,7 +101,10 @@ impl Egress {
         };
         for route in routes {
             let listener = listen(SocketAddr::V4(route.via)).map_err(|e| {
-                io::Error::new(e.kind(), format!("listen on {} for {}: {e}", route.via, route.to))
+                io::Error::new(
+                    e.kind(),
+                    format!("listen on {} for {}: {e}", route.via, route.to),
+                )
             })?;
             let listener = Arc::new(listener);
             let counters = Arc::new(Counters::default());

@@ -85,8 +85,13 @@ fn mapping_must_match_the_declaration() {
     let e = check_mapping("web", &ok, &[], &[]).unwrap_err();
     assert!(e.to_string().contains("declares no egress"), "{e}");
 
-    let e = check_mapping("web", &map(&[("10.0.0.1:5", "h:5")]), &["10.0.0.1:5".into()], &[])
-        .unwrap_err();
+    let e = check_mapping(
+        "web",
+        &map(&[("10.0.0.1:5", "h:5")]),
+        &["10.0.0.1:5".into()],
+        &[],
+    )
+    .unwrap_err();
     assert!(matches!(e, MappingError::BadDeclared { .. }), "{e}");
 }
 
@@ -95,7 +100,12 @@ fn mapping_to_the_proxy_is_refused() {
     let decl = vec!["db.internal:5432".to_string()];
     let listen: SocketAddr = "127.0.0.1:18080".parse().unwrap();
     let any: SocketAddr = "0.0.0.0:18081".parse().unwrap();
-    for dest in ["127.0.0.1:18080", "localhost:18080", "0.0.0.0:18080", "127.0.0.1:18081"] {
+    for dest in [
+        "127.0.0.1:18080",
+        "localhost:18080",
+        "0.0.0.0:18080",
+        "127.0.0.1:18081",
+    ] {
         let e = check_mapping(
             "web",
             &map(&[("db.internal:5432", dest)]),
@@ -125,7 +135,10 @@ fn addresses_are_per_name_sorted_and_stable() {
         ("db.internal:5433", "127.0.0.1:15433"),
     ]);
     let r = routes(&m).unwrap();
-    let got: Vec<(&str, String)> = r.iter().map(|r| (r.to.as_str(), r.via.to_string())).collect();
+    let got: Vec<(&str, String)> = r
+        .iter()
+        .map(|r| (r.to.as_str(), r.via.to_string()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -160,7 +173,10 @@ fn hosts_file_text() {
          127.0.1.1\tcache.internal\n\
          127.0.1.2\tdb.internal\n"
     );
-    assert!(!text.contains("15432"), "destinations are not the instance's business");
+    assert!(
+        !text.contains("15432"),
+        "destinations are not the instance's business"
+    );
 }
 
 fn echo_server() -> SocketAddr {
@@ -197,14 +213,21 @@ fn wait_until(mut f: impl FnMut() -> bool) {
 
 /// A free port on `ip` (a loopback address of the host's own namespace in these tests).
 fn free_on(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
+    TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
 fn forwards_and_counts() {
     let echo = echo_server();
     // A closed port: bind, note, close.
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let (p1, p2) = (free_on("127.0.1.1"), free_on("127.0.1.2"));
     let m = map(&[
         (&format!("echo.internal:{p1}"), &echo.to_string()),
@@ -272,12 +295,42 @@ fn the_table_parses_strictly() {
         ])
     );
     for (extra, line, col, want) in [
-        ("\"db.internal:5432\" = \"127.0.0.1\"\n", 8, 22, "is not host:port"),
-        ("\"db.internal:5432\" = \"127.0.0.1:0\"\n", 8, 22, "port must be"),
-        ("\"db.internal:5432\" = \"bad_host:1\"\n", 8, 22, "the host must be"),
-        ("\"db.internal\" = \"127.0.0.1:1\"\n", 8, 1, "is not host:port"),
-        ("\"10.0.0.1:5432\" = \"127.0.0.1:1\"\n", 8, 1, "not an IP address"),
-        ("\"DB.internal:5432\" = \"127.0.0.1:1\"\n", 8, 1, "write \"DB.internal:5432\" as"),
+        (
+            "\"db.internal:5432\" = \"127.0.0.1\"\n",
+            8,
+            22,
+            "is not host:port",
+        ),
+        (
+            "\"db.internal:5432\" = \"127.0.0.1:0\"\n",
+            8,
+            22,
+            "port must be",
+        ),
+        (
+            "\"db.internal:5432\" = \"bad_host:1\"\n",
+            8,
+            22,
+            "the host must be",
+        ),
+        (
+            "\"db.internal\" = \"127.0.0.1:1\"\n",
+            8,
+            1,
+            "is not host:port",
+        ),
+        (
+            "\"10.0.0.1:5432\" = \"127.0.0.1:1\"\n",
+            8,
+            1,
+            "not an IP address",
+        ),
+        (
+            "\"DB.internal:5432\" = \"127.0.0.1:1\"\n",
+            8,
+            1,
+            "write \"DB.internal:5432\" as",
+        ),
         ("\"db.internal:5432\" = 5432\n", 8, 22, "invalid type"),
     ] {
         let e = parse_deploy(&format!("\n[service.web.egress]\n{extra}")).unwrap_err();
@@ -288,7 +341,8 @@ fn the_table_parses_strictly() {
 
 #[test]
 fn apply_errors_are_located() {
-    let decl = json!({"egress": [{"to": "db.internal:5432", "reason": "orders"}, "cache.internal:6379"]});
+    let decl =
+        json!({"egress": [{"to": "db.internal:5432", "reason": "orders"}, "cache.internal:6379"]});
     let listen: SocketAddr = "127.0.0.1:18080".parse().unwrap();
     let full = "\n[service.web.egress]\n\"db.internal:5432\" = \"127.0.0.1:15432\"\n\"cache.internal:6379\" = \"127.0.0.1:16379\"\n";
     parse_deploy(full)
@@ -299,7 +353,10 @@ fn apply_errors_are_located() {
     let d = parse_deploy(&format!("{full}\"other.internal:1\" = \"127.0.0.1:1\"\n")).unwrap();
     let e = d.check_egress("web", Some(&decl), &[listen]).unwrap_err();
     assert_eq!((e.line, e.column), (10, 1), "{e}");
-    assert!(e.message.contains("\"other.internal:1\" is not declared"), "{e}");
+    assert!(
+        e.message.contains("\"other.internal:1\" is not declared"),
+        "{e}"
+    );
     // A declared one without mapping: at the table, or at the image without one.
     let d = parse_deploy("\n[service.web.egress]\n\"db.internal:5432\" = \"127.0.0.1:15432\"\n")
         .unwrap();

@@ -301,11 +301,14 @@ fn get(addr: SocketAddr, path: &str) -> Option<String> {
         eprintln!("GET {path}: {text:?}");
     }
     // A CGI script ends its headers with a bare "\n\n".
-    let body = [text.find("\r\n\r\n").map(|i| i + 4), text.find("\n\n").map(|i| i + 2)]
-        .into_iter()
-        .flatten()
-        .min()
-        .map_or_else(String::new, |i| text[i..].to_string());
+    let body = [
+        text.find("\r\n\r\n").map(|i| i + 4),
+        text.find("\n\n").map(|i| i + 2),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .map_or_else(String::new, |i| text[i..].to_string());
     (text.get(9..12)? == "200").then_some(body)
 }
 
@@ -389,7 +392,10 @@ fn declared_egress_reaches_redis_and_echo_and_nothing_else() {
     let other = TcpListener::bind("127.0.0.1:0").unwrap();
     for port in [rport, other.local_addr().unwrap().port()] {
         let body = get(f.listen, &format!("/cgi-bin/direct?{port}")).expect("direct CGI");
-        assert!(body.contains("FAILED") && !body.contains("PONG"), "{port}: {body}");
+        assert!(
+            body.contains("FAILED") && !body.contains("PONG"),
+            "{port}: {body}"
+        );
     }
     // A destination that is down: visible as refused, with why.
     let body = get(f.listen, "/cgi-bin/gone").expect("gone CGI");
@@ -401,7 +407,10 @@ fn declared_egress_reaches_redis_and_echo_and_nothing_else() {
     });
     assert_eq!(gone["opened"], 0, "{gone:#}");
     assert!(
-        gone["last_error"].as_str().unwrap_or("").contains("refused"),
+        gone["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused"),
         "{gone:#}"
     );
     let cache = wait_until("redis counters", 10, || {
@@ -419,7 +428,8 @@ fn declared_egress_reaches_redis_and_echo_and_nothing_else() {
 
     // The instance's /etc/hosts is its own, read-only, over the shared rootfs.
     let id = f.web()["instances"][0]["id"].as_str().unwrap().to_string();
-    let hosts = fs::read_to_string(f.e.state().join(format!("fleet/instances/{id}/hosts"))).unwrap();
+    let hosts =
+        fs::read_to_string(f.e.state().join(format!("fleet/instances/{id}/hosts"))).unwrap();
     assert!(hosts.contains("127.0.1.1\tcache.internal\n"), "{hosts}");
     assert!(hosts.contains("127.0.1.3\tgone.internal\n"), "{hosts}");
 
@@ -451,5 +461,8 @@ fn declared_egress_reaches_redis_and_echo_and_nothing_else() {
     });
     let text = ev.to_string();
     assert!(text.contains("cache.internal:6379"), "{text}");
-    assert!(!text.contains("from-instance") && !text.contains("PONG"), "{text}");
+    assert!(
+        !text.contains("from-instance") && !text.contains("PONG"),
+        "{text}"
+    );
 }
