@@ -725,4 +725,28 @@ mod tests {
         s.bind_mounts[0].destination = "/opt/tools".into();
         assert!(Bundle::write(&t.path().join("c"), &s, &rootfs).is_err());
     }
+
+    #[test]
+    fn a_file_binds_over_a_regular_file_of_the_image_only() {
+        let t = tempfile::tempdir().unwrap();
+        let rootfs = t.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("etc")).unwrap();
+        let hosts = t.path().join("hosts");
+        fs::write(&hosts, "127.0.1.1 db\n").unwrap();
+        let mut s = spec();
+        s.bind_mounts.push(BindMount {
+            source: hosts.clone(),
+            destination: "/etc/hosts".into(),
+        });
+        // No /etc/hosts in the image: runc would have to create it.
+        assert!(Bundle::write(&t.path().join("a"), &s, &rootfs).is_err());
+        std::os::unix::fs::symlink("/etc/hosts", rootfs.join("etc/hosts")).unwrap();
+        assert!(Bundle::write(&t.path().join("b"), &s, &rootfs).is_err());
+        fs::remove_file(rootfs.join("etc/hosts")).unwrap();
+        fs::write(rootfs.join("etc/hosts"), "").unwrap();
+        Bundle::write(&t.path().join("c"), &s, &rootfs).unwrap();
+        // A directory source never binds over a file.
+        s.bind_mounts[0].source = t.path().to_path_buf();
+        assert!(Bundle::write(&t.path().join("d"), &s, &rootfs).is_err());
+    }
 }
