@@ -92,6 +92,12 @@ pub enum RuntimeError {
     },
     #[error("no instance {0}")]
     NoSuchInstance(String),
+    #[error("preparing {id} before it starts: {source}")]
+    Prepare {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("recording the inodes of {path}: {source}")]
     Inodes {
         path: PathBuf,

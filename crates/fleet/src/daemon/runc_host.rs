@@ -242,30 +242,28 @@ impl Host for RuncHost {
             .ok()
             .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)));
         self.drift.watch_rootfs(&rootfs.path, true);
-        let pid = self
-            .runtime
-            .start(id, &bundle.dir, out, err)
-            .map_err(|source| HostError::Start {
-                id: id.to_string(),
-                source,
-            })?;
-        if !routes.is_empty() {
-            match Egress::start(
-                routes,
-                |a| kiln_runtime::listen_in_netns(pid, a),
-                CONNECT_TIMEOUT,
-            ) {
-                Ok(eg) => {
-                    lock(&self.egress).insert(id.to_string(), Arc::new(eg));
-                }
-                Err(source) => {
-                    self.destroy(id, pid);
-                    return Err(HostError::Egress {
-                        id: id.to_string(),
-                        source,
-                    });
-                }
-            }
+        // Listeners for the declared egress exist before the instance's process runs.
+        let mut egress = None;
+        let started = if routes.is_empty() {
+            self.runtime.start(id, &bundle.dir, out, err)
+        } else {
+            self.runtime
+                .start_prepared(id, &bundle.dir, out, err, &mut |pid| {
+                    let eg = Egress::start(
+                        routes.clone(),
+                        |a| kiln_runtime::listen_in_netns(pid, a),
+                        CONNECT_TIMEOUT,
+                    )?;
+                    egress = Some(Arc::new(eg));
+                    Ok(())
+                })
+        };
+        let pid = started.map_err(|source| HostError::Start {
+            id: id.to_string(),
+            source,
+        })?;
+        if let Some(eg) = egress {
+            lock(&self.egress).insert(id.to_string(), eg);
         }
         Ok(Launched {
             pid,

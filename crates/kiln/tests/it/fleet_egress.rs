@@ -178,6 +178,12 @@ impl Fleet {
             "egress = []",
             "egress = [{ to = \"cache.internal:6379\", reason = \"session cache\" },\n          { to = \"echo.internal:7000\", reason = \"echo\" },\n          { to = \"gone.internal:7001\", reason = \"a destination that is down\" }]",
         );
+        // The process reaches redis at its first instruction: the listeners exist before
+        // it runs.
+        let spec = spec.replace(
+            r#"entrypoint = ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]"#,
+            r#"entrypoint = ["/bin/busybox", "sh", "-c", "printf \"SET egress-at-start yes\\r\\nQUIT\\r\\n\" | /bin/busybox nc cache.internal 6379; exec /bin/busybox httpd -f -p 8080 -h /www"]"#,
+        );
         let spec = spec.replace(
             "[[debs]]",
             "[[files]]\nsrc = \"cgi/\"\ndst = \"/www/cgi-bin\"\nmode = \"0755\"\n\n[[debs]]",
@@ -385,6 +391,7 @@ fn declared_egress_reaches_redis_and_echo_and_nothing_else() {
     assert!(body.contains("+PONG"), "{body}");
     assert!(body.contains("+OK"), "{body}");
     assert_eq!(redis_cli(rport, &["GET", "kiln-egress"]), "from-instance");
+    assert_eq!(redis_cli(rport, &["GET", "egress-at-start"]), "yes");
     // The echo server, mapped by a DNS name.
     let body = get(f.listen, "/cgi-bin/echo").expect("echo CGI");
     assert_eq!(body.trim(), "echo:hello-egress", "{body}");
@@ -415,7 +422,8 @@ fn declared_egress_reaches_redis_and_echo_and_nothing_else() {
     );
     let cache = wait_until("redis counters", 10, || {
         let r = f.route("cache.internal:6379");
-        (r["active"] == 0 && r["opened"] == 1).then_some(r)
+        // One connection at start, one from the CGI script.
+        (r["active"] == 0 && r["opened"] == 2).then_some(r)
     });
     assert_eq!(cache["via"], "127.0.1.1:6379", "{cache:#}");
     assert_eq!(cache["refused"], 0);
