@@ -122,6 +122,73 @@ impl RuncHost {
     }
 }
 
+impl RuncHost {
+    /// For an instance with declared egress: its routes, its own read-only `/etc/hosts` in
+    /// the bundle directory `dir`, bound over the shared rootfs's (a mount point made if
+    /// the image has none). No egress: nothing, no routes.
+    fn egress_hosts(
+        &self,
+        id: &str,
+        svc: &ServiceSpec,
+        rootfs: &Path,
+        dir: &Path,
+        spec: &mut InstanceSpec,
+    ) -> Result<Vec<crate::egress::Route>, HostError> {
+        if svc.egress.is_empty() {
+            return Ok(Vec::new());
+        }
+        let egress = |source| HostError::Egress {
+            id: id.to_string(),
+            source,
+        };
+        let routes = crate::egress::routes(&svc.egress)
+            .map_err(|e| egress(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        hosts_mount_point(rootfs).map_err(egress)?;
+        let hosts = dir.join("hosts");
+        write_hosts(&hosts, &crate::egress::hosts_file(&routes)).map_err(egress)?;
+        spec.bind_mounts.push(kiln_runtime::BindMount {
+            source: hosts,
+            destination: "/etc/hosts".into(),
+        });
+        Ok(routes)
+    }
+
+    /// Start the instance; with `routes`, kiln's egress listeners are made inside its
+    /// network namespace before its process runs (and kept for `watch`).
+    fn start_with_egress(
+        &self,
+        id: &str,
+        bundle: &Path,
+        out: OwnedFd,
+        err: OwnedFd,
+        routes: Vec<crate::egress::Route>,
+    ) -> Result<u32, HostError> {
+        let mut egress = None;
+        let started = if routes.is_empty() {
+            self.runtime.start(id, bundle, out, err)
+        } else {
+            self.runtime
+                .start_prepared(id, bundle, out, err, &mut |pid| {
+                    let eg = Egress::start(
+                        routes.clone(),
+                        |a| kiln_runtime::listen_in_netns(pid, a),
+                        CONNECT_TIMEOUT,
+                    )?;
+                    egress = Some(Arc::new(eg));
+                    Ok(())
+                })
+        };
+        let pid = started.map_err(|source| HostError::Start {
+            id: id.to_string(),
+            source,
+        })?;
+        if let Some(eg) = egress {
+            lock(&self.egress).insert(id.to_string(), eg);
+        }
+        Ok(pid)
+    }
+}
+
 impl Host for RuncHost {
     fn list(&self) -> Vec<(String, u32)> {
         self.runtime
@@ -218,53 +285,14 @@ impl Host for RuncHost {
         spec.annotations
             .insert("org.opencontainers.image.ref.name".into(), image.clone());
         let dir = self.bundles_dir.join(id);
-        let routes = if rel.spec.egress.is_empty() {
-            Vec::new()
-        } else {
-            let egress = |source| HostError::Egress {
-                id: id.to_string(),
-                source,
-            };
-            let routes = crate::egress::routes(&rel.spec.egress)
-                .map_err(|e| egress(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-            hosts_mount_point(&rootfs.path).map_err(egress)?;
-            let hosts = dir.join("hosts");
-            write_hosts(&hosts, &crate::egress::hosts_file(&routes)).map_err(egress)?;
-            spec.bind_mounts.push(kiln_runtime::BindMount {
-                source: hosts,
-                destination: "/etc/hosts".into(),
-            });
-            routes
-        };
+        let routes = self.egress_hosts(id, &rel.spec, &rootfs.path, &dir, &mut spec)?;
         let bundle = Bundle::write(&dir, &spec, &rootfs.path).map_err(instance)?;
         let (out, err) = self.stdio(service, id, &bundle.dir)?;
         let config_sha256 = std::fs::read(bundle.config_path())
             .ok()
             .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)));
         self.drift.watch_rootfs(&rootfs.path, true);
-        // Listeners for the declared egress exist before the instance's process runs.
-        let mut egress = None;
-        let started = if routes.is_empty() {
-            self.runtime.start(id, &bundle.dir, out, err)
-        } else {
-            self.runtime
-                .start_prepared(id, &bundle.dir, out, err, &mut |pid| {
-                    let eg = Egress::start(
-                        routes.clone(),
-                        |a| kiln_runtime::listen_in_netns(pid, a),
-                        CONNECT_TIMEOUT,
-                    )?;
-                    egress = Some(Arc::new(eg));
-                    Ok(())
-                })
-        };
-        let pid = started.map_err(|source| HostError::Start {
-            id: id.to_string(),
-            source,
-        })?;
-        if let Some(eg) = egress {
-            lock(&self.egress).insert(id.to_string(), eg);
-        }
+        let pid = self.start_with_egress(id, &bundle.dir, out, err, routes)?;
         Ok(Launched {
             pid,
             config_sha256,
