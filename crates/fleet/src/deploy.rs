@@ -23,6 +23,9 @@
 //!
 //! [service.web.secrets]             # optional: see crate::secrets
 //! DB_PASSWORD = { file = "/etc/kiln/secrets/orders-db", env = false }
+//!
+//! [service.web.egress]              # optional: where the image's declared egress goes
+//! "db.internal:5432" = "127.0.0.1:15432"
 //! ```
 //!
 //! Parsing is strict: unknown keys, wrong types and invalid values are errors that name
@@ -87,6 +90,8 @@ struct Origin {
     limits_at: BTreeMap<String, crate::limits::LimitsAt>,
     /// Byte offset of each secret's `file` value, per (service, secret name).
     secret_at: BTreeMap<(String, String), usize>,
+    /// Where each service's image and egress settings are.
+    egress_at: BTreeMap<String, crate::egress::Spans>,
 }
 
 /// One `[service.<name>]`.
@@ -121,6 +126,10 @@ pub struct ServiceSpec {
     /// HMAC, never the value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, crate::secrets::SecretRef>,
+    /// `[service.X.egress]`: each destination the image declares → `host:port` on this
+    /// host (see [`crate::egress`]). Checked against the image at `kiln apply`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub egress: crate::egress::EgressMap,
 }
 
 /// An image pinned by digest: `name@sha256:<hex>` or `sha256:<hex>`.
@@ -461,6 +470,39 @@ impl Deployment {
             },
             None => error_unlocated(Path::new("deploy.toml"), message),
         }
+    }
+
+    /// Checks service `service`'s `[service.X.egress]` against what its image declares (its
+    /// `[baseline]`) and the front proxies' addresses `listens` (see
+    /// [`crate::egress::check_mapping`]); the error names the offending key, value or table
+    /// (or the `image` when there is no table) as `file:line:col`.
+    pub fn check_egress(
+        &self,
+        service: &str,
+        baseline: Option<&serde_json::Value>,
+        listens: &[SocketAddr],
+    ) -> Result<(), DeployError> {
+        let Some(spec) = self.services.get(service) else {
+            return Ok(());
+        };
+        let declared = crate::egress::declared(baseline);
+        let Err(e) = crate::egress::check_mapping(service, &spec.egress, &declared, listens) else {
+            return Ok(());
+        };
+        let message = e.to_string();
+        let Some(o) = &self.origin else {
+            return Err(error_unlocated(Path::new("deploy.toml"), message));
+        };
+        let spans = o.egress_at.get(service);
+        let at = spans.and_then(|s| match e.at() {
+            crate::egress::At::Key(k) => s.keys.get(&k).copied(),
+            crate::egress::At::Value(k) => s.values.get(&k).copied(),
+            crate::egress::At::Table => Some(s.table.unwrap_or(s.image)),
+        });
+        Err(match at {
+            Some(at) => error_at(&o.file, &o.text, at, message),
+            None => error_unlocated(&o.file, message),
+        })
     }
 }
 

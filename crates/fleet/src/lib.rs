@@ -8,6 +8,7 @@ pub mod api;
 pub mod daemon;
 pub mod deploy;
 pub mod drift;
+pub mod egress;
 pub mod gate;
 pub mod limits;
 mod pool;

@@ -407,12 +407,12 @@ fn handle(client: TcpStream, inner: &Arc<Inner>) {
     let (done_tx, done_rx) = std::sync::mpsc::sync_channel::<()>(1);
     let splice = inner.splice.load(Ordering::Relaxed);
     let back = pool::spawn("kiln-proxy-conn", move || {
-        pipe_one_way(&u2, &c2, splice);
+        pipe_one_way(&u2, &c2, splice, None);
         let _ = done_tx.send(());
     });
     match back {
         Ok(()) => {
-            pipe_one_way(&client, &upstream, splice);
+            pipe_one_way(&client, &upstream, splice, None);
             let _ = done_rx.recv();
         }
         Err(_) => {
@@ -531,12 +531,18 @@ fn finish(inner: &Inner, counters: &Counters) {
 }
 
 /// Copies `src` to `dst` until EOF, then half-closes `dst` for writing. On an error both
-/// sockets are shut down, which also ends the other direction.
-fn pipe_one_way(src: &TcpStream, dst: &TcpStream, splice: bool) {
+/// sockets are shut down, which also ends the other direction. `count`, if given, grows by
+/// the bytes written to `dst` as they move (the egress forwarder's accounting).
+pub(crate) fn pipe_one_way(
+    src: &TcpStream,
+    dst: &TcpStream,
+    splice: bool,
+    count: Option<&AtomicU64>,
+) {
     let copied = if splice {
-        copy(src, dst)
+        copy(src, dst, count)
     } else {
-        rw_copy(src, dst)
+        rw_copy(src, dst, count)
     };
     match copied {
         Ok(()) => {
@@ -549,18 +555,18 @@ fn pipe_one_way(src: &TcpStream, dst: &TcpStream, splice: bool) {
     }
 }
 
-fn copy(src: &TcpStream, dst: &TcpStream) -> io::Result<()> {
+fn copy(src: &TcpStream, dst: &TcpStream, count: Option<&AtomicU64>) -> io::Result<()> {
     match Pipe::new() {
-        Ok(p) => match splice_copy(&p, src, dst) {
-            Err(SpliceError::Unsupported) => rw_copy(src, dst),
+        Ok(p) => match splice_copy(&p, src, dst, count) {
+            Err(SpliceError::Unsupported) => rw_copy(src, dst, count),
             Err(SpliceError::Io(e)) => Err(e),
             Ok(()) => Ok(()),
         },
-        Err(_) => rw_copy(src, dst),
+        Err(_) => rw_copy(src, dst, count),
     }
 }
 
-fn rw_copy(mut src: &TcpStream, mut dst: &TcpStream) -> io::Result<()> {
+fn rw_copy(mut src: &TcpStream, mut dst: &TcpStream, count: Option<&AtomicU64>) -> io::Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match src.read(&mut buf) {
@@ -570,6 +576,9 @@ fn rw_copy(mut src: &TcpStream, mut dst: &TcpStream) -> io::Result<()> {
             Err(e) => return Err(e),
         };
         dst.write_all(&buf[..n])?;
+        if let Some(c) = count {
+            c.fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -597,7 +606,12 @@ enum SpliceError {
     Io(io::Error),
 }
 
-fn splice_copy(p: &Pipe, src: &TcpStream, dst: &TcpStream) -> Result<(), SpliceError> {
+fn splice_copy(
+    p: &Pipe,
+    src: &TcpStream,
+    dst: &TcpStream,
+    count: Option<&AtomicU64>,
+) -> Result<(), SpliceError> {
     let mut moved_any = false;
     let mut moved: usize = 0;
     let mut grown = false;
@@ -635,6 +649,9 @@ fn splice_copy(p: &Pipe, src: &TcpStream, dst: &TcpStream) -> Result<(), SpliceE
                 return Err(SpliceError::Io(io::ErrorKind::WriteZero.into()));
             }
             left -= m;
+            if let Some(c) = count {
+                c.fetch_add(m as u64, Ordering::Relaxed);
+            }
         }
     }
 }

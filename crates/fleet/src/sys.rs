@@ -201,3 +201,22 @@ pub(crate) fn splice(
     }
     Ok(n as usize)
 }
+
+/// Set `SO_SNDBUF` and `SO_RCVBUF` of socket `fd` to `bytes` (capped by the kernel's
+/// `wmem_max`/`rmem_max`); a failure keeps the defaults.
+pub(crate) fn set_socket_buffers(fd: BorrowedFd<'_>, bytes: usize) {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&v`, which lives for the
+        // call; the descriptor is open for it.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const v).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}

@@ -32,7 +32,10 @@ mod unpack;
 
 use std::path::PathBuf;
 
-pub use netns::{NetnsSockets, connect_in_netns, http_get_in_netns, set_child_subreaper, try_reap};
+pub use netns::{
+    NetnsSockets, connect_in_netns, http_get_in_netns, listen_in_netns, set_child_subreaper,
+    try_reap,
+};
 pub use runc::{Runc, Runtime, State, Status};
 pub use spec::{
     BindMount, Bundle, DEFAULT_PATH, InstanceSpec, User, resolve_user, runtime_config,
@@ -92,6 +95,12 @@ pub enum RuntimeError {
     },
     #[error("no instance {0}")]
     NoSuchInstance(String),
+    #[error("preparing {id} before it starts: {source}")]
+    Prepare {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("recording the inodes of {path}: {source}")]
     Inodes {
         path: PathBuf,

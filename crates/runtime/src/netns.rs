@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use kiln_oci::sync::lock;
@@ -25,6 +25,28 @@ pub fn connect_in_netns(pid: u32, addr: SocketAddr, timeout: Duration) -> io::Re
             sys::setns_net(&ns)?;
             drop(ns);
             TcpStream::connect_timeout(&addr, timeout)
+        })?
+        .join()
+        .map_err(|_| io::Error::other("netns thread panicked"))?
+}
+
+/// Listen on `addr` inside the network namespace of process `pid`.
+///
+/// As [`connect_in_netns`]: a short-lived dedicated thread joins the
+/// namespace, binds and listens, and exits; the listening socket keeps the
+/// namespace it was created in, so the caller accepts on it from any host
+/// thread (each accepted connection belongs to that namespace too). Holding
+/// the listener keeps the namespace alive: close it when the instance goes.
+/// Needs `CAP_SYS_ADMIN` (root).
+pub fn listen_in_netns(pid: u32, addr: SocketAddr) -> io::Result<TcpListener> {
+    let ns = File::open(format!("/proc/{pid}/ns/net"))?;
+    std::thread::Builder::new()
+        .name(format!("netns-listen-{pid}"))
+        .spawn(move || {
+            // Only this dedicated, short-lived thread changes namespace.
+            sys::setns_net(&ns)?;
+            drop(ns);
+            TcpListener::bind(addr)
         })?
         .join()
         .map_err(|_| io::Error::other("netns thread panicked"))?

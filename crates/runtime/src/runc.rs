@@ -56,6 +56,29 @@ pub trait Runtime: Send + Sync {
         stdout: OwnedFd,
         stderr: OwnedFd,
     ) -> Result<u32, RuntimeError>;
+    /// [`Runtime::start`] with `prepare` run on the new container's init pid once its
+    /// namespaces exist and before its process runs (e.g. to listen inside its network
+    /// namespace, so the process finds the listeners from its first instruction). A
+    /// `prepare` error deletes the container and is returned. This default starts first
+    /// and prepares right after; [`Runc`] creates, prepares, then starts.
+    fn start_prepared(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+        prepare: &mut dyn FnMut(u32) -> std::io::Result<()>,
+    ) -> Result<u32, RuntimeError> {
+        let pid = self.start(id, bundle, stdout, stderr)?;
+        if let Err(source) = prepare(pid) {
+            let _ = self.delete(id, true);
+            return Err(RuntimeError::Prepare {
+                id: id.to_string(),
+                source,
+            });
+        }
+        Ok(pid)
+    }
     /// Send `signal` to the container's init process.
     fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError>;
     /// Remove the container (`force`: kill it first if running). Deleting
@@ -161,9 +184,12 @@ fn log_error(log: &Path) -> Option<String> {
         .and_then(|v| v["msg"].as_str().map(str::to_string))
 }
 
-impl Runtime for Runc {
-    fn start(
+impl Runc {
+    /// `runc run --detach` (`op` "run") or `runc create` ("create") of `id`, with
+    /// pass-through stdio; the init pid.
+    fn begin(
         &self,
+        op: &'static str,
         id: &str,
         bundle: &Path,
         stdout: OwnedFd,
@@ -179,7 +205,12 @@ impl Runtime for Runc {
             .cmd()
             .arg("--log")
             .arg(&log)
-            .args(["--log-format", "json", "run", "--detach", "--bundle"])
+            .args(["--log-format", "json"])
+            .args(if op == "run" {
+                &["run", "--detach", "--bundle"][..]
+            } else {
+                &["create", "--bundle"][..]
+            })
             .arg(bundle)
             .arg("--pid-file")
             .arg(&pid_file)
@@ -192,17 +223,52 @@ impl Runtime for Runc {
             // runc normally cleans up after a failed run; make sure.
             let _ = self.delete(id, true);
             return Err(RuntimeError::Runc {
-                op: "run",
+                op,
                 id: id.to_string(),
                 message: log_error(&log).unwrap_or_else(|| format!("exited with {status}")),
             });
         }
         let text = fs::read_to_string(&pid_file).map_err(|e| RuntimeError::io(&pid_file, e))?;
         text.trim().parse::<u32>().map_err(|_| RuntimeError::Runc {
-            op: "run",
+            op,
             id: id.to_string(),
             message: format!("bad pid file {}: {text:?}", pid_file.display()),
         })
+    }
+}
+
+impl Runtime for Runc {
+    fn start(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<u32, RuntimeError> {
+        self.begin("run", id, bundle, stdout, stderr)
+    }
+
+    fn start_prepared(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+        prepare: &mut dyn FnMut(u32) -> std::io::Result<()>,
+    ) -> Result<u32, RuntimeError> {
+        let pid = self.begin("create", id, bundle, stdout, stderr)?;
+        if let Err(source) = prepare(pid) {
+            let _ = self.delete(id, true);
+            return Err(RuntimeError::Prepare {
+                id: id.to_string(),
+                source,
+            });
+        }
+        if let Err(e) = self.run("start", id, &["start", id]) {
+            let _ = self.delete(id, true);
+            return Err(e);
+        }
+        Ok(pid)
     }
 
     fn kill(&self, id: &str, signal: i32) -> Result<(), RuntimeError> {

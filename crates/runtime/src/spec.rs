@@ -547,13 +547,19 @@ impl Bundle {
             if !under_tmpfs {
                 let rel = b.destination.trim_start_matches('/');
                 let mut p = rootfs.clone();
-                for c in rel.split('/') {
+                let parts: Vec<&str> = rel.split('/').collect();
+                // A file (e.g. an instance's /etc/hosts) may be bound over a
+                // regular file of the image; everything above it is a directory.
+                let file_source = fs::metadata(&b.source).is_ok_and(|m| m.is_file());
+                for (i, c) in parts.iter().enumerate() {
                     p.push(OsStr::new(c));
+                    let last = i + 1 == parts.len();
                     match fs::symlink_metadata(&p) {
                         Ok(m) if m.is_dir() => {}
+                        Ok(m) if last && file_source && m.is_file() => {}
                         _ => {
                             return Err(RuntimeError::Spec(format!(
-                                "bind mount destination {} is neither under /tmp or /run nor a directory of the image (runc would have to write the shared rootfs)",
+                                "bind mount destination {} is neither under /tmp or /run nor a directory (or, for a file, a regular file) of the image (runc would have to write the shared rootfs)",
                                 b.destination
                             )));
                         }
@@ -759,5 +765,29 @@ mod tests {
         assert_eq!(v["root"]["path"], json!(rootfs));
         s.bind_mounts[0].destination = "/opt/tools".into();
         assert!(Bundle::write(&t.path().join("c"), &s, &rootfs).is_err());
+    }
+
+    #[test]
+    fn a_file_binds_over_a_regular_file_of_the_image_only() {
+        let t = tempfile::tempdir().unwrap();
+        let rootfs = t.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("etc")).unwrap();
+        let hosts = t.path().join("hosts");
+        fs::write(&hosts, "127.0.1.1 db\n").unwrap();
+        let mut s = spec();
+        s.bind_mounts.push(BindMount {
+            source: hosts.clone(),
+            destination: "/etc/hosts".into(),
+        });
+        // No /etc/hosts in the image: runc would have to create it.
+        assert!(Bundle::write(&t.path().join("a"), &s, &rootfs).is_err());
+        std::os::unix::fs::symlink("/etc/hosts", rootfs.join("etc/hosts")).unwrap();
+        assert!(Bundle::write(&t.path().join("b"), &s, &rootfs).is_err());
+        fs::remove_file(rootfs.join("etc/hosts")).unwrap();
+        fs::write(rootfs.join("etc/hosts"), "").unwrap();
+        Bundle::write(&t.path().join("c"), &s, &rootfs).unwrap();
+        // A directory source never binds over a file.
+        s.bind_mounts[0].source = t.path().to_path_buf();
+        assert!(Bundle::write(&t.path().join("d"), &s, &rootfs).is_err());
     }
 }

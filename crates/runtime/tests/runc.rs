@@ -230,3 +230,53 @@ fn cgroup_limits_apply() {
         let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(c).join("kiln-test"));
     }
 }
+
+#[test]
+#[ignore = "needs root, runc and /bin/busybox"]
+fn prepared_listeners_exist_before_the_process_runs() {
+    prerequisites();
+    set_child_subreaper().unwrap();
+    let env = Env::new();
+    let id = "prepared-1";
+    let mut spec = InstanceSpec::from_image(id, &env.rootfs).unwrap();
+    // Its first instruction connects to a listener kiln made in its namespace.
+    spec.args = vec![
+        "/bin/busybox".into(),
+        "sh".into(),
+        "-c".into(),
+        "echo hi | /bin/busybox nc 127.0.1.1 7000 && echo connected".into(),
+    ];
+    let b = env.bundle(&spec);
+    let (mut out, w) = pipe();
+    let (_err_r, ew) = pipe();
+    let _g = Guard(&env.runc, id.into());
+    let mut listener = None;
+    env.runc
+        .start_prepared(id, &b, w, ew, &mut |pid| {
+            listener = Some(kiln_runtime::listen_in_netns(
+                pid,
+                "127.0.1.1:7000".parse().unwrap(),
+            )?);
+            Ok(())
+        })
+        .unwrap();
+    let (mut conn, _) = listener.unwrap().accept().unwrap();
+    let mut got = [0u8; 3];
+    conn.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hi\n");
+    drop(conn);
+    let mut s = String::new();
+    out.read_to_string(&mut s).unwrap();
+    assert_eq!(s.trim(), "connected");
+    // A failing preparation deletes the container.
+    let (_o, w) = pipe();
+    let (_e, ew) = pipe();
+    let err = env
+        .runc
+        .start_prepared("prepared-2", &b, w, ew, &mut |_| {
+            Err(std::io::Error::other("no"))
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("no"), "{err}");
+    assert_eq!(env.runc.state("prepared-2").unwrap(), None);
+}

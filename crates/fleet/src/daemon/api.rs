@@ -79,14 +79,26 @@ impl Shared {
 
     pub(super) fn status(&self) -> Value {
         let v = lock(&self.view);
-        let stats: std::collections::HashMap<String, Value> = lock(&self.world)
-            .proxies
-            .iter()
-            .map(|(name, f)| {
-                let stats = serde_json::to_value(f.proxy.stats()).unwrap_or(Value::Null);
-                (name.clone(), stats)
-            })
-            .collect();
+        let (stats, egress) = {
+            let w = lock(&self.world);
+            let stats: std::collections::HashMap<String, Value> = w
+                .proxies
+                .iter()
+                .map(|(name, f)| {
+                    let stats = serde_json::to_value(f.proxy.stats()).unwrap_or(Value::Null);
+                    (name.clone(), stats)
+                })
+                .collect();
+            let egress: std::collections::HashMap<String, Value> = w
+                .live
+                .iter()
+                .filter_map(|(id, l)| {
+                    let eg = l.watch.egress.as_ref()?;
+                    Some((id.clone(), serde_json::to_value(eg.stats()).ok()?))
+                })
+                .collect();
+            (stats, egress)
+        };
         let now = self.clock.now_ms();
         let mut services = Vec::new();
         for (name, svc) in &v.services {
@@ -107,6 +119,7 @@ impl Shared {
                         "replaces": i.replaces,
                         "start_to_healthy_ms": i.start_to_healthy_ms,
                         "limits": svc.release(&i.release).map(|r| r.spec.limits.to_json()),
+                        "egress": egress.get(&i.id).cloned().unwrap_or_else(|| json!([])),
                     })
                 })
                 .collect();
@@ -199,6 +212,19 @@ impl Shared {
                     spec.image,
                     spec.policy.display()
                 ));
+            }
+        }
+        // Egress: exactly what each image declares, never back at kiln's own proxies.
+        let listens: Vec<std::net::SocketAddr> = d
+            .services
+            .values()
+            .map(|s| s.listen)
+            .chain(ours.iter().copied())
+            .collect();
+        for (name, spec) in &d.services {
+            let baseline = self.drift.baseline(&spec.image.digest);
+            if let Err(e) = d.check_egress(name, baseline.as_ref(), &listens) {
+                return Response::err(e);
             }
         }
         if let Some(r) = &reason {
@@ -306,6 +332,7 @@ impl Shared {
         next.env = prev.spec.env.clone();
         next.port = prev.spec.port;
         next.tmpfs_mb = prev.spec.tmpfs_mb;
+        next.egress = prev.spec.egress.clone();
         next.reason = reason.clone().or(Some(format!("rollback to {}", prev.id)));
         self.change(|st| {
             st.desired

@@ -21,6 +21,25 @@ use crate::state::{Db, Instance};
 /// Paths of a rootfs that are mount points in every instance.
 const MOUNT_POINTS: [&str; 5] = ["/proc", "/sys", "/dev", "/tmp", "/run"];
 
+/// What a drift check of an image's rootfs leaves out: the [`MOUNT_POINTS`], and the
+/// `/etc/hosts` mount point (with its `/etc`) kiln creates for instances with declared
+/// egress when the image has none (the instance's own hosts file is bound over it).
+fn ignored_paths(manifest: &kiln_sbom::FileManifest) -> Vec<String> {
+    let mut out: Vec<String> = MOUNT_POINTS.iter().map(|p| p.to_string()).collect();
+    let has = |p: &str| manifest.entries.iter().any(|e| e.path == p);
+    if !has("/etc/hosts") {
+        out.push("/etc/hosts".into());
+    }
+    if !manifest
+        .entries
+        .iter()
+        .any(|e| e.path == "/etc" || e.path.starts_with("/etc/"))
+    {
+        out.push("/etc".into());
+    }
+    out
+}
+
 /// Why a drift check could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -62,8 +81,17 @@ pub(super) struct Baseline {
     entries: Vec<kiln_drift::Entry>,
     /// path → sha256 of regular files.
     files: HashMap<String, String>,
-    /// Declared ports (image config and `[baseline] ingress`).
+    /// Declared ports (image config and `[baseline] ingress`), and those of its declared
+    /// egress (where kiln listens inside each instance).
     ports: Vec<u16>,
+    /// Paths the drift checks leave out ([`ignored_paths`]).
+    ignore: Vec<String>,
+}
+
+impl Baseline {
+    fn ignore(&self) -> Vec<&str> {
+        self.ignore.iter().map(String::as_str).collect()
+    }
 }
 
 /// How often every unpacked root filesystem is fully re-hashed (PCI DSS
@@ -284,6 +312,14 @@ impl DriftWatch {
         if let Some(b) = cfg.config.labels.get("dev.kiln.baseline")
             && let Ok(v) = serde_json::from_str::<Value>(b)
         {
+            // kiln's own egress listeners in the instance's namespace, one per declared
+            // destination's port (see crate::egress).
+            ports.extend(
+                crate::egress::declared(Some(&v))
+                    .iter()
+                    .filter_map(|to| crate::egress::parse_host_port(to).ok())
+                    .map(|hp| hp.port),
+            );
             ports.extend(
                 v["ingress"]
                     .as_array()
@@ -299,6 +335,7 @@ impl DriftWatch {
             .filter_map(|e| Some((e.path.clone(), e.sha256.clone()?)))
             .collect();
         let b = Arc::new(Baseline {
+            ignore: ignored_paths(&manifest),
             entries: kiln_drift::baseline_from_manifest(&manifest),
             manifest,
             files,
@@ -388,7 +425,7 @@ impl DriftWatch {
             return Ok(Some(no_record_diff()));
         };
         let (diff, _) =
-            kiln_drift::check_rootfs_with(rootfs, &b.manifest, Some(&record), &MOUNT_POINTS)?;
+            kiln_drift::check_rootfs_with(rootfs, &b.manifest, Some(&record), &b.ignore())?;
         if diff.exit_code() == 0 {
             return Ok(None);
         }
@@ -403,7 +440,7 @@ impl DriftWatch {
         let Some(record) = self.inode_record(digest) else {
             return Ok(Some(no_record_diff()));
         };
-        let diff = crate::drift::sweep_rootfs(rootfs, &b.entries, Some(&record), &MOUNT_POINTS)?;
+        let diff = crate::drift::sweep_rootfs(rootfs, &b.entries, Some(&record), &b.ignore())?;
         Ok(diff.map(|d| serde_json::to_value(&d).unwrap_or(Value::Null)))
     }
 

@@ -32,6 +32,8 @@ pub struct Watch {
     pub stop: Arc<AtomicBool>,
     /// Fresh sockets inside the instance's network namespace, for the proxy.
     pub sockets: Option<Arc<kiln_runtime::NetnsSockets>>,
+    /// The instance's egress forwarder (its declared destinations), if it has any.
+    pub egress: Option<Arc<crate::egress::forward::Egress>>,
 }
 
 #[cfg(test)]
@@ -42,6 +44,7 @@ impl Watch {
             health: Arc::new(HealthCell::default()),
             stop: Arc::new(AtomicBool::new(false)),
             sockets: None,
+            egress: None,
         }
     }
 }
@@ -122,6 +125,12 @@ pub enum HostError {
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{id}: egress: {source}")]
+    Egress {
+        id: String,
         #[source]
         source: std::io::Error,
     },

@@ -47,6 +47,7 @@ mod api;
 mod clock;
 mod drift;
 mod drift_apply;
+mod egress_audit;
 mod host;
 mod host_paths;
 mod reconcile;
@@ -190,6 +191,8 @@ struct Shared {
     changes: Mutex<()>,
     /// One database write at a time.
     saving: Mutex<()>,
+    /// The egress forwarders the `fleet.egress` audit follows.
+    egress: Mutex<egress_audit::Followed>,
 }
 
 /// The daemon.
@@ -256,13 +259,14 @@ pub fn privacy_diff(old: Option<&Value>, new: Option<&Value>) -> Vec<String> {
 /// new apply changes it.
 fn fingerprint(spec: &ServiceSpec) -> String {
     format!(
-        "{}|{}|{:?}|{:?}|{:?}|{}",
+        "{}|{}|{:?}|{:?}|{:?}|{}|{:?}",
         spec.image,
         spec.port,
         spec.env,
         spec.tmpfs_mb,
         spec.limits,
-        crate::secrets::fingerprint(&spec.secrets)
+        crate::secrets::fingerprint(&spec.secrets),
+        spec.egress
     )
 }
 
@@ -273,6 +277,7 @@ fn instance_fields_differ(a: &ServiceSpec, b: &ServiceSpec) -> bool {
         || a.tmpfs_mb != b.tmpfs_mb
         || a.limits != b.limits
         || crate::secrets::deliveries_differ(&a.secrets, &b.secrets)
+        || a.egress != b.egress
 }
 
 /// Whether `desired` asks for a release the reconciler has yet to start
@@ -319,6 +324,7 @@ impl Daemon {
                     bundles_dir: drift.bundles_dir.clone(),
                     tag: host_paths::state_tag(&drift.state_dir),
                     secrets: logs.secrets.clone(),
+                    egress: Mutex::default(),
                 })
             },
         )?;
@@ -361,6 +367,7 @@ impl Daemon {
         });
         while !stop.load(Ordering::Relaxed) {
             self.sh.tick();
+            self.sh.egress_audit();
             let mut w = lock(&self.sh.world);
             if std::mem::take(&mut w.again) {
                 continue;
@@ -441,6 +448,7 @@ impl Shared {
             drift_busy: Mutex::new(()),
             changes: Mutex::new(()),
             saving: Mutex::new(()),
+            egress: Mutex::default(),
         });
         sh.adopt();
         sh.publish();

@@ -1,15 +1,19 @@
 //! The real [`Host`]: instances under runc (verified bundle on a checked
 //! root filesystem, stdio FIFOs), health checks inside their network
 //! namespaces, exits through `waitpid` or `/proc` (with the memory
-//! controller's word on OOM kills), cgroup limits, debug bundles.
+//! controller's word on OOM kills), cgroup limits, debug bundles; secrets on the
+//! daemon's tmpfs (see [`crate::secrets`]); an instance with declared egress gets its
+//! own read-only `/etc/hosts` and kiln's forwarder listening inside its namespace (see
+//! [`crate::egress`]).
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use kiln_oci::{Digest, Store};
@@ -23,6 +27,7 @@ use super::host::{HealthCell, Host, HostError, Launched, RootfsDrift, Watch};
 use super::host_paths::{bundle_dir, run_dir, secrets_dir, tmpfs_bundle_dir};
 use super::{Logs, lock};
 use crate::deploy::{HealthCheck, ServiceSpec};
+use crate::egress::forward::{CONNECT_TIMEOUT, Egress};
 use crate::proxy::Dial;
 use crate::secrets::SecretStore;
 use crate::state::{Instance, Release};
@@ -42,6 +47,8 @@ pub(super) struct RuncHost {
     pub tag: String,
     /// Secret values (memory only), delivered at launch.
     pub secrets: Arc<SecretStore>,
+    /// Egress forwarders started by `launch`, until `watch` takes them.
+    pub egress: Mutex<HashMap<String, Arc<Egress>>>,
 }
 
 impl RuncHost {
@@ -188,6 +195,71 @@ impl RuncHost {
         let _ = crate::secrets::remove_instance_dir(&secrets_dir(&self.tag, id));
         let _ = crate::secrets::remove_instance_dir(&tmpfs_bundle_dir(&self.tag, id));
     }
+
+    /// For an instance with declared egress: its routes, its own read-only `/etc/hosts` in
+    /// the bundle directory `dir`, bound over the shared rootfs's (a mount point made if
+    /// the image has none). No egress: nothing, no routes.
+    fn egress_hosts(
+        &self,
+        id: &str,
+        svc: &ServiceSpec,
+        rootfs: &Path,
+        dir: &Path,
+        spec: &mut InstanceSpec,
+    ) -> Result<Vec<crate::egress::Route>, HostError> {
+        if svc.egress.is_empty() {
+            return Ok(Vec::new());
+        }
+        let egress = |source| HostError::Egress {
+            id: id.to_string(),
+            source,
+        };
+        let routes = crate::egress::routes(&svc.egress)
+            .map_err(|e| egress(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        hosts_mount_point(rootfs).map_err(egress)?;
+        let hosts = dir.join("hosts");
+        write_hosts(&hosts, &crate::egress::hosts_file(&routes)).map_err(egress)?;
+        spec.bind_mounts.push(kiln_runtime::BindMount {
+            source: hosts,
+            destination: "/etc/hosts".into(),
+        });
+        Ok(routes)
+    }
+
+    /// Start the instance; with `routes`, kiln's egress listeners are made inside its
+    /// network namespace before its process runs (and kept for `watch`).
+    fn start_with_egress(
+        &self,
+        id: &str,
+        bundle: &Path,
+        out: OwnedFd,
+        err: OwnedFd,
+        routes: Vec<crate::egress::Route>,
+    ) -> Result<u32, HostError> {
+        let mut egress = None;
+        let started = if routes.is_empty() {
+            self.runtime.start(id, bundle, out, err)
+        } else {
+            self.runtime
+                .start_prepared(id, bundle, out, err, &mut |pid| {
+                    let eg = Egress::start(
+                        routes.clone(),
+                        |a| kiln_runtime::listen_in_netns(pid, a),
+                        CONNECT_TIMEOUT,
+                    )?;
+                    egress = Some(Arc::new(eg));
+                    Ok(())
+                })
+        };
+        let pid = started.map_err(|source| HostError::Start {
+            id: id.to_string(),
+            source,
+        })?;
+        if let Some(eg) = egress {
+            lock(&self.egress).insert(id.to_string(), eg);
+        }
+        Ok(pid)
+    }
 }
 
 impl Host for RuncHost {
@@ -307,6 +379,7 @@ impl Host for RuncHost {
             } else {
                 self.bundles_dir.join(id)
             };
+            let routes = self.egress_hosts(id, &rel.spec, &rootfs.path, &dir, &mut spec)?;
             let bundle = Bundle::write(&dir, &spec, &rootfs.path).map_err(instance)?;
             let (out, err) = self.stdio(service, id, &bundle.dir)?;
             let config_sha256 = std::fs::read(bundle.config_path()).ok().and_then(|b| {
@@ -319,13 +392,7 @@ impl Host for RuncHost {
                 }
             });
             self.drift.watch_rootfs(&rootfs.path, true);
-            let pid = self
-                .runtime
-                .start(id, &bundle.dir, out, err)
-                .map_err(|source| HostError::Start {
-                    id: id.to_string(),
-                    source,
-                })?;
+            let pid = self.start_with_egress(id, &bundle.dir, out, err, routes)?;
             Ok::<_, HostError>((pid, config_sha256))
         })();
         let (pid, config_sha256) = started.inspect_err(|_| self.remove_memory_files(id))?;
@@ -391,10 +458,32 @@ impl Host for RuncHost {
                 }
             }
         });
+        // Started with the instance; an adopted one gets its listeners again.
+        let mut egress = lock(&self.egress).remove(&inst.id);
+        if egress.is_none() && !spec.egress.is_empty() {
+            let started = crate::egress::routes(&spec.egress)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                .and_then(|routes| {
+                    Egress::start(
+                        routes,
+                        |a| kiln_runtime::listen_in_netns(inst.pid, a),
+                        CONNECT_TIMEOUT,
+                    )
+                });
+            match started {
+                Ok(eg) => egress = Some(Arc::new(eg)),
+                Err(e) => {
+                    let msg = format!("kiln serve: egress of {}: {e}", inst.id);
+                    eprintln!("{msg}");
+                    self.logs.push(service, msg);
+                }
+            }
+        }
         Watch {
             health,
             stop,
             sockets: kiln_runtime::NetnsSockets::new(inst.pid).ok().map(Arc::new),
+            egress,
         }
     }
 
@@ -411,6 +500,9 @@ impl Host for RuncHost {
     }
 
     fn destroy(&self, id: &str, pid: u32) {
+        if let Some(eg) = lock(&self.egress).remove(id) {
+            eg.close();
+        }
         let _ = self.runtime.kill(id, libc::SIGKILL);
         let _ = self.runtime.delete(id, true);
         let _ = kiln_runtime::try_reap(pid);
@@ -481,4 +573,64 @@ impl Dial for NetnsDial {
             None => kiln_runtime::connect_in_netns(self.pid, addr, Duration::from_secs(1)),
         }
     }
+}
+
+/// Make sure the shared rootfs has a regular file at `/etc/hosts` for the instance's own
+/// to be bound over, so runc never has to create one: an absent `/etc` or `/etc/hosts` is
+/// created (the drift checks leave these out when the image has none; `/etc`'s mtime is
+/// kept); a symlink or anything else there is refused.
+fn hosts_mount_point(rootfs: &Path) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let etc = rootfs.join("etc");
+    let kept = match std::fs::symlink_metadata(&etc) {
+        Ok(m) if m.is_dir() => m.modified().ok(),
+        Ok(_) => {
+            return Err(Error::other(
+                "the image's /etc is not a directory, so kiln cannot give the instance its own /etc/hosts",
+            ));
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().mode(0o755).create(&etc)?;
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let hosts = etc.join("hosts");
+    match std::fs::symlink_metadata(&hosts) {
+        Ok(m) if m.is_file() => return Ok(()),
+        Ok(_) => {
+            return Err(Error::other(
+                "the image's /etc/hosts is not a regular file (a symlink?), so kiln cannot bind the instance's own over it",
+            ));
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&hosts)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(t) = kept {
+        let dir = std::fs::File::open(&etc)?;
+        dir.set_times(std::fs::FileTimes::new().set_modified(t))?;
+    }
+    Ok(())
+}
+
+/// Write an instance's `/etc/hosts` (read-only for everyone, bound read-only).
+fn write_hosts(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let _ = std::fs::remove_file(path);
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444))
 }

@@ -44,6 +44,7 @@ struct RawService {
     #[serde(default)]
     limits: Option<crate::limits::RawLimits>,
     secrets: Option<BTreeMap<Spanned<String>, Spanned<crate::secrets::RawSecret>>>,
+    egress: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +172,7 @@ impl Deployment {
         let mut listen_at = BTreeMap::new();
         let mut limits_at = BTreeMap::new();
         let mut secret_at = BTreeMap::new();
+        let mut egress_at = BTreeMap::new();
         let mut listens: Vec<(String, SocketAddr)> = Vec::new();
         for (name, svc) in services {
             let name_span = name.span();
@@ -184,7 +186,12 @@ impl Deployment {
             let mut svc = svc.into_inner();
             let listen_span = svc.listen.span();
             let raw_limits = svc.limits.take();
-            let mut spec = parse_service(&cx, &dir, &name, svc, &mut secret_at)?;
+            let mut spans = crate::egress::Spans {
+                image: svc.image.span().start,
+                ..Default::default()
+            };
+            let mut spec = parse_service(&cx, &dir, &name, svc, &mut secret_at, &mut spans)?;
+            egress_at.insert(name.clone(), spans);
             if let Some(raw) = raw_limits {
                 let (limits, at) = crate::limits::from_raw(&format!("service.{name}.limits"), raw)
                     .map_err(|e| cx.err(e.span, e.message))?;
@@ -214,6 +221,7 @@ impl Deployment {
                 listen_at,
                 limits_at,
                 secret_at,
+                egress_at,
             })),
         })
     }
@@ -261,6 +269,7 @@ fn parse_service(
     name: &str,
     raw: RawService,
     secret_at: &mut BTreeMap<(String, String), usize>,
+    egress_spans: &mut crate::egress::Spans,
 ) -> Result<ServiceSpec, DeployError> {
     let k = |f: &str| format!("service.{name}.{f}");
 
@@ -460,6 +469,10 @@ fn parse_service(
         reason: raw.reason.map(Spanned::into_inner),
         limits: Limits::default(),
         secrets,
+        egress: match raw.egress {
+            Some(t) => parse_egress(cx, &k("egress"), t, egress_spans)?,
+            None => BTreeMap::new(),
+        },
     })
 }
 
@@ -536,4 +549,56 @@ fn parse_health(cx: &Cx<'_>, key: &str, h: Spanned<RawHealth>) -> Result<Health,
         healthy_after,
         unhealthy_after,
     })
+}
+
+/// `[service.X.egress]`: declared `host:port` (a host name) → destination `host:port`.
+fn parse_egress(
+    cx: &Cx<'_>,
+    key: &str,
+    t: Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+    spans: &mut crate::egress::Spans,
+) -> Result<crate::egress::EgressMap, DeployError> {
+    use crate::egress::{Host, parse_host_port};
+    spans.table = Some(t.span().start);
+    let t = t.into_inner();
+    if t.len() > crate::egress::MAX_ROUTES {
+        return Err(cx.err(
+            spans.table.unwrap_or(0)..0,
+            format!(
+                "{key}: more than {} destinations",
+                crate::egress::MAX_ROUTES
+            ),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (to, dest) in t {
+        match parse_host_port(to.get_ref()) {
+            Ok(hp) if matches!(hp.host, Host::Name(_)) => {
+                // The canonical (lowercased) form is what the image declares.
+                if hp.to_string() != *to.get_ref() {
+                    return Err(cx.err(
+                        to.span(),
+                        format!("{key}: write {:?} as {:?}", to.get_ref(), hp.to_string()),
+                    ));
+                }
+            }
+            Ok(_) => {
+                return Err(cx.err(
+                    to.span(),
+                    format!(
+                        "{key}: {:?} must be a declared host name and port, not an IP address",
+                        to.get_ref()
+                    ),
+                ));
+            }
+            Err(e) => return Err(cx.err(to.span(), format!("{key}: {e}"))),
+        }
+        if let Err(e) = parse_host_port(dest.get_ref()) {
+            return Err(cx.err(dest.span(), format!("{key}.\"{}\": {e}", to.get_ref())));
+        }
+        spans.keys.insert(to.get_ref().clone(), to.span().start);
+        spans.values.insert(to.get_ref().clone(), dest.span().start);
+        out.insert(to.into_inner(), dest.into_inner());
+    }
+    Ok(out)
 }

@@ -64,6 +64,12 @@ pub enum Change {
         removed: Vec<String>,
         changed: Vec<String>,
     },
+    /// `[service.X.egress]` entries as `to = dest`.
+    Egress {
+        added: Vec<String>,
+        removed: Vec<String>,
+        changed: Vec<String>,
+    },
 }
 
 impl Change {
@@ -81,6 +87,7 @@ impl Change {
                 | Change::TmpfsMb { .. }
                 | Change::Limits { .. }
                 | Change::Secrets { .. }
+                | Change::Egress { .. }
         )
     }
 }
@@ -118,6 +125,11 @@ impl fmt::Display for Change {
                 removed,
                 changed,
             } => write!(f, "secrets {}", names_diff(added, removed, changed)),
+            Change::Egress {
+                added,
+                removed,
+                changed,
+            } => write!(f, "egress {}", names_diff(added, removed, changed)),
         }
     }
 }
@@ -308,6 +320,29 @@ fn diff(a: &ServiceSpec, b: &ServiceSpec) -> Vec<Change> {
             added,
             removed,
             changed,
+        });
+    }
+    if a.egress != b.egress {
+        let entry = |(k, v): (&String, &String)| format!("{k} = {v}");
+        out.push(Change::Egress {
+            added: b
+                .egress
+                .iter()
+                .filter(|(k, _)| !a.egress.contains_key(*k))
+                .map(entry)
+                .collect(),
+            removed: a
+                .egress
+                .iter()
+                .filter(|(k, _)| !b.egress.contains_key(*k))
+                .map(entry)
+                .collect(),
+            changed: b
+                .egress
+                .iter()
+                .filter(|(k, v)| a.egress.get(*k).is_some_and(|w| w != *v))
+                .map(entry)
+                .collect(),
         });
     }
     out

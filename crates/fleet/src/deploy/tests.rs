@@ -534,6 +534,7 @@ fn service(image: &str) -> ServiceSpec {
         reason: None,
         limits: Limits::default(),
         secrets: BTreeMap::new(),
+        egress: BTreeMap::new(),
     }
 }
 

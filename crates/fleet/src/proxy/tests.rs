@@ -327,7 +327,7 @@ fn read_write_fallback_copies_and_stops_at_eof() {
     let dst = TcpStream::connect(sink).unwrap();
     client.write_all(b"fallback").unwrap();
     client.shutdown(Shutdown::Write).unwrap();
-    rw_copy(&src, &dst).unwrap();
+    rw_copy(&src, &dst, None).unwrap();
     dst.shutdown(Shutdown::Write).unwrap();
     let mut out = String::new();
     (&dst).read_to_string(&mut out).unwrap();

@@ -304,3 +304,35 @@ fn a_limits_change_is_an_ordinary_new_release_and_an_oom_exit_is_the_reason() {
     );
     assert!(sim.svc.message.contains("out of memory (limit 32 MiB)"));
 }
+
+#[test]
+fn an_egress_mapping_change_alone_rolls_a_new_release_of_the_same_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = spec(
+        dir.path(),
+        OLD,
+        "[service.web.egress]\n\"db.internal:5432\" = \"127.0.0.1:15432\"",
+    );
+    let new = spec(
+        dir.path(),
+        OLD,
+        "[service.web.egress]\n\"db.internal:5432\" = \"db.example:5432\"",
+    );
+    assert!(instance_fields_differ(&old, &new));
+    assert_ne!(fingerprint(&old), fingerprint(&new));
+    let baseline = json!({"egress": [{"to": "db.internal:5432", "reason": "orders"}]});
+    let mut sim = Sim::new(serving(&old, 1, Some(baseline.clone())), new.clone());
+    sim.verdict = Some(Verdict::Pass {
+        baseline: Some(baseline),
+    });
+    let a = sim.step();
+    let r = sim.svc.rollout.clone().expect("a new release rolls out");
+    assert_eq!(starts(&a), 1);
+    let rel = sim.svc.release(&r.release).unwrap();
+    assert_eq!(rel.image, old.image);
+    assert_eq!(rel.spec.egress, new.egress);
+    assert_eq!(
+        r.note, None,
+        "the image's egress did not change: no guardrail"
+    );
+}

@@ -211,3 +211,102 @@ fn the_state_is_saved_after_a_tick_that_changed_it() {
     assert_eq!(saved.services["web"].releases.len(), 1);
     assert_eq!(saved.seq, lock(&rig.sh.world).st.seq);
 }
+
+#[test]
+fn egress_counters_are_audited_when_changed_each_minute_and_when_the_instance_goes() {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    let specdir = tempfile::tempdir().unwrap();
+    let s = spec(specdir.path(), OLD, "");
+    let st = FleetState {
+        desired: desired(&s),
+        services: [("web".to_string(), serving(&s, 1, None))].into(),
+        seq: 10,
+    };
+    let host = FakeHost::with_running(&[("web-0001", 100)]);
+    let rig = Rig::new(Some(st), host, Arc::new(Gate { refuse: None }), false);
+    // The forwarder, on the host's own loopback here, to a server that says hi.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest = server.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for c in server.incoming() {
+            use std::io::Write;
+            let _ = c.unwrap().write_all(b"hi");
+        }
+    });
+    let port = TcpListener::bind("127.0.1.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let to = format!("db.internal:{port}");
+    let routes = crate::egress::routes(&[(to.clone(), dest)].into_iter().collect()).unwrap();
+    let via = std::net::SocketAddr::V4(routes[0].via);
+    let eg =
+        crate::egress::forward::Egress::start(routes, TcpListener::bind, Duration::from_secs(1))
+            .unwrap();
+    lock(&rig.sh.world)
+        .live
+        .get_mut("web-0001")
+        .unwrap()
+        .watch
+        .egress = Some(Arc::new(eg));
+    let events = |rig: &Rig| -> Vec<kiln_audit::Event> {
+        rig.audit()
+            .into_iter()
+            .filter(|e| e.action == "fleet.egress")
+            .collect()
+    };
+    let talk = || {
+        let mut c = TcpStream::connect(via).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"hi");
+    };
+    rig.sh.egress_audit();
+    assert!(events(&rig).is_empty(), "nothing happened yet");
+    talk();
+    let st = status_from_elsewhere(&rig.sh).unwrap();
+    let counted = || {
+        let st = status_from_elsewhere(&rig.sh).unwrap();
+        st["services"][0]["instances"][0]["egress"][0].clone()
+    };
+    assert_eq!(st["services"][0]["instances"][0]["egress"][0]["to"], to);
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while counted()["active"] != 0 || counted()["bytes_in"] != 2 {
+        assert!(std::time::Instant::now() < end, "{}", counted());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Within the minute: nothing; after it: one event with the counts.
+    rig.sh.egress_audit();
+    assert!(events(&rig).is_empty());
+    rig.clock.advance(Duration::from_secs(60));
+    rig.sh.egress_audit();
+    let ev = events(&rig);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].details["final"], json!(false));
+    assert_eq!(ev[0].details["egress"][0]["opened"], json!(1));
+    assert_eq!(ev[0].details["egress"][0]["bytes_in"], json!(2));
+    // Unchanged: no new event.
+    rig.clock.advance(Duration::from_secs(60));
+    rig.sh.egress_audit();
+    assert_eq!(events(&rig).len(), 1);
+    // The instance goes: a final event, and its listeners close.
+    talk();
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while counted()["active"] != 0 || counted()["opened"] != 2 {
+        assert!(std::time::Instant::now() < end, "{}", counted());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    lock(&rig.sh.world).live.remove("web-0001");
+    rig.sh.egress_audit();
+    let ev = events(&rig);
+    assert_eq!(ev.len(), 2);
+    assert_eq!(ev[1].details["final"], json!(true));
+    assert_eq!(ev[1].details["egress"][0]["opened"], json!(2));
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(via).is_ok() {
+        assert!(std::time::Instant::now() < end, "still listening");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
