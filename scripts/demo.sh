@@ -331,4 +331,55 @@ done
 echo "$page"
 runc kill "$fid" KILL 2>/dev/null; sleep 0.2; runc delete -f "$fid" 2>/dev/null || true
 
+step "16. a real service: examples/flask under kiln serve reaches its Redis only through a declared egress, gets a secret that never touches disk, and runs with limits"
+freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+redisport=$(freeport); appport=$(freeport)
+redis-server --port "$redisport" --bind 127.0.0.1 --save '' --appendonly no >"$demo/redis.log" 2>&1 &
+redispid=$!
+mkdir -p -m 0700 "$demo/secrets"
+secret="kiln-demo-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+(umask 077; printf '%s' "$secret" > "$demo/secrets/orders-db")
+export KILN_KEY_PASSWORD=demo
+"$KILN" build -f "$demo/flask/kiln.toml" --locked --sign-key "$demo/ci.key" | tail -1
+"$KILN" sign flask-example:1.0.0 --key "$demo/ci.key" >/dev/null
+for who in alice bob; do "$KILN" approve flask-example:1.0.0 --key "$demo/$who.key" --reason "CHG-3000 reviewed" >/dev/null; done
+unset KILN_KEY_PASSWORD
+"$KILN" serve >"$demo/serve2.log" 2>&1 &
+servepid=$!
+cleanup_fleet() { "$KILN" destroy app >/dev/null 2>&1 || true; kill "$servepid" 2>/dev/null || true; kill "$redispid" 2>/dev/null || true; }
+for _ in $(seq 100); do [ -S "$KILN_STATE_DIR/fleet/kiln.sock" ] && break; sleep 0.1; done
+cat > "$demo/app.toml" <<TOML
+[service.app]
+image = "flask-example@$fdigest"
+replicas = 2
+listen = "127.0.0.1:$appport"
+port = 8080
+health = { http_get = "/health", interval = "1s", timeout = "1s" }
+policy = "$demo/trust.toml"
+
+[service.app.egress]            # the image declares cache.internal:6379; this says where it is here
+"cache.internal:6379" = "127.0.0.1:$redisport"
+
+[service.app.secrets]           # read at apply, kept in memory, delivered on tmpfs
+DB_PASSWORD = { file = "$demo/secrets/orders-db" }
+
+[service.app.limits]
+memory = "256MiB"
+pids = 128
+cpu = 0.5
+TOML
+sed -n '/egress\]/,$p' "$demo/app.toml"
+"$KILN" apply -f "$demo/app.toml" --reason "CHG-3001 flask with its cache"
+for _ in 1 2 3; do curl -fsS "http://127.0.0.1:$appport/visits"; done
+echo "redis itself says: $(redis-cli -p "$redisport" get kiln-example:visits)"
+curl -fsS "http://127.0.0.1:$appport/secret"
+"$KILN" --json status | jq -c '.services[] | select(.name=="app") | {limits, egress: .instances[0].egress}'
+if grep -rqF "$secret" "$KILN_STATE_DIR"; then echo "THE SECRET IS ON DISK" >&2; exit 1; fi
+echo "the secret's value: not in the state directory (fleet.redb, bundles, audit log)"
+"$KILN" log show --action fleet.apply | tail -1
+echo "-- a destination the image did not declare cannot be mapped:"
+sed 's/^"cache.internal:6379"/"db.internal:5432" = "127.0.0.1:5432"\n&/' "$demo/app.toml" > "$demo/app-bad.toml"
+"$KILN" apply -f "$demo/app-bad.toml" || echo "(expected) refused; nothing changed"
+cleanup_fleet
+
 echo; echo "demo complete: $digest"
