@@ -155,16 +155,7 @@ impl Fleet {
     }
 
     pub(crate) fn events(&self, prefix: &str) -> Vec<Value> {
-        let o = run(self
-            .e
-            .kiln()
-            .args(["--json", "log", "show", "--action", prefix]));
-        json(&o)
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["event"].clone())
-            .collect()
+        self.e.events(prefix)
     }
 
     pub(crate) fn wait_for(
@@ -193,22 +184,8 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         let _ = run(self.e.kiln().args(["destroy", "web"]));
         self.stop();
-        // Belt and braces: no container outlives the test.
-        let root = self.e.state().join("fleet/runc");
-        if let Ok(o) = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&o.stdout).lines() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "-f", id])
-                    .output();
-            }
-        }
+        // No container outlives the test.
+        self.e.delete_containers();
     }
 }
 
@@ -536,13 +513,7 @@ fn bad_input_changes_nothing() {
     assert!(stderr(&o).contains("nosuch"), "{}", stderr(&o));
     assert!(f.status()["services"].as_array().unwrap().is_empty());
     // Nothing ran.
-    let o = Command::new("runc")
-        .arg("--root")
-        .arg(f.e.state().join("fleet/runc"))
-        .args(["list", "-q"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty());
+    assert!(f.e.containers().is_empty());
 }
 
 #[test]

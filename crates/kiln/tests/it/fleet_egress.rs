@@ -239,16 +239,7 @@ impl Fleet {
     }
 
     fn events(&self, prefix: &str) -> Vec<Value> {
-        let o = run(self
-            .e
-            .kiln()
-            .args(["--json", "log", "show", "--action", prefix]));
-        json(&o)
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["event"].clone())
-            .collect()
+        self.e.events(prefix)
     }
 
     /// The one instance's egress counters, by `to`.
@@ -272,21 +263,8 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         let _ = run(self.e.kiln().args(["destroy", "web"]));
         self.stop();
-        let root = self.e.state().join("fleet/runc");
-        if let Ok(o) = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&o.stdout).lines() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "-f", id])
-                    .output();
-            }
-        }
+        // No container outlives the test.
+        self.e.delete_containers();
     }
 }
 

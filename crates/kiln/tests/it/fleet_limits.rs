@@ -12,7 +12,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -140,16 +140,7 @@ impl Daemon {
     }
 
     fn events(&self, action: &str) -> Vec<Value> {
-        let o = run(self
-            .e
-            .kiln()
-            .args(["--json", "log", "show", "--action", action]));
-        json(&o)
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v["event"].clone())
-            .collect()
+        self.e.events(action)
     }
 
     fn wait_for(&self, what: &str, secs: u64, mut f: impl FnMut(&Daemon) -> bool) {
@@ -220,21 +211,7 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
         // No container outlives the test.
-        let root = self.e.state().join("fleet/runc");
-        if let Ok(o) = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&o.stdout).lines() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "-f", id])
-                    .output();
-            }
-        }
+        self.e.delete_containers();
     }
 }
 

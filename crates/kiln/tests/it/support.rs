@@ -100,6 +100,48 @@ impl Env {
         }
         v
     }
+
+    /// The audit events whose action starts with `prefix` (`kiln log show --action`),
+    /// oldest first: each entry's `event` object.
+    pub fn events(&self, prefix: &str) -> Vec<serde_json::Value> {
+        let o = run(self
+            .kiln()
+            .args(["--json", "log", "show", "--action", prefix]));
+        json(&o)
+            .as_array()
+            .expect("kiln log show --json prints an array")
+            .iter()
+            .map(|v| v["event"].clone())
+            .collect()
+    }
+
+    /// The container ids under this state directory's runc root.
+    pub fn containers(&self) -> Vec<String> {
+        Command::new("runc")
+            .arg("--root")
+            .arg(self.state().join("fleet/runc"))
+            .args(["list", "-q"])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Force-delete every container under this state directory's runc root, so that no
+    /// container outlives a test.
+    pub fn delete_containers(&self) {
+        for id in self.containers() {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(self.state().join("fleet/runc"))
+                .args(["delete", "-f", &id])
+                .output();
+        }
+    }
 }
 
 pub fn repo() -> PathBuf {
