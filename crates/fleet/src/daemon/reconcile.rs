@@ -343,8 +343,7 @@ impl Decide<'_> {
             Some(Verdict::Pass { baseline }) => baseline.clone(),
         };
         self.out.push(Action::VerdictUsed);
-        *self.seq += 1;
-        let id = format!("r{:04}", *self.seq);
+        let id = self.svc.next_release_id();
         let now = self.now();
         let from = self.svc.active.clone();
         let mut canary = match &spec.strategy {

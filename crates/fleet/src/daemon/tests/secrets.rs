@@ -88,7 +88,7 @@ fn secrets_are_read_at_apply_rotations_are_releases_and_a_restart_waits_for_appl
     }
     let launched = rig.host.st.lock().unwrap().launched[0].clone();
     rig.host.set_healthy(&launched);
-    tick_until(&rig, |r| r.web().active.as_deref() == Some("r0001"));
+    tick_until(&rig, |r| r.web().active.as_deref() == Some("r1"));
 
     // Output lines of the service are redacted before they are kept.
     rig.sh
