@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use kiln_audit::{Actor, Event, Resource};
 use serde_json::{Value, json};
 
+use super::logs::{LogQuery, format_line};
 use super::{DebugSession, Shared, lock, next_id, release_pending};
 use crate::api::{Request, Response};
 use crate::deploy::Deployment;
@@ -44,8 +45,21 @@ impl Shared {
             Request::Apply { path, reason } => self.apply(&path, reason, &actor),
             Request::Rollback { service, reason } => self.rollback(&service, reason, &actor),
             Request::Destroy { service, reason } => self.destroy(&service, reason, &actor),
-            Request::Logs { service, follow } => {
-                self.stream_logs(&s, &service, follow);
+            Request::Logs {
+                service,
+                follow,
+                since_ms,
+                tail,
+                instance,
+                timestamps,
+            } => {
+                let q = LogQuery {
+                    since_ms,
+                    tail,
+                    instance,
+                    timestamps,
+                };
+                self.stream_logs(&s, &service, follow, &q);
                 return;
             }
             Request::DebugStart {
@@ -365,32 +379,54 @@ impl Shared {
         Response::ok(json!({"destroying": service}))
     }
 
-    pub(super) fn stream_logs(&self, s: &UnixStream, service: &str, follow: bool) {
-        {
+    pub(super) fn stream_logs(&self, s: &UnixStream, service: &str, follow: bool, q: &LogQuery) {
+        let (known, live) = {
             let w = lock(&self.world);
-            if !w.st.services.contains_key(service) {
-                let _ = reply(s, &Response::err(format!("unknown service {service:?}")));
+            let svc = w.st.services.get(service);
+            let live = q
+                .instance
+                .as_ref()
+                .is_some_and(|id| svc.is_some_and(|s| s.instances.contains_key(id)));
+            (svc.is_some(), live)
+        };
+        {
+            // A destroyed service's output stays readable while it is kept.
+            let rings = lock(&self.logs.rings);
+            let ring = rings.get(service);
+            let refusal = if !known && ring.is_none() {
+                Some(format!("unknown service {service:?}"))
+            } else {
+                q.instance
+                    .as_ref()
+                    .filter(|id| !live && !ring.is_some_and(|r| r.has_instance(id)))
+                    .map(|id| {
+                        format!(
+                            "service {service} has no instance {id:?}, and no output of one is kept"
+                        )
+                    })
+            };
+            if let Some(why) = refusal {
+                drop(rings);
+                let _ = reply(s, &Response::err(why));
                 return;
             }
         }
-        let mut next = 0u64;
+        let (mut next, mut first) = (0u64, true);
         loop {
             let lines: Vec<String> = {
                 let logs = lock(&self.logs.rings);
-                let ring = logs.get(service);
-                let lines = ring
-                    .map(|r| {
-                        r.lines
-                            .iter()
-                            .filter(|(n, _)| *n >= next)
-                            .map(|(n, l)| (*n, l.clone()))
-                            .collect::<Vec<_>>()
-                    })
+                let picked = logs
+                    .get(service)
+                    .map(|r| r.select(q, next, std::mem::take(&mut first)))
                     .unwrap_or_default();
-                if let Some((n, _)) = lines.last() {
-                    next = n + 1;
+                if let Some(r) = logs.get(service) {
+                    // Everything up to here was considered, selected or not.
+                    next = r.next;
                 }
-                lines.into_iter().map(|(_, l)| l).collect()
+                picked
+                    .into_iter()
+                    .map(|l| format_line(l, q.timestamps))
+                    .collect()
             };
             if !lines.is_empty() {
                 let mut resp = Response::ok(json!({"lines": lines}));

@@ -104,10 +104,8 @@ impl Shared {
             }
         });
         let before = w.st.services.get(name).cloned();
-        let mut seq = w.st.seq;
         let actions = decide(
             &mut svc,
-            &mut seq,
             &Input {
                 name,
                 desired: desired.as_ref(),
@@ -119,8 +117,7 @@ impl Shared {
             },
         );
         let forget = actions.iter().any(|a| matches!(a, Action::Forget));
-        let changed = seq != w.st.seq || (!forget && before.as_ref() != Some(&svc));
-        w.st.seq = seq;
+        let changed = !forget && before.as_ref() != Some(&svc);
         if forget {
             if let Some(gone) = w.st.services.remove(name) {
                 let last = gone
