@@ -202,6 +202,26 @@ pub struct Instance {
     pub drifted: Option<String>,
 }
 
+fn load_from(db: &impl ReadableDatabase, path: &str) -> Result<FleetState, StateError> {
+    let err = |e: &dyn std::fmt::Display| StateError::Db {
+        path: path.to_string(),
+        message: e.to_string(),
+    };
+    let r = db.begin_read().map_err(|e| err(&e))?;
+    let t = match r.open_table(TABLE) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(FleetState::default()),
+        Err(e) => return Err(err(&e)),
+    };
+    match t.get(KEY).map_err(|e| err(&e))? {
+        Some(v) => serde_json::from_slice(v.value()).map_err(|source| StateError::Decode {
+            path: path.to_string(),
+            source,
+        }),
+        None => Ok(FleetState::default()),
+    }
+}
+
 /// The redb file holding [`FleetState`].
 pub struct Db {
     db: Database,
@@ -228,19 +248,23 @@ impl Db {
 
     /// The stored state, or the empty state for a new database.
     pub fn load(&self) -> Result<FleetState, StateError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = match r.open_table(TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(FleetState::default()),
-            Err(e) => return Err(self.err(e)),
-        };
-        match t.get(KEY).map_err(|e| self.err(e))? {
-            Some(v) => serde_json::from_slice(v.value()).map_err(|source| StateError::Decode {
-                path: self.path.clone(),
-                source,
-            }),
-            None => Ok(FleetState::default()),
+        load_from(&self.db, &self.path)
+    }
+
+    /// The state stored at `path`, read without writing or creating
+    /// anything (`kiln history` while no daemon runs); `None` when there is
+    /// no database. Fails while another process (a running daemon) has the
+    /// database open.
+    pub fn read_only(path: &Path) -> Result<Option<FleetState>, StateError> {
+        if !path.exists() {
+            return Ok(None);
         }
+        let p = path.display().to_string();
+        let db = redb::ReadOnlyDatabase::open(path).map_err(|e| StateError::Db {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        load_from(&db, &p).map(Some)
     }
 
     /// Replace the stored state durably.

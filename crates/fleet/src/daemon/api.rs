@@ -115,6 +115,7 @@ impl Shared {
         };
         let now = self.clock.now_ms();
         let mut services = Vec::new();
+        let mut states = Vec::new();
         for (name, svc) in &v.services {
             let desired = v.desired.services.get(name);
             let instances: Vec<Value> = svc
@@ -147,6 +148,23 @@ impl Shared {
                 })
                 .count();
             let stats = stats.get(name);
+            let converged = svc.rollout.is_none()
+                && desired
+                    .is_some_and(|d| healthy == d.replicas as usize && !release_pending(svc, d))
+                && svc.instances.values().all(|i| i.phase != Phase::Retiring);
+            let secrets_missing = desired.map(|d| self.secrets.missing(name, &d.secrets));
+            let (state, why) = crate::health::judge(&crate::health::Facts {
+                replicas: desired.map(|d| d.replicas),
+                healthy,
+                converged,
+                failed: svc.failed.is_some(),
+                rolling_out: svc.rollout.is_some(),
+                // TODO(merge): the paused flag of helper E's rollout.
+                paused: false,
+                secrets_missing: secrets_missing.as_ref().map_or(0, Vec::len),
+                backoff: svc.backoff_until > now,
+            });
+            states.push(state);
             services.push(json!({
                 "name": name,
                 "listen": desired.map(|d| d.listen.to_string()),
@@ -155,16 +173,19 @@ impl Shared {
                 "active": svc.active_release().map(|r| json!({"id": r.id, "image": r.image.to_string(), "created": r.created})),
                 "rollout": svc.rollout.as_ref().map(|r| json!({"release": r.release, "from": r.from, "canary": r.canary, "step": r.step, "note": r.note, "failures": r.failures})),
                 "healthy": healthy,
-                "converged": svc.rollout.is_none() && desired.is_some_and(|d| healthy == d.replicas as usize && !release_pending(svc, d)) && svc.instances.values().all(|i| i.phase != Phase::Retiring),
+                "converged": converged,
                 "failed": svc.failed.is_some(),
                 "message": svc.message,
                 "instances": instances,
                 "proxy": stats,
                 "secrets": desired.map(|d| d.secrets.keys().collect::<Vec<_>>()),
-                "secrets_missing": desired.map(|d| self.secrets.missing(name, &d.secrets)),
+                "secrets_missing": secrets_missing,
+                "state": state,
+                "state_why": why,
+                "backoff_ms": svc.backoff_until.saturating_sub(now),
             }));
         }
-        json!({ "services": services })
+        json!({ "services": services, "exit": crate::health::exit_code(states) })
     }
 
     pub(super) fn apply(&self, path: &Path, reason: Option<String>, actor: &Actor) -> Response {

@@ -38,6 +38,12 @@ pub struct ApplyArgs {
 }
 
 #[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Only this service (and the exit code for it alone).
+    service: Option<String>,
+}
+
+#[derive(clap::Args)]
 pub struct ServiceArgs {
     service: String,
     /// Return without waiting for the change to converge.
@@ -239,26 +245,67 @@ pub fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn status(ctx: &Ctx) -> Result<()> {
-    let st = status_of(ctx)?;
-    if ctx.json {
-        return print_json(&st);
+/// The exit code of `kiln status` over the services shown (their `state`).
+fn status_exit(services: &[Value]) -> i32 {
+    kiln_fleet::health::exit_code(services.iter().map(|s| {
+        serde_json::from_value(s["state"].clone())
+            .unwrap_or(kiln_fleet::health::ServiceHealth::Degraded)
+    }))
+}
+
+pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<()> {
+    let mut st = status_of(ctx)?;
+    let mut services = st["services"].as_array().cloned().unwrap_or_default();
+    if let Some(name) = &a.service {
+        services.retain(|s| s["name"] == name.as_str());
+        if services.is_empty() {
+            bail!("unknown service {name:?}");
+        }
     }
-    let services = st["services"].as_array().cloned().unwrap_or_default();
+    let code = status_exit(&services);
+    if ctx.json {
+        st["services"] = Value::Array(services);
+        st["exit"] = json!(code);
+        print_json(&st)?;
+    } else {
+        print_status(&services);
+    }
+    if code != 0 {
+        std::io::stdout().flush()?;
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+fn print_status(services: &[Value]) {
     if services.is_empty() {
         println!("no services");
-        return Ok(());
+        return;
     }
     for s in services {
         println!(
-            "{}  listen {}  {}/{} healthy  release {} {}",
+            "{}  listen {}  {}/{} healthy  release {} {}  {}",
             s["name"].as_str().unwrap_or("?"),
             s["listen"].as_str().unwrap_or("-"),
             s["healthy"],
             s["replicas"],
             s["active"]["id"].as_str().unwrap_or("-"),
-            s["active"]["image"].as_str().unwrap_or("")
+            s["active"]["image"].as_str().unwrap_or(""),
+            s["state"].as_str().unwrap_or("?")
         );
+        let why: Vec<&str> = s["state_why"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !why.is_empty() {
+            println!(
+                "  {}: {}",
+                s["state"].as_str().unwrap_or("?"),
+                why.join("; ")
+            );
+        }
         let message = s["message"].as_str().filter(|m| !m.is_empty());
         if let Some(m) = message {
             println!("  {m}");
@@ -292,7 +339,6 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             );
         }
     }
-    Ok(())
 }
 
 pub fn rollback(ctx: &Ctx, a: ServiceArgs) -> Result<()> {
