@@ -67,6 +67,10 @@ pub enum Request {
     DriftCheck {
         target: Option<String>,
     },
+    /// Read-only: the release history of `service` (see [`crate::history`]).
+    History {
+        service: String,
+    },
     /// Read-only: the image digests the fleet references (every release of
     /// every service, and the desired deployment), for `kiln gc`.
     Images,

@@ -84,6 +84,17 @@ impl Shared {
                 for_ms,
             } => self.clone().chaos(&service, every_ms, for_ms, &actor),
             Request::DriftCheck { target } => self.drift_check(target.as_deref(), &actor),
+            Request::History { service } => {
+                // The view: what status shows, its events already in the log.
+                let svc = lock(&self.view).services.get(&service).cloned();
+                match crate::history::read(&self.audit, &service, svc.as_ref()) {
+                    Ok(h) if h.is_empty() && svc.is_none() => {
+                        Response::err(format!("service {service:?} has no releases"))
+                    }
+                    Ok(h) => Response::ok(json!({"service": service, "releases": h})),
+                    Err(e) => Response::err(e),
+                }
+            }
             Request::Images => {
                 Response::ok(json!({"images": lock(&self.world).st.image_digests()}))
             }
