@@ -28,10 +28,24 @@ pub enum Request {
         service: String,
         reason: Option<String>,
     },
-    /// Buffered output of the service's instances; `follow` keeps streaming.
+    /// Buffered output of the service's instances (destroyed ones' included,
+    /// within the daemon's retention); `follow` keeps streaming. The filters
+    /// apply on the daemon side.
     Logs {
         service: String,
         follow: bool,
+        /// Only lines received at or after this time (ms since the epoch).
+        #[serde(default)]
+        since_ms: Option<u64>,
+        /// Only the last N kept lines (then follow, if asked).
+        #[serde(default)]
+        tail: Option<u64>,
+        /// Only this instance's lines.
+        #[serde(default)]
+        instance: Option<String>,
+        /// Prefix each line with the time kiln received it (RFC 3339, ms).
+        #[serde(default)]
+        timestamps: bool,
     },
     /// Prepare an isolated debug instance; the client runs it.
     DebugStart {
@@ -52,6 +66,10 @@ pub enum Request {
     /// image now; drifted ones are replaced.
     DriftCheck {
         target: Option<String>,
+    },
+    /// Read-only: the release history of `service` (see [`crate::history`]).
+    History {
+        service: String,
     },
     /// Read-only: the image digests the fleet references (every release of
     /// every service, and the desired deployment), for `kiln gc`.

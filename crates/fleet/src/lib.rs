@@ -10,6 +10,8 @@ pub mod deploy;
 pub mod drift;
 pub mod egress;
 pub mod gate;
+pub mod health;
+pub mod history;
 pub mod limits;
 mod pool;
 pub mod proxy;

@@ -44,8 +44,13 @@ pub struct FleetState {
     /// The last applied deployment.
     pub desired: Deployment,
     pub services: BTreeMap<String, ServiceState>,
-    /// Counter for release and instance ids.
+    /// Counter for instance and debug session ids (release ids are per service: see
+    /// [`ServiceState::next_release_id`]).
     pub seq: u64,
+    /// The release counter of each service that was destroyed, so a service created
+    /// again under the same name continues its numbering (ids never repeat per name).
+    #[serde(default)]
+    pub release_seqs: BTreeMap<String, u64>,
 }
 
 /// One service's releases and instances.
@@ -66,6 +71,10 @@ pub struct ServiceState {
     pub restarts: Vec<u64>,
     /// No new instance before this time (ms since the epoch).
     pub backoff_until: u64,
+    /// The number of the service's last release id (`r<N>`); 0 in databases written
+    /// before ids were per service (see [`ServiceState::next_release_id`]).
+    #[serde(default)]
+    pub release_seq: u64,
 }
 
 impl FleetState {
@@ -94,6 +103,31 @@ impl ServiceState {
     pub fn active_release(&self) -> Option<&Release> {
         self.active.as_deref().and_then(|id| self.release(id))
     }
+
+    /// Allocate the service's next release id: `r1`, `r2`, … in creation order.
+    /// Databases from before ids were per service hold ids from the global counter
+    /// (`r0007`): numbering continues after the highest id the service has, so an
+    /// upgraded service never reuses one. Ids are names, not sort keys: the order
+    /// of releases is their position in [`ServiceState::releases`].
+    pub fn next_release_id(&mut self) -> String {
+        let highest = self
+            .releases
+            .iter()
+            .filter_map(|r| release_number(&r.id))
+            .max()
+            .unwrap_or(0);
+        self.release_seq = self.release_seq.max(highest) + 1;
+        format!("r{}", self.release_seq)
+    }
+}
+
+/// The number in a release id `r<N>` (`r0007` from older databases included).
+pub fn release_number(id: &str) -> Option<u64> {
+    let digits = id.strip_prefix('r')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// An immutable release: one image with one instance configuration.
@@ -168,6 +202,26 @@ pub struct Instance {
     pub drifted: Option<String>,
 }
 
+fn load_from(db: &impl ReadableDatabase, path: &str) -> Result<FleetState, StateError> {
+    let err = |e: &dyn std::fmt::Display| StateError::Db {
+        path: path.to_string(),
+        message: e.to_string(),
+    };
+    let r = db.begin_read().map_err(|e| err(&e))?;
+    let t = match r.open_table(TABLE) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(FleetState::default()),
+        Err(e) => return Err(err(&e)),
+    };
+    match t.get(KEY).map_err(|e| err(&e))? {
+        Some(v) => serde_json::from_slice(v.value()).map_err(|source| StateError::Decode {
+            path: path.to_string(),
+            source,
+        }),
+        None => Ok(FleetState::default()),
+    }
+}
+
 /// The redb file holding [`FleetState`].
 pub struct Db {
     db: Database,
@@ -194,19 +248,23 @@ impl Db {
 
     /// The stored state, or the empty state for a new database.
     pub fn load(&self) -> Result<FleetState, StateError> {
-        let r = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = match r.open_table(TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(FleetState::default()),
-            Err(e) => return Err(self.err(e)),
-        };
-        match t.get(KEY).map_err(|e| self.err(e))? {
-            Some(v) => serde_json::from_slice(v.value()).map_err(|source| StateError::Decode {
-                path: self.path.clone(),
-                source,
-            }),
-            None => Ok(FleetState::default()),
+        load_from(&self.db, &self.path)
+    }
+
+    /// The state stored at `path`, read without writing or creating
+    /// anything (`kiln history` while no daemon runs); `None` when there is
+    /// no database. Fails while another process (a running daemon) has the
+    /// database open.
+    pub fn read_only(path: &Path) -> Result<Option<FleetState>, StateError> {
+        if !path.exists() {
+            return Ok(None);
         }
+        let p = path.display().to_string();
+        let db = redb::ReadOnlyDatabase::open(path).map_err(|e| StateError::Db {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        load_from(&db, &p).map(Some)
     }
 
     /// Replace the stored state durably.
@@ -272,6 +330,57 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rel(id: &str) -> Release {
+        let text = "[service.web]\nimage = \"localhost/web@sha256:1111111111111111111111111111111111111111111111111111111111111111\"\nlisten = \"127.0.0.1:18080\"\nport = 8080\npolicy = \"trust.toml\"\n";
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("trust.toml"), "").unwrap();
+        let mut d =
+            crate::deploy::Deployment::parse(&dir.path().join("deploy.toml"), text).unwrap();
+        let spec = d.services.remove("web").unwrap();
+        Release {
+            id: id.into(),
+            image: spec.image.clone(),
+            spec,
+            created: "2023-11-14T22:13:20.000Z".into(),
+            baseline: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn release_ids_are_sequential_per_service() {
+        let mut web = ServiceState::default();
+        let mut api = ServiceState::default();
+        for want in ["r1", "r2", "r3"] {
+            let id = web.next_release_id();
+            assert_eq!(id, want);
+            web.releases.push(rel(&id));
+        }
+        assert_eq!(api.next_release_id(), "r1");
+        // Pruned or failed releases leave their numbers used.
+        web.releases.clear();
+        assert_eq!(web.next_release_id(), "r4");
+    }
+
+    #[test]
+    fn upgraded_databases_continue_after_the_highest_global_id() {
+        // Written before ids were per service: global ids, no release_seq.
+        let old = r#"{"releases":[],"active":"r0012","rollout":null,"instances":{},"message":"","failed":null,"restarts":[],"backoff_until":0}"#;
+        let mut svc: ServiceState = serde_json::from_str(old).unwrap();
+        assert_eq!(svc.release_seq, 0);
+        svc.releases = vec![rel("r0003"), rel("r0012"), rel("r0009")];
+        assert_eq!(svc.next_release_id(), "r13");
+        assert_eq!(svc.next_release_id(), "r14");
+        assert_eq!(release_number("r0012"), Some(12));
+        assert_eq!(release_number("r13"), Some(13));
+        for bad in ["", "r", "x12", "r1a", "r-1"] {
+            assert_eq!(release_number(bad), None, "{bad}");
+        }
+        let st: FleetState =
+            serde_json::from_str(r#"{"desired":{"services":{}},"services":{},"seq":40}"#).unwrap();
+        assert!(st.release_seqs.is_empty());
+    }
 
     #[test]
     fn inode_records_are_kept_apart_from_the_state_and_survive_reopening() {

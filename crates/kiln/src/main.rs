@@ -74,8 +74,11 @@ enum Command {
     Serve(cmd::fleet::ServeArgs),
     /// Apply a deploy.toml: print the plan, then converge (only verified images run).
     Apply(cmd::fleet::ApplyArgs),
-    /// Services, releases and instances of the running fleet.
-    Status,
+    /// Services, releases and instances of the running fleet; exit 0 all healthy,
+    /// 1 daemon unreachable, 3 degraded, 4 the latest release of a service aborted or failed.
+    Status(cmd::fleet::StatusArgs),
+    /// The releases of a service: image, strategy, steps, analysis, outcome, who, why, durations.
+    History(cmd::history::HistoryArgs),
     /// Roll a service back to its previous release (same verification and rollout rules).
     Rollback(cmd::fleet::ServiceArgs),
     /// Output of a service's instances, streamed from kiln.
@@ -136,7 +139,8 @@ impl Command {
             ),
             Command::Serve(_) => ("kiln serve", None),
             Command::Apply(_) => ("kiln apply", Some("fleet.apply")),
-            Command::Status => ("kiln status", None),
+            Command::Status(_) => ("kiln status", None),
+            Command::History(_) => ("kiln history", None),
             Command::Rollback(_) => ("kiln rollback", Some("release.rollback")),
             Command::Logs(_) => ("kiln logs", None),
             Command::Debug(_) => ("kiln debug", Some("debug.start")),
@@ -201,7 +205,8 @@ fn main() -> ExitCode {
         Command::Evidence(a) => cmd::evidence::run(&ctx, a),
         Command::Serve(a) => cmd::fleet::serve(&ctx, a),
         Command::Apply(a) => cmd::fleet::apply(&ctx, a),
-        Command::Status => cmd::fleet::status(&ctx),
+        Command::Status(a) => cmd::fleet::status(&ctx, a),
+        Command::History(a) => cmd::history::run(&ctx, a),
         Command::Rollback(a) => cmd::fleet::rollback(&ctx, a),
         Command::Logs(a) => cmd::fleet::logs(&ctx, a),
         Command::Debug(a) => cmd::fleet::debug(&ctx, a),

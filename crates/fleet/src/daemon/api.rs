@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use kiln_audit::{Actor, Event, Resource};
 use serde_json::{Value, json};
 
+use super::logs::{LogQuery, format_line};
 use super::{DebugSession, Shared, lock, next_id, release_pending};
 use crate::api::{Request, Response};
 use crate::deploy::Deployment;
@@ -44,8 +45,21 @@ impl Shared {
             Request::Apply { path, reason } => self.apply(&path, reason, &actor),
             Request::Rollback { service, reason } => self.rollback(&service, reason, &actor),
             Request::Destroy { service, reason } => self.destroy(&service, reason, &actor),
-            Request::Logs { service, follow } => {
-                self.stream_logs(&s, &service, follow);
+            Request::Logs {
+                service,
+                follow,
+                since_ms,
+                tail,
+                instance,
+                timestamps,
+            } => {
+                let q = LogQuery {
+                    since_ms,
+                    tail,
+                    instance,
+                    timestamps,
+                };
+                self.stream_logs(&s, &service, follow, &q);
                 return;
             }
             Request::DebugStart {
@@ -70,6 +84,17 @@ impl Shared {
                 for_ms,
             } => self.clone().chaos(&service, every_ms, for_ms, &actor),
             Request::DriftCheck { target } => self.drift_check(target.as_deref(), &actor),
+            Request::History { service } => {
+                // The view: what status shows, its events already in the log.
+                let svc = lock(&self.view).services.get(&service).cloned();
+                match crate::history::read(&self.audit, &service, svc.as_ref()) {
+                    Ok(h) if h.is_empty() && svc.is_none() => {
+                        Response::err(format!("service {service:?} has no releases"))
+                    }
+                    Ok(h) => Response::ok(json!({"service": service, "releases": h})),
+                    Err(e) => Response::err(e),
+                }
+            }
             Request::Images => {
                 Response::ok(json!({"images": lock(&self.world).st.image_digests()}))
             }
@@ -101,6 +126,7 @@ impl Shared {
         };
         let now = self.clock.now_ms();
         let mut services = Vec::new();
+        let mut states = Vec::new();
         for (name, svc) in &v.services {
             let desired = v.desired.services.get(name);
             let instances: Vec<Value> = svc
@@ -133,6 +159,23 @@ impl Shared {
                 })
                 .count();
             let stats = stats.get(name);
+            let converged = svc.rollout.is_none()
+                && desired
+                    .is_some_and(|d| healthy == d.replicas as usize && !release_pending(svc, d))
+                && svc.instances.values().all(|i| i.phase != Phase::Retiring);
+            let secrets_missing = desired.map(|d| self.secrets.missing(name, &d.secrets));
+            let (state, why) = crate::health::judge(&crate::health::Facts {
+                replicas: desired.map(|d| d.replicas),
+                healthy,
+                converged,
+                failed: svc.failed.is_some(),
+                rolling_out: svc.rollout.is_some(),
+                // TODO(merge): the paused flag of helper E's rollout.
+                paused: false,
+                secrets_missing: secrets_missing.as_ref().map_or(0, Vec::len),
+                backoff: svc.backoff_until > now,
+            });
+            states.push(state);
             services.push(json!({
                 "name": name,
                 "listen": desired.map(|d| d.listen.to_string()),
@@ -141,16 +184,19 @@ impl Shared {
                 "active": svc.active_release().map(|r| json!({"id": r.id, "image": r.image.to_string(), "created": r.created})),
                 "rollout": svc.rollout.as_ref().map(|r| json!({"release": r.release, "from": r.from, "canary": r.canary, "step": r.step, "note": r.note, "failures": r.failures})),
                 "healthy": healthy,
-                "converged": svc.rollout.is_none() && desired.is_some_and(|d| healthy == d.replicas as usize && !release_pending(svc, d)) && svc.instances.values().all(|i| i.phase != Phase::Retiring),
+                "converged": converged,
                 "failed": svc.failed.is_some(),
                 "message": svc.message,
                 "instances": instances,
                 "proxy": stats,
                 "secrets": desired.map(|d| d.secrets.keys().collect::<Vec<_>>()),
-                "secrets_missing": desired.map(|d| self.secrets.missing(name, &d.secrets)),
+                "secrets_missing": secrets_missing,
+                "state": state,
+                "state_why": why,
+                "backoff_ms": svc.backoff_until.saturating_sub(now),
             }));
         }
-        json!({ "services": services })
+        json!({ "services": services, "exit": crate::health::exit_code(states) })
     }
 
     pub(super) fn apply(&self, path: &Path, reason: Option<String>, actor: &Actor) -> Response {
@@ -365,32 +411,54 @@ impl Shared {
         Response::ok(json!({"destroying": service}))
     }
 
-    pub(super) fn stream_logs(&self, s: &UnixStream, service: &str, follow: bool) {
-        {
+    pub(super) fn stream_logs(&self, s: &UnixStream, service: &str, follow: bool, q: &LogQuery) {
+        let (known, live) = {
             let w = lock(&self.world);
-            if !w.st.services.contains_key(service) {
-                let _ = reply(s, &Response::err(format!("unknown service {service:?}")));
+            let svc = w.st.services.get(service);
+            let live = q
+                .instance
+                .as_ref()
+                .is_some_and(|id| svc.is_some_and(|s| s.instances.contains_key(id)));
+            (svc.is_some(), live)
+        };
+        {
+            // A destroyed service's output stays readable while it is kept.
+            let rings = lock(&self.logs.rings);
+            let ring = rings.get(service);
+            let refusal = if !known && ring.is_none() {
+                Some(format!("unknown service {service:?}"))
+            } else {
+                q.instance
+                    .as_ref()
+                    .filter(|id| !live && !ring.is_some_and(|r| r.has_instance(id)))
+                    .map(|id| {
+                        format!(
+                            "service {service} has no instance {id:?}, and no output of one is kept"
+                        )
+                    })
+            };
+            if let Some(why) = refusal {
+                drop(rings);
+                let _ = reply(s, &Response::err(why));
                 return;
             }
         }
-        let mut next = 0u64;
+        let (mut next, mut first) = (0u64, true);
         loop {
             let lines: Vec<String> = {
                 let logs = lock(&self.logs.rings);
-                let ring = logs.get(service);
-                let lines = ring
-                    .map(|r| {
-                        r.lines
-                            .iter()
-                            .filter(|(n, _)| *n >= next)
-                            .map(|(n, l)| (*n, l.clone()))
-                            .collect::<Vec<_>>()
-                    })
+                let picked = logs
+                    .get(service)
+                    .map(|r| r.select(q, next, std::mem::take(&mut first)))
                     .unwrap_or_default();
-                if let Some((n, _)) = lines.last() {
-                    next = n + 1;
+                if let Some(r) = logs.get(service) {
+                    // Everything up to here was considered, selected or not.
+                    next = r.next;
                 }
-                lines.into_iter().map(|(_, l)| l).collect()
+                picked
+                    .into_iter()
+                    .map(|l| format_line(l, q.timestamps))
+                    .collect()
             };
             if !lines.is_empty() {
                 let mut resp = Response::ok(json!({"lines": lines}));

@@ -21,9 +21,10 @@
 //! - `host.rs`, `runc_host.rs`: the seam to the machine and its runc
 //!   implementation; `clock.rs`: the seam to time;
 //! - `drift.rs`, `drift_apply.rs`: drift detection and its effects;
+//! - `logs.rs`: the instances' output, a bounded ring per service;
 //! - `api.rs`: the API socket's requests.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -50,6 +51,7 @@ mod drift_apply;
 mod egress_audit;
 mod host;
 mod host_paths;
+mod logs;
 mod reconcile;
 mod rollout;
 mod runc_host;
@@ -62,6 +64,7 @@ pub use reconcile::Timing;
 
 use drift::DriftWatch;
 use host::{Host, Watch};
+use logs::Logs;
 use reconcile::{Slot, Verdict};
 
 /// Why the image gate refused an image, or could not decide.
@@ -101,9 +104,6 @@ pub struct Options {
     pub debug_tools: Option<PathBuf>,
 }
 
-/// Lines of output kept per service.
-const LOG_LINES: usize = 5000;
-
 use kiln_oci::sync::lock;
 
 /// A watched instance of this daemon.
@@ -117,12 +117,6 @@ struct Live {
 struct DebugSession {
     service: String,
     expires: u64,
-}
-
-#[derive(Default)]
-struct LogRing {
-    lines: VecDeque<(u64, String)>,
-    next: u64,
 }
 
 /// A service's front proxy: its address, and the rotation it was last given.
@@ -424,7 +418,7 @@ impl Shared {
             return Err(DaemonError::AuditPoisoned(why.to_string()));
         }
         let drift = Arc::new(DriftWatch::new(db.clone(), clock.clone(), &opts.state_dir));
-        let logs = Arc::new(Logs::default());
+        let logs = Arc::new(Logs::new(clock.clone()));
         let host = host(&drift, &logs);
         let sh = Arc::new(Shared {
             opts,
@@ -512,31 +506,4 @@ fn next_id(w: &mut World, prefix: &str) -> String {
     w.st.seq += 1;
     w.touch();
     format!("{prefix}{:04}", w.st.seq)
-}
-
-/// Output of every service's instances, a bounded ring per service.
-#[derive(Default)]
-struct Logs {
-    rings: Mutex<HashMap<String, LogRing>>,
-    cv: Condvar,
-    /// The values redacted from each line before it enters a ring.
-    secrets: Arc<SecretStore>,
-}
-
-impl Logs {
-    fn push(&self, service: &str, line: String) {
-        let line = match self.secrets.redact(service, &line) {
-            std::borrow::Cow::Borrowed(_) => line,
-            std::borrow::Cow::Owned(redacted) => redacted,
-        };
-        let mut m = lock(&self.rings);
-        let ring = m.entry(service.to_string()).or_default();
-        let n = ring.next;
-        ring.next += 1;
-        ring.lines.push_back((n, line));
-        while ring.lines.len() > LOG_LINES {
-            ring.lines.pop_front();
-        }
-        self.cv.notify_all();
-    }
 }

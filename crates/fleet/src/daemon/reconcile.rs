@@ -146,12 +146,11 @@ pub(crate) enum Action {
     Forget,
 }
 
-/// The reconciler's step for one service: updates `svc` (and `seq`, the id
-/// counter) and returns what the shell must do, in order.
-pub(crate) fn decide(svc: &mut ServiceState, seq: &mut u64, input: &Input) -> Vec<Action> {
+/// The reconciler's step for one service: updates `svc` (its release ids
+/// included) and returns what the shell must do, in order.
+pub(crate) fn decide(svc: &mut ServiceState, input: &Input) -> Vec<Action> {
     let mut d = Decide {
         svc,
-        seq,
         input,
         out: Vec::new(),
     };
@@ -174,7 +173,6 @@ pub(crate) fn decide(svc: &mut ServiceState, seq: &mut u64, input: &Input) -> Ve
 
 pub(super) struct Decide<'a> {
     pub svc: &'a mut ServiceState,
-    pub seq: &'a mut u64,
     pub input: &'a Input<'a>,
     pub out: Vec<Action>,
 }
@@ -343,8 +341,7 @@ impl Decide<'_> {
             Some(Verdict::Pass { baseline }) => baseline.clone(),
         };
         self.out.push(Action::VerdictUsed);
-        *self.seq += 1;
-        let id = format!("r{:04}", *self.seq);
+        let id = self.svc.next_release_id();
         let now = self.now();
         let from = self.svc.active.clone();
         let mut canary = match &spec.strategy {

@@ -94,7 +94,7 @@ impl RuncHost {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let text = String::from_utf8_lossy(&line);
-                        logs.push(&service, format!("{id} | {}", text.trim_end()));
+                        logs.push(&service, &id, text.trim_end().to_string());
                     }
                 }
             }
@@ -475,7 +475,7 @@ impl Host for RuncHost {
                 Err(e) => {
                     let msg = format!("kiln serve: egress of {}: {e}", inst.id);
                     eprintln!("{msg}");
-                    self.logs.push(service, msg);
+                    self.logs.push(service, "", msg);
                 }
             }
         }

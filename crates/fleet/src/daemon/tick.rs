@@ -96,12 +96,16 @@ impl Shared {
                 .filter(|(k, _)| *k == key)
                 .map(|(_, v)| v.clone())
         });
-        let mut svc: ServiceState = w.st.services.get(name).cloned().unwrap_or_default();
+        let mut svc: ServiceState = w.st.services.get(name).cloned().unwrap_or_else(|| {
+            // A service created again continues the release numbering of its name.
+            ServiceState {
+                release_seq: w.st.release_seqs.get(name).copied().unwrap_or(0),
+                ..ServiceState::default()
+            }
+        });
         let before = w.st.services.get(name).cloned();
-        let mut seq = w.st.seq;
         let actions = decide(
             &mut svc,
-            &mut seq,
             &Input {
                 name,
                 desired: desired.as_ref(),
@@ -113,10 +117,16 @@ impl Shared {
             },
         );
         let forget = actions.iter().any(|a| matches!(a, Action::Forget));
-        let changed = seq != w.st.seq || (!forget && before.as_ref() != Some(&svc));
-        w.st.seq = seq;
+        let changed = !forget && before.as_ref() != Some(&svc);
         if forget {
-            w.st.services.remove(name);
+            if let Some(gone) = w.st.services.remove(name) {
+                let last = gone
+                    .releases
+                    .iter()
+                    .filter_map(|r| crate::state::release_number(&r.id))
+                    .fold(gone.release_seq, u64::max);
+                w.st.release_seqs.insert(name.to_string(), last);
+            }
             if let Some(f) = w.proxies.remove(name) {
                 f.proxy.stop();
             }

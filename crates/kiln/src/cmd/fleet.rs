@@ -38,6 +38,12 @@ pub struct ApplyArgs {
 }
 
 #[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Only this service (and the exit code for it alone).
+    service: Option<String>,
+}
+
+#[derive(clap::Args)]
 pub struct ServiceArgs {
     service: String,
     /// Return without waiting for the change to converge.
@@ -51,6 +57,52 @@ pub struct LogsArgs {
     /// Keep streaming new output.
     #[arg(short, long)]
     follow: bool,
+    /// Only output received since then: a duration back from now (`10m`, `2h`)
+    /// or an RFC 3339 UTC time (`2026-01-02T03:04:05Z`).
+    #[arg(long, value_parser = parse_since)]
+    since: Option<Since>,
+    /// Only the last N lines kept (then new ones with -f).
+    #[arg(long)]
+    tail: Option<u64>,
+    /// Prefix each line with the time kiln received it (RFC 3339, ms, UTC).
+    #[arg(long)]
+    timestamps: bool,
+    /// Only this instance's output (a destroyed one's too, while kept).
+    #[arg(long)]
+    instance: Option<String>,
+}
+
+/// `--since`: a duration back from now, or a point in time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Since {
+    Ago(Duration),
+    /// ms since the epoch.
+    At(u64),
+}
+
+fn parse_since(s: &str) -> Result<Since, String> {
+    if let Some(secs) = kiln_oci::time::parse_utc(s) {
+        let ms = s
+            .rsplit_once('.')
+            .and_then(|(_, f)| f.strip_suffix('Z'))
+            .filter(|f| !f.is_empty() && f.len() <= 3)
+            .and_then(|f| format!("{f:0<3}").parse::<u64>().ok())
+            .unwrap_or(0);
+        return Ok(Since::At(secs * 1000 + ms));
+    }
+    parse_duration(s)
+        .map(Since::Ago)
+        .map_err(|e| format!("{e} (or give an RFC 3339 UTC time such as 2026-01-02T03:04:05Z)"))
+}
+
+impl Since {
+    /// ms since the epoch, `now_ms` being now.
+    fn epoch_ms(&self, now_ms: u64) -> u64 {
+        match self {
+            Since::Ago(d) => now_ms.saturating_sub(d.as_millis() as u64),
+            Since::At(ms) => *ms,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -193,26 +245,67 @@ pub fn apply(ctx: &Ctx, a: ApplyArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn status(ctx: &Ctx) -> Result<()> {
-    let st = status_of(ctx)?;
-    if ctx.json {
-        return print_json(&st);
+/// The exit code of `kiln status` over the services shown (their `state`).
+fn status_exit(services: &[Value]) -> i32 {
+    kiln_fleet::health::exit_code(services.iter().map(|s| {
+        serde_json::from_value(s["state"].clone())
+            .unwrap_or(kiln_fleet::health::ServiceHealth::Degraded)
+    }))
+}
+
+pub fn status(ctx: &Ctx, a: StatusArgs) -> Result<()> {
+    let mut st = status_of(ctx)?;
+    let mut services = st["services"].as_array().cloned().unwrap_or_default();
+    if let Some(name) = &a.service {
+        services.retain(|s| s["name"] == name.as_str());
+        if services.is_empty() {
+            bail!("unknown service {name:?}");
+        }
     }
-    let services = st["services"].as_array().cloned().unwrap_or_default();
+    let code = status_exit(&services);
+    if ctx.json {
+        st["services"] = Value::Array(services);
+        st["exit"] = json!(code);
+        print_json(&st)?;
+    } else {
+        print_status(&services);
+    }
+    if code != 0 {
+        std::io::stdout().flush()?;
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+fn print_status(services: &[Value]) {
     if services.is_empty() {
         println!("no services");
-        return Ok(());
+        return;
     }
     for s in services {
         println!(
-            "{}  listen {}  {}/{} healthy  release {} {}",
+            "{}  listen {}  {}/{} healthy  release {} {}  {}",
             s["name"].as_str().unwrap_or("?"),
             s["listen"].as_str().unwrap_or("-"),
             s["healthy"],
             s["replicas"],
             s["active"]["id"].as_str().unwrap_or("-"),
-            s["active"]["image"].as_str().unwrap_or("")
+            s["active"]["image"].as_str().unwrap_or(""),
+            s["state"].as_str().unwrap_or("?")
         );
+        let why: Vec<&str> = s["state_why"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !why.is_empty() {
+            println!(
+                "  {}: {}",
+                s["state"].as_str().unwrap_or("?"),
+                why.join("; ")
+            );
+        }
         let message = s["message"].as_str().filter(|m| !m.is_empty());
         if let Some(m) = message {
             println!("  {m}");
@@ -246,7 +339,6 @@ pub fn status(ctx: &Ctx) -> Result<()> {
             );
         }
     }
-    Ok(())
 }
 
 pub fn rollback(ctx: &Ctx, a: ServiceArgs) -> Result<()> {
@@ -311,11 +403,18 @@ pub fn logs(ctx: &Ctx, a: LogsArgs) -> Result<()> {
         }
         let _ = out.flush();
     };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let last = api::call(
         &ctx.state_dir,
         &Request::Logs {
             service: a.service,
             follow: a.follow,
+            since_ms: a.since.map(|s| s.epoch_ms(now_ms)),
+            tail: a.tail,
+            instance: a.instance,
+            timestamps: a.timestamps,
         },
         |r| {
             print(&r.result);
@@ -430,4 +529,28 @@ pub fn chaos(ctx: &Ctx, a: ChaosArgs) -> Result<()> {
         kiln_fleet::format_duration(a.kill_every)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_a_duration_back_or_a_utc_time() {
+        assert_eq!(
+            parse_since("10m").unwrap(),
+            Since::Ago(Duration::from_secs(600))
+        );
+        assert_eq!(parse_since("10m").unwrap().epoch_ms(1_000_000), 400_000);
+        assert_eq!(
+            parse_since("2023-11-14T22:13:20Z").unwrap(),
+            Since::At(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_since("2023-11-14T22:13:20.5Z").unwrap(),
+            Since::At(1_700_000_000_500)
+        );
+        assert_eq!(parse_since("10m").unwrap().epoch_ms(5), 0);
+        assert!(parse_since("yesterday").is_err());
+    }
 }

@@ -10,6 +10,7 @@ pub mod evidence;
 pub mod export;
 pub mod fleet;
 pub mod gc;
+pub mod history;
 pub mod images;
 pub mod import;
 pub mod inspect;

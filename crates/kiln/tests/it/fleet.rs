@@ -140,7 +140,8 @@ impl Fleet {
 
     pub(crate) fn status(&self) -> Value {
         let o = run(self.e.kiln().args(["--json", "status"]));
-        assert!(o.status.success(), "{}", stderr(&o));
+        // 3 degraded and 4 failed answer too.
+        assert!(matches!(o.status.code(), Some(0 | 3 | 4)), "{}", stderr(&o));
         json(&o)
     }
 

@@ -224,7 +224,8 @@ impl Fleet {
 
     fn status(&self) -> Value {
         let o = run(self.e.kiln().args(["--json", "status"]));
-        assert!(o.status.success(), "{}", stderr(&o));
+        // 3 degraded and 4 failed answer too.
+        assert!(matches!(o.status.code(), Some(0 | 3 | 4)), "{}", stderr(&o));
         json(&o)
     }
 

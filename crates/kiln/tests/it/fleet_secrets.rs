@@ -135,7 +135,8 @@ fn logs(f: &Fleet) -> String {
 
 fn status_text(f: &Fleet) -> String {
     let o = run(f.e.kiln().arg("status"));
-    assert!(o.status.success(), "{}", stderr(&o));
+    // 3: degraded (waiting for secrets) answers too.
+    assert!(matches!(o.status.code(), Some(0 | 3 | 4)), "{}", stderr(&o));
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 

@@ -18,6 +18,7 @@ mod export;
 mod fim;
 mod fleet;
 mod fleet_egress;
+mod fleet_history;
 mod fleet_limits;
 mod fleet_secrets;
 mod habits;

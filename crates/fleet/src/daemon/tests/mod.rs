@@ -124,7 +124,6 @@ impl Sim {
     fn step(&mut self) -> Vec<Action> {
         let actions = decide(
             &mut self.svc,
-            &mut self.seq,
             &Input {
                 name: "web",
                 desired: Some(&self.desired),

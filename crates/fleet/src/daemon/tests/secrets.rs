@@ -88,13 +88,13 @@ fn secrets_are_read_at_apply_rotations_are_releases_and_a_restart_waits_for_appl
     }
     let launched = rig.host.st.lock().unwrap().launched[0].clone();
     rig.host.set_healthy(&launched);
-    tick_until(&rig, |r| r.web().active.as_deref() == Some("r0001"));
+    tick_until(&rig, |r| r.web().active.as_deref() == Some("r1"));
 
     // Output lines of the service are redacted before they are kept.
     rig.sh
         .logs
-        .push("web", format!("{launched} | connecting with {VALUE}"));
-    let kept = lock(&rig.sh.logs.rings)["web"].lines[0].1.clone();
+        .push("web", &launched, format!("connecting with {VALUE}"));
+    let kept = lock(&rig.sh.logs.rings)["web"].lines[0].text.clone();
     assert!(
         kept.ends_with("connecting with [redacted secret DB_PASSWORD]"),
         "{kept}"

@@ -13,6 +13,7 @@ fn running_instances_are_adopted_after_a_restart_and_the_rest_forgotten() {
         desired: desired(&s),
         services: [("web".to_string(), svc)].into(),
         seq: 10,
+        ..FleetState::default()
     };
     // web-0001 still runs; web-0002 died with the host's old daemon; an
     // orphan nobody knows is in the runtime's root.
@@ -58,6 +59,7 @@ fn debug_sessions_end_when_their_ttl_expires() {
         desired: desired(&s),
         services: [("web".to_string(), serving(&s, 1, None))].into(),
         seq: 10,
+        ..FleetState::default()
     };
     let host = FakeHost::with_running(&[("web-0001", 100)]);
     let rig = Rig::new(Some(st), host, Arc::new(Gate { refuse: None }), true);
@@ -106,17 +108,14 @@ fn status_answers_while_an_image_is_being_verified() {
     rig.sh.wait_verified();
     rig.sh.tick();
     let web = rig.web();
-    assert_eq!(
-        web.rollout.as_ref().map(|r| r.release.as_str()),
-        Some("r0001")
-    );
+    assert_eq!(web.rollout.as_ref().map(|r| r.release.as_str()), Some("r1"));
     let launched = rig.host.st.lock().unwrap().launched.clone();
     assert_eq!(launched.len(), 1);
     // Healthy: it joins the rotation and the release is active.
     rig.host.set_healthy(&launched[0]);
     rig.sh.tick();
     let web = rig.web();
-    assert_eq!(web.active.as_deref(), Some("r0001"));
+    assert_eq!(web.active.as_deref(), Some("r1"));
     assert!(web.instances[&launched[0]].in_rotation);
     let actions: Vec<String> = rig.audit().into_iter().map(|e| e.action).collect();
     assert_eq!(
@@ -125,7 +124,7 @@ fn status_answers_while_an_image_is_being_verified() {
     );
     // What status shows is published once those events are in the log.
     let status = rig.sh.status();
-    assert_eq!(status["services"][0]["active"]["id"], json!("r0001"));
+    assert_eq!(status["services"][0]["active"]["id"], json!("r1"));
     assert_eq!(status["services"][0]["converged"], json!(true));
     // A new image: while it is verified the old release keeps serving,
     // status answers and does not call the service converged.
@@ -136,7 +135,7 @@ fn status_answers_while_an_image_is_being_verified() {
     rig.sh.tick();
     gate.wait_entered(2);
     let status = status_from_elsewhere(&rig.sh).expect("status answered during verification");
-    assert_eq!(status["services"][0]["active"]["id"], json!("r0001"));
+    assert_eq!(status["services"][0]["active"]["id"], json!("r1"));
     assert_eq!(status["services"][0]["converged"], json!(false));
     // Health-driven replacement carries on while the image is verified.
     rig.host.kill(&launched[0]);
@@ -153,7 +152,7 @@ fn status_answers_while_an_image_is_being_verified() {
     rig.sh.tick();
     let web = rig.web();
     let r = web.rollout.expect("rollout of the verified image");
-    assert_eq!(r.from.as_deref(), Some("r0001"));
+    assert_eq!(r.from.as_deref(), Some("r1"));
 }
 
 #[test]
@@ -222,6 +221,7 @@ fn egress_counters_are_audited_when_changed_each_minute_and_when_the_instance_go
         desired: desired(&s),
         services: [("web".to_string(), serving(&s, 1, None))].into(),
         seq: 10,
+        ..FleetState::default()
     };
     let host = FakeHost::with_running(&[("web-0001", 100)]);
     let rig = Rig::new(Some(st), host, Arc::new(Gate { refuse: None }), false);
