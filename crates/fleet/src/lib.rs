@@ -11,6 +11,7 @@ pub mod drift;
 pub mod egress;
 pub mod gate;
 pub mod limits;
+pub mod observe;
 mod pool;
 pub mod proxy;
 pub mod secrets;
