@@ -254,7 +254,7 @@ fn replacement_chart(src: &dyn Source) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut buckets = vec![0u64; 12];
+    let mut buckets = [0u64; 12];
     for e in &events {
         if let Some(t) = e.event.unix_time() {
             let ago = now.saturating_sub(t);
