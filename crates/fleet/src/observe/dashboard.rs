@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::UNIX_EPOCH;
 
-use kiln_audit::LoggedEvent;
+use kiln_audit::{AuditLog, LoggedEvent};
 use serde_json::Value;
 
 use super::{Source, svg};
@@ -434,9 +434,65 @@ fn audit(src: &dyn Source) -> String {
     b
 }
 
+/// What `kiln evidence` would report per framework (whole log, now),
+/// assessed on each visit of the page; no bundle is written.
 fn evidence(src: &dyn Source) -> String {
-    let _ = src.state_dir();
-    "<p>Evidence status: run <code>kiln evidence</code>.</p>".into()
+    let dir = src.state_dir();
+    let signer = match AuditLog::signer(dir) {
+        Ok(s) => s,
+        Err(e) => return format!("<p class=\"bad\">{}</p>", esc(&e.to_string())),
+    };
+    let root = dir.join("store");
+    let store = root
+        .join("oci-layout")
+        .exists()
+        .then(|| kiln_oci::Store::open(root).ok())
+        .flatten();
+    let mut b = String::from(
+        "<p>What <code>kiln evidence --framework ID</code> would report for the whole log now.</p>\
+         <table><tr><th>Framework</th><th>Satisfied</th><th>Partial</th><th>Missing</th>\
+         <th>Requirements not satisfied</th></tr>",
+    );
+    for fw in kiln_evidence::FRAMEWORKS {
+        let opts = kiln_evidence::Options {
+            framework: fw,
+            out: dir.join("evidence-unused"),
+            since: None,
+            until: None,
+            now: None,
+        };
+        match kiln_evidence::assess(src.audit(), &signer, store.as_ref(), &opts) {
+            Ok(e) => {
+                let open: Vec<String> = e
+                    .requirements
+                    .iter()
+                    .filter(|r| r.status != kiln_evidence::Status::Satisfied)
+                    .map(|r| format!("{} {}", esc(&r.id), esc(&r.title)))
+                    .collect();
+                let _ = write!(
+                    b,
+                    "<tr><td>{} — {}</td><td class=\"ok\">{}</td><td>{}</td><td class=\"bad\">{}</td>\
+                     <td><small>{}</small></td></tr>",
+                    esc(fw.id),
+                    esc(fw.title),
+                    e.summary.satisfied,
+                    e.summary.partial,
+                    e.summary.missing,
+                    open.join("<br>")
+                );
+            }
+            Err(err) => {
+                let _ = write!(
+                    b,
+                    "<tr><td>{}</td><td colspan=\"4\" class=\"bad\">{}</td></tr>",
+                    esc(fw.id),
+                    esc(&err.to_string())
+                );
+            }
+        }
+    }
+    b.push_str("</table>");
+    b
 }
 
 #[cfg(test)]
@@ -518,6 +574,8 @@ mod tests {
     #[test]
     fn every_page_escapes_hostile_strings() {
         let f = fake();
+        let ev = page(&f, "/evidence", "").unwrap();
+        assert!(ev.contains("pci-dss") || ev.contains("PCI"), "{ev}");
         for p in ["/", "/releases", "/drift", "/audit", "/evidence"] {
             let html = page(&f, p, "").unwrap();
             assert!(!html.contains("<script>"), "{p}: {html}");
