@@ -244,6 +244,9 @@ fn metrics_pass_promtool_and_the_dashboard_shows_an_aborted_canary() {
         "{conns} connections of {active} not shown: {fleet_dom}"
     );
     assert!(fleet_dom.contains("<svg"), "no chart: {fleet_dom}");
+    let (code, ev) = http(maddr, "/evidence", None);
+    assert_eq!(code, 200);
+    assert!(ev.contains("pci-dss-4.0"), "{ev}");
     // Each audit event links to its inclusion proof.
     let abort_index = {
         let (_, audit) = http(maddr, "/audit", None);
