@@ -10,8 +10,8 @@ for pair in runc:runc skopeo:skopeo umoci:umoci jq:jq nsenter:util-linux dpkg-de
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 # aide: the peer of bench/drift.sh. redis-server, redis-tools (redis-benchmark), haproxy:
-# the egress tests and bench/egress.sh.
-for pkg in busybox-static docker-registry apache2-utils aide redis-server redis-tools haproxy; do
+# the egress tests and bench/egress.sh. prometheus (promtool), chromium: the dashboard test.
+for pkg in busybox-static docker-registry apache2-utils aide redis-server redis-tools haproxy prometheus chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 

@@ -455,6 +455,41 @@ pub fn generate_then<E>(
 where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    match assemble(log, signer, store, opts, Some(before_swap))? {
+        Ok(g) => Ok(g),
+        Err(_) => Err(EvidenceError::Internal("the bundle was not written".into())),
+    }
+}
+
+/// What [`generate`] would report for `opts.framework` (`opts.out` is not
+/// used), without writing a bundle: the status of each requirement, e.g.
+/// for a dashboard.
+pub fn assess(
+    log: &AuditLog,
+    signer: &Signer,
+    store: Option<&Store>,
+    opts: &Options,
+) -> Result<Evidence, EvidenceError> {
+    type Never = fn(&Generated) -> Result<(), Infallible>;
+    match assemble(log, signer, store, opts, None::<Never>)? {
+        Ok(g) => Ok(g.evidence),
+        Err(e) => Ok(*e),
+    }
+}
+
+/// Assess, then (with `before_swap`) write the bundle; without it, return
+/// the assessment.
+fn assemble<E, F>(
+    log: &AuditLog,
+    signer: &Signer,
+    store: Option<&Store>,
+    opts: &Options,
+    before_swap: Option<F>,
+) -> Result<Result<Generated, Box<Evidence>>, EvidenceError>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: FnOnce(&Generated) -> Result<(), E>,
+{
     if let (Some(s), Some(u)) = (opts.since, opts.until)
         && s > u
     {
@@ -463,7 +498,7 @@ where
             until: rfc3339(u),
         });
     }
-    let out_exists = check_out(&opts.out)?;
+    let out_exists = before_swap.is_some() && check_out(&opts.out)?;
     let now_t = opts.now.unwrap_or_else(SystemTime::now);
     let now = now_t
         .duration_since(UNIX_EPOCH)
@@ -708,6 +743,9 @@ where
         artifacts: arts.into_iter().map(|(_, a)| a).collect(),
     };
 
+    let Some(before_swap) = before_swap else {
+        return Ok(Err(Box::new(evidence)));
+    };
     // Write the bundle beside `out`.
     let parent = match opts.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -808,7 +846,7 @@ where
         .and_then(|f| f.sync_all())
         .map_err(io(&parent))?;
 
-    Ok(generated)
+    Ok(Ok(generated))
 }
 
 fn to_json(v: &impl serde::Serialize) -> Result<Vec<u8>, EvidenceError> {

@@ -32,7 +32,7 @@ use std::path::PathBuf;
 
 pub use artifacts::ArtifactKind;
 pub use framework::{FRAMEWORKS, Framework, Requirement, Status, framework};
-pub use generate::{Generated, Options, generate, generate_then, parse_date};
+pub use generate::{Generated, Options, assess, generate, generate_then, parse_date};
 pub use verify::{
     KeySource, MAX_BUNDLE_FILE, MAX_BUNDLE_TOTAL, VerifyFailure, VerifyReport, verify,
 };

@@ -13,6 +13,7 @@ pub mod gate;
 pub mod health;
 pub mod history;
 pub mod limits;
+pub mod observe;
 mod pool;
 pub mod proxy;
 pub mod secrets;

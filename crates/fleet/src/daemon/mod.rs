@@ -102,6 +102,11 @@ pub struct Options {
     /// Tools mounted read-only into debug instances (e.g. a static busybox
     /// as `<dir>/busybox`).
     pub debug_tools: Option<PathBuf>,
+    /// Serve Prometheus metrics and the dashboard here (`kiln serve --metrics`).
+    pub metrics: Option<SocketAddr>,
+    /// The bearer token every metrics request must carry (required unless
+    /// `metrics` is a loopback address).
+    pub metrics_token: Option<Vec<u8>>,
 }
 
 use kiln_oci::sync::lock;
@@ -187,6 +192,8 @@ struct Shared {
     saving: Mutex<()>,
     /// The egress forwarders the `fleet.egress` audit follows.
     egress: Mutex<egress_audit::Followed>,
+    /// Counters fed by recorded events and folded from the proxies.
+    metrics: crate::observe::Metrics,
 }
 
 /// The daemon.
@@ -328,6 +335,20 @@ impl Daemon {
     /// Serve the API and reconcile until `stop` is set. Instances keep
     /// running when the daemon stops, so a restarted daemon re-adopts them.
     pub fn run(&self, stop: &'static AtomicBool) -> Result<(), DaemonError> {
+        let _metrics = match self.sh.opts.metrics {
+            Some(addr) => {
+                let src: Arc<dyn crate::observe::Source> = self.sh.clone();
+                let token = self.sh.opts.metrics_token.clone();
+                let ep = crate::observe::start(addr, token, src).map_err(setup("metrics"))?;
+                eprintln!(
+                    "kiln serve: metrics on http://{}/metrics, dashboard on http://{}/",
+                    ep.addr(),
+                    ep.addr()
+                );
+                Some(ep)
+            }
+            None => None,
+        };
         let sock = socket_path(&self.sh.opts.state_dir);
         let _ = std::fs::remove_file(&sock);
         let listener = UnixListener::bind(&sock).map_err(setup(&sock.display().to_string()))?;
@@ -443,6 +464,7 @@ impl Shared {
             changes: Mutex::new(()),
             saving: Mutex::new(()),
             egress: Mutex::default(),
+            metrics: crate::observe::Metrics::new(),
         });
         sh.adopt();
         sh.publish();
@@ -472,17 +494,22 @@ impl Shared {
     /// Record the event of a change a client asked for, before making it:
     /// a change whose event cannot be recorded is refused.
     fn record_first(&self, e: Event) -> Result<(), Unrecorded> {
-        self.audit
-            .record(&e)
-            .map(|_| ())
-            .map_err(|source| Unrecorded {
-                action: e.action.clone(),
-                source,
-            })
+        self.append(&e).map(|_| ()).map_err(|source| Unrecorded {
+            action: e.action.clone(),
+            source,
+        })
+    }
+
+    /// Append an event to the audit log, timed and counted for the metrics.
+    fn append(&self, e: &Event) -> Result<u64, kiln_audit::AuditError> {
+        let t = std::time::Instant::now();
+        let r = self.audit.record(e);
+        self.metrics.on_record(e, t.elapsed(), r.is_ok());
+        r
     }
 
     fn record(&self, e: Event) {
-        if let Err(err) = self.audit.record(&e) {
+        if let Err(err) = self.append(&e) {
             eprintln!(
                 "kiln serve: could not record {} in the audit log: {err}",
                 e.action
@@ -499,6 +526,21 @@ impl Shared {
     fn wake(&self) {
         lock(&self.world).again = true;
         self.wake.notify_all();
+    }
+}
+
+impl crate::observe::Source for Shared {
+    fn status(&self) -> Value {
+        Shared::status(self)
+    }
+    fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+    fn metrics(&self) -> &crate::observe::Metrics {
+        &self.metrics
+    }
+    fn state_dir(&self) -> &Path {
+        &self.opts.state_dir
     }
 }
 

@@ -22,6 +22,15 @@ pub struct ServeArgs {
     /// (default: a copy of the host's static /bin/busybox).
     #[arg(long)]
     debug_tools: Option<PathBuf>,
+    /// Serve Prometheus metrics (/metrics) and a read-only dashboard (/) on
+    /// this address, e.g. 127.0.0.1:9464. Anything but loopback requires
+    /// --metrics-token-file.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// A file (mode 0600) whose first line is the bearer token every
+    /// metrics and dashboard request must send (`Authorization: Bearer …`).
+    #[arg(long, value_name = "FILE", requires = "metrics")]
+    metrics_token_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -144,6 +153,13 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
     if !runc.available() {
         bail!("runc is not installed (apt-get install runc)");
     }
+    let metrics_token = match &a.metrics_token_file {
+        Some(f) => Some(kiln_fleet::observe::read_token(f)?),
+        None => None,
+    };
+    if let Some(addr) = a.metrics {
+        kiln_fleet::observe::check_bind(addr, metrics_token.as_deref())?;
+    }
     let debug_tools = match a.debug_tools {
         Some(d) => Some(d),
         None => default_debug_tools(&ctx.state_dir)?,
@@ -159,6 +175,8 @@ pub fn serve(ctx: &Ctx, a: ServeArgs) -> Result<()> {
         Options {
             state_dir: ctx.state_dir.clone(),
             debug_tools,
+            metrics: a.metrics,
+            metrics_token,
         },
         Arc::new(runc),
     )?;

@@ -215,6 +215,8 @@ impl Rig {
             Options {
                 state_dir: dir.path().to_path_buf(),
                 debug_tools: debug_tools.then(|| dir.path().to_path_buf()),
+                metrics: None,
+                metrics_token: None,
             },
             gate,
             clock.clone(),
