@@ -98,11 +98,20 @@ fn status_history_and_logs_say_what_happened() {
     let o = run(f.e.kiln().args(["logs", "web", "--instance", "web-9999"]));
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
 
-    // Degraded: an instance killed; until its replacement is healthy, exit 3.
-    let pid = f.web()["instances"][0]["pid"].as_i64().unwrap();
-    // SAFETY: killing a test instance's process.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    wait_code(&f, 3, 10);
+    // Degraded: instances killed again and again (kiln chaos, for long enough that a poll
+    // cannot miss it: one kill's replacement can be healthy within milliseconds), exit 3;
+    // healthy again afterwards, exit 0.
+    let o = run(f
+        .e
+        .kiln()
+        .args(["chaos", "web", "--kill-every", "100ms", "--for", "8s"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let chaos_ends = Instant::now() + Duration::from_secs(8);
+    wait_code(&f, 3, 8);
+    // Healthy again only counts once the kills have stopped.
+    std::thread::sleep(
+        chaos_ends.saturating_duration_since(Instant::now()) + Duration::from_millis(500),
+    );
     wait_code(&f, 0, 60);
 
     // A release whose instances die: the rollout aborts; exit 4, history says why.
