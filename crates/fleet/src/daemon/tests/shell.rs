@@ -242,9 +242,8 @@ fn egress_counters_are_audited_when_changed_each_minute_and_when_the_instance_go
     let to = format!("db.internal:{port}");
     let routes = crate::egress::routes(&[(to.clone(), dest)].into_iter().collect()).unwrap();
     let via = std::net::SocketAddr::V4(routes[0].via);
-    let eg =
-        crate::egress::forward::Egress::start(routes, TcpListener::bind, Duration::from_secs(1))
-            .unwrap();
+    let eg = crate::egress::forward::Egress::start(routes, TcpListener::bind, Default::default())
+        .unwrap();
     lock(&rig.sh.world)
         .live
         .get_mut("web-0001")
