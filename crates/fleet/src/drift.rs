@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -153,10 +154,33 @@ pub fn process_drift(
     out
 }
 
-/// TCP ports listening inside the network namespace of `init` that are not
-/// in `allowed`.
-pub fn socket_drift(init: u32, allowed: &[u16]) -> Vec<Finding> {
-    let mut ports = Vec::new();
+/// The address of a `/proc/net/tcp{,6}` local-address column (`0100007F:1F90`): the
+/// kernel prints each 32-bit word of the address in host byte order.
+fn proc_net_addr(col: &str) -> Option<SocketAddr> {
+    let (ip, port) = col.rsplit_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let w = u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok()?;
+        Some(w.to_ne_bytes())
+    };
+    let ip = match ip.len() {
+        8 => IpAddr::from(word(0)?),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            IpAddr::from(b)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// TCP listeners inside the network namespace of `init` that are neither on a port in
+/// `ports` (any address) nor at exactly one of `addrs` (kiln's egress listeners).
+pub fn socket_drift(init: u32, ports: &[u16], addrs: &[SocketAddr]) -> Vec<Finding> {
+    let mut found: Vec<SocketAddr> = Vec::new();
     for file in ["tcp", "tcp6"] {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{init}/net/{file}")) else {
             continue;
@@ -166,23 +190,27 @@ pub fn socket_drift(init: u32, allowed: &[u16]) -> Vec<Finding> {
             if cols.len() < 4 || cols[3] != "0A" {
                 continue;
             }
-            if let Some(port) = cols[1]
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-                && !ports.contains(&port)
+            if let Some(a) = proc_net_addr(cols[1])
+                && !ports.contains(&a.port())
+                && !addrs
+                    .iter()
+                    .any(|x| x.port() == a.port() && x.ip().to_canonical() == a.ip().to_canonical())
+                && !found.contains(&a)
             {
-                ports.push(port);
+                found.push(a);
             }
         }
     }
-    ports.sort_unstable();
-    ports
+    found.sort_unstable();
+    found
         .into_iter()
-        .filter(|p| !allowed.contains(p))
-        .map(|p| {
+        .map(|a| {
             finding(
                 "socket",
-                format!("listening on TCP port {p}, which the image does not declare"),
+                format!(
+                    "listening on TCP port {} ({a}), which the image does not declare",
+                    a.port()
+                ),
             )
         })
         .collect()
@@ -306,7 +334,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let me = std::process::id();
-        let found = socket_drift(me, &[]);
+        let found = socket_drift(me, &[], &[]);
         assert!(
             found
                 .iter()
@@ -314,10 +342,57 @@ mod tests {
             "{found:?}"
         );
         assert!(
-            socket_drift(me, &[port])
+            socket_drift(me, &[port], &[])
                 .iter()
-                .all(|f| !f.detail.contains(&format!("port {port},")))
+                .all(|f| !f.detail.contains(&format!("port {port} (")))
         );
+    }
+
+    #[test]
+    fn an_egress_port_is_allowed_only_at_kiln_s_own_address() {
+        // kiln's egress listener for a declared name, and the instance's own listener on
+        // the same port elsewhere.
+        let kiln = std::net::TcpListener::bind("127.0.1.1:0").unwrap();
+        let via = kiln.local_addr().unwrap();
+        let other = std::net::TcpListener::bind(("127.0.0.1", via.port())).unwrap();
+        let me = std::process::id();
+        let about = |a: SocketAddr| format!("port {} ({a})", a.port());
+        let found = socket_drift(me, &[], &[via]);
+        assert!(
+            !found.iter().any(|f| f.detail.contains(&about(via))),
+            "{found:?}"
+        );
+        let at = other.local_addr().unwrap();
+        assert!(
+            found.iter().any(|f| f.detail.contains(&about(at))),
+            "{found:?}"
+        );
+        // A v4-mapped spelling of the allowed address is the same address.
+        let mapped = SocketAddr::new(
+            IpAddr::V6(std::net::Ipv4Addr::new(127, 0, 1, 1).to_ipv6_mapped()),
+            via.port(),
+        );
+        assert!(
+            !socket_drift(me, &[], &[mapped])
+                .iter()
+                .any(|f| f.detail.contains(&about(via)))
+        );
+    }
+
+    #[test]
+    fn proc_net_addresses_parse() {
+        let v4 = proc_net_addr(&format!("{:08X}:1F90", u32::from_ne_bytes([127, 0, 1, 2])));
+        assert_eq!(v4, Some("127.0.1.2:8080".parse().unwrap()));
+        let b = std::net::Ipv6Addr::LOCALHOST.octets();
+        let words: String = b
+            .chunks(4)
+            .map(|c| format!("{:08X}", u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+            .collect();
+        assert_eq!(
+            proc_net_addr(&format!("{words}:0050")),
+            Some("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(proc_net_addr("zz:0050"), None);
     }
 
     #[test]

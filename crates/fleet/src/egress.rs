@@ -183,7 +183,8 @@ impl MappingError {
 }
 
 /// The `to` of every egress the image's `[baseline]` declares (plain `"host:port"` strings
-/// or `{ to = "host:port", reason = ".." }` tables), sorted and deduplicated.
+/// or `{ to = "host:port", reason = ".." }` tables), lowercased (the form a deploy file must
+/// map, as host names are case-insensitive), sorted and deduplicated.
 pub fn declared(baseline: Option<&Value>) -> Vec<String> {
     let mut out: Vec<String> = baseline
         .and_then(|b| b.get("egress"))
@@ -191,8 +192,11 @@ pub fn declared(baseline: Option<&Value>) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter_map(|e| match e {
-            Value::String(s) => Some(s.clone()),
-            Value::Object(o) => o.get("to").and_then(Value::as_str).map(str::to_string),
+            Value::String(s) => Some(s.to_ascii_lowercase()),
+            Value::Object(o) => o
+                .get("to")
+                .and_then(Value::as_str)
+                .map(str::to_ascii_lowercase),
             _ => None,
         })
         .collect();
@@ -207,15 +211,40 @@ fn is_local(ip: IpAddr) -> bool {
     ip.is_loopback() || ip.is_unspecified() || TcpListener::bind((ip, 0)).is_ok()
 }
 
-/// Whether a connection to `dest` would reach the front proxy listening on `listen`.
-fn reaches(dest: SocketAddr, listen: SocketAddr) -> bool {
+/// Whether a connection to `dest` would reach the front proxy listening on `listen`. Both
+/// addresses are compared in canonical form: `[::ffff:127.0.0.1]` is 127.0.0.1.
+pub fn reaches(dest: SocketAddr, listen: SocketAddr) -> bool {
     if dest.port() != listen.port() {
         return false;
     }
-    if listen.ip().is_unspecified() {
-        return is_local(dest.ip());
+    let (d, l) = (dest.ip().to_canonical(), listen.ip().to_canonical());
+    if l.is_unspecified() {
+        return is_local(d);
     }
-    dest.ip() == listen.ip() || (dest.ip().is_unspecified() && is_local(listen.ip()))
+    d == l || (d.is_unspecified() && is_local(l))
+}
+
+/// The addresses every front proxy of this process listens on now (kept by
+/// [`crate::proxy::Proxy`]): what an egress destination must never reach, checked at apply
+/// and again at each connection, after the name is resolved.
+static KILN_LISTENS: std::sync::Mutex<Vec<SocketAddr>> = std::sync::Mutex::new(Vec::new());
+
+/// Note that a front proxy of this process listens on `addr` (until [`forget_listen`]).
+pub(crate) fn note_listen(addr: SocketAddr) {
+    kiln_oci::sync::lock(&KILN_LISTENS).push(addr);
+}
+
+/// A front proxy of this process no longer listens on `addr`.
+pub(crate) fn forget_listen(addr: SocketAddr) {
+    let mut l = kiln_oci::sync::lock(&KILN_LISTENS);
+    if let Some(i) = l.iter().position(|a| *a == addr) {
+        l.swap_remove(i);
+    }
+}
+
+/// See [`note_listen`].
+pub(crate) fn kiln_listens() -> Vec<SocketAddr> {
+    kiln_oci::sync::lock(&KILN_LISTENS).clone()
 }
 
 /// Checks service `service`'s `map` against what its image declares (`declared`, from
@@ -268,6 +297,18 @@ pub fn check_mapping(
             });
         }
     }
+    check_destinations(service, map, listens)
+}
+
+/// Checks that no destination of service `service`'s `map` is one of the front proxies'
+/// addresses `listens` (a DNS name is resolved for this check; one that does not resolve
+/// now is left to the check at each connection). Part of [`check_mapping`]; a rollback
+/// runs it again on the release it returns to.
+pub fn check_destinations(
+    service: &str,
+    map: &EgressMap,
+    listens: &[SocketAddr],
+) -> Result<(), MappingError> {
     for (to, dest) in map {
         let Ok(hp) = parse_host_port(dest) else {
             continue; // refused by the parser already

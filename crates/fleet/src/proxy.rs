@@ -202,6 +202,8 @@ impl Proxy {
         let accept = std::thread::Builder::new()
             .name(format!("kiln-proxy-{local}"))
             .spawn(move || accept_loop(&listener, &inner2))?;
+        // Egress must never be forwarded back here (see crate::egress::kiln_listens).
+        crate::egress::note_listen(local);
         Ok(Proxy {
             inner,
             listener_fd,
@@ -312,6 +314,7 @@ impl Proxy {
     pub fn stop(&self) {
         let handle = lock(&self.accept).take();
         if let Some(h) = handle {
+            crate::egress::forget_listen(self.inner.listen);
             self.inner.stopping.store(true, Ordering::SeqCst);
             // Wakes the blocked accept(2) with EINVAL; the thread then drops the listener.
             // The listener is owned by the accept thread, which is still running (we hold

@@ -359,6 +359,23 @@ impl Shared {
                 prev.image
             ));
         }
+        // Its egress mapping was checked when it was applied; kiln's proxies may listen
+        // elsewhere now.
+        let listens: Vec<std::net::SocketAddr> = {
+            let w = lock(&self.world);
+            w.st.desired
+                .services
+                .values()
+                .map(|s| s.listen)
+                .chain(w.proxies.values().map(|f| f.listen))
+                .collect()
+        };
+        if let Err(e) = crate::egress::check_destinations(service, &prev.spec.egress, &listens) {
+            return Response::err(format!(
+                "rollback target {} is refused: {e}; nothing was changed",
+                prev.id
+            ));
+        }
         let mut ev = self
             .event("release.rollback", service)
             .resource(Resource::new("release", &active))

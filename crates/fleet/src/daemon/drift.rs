@@ -81,9 +81,12 @@ pub(super) struct Baseline {
     entries: Vec<kiln_drift::Entry>,
     /// path → sha256 of regular files.
     files: HashMap<String, String>,
-    /// Declared ports (image config and `[baseline] ingress`), and those of its declared
-    /// egress (where kiln listens inside each instance).
+    /// Declared ports (image config and `[baseline] ingress`), on any address.
     ports: Vec<u16>,
+    /// Where kiln's egress listeners are inside each instance (the addresses depend only on
+    /// the declared names: see [`crate::egress::routes`]), each allowed at exactly that
+    /// address.
+    egress_via: Vec<std::net::SocketAddr>,
     /// Paths the drift checks leave out ([`ignored_paths`]).
     ignore: Vec<String>,
 }
@@ -309,17 +312,20 @@ impl DriftWatch {
             .keys()
             .filter_map(|p| p.split('/').next()?.parse().ok())
             .collect();
+        let mut egress_via = Vec::new();
         if let Some(b) = cfg.config.labels.get("dev.kiln.baseline")
             && let Ok(v) = serde_json::from_str::<Value>(b)
         {
-            // kiln's own egress listeners in the instance's namespace, one per declared
-            // destination's port (see crate::egress).
-            ports.extend(
-                crate::egress::declared(Some(&v))
-                    .iter()
-                    .filter_map(|to| crate::egress::parse_host_port(to).ok())
-                    .map(|hp| hp.port),
-            );
+            // kiln's own egress listeners in the instance's namespace (see crate::egress).
+            let names: crate::egress::EgressMap = crate::egress::declared(Some(&v))
+                .into_iter()
+                .map(|to| (to, String::new()))
+                .collect();
+            egress_via = crate::egress::routes(&names)
+                .unwrap_or_default()
+                .iter()
+                .map(|r| std::net::SocketAddr::V4(r.via))
+                .collect();
             ports.extend(
                 v["ingress"]
                     .as_array()
@@ -340,6 +346,7 @@ impl DriftWatch {
             manifest,
             files,
             ports,
+            egress_via,
         });
         lock(&self.baselines).insert(digest.to_string(), b.clone());
         Ok(b)
@@ -457,7 +464,11 @@ impl DriftWatch {
         let mut allowed = b.ports.clone();
         allowed.push(port);
         let mut f = crate::drift::process_drift(inst.pid, &b.files, &self.exe_hashes);
-        f.extend(crate::drift::socket_drift(inst.pid, &allowed));
+        f.extend(crate::drift::socket_drift(
+            inst.pid,
+            &allowed,
+            &b.egress_via,
+        ));
         if let Some(want) = &inst.config_sha256 {
             let tag = super::host_paths::state_tag(&self.state_dir);
             let bundle = super::host_paths::bundle_dir(&self.bundles_dir, &tag, &inst.id);

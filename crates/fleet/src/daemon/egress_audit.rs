@@ -1,6 +1,6 @@
 //! The `fleet.egress` audit: every minute, one event per instance whose egress counters
-//! changed since its last event, and a final one when the instance goes (its forwarder is
-//! closed then). Counts only, never payloads.
+//! changed since its last event, and always a final one when the instance goes (its
+//! forwarder is closed then), changed or not. Counts only, never payloads.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,9 +48,8 @@ impl Shared {
             for id in gone {
                 if let Some((service, eg)) = f.open.remove(&id) {
                     eg.close();
-                    if let Some(d) = eg.audit_delta() {
-                        events.push(self.egress_event(&service, &id, &d, true));
-                    }
+                    let _ = eg.audit_delta();
+                    events.push(self.egress_event(&service, &id, &eg.stats(), true));
                 }
             }
             for (service, id, eg) in live {

@@ -27,7 +27,7 @@ use super::host::{HealthCell, Host, HostError, Launched, RootfsDrift, Watch};
 use super::host_paths::{bundle_dir, run_dir, secrets_dir, tmpfs_bundle_dir};
 use super::{Logs, lock};
 use crate::deploy::{HealthCheck, ServiceSpec};
-use crate::egress::forward::{CONNECT_TIMEOUT, Egress};
+use crate::egress::forward::{Caps, Egress};
 use crate::proxy::Dial;
 use crate::secrets::SecretStore;
 use crate::state::{Instance, Release};
@@ -242,12 +242,7 @@ impl RuncHost {
         } else {
             self.runtime
                 .start_prepared(id, bundle, out, err, &mut |pid| {
-                    let eg = Egress::start(
-                        routes.clone(),
-                        |a| kiln_runtime::listen_in_netns(pid, a),
-                        CONNECT_TIMEOUT,
-                    )?;
-                    egress = Some(Arc::new(eg));
+                    egress = Some(start_egress(pid, routes.clone())?);
                     Ok(())
                 })
         };
@@ -414,24 +409,47 @@ impl Host for RuncHost {
             let fifo = bundle_dir(&self.bundles_dir, &self.tag, &inst.id).join("output.fifo");
             self.read_output(service, &inst.id, &fifo);
         }
+        // Started with the instance; an adopted one gets its listeners again. If that fails
+        // the instance cannot reach what it declares: its health checks fail with the
+        // reason (so the service's message says it, and the instance is replaced).
+        let mut egress = lock(&self.egress).remove(&inst.id);
+        let mut egress_down = None;
+        if egress.is_none() && !spec.egress.is_empty() {
+            match crate::egress::routes(&spec.egress)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+                .and_then(|routes| start_egress(inst.pid, routes))
+            {
+                Ok(eg) => egress = Some(eg),
+                Err(e) => {
+                    let msg = format!("egress of {} not restored: {e}", inst.id);
+                    eprintln!("kiln serve: {msg}");
+                    self.logs.push(service, "", format!("kiln serve: {msg}"));
+                    egress_down = Some(msg);
+                }
+            }
+        }
         let clock = self.clock.clone();
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                let failure = match &check.check {
-                    HealthCheck::HttpGet { path } => {
-                        match kiln_runtime::http_get_in_netns(pid, port, path, check.timeout) {
-                            Ok(code) if (200..400).contains(&code) => None,
-                            Ok(code) => Some(format!("GET {path}: HTTP {code}")),
-                            Err(e) => Some(format!("GET {path}: {e}")),
+                let failure = if let Some(e) = &egress_down {
+                    Some(e.clone())
+                } else {
+                    match &check.check {
+                        HealthCheck::HttpGet { path } => {
+                            match kiln_runtime::http_get_in_netns(pid, port, path, check.timeout) {
+                                Ok(code) if (200..400).contains(&code) => None,
+                                Ok(code) => Some(format!("GET {path}: HTTP {code}")),
+                                Err(e) => Some(format!("GET {path}: {e}")),
+                            }
                         }
+                        HealthCheck::Tcp => kiln_runtime::connect_in_netns(
+                            pid,
+                            SocketAddr::from(([127, 0, 0, 1], port)),
+                            check.timeout,
+                        )
+                        .err()
+                        .map(|e| format!("connect :{port}: {e}")),
                     }
-                    HealthCheck::Tcp => kiln_runtime::connect_in_netns(
-                        pid,
-                        SocketAddr::from(([127, 0, 0, 1], port)),
-                        check.timeout,
-                    )
-                    .err()
-                    .map(|e| format!("connect :{port}: {e}")),
                 };
                 match failure {
                     None => {
@@ -458,27 +476,6 @@ impl Host for RuncHost {
                 }
             }
         });
-        // Started with the instance; an adopted one gets its listeners again.
-        let mut egress = lock(&self.egress).remove(&inst.id);
-        if egress.is_none() && !spec.egress.is_empty() {
-            let started = crate::egress::routes(&spec.egress)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-                .and_then(|routes| {
-                    Egress::start(
-                        routes,
-                        |a| kiln_runtime::listen_in_netns(inst.pid, a),
-                        CONNECT_TIMEOUT,
-                    )
-                });
-            match started {
-                Ok(eg) => egress = Some(Arc::new(eg)),
-                Err(e) => {
-                    let msg = format!("kiln serve: egress of {}: {e}", inst.id);
-                    eprintln!("{msg}");
-                    self.logs.push(service, "", msg);
-                }
-            }
-        }
         Watch {
             health,
             stop,
@@ -557,6 +554,16 @@ impl Host for RuncHost {
         let _ = self.runtime.delete(id, true);
         let _ = std::fs::remove_dir_all(self.fleet_dir.join("debug").join(id));
     }
+}
+
+/// Kiln's egress listeners inside the network namespace of `pid`, forwarding `routes`.
+fn start_egress(pid: u32, routes: Vec<crate::egress::Route>) -> std::io::Result<Arc<Egress>> {
+    Egress::start(
+        routes,
+        |a| kiln_runtime::listen_in_netns(pid, a),
+        Caps::default(),
+    )
+    .map(Arc::new)
 }
 
 struct NetnsDial {

@@ -200,6 +200,28 @@ impl fmt::Display for Plan {
     }
 }
 
+/// The keys only `b` has, only `a` has, and both have with values that `differ`, each shown
+/// by `show` (with `b`'s value where both have it).
+fn keyed_diff<V>(
+    a: &BTreeMap<String, V>,
+    b: &BTreeMap<String, V>,
+    differ: impl Fn(&V, &V) -> bool,
+    show: impl Fn(&String, &V) -> String,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let only = |x: &BTreeMap<String, V>, y: &BTreeMap<String, V>| {
+        x.iter()
+            .filter(|(k, _)| !y.contains_key(*k))
+            .map(|(k, v)| show(k, v))
+            .collect()
+    };
+    let changed = b
+        .iter()
+        .filter(|(k, v)| a.get(*k).is_some_and(|w| differ(w, v)))
+        .map(|(k, v)| show(k, v))
+        .collect();
+    (only(b, a), only(a, b), changed)
+}
+
 fn diff(a: &ServiceSpec, b: &ServiceSpec) -> Vec<Change> {
     let mut out = Vec::new();
     if a.image != b.image {
@@ -269,24 +291,7 @@ fn diff(a: &ServiceSpec, b: &ServiceSpec) -> Vec<Change> {
         });
     }
     if a.env != b.env {
-        let added = b
-            .env
-            .keys()
-            .filter(|k| !a.env.contains_key(*k))
-            .cloned()
-            .collect();
-        let removed = a
-            .env
-            .keys()
-            .filter(|k| !b.env.contains_key(*k))
-            .cloned()
-            .collect();
-        let changed = a
-            .env
-            .iter()
-            .filter(|(k, v)| b.env.get(*k).is_some_and(|w| w != *v))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let (added, removed, changed) = keyed_diff(&a.env, &b.env, |x, y| x != y, |k, _| k.clone());
         out.push(Change::Env {
             added,
             removed,
@@ -294,28 +299,12 @@ fn diff(a: &ServiceSpec, b: &ServiceSpec) -> Vec<Change> {
         });
     }
     if crate::secrets::deliveries_differ(&a.secrets, &b.secrets) {
-        let added = b
-            .secrets
-            .keys()
-            .filter(|k| !a.secrets.contains_key(*k))
-            .cloned()
-            .collect();
-        let removed = a
-            .secrets
-            .keys()
-            .filter(|k| !b.secrets.contains_key(*k))
-            .cloned()
-            .collect();
-        let changed = a
-            .secrets
-            .iter()
-            .filter(|(k, v)| {
-                b.secrets
-                    .get(*k)
-                    .is_some_and(|w| w.hmac != v.hmac || w.env != v.env)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
+        let (added, removed, changed) = keyed_diff(
+            &a.secrets,
+            &b.secrets,
+            |x, y| x.hmac != y.hmac || x.env != y.env,
+            |k, _| k.clone(),
+        );
         out.push(Change::Secrets {
             added,
             removed,
@@ -323,26 +312,16 @@ fn diff(a: &ServiceSpec, b: &ServiceSpec) -> Vec<Change> {
         });
     }
     if a.egress != b.egress {
-        let entry = |(k, v): (&String, &String)| format!("{k} = {v}");
+        let (added, removed, changed) = keyed_diff(
+            &a.egress,
+            &b.egress,
+            |x, y| x != y,
+            |k, v| format!("{k} = {v}"),
+        );
         out.push(Change::Egress {
-            added: b
-                .egress
-                .iter()
-                .filter(|(k, _)| !a.egress.contains_key(*k))
-                .map(entry)
-                .collect(),
-            removed: a
-                .egress
-                .iter()
-                .filter(|(k, _)| !b.egress.contains_key(*k))
-                .map(entry)
-                .collect(),
-            changed: b
-                .egress
-                .iter()
-                .filter(|(k, v)| a.egress.get(*k).is_some_and(|w| w != *v))
-                .map(entry)
-                .collect(),
+            added,
+            removed,
+            changed,
         });
     }
     out

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::forward::Egress;
+use super::forward::{Caps, Egress, Slots};
 use super::*;
 
 #[test]
@@ -45,6 +45,20 @@ fn host_port_syntax() {
 fn declared_reads_both_forms() {
     let b = json!({"egress": ["b:2", {"to": "a:1", "reason": "r"}, "b:2"]});
     assert_eq!(declared(Some(&b)), vec!["a:1", "b:2"]);
+    // Host names are case-insensitive; the deploy file maps the lowercase form.
+    let b = json!({"egress": ["DB.Internal:5432", {"to": "Cache.internal:6379"}]});
+    let d = declared(Some(&b));
+    assert_eq!(d, vec!["cache.internal:6379", "db.internal:5432"]);
+    check_mapping(
+        "web",
+        &map(&[
+            ("db.internal:5432", "127.0.0.1:15432"),
+            ("cache.internal:6379", "127.0.0.1:16379"),
+        ]),
+        &d,
+        &[],
+    )
+    .unwrap();
     assert!(declared(Some(&json!({"egress": []}))).is_empty());
     assert!(declared(None).is_empty());
 }
@@ -105,6 +119,10 @@ fn mapping_to_the_proxy_is_refused() {
         "localhost:18080",
         "0.0.0.0:18080",
         "127.0.0.1:18081",
+        // The same addresses written as IPv4-mapped IPv6.
+        "[::ffff:127.0.0.1]:18080",
+        "[::ffff:7f00:1]:18080",
+        "[::ffff:0.0.0.0]:18080",
     ] {
         let e = check_mapping(
             "web",
@@ -234,7 +252,7 @@ fn forwards_and_counts() {
         (&format!("gone.internal:{p2}"), &closed.to_string()),
     ]);
     let r = routes(&m).unwrap();
-    let eg = Egress::start(r.clone(), TcpListener::bind, Duration::from_secs(2)).unwrap();
+    let eg = Egress::start(r.clone(), TcpListener::bind, caps(Duration::from_secs(2))).unwrap();
     assert_eq!(eg.audit_delta(), None, "nothing happened yet");
 
     let mut s = TcpStream::connect(SocketAddr::V4(r[0].via)).unwrap();
@@ -269,6 +287,165 @@ fn forwards_and_counts() {
 
     eg.close();
     wait_until(|| TcpStream::connect(SocketAddr::V4(r[0].via)).is_err());
+}
+
+/// Caps that do not depend on this process's file limit: 64 per instance, 256 in all.
+fn caps(connect_timeout: Duration) -> Caps {
+    Caps {
+        connect_timeout,
+        per_instance: 64,
+        global: Slots::new(256),
+        ..Caps::default()
+    }
+}
+
+/// A server that accepts and holds every connection without a word (an idle destination).
+fn silent_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink);
+            });
+        }
+    });
+    a
+}
+
+/// Whether a connection to `via` is forwarded to an echo server (says back what it gets).
+fn echoes(via: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect(via) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = [0u8; 2];
+    s.write_all(b"ok").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"ok"
+}
+
+#[test]
+fn one_instance_cannot_take_every_connection() {
+    let silent = silent_server();
+    let echo = echo_server();
+    let (p1, p2) = {
+        let l1 = TcpListener::bind("127.0.1.1:0").unwrap();
+        let l2 = TcpListener::bind("127.0.1.1:0").unwrap();
+        (
+            l1.local_addr().unwrap().port(),
+            l2.local_addr().unwrap().port(),
+        )
+    };
+    let hostile = routes(&map(&[(&format!("db.internal:{p1}"), &silent.to_string())])).unwrap();
+    let other = routes(&map(&[(&format!("db.internal:{p2}"), &echo.to_string())])).unwrap();
+    let global = Slots::new(6);
+    let with = |per_instance| Caps {
+        connect_timeout: Duration::from_secs(2),
+        per_instance,
+        global: global.clone(),
+        ..Caps::default()
+    };
+    let a = Egress::start(hostile.clone(), TcpListener::bind, with(4)).unwrap();
+    let b = Egress::start(other.clone(), TcpListener::bind, with(4)).unwrap();
+    // Instance A opens many idle connections: four are forwarded, the rest refused.
+    let held: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(SocketAddr::V4(hostile[0].via)).unwrap())
+        .collect();
+    wait_until(|| {
+        let st = &a.stats()[0];
+        st.opened == 4 && st.refused == 16
+    });
+    let why = a.stats()[0].last_error.clone().unwrap();
+    assert!(
+        why.contains("cap of 4 egress connections per instance"),
+        "{why}"
+    );
+    assert_eq!(global.used(), 4);
+    // Instance B still gets through, up to what is left of the global cap.
+    assert!(echoes(SocketAddr::V4(other[0].via)));
+    wait_until(|| global.used() == 4);
+    let b_held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(SocketAddr::V4(other[0].via)).unwrap())
+        .collect();
+    wait_until(|| global.used() == 6);
+    assert!(!echoes(SocketAddr::V4(other[0].via)));
+    wait_until(|| b.stats()[0].refused == 1);
+    let why = b.stats()[0].last_error.clone().unwrap();
+    assert!(why.contains("cap of 6 egress connections in all"), "{why}");
+    // A's connections end: their slots come back, B is served again.
+    drop(held);
+    wait_until(|| global.used() == 2);
+    assert!(echoes(SocketAddr::V4(other[0].via)));
+    drop(b_held);
+    wait_until(|| global.used() == 0);
+}
+
+#[test]
+fn a_name_resolving_to_kiln_s_own_proxy_is_refused_at_connection() {
+    let proxy = crate::proxy::Proxy::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = proxy.local_addr().port();
+    let p = free_on("127.0.1.1");
+    // What apply could not see: a name (localhost: 127.0.0.1 and ::1) that resolves to the
+    // proxy only when the connection is made, and a v4-mapped spelling of its address.
+    for dest in [
+        format!("localhost:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+        format!("[::ffff:7f00:1]:{port}"),
+    ] {
+        let r = routes(&map(&[(&format!("db.internal:{p}"), &dest)])).unwrap();
+        let eg = Egress::start(r.clone(), TcpListener::bind, caps(Duration::from_secs(2))).unwrap();
+        let mut s = TcpStream::connect(SocketAddr::V4(r[0].via)).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        wait_until(|| eg.stats()[0].refused == 1);
+        let st = &eg.stats()[0];
+        assert_eq!(st.opened, 0, "{dest}");
+        let why = st.last_error.clone().unwrap();
+        assert!(why.contains("kiln's own front proxy"), "{dest}: {why}");
+        eg.close();
+        wait_until(|| TcpStream::connect(SocketAddr::V4(r[0].via)).is_err());
+    }
+    assert_eq!(proxy.stats().accepted, 0);
+    // Once the proxy is gone, the same name is an ordinary destination again.
+    proxy.stop();
+    assert!(!super::kiln_listens().contains(&proxy.local_addr()));
+}
+
+#[test]
+fn a_lookup_that_never_answers_is_refused_within_the_bound() {
+    let p = free_on("127.0.1.1");
+    let r = routes(&map(&[(&format!("db.internal:{p}"), "slow.example:5432")])).unwrap();
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Mutex::new(wait);
+    let global = Slots::new(8);
+    let eg = Egress::start(
+        r.clone(),
+        TcpListener::bind,
+        Caps {
+            connect_timeout: Duration::from_millis(200),
+            per_instance: 8,
+            global: global.clone(),
+            resolve: std::sync::Arc::new(move |_: &str| {
+                let _ = kiln_oci::sync::lock(&wait).recv();
+                Err(std::io::Error::other("released"))
+            }),
+        },
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(SocketAddr::V4(r[0].via)).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    wait_until(|| eg.stats()[0].refused == 1);
+    let why = eg.stats()[0].last_error.clone().unwrap();
+    assert!(
+        why.contains("resolving slow.example:5432: no answer"),
+        "{why}"
+    );
+    // The hung lookup still holds the connection's slot until it ends.
+    assert_eq!(global.used(), 1);
+    release.send(()).unwrap();
+    wait_until(|| global.used() == 0);
 }
 
 fn parse_deploy(extra: &str) -> Result<crate::deploy::Deployment, crate::deploy::DeployError> {

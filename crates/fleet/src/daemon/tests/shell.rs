@@ -242,9 +242,8 @@ fn egress_counters_are_audited_when_changed_each_minute_and_when_the_instance_go
     let to = format!("db.internal:{port}");
     let routes = crate::egress::routes(&[(to.clone(), dest)].into_iter().collect()).unwrap();
     let via = std::net::SocketAddr::V4(routes[0].via);
-    let eg =
-        crate::egress::forward::Egress::start(routes, TcpListener::bind, Duration::from_secs(1))
-            .unwrap();
+    let eg = crate::egress::forward::Egress::start(routes, TcpListener::bind, Default::default())
+        .unwrap();
     lock(&rig.sh.world)
         .live
         .get_mut("web-0001")
@@ -298,15 +297,64 @@ fn egress_counters_are_audited_when_changed_each_minute_and_when_the_instance_go
         assert!(std::time::Instant::now() < end, "{}", counted());
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Recorded at the minute; then the instance goes with nothing new: the final event is
+    // recorded all the same.
+    rig.clock.advance(Duration::from_secs(60));
+    rig.sh.egress_audit();
+    assert_eq!(events(&rig).len(), 2);
     lock(&rig.sh.world).live.remove("web-0001");
     rig.sh.egress_audit();
     let ev = events(&rig);
-    assert_eq!(ev.len(), 2);
-    assert_eq!(ev[1].details["final"], json!(true));
-    assert_eq!(ev[1].details["egress"][0]["opened"], json!(2));
+    assert_eq!(ev.len(), 3);
+    assert_eq!(ev[1].details["final"], json!(false));
+    assert_eq!(ev[2].details["final"], json!(true));
+    assert_eq!(ev[2].details["egress"][0]["opened"], json!(2));
     let end = std::time::Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(via).is_ok() {
         assert!(std::time::Instant::now() < end, "still listening");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+#[test]
+fn a_rollback_to_a_release_whose_egress_now_points_at_a_proxy_is_refused() {
+    let specdir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // r0001 mapped its database to 127.0.0.1:<port> (fine then); the service's front proxy
+    // listens there now.
+    let mut old = spec(specdir.path(), OLD, "");
+    old.egress = [("db.internal:5432".to_string(), format!("127.0.0.1:{port}"))].into();
+    let mut new = spec(specdir.path(), NEW, "");
+    new.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut svc = serving(&new, 1, None);
+    svc.releases = vec![release("r0001", &old, None), release("r0002", &new, None)];
+    svc.active = Some("r0002".into());
+    for i in svc.instances.values_mut() {
+        i.release = "r0002".into();
+    }
+    let st = FleetState {
+        desired: desired(&new),
+        services: [("web".to_string(), svc)].into(),
+        seq: 10,
+        ..FleetState::default()
+    };
+    let host = FakeHost::with_running(&[("web-0001", 100)]);
+    let rig = Rig::new(Some(st), host, Arc::new(Gate { refuse: None }), false);
+    let resp = rig.sh.rollback("web", None, &kiln_audit::Actor::current());
+    assert!(!resp.ok, "{resp:?}");
+    let why = format!("{resp:?}");
+    assert!(
+        why.contains("r0001") && why.contains("front proxy listens on"),
+        "{why}"
+    );
+    let w = lock(&rig.sh.world);
+    assert_eq!(w.st.desired.services["web"].image, new.image);
+    assert!(
+        !rig.audit().iter().any(|e| e.action == "release.rollback"),
+        "nothing recorded"
+    );
 }
