@@ -80,13 +80,6 @@ impl SecretStore {
         }
     }
 
-    /// The value of `service`'s secret `name` whose HMAC is `hmac`, if held.
-    pub fn get(&self, service: &str, name: &str, hmac: &str) -> Option<Zeroizing<Vec<u8>>> {
-        lock(&self.values)
-            .get(&(service.to_string(), name.to_string(), hmac.to_string()))
-            .cloned()
-    }
-
     /// The values of every one of `secrets` (of `service`), or the names of those not held.
     pub fn held(
         &self,

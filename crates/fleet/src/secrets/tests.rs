@@ -240,8 +240,12 @@ fn redaction_replaces_values_within_a_line() {
     )]);
     assert!(store.missing("web", &refs).is_empty());
     assert_eq!(store.missing("api", &refs), vec!["DB".to_string()]);
-    assert_eq!(&store.get("web", "DB", "h1").unwrap()[..], b"hunter22");
-    assert!(store.get("web", "DB", "h2").is_none());
+    let held = store.held("web", &refs).unwrap();
+    assert_eq!((held[0].name.as_str(), held[0].env), ("DB", false));
+    assert_eq!(&held[0].value[..], b"hunter22");
+    let mut other = refs.clone();
+    other.get_mut("DB").unwrap().hmac = "h2".into();
+    assert_eq!(store.held("web", &other).err(), Some(vec!["DB".to_string()]));
     store.retain(|_, _, h| h != "h1");
     assert!(store.is_empty());
 }
