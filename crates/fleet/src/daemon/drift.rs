@@ -656,7 +656,10 @@ mod tests {
         assert!(has_etc.made_by_kiln(&item("/etc/hosts", kiln_drift::Kind::File, Some(0))));
         assert!(!has_etc.made_by_kiln(&item("/etc/hosts", kiln_drift::Kind::File, Some(3))));
         assert!(!has_etc.made_by_kiln(&item("/etc/hosts", kiln_drift::Kind::Symlink, None)));
-        assert!(!m(&["/etc", "/etc/hosts"])
-            .made_by_kiln(&item("/etc/hosts", kiln_drift::Kind::File, Some(0))));
+        assert!(!m(&["/etc", "/etc/hosts"]).made_by_kiln(&item(
+            "/etc/hosts",
+            kiln_drift::Kind::File,
+            Some(0)
+        )));
     }
 }

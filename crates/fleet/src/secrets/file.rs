@@ -114,9 +114,7 @@ pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SecretFileErr
         .map_err(io)?;
     let opened = f.metadata().map_err(io)?;
     if (opened.dev(), opened.ino()) != (md.dev(), md.ino()) || !opened.is_file() {
-        return Err(io(io::Error::other(
-            "the file changed while it was opened",
-        )));
+        return Err(io(io::Error::other("the file changed while it was opened")));
     }
     // Room for the largest value up front: no reallocation leaves a copy behind.
     let mut buf = Zeroizing::new(Vec::with_capacity(MAX_SECRET_BYTES as usize + 1));

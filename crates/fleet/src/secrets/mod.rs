@@ -38,8 +38,8 @@ mod tests;
 pub(crate) use deliver::{ensure_tmpfs, remove_instance_dir, write_instance_secrets};
 pub use file::read_secret_file;
 pub use file::{KEY_FILE, MAX_SECRET_BYTES, SecretFileError, SecretKey, SecretKeyError};
-pub(crate) use store::{HeldSecret, SecretStore};
 pub use store::redact_line;
+pub(crate) use store::{HeldSecret, SecretStore};
 
 /// Longest secret name.
 pub const MAX_NAME_LEN: usize = 64;

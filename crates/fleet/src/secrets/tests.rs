@@ -245,7 +245,10 @@ fn redaction_replaces_values_within_a_line() {
     assert_eq!(&held[0].value[..], b"hunter22");
     let mut other = refs.clone();
     other.get_mut("DB").unwrap().hmac = "h2".into();
-    assert_eq!(store.held("web", &other).err(), Some(vec!["DB".to_string()]));
+    assert_eq!(
+        store.held("web", &other).err(),
+        Some(vec!["DB".to_string()])
+    );
     store.retain(|_, _, h| h != "h1");
     assert!(store.is_empty());
 }
@@ -297,10 +300,17 @@ fn a_config_that_holds_a_secret_is_recorded_by_its_hmac() {
     let held = store.existing_key(t.path()).unwrap();
     assert!(config_drift_keyed(&bundle, &want, Ok(&held)).is_none());
     let gone = SecretStore::default().existing_key(t.path()).unwrap_err();
-    assert!(!t.path().join(KEY_FILE).exists(), "never created by a check");
+    assert!(
+        !t.path().join(KEY_FILE).exists(),
+        "never created by a check"
+    );
     let f = config_drift_keyed(&bundle, &want, Err(&gone)).unwrap();
     assert_eq!(f.kind, "config");
-    assert!(f.detail.contains("cannot be checked: secret key"), "{}", f.detail);
+    assert!(
+        f.detail.contains("cannot be checked: secret key"),
+        "{}",
+        f.detail
+    );
 }
 
 /// The umask is the whole process's: this test runs itself again in a child process (the
@@ -363,10 +373,16 @@ fn the_memory_dir_refuses_symlinks_and_is_made_0700() {
     let link = t.path().join("link");
     std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
     let e = ensure_tmpfs(&link.join("tag")).unwrap_err();
-    assert!(e.to_string().contains("not a directory (a symlink?)"), "{e}");
+    assert!(
+        e.to_string().contains("not a directory (a symlink?)"),
+        "{e}"
+    );
     assert!(!elsewhere.join("tag").exists());
     let e = ensure_tmpfs(&link).unwrap_err();
-    assert!(e.to_string().contains("not a directory (a symlink?)"), "{e}");
+    assert!(
+        e.to_string().contains("not a directory (a symlink?)"),
+        "{e}"
+    );
     // Not recursive: a missing grandparent is an error, not made.
     assert!(ensure_tmpfs(&t.path().join("a/b/c")).is_err());
     assert!(!t.path().join("a").exists());
@@ -392,8 +408,7 @@ fn a_tmpfs_is_mounted_even_when_the_parent_is_one() {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let line = info
         .lines()
-        .filter(|l| l.split(' ').nth(4) == real.to_str())
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == real.to_str())
         .unwrap()
         .to_string();
     assert!(!ensure_tmpfs(&dir).unwrap(), "kept, not mounted twice");

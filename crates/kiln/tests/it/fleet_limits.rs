@@ -343,15 +343,14 @@ fn limits_reach_the_cgroup_a_hog_is_oom_killed_and_a_fork_bomb_is_contained() {
     }
 
     // A `kiln debug` shell of web gets the same limits, in a cgroup under this daemon's.
-    let mut shell = d
-        .e
-        .kiln()
-        .args(["debug", "web", "--ttl", "60s"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut shell =
+        d.e.kiln()
+            .args(["debug", "web", "--ttl", "60s"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
     let mut stdin = shell.stdin.take().unwrap();
     // Alive long enough to be looked at, then gone by itself.
     stdin.write_all(b"busybox sleep 10\nexit\n").unwrap();

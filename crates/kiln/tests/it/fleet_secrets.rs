@@ -181,8 +181,7 @@ fn secrets_never_persist_and_never_leak() {
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let own = mountinfo
         .lines()
-        .filter(|l| l.split(' ').nth(4) == run_dir.0.to_str())
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == run_dir.0.to_str())
         .unwrap_or_else(|| panic!("nothing mounted at {}", run_dir.0.display()));
     for flag in ["nosuid", "nodev", "noexec"] {
         assert!(own.contains(flag), "{own}");
