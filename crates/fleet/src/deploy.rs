@@ -118,10 +118,11 @@ pub struct ServiceSpec {
     /// Free text for the audit log; not part of the plan comparison.
     #[serde(default)]
     pub reason: Option<String>,
-    /// Memory, pids and CPU of each instance (defaults when the table is absent, and for
-    /// releases stored before limits existed).
+    /// Memory, pids and CPU of each instance: always `Some` from a parsed deploy file (the
+    /// defaults when the table is absent). `None` only in specs stored before kiln had limits:
+    /// their instances run without any, so the next `kiln apply` differs and rolls them.
     #[serde(default)]
-    pub limits: Limits,
+    pub limits: Option<Limits>,
     /// `[service.<name>.secrets]`, per secret name: where each value is read from and its
     /// HMAC, never the value.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -425,10 +426,9 @@ impl Deployment {
             return Ok(());
         };
         for (name, svc) in &self.services {
-            let Some(at) = o.limits_at.get(name) else {
+            let (Some(at), Some(l)) = (o.limits_at.get(name), &svc.limits) else {
                 continue;
             };
-            let l = &svc.limits;
             if let (Some(cpus), Some(off)) = (cpus, at.cpu)
                 && u64::from(l.cpu_millicores) > u64::from(cpus) * 1000
             {

@@ -37,7 +37,10 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Limits {
-    /// Memory limit in bytes; memory + swap is the same, so it cannot swap around it.
+    /// Memory limit in bytes. Where the host accounts swap (cgroup v2, or v1 with swap
+    /// accounting on), memory + swap is limited to the same, so it cannot swap around it;
+    /// on v1 without swap accounting only the memory is limited and the instance can still
+    /// push pages out to swap.
     pub memory_bytes: u64,
     /// Most processes and threads.
     pub pids: u32,
@@ -65,6 +68,18 @@ impl Limits {
     /// Cores as a number (`1.5`).
     pub fn cpu_cores(&self) -> f64 {
         f64::from(self.cpu_millicores) / 1000.0
+    }
+
+    /// What `kiln status --json` shows for a spec's limits: `None` (a spec stored before kiln
+    /// had limits) is `{"unlimited": true, ...}`, as its instances are.
+    pub fn status_json(limits: Option<&Limits>) -> serde_json::Value {
+        match limits {
+            Some(l) => l.to_json(),
+            None => serde_json::json!({
+                "unlimited": true,
+                "why": "made before kiln set limits; the next kiln apply replaces it with limited instances",
+            }),
+        }
     }
 
     /// What `kiln status --json` shows.
@@ -283,7 +298,8 @@ fn cpu_millicores(cores: f64) -> Option<u32> {
 
 impl Limits {
     /// Puts the limits into an instance's runtime spec: memory (and memory + swap equal to it
-    /// where the host accounts swap, so it cannot swap around the limit), pids, CPU quota.
+    /// where the host accounts swap, so it cannot swap around the limit; without swap
+    /// accounting only memory is limited), pids, CPU quota.
     pub(crate) fn apply_to(&self, spec: &mut kiln_runtime::InstanceSpec, swap_accounted: bool) {
         spec.memory_limit_bytes = i64::try_from(self.memory_bytes).ok();
         spec.memory_swap_bytes = spec.memory_limit_bytes.filter(|_| swap_accounted);
@@ -482,24 +498,54 @@ mod tests {
     #[test]
     fn parses_the_table_with_defaults() {
         let d = parse("").unwrap();
-        assert_eq!(d.services["web"].limits, Limits::default());
+        assert_eq!(d.services["web"].limits, Some(Limits::default()));
         let d =
             parse("[service.web.limits]\nmemory = \"256MiB\"\npids = 256\ncpu = 1.5\n").unwrap();
         assert_eq!(
             d.services["web"].limits,
-            Limits {
+            Some(Limits {
                 memory_bytes: 256 << 20,
                 pids: 256,
                 cpu_millicores: 1500
-            }
+            })
         );
         // Any one key overrides its default only; bytes and whole cores work too.
         let d = parse("limits = { memory = 33554432 }\n").unwrap();
-        assert_eq!(d.services["web"].limits.memory_bytes, 32 << 20);
-        assert_eq!(d.services["web"].limits.pids, 512);
+        assert_eq!(d.services["web"].limits.unwrap().memory_bytes, 32 << 20);
+        assert_eq!(d.services["web"].limits.unwrap().pids, 512);
         let d = parse("[service.web.limits]\ncpu = 2\n").unwrap();
-        assert_eq!(d.services["web"].limits.cpu_millicores, 2000);
-        assert_eq!(d.services["web"].limits.memory_bytes, 512 << 20);
+        assert_eq!(d.services["web"].limits.unwrap().cpu_millicores, 2000);
+        assert_eq!(d.services["web"].limits.unwrap().memory_bytes, 512 << 20);
+    }
+
+    #[test]
+    fn a_spec_stored_before_limits_is_unlimited_says_so_and_the_next_apply_differs() {
+        let parsed = parse("").unwrap().services["web"].clone();
+        let mut v = serde_json::to_value(&parsed).unwrap();
+        v.as_object_mut().unwrap().remove("limits");
+        let old: crate::deploy::ServiceSpec = serde_json::from_value(v).unwrap();
+        assert_eq!(old.limits, None);
+        // Its instances got no limits, and status says that, not the defaults.
+        let shown = Limits::status_json(old.limits.as_ref());
+        assert_eq!(shown["unlimited"], true, "{shown}");
+        assert_eq!(
+            Limits::status_json(parsed.limits.as_ref())["memory_bytes"],
+            512u64 << 20
+        );
+        // The same file applied again is a new release (limited instances).
+        let now = parse("").unwrap();
+        let mut before = parse("").unwrap();
+        before.services.insert("web".into(), old);
+        let crate::deploy::ServiceAction::Update(changes) =
+            &crate::deploy::plan(&before, &now).services["web"]
+        else {
+            panic!("no update");
+        };
+        assert!(
+            changes.iter().any(|c| c.needs_new_release()
+                && c.to_string().starts_with("limits none -> memory 512 MiB")),
+            "{changes:?}"
+        );
     }
 
     #[test]

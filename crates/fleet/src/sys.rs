@@ -1,6 +1,7 @@
 //! The crate's raw system calls, each behind a safe function: process
 //! state from `/proc`, wait statuses, FIFOs, peer credentials, inotify,
-//! poll, pipes and splice (for the proxy).
+//! poll, pipes and splice (for the proxy), and the daemon's process hardening (no core
+//! dumps, descriptors up to the hard limit).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -218,5 +219,98 @@ pub(crate) fn set_socket_buffers(fd: BorrowedFd<'_>, bytes: usize) {
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
         }
+    }
+}
+
+/// Process settings of `kiln serve`, made once at start: no core dumps (secret values are in
+/// its memory) — `PR_SET_DUMPABLE` 0, which also keeps other processes of the same user from
+/// ptrace and `/proc/<pid>/mem`, and `RLIMIT_CORE` 0 — and the soft `RLIMIT_NOFILE` raised to
+/// the hard limit (the proxies, egress forwarders, FIFOs and the API socket all take
+/// descriptors). Returns the soft `RLIMIT_NOFILE` now in force.
+pub(crate) fn harden_daemon() -> io::Result<u64> {
+    // SAFETY: prctl(PR_SET_DUMPABLE) takes plain integers.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads a valid rlimit that lives for the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut nofile = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into a valid rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if nofile.rlim_cur < nofile.rlim_max {
+        nofile.rlim_cur = nofile.rlim_max;
+        // SAFETY: as above; a soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &nofile) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(nofile.rlim_cur)
+}
+
+/// Whether this process may dump core (`PR_GET_DUMPABLE`), and its `RLIMIT_CORE` and
+/// `RLIMIT_NOFILE` (soft, hard): for checks.
+#[cfg(test)]
+pub(crate) fn process_limits() -> (bool, (u64, u64), (u64, u64)) {
+    // SAFETY: prctl(PR_GET_DUMPABLE) takes no pointers.
+    let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) } == 1;
+    let get = |r| {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into a valid rlimit.
+        unsafe { libc::getrlimit(r, &mut l) };
+        (l.rlim_cur, l.rlim_max)
+    };
+    (dumpable, get(libc::RLIMIT_CORE), get(libc::RLIMIT_NOFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hardening is the whole process's: the test runs itself again in a child process.
+    #[test]
+    fn the_daemon_dumps_no_core_and_gets_every_descriptor_it_may() {
+        const NAME: &str = "sys::tests::the_daemon_dumps_no_core_and_gets_every_descriptor_it_may";
+        if std::env::var_os("KILN_TEST_HARDEN").is_some() {
+            let (_, _, (soft, hard)) = process_limits();
+            // Start below the hard limit, as a default shell does (1024 of 1048576).
+            let low = libc::rlimit {
+                rlim_cur: soft.min(hard).min(256),
+                rlim_max: hard,
+            };
+            // SAFETY: setrlimit reads a valid rlimit that lives for the call.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+            let h = harden_daemon().unwrap();
+            let (dumpable, core, nofile) = process_limits();
+            assert!(!dumpable);
+            assert_eq!(core, (0, 0));
+            assert_eq!(nofile, (hard, hard));
+            assert_eq!(h, hard);
+            return;
+        }
+        let o = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--test-threads", "1"])
+            .env("KILN_TEST_HARDEN", "1")
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && out.contains("1 passed"),
+            "{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }

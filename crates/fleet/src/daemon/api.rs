@@ -144,7 +144,7 @@ impl Shared {
                         "in_rotation": i.in_rotation,
                         "replaces": i.replaces,
                         "start_to_healthy_ms": i.start_to_healthy_ms,
-                        "limits": svc.release(&i.release).map(|r| r.spec.limits.to_json()),
+                        "limits": svc.release(&i.release).map(|r| crate::limits::Limits::status_json(r.spec.limits.as_ref())),
                         "egress": egress.get(&i.id).cloned().unwrap_or_else(|| json!([])),
                     })
                 })
@@ -180,7 +180,7 @@ impl Shared {
                 "name": name,
                 "listen": desired.map(|d| d.listen.to_string()),
                 "replicas": desired.map(|d| d.replicas),
-                "limits": desired.map(|d| d.limits.to_json()),
+                "limits": desired.map(|d| crate::limits::Limits::status_json(d.limits.as_ref())),
                 "active": svc.active_release().map(|r| json!({"id": r.id, "image": r.image.to_string(), "created": r.created})),
                 "rollout": svc.rollout.as_ref().map(|r| json!({"release": r.release, "from": r.from, "canary": r.canary, "step": r.step, "note": r.note, "failures": r.failures})),
                 "healthy": healthy,

@@ -21,23 +21,49 @@ use crate::state::{Db, Instance};
 /// Paths of a rootfs that are mount points in every instance.
 const MOUNT_POINTS: [&str; 5] = ["/proc", "/sys", "/dev", "/tmp", "/run"];
 
-/// What a drift check of an image's rootfs leaves out: the [`MOUNT_POINTS`], and the
-/// `/etc/hosts` mount point (with its `/etc`) kiln creates for instances with declared
-/// egress when the image has none (the instance's own hosts file is bound over it).
-fn ignored_paths(manifest: &kiln_sbom::FileManifest) -> Vec<String> {
-    let mut out: Vec<String> = MOUNT_POINTS.iter().map(|p| p.to_string()).collect();
-    let has = |p: &str| manifest.entries.iter().any(|e| e.path == p);
-    if !has("/etc/hosts") {
-        out.push("/etc/hosts".into());
+/// What a drift check of an image's rootfs leaves out: the [`MOUNT_POINTS`] (whole subtrees).
+fn ignored_paths() -> Vec<String> {
+    MOUNT_POINTS.iter().map(|p| p.to_string()).collect()
+}
+
+/// The `/etc/hosts` mount point kiln makes in a shared rootfs for instances with declared
+/// egress when the image has none (the instance's own hosts file is bound over it): exactly
+/// those paths are left out of a drift diff, never a subtree, and only while they are what
+/// kiln made (`/etc` a directory, `/etc/hosts` an empty regular file).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct HostsMountPoint {
+    /// The image has no `/etc`: kiln may have made the directory.
+    etc: bool,
+    /// The image has no `/etc/hosts`: kiln may have made the empty file.
+    hosts: bool,
+}
+
+impl HostsMountPoint {
+    fn of(manifest: &kiln_sbom::FileManifest) -> HostsMountPoint {
+        let has = |p: &str| manifest.entries.iter().any(|e| e.path == p);
+        HostsMountPoint {
+            etc: !has("/etc"),
+            hosts: !has("/etc/hosts"),
+        }
     }
-    if !manifest
-        .entries
-        .iter()
-        .any(|e| e.path == "/etc" || e.path.starts_with("/etc/"))
-    {
-        out.push("/etc".into());
+
+    /// Whether `added` (a path in the tree but not in the image) is what kiln made.
+    fn made_by_kiln(&self, added: &kiln_drift::Item) -> bool {
+        use kiln_drift::Kind;
+        match added.path.as_str() {
+            "/etc" => self.etc && added.attrs.kind == Kind::Dir,
+            "/etc/hosts" => {
+                self.hosts && added.attrs.kind == Kind::File && added.attrs.size == Some(0)
+            }
+            _ => false,
+        }
     }
-    out
+
+    /// `diff` without kiln's own mount point; `None` when nothing else differs.
+    fn forgive(&self, mut diff: kiln_drift::Diff) -> Option<kiln_drift::Diff> {
+        diff.added.retain(|i| !self.made_by_kiln(i));
+        (diff.exit_code() != 0).then_some(diff)
+    }
 }
 
 /// Why a drift check could not be made.
@@ -89,6 +115,8 @@ pub(super) struct Baseline {
     egress_via: Vec<std::net::SocketAddr>,
     /// Paths the drift checks leave out ([`ignored_paths`]).
     ignore: Vec<String>,
+    /// The `/etc/hosts` mount point kiln may have made.
+    hosts: HostsMountPoint,
 }
 
 impl Baseline {
@@ -148,6 +176,10 @@ pub(super) struct DriftWatch {
     pub fleet_dir: PathBuf,
     pub rootfs_dir: PathBuf,
     pub bundles_dir: PathBuf,
+    /// This state directory's tag ([`super::host_paths::state_tag`]), computed once.
+    pub tag: String,
+    /// The daemon's secrets: its HMAC key checks the `config.json` of instances that hold one.
+    secrets: Arc<crate::secrets::SecretStore>,
     exe_hashes: crate::drift::ExeHashes,
     /// inotify watchers, per unpacked root filesystem.
     watches: Mutex<HashMap<PathBuf, crate::drift::RootfsWatch>>,
@@ -175,7 +207,12 @@ struct Clocks {
 }
 
 impl DriftWatch {
-    pub fn new(db: Arc<Db>, clock: Arc<dyn Clock>, state_dir: &Path) -> DriftWatch {
+    pub fn new(
+        db: Arc<Db>,
+        clock: Arc<dyn Clock>,
+        state_dir: &Path,
+        secrets: Arc<crate::secrets::SecretStore>,
+    ) -> DriftWatch {
         let fleet_dir = state_dir.join("fleet");
         let now = clock.monotonic();
         DriftWatch {
@@ -185,6 +222,8 @@ impl DriftWatch {
             rootfs_dir: fleet_dir.join("rootfs"),
             bundles_dir: fleet_dir.join("instances"),
             fleet_dir,
+            tag: super::host_paths::state_tag(state_dir),
+            secrets,
             exe_hashes: crate::drift::ExeHashes::default(),
             watches: Mutex::new(HashMap::new()),
             baselines: Mutex::new(HashMap::new()),
@@ -341,7 +380,8 @@ impl DriftWatch {
             .filter_map(|e| Some((e.path.clone(), e.sha256.clone()?)))
             .collect();
         let b = Arc::new(Baseline {
-            ignore: ignored_paths(&manifest),
+            ignore: ignored_paths(),
+            hosts: HostsMountPoint::of(&manifest),
             entries: kiln_drift::baseline_from_manifest(&manifest),
             manifest,
             files,
@@ -433,10 +473,9 @@ impl DriftWatch {
         };
         let (diff, _) =
             kiln_drift::check_rootfs_with(rootfs, &b.manifest, Some(&record), &b.ignore())?;
-        if diff.exit_code() == 0 {
-            return Ok(None);
-        }
-        Ok(Some(serde_json::to_value(&diff).unwrap_or(Value::Null)))
+        Ok(b.hosts
+            .forgive(diff)
+            .map(|d| serde_json::to_value(&d).unwrap_or(Value::Null)))
     }
 
     /// The cheap metadata sweep of one root filesystem (see
@@ -448,7 +487,9 @@ impl DriftWatch {
             return Ok(Some(no_record_diff()));
         };
         let diff = crate::drift::sweep_rootfs(rootfs, &b.entries, Some(&record), &b.ignore())?;
-        Ok(diff.map(|d| serde_json::to_value(&d).unwrap_or(Value::Null)))
+        Ok(diff
+            .and_then(|d| b.hosts.forgive(d))
+            .map(|d| serde_json::to_value(&d).unwrap_or(Value::Null)))
     }
 
     /// Runtime checks of one instance.
@@ -470,10 +511,10 @@ impl DriftWatch {
             &b.egress_via,
         ));
         if let Some(want) = &inst.config_sha256 {
-            let tag = super::host_paths::state_tag(&self.state_dir);
-            let bundle = super::host_paths::bundle_dir(&self.bundles_dir, &tag, &inst.id);
+            let bundle = super::host_paths::bundle_dir(&self.bundles_dir, &self.tag, &inst.id);
             let x = if want.starts_with(crate::secrets::CONFIG_HMAC_PREFIX) {
-                crate::secrets::config_drift_keyed(&bundle, want, &self.fleet_dir)
+                let key = self.secrets.existing_key(&self.fleet_dir);
+                crate::secrets::config_drift_keyed(&bundle, want, key.as_deref())
             } else {
                 crate::drift::config_drift(&bundle, want)
             };
@@ -528,5 +569,108 @@ impl DriftWatch {
                 Quarantine::Failed(e.to_string())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An image without `/etc`: its rootfs, manifest entries and unpack-time record.
+    fn etc_less(d: &Path) -> (PathBuf, Vec<kiln_drift::Entry>, kiln_drift::InodeRecord) {
+        let root = d.join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/app"), b"app").unwrap();
+        let tree = kiln_drift::scan(&root, &kiln_drift::ScanOptions::default()).unwrap();
+        let mut base: Vec<kiln_drift::Entry> = tree
+            .entries
+            .iter()
+            .filter(|e| &*e.path != b"/")
+            .cloned()
+            .collect();
+        for e in &mut base {
+            e.meta = kiln_drift::Meta::default();
+        }
+        let rec = kiln_drift::record_inodes(&root, &[]).unwrap();
+        (root, base, rec)
+    }
+
+    fn sweep(
+        root: &Path,
+        base: &[kiln_drift::Entry],
+        rec: &kiln_drift::InodeRecord,
+    ) -> Option<kiln_drift::Diff> {
+        let ignore = ignored_paths();
+        let ignore: Vec<&str> = ignore.iter().map(String::as_str).collect();
+        let hosts = HostsMountPoint {
+            etc: true,
+            hosts: true,
+        };
+        crate::drift::sweep_rootfs(root, base, Some(rec), &ignore)
+            .unwrap()
+            .and_then(|d| hosts.forgive(d))
+    }
+
+    #[test]
+    fn only_kiln_s_own_hosts_mount_point_is_left_out_of_an_etc_less_image() {
+        let d = tempfile::tempdir().unwrap();
+        let (root, base, rec) = etc_less(d.path());
+        assert!(sweep(&root, &base, &rec).is_none());
+        // kiln's mount point for an instance's own /etc/hosts: not drift.
+        super::super::runc_host::hosts_mount_point(&root).unwrap();
+        assert!(root.join("etc/hosts").is_file());
+        assert!(sweep(&root, &base, &rec).is_none());
+        // Anything else under the /etc kiln made is.
+        std::fs::write(root.join("etc/passwd"), b"root::0:0::/:/bin/sh\n").unwrap();
+        let diff = sweep(&root, &base, &rec).expect("drift");
+        let added: Vec<&str> = diff.added.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(added, ["/etc/passwd"]);
+        std::fs::remove_file(root.join("etc/passwd")).unwrap();
+        assert!(sweep(&root, &base, &rec).is_none());
+        // And so is the mount point once it is no longer the empty file kiln made.
+        std::fs::write(root.join("etc/hosts"), b"10.0.0.1 db.internal\n").unwrap();
+        let diff = sweep(&root, &base, &rec).expect("drift");
+        let added: Vec<&str> = diff.added.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(added, ["/etc/hosts"]);
+    }
+
+    #[test]
+    fn an_image_with_its_own_etc_keeps_all_of_it_checked() {
+        let m = |paths: &[&str]| HostsMountPoint {
+            etc: !paths.contains(&"/etc"),
+            hosts: !paths.contains(&"/etc/hosts"),
+        };
+        assert_eq!(
+            m(&["/etc", "/etc/hosts"]),
+            HostsMountPoint {
+                etc: false,
+                hosts: false
+            }
+        );
+        let item = |path: &str, kind, size| kiln_drift::Item {
+            path: path.into(),
+            attrs: kiln_drift::Attrs {
+                kind,
+                mode: "0644".into(),
+                uid: 0,
+                gid: 0,
+                size,
+                sha256: None,
+                link: None,
+                rdev: None,
+                ino: None,
+                nlink: None,
+            },
+        };
+        let has_etc = m(&["/etc"]);
+        assert!(!has_etc.made_by_kiln(&item("/etc", kiln_drift::Kind::Dir, None)));
+        assert!(has_etc.made_by_kiln(&item("/etc/hosts", kiln_drift::Kind::File, Some(0))));
+        assert!(!has_etc.made_by_kiln(&item("/etc/hosts", kiln_drift::Kind::File, Some(3))));
+        assert!(!has_etc.made_by_kiln(&item("/etc/hosts", kiln_drift::Kind::Symlink, None)));
+        assert!(!m(&["/etc", "/etc/hosts"]).made_by_kiln(&item(
+            "/etc/hosts",
+            kiln_drift::Kind::File,
+            Some(0)
+        )));
     }
 }

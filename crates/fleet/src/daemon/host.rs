@@ -171,8 +171,15 @@ pub trait Host: Send + Sync {
     /// its memory limit says so). `child`: started by this daemon (its
     /// status can be reaped), else adopted. Called before [`Host::destroy`].
     fn exited(&self, id: &str, pid: u32, child: bool) -> Option<String>;
-    /// Create and start instance `id` of `rel` for `service`.
-    fn launch(&self, service: &str, id: &str, rel: &Release) -> Result<Launched, HostError>;
+    /// Create and start instance `id` of `rel` for `service`, with the values of its
+    /// secrets (`secrets`, every one `rel` declares: the caller checked they are held).
+    fn launch(
+        &self,
+        service: &str,
+        id: &str,
+        rel: &Release,
+        secrets: &[crate::secrets::HeldSecret],
+    ) -> Result<Launched, HostError>;
     /// Start watching an instance's health and output. `child` as in
     /// [`Host::exited`].
     fn watch(&self, service: &str, inst: &Instance, spec: &ServiceSpec, child: bool) -> Watch;

@@ -265,7 +265,8 @@ fn fingerprint(spec: &ServiceSpec) -> String {
         spec.port,
         spec.env,
         spec.tmpfs_mb,
-        spec.limits,
+        // As before limits could be absent, so a failure recorded then still matches.
+        spec.limits.unwrap_or_default(),
         crate::secrets::fingerprint(&spec.secrets),
         spec.egress
     )
@@ -307,6 +308,9 @@ impl Daemon {
         gate: Arc<dyn ImageGate>,
     ) -> Result<Daemon, DaemonError> {
         kiln_runtime::set_child_subreaper().map_err(setup("PR_SET_CHILD_SUBREAPER"))?;
+        // Secret values live in this process: no core dumps; and descriptors up to the hard
+        // limit for the proxies, egress forwarders and FIFOs.
+        crate::sys::harden_daemon().map_err(setup("process limits"))?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
         let sh = Shared::open(
             opts,
@@ -323,7 +327,7 @@ impl Daemon {
                     fleet_dir: drift.fleet_dir.clone(),
                     rootfs_dir: drift.rootfs_dir.clone(),
                     bundles_dir: drift.bundles_dir.clone(),
-                    tag: host_paths::state_tag(&drift.state_dir),
+                    tag: drift.tag.clone(),
                     secrets: logs.secrets.clone(),
                     egress: Mutex::default(),
                 })
@@ -438,8 +442,13 @@ impl Shared {
         if let Some(why) = audit.log().poisoned() {
             return Err(DaemonError::AuditPoisoned(why.to_string()));
         }
-        let drift = Arc::new(DriftWatch::new(db.clone(), clock.clone(), &opts.state_dir));
         let logs = Arc::new(Logs::new(clock.clone()));
+        let drift = Arc::new(DriftWatch::new(
+            db.clone(),
+            clock.clone(),
+            &opts.state_dir,
+            logs.secrets.clone(),
+        ));
         let host = host(&drift, &logs);
         let sh = Arc::new(Shared {
             opts,

@@ -136,6 +136,31 @@ fn cgroups() -> Option<&'static CgroupLayout> {
 }
 
 impl RuncHost {
+    /// The runtime spec every instance of `rel` starts from, a debug one too: the image's
+    /// process, `id`'s cgroup under this daemon's (`/kiln/<tag>/<id>`), the release's limits
+    /// and its `/tmp` size.
+    fn base_spec(
+        &self,
+        id: &str,
+        rootfs: &kiln_runtime::Rootfs,
+        rel: &Release,
+    ) -> Result<InstanceSpec, HostError> {
+        let mut spec =
+            InstanceSpec::from_image(id, rootfs).map_err(|source| HostError::Instance {
+                id: id.to_string(),
+                source,
+            })?;
+        spec.cgroups_path = Some(super::host_paths::cgroup_path(&self.tag, id));
+        if let Some(limits) = &rel.spec.limits {
+            let swap_accounted = cgroups().is_none_or(CgroupLayout::swap_limit_supported);
+            limits.apply_to(&mut spec, swap_accounted);
+        }
+        if let Some(mb) = rel.spec.tmpfs_mb {
+            spec.tmp_size_mib = u64::from(mb);
+        }
+        Ok(spec)
+    }
+
     /// Removes this daemon's cgroup directory (`/kiln/<tag>`) once its last
     /// instance is gone (a busy one stays).
     fn remove_cgroup_parent(&self, id: &str) {
@@ -145,35 +170,26 @@ impl RuncHost {
         }
     }
 
-    /// Put `rel`'s secrets for instance `id` of `service` on the daemon's tmpfs and into
-    /// `spec`: the files (mode 0400, the image user's) bind-mounted read-only at
-    /// `/run/secrets`, and the `env = true` ones as variables. `true` when `spec` now holds a
-    /// secret (its bundle must go on the tmpfs too).
+    /// Put instance `id`'s secrets (`held`) on the daemon's tmpfs and into `spec`: the files
+    /// (mode 0400, the image user's) bind-mounted read-only at `/run/secrets`, and the
+    /// `env = true` ones as variables. `true` when `spec` now holds a secret (its bundle must
+    /// go on the tmpfs too).
     fn deliver_secrets(
         &self,
-        service: &str,
         id: &str,
-        rel: &Release,
+        held: &[crate::secrets::HeldSecret],
         spec: &mut InstanceSpec,
     ) -> Result<bool, HostError> {
-        if rel.spec.secrets.is_empty() {
+        if held.is_empty() {
             return Ok(false);
-        }
-        let mut held = Vec::new();
-        let mut missing = Vec::new();
-        for (name, s) in &rel.spec.secrets {
-            match self.secrets.get(service, name, &s.hmac) {
-                Some(v) => held.push((name.as_str(), s.env, v)),
-                None => missing.push(name.clone()),
-            }
-        }
-        if !missing.is_empty() {
-            return Err(HostError::WaitingForSecrets { names: missing });
         }
         let run = run_dir(&self.tag);
         crate::secrets::ensure_tmpfs(&run).map_err(HostError::io(&run))?;
         let dir = secrets_dir(&self.tag, id);
-        let files: Vec<(&str, &[u8])> = held.iter().map(|(n, _, v)| (*n, v.as_slice())).collect();
+        let files: Vec<(&str, &[u8])> = held
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_slice()))
+            .collect();
         crate::secrets::write_instance_secrets(&dir, &files, spec.user.uid, spec.user.gid)
             .map_err(HostError::io(&dir))?;
         spec.bind_mounts.push(kiln_runtime::BindMount {
@@ -181,9 +197,11 @@ impl RuncHost {
             destination: "/run/secrets".into(),
         });
         let mut in_env = false;
-        for (name, env, v) in &held {
-            if *env && let Some(value) = crate::secrets::env_value(v) {
-                spec.set_env(name, &value);
+        for h in held {
+            if h.env
+                && let Some(value) = crate::secrets::env_value(&h.value)
+            {
+                spec.set_env(&h.name, &value);
                 in_env = true;
             }
         }
@@ -294,7 +312,13 @@ impl Host for RuncHost {
         Some(oom.unwrap_or(how))
     }
 
-    fn launch(&self, service: &str, id: &str, rel: &Release) -> Result<Launched, HostError> {
+    fn launch(
+        &self,
+        service: &str,
+        id: &str,
+        rel: &Release,
+        secrets: &[crate::secrets::HeldSecret],
+    ) -> Result<Launched, HostError> {
         let image = rel.image.to_string();
         let store = self.store().map_err(HostError::Store)?;
         let digest: Digest = rel
@@ -350,15 +374,9 @@ impl Host for RuncHost {
             id: id.to_string(),
             source,
         };
-        let mut spec = InstanceSpec::from_image(id, &rootfs).map_err(instance)?;
+        let mut spec = self.base_spec(id, &rootfs, rel)?;
         for (k, v) in &rel.spec.env {
             spec.set_env(k, v);
-        }
-        spec.cgroups_path = Some(super::host_paths::cgroup_path(&self.tag, id));
-        let swap_accounted = cgroups().is_none_or(CgroupLayout::swap_limit_supported);
-        rel.spec.limits.apply_to(&mut spec, swap_accounted);
-        if let Some(mb) = rel.spec.tmpfs_mb {
-            spec.tmp_size_mib = u64::from(mb);
         }
         spec.annotations
             .insert("dev.kiln.service".into(), service.into());
@@ -366,7 +384,7 @@ impl Host for RuncHost {
             .insert("dev.kiln.release".into(), rel.id.clone());
         spec.annotations
             .insert("org.opencontainers.image.ref.name".into(), image.clone());
-        let on_tmpfs = self.deliver_secrets(service, id, rel, &mut spec)?;
+        let on_tmpfs = self.deliver_secrets(id, secrets, &mut spec)?;
         let started = (|| {
             // An env secret is in config.json: that bundle lives on the tmpfs.
             let dir = if on_tmpfs {
@@ -378,6 +396,7 @@ impl Host for RuncHost {
             let bundle = Bundle::write(&dir, &spec, &rootfs.path).map_err(instance)?;
             let (out, err) = self.stdio(service, id, &bundle.dir)?;
             let config_sha256 = std::fs::read(bundle.config_path()).ok().and_then(|b| {
+                let b = zeroize::Zeroizing::new(b);
                 if on_tmpfs {
                     // It holds a secret: keyed, so the record is no oracle for guesses.
                     let key = self.secrets.loaded_key()?;
@@ -390,6 +409,12 @@ impl Host for RuncHost {
             let pid = self.start_with_egress(id, &bundle.dir, out, err, routes)?;
             Ok::<_, HostError>((pid, config_sha256))
         })();
+        if on_tmpfs {
+            // The env = true values: this copy is no longer needed.
+            for e in &mut spec.env {
+                zeroize::Zeroize::zeroize(e);
+            }
+        }
         let (pid, config_sha256) = started.inspect_err(|_| self.remove_memory_files(id))?;
         Ok(Launched {
             pid,
@@ -533,7 +558,7 @@ impl Host for RuncHost {
                 drift: None,
             });
         }
-        let mut spec = InstanceSpec::from_image(id, &rootfs)?;
+        let mut spec = self.base_spec(id, &rootfs, rel)?;
         spec.args = vec!["/run/kiln-debug/busybox".into(), "sh".into()];
         spec.terminal = terminal;
         spec.set_env("PATH", "/run/kiln-debug:/usr/local/bin:/usr/bin:/bin");
@@ -553,6 +578,7 @@ impl Host for RuncHost {
         let _ = self.runtime.kill(id, libc::SIGKILL);
         let _ = self.runtime.delete(id, true);
         let _ = std::fs::remove_dir_all(self.fleet_dir.join("debug").join(id));
+        self.remove_cgroup_parent(id);
     }
 }
 
@@ -586,7 +612,7 @@ impl Dial for NetnsDial {
 /// to be bound over, so runc never has to create one: an absent `/etc` or `/etc/hosts` is
 /// created (the drift checks leave these out when the image has none; `/etc`'s mtime is
 /// kept); a symlink or anything else there is refused.
-fn hosts_mount_point(rootfs: &Path) -> std::io::Result<()> {
+pub(super) fn hosts_mount_point(rootfs: &Path) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind};
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let etc = rootfs.join("etc");

@@ -283,6 +283,20 @@ impl Shared {
         }
     }
 
+    /// `service` waits for secrets it does not hold (`missing`): its message says so.
+    fn wait_for_secrets(&self, service: &str, missing: Vec<String>) -> HostError {
+        let e = HostError::WaitingForSecrets { names: missing };
+        let msg = e.to_string();
+        let mut w = lock(&self.world);
+        if let Some(svc) = w.st.services.get_mut(service)
+            && svc.message != msg
+        {
+            svc.message = msg;
+            w.touch();
+        }
+        e
+    }
+
     /// Create, start and watch one instance of release `release_id`.
     fn start_instance(
         &self,
@@ -303,25 +317,18 @@ impl Shared {
             };
             (next_id(&mut w, &format!("{name}-")), rel)
         };
-        // After a restart the daemon holds no secret until the next apply: wait for it.
-        let missing = self.secrets.missing(name, &rel.spec.secrets);
-        if !missing.is_empty() {
-            let e = HostError::WaitingForSecrets { names: missing };
-            let msg = e.to_string();
-            let mut w = lock(&self.world);
-            if let Some(svc) = w.st.services.get_mut(name)
-                && svc.message != msg
-            {
-                svc.message = msg;
-                w.touch();
-            }
-            return Err(e);
-        }
+        // After a restart the daemon holds no secret until the next apply: wait for it. The
+        // values taken here are the ones the instance gets.
+        let secrets = match self.secrets.held(name, &rel.spec.secrets) {
+            Ok(held) => held,
+            Err(missing) => return Err(self.wait_for_secrets(name, missing)),
+        };
         let t0 = self.clock.now_ms();
         let launched = {
             let _one = lock(&self.drift_busy);
-            self.host.launch(name, &id, &rel)
+            self.host.launch(name, &id, &rel, &secrets)
         };
+        drop(secrets);
         let l = match launched {
             Ok(l) => l,
             Err(e) => {

@@ -195,7 +195,7 @@ impl Deployment {
             if let Some(raw) = raw_limits {
                 let (limits, at) = crate::limits::from_raw(&format!("service.{name}.limits"), raw)
                     .map_err(|e| cx.err(e.span, e.message))?;
-                spec.limits = limits;
+                spec.limits = Some(limits);
                 limits_at.insert(name.clone(), at);
             }
             if let Some((other, addr)) = listens.iter().find(|(_, a)| listen_clash(a, &spec.listen))
@@ -467,7 +467,7 @@ fn parse_service(
         tmpfs_mb,
         env,
         reason: raw.reason.map(Spanned::into_inner),
-        limits: Limits::default(),
+        limits: Some(Limits::default()),
         secrets,
         egress: match raw.egress {
             Some(t) => parse_egress(cx, &k("egress"), t, egress_spans)?,

@@ -47,10 +47,11 @@ pub enum Change {
         from: Option<u32>,
         to: Option<u32>,
     },
-    /// Memory, pids and CPU of each instance.
+    /// Memory, pids and CPU of each instance (`None`: stored before kiln had limits, so its
+    /// instances have none).
     Limits {
-        from: Limits,
-        to: Limits,
+        from: Option<Limits>,
+        to: Option<Limits>,
     },
     /// Variable names only: values may be secrets.
     Env {
@@ -114,7 +115,7 @@ impl fmt::Display for Change {
                 write!(f, "policy {} -> {}", from.display(), to.display())
             }
             Change::TmpfsMb { from, to } => write!(f, "tmpfs_mb {} -> {}", opt(from), opt(to)),
-            Change::Limits { from, to } => write!(f, "limits {from} -> {to}"),
+            Change::Limits { from, to } => write!(f, "limits {} -> {}", opt(from), opt(to)),
             Change::Env {
                 added,
                 removed,

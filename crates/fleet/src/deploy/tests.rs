@@ -532,7 +532,7 @@ fn service(image: &str) -> ServiceSpec {
         tmpfs_mb: None,
         env: BTreeMap::from([("A".into(), "1".into()), ("B".into(), "2".into())]),
         reason: None,
-        limits: Limits::default(),
+        limits: Some(Limits::default()),
         secrets: BTreeMap::new(),
         egress: BTreeMap::new(),
     }

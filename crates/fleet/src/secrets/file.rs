@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -75,21 +75,25 @@ fn check_mode(path: &Path, mode: u32) -> Result<(), SecretFileError> {
     })
 }
 
-/// Reads one secret's file: the last component must not be a symlink (`O_NOFOLLOW`), the
-/// file must be a regular file (checked before it is opened, so no FIFO or device is ever
-/// opened, and again on the open descriptor), neither world-readable nor world-writable,
-/// and at most [`MAX_SECRET_BYTES`]. The value is read through the checked descriptor into
-/// memory that is zeroed when dropped.
+/// Reads one secret's file: the last component must not be a symlink, the file must be a
+/// regular file, neither world-readable nor world-writable, and at most [`MAX_SECRET_BYTES`].
+/// The path is opened once with `O_PATH | O_NOFOLLOW` (which opens nothing for reading, so no
+/// FIFO or device is ever opened) and checked through that descriptor; only a regular file is
+/// then opened for reading, through `/proc/self/fd` (the same inode, whatever the path names
+/// meanwhile). The value is read into memory that is zeroed when dropped.
 pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SecretFileError> {
+    use std::os::fd::AsRawFd;
     let p = || path.to_path_buf();
     let io = |source: io::Error| SecretFileError::Io { path: p(), source };
-    let md = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(SecretFileError::NotFound { path: p() });
-        }
-        Err(e) => return Err(io(e)),
-    };
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => SecretFileError::NotFound { path: p() },
+            _ => io(e),
+        })?;
+    let md = handle.metadata().map_err(io)?;
     if md.file_type().is_symlink() {
         return Err(SecretFileError::Symlink { path: p() });
     }
@@ -99,25 +103,18 @@ pub fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SecretFileErr
             kind: kind_of(md.file_type()),
         });
     }
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => SecretFileError::Symlink { path: p() },
-            Some(libc::ENOENT) => SecretFileError::NotFound { path: p() },
-            _ => io(e),
-        })?;
-    let md = f.metadata().map_err(io)?;
-    if !md.is_file() {
-        return Err(SecretFileError::NotRegular {
-            path: p(),
-            kind: kind_of(md.file_type()),
-        });
-    }
     check_mode(path, md.mode())?;
     if md.len() > MAX_SECRET_BYTES {
         return Err(SecretFileError::TooLarge { path: p() });
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+        .map_err(io)?;
+    let opened = f.metadata().map_err(io)?;
+    if (opened.dev(), opened.ino()) != (md.dev(), md.ino()) || !opened.is_file() {
+        return Err(io(io::Error::other("the file changed while it was opened")));
     }
     // Room for the largest value up front: no reallocation leaves a copy behind.
     let mut buf = Zeroizing::new(Vec::with_capacity(MAX_SECRET_BYTES as usize + 1));
@@ -197,7 +194,10 @@ impl SecretKey {
             }
             Err(e) => return Err(io(e)),
         };
-        f.write_all(&key[..])
+        // The mode given at create is cut by the umask (0277 would leave 0400, which
+        // `load` refuses): set it on the descriptor.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| f.write_all(&key[..]))
             .and_then(|()| f.sync_all())
             .map_err(io)?;
         Ok(SecretKey { key })

@@ -38,8 +38,8 @@ mod tests;
 pub(crate) use deliver::{ensure_tmpfs, remove_instance_dir, write_instance_secrets};
 pub use file::read_secret_file;
 pub use file::{KEY_FILE, MAX_SECRET_BYTES, SecretFileError, SecretKey, SecretKeyError};
-pub(crate) use store::SecretStore;
 pub use store::redact_line;
+pub(crate) use store::{HeldSecret, SecretStore};
 
 /// Longest secret name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -193,21 +193,28 @@ pub(crate) fn config_mac(key: &SecretKey, bytes: &[u8]) -> String {
 }
 
 /// The drift check of a bundle whose `config.json` was recorded by [`config_mac`] (`want`)
-/// under the key in `fleet_dir`; `None` when it matches (or cannot be read, as for a plain one).
+/// under `key`, the daemon's key as it holds it; `None` when it matches (or the file cannot be
+/// read, as for a plain one). A key that cannot be had is a finding: the file is then unchecked.
 pub(crate) fn config_drift_keyed(
     bundle: &Path,
     want: &str,
-    fleet_dir: &Path,
+    key: Result<&SecretKey, &SecretKeyError>,
 ) -> Option<crate::drift::Finding> {
-    let bytes = std::fs::read(bundle.join("config.json")).ok()?;
-    let key = SecretKey::load(&fleet_dir.join(KEY_FILE)).ok()?;
-    let got = config_mac(&key, &bytes);
-    (got != want).then(|| crate::drift::Finding {
+    let bytes = Zeroizing::new(std::fs::read(bundle.join("config.json")).ok()?);
+    let config = bundle.join("config.json");
+    let detail = match key {
+        Ok(key) => {
+            let got = config_mac(key, &bytes);
+            if got == want {
+                return None;
+            }
+            format!("{} has {got}, kiln generated {want}", config.display())
+        }
+        Err(e) => format!("{} cannot be checked: {e}", config.display()),
+    };
+    Some(crate::drift::Finding {
         kind: "config".into(),
-        detail: format!(
-            "{}/config.json has {got}, kiln generated {want}",
-            bundle.display()
-        ),
+        detail,
     })
 }
 

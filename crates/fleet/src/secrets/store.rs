@@ -19,6 +19,14 @@ use super::{KEY_FILE, SecretKey, SecretKeyError, SecretRef, SecretValues};
 /// blank out ordinary words.
 pub const MIN_REDACTED: usize = 4;
 
+/// One secret's value as an instance gets it (zeroed when dropped).
+pub(crate) struct HeldSecret {
+    pub name: String,
+    /// Also exported as the environment variable `name`.
+    pub env: bool,
+    pub value: Zeroizing<Vec<u8>>,
+}
+
 /// (service, secret name, HMAC of the value).
 type Key = (String, String, String);
 
@@ -37,6 +45,18 @@ impl SecretStore {
             return Ok(k.clone());
         }
         let key = Arc::new(SecretKey::load_or_create(&fleet_dir.join(KEY_FILE))?);
+        *k = Some(key.clone());
+        Ok(key)
+    }
+
+    /// The HMAC key held in memory; when none is yet (no apply since the daemon started), the
+    /// existing key in `fleet_dir` is loaded and held, never created.
+    pub fn existing_key(&self, fleet_dir: &Path) -> Result<Arc<SecretKey>, SecretKeyError> {
+        let mut k = lock(&self.key);
+        if let Some(k) = &*k {
+            return Ok(k.clone());
+        }
+        let key = Arc::new(SecretKey::load(&fleet_dir.join(KEY_FILE))?);
         *k = Some(key.clone());
         Ok(key)
     }
@@ -60,11 +80,30 @@ impl SecretStore {
         }
     }
 
-    /// The value of `service`'s secret `name` whose HMAC is `hmac`, if held.
-    pub fn get(&self, service: &str, name: &str, hmac: &str) -> Option<Zeroizing<Vec<u8>>> {
-        lock(&self.values)
-            .get(&(service.to_string(), name.to_string(), hmac.to_string()))
-            .cloned()
+    /// The values of every one of `secrets` (of `service`), or the names of those not held.
+    pub fn held(
+        &self,
+        service: &str,
+        secrets: &BTreeMap<String, SecretRef>,
+    ) -> Result<Vec<HeldSecret>, Vec<String>> {
+        let m = lock(&self.values);
+        let mut held = Vec::with_capacity(secrets.len());
+        let mut missing = Vec::new();
+        for (name, s) in secrets {
+            match m.get(&(service.to_string(), name.clone(), s.hmac.clone())) {
+                Some(v) => held.push(HeldSecret {
+                    name: name.clone(),
+                    env: s.env,
+                    value: v.clone(),
+                }),
+                None => missing.push(name.clone()),
+            }
+        }
+        if missing.is_empty() {
+            Ok(held)
+        } else {
+            Err(missing)
+        }
     }
 
     /// The names of `secrets` (of `service`) whose values are not held.

@@ -240,8 +240,15 @@ fn redaction_replaces_values_within_a_line() {
     )]);
     assert!(store.missing("web", &refs).is_empty());
     assert_eq!(store.missing("api", &refs), vec!["DB".to_string()]);
-    assert_eq!(&store.get("web", "DB", "h1").unwrap()[..], b"hunter22");
-    assert!(store.get("web", "DB", "h2").is_none());
+    let held = store.held("web", &refs).unwrap();
+    assert_eq!((held[0].name.as_str(), held[0].env), ("DB", false));
+    assert_eq!(&held[0].value[..], b"hunter22");
+    let mut other = refs.clone();
+    other.get_mut("DB").unwrap().hmac = "h2".into();
+    assert_eq!(
+        store.held("web", &other).err(),
+        Some(vec!["DB".to_string()])
+    );
     store.retain(|_, _, h| h != "h1");
     assert!(store.is_empty());
 }
@@ -274,13 +281,139 @@ fn a_config_that_holds_a_secret_is_recorded_by_its_hmac() {
     std::fs::write(bundle.join("config.json"), b"{\"env\":[\"A=pw\"]}").unwrap();
     let want = config_mac(&key, b"{\"env\":[\"A=pw\"]}");
     assert!(want.starts_with(CONFIG_HMAC_PREFIX));
-    assert!(config_drift_keyed(&bundle, &want, t.path()).is_none());
+    // The daemon's key as held (in memory), loaded from the file when nothing holds one yet.
+    let store = SecretStore::default();
+    let held = store.existing_key(t.path()).unwrap();
+    assert!(config_drift_keyed(&bundle, &want, Ok(&held)).is_none());
     std::fs::write(bundle.join("config.json"), b"{\"env\":[\"A=pw2\"]}").unwrap();
-    let f = config_drift_keyed(&bundle, &want, t.path()).unwrap();
+    let f = config_drift_keyed(&bundle, &want, Ok(&key)).unwrap();
     assert_eq!(f.kind, "config");
     assert!(
         f.detail.contains("config.json has hmac-sha256:"),
         "{}",
         f.detail
     );
+    // The key file replaced on disk: the key in memory still checks (the file is not read
+    // again), and a key that cannot be had is a finding, not "no drift".
+    std::fs::write(bundle.join("config.json"), b"{\"env\":[\"A=pw\"]}").unwrap();
+    std::fs::remove_file(t.path().join(KEY_FILE)).unwrap();
+    let held = store.existing_key(t.path()).unwrap();
+    assert!(config_drift_keyed(&bundle, &want, Ok(&held)).is_none());
+    let gone = SecretStore::default().existing_key(t.path()).unwrap_err();
+    assert!(
+        !t.path().join(KEY_FILE).exists(),
+        "never created by a check"
+    );
+    let f = config_drift_keyed(&bundle, &want, Err(&gone)).unwrap();
+    assert_eq!(f.kind, "config");
+    assert!(
+        f.detail.contains("cannot be checked: secret key"),
+        "{}",
+        f.detail
+    );
+}
+
+/// The umask is the whole process's: this test runs itself again in a child process (the
+/// test binary, filtered to this test), which sets each umask and makes a key under it.
+#[test]
+fn a_new_key_file_is_0600_whatever_the_umask() {
+    use std::os::unix::fs::MetadataExt;
+    const NAME: &str = "secrets::tests::a_new_key_file_is_0600_whatever_the_umask";
+    if let Ok(dir) = std::env::var("KILN_TEST_UMASK_DIR") {
+        for (i, mask) in [0o077, 0o000, 0o277, 0o377].into_iter().enumerate() {
+            // SAFETY: umask only changes this (child) process's file-creation mask.
+            unsafe { libc::umask(mask) };
+            let path = Path::new(&dir).join(format!("{i}.key"));
+            SecretKey::load_or_create(&path).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().mode() & 0o7777;
+            assert_eq!(mode, 0o600, "umask {mask:04o}");
+            SecretKey::load(&path).unwrap();
+        }
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--test-threads", "1"])
+        .env("KILN_TEST_UMASK_DIR", t.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("1 passed"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 4);
+}
+
+#[test]
+fn only_a_tmpfs_mounted_exactly_there_counts() {
+    use super::deliver::is_tmpfs_mount_point;
+    let info = "22 1 0:21 / /run rw,nosuid,nodev shared:5 - tmpfs tmpfs rw,mode=755\n\
+                30 22 0:40 / /run/kiln/abc rw,nosuid,nodev,noexec - tmpfs tmpfs rw,mode=700\n\
+                31 22 0:41 / /run/with\\040space rw - tmpfs tmpfs rw\n\
+                32 1 8:1 / /mnt/x rw - ext4 /dev/sda1 rw\n";
+    assert!(is_tmpfs_mount_point(info, Path::new("/run/kiln/abc")));
+    assert!(is_tmpfs_mount_point(info, Path::new("/run/with space")));
+    // On the /run tmpfs, but not a mount point of its own.
+    assert!(!is_tmpfs_mount_point(info, Path::new("/run/kiln/def")));
+    assert!(!is_tmpfs_mount_point(info, Path::new("/run/kiln")));
+    assert!(!is_tmpfs_mount_point(info, Path::new("/mnt/x")));
+    // A later mount over the same point is the one in effect.
+    let over = format!("{info}40 30 8:1 / /run/kiln/abc rw - ext4 /dev/sda1 rw\n");
+    assert!(!is_tmpfs_mount_point(&over, Path::new("/run/kiln/abc")));
+}
+
+#[test]
+fn the_memory_dir_refuses_symlinks_and_is_made_0700() {
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::tempdir().unwrap();
+    let elsewhere = t.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let link = t.path().join("link");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let e = ensure_tmpfs(&link.join("tag")).unwrap_err();
+    assert!(
+        e.to_string().contains("not a directory (a symlink?)"),
+        "{e}"
+    );
+    assert!(!elsewhere.join("tag").exists());
+    let e = ensure_tmpfs(&link).unwrap_err();
+    assert!(
+        e.to_string().contains("not a directory (a symlink?)"),
+        "{e}"
+    );
+    // Not recursive: a missing grandparent is an error, not made.
+    assert!(ensure_tmpfs(&t.path().join("a/b/c")).is_err());
+    assert!(!t.path().join("a").exists());
+    let lax = t.path().join("lax");
+    std::fs::create_dir(&lax).unwrap();
+    chmod(&lax, 0o755);
+    super::deliver::private_dir(&lax).unwrap();
+    assert_eq!(std::fs::metadata(&lax).unwrap().mode() & 0o7777, 0o700);
+    let file = t.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    assert!(super::deliver::private_dir(&file).is_err());
+}
+
+/// `/dev/shm` is a tmpfs: a directory on it is no tmpfs mount point of its own, so kiln
+/// mounts its own (`nosuid,nodev,noexec`).
+#[test]
+#[ignore = "needs root (mount)"]
+fn a_tmpfs_is_mounted_even_when_the_parent_is_one() {
+    let parent = tempfile::tempdir_in("/dev/shm").unwrap();
+    let dir = parent.path().join("tag");
+    assert!(ensure_tmpfs(&dir).unwrap(), "mounted now");
+    let real = std::fs::canonicalize(&dir).unwrap();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == real.to_str())
+        .unwrap()
+        .to_string();
+    assert!(!ensure_tmpfs(&dir).unwrap(), "kept, not mounted twice");
+    let _ = std::process::Command::new("umount").arg(&dir).status();
+    for flag in ["nosuid", "nodev", "noexec"] {
+        assert!(line.contains(flag), "{line}");
+    }
 }

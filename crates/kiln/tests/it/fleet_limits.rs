@@ -342,6 +342,58 @@ fn limits_reach_the_cgroup_a_hog_is_oom_killed_and_a_fork_bomb_is_contained() {
         assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
     }
 
+    // A `kiln debug` shell of web gets the same limits, in a cgroup under this daemon's.
+    let mut shell =
+        d.e.kiln()
+            .args(["debug", "web", "--ttl", "60s"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut stdin = shell.stdin.take().unwrap();
+    // Alive long enough to be looked at, then gone by itself.
+    stdin.write_all(b"busybox sleep 10\nexit\n").unwrap();
+    drop(stdin);
+    let debug_dir = d.e.state().join("fleet/debug");
+    let mut debug = None;
+    d.wait_for("the debug shell's bundle and cgroup", 30, |_| {
+        debug = fs::read_dir(&debug_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|e| {
+                let c: Value =
+                    serde_json::from_slice(&fs::read(e.path().join("config.json")).ok()?).ok()?;
+                let cg = c["linux"]["cgroupsPath"].as_str()?.trim_start_matches('/');
+                let root = Path::new("/sys/fs/cgroup");
+                let pids = if v2 {
+                    root.join(cg)
+                } else {
+                    root.join("pids").join(cg)
+                };
+                pids.join("pids.max").exists().then_some((c, pids))
+            });
+        debug.is_some()
+    });
+    let (c, pids_dir) = debug.unwrap();
+    let r = &c["linux"]["resources"];
+    assert_eq!(r["memory"]["limit"], 64u64 << 20, "{r:#}");
+    assert_eq!(r["pids"]["limit"], 100);
+    assert_eq!(r["cpu"]["quota"], 50_000);
+    let cg = c["linux"]["cgroupsPath"].as_str().unwrap();
+    let parent = d.config(&id)["linux"]["cgroupsPath"]
+        .as_str()
+        .unwrap()
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .to_string();
+    assert!(cg.starts_with(&format!("{parent}/debug-web-")), "{cg}");
+    assert_eq!(read(&pids_dir.join("pids.max")), "100");
+    let o = shell.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+
     // A hog and a fork bomb next to it, while web is under continuous load.
     let (stop, h) = load(web_at);
     std::thread::sleep(Duration::from_millis(300));

@@ -177,6 +177,15 @@ fn secrets_never_persist_and_never_leak() {
         "{} is not a tmpfs",
         run_dir.0.display()
     );
+    // kiln's own tmpfs, mounted at exactly that path (`/run` itself is a tmpfs here too).
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let own = mountinfo
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == run_dir.0.to_str())
+        .unwrap_or_else(|| panic!("nothing mounted at {}", run_dir.0.display()));
+    for flag in ["nosuid", "nodev", "noexec"] {
+        assert!(own.contains(flag), "{own}");
+    }
     assert_eq!(fs::metadata(&run_dir.0).unwrap().mode() & 0o7777, 0o700);
     // The image's rootfs got no mount point (runc made /run/secrets in the /run tmpfs).
     let rootfs = fs::read_dir(f.e.state().join("fleet/rootfs")).unwrap();

@@ -65,7 +65,13 @@ impl Host for FakeHost {
         }
     }
 
-    fn launch(&self, _service: &str, id: &str, _rel: &Release) -> Result<Launched, HostError> {
+    fn launch(
+        &self,
+        _service: &str,
+        id: &str,
+        _rel: &Release,
+        _secrets: &[crate::secrets::HeldSecret],
+    ) -> Result<Launched, HostError> {
         let mut st = self.st.lock().unwrap();
         st.next_pid += 1;
         let pid = 1000 + st.next_pid;

@@ -288,7 +288,7 @@ fn a_limits_change_is_an_ordinary_new_release_and_an_oom_exit_is_the_reason() {
     assert_eq!(r.note, None);
     assert_eq!(starts(&a), 1);
     let rel = sim.svc.release(&r.release).unwrap();
-    assert_eq!(rel.spec.limits.memory_bytes, 256 << 20);
+    assert_eq!(rel.spec.limits.unwrap().memory_bytes, 256 << 20);
 
     // The host's OOM description is the replacement's reason.
     let s = spec(dir.path(), OLD, "[service.web.limits]\nmemory = \"32MiB\"");
