@@ -103,7 +103,11 @@ impl Observer {
                 State::Body(n) => {
                     let k = (data.len() as u64).min(n);
                     data = &data[usize::try_from(k).unwrap_or(data.len())..];
-                    self.state = if n == k { State::Head } else { State::Body(n - k) };
+                    self.state = if n == k {
+                        State::Head
+                    } else {
+                        State::Body(n - k)
+                    };
                 }
                 State::ChunkSize(size, ext) => {
                     let b = data[0];

@@ -454,11 +454,13 @@ fn http_responses_are_counted_per_release() {
     ]);
     for _ in 0..6 {
         let mut s = TcpStream::connect(p.local_addr()).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         // Three keep-alive requests per connection.
         let mut buf = [0u8; 256];
         for _ in 0..3 {
-            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("write");
             let mut got = 0;
             while got < 5 || !buf[..got].ends_with(b"hello") {
                 let n = s.read(&mut buf[got..]).expect("read");
@@ -495,7 +497,8 @@ fn proxy_protocol_v2_header_reaches_the_backend() {
     p.set_backends(vec![backend("a", "r1", 1, addr)]);
     let mut c = TcpStream::connect(p.local_addr()).expect("connect");
     let me = c.local_addr().expect("addr");
-    c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mut out = [0u8; 2];
     c.read_exact(&mut out).expect("answer");
     let head = rx.recv_timeout(Duration::from_secs(5)).expect("header");
