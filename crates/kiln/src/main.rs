@@ -77,7 +77,10 @@ enum Command {
     /// Services, releases and instances of the running fleet.
     Status,
     /// Roll a service back to its previous release (same verification and rollout rules).
-    Rollback(cmd::fleet::ServiceArgs),
+    Rollback(cmd::rollout::RollbackArgs),
+    /// Manual control of a release in progress: pause, resume, abort.
+    #[command(subcommand)]
+    Rollout(cmd::rollout::RolloutCmd),
     /// Output of a service's instances, streamed from kiln.
     Logs(cmd::fleet::LogsArgs),
     /// An isolated debug instance of the service's image with a shell, out of rotation.
@@ -138,6 +141,7 @@ impl Command {
             Command::Apply(_) => ("kiln apply", Some("fleet.apply")),
             Command::Status => ("kiln status", None),
             Command::Rollback(_) => ("kiln rollback", Some("release.rollback")),
+            Command::Rollout(c) => c.audit_names(),
             Command::Logs(_) => ("kiln logs", None),
             Command::Debug(_) => ("kiln debug", Some("debug.start")),
             Command::Chaos(_) => ("kiln chaos", Some("chaos.start")),
@@ -203,6 +207,7 @@ fn main() -> ExitCode {
         Command::Apply(a) => cmd::fleet::apply(&ctx, a),
         Command::Status => cmd::fleet::status(&ctx),
         Command::Rollback(a) => cmd::fleet::rollback(&ctx, a),
+        Command::Rollout(c) => cmd::rollout::run(&ctx, c),
         Command::Logs(a) => cmd::fleet::logs(&ctx, a),
         Command::Debug(a) => cmd::fleet::debug(&ctx, a),
         Command::Chaos(a) => cmd::fleet::chaos(&ctx, a),
