@@ -85,9 +85,9 @@ impl Observer {
                     let take = data.len().min(MAX_HEAD + 4 - before.min(MAX_HEAD));
                     self.head.extend_from_slice(&data[..take]);
                     let from = before.saturating_sub(3);
-                    match find(&self.head[from..], b"\r\n\r\n") {
+                    match head_end(&self.head[from..]) {
                         Some(p) => {
-                            let end = from + p + 4;
+                            let end = from + p;
                             let used = end - before;
                             data = &data[used..];
                             self.head.truncate(end);
@@ -209,8 +209,19 @@ impl Observer {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// Where the head ends (just past its empty line) in `buf`: lines end in CRLF, or in a
+/// bare LF as some servers send (busybox httpd passes CGI headers on that way).
+fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.iter().enumerate().find_map(|(i, b)| {
+        if *b != b'\n' {
+            return None;
+        }
+        match buf.get(i + 1..) {
+            Some([b'\n', ..]) => Some(i + 2),
+            Some([b'\r', b'\n', ..]) => Some(i + 3),
+            _ => None,
+        }
+    })
 }
 
 /// The status code of a head starting `HTTP/1.x NNN`.
@@ -304,6 +315,16 @@ mod tests {
         let big = vec![b'a'; MAX_HEAD * 2];
         let s = run(&[], &[b"HTTP/1.1 200 OK\r\n", &big, b"\r\n\r\n"]);
         assert_eq!(s.requests, 0);
+    }
+
+    #[test]
+    fn bare_lf_heads_count() {
+        let s = run(
+            &[],
+            &[b"HTTP/1.1 500 Internal Server Error\nContent-Type: text/plain\nContent-Length: 1\n\nxHTTP/1.1 200 OK\r\n\r\n"],
+        );
+        assert_eq!(s.requests, 2);
+        assert_eq!(s.responses.s5xx, 1);
     }
 
     #[test]
