@@ -83,7 +83,11 @@ echo "   direct ${direct}/s, through the proxy (10 instances) ${proxied}/s"
 
 echo "== 4. HTTP analysis: kiln proxy with analysis on / off, HAProxy (mode http), one instance (ab -n $REQUESTS -c 8)"
 deploy "$v1" 1; "$KILN" apply -f deploy.toml >/dev/null
-ipid=$("$KILN" --json status | jq '.services[0].instances[0].pid')
+# The one instance of the active release (the 10 of section 2 may still be draining).
+ipid=$("$KILN" --json status | jq '.services[0] as $s | [$s.instances[] | select(.release == $s.active.id and .in_rotation) | .pid][0]')
+# Each run opens ~20k connections inside the instance's namespace (40k for HAProxy, whose
+# client and backend sides are both there): let TIME_WAIT ports be reused there.
+nsenter -t "$ipid" -n sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65000"
 hz=$(getconf CLK_TCK)
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # measure LABEL PID-TO-CHARGE CMD...: prints "req/s cpu-ms-per-10k-requests"
@@ -96,9 +100,17 @@ measure() {
     echo "$rps $(( (c1 - c0) * 1000 / hz * 10000 / REQUESTS ))"
 }
 ab -q -n 2000 -c 8 "http://127.0.0.1:$port/" >/dev/null 2>&1 || true     # warm up
-read -r off_rps off_cpu < <(measure "$serve" ab -q -n "$REQUESTS" -c 8 "http://127.0.0.1:$port/")
-deploy "$v1" 1 '[service.web.analysis]\nhttp = true\n'; "$KILN" apply -f deploy.toml >/dev/null; sleep 1
-read -r on_rps on_cpu < <(measure "$serve" ab -q -n "$REQUESTS" -c 8 "http://127.0.0.1:$port/")
+# Off and on alternate twice; the better run of each counts (the machine may be shared).
+best() { awk -v a="$1" -v b="$2" -v ca="$3" -v cb="$4" 'BEGIN {if (a >= b) print a, ca; else print b, cb}'; }
+off_rps=0 off_cpu=0 on_rps=0 on_cpu=0
+for _ in 1 2; do
+    deploy "$v1" 1; "$KILN" apply -f deploy.toml >/dev/null; sleep 1
+    read -r r c < <(measure "$serve" ab -q -n "$REQUESTS" -c 8 "http://127.0.0.1:$port/")
+    read -r off_rps off_cpu < <(best "$off_rps" "$r" "$off_cpu" "$c")
+    deploy "$v1" 1 '[service.web.analysis]\nhttp = true\n'; "$KILN" apply -f deploy.toml >/dev/null; sleep 1
+    read -r r c < <(measure "$serve" ab -q -n "$REQUESTS" -c 8 "http://127.0.0.1:$port/")
+    read -r on_rps on_cpu < <(best "$on_rps" "$r" "$on_cpu" "$c")
+done
 on_requests=$("$KILN" --json status | jq '[.services[0].proxy.releases[].requests] | add')
 hport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf 'global\n  maxconn 4096\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\nfrontend f\n  bind 127.0.0.1:%s\n  default_backend b\nbackend b\n  server s1 127.0.0.1:8080\n' "$hport" > haproxy.cfg
