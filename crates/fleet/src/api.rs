@@ -23,6 +23,16 @@ pub enum Request {
     Rollback {
         service: String,
         reason: Option<String>,
+        /// All traffic at once to the previous release: blue-green, no canary steps and no
+        /// analysis window.
+        #[serde(default)]
+        now: bool,
+    },
+    /// `kiln rollout pause|resume|abort SERVICE`: manual control of a rollout in progress.
+    Rollout {
+        service: String,
+        action: RolloutAction,
+        reason: Option<String>,
     },
     Destroy {
         service: String,
@@ -74,6 +84,19 @@ pub enum Request {
     /// Read-only: the image digests the fleet references (every release of
     /// every service, and the desired deployment), for `kiln gc`.
     Images,
+}
+
+/// What `kiln rollout` asks of a rollout in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutAction {
+    /// Stand still at the current step (weights unchanged) until resumed or aborted.
+    Pause,
+    /// Continue: after a pause for too little traffic the step counts as passed; after a
+    /// manual pause the step is judged again from now.
+    Resume,
+    /// Abort: all weight back to the stable set, the new instances go.
+    Abort,
 }
 
 /// A response line.

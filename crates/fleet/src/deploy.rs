@@ -131,6 +131,14 @@ pub struct ServiceSpec {
     /// host (see [`crate::egress`]). Checked against the image at `kiln apply`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub egress: crate::egress::EgressMap,
+    /// `[service.X.analysis]`: judge each canary step (and the blue-green window) on the
+    /// traffic through the proxy; `None` (no table): steps advance on `step_pause` alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<crate::analysis::Analysis>,
+    /// `proxy_protocol = true`: the proxy (and kiln's health checks) start each upstream
+    /// connection with a PROXY protocol v2 header.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
 }
 
 /// An image pinned by digest: `name@sha256:<hex>` or `sha256:<hex>`.

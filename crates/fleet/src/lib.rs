@@ -4,6 +4,7 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod analysis;
 pub mod api;
 pub mod daemon;
 pub mod deploy;

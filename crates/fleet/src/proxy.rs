@@ -9,6 +9,14 @@
 //!   crashed instance costs no client connection while the daemon replaces it.
 //! - Per-backend counters (active, total, failed dials) let the daemon destroy an instance
 //!   only once [`Proxy::wait_drained`] says its connections have finished.
+//! - Per-release counters ([`stats`]): connections, failed dials, resets and, with
+//!   [`Proxy::set_http`], HTTP responses by status class and latency ([`http`]).
+//! - With [`Proxy::set_proxy_protocol`] each upstream connection starts with a PROXY
+//!   protocol v2 header ([`proxyv2`]) carrying the client's address.
+
+pub mod http;
+pub mod proxyv2;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -20,6 +28,9 @@ use std::thread::JoinHandle;
 
 use crate::pool;
 use std::time::{Duration, Instant};
+
+pub use stats::{Histogram, LATENCY_BUCKETS, ReleaseStats, StatusClasses};
+use stats::{ReleaseCounters, Releases};
 
 /// Most backends tried for one client connection before it is closed.
 pub const MAX_DIAL_ATTEMPTS: usize = 4;
@@ -96,7 +107,7 @@ pub struct BackendStats {
 }
 
 /// A snapshot of the proxy's counters.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ProxyStats {
     pub listen: SocketAddr,
     /// Client connections accepted.
@@ -105,6 +116,8 @@ pub struct ProxyStats {
     pub rejected: u64,
     /// Sorted by id.
     pub backends: Vec<BackendStats>,
+    /// Per release (the backends' groups), sorted by release id.
+    pub releases: Vec<ReleaseStats>,
 }
 
 #[derive(Default)]
@@ -117,6 +130,7 @@ struct Counters {
 struct Slot {
     backend: Backend,
     counters: Arc<Counters>,
+    release: Arc<ReleaseCounters>,
     /// Smooth weighted round-robin state.
     current: i64,
 }
@@ -158,6 +172,11 @@ struct Inner {
     stopping: AtomicBool,
     /// Whether bytes move with splice(2) (else read/write).
     splice: AtomicBool,
+    /// Whether responses are parsed as HTTP/1.x for the per-release counters.
+    http: AtomicBool,
+    /// Whether upstream connections start with a PROXY v2 header.
+    proxy_protocol: AtomicBool,
+    releases: Releases,
     /// Notified whenever a proxied connection finishes.
     drained: Condvar,
     drained_lock: Mutex<()>,
@@ -194,6 +213,9 @@ impl Proxy {
             rejected: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             splice: AtomicBool::new(false),
+            http: AtomicBool::new(false),
+            proxy_protocol: AtomicBool::new(false),
+            releases: Releases::default(),
             drained: Condvar::new(),
             drained_lock: Mutex::new(()),
         });
@@ -217,6 +239,23 @@ impl Proxy {
     /// (falling back to read/write where splice is unsupported), for long bulk transfers.
     pub fn set_splice(&self, on: bool) {
         self.inner.splice.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether new connections parse the instance's responses as HTTP/1.x (status class
+    /// and latency per release). Connections parsed this way copy with read/write (not
+    /// splice) on the connection's one thread.
+    pub fn set_http(&self, on: bool) {
+        self.inner.http.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether new upstream connections start with a PROXY protocol v2 header.
+    pub fn set_proxy_protocol(&self, on: bool) {
+        self.inner.proxy_protocol.store(on, Ordering::Relaxed);
+    }
+
+    /// Per-release counters, sorted by release id.
+    pub fn release_stats(&self) -> Vec<ReleaseStats> {
+        self.inner.releases.snapshot()
     }
 
     /// The bound address.
@@ -244,6 +283,7 @@ impl Proxy {
                     .map_or(0, |s| s.current);
                 Slot {
                     counters: Arc::clone(&c.1),
+                    release: self.inner.releases.get(&b.group),
                     backend: b,
                     current,
                 }
@@ -253,6 +293,8 @@ impl Proxy {
         counters.retain(|id, (_, c)| {
             slots.iter().any(|s| &s.backend.id == id) || c.active.load(Ordering::SeqCst) > 0
         });
+        let groups: Vec<&str> = slots.iter().map(|s| s.backend.group.as_str()).collect();
+        self.inner.releases.prune(&groups);
         rot.slots = slots;
     }
 
@@ -306,6 +348,7 @@ impl Proxy {
             accepted: self.inner.accepted.load(Ordering::SeqCst),
             rejected: self.inner.rejected.load(Ordering::SeqCst),
             backends,
+            releases: self.inner.releases.snapshot(),
         }
     }
 
@@ -354,25 +397,32 @@ fn accept_loop(listener: &TcpListener, inner: &Arc<Inner>) {
 }
 
 /// Picks a backend and dials it, moving on to the next one when a dial fails.
-fn connect(inner: &Inner) -> Option<(TcpStream, Arc<Counters>)> {
+fn connect(inner: &Inner) -> Option<(TcpStream, Arc<Counters>, Arc<ReleaseCounters>)> {
     let mut tried: Vec<usize> = Vec::new();
     for _ in 0..MAX_DIAL_ATTEMPTS {
-        let (dial, counters, idx) = {
+        let (dial, counters, release, idx) = {
             let mut rot = lock(&inner.rotation);
             let idx = rot.pick(&tried)?;
             let s = &rot.slots[idx];
             // Counted as active before the dial, so a drain never misses a connection that
             // is being set up.
             s.counters.active.fetch_add(1, Ordering::SeqCst);
-            (Arc::clone(&s.backend.dial), Arc::clone(&s.counters), idx)
+            (
+                Arc::clone(&s.backend.dial),
+                Arc::clone(&s.counters),
+                Arc::clone(&s.release),
+                idx,
+            )
         };
         match dial.dial() {
             Ok(up) => {
                 counters.total.fetch_add(1, Ordering::Relaxed);
-                return Some((up, counters));
+                release.connections.fetch_add(1, Ordering::Relaxed);
+                return Some((up, counters, release));
             }
             Err(_) => {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
+                release.connect_failures.fetch_add(1, Ordering::Relaxed);
                 counters.active.fetch_sub(1, Ordering::SeqCst);
                 inner.drained.notify_all();
                 tried.push(idx);
@@ -383,14 +433,31 @@ fn connect(inner: &Inner) -> Option<(TcpStream, Arc<Counters>)> {
 }
 
 fn handle(client: TcpStream, inner: &Arc<Inner>) {
-    let Some((upstream, counters)) = connect(inner) else {
+    let Some((upstream, counters, release)) = connect(inner) else {
         inner.rejected.fetch_add(1, Ordering::Relaxed);
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    if !inner.splice.load(Ordering::Relaxed) {
-        if duplex(&client, &upstream).is_err() {
+    if inner.proxy_protocol.load(Ordering::Relaxed) {
+        let sent = match (client.peer_addr(), client.local_addr()) {
+            (Ok(src), Ok(dst)) => (&upstream).write_all(&proxyv2::proxy_header(src, dst)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        if sent.is_err() {
+            release.resets.fetch_add(1, Ordering::Relaxed);
+            drop(upstream);
+            finish(inner, &counters);
+            return;
+        }
+    }
+    let observer = inner
+        .http
+        .load(Ordering::Relaxed)
+        .then(|| http::Observer::new(Arc::clone(&release)));
+    if observer.is_some() || !inner.splice.load(Ordering::Relaxed) {
+        if duplex(&client, &upstream, observer).is_err() {
+            release.resets.fetch_add(1, Ordering::Relaxed);
             let _ = client.shutdown(Shutdown::Both);
             let _ = upstream.shutdown(Shutdown::Both);
         }
@@ -441,7 +508,9 @@ struct Half {
 /// non-blocking sockets and `poll(2)` when neither side can make progress.
 /// Each direction half-closes its destination after its source's EOF; the
 /// copy ends when both did.
-fn duplex(a: &TcpStream, b: &TcpStream) -> io::Result<()> {
+///
+/// `observer`, if given, sees each chunk after it was read (`a` is the client).
+fn duplex(a: &TcpStream, b: &TcpStream, mut observer: Option<http::Observer>) -> io::Result<()> {
     a.set_nonblocking(true)?;
     b.set_nonblocking(true)?;
     let half = || Half {
@@ -466,6 +535,14 @@ fn duplex(a: &TcpStream, b: &TcpStream) -> io::Result<()> {
                         d.start = 0;
                         d.end = n;
                         progress = true;
+                        if let Some(o) = observer.as_mut() {
+                            let chunk = &d.buf[..n];
+                            if i == 0 {
+                                o.client(chunk, Instant::now());
+                            } else {
+                                o.upstream(chunk, Instant::now());
+                            }
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,

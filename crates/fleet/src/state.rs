@@ -158,6 +158,20 @@ pub struct Rollout {
     pub note: Option<String>,
     /// Exits or health failures of the new release's instances.
     pub failures: u32,
+    /// Canary analysis: the new release's counts when the current step (or the blue-green
+    /// window) began.
+    #[serde(default)]
+    pub base: Option<crate::analysis::Counts>,
+    /// Why the rollout is paused, if it is (`kiln rollout pause`, or too little traffic).
+    #[serde(default)]
+    pub paused: Option<crate::analysis::Pause>,
+    /// An operator's `kiln rollout resume|abort`, for the reconciler's next step.
+    #[serde(default)]
+    pub command: Option<crate::analysis::Command>,
+    /// Blue-green with analysis: the switch happened at this time (ms since the epoch); the
+    /// old set stands by until the window passes.
+    #[serde(default)]
+    pub switched: Option<u64>,
 }
 
 /// Lifecycle of an instance.

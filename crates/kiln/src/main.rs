@@ -80,7 +80,10 @@ enum Command {
     /// The releases of a service: image, strategy, steps, analysis, outcome, who, why, durations.
     History(cmd::history::HistoryArgs),
     /// Roll a service back to its previous release (same verification and rollout rules).
-    Rollback(cmd::fleet::ServiceArgs),
+    Rollback(cmd::rollout::RollbackArgs),
+    /// Manual control of a release in progress: pause, resume, abort.
+    #[command(subcommand)]
+    Rollout(cmd::rollout::RolloutCmd),
     /// Output of a service's instances, streamed from kiln.
     Logs(cmd::fleet::LogsArgs),
     /// An isolated debug instance of the service's image with a shell, out of rotation.
@@ -142,6 +145,7 @@ impl Command {
             Command::Status(_) => ("kiln status", None),
             Command::History(_) => ("kiln history", None),
             Command::Rollback(_) => ("kiln rollback", Some("release.rollback")),
+            Command::Rollout(c) => c.audit_names(),
             Command::Logs(_) => ("kiln logs", None),
             Command::Debug(_) => ("kiln debug", Some("debug.start")),
             Command::Chaos(_) => ("kiln chaos", Some("chaos.start")),
@@ -208,6 +212,7 @@ fn main() -> ExitCode {
         Command::Status(a) => cmd::fleet::status(&ctx, a),
         Command::History(a) => cmd::history::run(&ctx, a),
         Command::Rollback(a) => cmd::fleet::rollback(&ctx, a),
+        Command::Rollout(c) => cmd::rollout::run(&ctx, c),
         Command::Logs(a) => cmd::fleet::logs(&ctx, a),
         Command::Debug(a) => cmd::fleet::debug(&ctx, a),
         Command::Chaos(a) => cmd::fleet::chaos(&ctx, a),

@@ -33,8 +33,8 @@ mod unpack;
 use std::path::PathBuf;
 
 pub use netns::{
-    NetnsSockets, connect_in_netns, http_get_in_netns, listen_in_netns, set_child_subreaper,
-    try_reap,
+    NetnsSockets, connect_in_netns, http_get_in_netns, http_get_in_netns_after, listen_in_netns,
+    set_child_subreaper, try_reap,
 };
 pub use runc::{Runc, Runtime, State, Status};
 pub use spec::{

@@ -120,6 +120,18 @@ impl NetnsSockets {
 /// namespace; returns the status code. The whole exchange is bounded by
 /// `timeout`.
 pub fn http_get_in_netns(pid: u32, port: u16, path: &str, timeout: Duration) -> io::Result<u16> {
+    http_get_in_netns_after(pid, port, path, timeout, &[])
+}
+
+/// [`http_get_in_netns`], sending `preamble` (e.g. a PROXY protocol header) before the
+/// request.
+pub fn http_get_in_netns_after(
+    pid: u32,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+    preamble: &[u8],
+) -> io::Result<u16> {
     let start = Instant::now();
     if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
         return Err(io::Error::new(
@@ -135,6 +147,9 @@ pub fn http_get_in_netns(pid: u32, port: u16, path: &str, timeout: Duration) -> 
             .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "health check timed out"))
     };
     s.set_write_timeout(Some(left()?))?;
+    if !preamble.is_empty() {
+        s.write_all(preamble)?;
+    }
     s.write_all(
         format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: kiln-health\r\n\r\n")
             .as_bytes(),

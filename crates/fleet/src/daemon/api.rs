@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use super::logs::{LogQuery, format_line};
 use super::{DebugSession, Shared, lock, next_id, release_pending};
-use crate::api::{Request, Response};
+use crate::analysis::{Command, CommandOp, Pause};
+use crate::api::{Request, Response, RolloutAction};
 use crate::deploy::Deployment;
 use crate::state::Phase;
 
@@ -43,7 +44,16 @@ impl Shared {
         let resp = match req {
             Request::Status => Response::ok(self.status()),
             Request::Apply { path, reason } => self.apply(&path, reason, &actor),
-            Request::Rollback { service, reason } => self.rollback(&service, reason, &actor),
+            Request::Rollback {
+                service,
+                reason,
+                now,
+            } => self.rollback(&service, reason, now, &actor),
+            Request::Rollout {
+                service,
+                action,
+                reason,
+            } => self.rollout_control(&service, action, reason, &actor),
             Request::Destroy { service, reason } => self.destroy(&service, reason, &actor),
             Request::Logs {
                 service,
@@ -170,8 +180,7 @@ impl Shared {
                 converged,
                 failed: svc.failed.is_some(),
                 rolling_out: svc.rollout.is_some(),
-                // TODO(merge): the paused flag of helper E's rollout.
-                paused: false,
+                paused: svc.rollout.as_ref().is_some_and(|r| r.paused.is_some()),
                 secrets_missing: secrets_missing.as_ref().map_or(0, Vec::len),
                 backoff: svc.backoff_until > now,
             });
@@ -182,7 +191,8 @@ impl Shared {
                 "replicas": desired.map(|d| d.replicas),
                 "limits": desired.map(|d| crate::limits::Limits::status_json(d.limits.as_ref())),
                 "active": svc.active_release().map(|r| json!({"id": r.id, "image": r.image.to_string(), "created": r.created})),
-                "rollout": svc.rollout.as_ref().map(|r| json!({"release": r.release, "from": r.from, "canary": r.canary, "step": r.step, "note": r.note, "failures": r.failures})),
+                "rollout": svc.rollout.as_ref().map(|r| json!({"release": r.release, "from": r.from, "canary": r.canary, "step": r.step, "note": r.note, "failures": r.failures, "paused": r.paused.as_ref().map(|p| &p.why), "analysis_window": r.switched.is_some()})),
+                "analysis": desired.and_then(|d| d.analysis),
                 "healthy": healthy,
                 "converged": converged,
                 "failed": svc.failed.is_some(),
@@ -320,6 +330,7 @@ impl Shared {
         &self,
         service: &str,
         reason: Option<String>,
+        now: bool,
         actor: &Actor,
     ) -> Response {
         let _one = lock(&self.changes);
@@ -385,7 +396,8 @@ impl Shared {
                 prev.image.to_string(),
             ))
             .reason(reason.as_deref())
-            .detail("to_release", prev.id.clone());
+            .detail("to_release", prev.id.clone())
+            .detail("now", now);
         ev.actor = actor.clone();
         if let Err(e) = self.record_first(ev) {
             return Response::err(e);
@@ -397,6 +409,10 @@ impl Shared {
         next.tmpfs_mb = prev.spec.tmpfs_mb;
         next.egress = prev.spec.egress.clone();
         next.reason = reason.clone().or(Some(format!("rollback to {}", prev.id)));
+        if now {
+            next.strategy = crate::deploy::Strategy::BlueGreen;
+            next.analysis = None;
+        }
         self.change(|st| {
             st.desired
                 .services
@@ -408,6 +424,106 @@ impl Shared {
         Response::ok(
             json!({"service": service, "from": active, "to": prev.id, "image": prev.image.to_string()}),
         )
+    }
+
+    /// `kiln rollout pause|resume|abort`: a pause takes effect here; resume and abort are
+    /// carried out by the reconciler's next step (abort records `release.abort` with the
+    /// operator as actor).
+    pub(super) fn rollout_control(
+        &self,
+        service: &str,
+        action: RolloutAction,
+        reason: Option<String>,
+        actor: &Actor,
+    ) -> Response {
+        let _one = lock(&self.changes);
+        let (release, paused, step) = {
+            let w = lock(&self.world);
+            let Some(svc) = w.st.services.get(service) else {
+                return Response::err(format!("unknown service {service:?}"));
+            };
+            let Some(r) = &svc.rollout else {
+                return Response::err(format!("service {service} has no rollout in progress"));
+            };
+            (r.release.clone(), r.paused.clone(), r.step.map(|i| i + 1))
+        };
+        let now = self.clock.now_ms();
+        match action {
+            RolloutAction::Pause => {
+                if let Some(p) = &paused {
+                    return Response::err(format!(
+                        "the rollout of {release} is already paused: {}",
+                        p.why
+                    ));
+                }
+                let mut ev = self
+                    .event("release.pause", service)
+                    .resource(Resource::new("release", &release))
+                    .reason(reason.as_deref())
+                    .detail("step", step);
+                ev.actor = actor.clone();
+                if let Err(e) = self.record_first(ev) {
+                    return Response::err(e);
+                }
+                let why = match &reason {
+                    Some(m) => format!("paused by {}: {m}", actor.user),
+                    None => format!("paused by {}", actor.user),
+                };
+                self.change(|st| {
+                    if let Some(r) = st
+                        .services
+                        .get_mut(service)
+                        .and_then(|s| s.rollout.as_mut())
+                        && r.release == release
+                    {
+                        r.paused = Some(Pause {
+                            why: why.clone(),
+                            timeout: false,
+                            since: now,
+                        });
+                    }
+                    if let Some(s) = st.services.get_mut(service) {
+                        s.message = format!("rollout of {release} {why}");
+                    }
+                });
+            }
+            RolloutAction::Resume | RolloutAction::Abort => {
+                let op = if action == RolloutAction::Resume {
+                    let Some(p) = &paused else {
+                        return Response::err(format!("the rollout of {release} is not paused"));
+                    };
+                    let mut ev = self
+                        .event("release.resume", service)
+                        .resource(Resource::new("release", &release))
+                        .reason(reason.as_deref())
+                        .detail("step", step)
+                        .detail("paused", p.why.clone())
+                        .detail("paused_ms", now.saturating_sub(p.since));
+                    ev.actor = actor.clone();
+                    if let Err(e) = self.record_first(ev) {
+                        return Response::err(e);
+                    }
+                    CommandOp::Resume
+                } else {
+                    CommandOp::Abort
+                };
+                self.change(|st| {
+                    if let Some(r) = st
+                        .services
+                        .get_mut(service)
+                        .and_then(|s| s.rollout.as_mut())
+                        && r.release == release
+                    {
+                        r.command = Some(Command {
+                            op,
+                            actor: actor.clone(),
+                            reason: reason.clone(),
+                        });
+                    }
+                });
+            }
+        }
+        Response::ok(json!({"service": service, "release": release, "action": action}))
     }
 
     pub(super) fn destroy(&self, service: &str, reason: Option<String>, actor: &Actor) -> Response {

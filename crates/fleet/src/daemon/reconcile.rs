@@ -103,6 +103,8 @@ pub(crate) struct Input<'a> {
     /// ms since the epoch.
     pub now: u64,
     pub timing: &'a Timing,
+    /// The proxy's per-release counters (by release id), for canary analysis.
+    pub traffic: &'a HashMap<String, crate::proxy::ReleaseStats>,
 }
 
 /// One backend of the proxy's rotation.
@@ -378,6 +380,10 @@ impl Decide<'_> {
             started: now,
             note: note.clone(),
             failures: 0,
+            base: None,
+            paused: None,
+            command: None,
+            switched: None,
         });
         self.svc.message = match (&from, &canary) {
             (None, _) => format!("deploying {id} ({})", spec.image),

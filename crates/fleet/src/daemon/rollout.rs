@@ -2,9 +2,17 @@
 //! new release's instances, blue-green switch, canary steps, abort, keeping
 //! the active release at its replica count and rotating instances past
 //! their maximum lifetime or with drift, new instance first.
+//!
+//! With `[service.X.analysis]` each canary step (and the blue-green window after the
+//! switch) is judged on the new release's traffic through the proxy
+//! ([`crate::analysis::judge`]): pass, abort, or pause for an operator.
 
-use kiln_audit::{Event, Resource};
+use std::time::Duration;
+
+use kiln_audit::{Actor, Event, Resource};
 use serde_json::Value;
+
+use crate::analysis::{Analysis, CommandOp, Counts, Judgement, Outcome, Pause, judge};
 
 use super::fingerprint;
 use super::reconcile::{Decide, ms};
@@ -29,9 +37,50 @@ impl Decide<'_> {
             .filter(|i| i.release == r.release && i.phase != Phase::Retiring)
             .cloned()
             .collect();
-        // Abort: too many failures, or too slow.
+        let analysis = rel.spec.analysis;
+        // An operator's command first.
+        let mut operator_pass = false;
+        if let Some(cmd) = r.command.clone() {
+            if let Some(ro) = self.svc.rollout.as_mut() {
+                ro.command = None;
+            }
+            match cmd.op {
+                CommandOp::Abort => {
+                    let why = match &cmd.reason {
+                        Some(m) => format!("aborted by {}: {m}", cmd.actor.user),
+                        None => format!("aborted by {}", cmd.actor.user),
+                    };
+                    self.abort_with(&r, &why, None, Some(cmd.actor));
+                    return;
+                }
+                CommandOp::Resume => {
+                    let base = analysis.map(|a| self.counts(&r.release, &a));
+                    if let Some(ro) = self.svc.rollout.as_mut() {
+                        ro.paused = None;
+                        ro.base = base;
+                        ro.step_since = now;
+                    }
+                    // After a timeout the operator vouches for the step; after a manual
+                    // pause the step is judged again from now.
+                    operator_pass = r.paused.as_ref().is_some_and(|p| p.timeout);
+                }
+            }
+        }
+        let r = self.svc.rollout.clone().unwrap_or(r);
+        if r.paused.is_some() {
+            return;
+        }
+        if let Some(at) = r.switched {
+            self.judge_window(&r, &rel, analysis, at);
+            return;
+        }
+        // Abort: too many failures, or too slow to become healthy (once traffic shifts,
+        // analysis and step_timeout decide).
         let limit = (replicas as u32).max(3);
-        if r.failures >= limit || now.saturating_sub(r.started) > ms(t.rollout_timeout) {
+        let shifting = r.step.is_some();
+        if r.failures >= limit
+            || (!shifting && now.saturating_sub(r.started) > ms(t.rollout_timeout))
+        {
             let why = if r.failures >= limit {
                 format!("{} instance failures", r.failures)
             } else {
@@ -71,26 +120,60 @@ impl Decide<'_> {
             return;
         }
         let Some(steps) = &r.canary else {
-            self.switch(&r, &rel);
+            match analysis {
+                Some(a) if r.from.is_some() => self.switch_and_watch(&r, &rel, &a),
+                _ => self.switch(&r, &rel, None),
+            }
             return;
         };
+        let mut verdict = None;
         let next = match r.step {
             None => Some(0),
-            Some(i) if now.saturating_sub(r.step_since) >= ms(spec.step_pause) => {
-                if steps.get(i).copied() == Some(100) || i + 1 >= steps.len() {
-                    self.switch(&r, &rel);
+            Some(i) => {
+                let elapsed = Duration::from_millis(now.saturating_sub(r.step_since));
+                let passed = if operator_pass {
+                    true
+                } else if let Some(a) = analysis {
+                    let counts = self
+                        .counts(&r.release, &a)
+                        .since(r.base.unwrap_or_default());
+                    let j = judge(&a, counts, elapsed, spec.step_pause);
+                    match j.outcome {
+                        Outcome::Fail => {
+                            let why = format!("canary step {}: {}", i + 1, j.describe(&a));
+                            self.abort_with(&r, &why, Some(j.to_json(&a)), None);
+                            return;
+                        }
+                        Outcome::Timeout => {
+                            self.pause_for_traffic(&r, &a, &j, i);
+                            return;
+                        }
+                        Outcome::Wait => false,
+                        Outcome::Pass => {
+                            verdict = Some(j.to_json(&a));
+                            true
+                        }
+                    }
+                } else {
+                    elapsed >= spec.step_pause
+                };
+                if !passed {
+                    None
+                } else if steps.get(i).copied() == Some(100) || i + 1 >= steps.len() {
+                    self.switch(&r, &rel, verdict.take());
                     None
                 } else {
                     Some(i + 1)
                 }
             }
-            Some(_) => None,
         };
         let Some(i) = next else { return };
         let pct = steps.get(i).copied().unwrap_or(100);
+        let base = analysis.map(|a| self.counts(&r.release, &a));
         if let Some(ro) = self.svc.rollout.as_mut() {
             ro.step = Some(i);
             ro.step_since = now;
+            ro.base = base;
         }
         for inst in self.svc.instances.values_mut() {
             if inst.release == r.release && inst.phase == Phase::Healthy {
@@ -103,16 +186,152 @@ impl Decide<'_> {
             i + 1,
             steps.len()
         );
-        let ev = self
+        let mut ev = self
             .event("release.step")
             .resource(Resource::new("release", &r.release))
             .detail("percent", pct)
             .detail("step", i + 1);
+        if let Some(v) = verdict {
+            // The verdict on the step before, which let this one begin.
+            ev = ev.detail("analysis", v);
+        }
+        if operator_pass {
+            ev = ev.detail("resumed", true);
+        }
         self.record(ev);
     }
 
-    /// All new connections to the new release at once; the old set drains.
-    fn switch(&mut self, r: &Rollout, rel: &Release) {
+    /// The new release's cumulative requests and errors as `a` counts them.
+    fn counts(&self, release: &str, a: &Analysis) -> Counts {
+        self.input
+            .traffic
+            .get(release)
+            .map(|s| {
+                let (requests, errors) = s.analysis_counts(a.http);
+                Counts { requests, errors }
+            })
+            .unwrap_or_default()
+    }
+
+    /// Too little traffic by `step_timeout`: stand still until an operator resumes or aborts.
+    fn pause_for_traffic(&mut self, r: &Rollout, a: &Analysis, j: &Judgement, step: usize) {
+        let why = format!(
+            "step {}: only {} of {} {} in {}; waiting for `kiln rollout resume` or `kiln rollout abort`",
+            step + 1,
+            j.counts.requests,
+            a.min_requests,
+            if a.http { "requests" } else { "connections" },
+            crate::deploy::format_duration(a.step_timeout)
+        );
+        let now = self.now();
+        if let Some(ro) = self.svc.rollout.as_mut() {
+            ro.paused = Some(Pause {
+                why: why.clone(),
+                timeout: true,
+                since: now,
+            });
+        }
+        self.svc.message = format!("rollout of {} paused: {why}", r.release);
+        let ev = self
+            .event("release.pause")
+            .resource(Resource::new("release", &r.release))
+            .reason(Some(&why))
+            .detail("step", step + 1)
+            .detail("analysis", j.to_json(a));
+        self.record(ev);
+    }
+
+    /// Blue-green with analysis: all new connections to the new set, the old set stands
+    /// by (out of rotation, not retiring) for the analysis window.
+    fn switch_and_watch(&mut self, r: &Rollout, rel: &Release, a: &Analysis) {
+        let now = self.now();
+        let base = self.counts(&r.release, a);
+        for inst in self.svc.instances.values_mut() {
+            if inst.release == r.release {
+                if inst.phase == Phase::Healthy {
+                    inst.in_rotation = true;
+                }
+            } else if inst.phase != Phase::Retiring {
+                inst.in_rotation = false;
+            }
+        }
+        self.svc.active = Some(r.release.clone());
+        if let Some(ro) = self.svc.rollout.as_mut() {
+            ro.switched = Some(now);
+            ro.base = Some(base);
+        }
+        self.svc.message = format!(
+            "serving {} ({}); analysis window of {}, {} standing by",
+            r.release,
+            rel.image,
+            crate::deploy::format_duration(a.window),
+            r.from.as_deref().unwrap_or("nothing")
+        );
+        self.sync_rotation();
+        let ev = self
+            .switch_event(r, rel)
+            .detail("from", r.from.clone())
+            .detail("strategy", "blue-green")
+            .detail("window_ms", ms(a.window))
+            .detail("rollout_ms", now.saturating_sub(r.started));
+        self.record(ev);
+    }
+
+    /// The blue-green window: fail switches back to the standing-by set; when the window
+    /// passes, the old set drains.
+    fn judge_window(&mut self, r: &Rollout, rel: &Release, a: Option<Analysis>, at: u64) {
+        let now = self.now();
+        let a = a.unwrap_or_default();
+        let elapsed = Duration::from_millis(now.saturating_sub(at));
+        let counts = self
+            .counts(&r.release, &a)
+            .since(r.base.unwrap_or_default());
+        // The window is the minimum dwell; too little traffic by its end passes (there is
+        // nothing to hold the old set for).
+        let j = judge(&a, counts, elapsed, a.window);
+        let failing = j.outcome == Outcome::Fail || r.failures >= 3;
+        if failing {
+            let why = if j.outcome == Outcome::Fail {
+                format!("blue-green window: {}", j.describe(&a))
+            } else {
+                format!("{} instance failures in the analysis window", r.failures)
+            };
+            self.abort_with(r, &why, Some(j.to_json(&a)), None);
+            return;
+        }
+        if elapsed < a.window {
+            return;
+        }
+        let mut j = j;
+        if j.outcome != Outcome::Pass {
+            j.outcome = Outcome::Pass;
+        }
+        let old: Vec<String> = self
+            .svc
+            .instances
+            .values()
+            .filter(|i| i.release != r.release && i.phase != Phase::Retiring)
+            .map(|i| i.id.clone())
+            .collect();
+        for id in &old {
+            self.start_retiring(id, &format!("replaced by release {}", r.release));
+        }
+        self.svc.rollout = None;
+        self.svc.failed = None;
+        self.svc.message = format!("serving {} ({})", r.release, rel.image);
+        let ev = self
+            .event("release.step")
+            .resource(Resource::new("release", &r.release))
+            .detail("step", "window")
+            .detail("percent", 100)
+            .detail("draining", old.len())
+            .detail("analysis", j.to_json(&a));
+        self.record(ev);
+    }
+
+    /// All new connections to the new release at once; the old set drains. `verdict`: the
+    /// analysis of the last canary step, if any.
+    fn switch(&mut self, r: &Rollout, rel: &Release, verdict: Option<Value>) {
         let now = self.now();
         let mut retired = 0;
         for inst in self.svc.instances.values_mut() {
@@ -149,6 +368,9 @@ impl Decide<'_> {
         if let Some(n) = &r.note {
             ev = ev.detail("guardrail", n.clone());
         }
+        if let Some(v) = verdict {
+            ev = ev.detail("analysis", v);
+        }
         self.record(ev);
     }
 
@@ -166,6 +388,20 @@ impl Decide<'_> {
     /// Give up on a rollout: the new instances go, the old ones keep
     /// serving (canary weights return to the stable set).
     fn abort(&mut self, r: &Rollout, why: &str) {
+        self.abort_with(r, why, None, None);
+    }
+
+    /// [`Self::abort`] with the analysis that decided it and the operator who asked.
+    fn abort_with(&mut self, r: &Rollout, why: &str, analysis: Option<Value>, by: Option<Actor>) {
+        // A blue-green window switches back: the standing-by set serves again.
+        if r.switched.is_some() {
+            self.svc.active.clone_from(&r.from);
+            for i in self.svc.instances.values_mut() {
+                if Some(&i.release) == r.from.as_ref() && i.phase == Phase::Healthy {
+                    i.in_rotation = true;
+                }
+            }
+        }
         let ids: Vec<String> = self
             .svc
             .instances
@@ -193,11 +429,17 @@ impl Decide<'_> {
         for id in &ids {
             self.remove_instance(id);
         }
-        let ev = self
+        let mut ev = self
             .event("release.abort")
             .resource(Resource::new("release", &r.release))
             .reason(Some(why))
             .detail("rolled_back_to", r.from.clone());
+        if let Some(a) = analysis {
+            ev = ev.detail("analysis", a);
+        }
+        if let Some(actor) = by {
+            ev.actor = actor;
+        }
         self.record(ev);
     }
 

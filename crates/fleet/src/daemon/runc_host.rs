@@ -429,6 +429,13 @@ impl Host for RuncHost {
         let stop = Arc::new(AtomicBool::new(false));
         let (h, s) = (health.clone(), stop.clone());
         let (pid, port, check) = (inst.pid, spec.port, spec.health.clone());
+        // With `proxy_protocol` the instance expects a PROXY v2 header on every connection:
+        // kiln's checks send the LOCAL form (no client address).
+        let preamble = if spec.proxy_protocol {
+            crate::proxy::proxyv2::local_header()
+        } else {
+            Vec::new()
+        };
         if !child {
             // An adopted instance's output FIFO is read again.
             let fifo = bundle_dir(&self.bundles_dir, &self.tag, &inst.id).join("output.fifo");
@@ -461,7 +468,13 @@ impl Host for RuncHost {
                 } else {
                     match &check.check {
                         HealthCheck::HttpGet { path } => {
-                            match kiln_runtime::http_get_in_netns(pid, port, path, check.timeout) {
+                            match kiln_runtime::http_get_in_netns_after(
+                                pid,
+                                port,
+                                path,
+                                check.timeout,
+                                &preamble,
+                            ) {
                                 Ok(code) if (200..400).contains(&code) => None,
                                 Ok(code) => Some(format!("GET {path}: HTTP {code}")),
                                 Err(e) => Some(format!("GET {path}: {e}")),
@@ -472,6 +485,13 @@ impl Host for RuncHost {
                             SocketAddr::from(([127, 0, 0, 1], port)),
                             check.timeout,
                         )
+                        .and_then(|mut s| {
+                            if preamble.is_empty() {
+                                Ok(())
+                            } else {
+                                std::io::Write::write_all(&mut s, &preamble)
+                            }
+                        })
                         .err()
                         .map(|e| format!("connect :{port}: {e}")),
                     }

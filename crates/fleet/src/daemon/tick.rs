@@ -89,6 +89,20 @@ impl Shared {
             .as_ref()
             .and_then(|s| ensure_proxy(w, name, s.listen));
         let seen = self.observe(w, name);
+        let traffic: HashMap<String, crate::proxy::ReleaseStats> = match w.proxies.get(name) {
+            Some(f) => {
+                if let Some(d) = &desired {
+                    f.proxy.set_http(d.analysis.is_some_and(|a| a.http));
+                    f.proxy.set_proxy_protocol(d.proxy_protocol);
+                }
+                f.proxy
+                    .release_stats()
+                    .into_iter()
+                    .map(|s| (s.release.clone(), s))
+                    .collect()
+            }
+            None => HashMap::new(),
+        };
         let verdict = desired.as_ref().and_then(|d| {
             let key = verify_key(d);
             w.verdicts
@@ -114,6 +128,7 @@ impl Shared {
                 proxy_error,
                 now: self.clock.now_ms(),
                 timing: &self.timing,
+                traffic: &traffic,
             },
         );
         let forget = actions.iter().any(|a| matches!(a, Action::Forget));

@@ -45,6 +45,10 @@ struct RawService {
     limits: Option<crate::limits::RawLimits>,
     secrets: Option<BTreeMap<Spanned<String>, Spanned<crate::secrets::RawSecret>>>,
     egress: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    #[serde(default)]
+    analysis: Option<crate::analysis::RawAnalysis>,
+    #[serde(default)]
+    proxy_protocol: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +190,7 @@ impl Deployment {
             let mut svc = svc.into_inner();
             let listen_span = svc.listen.span();
             let raw_limits = svc.limits.take();
+            let raw_analysis = svc.analysis.take();
             let mut spans = crate::egress::Spans {
                 image: svc.image.span().start,
                 ..Default::default()
@@ -197,6 +202,11 @@ impl Deployment {
                     .map_err(|e| cx.err(e.span, e.message))?;
                 spec.limits = Some(limits);
                 limits_at.insert(name.clone(), at);
+            }
+            if let Some(raw) = raw_analysis {
+                let a = crate::analysis::from_raw(&format!("service.{name}.analysis"), raw)
+                    .map_err(|e| cx.err(e.span, e.message))?;
+                spec.analysis = Some(a);
             }
             if let Some((other, addr)) = listens.iter().find(|(_, a)| listen_clash(a, &spec.listen))
             {
@@ -473,6 +483,8 @@ fn parse_service(
             Some(t) => parse_egress(cx, &k("egress"), t, egress_spans)?,
             None => BTreeMap::new(),
         },
+        analysis: None,
+        proxy_protocol: raw.proxy_protocol.is_some_and(|p| *p.get_ref()),
     })
 }
 

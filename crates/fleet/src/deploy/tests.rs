@@ -535,6 +535,8 @@ fn service(image: &str) -> ServiceSpec {
         limits: Some(Limits::default()),
         secrets: BTreeMap::new(),
         egress: BTreeMap::new(),
+        analysis: None,
+        proxy_protocol: false,
     }
 }
 
@@ -641,5 +643,63 @@ proptest! {
         let s = format!("{n}{unit}");
         let d = parse_duration(&s).unwrap();
         prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+    }
+}
+
+#[test]
+fn analysis_table_defaults_values_and_errors() {
+    let f = Fixture::new();
+    let d = f.parse(&web("")).expect("no table");
+    assert_eq!(d.services["web"].analysis, None);
+    assert!(!d.services["web"].proxy_protocol);
+    let d = f
+        .parse(&web("proxy_protocol = true\n[service.web.analysis]\n"))
+        .expect("empty table");
+    assert_eq!(
+        d.services["web"].analysis,
+        Some(crate::analysis::Analysis::default())
+    );
+    assert!(d.services["web"].proxy_protocol);
+    let d = f
+        .parse(&web(
+            "[service.web.analysis]\nmax_error_rate = 0.05\nmin_requests = 10\nstep_timeout = \"2s\"\nhttp = false\nwindow = \"1m\"\n",
+        ))
+        .expect("full table");
+    let a = d.services["web"].analysis.expect("analysis");
+    assert_eq!(a.max_error_ppm, 50_000);
+    assert_eq!(a.min_requests, 10);
+    assert_eq!(a.step_timeout, Duration::from_secs(2));
+    assert!(!a.http);
+    assert_eq!(a.window, Duration::from_secs(60));
+    for (extra, line, col, msg) in [
+        (
+            "max_error_rate = 1.5\n",
+            7,
+            18,
+            "service.web.analysis.max_error_rate: 1.5 is not between 0 and 1",
+        ),
+        (
+            "max_error_rate = \"1%\"\n",
+            7,
+            18,
+            "service.web.analysis.max_error_rate: expected a number",
+        ),
+        (
+            "min_requests = 0\n",
+            7,
+            16,
+            "service.web.analysis.min_requests: 0 is out of range",
+        ),
+        (
+            "step_timeout = \"10ms\"\n",
+            7,
+            16,
+            "service.web.analysis.step_timeout: must be at least 100ms",
+        ),
+        ("windw = \"1s\"\n", 7, 1, "unknown field `windw`"),
+    ] {
+        let e = f.err(&web(&format!("[service.web.analysis]\n{extra}")));
+        assert_eq!((e.line, e.column), (line, col), "{e}");
+        assert!(e.message.contains(msg), "{e}");
     }
 }

@@ -239,6 +239,10 @@ fn the_state_says_what_serves_and_what_rolls_out() {
             started: 0,
             note: None,
             failures: 0,
+            base: None,
+            paused: None,
+            command: None,
+            switched: None,
         }),
         ..ServiceState::default()
     };

@@ -412,3 +412,95 @@ fn switching_releases_under_load_drops_nothing() {
     assert_eq!(errors, 0);
     assert_eq!(p.stats().rejected, 0);
 }
+
+/// Answers every request on a keep-alive connection with `status` (Content-Length body).
+fn http_server(status: u16) -> SocketAddr {
+    server(move |s| {
+        let mut r = io::BufReader::new(s.try_clone().expect("clone"));
+        let mut w = s;
+        loop {
+            let mut line = String::new();
+            // Read one request head.
+            loop {
+                line.clear();
+                match io::BufRead::read_line(&mut r, &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) if line == "\r\n" => break,
+                    Ok(_) => {}
+                }
+            }
+            let body = "hello";
+            let resp = format!(
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if w.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn http_responses_are_counted_per_release() {
+    let ok = http_server(200);
+    let bad = http_server(503);
+    let p = Proxy::start(loopback()).expect("start");
+    p.set_http(true);
+    p.set_backends(vec![
+        backend("a", "r1", 1, ok),
+        backend("b", "r2", 1, bad),
+        dead("c", "r2", 1),
+    ]);
+    for _ in 0..6 {
+        let mut s = TcpStream::connect(p.local_addr()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        // Three keep-alive requests per connection.
+        let mut buf = [0u8; 256];
+        for _ in 0..3 {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("write");
+            let mut got = 0;
+            while got < 5 || !buf[..got].ends_with(b"hello") {
+                let n = s.read(&mut buf[got..]).expect("read");
+                assert!(n > 0, "closed early");
+                got += n;
+            }
+        }
+    }
+    let stats = p.release_stats();
+    let r1 = stats.iter().find(|r| r.release == "r1").expect("r1");
+    let r2 = stats.iter().find(|r| r.release == "r2").expect("r2");
+    assert_eq!(r1.connections + r2.connections, 6);
+    assert_eq!(r1.requests, r1.connections * 3);
+    assert_eq!(r1.responses.s2xx, r1.requests);
+    assert_eq!(r2.responses.s5xx, r2.connections * 3);
+    assert!(r2.connect_failures >= 1);
+    assert_eq!(r1.latency.count, r1.requests);
+    assert_eq!(p.stats().releases, stats);
+}
+
+#[test]
+fn proxy_protocol_v2_header_reaches_the_backend() {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let tx = Mutex::new(tx);
+    let addr = server(move |mut s| {
+        let mut head = [0u8; 28];
+        if s.read_exact(&mut head).is_ok() {
+            let _ = lock(&tx).send(head.to_vec());
+            let _ = s.write_all(b"ok");
+        }
+    });
+    let p = Proxy::start(loopback()).expect("start");
+    p.set_proxy_protocol(true);
+    p.set_backends(vec![backend("a", "r1", 1, addr)]);
+    let mut c = TcpStream::connect(p.local_addr()).expect("connect");
+    let me = c.local_addr().expect("addr");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut out = [0u8; 2];
+    c.read_exact(&mut out).expect("answer");
+    let head = rx.recv_timeout(Duration::from_secs(5)).expect("header");
+    assert_eq!(head, proxyv2::proxy_header(me, p.local_addr()));
+}

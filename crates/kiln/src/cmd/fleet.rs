@@ -359,12 +359,13 @@ fn print_status(services: &[Value]) {
     }
 }
 
-pub fn rollback(ctx: &Ctx, a: ServiceArgs) -> Result<()> {
+pub fn rollback(ctx: &Ctx, a: super::rollout::RollbackArgs) -> Result<()> {
     let res = api::request(
         &ctx.state_dir,
         &Request::Rollback {
             service: a.service.clone(),
             reason: ctx.reason.clone(),
+            now: a.now,
         },
     )?;
     if !ctx.json {

@@ -19,6 +19,7 @@ pub mod lock;
 pub mod log;
 pub mod pull;
 pub mod push;
+pub mod rollout;
 pub mod sbom;
 pub mod scan;
 pub mod sign;

@@ -17,6 +17,7 @@ mod evidence;
 mod export;
 mod fim;
 mod fleet;
+mod fleet_analysis;
 mod fleet_dashboard;
 mod fleet_egress;
 mod fleet_history;

@@ -3,6 +3,7 @@
 //! driven with an in-memory host, a tempdir state directory and fake image
 //! gates (`fakes.rs`, `shell.rs`). Here: fixtures both use.
 
+mod analysis;
 mod fakes;
 mod reconcile;
 mod secrets;
@@ -99,6 +100,8 @@ struct Sim {
     seen: HashMap<String, Seen>,
     verdict: Option<Verdict>,
     timing: Timing,
+    /// The proxy's per-release counters the reconciler sees.
+    traffic: HashMap<String, crate::proxy::ReleaseStats>,
     /// Every action of every step, in order.
     log: Vec<Action>,
 }
@@ -113,6 +116,7 @@ impl Sim {
             seen: HashMap::new(),
             verdict: None,
             timing: Timing::default(),
+            traffic: HashMap::new(),
             log: Vec::new(),
         };
         for id in sim.svc.instances.keys() {
@@ -132,6 +136,7 @@ impl Sim {
                 proxy_error: None,
                 now: self.now,
                 timing: &self.timing,
+                traffic: &self.traffic,
             },
         );
         for a in &actions {

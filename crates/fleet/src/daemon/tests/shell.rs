@@ -344,7 +344,9 @@ fn a_rollback_to_a_release_whose_egress_now_points_at_a_proxy_is_refused() {
     };
     let host = FakeHost::with_running(&[("web-0001", 100)]);
     let rig = Rig::new(Some(st), host, Arc::new(Gate { refuse: None }), false);
-    let resp = rig.sh.rollback("web", None, &kiln_audit::Actor::current());
+    let resp = rig
+        .sh
+        .rollback("web", None, false, &kiln_audit::Actor::current());
     assert!(!resp.ok, "{resp:?}");
     let why = format!("{resp:?}");
     assert!(
