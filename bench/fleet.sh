@@ -113,7 +113,7 @@ for _ in 1 2; do
 done
 on_requests=$("$KILN" --json status | jq '[.services[0].proxy.releases[].requests] | add')
 hport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf 'global\n  maxconn 4096\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\nfrontend f\n  bind 127.0.0.1:%s\n  default_backend b\nbackend b\n  server s1 127.0.0.1:8080\n' "$hport" > haproxy.cfg
+printf 'global\n  maxconn 4096\n  nbthread 2\ndefaults\n  mode http\n  option httpclose\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\nfrontend f\n  bind 127.0.0.1:%s\n  default_backend b\nbackend b\n  server s1 127.0.0.1:8080\n' "$hport" > haproxy.cfg
 # HAProxy runs in the instance's network namespace (the instance listens only there); so
 # does its load generator.
 nsenter -t "$ipid" -n haproxy -db -f haproxy.cfg >haproxy.log 2>&1 &
@@ -121,7 +121,7 @@ hap=$!
 trap '"$KILN" destroy web >/dev/null 2>&1; kill $hap 2>/dev/null; kill $serve 2>/dev/null; wait $serve 2>/dev/null' EXIT
 sleep 1
 nsenter -t "$ipid" -n ab -q -n 2000 -c 8 "http://127.0.0.1:$hport/" >/dev/null 2>&1 || true
-read -r hap_rps hap_cpu < <(measure "$hap" nsenter -t "$ipid" -n ab -q -n "$REQUESTS" -c 8 "http://127.0.0.1:$hport/")
+read -r hap_rps hap_cpu < <(measure "$hap" nsenter -t "$ipid" -n ab -q -s 10 -n "$REQUESTS" -c 8 "http://127.0.0.1:$hport/")
 kill $hap 2>/dev/null; wait $hap 2>/dev/null || true
 echo "   analysis off ${off_rps}/s (${off_cpu} CPU-ms per 10k requests), on ${on_rps}/s (${on_cpu} CPU-ms; ${on_requests} responses counted), HAProxy ${hap_rps}/s (${hap_cpu} CPU-ms)"
 
