@@ -9,7 +9,8 @@
 #     network namespace;
 #  4. the cost of HTTP analysis (issue 15): requests/s and the proxy's CPU
 #     time through kiln's proxy with `[service.web.analysis]` on and off, and
-#     through HAProxy (mode http) in front of the same single instance.
+#     through HAProxy (mode tcp: in mode http, ab against busybox httpd behind
+#     HAProxy hung in our runs) in front of the same single instance.
 #
 #   bench/fleet.sh
 #
@@ -81,7 +82,7 @@ direct=$(nsenter -t "$pid" -n ab -q -n "$REQUESTS" -c 8 http://127.0.0.1:8080/ 2
 proxied=$(ab -q -n "$REQUESTS" -c 8 "http://127.0.0.1:$port/" 2>/dev/null | awk '/Requests per second/ {print $4}')
 echo "   direct ${direct}/s, through the proxy (10 instances) ${proxied}/s"
 
-echo "== 4. HTTP analysis: kiln proxy with analysis on / off, HAProxy (mode http), one instance (ab -n $REQUESTS -c 8)"
+echo "== 4. HTTP analysis: kiln proxy with analysis on / off, HAProxy (mode tcp), one instance (ab -n $REQUESTS -c 8)"
 deploy "$v1" 1; "$KILN" apply -f deploy.toml >/dev/null
 # The one instance of the active release (the 10 of section 2 may still be draining).
 ipid=$("$KILN" --json status | jq '.services[0] as $s | [$s.instances[] | select(.release == $s.active.id and .in_rotation) | .pid][0]')
@@ -113,7 +114,7 @@ for _ in 1 2; do
 done
 on_requests=$("$KILN" --json status | jq '[.services[0].proxy.releases[].requests] | add')
 hport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf 'global\n  maxconn 4096\n  nbthread 2\ndefaults\n  mode http\n  option httpclose\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\nfrontend f\n  bind 127.0.0.1:%s\n  default_backend b\nbackend b\n  server s1 127.0.0.1:8080\n' "$hport" > haproxy.cfg
+printf 'global\n  maxconn 4096\n  nbthread 2\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\nfrontend f\n  bind 127.0.0.1:%s\n  default_backend b\nbackend b\n  server s1 127.0.0.1:8080\n' "$hport" > haproxy.cfg
 # HAProxy runs in the instance's network namespace (the instance listens only there); so
 # does its load generator.
 nsenter -t "$ipid" -n haproxy -db -f haproxy.cfg >haproxy.log 2>&1 &
