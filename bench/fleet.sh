@@ -122,7 +122,8 @@ hap=$!
 trap '"$KILN" destroy web >/dev/null 2>&1; kill $hap 2>/dev/null; kill $serve 2>/dev/null; wait $serve 2>/dev/null' EXIT
 sleep 1
 nsenter -t "$ipid" -n ab -q -n 2000 -c 8 "http://127.0.0.1:$hport/" >/dev/null 2>&1 || true
-read -r hap_rps hap_cpu < <(measure "$hap" nsenter -t "$ipid" -n ab -q -s 10 -n "$REQUESTS" -c 8 "http://127.0.0.1:$hport/")
+# A failed HAProxy run reports 0 (and NOT MET) instead of ending the script before the summary.
+read -r hap_rps hap_cpu < <(measure "$hap" nsenter -t "$ipid" -n ab -q -s 10 -n "$REQUESTS" -c 8 "http://127.0.0.1:$hport/" || echo "0 0") || { hap_rps=0; hap_cpu=0; }
 kill $hap 2>/dev/null; wait $hap 2>/dev/null || true
 echo "   analysis off ${off_rps}/s (${off_cpu} CPU-ms per 10k requests), on ${on_rps}/s (${on_cpu} CPU-ms; ${on_requests} responses counted), HAProxy ${hap_rps}/s (${hap_cpu} CPU-ms)"
 
@@ -138,6 +139,6 @@ printf '%-50s %12s %14s  %s\n' "proxy throughput / direct" "$pr" ">= 0.80" "$(aw
 cost=$(awk -v on="$on_rps" -v off="$off_rps" 'BEGIN {printf "%.3f", 1 - on / off}')
 printf '%-50s %12s %14s  %s\n' "HTTP analysis cost (1 - on/off req/s)" "$cost" "<= 0.10" "$(awk -v c="$cost" 'BEGIN {print (c <= 0.10) ? "met" : "NOT MET"}')"
 printf '%-50s %12s %14s\n' "  proxy CPU-ms per 10k requests, off / on" "$off_cpu / $on_cpu" ""
-vh=$(awk -v a="$on_rps" -v b="$hap_rps" 'BEGIN {printf "%.2f", a / b}')
+vh=$(awk -v a="$on_rps" -v b="$hap_rps" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}')
 printf '%-50s %12s %14s  %s\n' "kiln (analysis on) / HAProxy req/s" "$vh" ">= 0.90" "$(awk -v r="$vh" 'BEGIN {print (r >= 0.9) ? "met" : "NOT MET"}')"
 printf '%-50s %12s %14s\n' "  HAProxy CPU-ms per 10k requests" "$hap_cpu" ""
