@@ -98,7 +98,7 @@ measure() {
     c0=$(ticks "$who")
     rps=$("$@" 2>/dev/null | awk '/Requests per second/ {print $4}')
     c1=$(ticks "$who")
-    echo "$rps $(( (c1 - c0) * 1000 / hz * 10000 / REQUESTS ))"
+    echo "${rps:-0} $(( (c1 - c0) * 1000 / hz * 10000 / REQUESTS ))"
 }
 ab -q -n 2000 -c 8 "http://127.0.0.1:$port/" >/dev/null 2>&1 || true     # warm up
 # Off and on alternate twice; the better run of each counts (the machine may be shared).
