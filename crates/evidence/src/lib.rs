@@ -24,6 +24,8 @@ mod artifacts;
 pub mod framework;
 mod generate;
 mod html;
+/// HTML escaping for element text and quoted attributes (also used by the fleet dashboard).
+pub use html::escape as html_escape;
 pub mod manifest;
 pub mod model;
 mod verify;

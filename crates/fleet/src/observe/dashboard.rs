@@ -17,21 +17,8 @@ const TAIL: u64 = 5000;
 /// Audit events listed on `/audit`.
 const AUDIT_ROWS: usize = 200;
 
-/// Escape for HTML text and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escape for HTML text and attribute values: the evidence bundle's escaping.
+pub use kiln_evidence::html_escape as esc;
 
 /// A JSON value as short text (strings without quotes), escaped.
 fn ev(v: &Value) -> String {
