@@ -406,6 +406,7 @@ impl Metrics {
                 f.total()[1] as f64,
             );
         }
+        release_http(&mut e, status);
         e.family(
             "kiln_service_rejected_connections_total",
             Kind::Counter,
@@ -545,6 +546,81 @@ fn releases_named(s: &Value) -> Vec<String> {
     v
 }
 
+/// The front proxy's per-release HTTP counters (`services[].proxy.releases` of the status:
+/// [`crate::proxy::ReleaseStats`]): responses by status class, resets and the latency
+/// histogram. They are counters of this daemon's life; `process_start_time_seconds` marks
+/// the reset when it restarts.
+fn release_http(e: &mut Expo, status: &Value) {
+    let mut rows = Vec::new();
+    for s in status["services"].as_array().into_iter().flatten() {
+        let svc = s["name"].as_str().unwrap_or_default().to_string();
+        for r in s["proxy"]["releases"].as_array().into_iter().flatten() {
+            if let Ok(r) = serde_json::from_value::<crate::proxy::ReleaseStats>(r.clone()) {
+                rows.push((svc.clone(), r));
+            }
+        }
+    }
+    e.family(
+        "kiln_release_http_responses_total",
+        Kind::Counter,
+        "HTTP responses from a release's instances by status class (with analysis http = true).",
+    );
+    for (svc, r) in &rows {
+        let c = &r.responses;
+        for (class, n) in [
+            ("2xx", c.s2xx),
+            ("3xx", c.s3xx),
+            ("4xx", c.s4xx),
+            ("5xx", c.s5xx),
+        ] {
+            e.sample(
+                "kiln_release_http_responses_total",
+                &[("service", svc), ("release", &r.release), ("class", class)],
+                n as f64,
+            );
+        }
+    }
+    e.family(
+        "kiln_release_resets_total",
+        Kind::Counter,
+        "Connections to a release's instances that ended with a reset.",
+    );
+    for (svc, r) in &rows {
+        e.sample(
+            "kiln_release_resets_total",
+            &[("service", svc), ("release", &r.release)],
+            r.resets as f64,
+        );
+    }
+    e.family(
+        "kiln_release_request_duration_seconds",
+        Kind::Histogram,
+        "From a request's first byte to its response's status line, per release.",
+    );
+    for (svc, r) in &rows {
+        let mut h = Histogram::new(&crate::proxy::LATENCY_BUCKETS);
+        let mut below = 0;
+        for (i, slot) in h.counts.iter_mut().enumerate() {
+            // The proxy's buckets are cumulative; the +Inf one is the count.
+            let cum = r
+                .latency
+                .buckets
+                .get(i)
+                .map_or(r.latency.count, |b| b.1)
+                .max(below);
+            *slot = cum - below;
+            below = cum;
+        }
+        h.sum = r.latency.sum;
+        h.count = below.max(r.latency.count);
+        e.histogram(
+            "kiln_release_request_duration_seconds",
+            &[("service", svc), ("release", &r.release)],
+            &h,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,6 +658,29 @@ mod tests {
         assert_eq!(reason_class("something new", false), "other");
         for r in ["a", "exit", "oom x", "health"] {
             assert!(REPLACE_REASONS.contains(&reason_class(r, false)));
+        }
+    }
+
+    #[test]
+    fn release_http_counters_and_latency_histogram() {
+        let m = Metrics::new();
+        let st = json!({"services": [{"name": "web", "instances": [], "proxy": {"backends": [],
+            "releases": [{"release": "r2", "connections": 9, "connect_failures": 1, "resets": 2,
+                "requests": 7, "responses": {"2xx": 4, "3xx": 0, "4xx": 1, "5xx": 2},
+                "latency": {"buckets": [[0.005, 1], [0.01, 3], [0.025, 3], [0.05, 3], [0.1, 5],
+                    [0.25, 6], [0.5, 6], [1.0, 6], [2.5, 6], [5.0, 6], [10.0, 6]],
+                    "sum": 0.75, "count": 7}}]}}]});
+        m.fold(&st);
+        let text = m.render(&st, (0, 0));
+        for line in [
+            "kiln_release_http_responses_total{service=\"web\",release=\"r2\",class=\"5xx\"} 2",
+            "kiln_release_resets_total{service=\"web\",release=\"r2\"} 2",
+            "kiln_release_request_duration_seconds_bucket{service=\"web\",release=\"r2\",le=\"0.01\"} 3",
+            "kiln_release_request_duration_seconds_bucket{service=\"web\",release=\"r2\",le=\"10\"} 6",
+            "kiln_release_request_duration_seconds_bucket{service=\"web\",release=\"r2\",le=\"+Inf\"} 7",
+            "kiln_release_request_duration_seconds_count{service=\"web\",release=\"r2\"} 7",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
         }
     }
 
