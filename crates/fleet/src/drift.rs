@@ -325,6 +325,26 @@ impl RootfsWatch {
     }
 }
 
+/// Test fixture: `root` as kiln unpacks it, with its file manifest (metadata left out, as
+/// the image's SBOM lists it) and its unpack-time inode record.
+#[cfg(test)]
+pub(crate) fn as_unpacked(
+    root: PathBuf,
+) -> (PathBuf, Vec<kiln_drift::Entry>, kiln_drift::InodeRecord) {
+    let tree = kiln_drift::scan(&root, &kiln_drift::ScanOptions::default()).unwrap();
+    let mut base: Vec<kiln_drift::Entry> = tree
+        .entries
+        .iter()
+        .filter(|e| &*e.path != b"/")
+        .cloned()
+        .collect();
+    for e in &mut base {
+        e.meta = kiln_drift::Meta::default();
+    }
+    let rec = kiln_drift::record_inodes(&root, &[]).unwrap();
+    (root, base, rec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,18 +452,7 @@ mod tests {
         std::fs::write(root.join("www/index.html"), b"<h1>v1</h1>").unwrap();
         std::fs::hard_link(root.join("www/index.html"), root.join("www/copy.html")).unwrap();
         std::fs::write(root.join("www/other.html"), b"<h1>other</h1>").unwrap();
-        let tree = kiln_drift::scan(&root, &kiln_drift::ScanOptions::default()).unwrap();
-        let mut base: Vec<kiln_drift::Entry> = tree
-            .entries
-            .iter()
-            .filter(|e| &*e.path != b"/")
-            .cloned()
-            .collect();
-        for e in &mut base {
-            e.meta = kiln_drift::Meta::default();
-        }
-        let rec = kiln_drift::record_inodes(&root, &[]).unwrap();
-        (root, base, rec)
+        as_unpacked(root)
     }
 
     #[test]

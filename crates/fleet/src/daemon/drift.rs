@@ -581,18 +581,7 @@ mod tests {
         let root = d.join("rootfs");
         std::fs::create_dir_all(root.join("bin")).unwrap();
         std::fs::write(root.join("bin/app"), b"app").unwrap();
-        let tree = kiln_drift::scan(&root, &kiln_drift::ScanOptions::default()).unwrap();
-        let mut base: Vec<kiln_drift::Entry> = tree
-            .entries
-            .iter()
-            .filter(|e| &*e.path != b"/")
-            .cloned()
-            .collect();
-        for e in &mut base {
-            e.meta = kiln_drift::Meta::default();
-        }
-        let rec = kiln_drift::record_inodes(&root, &[]).unwrap();
-        (root, base, rec)
+        crate::drift::as_unpacked(root)
     }
 
     fn sweep(
