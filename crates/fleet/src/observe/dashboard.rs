@@ -339,6 +339,20 @@ fn releases(src: &dyn Source) -> String {
     b
 }
 
+/// An event's resources as escaped `kind<sep>name` texts (the id when unnamed).
+fn resources(ev: &kiln_audit::Event, sep: &str) -> Vec<String> {
+    ev.resources
+        .iter()
+        .map(|r| {
+            format!(
+                "{}{sep}{}",
+                esc(&r.kind),
+                esc(r.name.as_deref().unwrap_or(&r.id))
+            )
+        })
+        .collect()
+}
+
 fn drift(src: &dyn Source) -> String {
     let events = tail(src, |le| le.event.action == "drift.detected");
     let mut b = String::new();
@@ -346,18 +360,7 @@ fn drift(src: &dyn Source) -> String {
         b.push_str("<p>No drift detected.</p>");
     }
     for e in events.iter().rev() {
-        let res: Vec<String> = e
-            .event
-            .resources
-            .iter()
-            .map(|r| {
-                format!(
-                    "{} {}",
-                    esc(&r.kind),
-                    esc(r.name.as_deref().unwrap_or(&r.id))
-                )
-            })
-            .collect();
+        let res = resources(&e.event, " ");
         let d = &e.event.details;
         let diff = d
             .get("diff")
@@ -390,18 +393,7 @@ fn audit(src: &dyn Source) -> String {
         events.len()
     );
     for e in events.iter().rev() {
-        let res: Vec<String> = e
-            .event
-            .resources
-            .iter()
-            .map(|r| {
-                format!(
-                    "{}:{}",
-                    esc(&r.kind),
-                    esc(r.name.as_deref().unwrap_or(&r.id))
-                )
-            })
-            .collect();
+        let res = resources(&e.event, ":");
         let outcome = match e.event.outcome {
             kiln_audit::Outcome::Success => "success",
             kiln_audit::Outcome::Failure => "<span class=\"bad\">failure</span>",
